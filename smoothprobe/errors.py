@@ -1,0 +1,5 @@
+"""The one exception type the CLI turns into a single line and exit code 2."""
+
+
+class SmoothprobeError(Exception):
+    """Bad input or an unusable run: the message is one line a user can act on."""

@@ -1,0 +1,1 @@
+"""Measurements taken around an optimizer step: one probe class per module, each with a cost."""

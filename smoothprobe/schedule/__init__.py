@@ -1,0 +1,1 @@
+"""Learning-rate schedules: ordinary warm-up/decay baselines and the adaptive warm-up."""

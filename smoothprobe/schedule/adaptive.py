@@ -1,0 +1,498 @@
+"""Adaptive warm-up: the LR follows η(Δ) = Δ / (K0 + K1·Δ + Kρ·Δ^ρ) of the current loss gap.
+
+Math (DESIGN.md §3), the paper's practical parametrisation with an accurate, stable choice of
+the peak gap Δ', and the loss-driven `AdaptiveWarmup` scheduler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from numpy.typing import ArrayLike
+from scipy.optimize import minimize_scalar
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from smoothprobe.errors import SmoothprobeError
+
+DECAYS = ("cosine", "linear", "model")
+SIGMA_F = 1e-3
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(16)
+_PANELS = 64
+_WINDOW = 10.0  # half-width of the quadrature window around Δ', in Gaussian standard deviations
+
+
+class Constants(NamedTuple):
+    """(ρ, K0, K1, Kρ)-smoothness constants: K(Δ) = K0 + K1·Δ + Kρ·Δ^ρ."""
+
+    K0: float
+    K1: float
+    K_rho: float
+    rho: float
+
+
+def eta(delta: ArrayLike, K0: float, K1: float, K_rho: float, rho: float) -> Any:
+    """Step size η(Δ) = Δ / K(Δ) for gaps Δ > 0 (floats, numpy arrays or tensors)."""
+    return delta / (K0 + K1 * delta + K_rho * delta**rho)
+
+
+def delta_peak(K0: float, K_rho: float, rho: float) -> float:
+    """Gap Δ' where η peaks: K0 = (ρ − 1)·Kρ·Δ'^ρ (independent of K1)."""
+    return (K0 / ((rho - 1.0) * K_rho)) ** (1.0 / rho)
+
+
+def eta_max(K0: float, K1: float, K_rho: float, rho: float) -> float:
+    """Peak step size η(Δ'); for ρ = 2 it equals 1 / (K1 + 2·√(K0·Kρ))."""
+    return eta(delta_peak(K0, K_rho, rho), K0, K1, K_rho, rho)
+
+
+def check_constants(K0: float, K1: float, K_rho: float, rho: float) -> Constants:
+    """Validated constants: ρ > 1, K0 > 0, Kρ > 0 and K(Δ) > 0 for every Δ > 0 (η_max > 0)."""
+    values = Constants(float(K0), float(K1), float(K_rho), float(rho))
+    if not all(math.isfinite(v) for v in values):
+        raise SmoothprobeError(f"constants must be finite. Got {values}.")
+    if values.rho <= 1 or values.K0 <= 0 or values.K_rho <= 0:
+        raise SmoothprobeError(
+            f"constants need rho > 1, K0 > 0 and K_rho > 0 for a warm-up peak. Got {values}."
+        )
+    if not eta_max(*values) > 0:
+        raise SmoothprobeError(
+            f"constants give K(Δ) <= 0 near the peak (K1 too negative). Got {values}."
+        )
+    return values
+
+
+def practical_constants(lr: float, div: float, delta0: float, delta_peak: float) -> Constants:
+    """ρ = 2 constants with η(Δ0) = lr/div, η(Δ') = lr and η'(Δ') = 0 (DESIGN.md §3)."""
+    if not lr > 0 or not div > 1:
+        raise SmoothprobeError(
+            f"practical schedule needs lr > 0 and div > 1. Got lr={lr}, div={div}."
+        )
+    if not 0 < delta_peak < delta0:
+        raise SmoothprobeError(
+            f"practical schedule needs 0 < delta_peak < delta0. Got delta_peak={delta_peak}, "
+            f"delta0={delta0}."
+        )
+    K2 = delta0 * (div - 1.0) / (lr * (delta0 - delta_peak) ** 2)
+    return Constants(K2 * delta_peak**2, 1.0 / lr - 2.0 * K2 * delta_peak, K2, 2.0)
+
+
+def _gauss_legendre(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Composite 16-point Gauss–Legendre nodes and weights on each row's interval [a_i, b_i]."""
+    h = ((b - a) / _PANELS)[:, None, None]
+    left = a[:, None, None] + h * np.arange(_PANELS)[None, :, None]
+    x = left + h * (_GL_NODES + 1.0) / 2.0
+    w = np.broadcast_to(h * _GL_WEIGHTS / 2.0, x.shape)
+    return x.reshape(len(a), -1), w.reshape(len(a), -1)
+
+
+def practical_mismatch(
+    delta_peaks: ArrayLike, div: float, delta0: float, kappa: float, sigma_f: float = SIGMA_F
+) -> np.ndarray:
+    """Gaussian-weighted squared mismatch J(Δ') of the practical η to the paper's target shape.
+
+    J(Δ') = (1/Δ0)·∫_0^Δ0 w(Δ)·((η(Δ) − T(Δ))/lr)² dΔ, w = exp(−(Δ − Δ')²·σ_F·κ/2); the target T
+    rises as a half cosine from 0 at Δ = 0 to lr at Δ', then falls linearly to lr/div at Δ0.
+    Scale-free in lr. Integrated by fixed composite Gauss–Legendre on ±10 standard deviations
+    of w around Δ', split at the kink Δ', so a narrow weight is never missed.
+    """
+    p = np.atleast_1d(np.asarray(delta_peaks, dtype=np.float64))
+    precision = sigma_f * kappa
+    half = _WINDOW / math.sqrt(precision)
+    total = np.zeros_like(p)
+    for rising in (True, False):
+        a = np.maximum(0.0, p - half) if rising else p
+        b = p if rising else np.minimum(delta0, p + half)
+        x, w = _gauss_legendre(a, b)
+        q = p[:, None]
+        shape = 1.0 / (1.0 + (div - 1.0) * (delta0 / x) * ((x - q) / (delta0 - q)) ** 2)
+        if rising:
+            target = 0.5 * (1.0 - np.cos(np.pi * x / q))
+        else:
+            target = 1.0 + (1.0 / div - 1.0) * (x - q) / (delta0 - q)
+        weight = np.exp(-0.5 * precision * (x - q) ** 2)
+        total += np.sum(w * weight * (shape - target) ** 2, axis=1)
+    return total / delta0
+
+
+def practical_delta_peak(
+    div: float, delta0: float, kappa: float, sigma_f: float = SIGMA_F, n_scan: int = 500
+) -> float:
+    """Peak gap Δ' of the practical schedule: argmin of `practical_mismatch` over (0, Δ0).
+
+    The paper's n_scan-point scan (Riabinin et al., arXiv 2602.05813), then a bounded Brent
+    refinement inside the best scan cell, so Δ' moves continuously with Δ0 instead of in
+    grid steps.
+    """
+    if not div > 1 or not delta0 > 0 or not kappa > 0 or not sigma_f > 0 or n_scan < 3:
+        raise SmoothprobeError(
+            f"delta-peak scan needs div > 1, delta0 > 0, kappa > 0, sigma_f > 0, n_scan >= 3. "
+            f"Got div={div}, delta0={delta0}, kappa={kappa}, sigma_f={sigma_f}, n_scan={n_scan}."
+        )
+    grid = delta0 * np.arange(1, n_scan + 1) / (n_scan + 1)
+    chunks = np.array_split(grid, max(1, n_scan // 100))
+    values = np.concatenate([practical_mismatch(c, div, delta0, kappa, sigma_f) for c in chunks])
+    i = int(np.argmin(values))
+    edges = np.concatenate([[0.0], grid, [delta0]])
+    found = minimize_scalar(
+        lambda q: float(practical_mismatch(q, div, delta0, kappa, sigma_f)[0]),
+        bounds=(edges[i], edges[i + 2]),
+        method="bounded",
+        options={"xatol": 1e-10 * delta0},
+    )
+    return float(found.x) if found.fun <= values[i] else float(grid[i])
+
+
+@dataclasses.dataclass(frozen=True)
+class PracticalRule:
+    """The paper's practical parametrisation by (lr, div, Δ'), finalised once Δ0 is known.
+
+    Riabinin et al., "Where Does Warm-Up Come From?" (arXiv 2602.05813). Δ' is given, or chosen
+    by `practical_delta_peak` from the geometry's κ = Σ c_i.
+    """
+
+    lr: float
+    div: float
+    delta_peak: float | None = None
+    kappa: float | None = None
+    sigma_f: float = SIGMA_F
+    n_scan: int = 500
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0 or not self.div > 1:
+            raise SmoothprobeError(
+                f"practical needs lr > 0 and div > 1. Got lr={self.lr}, div={self.div}."
+            )
+        if self.delta_peak is None and self.kappa is None:
+            raise SmoothprobeError(
+                "practical needs delta_peak or kappa (to choose it). Got neither."
+            )
+        if self.delta_peak is not None and not self.delta_peak > 0:
+            raise SmoothprobeError(f"delta_peak must be > 0. Got {self.delta_peak}.")
+
+    def constants(self, delta0: float) -> Constants:
+        """Constants for the start gap Δ0 (Δ' scanned here when not given)."""
+        peak = self.delta_peak
+        if peak is None:
+            peak = practical_delta_peak(self.div, delta0, self.kappa, self.sigma_f, self.n_scan)
+        return practical_constants(self.lr, self.div, delta0, peak)
+
+
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    """Mean of a scalar over ranks when torch.distributed is initialised, so all ranks agree."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    buf = value.detach().to(torch.float64).reshape(1).clone()
+    if dist.get_backend() == "nccl" and buf.device.type != "cuda":
+        buf = buf.cuda()
+    dist.all_reduce(buf)
+    return buf[0] / dist.get_world_size()
+
+
+def _read_fit(fit: str | os.PathLike | Mapping[str, Any]) -> Mapping[str, Any]:
+    """fit.json content from a path or an already-loaded mapping."""
+    if isinstance(fit, Mapping):
+        return fit
+    try:
+        with open(fit, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, json.JSONDecodeError) as err:
+        raise SmoothprobeError(f"fit: cannot read fit.json at {fit}: {err}") from err
+
+
+class AdaptiveWarmup(LRScheduler):
+    """Loss-driven warm-up then decay: LR = η(Δ̂) with Δ̂ the smoothed loss minus f*.
+
+    Riabinin et al., "Where Does Warm-Up Come From? Adaptive Scheduling for Norm-Constrained
+    Optimizers" (arXiv 2602.05813). Call `step(loss)` after each `optimizer.step()` with that
+    step's training loss; it sets the LR of the next step. η is clipped to [min_lr, lr].
+
+    Groups: group 0 runs at the scheduled LR (so `lr` is the first group's peak); group i runs at
+    that LR × base_lr_i / base_lr_0, keeping the ratio of the optimizer's LRs (e.g. Muon + AdamW).
+    The loss is all-reduced by `reduce` (default `all_reduce_mean`), smoothed by a bias-corrected
+    EMA (`ema` = β; 0 means raw). Non-finite losses keep the LR and are counted; Δ̂ <= 0 counts
+    as "at or below f*" (LR min_lr under decay='model'). After Δ̂ <= Δ' for `consecutive` steps
+    the decay starts for good, from the LR in use: 'cosine' or 'linear' to min_lr at
+    `total_steps`, or 'model' (keep following η). Before the first loss the LR is `initial_lr`
+    (default lr/div for `practical`, η at the largest fitted gap for `from_fit`, else min_lr).
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        constants: Constants | PracticalRule,
+        f_star: float,
+        *,
+        lr: float | None = None,
+        min_lr: float | None = None,
+        initial_lr: float | None = None,
+        ema: float = 0.9,
+        consecutive: int = 5,
+        decay: str = "cosine",
+        total_steps: int | None = None,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = all_reduce_mean,
+    ) -> None:
+        if isinstance(constants, PracticalRule):
+            self._rule: dict[str, Any] | None = dataclasses.asdict(constants)
+            self._set(None)
+            peak = constants.lr if lr is None else lr
+            start = constants.lr / constants.div if initial_lr is None else initial_lr
+        else:
+            self._rule = None
+            self._set(check_constants(*constants))
+            peak = eta_max(*constants) if lr is None else lr
+            start = initial_lr
+        floor = peak * 1e-4 if min_lr is None else min_lr
+        if not (math.isfinite(peak) and peak > 0 and 0 <= floor <= peak):
+            raise SmoothprobeError(
+                f"need 0 <= min_lr <= lr and lr > 0. Got lr={peak}, min_lr={floor}."
+            )
+        if not math.isfinite(f_star):
+            raise SmoothprobeError(f"f_star must be finite. Got {f_star}.")
+        if not 0 <= ema < 1:
+            raise SmoothprobeError(f"ema must lie in [0, 1). Got {ema}.")
+        if consecutive < 1:
+            raise SmoothprobeError(f"consecutive must be >= 1. Got {consecutive}.")
+        if decay not in DECAYS:
+            raise SmoothprobeError(f"decay must be one of {DECAYS}. Got {decay!r}.")
+        if decay != "model" and (total_steps is None or total_steps < 1):
+            raise SmoothprobeError(f"decay={decay!r} needs total_steps >= 1. Got {total_steps}.")
+        bases = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
+        if not bases[0] > 0:
+            raise SmoothprobeError(
+                f"optimizer: the first param group's lr must be > 0. Got {bases[0]}."
+            )
+        self.f_star, self.lr, self.min_lr = float(f_star), float(peak), float(floor)
+        self.ema, self.consecutive, self.decay = float(ema), int(consecutive), decay
+        self.total_steps = total_steps
+        self._reduce = reduce
+        self._ratios = [b / bases[0] for b in bases]
+        self._lr_now = self._clip(self.min_lr if start is None else float(start))
+        self._ema_sum, self._ema_n = 0.0, 0
+        self._phase, self._below = "warmup", 0
+        self._switch_step: int | None = None
+        self._switch_lr: float | None = None
+        self._delta0: float | None = None
+        self._nan_count, self._nonpos_count = 0, 0
+        self._record: dict[str, Any] = {}
+        self._loss: float | None = None
+        self._smoothed: float | None = None
+        self._write(None)
+        super().__init__(optimizer)
+
+    @classmethod
+    def from_fit(
+        cls,
+        optimizer: Optimizer,
+        fit: str | os.PathLike | Mapping[str, Any],
+        lr: float | None = None,
+        **kwargs: Any,
+    ) -> AdaptiveWarmup:
+        """Schedule from a fit.json (path or dict); with `lr`, all K are divided by lr/η_max.
+
+        Without `lr` the LR is exactly η(Δ) of the fitted constants. `f_star` and `initial_lr`
+        may be overridden; the first step runs at η at the largest fitted gap (`delta_range`).
+        """
+        data = _read_fit(fit)
+        if not isinstance(data.get("constants"), Mapping):
+            raise SmoothprobeError("fit: fit.json has no 'constants' object.")
+        raw = data["constants"]
+        missing = [k for k in ("K0", "K1", "K_rho", "rho") if k not in raw]
+        if missing:
+            raise SmoothprobeError(f"fit: 'constants' lacks {missing}. Got keys {sorted(raw)}.")
+        constants = check_constants(raw["K0"], raw["K1"], raw["K_rho"], raw["rho"])
+        peak = eta_max(*constants)
+        if data.get("eta_max") is not None and not math.isclose(
+            data["eta_max"], peak, rel_tol=1e-3
+        ):
+            warnings.warn(
+                f"fit.json eta_max={data['eta_max']} differs from its constants' {peak}; "
+                "using the constants.",
+                stacklevel=2,
+            )
+        if lr is not None:
+            if not lr > 0:
+                raise SmoothprobeError(f"from_fit: lr must be > 0. Got {lr}.")
+            scale = lr / peak
+            constants = Constants(
+                constants.K0 / scale, constants.K1 / scale, constants.K_rho / scale, constants.rho
+            )
+            peak = lr
+        f_star = kwargs.pop("f_star", None)
+        f_star = data.get("f_star") if f_star is None else f_star
+        if f_star is None:
+            raise SmoothprobeError("fit: fit.json has no 'f_star'; pass f_star=...")
+        span = data.get("delta_range")
+        if kwargs.get("initial_lr") is None and span and max(span) > 0:
+            kwargs["initial_lr"] = eta(float(max(span)), *constants)
+        return cls(optimizer, constants, f_star, lr=peak, **kwargs)
+
+    @classmethod
+    def practical(
+        cls,
+        optimizer: Optimizer,
+        lr: float,
+        div: float,
+        f_star: float,
+        delta_peak: float | None = None,
+        delta0: float | None = None,
+        *,
+        kappa: float | None = None,
+        sigma_f: float = SIGMA_F,
+        **kwargs: Any,
+    ) -> AdaptiveWarmup:
+        """The paper's schedule: η(Δ0) = lr/div, peak lr at Δ' (given, or chosen from κ).
+
+        Without `delta0`, Δ0 is the first observed loss − f*, and the constants are finalised at
+        the first `step(loss)`; the first optimizer step runs at lr/div either way.
+        """
+        rule = PracticalRule(lr, div, delta_peak, kappa, sigma_f)
+        kwargs.setdefault("initial_lr", lr / div)
+        if delta0 is None:
+            return cls(optimizer, rule, f_star, lr=lr, **kwargs)
+        sched = cls(optimizer, rule.constants(delta0), f_star, lr=lr, **kwargs)
+        sched._delta0 = float(delta0)
+        sched._record["delta0"] = sched._delta0
+        return sched
+
+    def set_constants(self, K0: float, K1: float, K_rho: float, rho: float) -> None:
+        """Swap the constants (e.g. an online refit); used from the next `step(loss)`."""
+        self._set(check_constants(K0, K1, K_rho, rho))
+        self._rule = None
+
+    @property
+    def phase(self) -> str:
+        """'warmup' until the robust crossing of Δ', then 'decay' for good."""
+        return self._phase
+
+    @property
+    def constants(self) -> Constants | None:
+        """Constants in use (None until a practical schedule has seen its first loss)."""
+        return None if self._K0 is None else Constants(self._K0, self._K1, self._K_rho, self._rho)
+
+    def last_record(self) -> dict[str, Any]:
+        """Per-step record: step, loss, loss_smoothed, delta, lr, phase, constants, counters."""
+        return dict(self._record)
+
+    def step(self, loss: float | torch.Tensor | None = None) -> None:  # type: ignore[override]
+        """Feed the loss of the optimizer step just taken; sets the LR of the next step."""
+        if loss is None and self.last_epoch >= 0:
+            raise TypeError("AdaptiveWarmup.step needs the step's loss: step(loss).")
+        if loss is not None:
+            self._observe(self._scalar(loss), self.last_epoch + 1)
+        super().step()
+        self._record.update(step=self.last_epoch, lr=self._lr_now, phase=self._phase)
+
+    def get_lr(self) -> list[float]:
+        """Group LRs: the scheduled LR times each group's ratio to group 0."""
+        return [self._lr_now * r for r in self._ratios]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but the optimizer and the reduce hook; plain types (torch.load-safe)."""
+        return {k: v for k, v in super().state_dict().items() if k != "_reduce"}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the state and put the saved LRs back on the optimizer's groups."""
+        super().load_state_dict(state_dict)
+        for group, value in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(value)
+            else:
+                group["lr"] = value
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def _set(self, constants: Constants | None) -> None:
+        self._K0, self._K1, self._K_rho, self._rho = constants or (None, None, None, None)
+        self._delta_peak = (
+            None if constants is None else delta_peak(self._K0, self._K_rho, self._rho)
+        )
+
+    def _scalar(self, loss: float | torch.Tensor) -> float:
+        if not isinstance(loss, torch.Tensor):
+            loss = torch.tensor(float(loss), dtype=torch.float64)
+        value = loss.detach()
+        if value.numel() != 1:
+            raise SmoothprobeError(
+                f"step(loss): loss must be a scalar. Got shape {tuple(value.shape)}."
+            )
+        value = value.reshape(()).to(torch.float64)
+        return float(value if self._reduce is None else self._reduce(value))
+
+    def _clip(self, value: float) -> float:
+        return min(max(value, self.min_lr), self.lr)
+
+    def _model_lr(self, delta: float) -> float:
+        return self.min_lr if delta <= 0 else self._clip(eta(delta, *self.constants))
+
+    def _observe(self, loss: float, step: int) -> None:
+        self._loss = loss
+        if not math.isfinite(loss):
+            self._nan_count += 1
+            warnings.warn(
+                f"AdaptiveWarmup: non-finite loss {loss} at step {step}; keeping lr {self._lr_now} "
+                f"({self._nan_count} so far).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self._write(None)
+            return
+        if self._rule is not None and self._K0 is None:
+            delta0 = loss - self.f_star
+            if not delta0 > 0:
+                raise SmoothprobeError(
+                    f"f_star={self.f_star} is not below the first loss {loss}; Δ0 must be > 0."
+                )
+            self._delta0 = delta0
+            self._set(PracticalRule(**self._rule).constants(delta0))
+        self._ema_n += 1
+        self._ema_sum = self.ema * self._ema_sum + (1.0 - self.ema) * loss
+        self._smoothed = self._ema_sum / (1.0 - self.ema**self._ema_n)
+        delta = self._smoothed - self.f_star
+        if delta <= 0:
+            self._nonpos_count += 1
+            warnings.warn(
+                f"AdaptiveWarmup: smoothed loss {self._smoothed} is at or below "
+                f"f_star={self.f_star} at step {step} ({self._nonpos_count} so far).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if self._phase == "warmup":
+            self._below = self._below + 1 if delta <= self._delta_peak else 0
+            if self._below >= self.consecutive:
+                self._phase, self._switch_step, self._switch_lr = "decay", step, self._lr_now
+        self._lr_now = self._next_lr(delta, step)
+        self._write(delta)
+
+    def _next_lr(self, delta: float, step: int) -> float:
+        if self._phase == "warmup" or self.decay == "model":
+            return self._model_lr(delta)
+        span = self.total_steps - self._switch_step
+        progress = 1.0 if span <= 0 else min(1.0, (step - self._switch_step) / span)
+        shape = (
+            0.5 * (1.0 + math.cos(math.pi * progress)) if self.decay == "cosine" else 1 - progress
+        )
+        return self.min_lr + (self._switch_lr - self.min_lr) * shape
+
+    def _write(self, delta: float | None) -> None:
+        self._record = {
+            "loss": self._loss,
+            "loss_smoothed": self._smoothed,
+            "delta": delta,
+            "K0": self._K0,
+            "K1": self._K1,
+            "K_rho": self._K_rho,
+            "rho": self._rho,
+            "delta_peak": self._delta_peak,
+            "delta0": self._delta0,
+            "nan_count": self._nan_count,
+            "nonpos_count": self._nonpos_count,
+        }

@@ -1,0 +1,293 @@
+"""The training loop: task → model → optimizer → schedule, streaming every step into a RunStore."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.optim import OPTIMIZERS, describe_split, make_optimizer
+from smoothprobe.schedule.baseline import DECAYS, WARMUP_SHAPES, WarmupDecay, warmup_steps
+from smoothprobe.store import RunStore
+from smoothprobe.tasks import TASKS, Task, make_task
+
+SCHEDULES = DECAYS
+DEFAULT_LR = {"muon": 0.02, "lion": 3e-4, "signum": 1e-3, "signsgd": 1e-3, "normsgd": 0.05, "adamw": 3e-3, "sgd": 0.1}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; stored in run.json and reloaded by `--resume`."""
+
+    task: str = "markov"
+    model: str = "tiny"
+    optimizer: str = "adamw"
+    lr: float | None = None  # None: the optimizer's default
+    steps: int = 200
+    batch_size: int = 16
+    seq_len: int = 64
+    accum: int = 1
+    schedule: str = "cosine"
+    warmup: float = 0.0  # < 1: fraction of steps; >= 1: steps
+    warmup_shape: str = "linear"
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    clip: float = 1.0  # 0 disables clipping
+    seed: int = 0
+    device: str = "auto"
+    eval_every: int = 50
+    flush_every: int = 10
+    checkpoint_every: int = 50
+    data: str | None = None
+    vocab_size: int | None = None
+    task_options: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Raise SmoothprobeError naming the first bad field."""
+        checks = [
+            (self.task in TASKS, f"unknown task {self.task!r}; choose from {', '.join(TASKS)}"),
+            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"),
+            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}"),
+            (self.warmup_shape in WARMUP_SHAPES, f"warmup shape must be one of {', '.join(WARMUP_SHAPES)}"),
+            (self.lr is None or self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (self.steps >= 1, f"--steps must be >= 1, got {self.steps}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.accum >= 1, f"--accum must be >= 1, got {self.accum}"),
+            (self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}"),
+            (0 <= self.min_lr_ratio <= 1, f"--min-lr-ratio must lie in [0, 1], got {self.min_lr_ratio}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (self.clip >= 0, f"--clip must be >= 0, got {self.clip}"),
+            (min(self.eval_every, self.flush_every, self.checkpoint_every) >= 1, "eval/flush/checkpoint intervals must be >= 1"),
+            (self.device in ("auto", "cpu") or self.device.startswith("cuda"), f"--device must be auto, cpu or cuda[:N], got {self.device!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise SmoothprobeError(message)
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise SmoothprobeError(f"--device {self.device} requested but CUDA is not available")
+        if self.data is not None and not Path(self.data).exists():
+            raise SmoothprobeError(f"--data path does not exist: {self.data}")
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+
+class StepHook(Protocol):
+    """What the loop calls around `optimizer.step()` (the Recorder implements it)."""
+
+    def before_step(self, step: int, batches: list, loss: float, grad_norm: float) -> None: ...
+
+    def after_step(self, step: int, params_before: list[Tensor]) -> dict: ...
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' means CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; a no-op on CPU (fp32 there, so CPU runs are bit-reproducible)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def environment() -> dict:
+    """Library and machine versions for run.json."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        own = version("smoothprobe")
+    except PackageNotFoundError:
+        own = "source"
+    return {
+        "smoothprobe": own,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+@dataclass
+class Trainer:
+    """One run's live objects; `run()` executes the remaining steps."""
+
+    config: TrainConfig
+    task: Task
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    store: RunStore
+    device: torch.device
+    start_step: int = 0
+    elapsed: float = 0.0
+    hook: StepHook | None = None
+
+    def accumulate(self, batches: list) -> float:
+        """Forward and backward over the micro-batches; p.grad holds the mean gradient."""
+        total = 0.0
+        for batch in batches:
+            with autocast(self.device):
+                loss = self.task.loss(self.model, batch) / len(batches)
+            loss.backward()
+            total += loss.item()
+        return total
+
+    def evaluate(self) -> float:
+        """Mean loss over the task's fixed validation batches."""
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device):
+            losses = [self.task.loss(self.model, b).item() for b in self.task.val_batches()]
+        self.model.train()
+        return float(np.mean(losses))
+
+    def checkpoint(self, next_step: int) -> None:
+        state = {
+            "step": next_step,
+            "elapsed": self.elapsed,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        self.store.save_checkpoint(state)
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        self.start_step, self.elapsed = int(state["step"]), float(state["elapsed"])
+
+    def step(self, step: int) -> dict:
+        """One optimizer step; returns its record (raises on a non-finite loss, after recording it)."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        batches = [self.task.train_batch(step, micro) for micro in range(cfg.accum)]
+        loss = self.accumulate(batches)
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = cfg.clip if cfg.clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
+        lr = self.optimizer.param_groups[0]["lr"]
+        row = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm}
+        if not math.isfinite(loss):
+            self.store.append("steps", row)
+            raise SmoothprobeError(f"loss became {loss} at step {step}; stopped (steps before it are kept in {self.store.path})")
+        if self.hook is not None:
+            self.hook.before_step(step, batches, loss, grad_norm)
+        before = [p.detach().clone() for p in params]
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.hook is not None:
+            row.update(self.hook.after_step(step, before))
+        row.update(self.schedule_step(loss))
+        deltas = torch._foreach_sub([p.detach() for p in params], before)
+        row["update_norm"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(deltas))).item()
+        row["step_time_s"] = time.perf_counter() - t0
+        self.elapsed += row["step_time_s"]
+        row["time_s"] = self.elapsed
+        return row
+
+    def schedule_step(self, loss: float) -> dict:
+        """Advance the schedule; loss-driven schedulers take the step's loss and report their state."""
+        if hasattr(self.scheduler, "last_record"):
+            self.scheduler.step(loss)
+            return self.scheduler.last_record()
+        self.scheduler.step()
+        return {}
+
+    def run(self, progress: bool = True) -> None:
+        """Train from `start_step` to `config.steps`, flushing, evaluating and checkpointing on cadence."""
+        cfg = self.config
+        self.store.write_info(status="running")
+        bar = tqdm(range(self.start_step, cfg.steps), initial=self.start_step, total=cfg.steps,
+                   disable=not progress, desc=cfg.task, unit="step", dynamic_ncols=True)
+        try:
+            for step in bar:
+                row = self.step(step)
+                self.store.append("steps", row)
+                done = step + 1
+                if done % cfg.eval_every == 0 or done == cfg.steps:
+                    val = self.evaluate()
+                    self.store.append("evals", {"step": done, "val_loss": val, "time_s": self.elapsed})
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", val=f"{val:.4f}")
+                elif done % 10 == 0:
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+                if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                    self.checkpoint(done)
+                elif done % cfg.flush_every == 0:
+                    self.store.flush()
+        except SmoothprobeError:
+            self.store.flush()
+            self.store.write_info(status="diverged")
+            raise
+        finally:
+            bar.close()
+        self.store.flush()
+        self.store.write_info(status="finished")
+
+
+def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+          extra_info: dict | None = None) -> Trainer:
+    """Set up a run (new, or resumed from its last checkpoint with the stored config)."""
+    if resume:
+        store = RunStore.open(out)
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        config = TrainConfig(**{k: v for k, v in store.info["config"].items() if k in known})
+    config.validate()
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    task = make_task(config.task, model=config.model, batch_size=config.batch_size, seq_len=config.seq_len,
+                     seed=config.seed, data=config.data, vocab_size=config.vocab_size,
+                     options=config.task_options)
+    model = task.build_model().to(device)
+    optimizer = make_optimizer(config.optimizer, model, lr=config.peak_lr, weight_decay=config.weight_decay)
+    scheduler = WarmupDecay(optimizer, config.steps, warmup_steps(config.warmup, config.steps),
+                            decay=config.schedule, warmup_shape=config.warmup_shape, floor=config.min_lr_ratio)
+    if not resume:
+        info = {
+            "config": dataclasses.asdict(config),
+            "task": task.describe(),
+            "optimizer": {"name": config.optimizer, "lr": config.peak_lr, "split": describe_split(optimizer)},
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "device": str(device),
+            "environment": environment(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **(extra_info or {}),
+        }
+        store = RunStore.create(out, info, overwrite=overwrite)
+    trainer = Trainer(config, task, model, optimizer, scheduler, store, device)
+    if resume:
+        state = store.load_checkpoint()
+        if state is not None:
+            trainer.restore(state)
+        store.truncate(trainer.start_step)
+    return trainer
+
+
+def train(config: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True) -> Path:
+    """Train one run into directory `out` and return its path."""
+    trainer = build(config, out, resume=resume, overwrite=overwrite)
+    trainer.run(progress=progress)
+    return trainer.store.path

@@ -1,0 +1,369 @@
+"""AdaptiveWarmup and its math against closed forms, planted constants and dense-grid references."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.schedule.adaptive import (
+    AdaptiveWarmup,
+    Constants,
+    all_reduce_mean,
+    delta_peak,
+    eta,
+    eta_max,
+    practical_constants,
+    practical_delta_peak,
+    practical_mismatch,
+)
+
+
+def _llama124m_kappa(family: str, vocab: int) -> float:
+    """κ = Σ c_i of the paper's LLaMA-124M blocks (12 layers, d 768, ff 2048, tied head)."""
+    shapes = [(768, 768)] * 4 * 12 + [(768, 2048)] * 2 * 12 + [(2048, 768)] * 12 + [(vocab, 768)]
+    if family == "sign":
+        return float(sum(m * n for m, n in shapes))
+    return float(sum(min(m, n) for m, n in shapes))
+
+
+KAPPA_MUON = _llama124m_kappa("spectral", 32000)
+KAPPA_LION = _llama124m_kappa("sign", 50304)
+
+
+def _optimizer(*lrs: float) -> torch.optim.SGD:
+    torch.manual_seed(0)
+    groups = [{"params": torch.nn.Linear(3, 2).parameters(), "lr": lr} for lr in lrs]
+    return torch.optim.SGD(groups)
+
+
+def _drive(sched: AdaptiveWarmup, losses) -> list[float]:
+    """Feed losses (optimizer.step first, as in training); return group-0 LR after each."""
+    lrs = []
+    for loss in losses:
+        sched.optimizer.step()
+        sched.step(loss)
+        lrs.append(sched.optimizer.param_groups[0]["lr"])
+    return lrs
+
+
+def _dense_mismatch(p: float, div: float, delta0: float, kappa: float, n: int) -> float:
+    """Brute force: trapezoid rule of the practical mismatch on a uniform n-point grid."""
+    x = np.linspace(0.0, delta0, n)[1:]
+    shape = 1 / (1 + (div - 1) * (delta0 / x) * ((x - p) / (delta0 - p)) ** 2)
+    target = np.where(
+        x < p, 0.5 * (1 - np.cos(np.pi * x / p)), 1 + (1 / div - 1) * (x - p) / (delta0 - p)
+    )
+    f = np.concatenate([[0.0], np.exp(-0.5e-3 * kappa * (x - p) ** 2) * (shape - target) ** 2])
+    return float(np.trapezoid(f, dx=delta0 / (n - 1)) / delta0)
+
+
+def test_practical_constants_meet_the_three_conditions():
+    lr, div, d0, dp = 3e-3, 100.0, 7.8, 0.9
+    c = practical_constants(lr, div, d0, dp)
+    assert eta(d0, *c) == pytest.approx(lr / div, rel=1e-12)
+    assert eta(dp, *c) == pytest.approx(lr, rel=1e-12)
+    slope = (c.K0 - c.K_rho * dp**2) / (c.K0 + c.K1 * dp + c.K_rho * dp**2) ** 2
+    assert abs(slope) * dp / lr < 1e-12
+    assert delta_peak(c.K0, c.K_rho, c.rho) == pytest.approx(dp, rel=1e-12)
+    assert eta_max(*c) == pytest.approx(lr, rel=1e-12)
+    x = np.array([0.05, 0.5, 2.0, 5.0])
+    closed = lr / (1 + (div - 1) * (d0 / x) * ((x - dp) / (d0 - dp)) ** 2)
+    np.testing.assert_allclose(eta(x, *c), closed, rtol=1e-12)
+
+
+def test_eta_max_closed_form_for_rho_two():
+    c = Constants(1e-4, 0.3, 1000.0, 2.0)
+    assert eta_max(*c) == pytest.approx(1 / (0.3 + 2 * math.sqrt(1e-4 * 1000)), rel=1e-12)
+    assert delta_peak(2.0, 0.5, 3.0) == pytest.approx((2.0 / (2 * 0.5)) ** (1 / 3), rel=1e-12)
+
+
+def test_synthetic_one_over_t_peaks_at_3162():
+    c = Constants(1e-4, 0.0, 1000.0, 2.0)
+    sched = AdaptiveWarmup(
+        _optimizer(0.1), c, f_star=0.0, lr=10.0, min_lr=0.0, ema=0.0, decay="model"
+    )
+    lrs = _drive(sched, [1.0 / t for t in range(1, 10001)])
+    assert int(np.argmax(lrs)) + 1 == 3162
+    assert max(lrs) == pytest.approx(1 / (2 * math.sqrt(1e-4 * 1000)), rel=1e-6)
+    assert max(lrs) == pytest.approx(1.5811388, rel=1e-6)
+    assert lrs[0] == pytest.approx(1 / (1e-4 + 1000), rel=1e-12)
+    assert sched.phase == "decay"
+
+
+def test_first_step_runs_at_lr_over_div():
+    lr, div = 0.05, 20.0
+    opt = _optimizer(lr)
+    sched = AdaptiveWarmup.practical(opt, lr, div, 1.0, delta_peak=0.5, decay="model")
+    assert opt.param_groups[0]["lr"] == pytest.approx(lr / div, rel=1e-15)
+    model_w = opt.param_groups[0]["params"][0]
+    before = model_w.detach().clone()
+    model_w.grad = torch.ones_like(model_w)
+    opt.step()
+    torch.testing.assert_close(model_w.detach(), before - lr / div)
+    sched.step(4.0)  # Δ0 = 3 fixes the constants, LR stays at η(Δ0) = lr/div
+    assert sched.last_record()["delta0"] == 3.0
+    assert opt.param_groups[0]["lr"] == pytest.approx(lr / div, rel=1e-12)
+    assert eta_max(*sched.constants) == pytest.approx(lr, rel=1e-12)
+
+
+def test_practical_chooses_delta_peak_from_kappa_at_first_loss():
+    opt = _optimizer(1e-3)
+    sched = AdaptiveWarmup.practical(opt, 1e-3, 100.0, 3.2, kappa=KAPPA_MUON, total_steps=9)
+    _drive(sched, [11.0])
+    expected = practical_delta_peak(100.0, 11.0 - 3.2, KAPPA_MUON)
+    assert sched.last_record()["delta_peak"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_single_outlier_batch_does_not_switch():
+    c = practical_constants(0.1, 10.0, 2.0, 0.5)
+    sched = AdaptiveWarmup(_optimizer(0.1), c, f_star=0.0, ema=0.0, consecutive=5, total_steps=50)
+    with pytest.warns(RuntimeWarning, match="at or below f_star"):
+        _drive(sched, [2.0, 1.5, 1.2, -3.0, 1.1, 1.0])  # one batch far below f* + Δ' and f*
+    assert sched.phase == "warmup"
+    assert sched.last_record()["nonpos_count"] == 1
+    _drive(sched, [0.4, 0.4, 0.4, 0.4, 0.9])  # four below, then back above: still warm-up
+    assert sched.phase == "warmup"
+    _drive(sched, [0.4] * 5)
+    assert sched.phase == "decay"
+    assert sched._switch_step == 16
+
+
+def test_default_ema_absorbs_an_outlier():
+    c = practical_constants(0.1, 10.0, 2.0, 0.5)
+    sched = AdaptiveWarmup(_optimizer(0.1), c, f_star=0.0, consecutive=1, total_steps=50)
+    _drive(sched, [2.0] * 10 + [0.0] + [2.0] * 5)
+    assert sched.phase == "warmup"
+
+
+def test_nan_loss_keeps_lr_and_leaves_the_ema_untouched():
+    c = practical_constants(0.1, 10.0, 2.0, 0.5)
+    losses = [2.0, 1.8, 1.5, 1.3, 1.2, 1.1]
+
+    def run(seq):
+        sched = AdaptiveWarmup(_optimizer(0.1), c, f_star=0.0, decay="model")
+        return sched, _drive(sched, seq)
+
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        sched, lrs = run(losses[:3] + [float("nan"), float("inf")] + losses[3:])
+    assert lrs[3] == lrs[4] == lrs[2] > 0
+    assert sched.last_record()["nan_count"] == 2
+    _, clean = run(losses)
+    assert lrs[:3] + lrs[5:] == clean
+
+
+def test_nonpositive_gap_is_counted_and_sends_lr_to_floor():
+    c = practical_constants(0.1, 10.0, 2.0, 0.5)
+    sched = AdaptiveWarmup(
+        _optimizer(0.1), c, f_star=1.0, ema=0.0, decay="model", min_lr=1e-5, consecutive=2
+    )
+    with pytest.warns(RuntimeWarning, match="at or below f_star"):
+        lrs = _drive(sched, [3.0, 0.5, 1.0])
+    rec = sched.last_record()
+    assert rec["nonpos_count"] == 2 and rec["delta"] == 0.0
+    assert lrs[1:] == [1e-5, 1e-5]
+    assert sched.phase == "decay"
+
+
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+def test_decay_reaches_floor_at_total_steps(decay):
+    c = practical_constants(0.1, 10.0, 2.0, 0.5)
+    sched = AdaptiveWarmup(
+        _optimizer(0.1), c, f_star=0.0, ema=0.0, consecutive=1, total_steps=30, decay=decay
+    )
+    lrs = _drive(sched, [1.0, 0.6] + [0.4] * 30)
+    start, floor = lrs[1], 0.1 * 1e-4  # switch at step 3 from the LR in use
+    assert sched._switch_step == 3 and lrs[2] == pytest.approx(start, rel=1e-12)
+    assert lrs[29] == pytest.approx(floor, rel=1e-12) and lrs[31] == pytest.approx(floor)
+    progress = (16 - 3) / (30 - 3)  # lrs[15] is set at step 16
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else 1 - progress
+    assert lrs[15] == pytest.approx(floor + (start - floor) * shape, rel=1e-12)
+
+
+def test_two_groups_keep_their_ratio():
+    opt = _optimizer(0.02, 0.004)
+    sched = AdaptiveWarmup.practical(
+        opt, 0.02, 50.0, f_star=0.0, delta_peak=0.3, ema=0.0, decay="linear", total_steps=9
+    )
+    for loss in [2.0, 1.5, 1.0, 0.5, 0.35, 0.3]:
+        opt.step()
+        sched.step(loss)
+        g0, g1 = (g["lr"] for g in opt.param_groups)
+        assert g0 / g1 == pytest.approx(5.0, rel=1e-12)
+        if loss == 0.3:
+            assert g0 == pytest.approx(0.02, rel=1e-9)
+
+
+def test_state_dict_resume_gives_identical_lrs():
+    rng = np.random.default_rng(0)
+    losses = list(3.0 * np.exp(-np.arange(80) / 20) + 1.0 + 0.05 * rng.standard_normal(80))
+    losses[37] = float("nan")
+    kwargs = {"kappa": KAPPA_MUON, "total_steps": 80}
+
+    def make():
+        opt = _optimizer(0.01, 0.002)
+        return AdaptiveWarmup.practical(opt, 0.01, 25.0, f_star=0.9, **kwargs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        full = make()
+        reference = _drive(full, losses)
+        first = make()
+        head = _drive(first, losses[:40])
+        buf = io.BytesIO()
+        torch.save(first.state_dict(), buf)
+        buf.seek(0)
+        resumed = make()
+        resumed.load_state_dict(torch.load(buf, weights_only=True))
+        assert resumed.optimizer.param_groups[1]["lr"] == first.optimizer.param_groups[1]["lr"]
+        tail = _drive(resumed, losses[40:])
+    assert full.phase == "decay"
+    assert head + tail == reference
+    assert resumed.last_record() == full.last_record()
+
+
+def test_from_fit_reproduces_eta_exactly(tmp_path):
+    fit = {
+        "constants": {"rho": 2.0, "K0": 2e-3, "K1": 0.7, "K_rho": 40.0},
+        "f_star": 1.25,
+        "delta_peak": math.sqrt(2e-3 / 40.0),
+        "eta_max": 1 / (0.7 + 2 * math.sqrt(2e-3 * 40.0)),
+        "delta_range": [0.01, 3.0],
+    }
+    path = tmp_path / "fit.json"
+    path.write_text(json.dumps(fit))
+    c = fit["constants"]
+    losses = [4.0, 3.1, 2.2, 1.6, 1.3, 1.27]
+    for source in (fit, str(path)):
+        opt = _optimizer(0.5)
+        sched = AdaptiveWarmup.from_fit(opt, source, ema=0.0, decay="model", min_lr=0.0)
+        assert opt.param_groups[0]["lr"] == eta(3.0, c["K0"], c["K1"], c["K_rho"], 2.0)
+        lrs = _drive(sched, losses)
+        want = [eta(x - 1.25, c["K0"], c["K1"], c["K_rho"], 2.0) for x in losses]
+        assert lrs == want
+    scaled = AdaptiveWarmup.from_fit(_optimizer(0.5), fit, lr=0.01, ema=0.0, decay="model")
+    assert eta_max(*scaled.constants) == pytest.approx(0.01, rel=1e-12)
+    ratio = 0.01 / fit["eta_max"]
+    want = ratio * eta(0.75, c["K0"], c["K1"], c["K_rho"], 2.0)
+    assert _drive(scaled, [2.0]) == [pytest.approx(want, rel=1e-12)]
+
+
+def test_mismatch_matches_dense_trapezoid():
+    for kappa in (85.0, KAPPA_MUON, KAPPA_LION):
+        for p in (0.3, 0.78, 2.5):
+            dense = _dense_mismatch(p, 100.0, 7.8, kappa, 400_001)
+            assert practical_mismatch(p, 100.0, 7.8, kappa)[0] == pytest.approx(dense, rel=1e-6)
+
+
+@pytest.mark.parametrize("kappa", [KAPPA_MUON, KAPPA_LION])
+def test_delta_peak_matches_brute_force_scan(kappa):
+    div, d0 = 100.0, 7.8
+    got = practical_delta_peak(div, d0, kappa)
+    coarse = np.linspace(0.05, d0 - 0.05, 80)
+    best = coarse[np.argmin([_dense_mismatch(p, div, d0, kappa, 200_001) for p in coarse])]
+    fine = np.linspace(best - 0.1, best + 0.1, 81)
+    brute = fine[np.argmin([_dense_mismatch(p, div, d0, kappa, 200_001) for p in fine])]
+    assert abs(got - brute) <= 0.0025
+
+
+def test_delta_peak_for_lion_is_not_the_quadrature_failure():
+    # DESIGN.md: accurate integration gives Δ' ≈ 0.78 for Lion; the research code's 0.38 is wrong.
+    assert 0.7 < practical_delta_peak(100.0, 7.8, KAPPA_LION) < 0.85
+
+
+@pytest.mark.parametrize("kappa", [KAPPA_MUON, KAPPA_LION])
+def test_delta_peak_is_smooth_in_delta0(kappa):
+    d0 = np.linspace(7.7, 7.9, 21)  # a ±0.1 change of the first loss
+    peaks = np.array([practical_delta_peak(100.0, d, kappa) for d in d0])
+    steps = np.diff(peaks)
+    assert np.all(np.sign(steps) == np.sign(steps[0]))  # monotone
+    assert np.max(np.abs(steps)) <= 1.5 * np.median(np.abs(steps))  # no jumps
+    assert np.max(np.abs(steps)) < 0.01
+
+
+def test_all_reduce_mean_is_identity_without_process_group():
+    value = torch.tensor(2.5, dtype=torch.bfloat16)
+    assert all_reduce_mean(value) is value
+
+
+def test_all_reduce_mean_under_a_process_group(tmp_path):
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        assert float(all_reduce_mean(torch.tensor(3.25))) == 3.25
+        c = practical_constants(0.1, 10.0, 2.0, 0.5)
+        sched = AdaptiveWarmup(_optimizer(0.1), c, f_star=0.0, ema=0.0, decay="model")
+        assert _drive(sched, [torch.tensor(1.5, dtype=torch.bfloat16)]) == [eta(1.5, *c)]
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _two_rank_worker(rank: int, store: str, out: str) -> None:
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=2
+    )
+    try:
+        losses = [3.0 - 0.1 * t + (0.37 if rank else -0.21) * math.sin(t) for t in range(20)]
+        sched = AdaptiveWarmup.practical(
+            _optimizer(0.01), 0.01, 10.0, 0.5, kappa=KAPPA_MUON, total_steps=20
+        )
+        torch.save(_drive(sched, losses), f"{out}.{rank}")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_with_different_losses_get_identical_lrs(tmp_path):
+    out = str(tmp_path / "lrs")
+    torch.multiprocessing.spawn(_two_rank_worker, args=(str(tmp_path / "store"), out), nprocs=2)
+    lrs0, lrs1 = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    assert lrs0 == lrs1
+    mean = [3.0 - 0.1 * t + 0.08 * math.sin(t) for t in range(20)]
+    opt = _optimizer(0.01)
+    single = AdaptiveWarmup.practical(opt, 0.01, 10.0, 0.5, kappa=KAPPA_MUON, total_steps=20)
+    np.testing.assert_allclose(lrs0, _drive(single, mean), rtol=1e-12)
+
+
+def test_reduce_hook_is_used():
+    c = practical_constants(0.1, 10.0, 2.0, 0.5)
+    sched = AdaptiveWarmup(
+        _optimizer(0.1), c, f_star=0.0, ema=0.0, decay="model", reduce=lambda t: t * 0 + 1.0
+    )
+    assert _drive(sched, [1.7]) == [eta(1.0, *c)]
+    assert "_reduce" not in sched.state_dict()
+
+
+def test_bad_input_raises_smoothprobe_error():
+    c = practical_constants(0.1, 10.0, 2.0, 0.5)
+    with pytest.raises(SmoothprobeError, match="total_steps"):
+        AdaptiveWarmup(_optimizer(0.1), c, f_star=0.0)
+    with pytest.raises(SmoothprobeError, match="K0 > 0"):
+        AdaptiveWarmup(_optimizer(0.1), Constants(0.0, 1.0, 1.0, 2.0), 0.0, decay="model")
+    with pytest.raises(SmoothprobeError, match="delta_peak or kappa"):
+        AdaptiveWarmup.practical(_optimizer(0.1), 0.1, 10.0, f_star=0.0, decay="model")
+    with pytest.raises(SmoothprobeError, match="constants"):
+        AdaptiveWarmup.from_fit(_optimizer(0.1), {"f_star": 1.0})
+    sched = AdaptiveWarmup.practical(
+        _optimizer(0.1), 0.1, 10.0, f_star=5.0, delta_peak=0.5, total_steps=9
+    )
+    with pytest.raises(SmoothprobeError, match="f_star"):
+        sched.step(4.0)
+    with pytest.raises(TypeError, match="loss"):
+        AdaptiveWarmup(_optimizer(0.1), c, 0.0, decay="model").step()
+
+
+def test_set_constants_swaps_mid_run():
+    c = practical_constants(0.1, 10.0, 2.0, 0.5)
+    sched = AdaptiveWarmup(_optimizer(0.1), c, f_star=0.0, ema=0.0, decay="model", lr=1.0)
+    _drive(sched, [1.5])
+    new = Constants(1e-2, 1.0, 3.0, 2.0)
+    sched.set_constants(*new)
+    assert _drive(sched, [1.2]) == [eta(1.2, *new)]
+    assert sched.last_record()["K_rho"] == 3.0

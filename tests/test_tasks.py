@@ -1,0 +1,95 @@
+"""Built-in tasks against closed forms: quadratic loss/gradient, Markov entropy rate, lm data."""
+
+import numpy as np
+import pytest
+import torch
+
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.tasks import make_task
+from smoothprobe.tasks.lm import LanguageModelTask
+from smoothprobe.tasks.markov import MarkovChain, MarkovTask
+from smoothprobe.tasks.quadratic import QuadraticTask
+
+
+def test_quadratic_loss_and_gradient_are_closed_form():
+    task = QuadraticTask(dtype=torch.float64, cond=50.0)
+    model = task.build_model()
+    x = model.flat().detach()
+    d = x - task.x_star
+    loss = task.loss(model, task.train_batch(0))
+    assert loss.item() == pytest.approx(0.5 * float(d @ task.hessian @ d), rel=1e-12)
+    loss.backward()
+    grad = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    torch.testing.assert_close(grad, task.hessian @ d, rtol=1e-10, atol=1e-12)
+    eig = torch.linalg.eigvalsh(task.hessian)
+    assert eig.max().item() == pytest.approx(1.0, rel=1e-9)
+    assert (eig.max() / eig.min()).item() == pytest.approx(50.0, rel=1e-6)
+    assert all(p.ndim == 2 for p in model.parameters())
+
+
+def test_quadratic_noise_keeps_the_hessian_and_has_zero_mean():
+    task = QuadraticTask(dtype=torch.float64, noise=0.5)
+    model = task.build_model()
+    batches = [task.train_batch(s) for s in range(400)]
+    grads = []
+    for b in batches[:2]:
+        model.zero_grad()
+        task.loss(model, b).backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    torch.testing.assert_close(grads[0] - grads[1], 0.5 * (batches[0] - batches[1]))
+    mean_noise = torch.stack(batches).mean(0)
+    assert mean_noise.abs().max() < 4 * 1 / np.sqrt(400) * 1.5
+
+
+def test_markov_entropy_rate_matches_monte_carlo():
+    chain = MarkovChain(vocab=8, order=2, alpha=0.3, smoothing=0.01, seed=3)
+    rng = np.random.default_rng(0)
+    losses = chain.log_loss(chain.sample(rng, 500, 400))
+    # Sequences start in the stationary law, so every position is an unbiased draw; the standard
+    # error uses per-sequence means (tokens within a sequence are correlated).
+    per_seq = losses.mean(axis=1)
+    se = per_seq.std(ddof=1) / np.sqrt(len(per_seq))
+    assert abs(per_seq.mean() - chain.entropy_rate) < 3 * se
+    assert chain.entropy_rate < np.log(8)
+
+
+def test_markov_stationary_distribution_is_invariant():
+    chain = MarkovChain(vocab=4, order=2, alpha=0.5, smoothing=0.05, seed=1)
+    nxt = np.bincount(chain.next_state.ravel(), weights=(chain.stationary[:, None] * chain.probs).ravel(),
+                      minlength=chain.n_states)
+    np.testing.assert_allclose(nxt, chain.stationary, atol=1e-12)
+
+
+def test_markov_task_masks_positions_without_full_context():
+    task = MarkovTask(batch_size=4, seq_len=16, vocab=8, order=3)
+    assert task.ignore_prefix == 2
+    assert task.f_star == pytest.approx(task.chain.entropy_rate)
+    batch = task.train_batch(5)
+    assert batch.shape == (4, 17) and batch.dtype == torch.int64
+    torch.testing.assert_close(batch, task.train_batch(5))
+    assert not torch.equal(batch, task.train_batch(6))
+
+
+def test_lm_text_folder_and_bin_data(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"hello world " * 200)
+    task = LanguageModelTask(batch_size=2, seq_len=8, data=str(tmp_path / "a.txt"))
+    assert task.vocab_size == 256 and task.train_batch(0).shape == (2, 9)
+    tokens = np.arange(1000, dtype=np.uint16) % 300
+    tokens.tofile(tmp_path / "tok.bin")
+    task = LanguageModelTask(batch_size=2, seq_len=8, data=str(tmp_path / "tok.bin"), vocab_size=300)
+    assert task.train_batch(1).max() < 300
+    with pytest.raises(SmoothprobeError, match="--vocab-size"):
+        LanguageModelTask(data=str(tmp_path / "tok.bin"))
+    with pytest.raises(SmoothprobeError, match="does not exist"):
+        LanguageModelTask(data=str(tmp_path / "missing"))
+
+
+def test_lm_default_corpus_is_the_stdlib():
+    task = make_task("lm", batch_size=2, seq_len=32)
+    assert task.describe()["source"] == "python-stdlib"
+    assert task.train_batch(0).max() < 256 and len(task.val_batches()) == task.eval_batches
+
+
+def test_unknown_task_is_a_clear_error():
+    with pytest.raises(SmoothprobeError, match="unknown task 'nope'"):
+        make_task("nope")
