@@ -115,5 +115,39 @@ def train(**kw) -> None:
     click.echo(f"run written to {Path(path)}")
 
 
+@main.command()
+@training_options
+@click.option("--preset", type=click.Choice(["cheap", "standard", "full"]), default="standard", show_default=True,
+              help="cheap: norms only; standard: + secant K; full: + FD/HVP curvature, top eigenvalue, trace.")
+@click.option("--probes", default=None,
+              help="Comma-separated probe list overriding --preset (norms,secant,curv_fd,curv_hvp,top_eig,trace).")
+@click.option("--every", type=click.IntRange(min=1), default=10, show_default=True, help="Probe every N steps.")
+@click.option("--overhead", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+              help="Instead of --every: adapt the interval so probes cost this fraction of training time.")
+@click.option("--heavy-every", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Top eigenvalue and trace run on every N-th probed step.")
+@click.option("--nuclear", type=click.Choice(["estimate", "exact"]), default="estimate", show_default=True,
+              help="Nuclear norms (Muon's dual) by Gram eigenvalues or exact SVD.")
+@library_errors
+def record(**kw) -> None:
+    """Train like `train` and record curvature probes (secant K in the optimizer's geometry, ...)."""
+    from smoothprobe.train import train as run_training
+
+    probes = {
+        "preset": kw.pop("preset"),
+        "probes": kw.pop("probes").split(",") if kw.get("probes") else None,
+        "every": kw.pop("every"),
+        "overhead": kw.pop("overhead"),
+        "heavy_every": kw.pop("heavy_every"),
+        "nuclear": kw.pop("nuclear"),
+    }
+    kw.pop("probes", None)
+    out, resume, overwrite, quiet = kw.pop("out"), kw.pop("resume"), kw.pop("overwrite"), kw.pop("no_progress")
+    config = config_from_options(kw)
+    config.probes = probes
+    path = run_training(config, out, resume=resume, overwrite=overwrite, progress=not quiet)
+    click.echo(f"run written to {Path(path)}")
+
+
 if __name__ == "__main__":
     main()

@@ -9,7 +9,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,13 +17,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.optim import OPTIMIZERS, describe_split, make_optimizer
+from smoothprobe.optim import OPTIMIZERS, default_lr, describe_split, make_optimizer
+from smoothprobe.probes.recorder import Cadence, Recorder
 from smoothprobe.schedule.baseline import DECAYS, WARMUP_SHAPES, WarmupDecay, warmup_steps
 from smoothprobe.store import RunStore
 from smoothprobe.tasks import TASKS, Task, make_task
 
 SCHEDULES = DECAYS
-DEFAULT_LR = {"muon": 0.02, "lion": 3e-4, "signum": 1e-3, "signsgd": 1e-3, "normsgd": 0.05, "adamw": 3e-3, "sgd": 0.1}
 
 
 @dataclass
@@ -52,6 +52,7 @@ class TrainConfig:
     data: str | None = None
     vocab_size: int | None = None
     task_options: dict = field(default_factory=dict)
+    probes: dict | None = None  # Recorder options (preset, every, overhead, ...); None: no probes
 
     def validate(self) -> None:
         """Raise SmoothprobeError naming the first bad field."""
@@ -81,15 +82,7 @@ class TrainConfig:
 
     @property
     def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
-
-
-class StepHook(Protocol):
-    """What the loop calls around `optimizer.step()` (the Recorder implements it)."""
-
-    def before_step(self, step: int, batches: list, loss: float, grad_norm: float) -> None: ...
-
-    def after_step(self, step: int, params_before: list[Tensor]) -> dict: ...
+        return self.lr if self.lr is not None else default_lr(self.optimizer)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,17 +130,21 @@ class Trainer:
     device: torch.device
     start_step: int = 0
     elapsed: float = 0.0
-    hook: StepHook | None = None
+    recorder: Recorder | None = None
 
     def accumulate(self, batches: list) -> float:
         """Forward and backward over the micro-batches; p.grad holds the mean gradient."""
         total = 0.0
         for batch in batches:
-            with autocast(self.device):
-                loss = self.task.loss(self.model, batch) / len(batches)
+            loss = self.micro_loss(self.model, [batch]) / len(batches)
             loss.backward()
             total += loss.item()
         return total
+
+    def micro_loss(self, model: nn.Module, batches: list) -> Tensor:
+        """Mean loss over micro-batches, under the run's autocast (the function the probes re-evaluate)."""
+        with autocast(self.device):
+            return sum(self.task.loss(model, b) for b in batches) / len(batches)
 
     def evaluate(self) -> float:
         """Mean loss over the task's fixed validation batches."""
@@ -168,6 +165,8 @@ class Trainer:
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.recorder is not None:
+            state["cadence"] = dataclasses.asdict(self.recorder.cadence)
         self.store.save_checkpoint(state)
 
     def restore(self, state: dict) -> None:
@@ -177,6 +176,8 @@ class Trainer:
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        if "cadence" in state and self.recorder is not None:
+            self.recorder.cadence = Cadence(**state["cadence"])
         self.start_step, self.elapsed = int(state["step"]), float(state["elapsed"])
 
     def step(self, step: int) -> dict:
@@ -193,13 +194,13 @@ class Trainer:
         if not math.isfinite(loss):
             self.store.append("steps", row)
             raise SmoothprobeError(f"loss became {loss} at step {step}; stopped (steps before it are kept in {self.store.path})")
-        if self.hook is not None:
-            self.hook.before_step(step, batches, loss, grad_norm)
+        if self.recorder is not None:
+            self.recorder.before_step(step, batches, loss=loss, grad_norm=grad_norm)
         before = [p.detach().clone() for p in params]
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.hook is not None:
-            row.update(self.hook.after_step(step, before))
+        if self.recorder is not None:
+            row.update(self.recorder.after_step())
         row.update(self.schedule_step(loss))
         deltas = torch._foreach_sub([p.detach() for p in params], before)
         row["update_norm"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(deltas))).item()
@@ -247,8 +248,7 @@ class Trainer:
         self.store.write_info(status="finished")
 
 
-def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
-          extra_info: dict | None = None) -> Trainer:
+def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> Trainer:
     """Set up a run (new, or resumed from its last checkpoint with the stored config)."""
     if resume:
         store = RunStore.open(out)
@@ -265,7 +265,7 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
     scheduler = WarmupDecay(optimizer, config.steps, warmup_steps(config.warmup, config.steps),
                             decay=config.schedule, warmup_shape=config.warmup_shape, floor=config.min_lr_ratio)
     if not resume:
-        info = {
+        store = RunStore.create(out, {
             "config": dataclasses.asdict(config),
             "task": task.describe(),
             "optimizer": {"name": config.optimizer, "lr": config.peak_lr, "split": describe_split(optimizer)},
@@ -273,10 +273,12 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
             "device": str(device),
             "environment": environment(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            **(extra_info or {}),
-        }
-        store = RunStore.create(out, info, overwrite=overwrite)
+        }, overwrite=overwrite)
     trainer = Trainer(config, task, model, optimizer, scheduler, store, device)
+    if config.probes is not None:
+        trainer.recorder = Recorder(model, optimizer, store, loss_fn=trainer.micro_loss, seed=config.seed,
+                                    **config.probes)
+        store.write_info(probes=trainer.recorder.describe())
     if resume:
         state = store.load_checkpoint()
         if state is not None:

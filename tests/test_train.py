@@ -16,7 +16,7 @@ from smoothprobe.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_MARKOV = ["--task", "markov", "--batch-size", "4", "--seq-len", "24", "--steps", "40",
-                "--optimizer", "muon", "--lr", "0.02", "--warmup", "0.2", "--eval-every", "20",
+                "--optimizer", "lion", "--lr", "1e-3", "--warmup", "0.2", "--eval-every", "20",
                 "--checkpoint-every", "5", "--flush-every", "1", "--no-progress"]
 
 

@@ -1,0 +1,258 @@
+"""The Recorder: runs the probes around `optimizer.step()` on a cadence or an overhead budget.
+
+Two calls fit any PyTorch loop (the points of HF `on_pre_optimizer_step` / `on_optimizer_step`)::
+
+    rec = smoothprobe.Recorder(model, optimizer, "runs/x", loss_fn=lambda m, b: loss(m, b))
+    for step, batch in enumerate(loader):
+        loss = loss_fn(model, batch); loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        rec.before_step(step, batch, loss=loss.item(), grad_norm=norm.item())
+        optimizer.step(); optimizer.zero_grad()
+        rec.after_step()
+    rec.close()
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.geometry import Geometry, default_names, family_for_optimizer
+from smoothprobe.probes.curvature_fd import FDCurvatureProbe
+from smoothprobe.probes.curvature_hvp import HVPCurvatureProbe
+from smoothprobe.probes.lanczos import LanczosProbe
+from smoothprobe.probes.norms import NormsProbe
+from smoothprobe.probes.oracle import GradOracle, capture_rng_state
+from smoothprobe.probes.secant import SecantProbe
+from smoothprobe.probes.trace import TraceProbe
+from smoothprobe.probes.vec import sub
+from smoothprobe.store import RunStore
+
+PROBES = ("norms", "secant", "curv_fd", "curv_hvp", "top_eig", "trace")
+HEAVY = ("top_eig", "trace")
+PRESETS: dict[str, tuple[str, ...]] = {
+    "cheap": ("norms",),
+    "standard": ("norms", "secant"),
+    "full": PROBES,
+}
+
+LossFn = Callable[[nn.Module, Any], Tensor]
+
+
+@dataclass
+class Cadence:
+    """When to probe: every `every` steps, or adaptively so probes cost `overhead` of train time.
+
+    Heavy probes (Lanczos, trace) run on every `heavy_every`-th probed step. With a budget the
+    interval is the measured probe cost over (overhead × measured step cost), smoothed by an EMA.
+    """
+
+    every: int = 10
+    overhead: float | None = None
+    heavy_every: int = 10
+    next_step: int = 0
+    probed: int = 0
+    probe_cost: float = 0.0
+    step_cost: float = 0.0
+
+    def due(self, step: int) -> bool:
+        return step >= self.next_step
+
+    def heavy_due(self) -> bool:
+        return self.probed % self.heavy_every == 0
+
+    def update(self, step: int, probe_seconds: float | None, step_seconds: float) -> None:
+        """Fold in measured costs; set the next probed step."""
+        self.step_cost = step_seconds if self.step_cost == 0 else 0.9 * self.step_cost + 0.1 * step_seconds
+        if probe_seconds is None:
+            return
+        self.probed += 1
+        self.probe_cost = probe_seconds if self.probe_cost == 0 else 0.7 * self.probe_cost + 0.3 * probe_seconds
+        interval = self.every
+        if self.overhead is not None and self.step_cost > 0:
+            interval = max(1, math.ceil(self.probe_cost / (self.overhead * self.step_cost)))
+        self.next_step = step + interval
+
+
+class Recorder:
+    """Measures curvature along the trajectory and writes it to a run directory.
+
+    `loss_fn(model, batch)` must return the mean loss the training step differentiated (the probes
+    re-evaluate it on the same batch). Pass `grad_norm` (what `clip_grad_norm_` returned) so the
+    probes can undo clipping: secants use the true gradient. The geometry defaults to the
+    optimizer's family over the tensors the norm-constrained optimizer owns (for Muon: its
+    matrices). The torch RNG state is captured at construction and after each step, so dropout
+    replays exactly provided nothing draws from torch's RNG between `after_step` and the next
+    forward.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        run_dir: str | Path | RunStore | None = None,
+        *,
+        loss_fn: LossFn,
+        preset: str = "standard",
+        probes: Sequence[str] | None = None,
+        every: int = 10,
+        overhead: float | None = None,
+        heavy_every: int = 10,
+        family: str | None = None,
+        tensors: Sequence[str] | None = None,
+        nuclear: str = "estimate",
+        seed: int = 0,
+    ) -> None:
+        if preset not in PRESETS:
+            raise SmoothprobeError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        chosen = tuple(probes) if probes is not None else PRESETS[preset]
+        unknown = [p for p in chosen if p not in PROBES]
+        if unknown:
+            raise SmoothprobeError(f"unknown probe {unknown[0]!r}; choose from {', '.join(PROBES)}")
+        if every < 1:
+            raise SmoothprobeError(f"--every must be >= 1, got {every}")
+        if overhead is not None and not 0 < overhead < 1:
+            raise SmoothprobeError(f"--overhead must lie in (0, 1), got {overhead}")
+        self.model, self.optimizer, self.loss_fn, self.probes = model, optimizer, loss_fn, chosen
+        self.cadence = Cadence(every=every, overhead=overhead, heavy_every=heavy_every)
+        self.family = family or optimizer_family(optimizer)
+        named = dict(model.named_parameters())
+        self.names = list(tensors) if tensors is not None else default_names(owned_parameters(optimizer, named), self.family)
+        missing = [n for n in self.names if n not in named]
+        if missing or not self.names:
+            raise SmoothprobeError(f"geometry tensors not found in the model: {missing or 'none selected'}")
+        self.params = [named[n] for n in self.names]
+        self.geometry = Geometry(self.family, self.names, nuclear)
+        self.store = run_dir if isinstance(run_dir, RunStore) or run_dir is None else RunStore.create(
+            run_dir, {"config": {"recorder": True}, "task": {"f_star": None}}
+        )
+        self._owns_store = run_dir is not None and not isinstance(run_dir, RunStore)
+        self._secant = SecantProbe(self.geometry)
+        self._norms = NormsProbe(nuclear=nuclear)
+        self._fd, self._hvp = FDCurvatureProbe(), HVPCurvatureProbe()
+        self._lanczos, self._trace = LanczosProbe(seed=seed), TraceProbe(seed=seed)
+        self._rng = capture_rng_state()
+        self._pending: dict | None = None
+        self._last_end = time.perf_counter()
+
+    def describe(self) -> dict:
+        """The probe set-up for run.json."""
+        return {
+            "probes": list(self.probes),
+            "family": self.family,
+            "tensors": self.names,
+            "kappa": self.geometry.kappa(self.params),
+            "every": self.cadence.every,
+            "overhead": self.cadence.overhead,
+            "heavy_every": self.cadence.heavy_every,
+        }
+
+    def before_step(self, step: int, batch: Any, *, loss: float | None = None, grad_norm: float | None = None) -> None:
+        """Call after backward (and clipping), before `optimizer.step()`: captures x_t and g_t."""
+        self._pending = {"step": step, "loss": loss, "grad_norm": grad_norm, "probe": self.cadence.due(step)}
+        if not self._pending["probe"]:
+            return
+        grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        scale = unclip_factor(self.model, grad_norm)
+        if scale != 1.0:
+            torch._foreach_mul_(grads, scale)
+        self._pending.update(batch=batch, grads=grads, params=[p.detach().clone() for p in self.params])
+
+    def after_step(self) -> dict:
+        """Call after `optimizer.step()`: runs the due probes at x_{t+1}; returns the row's probe columns."""
+        if self._pending is None:
+            raise RuntimeError("after_step() called without before_step()")
+        pending, self._pending = self._pending, None
+        row: dict[str, float] = {}
+        probe_seconds = None
+        if pending["probe"]:
+            start = time.perf_counter()
+            row, tensor_rows = self._measure(pending)
+            probe_seconds = time.perf_counter() - start
+            row["probe_time_s"] = probe_seconds
+            if self.store is not None:
+                for entry in tensor_rows:
+                    self.store.append("tensors", {"step": pending["step"], **entry})
+        now = time.perf_counter()
+        self.cadence.update(pending["step"], probe_seconds, now - self._last_end - (probe_seconds or 0.0))
+        self._last_end = now
+        self._rng = capture_rng_state()
+        if self._owns_store:
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.store.append("steps", {"step": pending["step"], "loss": pending["loss"], "lr": lr,
+                                        "grad_norm": pending["grad_norm"], **row})
+        return row
+
+    def _measure(self, pending: dict) -> tuple[dict, list[dict]]:
+        """Run every due probe once; returns the row columns and per-tensor rows."""
+        oracle = GradOracle(self.model, lambda: self.loss_fn(self.model, pending["batch"]), self.params, self._rng)
+        update = sub(self.params, pending["params"])
+        row: dict[str, float] = {}
+        tensor_rows: list[dict] = []
+        timings: dict[str, float] = {}
+
+        def timed(name: str, run: Callable[[], Any]) -> Any:
+            start = time.perf_counter()
+            result = run()
+            timings[f"time_{name}_s"] = time.perf_counter() - start
+            return result
+
+        if "norms" in self.probes:
+            result = timed("norms", lambda: self._norms.measure(self.names, pending["grads"], update))
+            row.update(result.row)
+            row["grad_norm_dual"] = result.row.get(f"grad_dual_{self.family}", math.nan)
+            tensor_rows += result.per_tensor
+        if "secant" in self.probes:
+            result = timed("secant", lambda: self._secant.measure(pending["grads"], pending["params"], oracle))
+            row.update(result.row)
+            tensor_rows += [{"family": self.family, **r} for r in result.per_tensor]
+        if "curv_fd" in self.probes:
+            row.update(timed("curv_fd", lambda: self._fd.measure(oracle, update)).row)
+        if "curv_hvp" in self.probes:
+            row.update(timed("curv_hvp", lambda: self._hvp.measure(oracle, update)).row)
+        if self.cadence.heavy_due():
+            if "top_eig" in self.probes:
+                row.update(timed("top_eig", lambda: self._lanczos.measure(oracle)).row)
+            if "trace" in self.probes:
+                row.update(timed("trace", lambda: self._trace.measure(oracle)).row)
+        oracle.release()
+        row.update(timings)
+        return row, tensor_rows
+
+    def close(self) -> None:
+        """Flush what the Recorder wrote (only needed when it owns the run directory)."""
+        if self.store is not None:
+            self.store.flush()
+
+
+def optimizer_family(optimizer: torch.optim.Optimizer) -> str:
+    """Geometry family of a smoothprobe optimizer (by its groups' `algo`), else Euclidean."""
+    algos = {g.get("algo") for g in optimizer.param_groups}
+    if "muon" in algos:
+        return family_for_optimizer("muon")
+    algo = next(iter(algos))
+    return family_for_optimizer(algo) if len(algos) == 1 and algo is not None else "euclidean"
+
+
+def owned_parameters(optimizer: torch.optim.Optimizer, named: dict[str, Tensor]) -> list[tuple[str, Tensor]]:
+    """(name, tensor) pairs the norm-constrained part of the optimizer steps (all for one-rule optimizers)."""
+    groups = [g for g in optimizer.param_groups if g.get("algo") != "adamw"] or optimizer.param_groups
+    ids = {id(p) for g in groups for p in g["params"]}
+    return [(n, p) for n, p in named.items() if id(p) in ids]
+
+
+def unclip_factor(model: nn.Module, grad_norm: float | None) -> float:
+    """Factor that undoes gradient clipping: the pre-clip norm over the current .grad norm."""
+    if grad_norm is None or not math.isfinite(grad_norm):
+        return 1.0
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    current = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item() if grads else 0.0
+    return grad_norm / current if 0 < current < grad_norm * (1 - 1e-6) else 1.0

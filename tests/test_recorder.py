@@ -1,0 +1,100 @@
+"""The Recorder: probes match closed forms inside a loop, change nothing, and keep to their cadence."""
+
+import numpy as np
+import pytest
+import torch
+
+from smoothprobe import SmoothprobeError, TrainConfig, load_run, train
+from smoothprobe.probes.recorder import Cadence, Recorder
+from smoothprobe.tasks.quadratic import QuadraticTask
+
+
+def quadratic_loop(tmp_path, clip: float, steps: int = 6):
+    task = QuadraticTask(dtype=torch.float64, cond=30.0, noise=0.3)
+    model = task.build_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.3, momentum=0.5)
+    rec = Recorder(model, opt, tmp_path / "run", loss_fn=task.loss, probes=["secant", "curv_fd", "curv_hvp"],
+                   every=1)
+    updates = []
+    for step in range(steps):
+        batch = task.train_batch(step)
+        loss = task.loss(model, batch)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        rec.before_step(step, batch, loss=loss.item(), grad_norm=norm.item())
+        before = model.flat().detach().clone()
+        opt.step()
+        opt.zero_grad()
+        rec.after_step()
+        updates.append(model.flat().detach() - before)
+    rec.close()
+    return task, updates, load_run(tmp_path / "run")
+
+
+@pytest.mark.parametrize("clip", [1e9, 0.05])
+def test_secant_and_curvature_in_a_user_loop_match_the_hessian(tmp_path, clip):
+    task, updates, run = quadratic_loop(tmp_path, clip)
+    a = task.hessian
+    for step, d in enumerate(updates):
+        row = run.steps.iloc[step]
+        assert row.secant_K_euclid == pytest.approx((a @ d).norm().item() / d.norm().item(), rel=1e-7)
+        assert row.curv_hvp == pytest.approx(float(d @ a @ d / (d @ d)), rel=1e-9)
+        assert row.curv_fd == pytest.approx(float(d @ a @ d / (d @ d)), rel=1e-5)
+        assert row.loss_after == pytest.approx(task.loss(model_at(task, d, updates, step), task.train_batch(step)).item())
+
+
+def model_at(task, _d, updates, step):
+    """The quadratic model at x_{step+1}, rebuilt from x0 and the recorded updates."""
+    model = task.build_model()
+    x = model.flat().detach() + sum(updates[: step + 1])
+    offset = 0
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(x[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+    return model
+
+
+def test_probing_does_not_change_training_bit_for_bit(tmp_path):
+    base = dict(task="markov", batch_size=4, seq_len=16, steps=6, optimizer="lion", lr=1e-3,
+                eval_every=3)
+    plain = load_run(train(TrainConfig(**base), tmp_path / "plain", progress=False))
+    probed = load_run(train(TrainConfig(**base, probes={"preset": "full", "every": 2, "heavy_every": 1}),
+                            tmp_path / "probed", progress=False))
+    np.testing.assert_array_equal(plain.steps.loss, probed.steps.loss)
+    np.testing.assert_array_equal(plain.evals.val_loss, probed.evals.val_loss)
+    probed_rows = probed.steps.dropna(subset=["secant_K"])
+    assert probed_rows.step.tolist() == [0, 2, 4]
+    assert probed_rows[["curv_fd", "curv_hvp", "top_eig", "trace"]].notna().all().all()
+    assert (probed_rows.probe_time_s > 0).all()
+    assert set(probed.tensors.tensor) >= {"embed.weight"} and probed.info["probes"]["family"] == "sign"
+
+
+def test_muon_geometry_covers_only_muon_matrices(tmp_path):
+    cfg = TrainConfig(task="markov", batch_size=2, seq_len=8, steps=1, optimizer="muon",
+                      probes={"preset": "standard"})
+    run = load_run(train(cfg, tmp_path / "m", progress=False))
+    names = run.info["probes"]["tensors"]
+    assert run.info["probes"]["family"] == "spectral"
+    assert names == run.info["optimizer"]["split"]["muon"] and "embed.weight" not in names
+    assert np.isfinite(run.steps.secant_K[0]) and run.steps.secant_K[0] > 0
+
+
+def test_overhead_budget_sets_the_interval():
+    cadence = Cadence(every=10, overhead=0.1)
+    cadence.update(step=0, probe_seconds=0.5, step_seconds=0.1)
+    assert cadence.next_step == 50  # 0.5 s of probing every 50 × 0.1 s steps is 10 %
+    fixed = Cadence(every=7)
+    fixed.update(step=3, probe_seconds=9.0, step_seconds=0.1)
+    assert fixed.next_step == 10
+
+
+def test_bad_recorder_options_are_clear_errors(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(SmoothprobeError, match="unknown preset"):
+        Recorder(model, opt, loss_fn=lambda m, b: m(b).sum(), preset="max")
+    with pytest.raises(SmoothprobeError, match="unknown probe 'magic'"):
+        Recorder(model, opt, loss_fn=lambda m, b: m(b).sum(), probes=["magic"])
+    with pytest.raises(SmoothprobeError, match="--overhead"):
+        Recorder(model, opt, loss_fn=lambda m, b: m(b).sum(), overhead=2.0)
