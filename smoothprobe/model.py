@@ -43,7 +43,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
         norm = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return norm.type_as(x) * self.weight
 
@@ -57,7 +57,7 @@ def rotary_tables(head_dim: int, length: int, base: float) -> tuple[Tensor, Tens
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate channel pairs of x (batch, heads, time, head_dim) by position-dependent angles."""
-    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    x1, x2 = x.to(torch.promote_types(x.dtype, torch.float32)).unflatten(-1, (-1, 2)).unbind(-1)
     out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
     return out.type_as(x)
 

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.optim import OPTIMIZERS, default_lr, describe_split, make_optimizer
-from smoothprobe.probes.recorder import Cadence, Recorder
+from smoothprobe.probes.recorder import Cadence, Recorder, optimizer_geometry
+from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.baseline import DECAYS, WARMUP_SHAPES, WarmupDecay, warmup_steps
 from smoothprobe.store import RunStore
 from smoothprobe.tasks import TASKS, Task, make_task
@@ -53,6 +54,7 @@ class TrainConfig:
     vocab_size: int | None = None
     task_options: dict = field(default_factory=dict)
     probes: dict | None = None  # Recorder options (preset, every, overhead, ...); None: no probes
+    adaptive: dict | None = None  # AdaptiveWarmup options (fit, f_star, div, ...); None: baseline schedule
 
     def validate(self) -> None:
         """Raise SmoothprobeError naming the first bad field."""
@@ -211,9 +213,10 @@ class Trainer:
 
     def schedule_step(self, loss: float) -> dict:
         """Advance the schedule; loss-driven schedulers take the step's loss and report their state."""
-        if hasattr(self.scheduler, "last_record"):
+        if isinstance(self.scheduler, AdaptiveWarmup):
             self.scheduler.step(loss)
-            return self.scheduler.last_record()
+            record = self.scheduler.last_record()
+            return {k: v for k, v in record.items() if k not in ("step", "loss", "lr")}
         self.scheduler.step()
         return {}
 
@@ -248,6 +251,32 @@ class Trainer:
         self.store.write_info(status="finished")
 
 
+def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model: nn.Module,
+                    task: Task) -> WarmupDecay | AdaptiveWarmup:
+    """The baseline schedule, or AdaptiveWarmup from a fit.json or the practical parametrisation."""
+    if config.adaptive is None:
+        return WarmupDecay(optimizer, config.steps, warmup_steps(config.warmup, config.steps),
+                           decay=config.schedule, warmup_shape=config.warmup_shape, floor=config.min_lr_ratio)
+    opts = dict(config.adaptive)
+    fit, f_star = opts.pop("fit", None), opts.pop("f_star", None)
+    div, delta_peak = opts.pop("div", 100.0), opts.pop("delta_peak", None)
+    common = {"total_steps": config.steps, "decay": opts.pop("decay", "cosine"), **opts}
+    if fit is not None:
+        if f_star is not None:
+            common["f_star"] = float(f_star)
+        sched = AdaptiveWarmup.from_fit(optimizer, fit, lr=config.lr, **common)
+    else:
+        if f_star is None:
+            f_star = task.f_star
+        if f_star is None:
+            raise SmoothprobeError(f"task {config.task} has no known f*; pass --f-star VALUE or --fit fit.json")
+        geometry = optimizer_geometry(model, optimizer)
+        kappa = geometry.kappa([dict(model.named_parameters())[n] for n in geometry.names])
+        sched = AdaptiveWarmup.practical(optimizer, config.peak_lr, div, float(f_star), delta_peak,
+                                         kappa=kappa, min_lr=config.peak_lr * config.min_lr_ratio, **common)
+    return sched
+
+
 def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> Trainer:
     """Set up a run (new, or resumed from its last checkpoint with the stored config)."""
     if resume:
@@ -262,8 +291,7 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
                      options=config.task_options)
     model = task.build_model().to(device)
     optimizer = make_optimizer(config.optimizer, model, lr=config.peak_lr, weight_decay=config.weight_decay)
-    scheduler = WarmupDecay(optimizer, config.steps, warmup_steps(config.warmup, config.steps),
-                            decay=config.schedule, warmup_shape=config.warmup_shape, floor=config.min_lr_ratio)
+    scheduler = build_scheduler(config, optimizer, model, task)
     if not resume:
         store = RunStore.create(out, {
             "config": dataclasses.asdict(config),

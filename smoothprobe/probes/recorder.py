@@ -123,14 +123,10 @@ class Recorder:
             raise SmoothprobeError(f"--overhead must lie in (0, 1), got {overhead}")
         self.model, self.optimizer, self.loss_fn, self.probes = model, optimizer, loss_fn, chosen
         self.cadence = Cadence(every=every, overhead=overhead, heavy_every=heavy_every)
-        self.family = family or optimizer_family(optimizer)
+        self.geometry = optimizer_geometry(model, optimizer, family, tensors, nuclear)
+        self.family, self.names = self.geometry.family, self.geometry.names
         named = dict(model.named_parameters())
-        self.names = list(tensors) if tensors is not None else default_names(owned_parameters(optimizer, named), self.family)
-        missing = [n for n in self.names if n not in named]
-        if missing or not self.names:
-            raise SmoothprobeError(f"geometry tensors not found in the model: {missing or 'none selected'}")
         self.params = [named[n] for n in self.names]
-        self.geometry = Geometry(self.family, self.names, nuclear)
         self.store = run_dir if isinstance(run_dir, RunStore) or run_dir is None else RunStore.create(
             run_dir, {"config": {"recorder": True}, "task": {"f_star": None}}
         )
@@ -231,6 +227,18 @@ class Recorder:
         """Flush what the Recorder wrote (only needed when it owns the run directory)."""
         if self.store is not None:
             self.store.flush()
+
+
+def optimizer_geometry(model: nn.Module, optimizer: torch.optim.Optimizer, family: str | None = None,
+                       tensors: Sequence[str] | None = None, nuclear: str = "estimate") -> Geometry:
+    """The optimizer's geometry: its family over the tensors its norm-constrained part steps."""
+    family = family or optimizer_family(optimizer)
+    named = dict(model.named_parameters())
+    names = list(tensors) if tensors is not None else default_names(owned_parameters(optimizer, named), family)
+    missing = [n for n in names if n not in named]
+    if missing or not names:
+        raise SmoothprobeError(f"geometry tensors not found in the model: {missing or 'none selected'}")
+    return Geometry(family, names, nuclear)
 
 
 def optimizer_family(optimizer: torch.optim.Optimizer) -> str:

@@ -1,0 +1,79 @@
+"""Directional curvature along a direction from a difference of gradients (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.probes.oracle import GradOracle
+from smoothprobe.probes.result import ProbeResult, ratio
+from smoothprobe.probes.vec import dot, sub
+
+
+class FDCurvatureProbe:
+    """dᵀHd/‖d‖² ≈ ⟨g(x + s₊) − g(x − s₋), s⟩/‖s‖², s = s₊ + s₋, without double backward.
+
+    The step is h·d with ‖h·d‖ = scale · u^(1/2) (forward) or u^(1/3) (central) · max(‖x‖, 1),
+    u the machine epsilon of the coarsest parameter dtype (the usual truncation/rounding
+    balance). s is the perturbation actually stored after rounding to the parameter dtype, so
+    bf16 parameters measure the curvature along the representable step. Parameters are saved
+    and copied back, bit for bit. Forward difference costs one forward+backward when the
+    gradient at x (same oracle) is supplied, else two; central always costs two.
+    Row columns: curv_fd, curv_fd_step (‖s‖, Euclidean).
+    """
+
+    def __init__(self, central: bool = False, scale: float = 1.0) -> None:
+        if not scale > 0:
+            raise SmoothprobeError(f"scale must be positive; got {scale}")
+        self.central = central
+        self.scale = scale
+
+    @property
+    def cost(self) -> float:
+        """Forward+backward passes, if a forward difference is handed the gradient at x."""
+        return 2.0 if self.central else 1.0
+
+    def measure(
+        self, oracle: GradOracle, direction: Sequence[Tensor], grad: Sequence[Tensor] | None = None
+    ) -> ProbeResult:
+        """Curvature along `direction` at the oracle's parameters; `grad` is g(x) if known."""
+        params = oracle.params
+        d_norm = dot(direction, direction).sqrt().item()
+        if d_norm == 0:
+            return ProbeResult({"curv_fd": float("nan"), "curv_fd_step": 0.0})
+        eps = max(torch.finfo(p.dtype).eps for p in params)
+        x_norm = dot(params, params).sqrt().item()
+        h = self.scale * eps ** (1 / 3 if self.central else 1 / 2) * max(x_norm, 1.0) / d_norm
+        saved = [p.detach().clone() for p in params]
+        try:
+            g_plus, s_plus = self._gradient_at(oracle, direction, h, saved)
+            if self.central:
+                g_minus, s_minus = self._gradient_at(oracle, direction, -h, saved)
+            else:
+                g_minus = list(grad) if grad is not None else oracle.loss_and_grad()[1]
+                s_minus = [torch.zeros_like(s) for s in s_plus]
+        finally:
+            with torch.no_grad():
+                for p, x in zip(params, saved):
+                    p.copy_(x)
+        step = sub(s_plus, s_minus)
+        curv = ratio(dot(sub(g_plus, g_minus), step).item(), dot(step, step).item())
+        return ProbeResult({"curv_fd": curv, "curv_fd_step": dot(step, step).sqrt().item()})
+
+    @staticmethod
+    def _gradient_at(
+        oracle: GradOracle, direction: Sequence[Tensor], h: float, saved: Sequence[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Gradient at x + h·d (as stored) and the stored perturbation; restores x after."""
+        with torch.no_grad():
+            for p, x, d in zip(oracle.params, saved, direction, strict=True):
+                p.copy_(x).add_(d.to(p.dtype), alpha=h)
+        perturbation = sub(oracle.params, saved)
+        grads = oracle.loss_and_grad()[1]
+        with torch.no_grad():
+            for p, x in zip(oracle.params, saved):
+                p.copy_(x)
+        return grads, perturbation

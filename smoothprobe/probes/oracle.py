@@ -1,0 +1,134 @@
+"""Gradients and exact Hessian-vector products of the loss on one fixed batch (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+GRAPH_COST = 1.1
+"""Forward plus a create_graph backward, in forward+backward units (tiny LLaMA, 2 CPU cores)."""
+
+HVP_COST = 2.5
+"""One double backward through the kept gradient graph, in forward+backward units (same)."""
+
+
+@dataclass(frozen=True)
+class RngState:
+    """torch's CPU generator state and, when CUDA is initialised, every CUDA device's state."""
+
+    cpu: Tensor
+    cuda: tuple[Tensor, ...]
+
+
+def capture_rng_state() -> RngState:
+    """The current torch RNG state: capture it before the training forward to replay it later."""
+    cuda = tuple(torch.cuda.get_rng_state_all()) if torch.cuda.is_initialized() else ()
+    return RngState(torch.get_rng_state(), cuda)
+
+
+@contextmanager
+def replay_rng(state: RngState) -> Iterator[None]:
+    """Run the block from `state`, then give the caller back the RNG stream it had before."""
+    with torch.random.fork_rng(devices=list(range(len(state.cuda)))):
+        torch.set_rng_state(state.cpu)
+        if state.cuda:
+            torch.cuda.set_rng_state_all(list(state.cuda))
+        yield
+
+
+class GradOracle:
+    """Gradient and HVP of the loss on one fixed batch, at the model's current parameters.
+
+    Every evaluation replays `rng_state` (default: the state at construction), so dropout and
+    sampling repeat exactly, and leaves the caller's RNG stream, the model's buffers (BatchNorm
+    running statistics) and `p.grad` untouched. HVPs keep one create_graph gradient and reuse
+    it until a parameter changes in place (its version counter moves) or `release()` is called.
+    The oracle serves one batch; make a new one for another batch.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[[], Tensor],
+        params: Sequence[Tensor],
+        rng_state: RngState | None = None,
+    ) -> None:
+        if not params:
+            raise ValueError("params is empty")
+        owned = {id(p) for p in model.parameters()}
+        for i, p in enumerate(params):
+            if id(p) not in owned:
+                raise ValueError(f"params[{i}] is not a parameter of the model")
+            if not p.requires_grad:
+                raise ValueError(f"params[{i}] does not require grad")
+        self.model = model
+        self.loss_fn = loss_fn
+        self.params = list(params)
+        self.rng_state = rng_state if rng_state is not None else capture_rng_state()
+        self._graph: list[Tensor] | None = None
+        self._versions: tuple[int, ...] = ()
+
+    @contextmanager
+    def _replay(self) -> Iterator[None]:
+        """Replay the RNG state on private copies of the buffers (BatchNorm statistics).
+
+        The forward may update the copies and the graph may save them; the model's own buffers
+        are put back untouched afterwards.
+        """
+        named = list(self.model.named_buffers(remove_duplicate=False))
+        copies = {id(b): b.detach().clone() for _, b in named}
+        for name, b in named:
+            _set_buffer(self.model, name, copies[id(b)])
+        try:
+            with replay_rng(self.rng_state):
+                yield
+        finally:
+            for name, b in named:
+                _set_buffer(self.model, name, b)
+
+    def _grad(self, loss: Tensor, create_graph: bool) -> tuple[Tensor, ...]:
+        return torch.autograd.grad(
+            loss, self.params, create_graph=create_graph, allow_unused=True, materialize_grads=True
+        )
+
+    def loss_and_grad(self) -> tuple[float, list[Tensor]]:
+        """The batch loss and its gradient for `params`: one forward+backward."""
+        with self._replay():
+            loss = self.loss_fn()
+            grads = self._grad(loss, create_graph=False)
+        return loss.item(), [g.detach() for g in grads]
+
+    def _gradient_graph(self) -> list[Tensor]:
+        versions = tuple(p._version for p in self.params)
+        if self._graph is None or versions != self._versions:
+            self._graph = None
+            with self._replay(), sdpa_kernel(SDPBackend.MATH):
+                self._graph = list(self._grad(self.loss_fn(), create_graph=True))
+            self._versions = versions
+        return self._graph
+
+    def hvp(self, vectors: Sequence[Tensor]) -> list[Tensor]:
+        """H·v by double backward, with SDPA on the math kernel (flash/efficient lack one)."""
+        grads = self._gradient_graph()
+        inner = sum((g * v.to(g.dtype)).sum() for g, v in zip(grads, vectors, strict=True))
+        if not inner.requires_grad:
+            return [torch.zeros_like(p) for p in self.params]
+        hv = torch.autograd.grad(
+            inner, self.params, retain_graph=True, allow_unused=True, materialize_grads=True
+        )
+        return [h.detach() for h in hv]
+
+    def release(self) -> None:
+        """Free the kept gradient graph."""
+        self._graph = None
+
+
+def _set_buffer(model: nn.Module, name: str, value: Tensor) -> None:
+    """Rebind the registered buffer `name` (a dotted path) of `model` to `value`."""
+    path, _, attribute = name.rpartition(".")
+    setattr(model.get_submodule(path), attribute, value)

@@ -1,0 +1,362 @@
+"""Probes against analytic answers: a planted quadratic, dense Hessians of an MLP and attention."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.geometry import Geometry
+from smoothprobe.probes.curvature_fd import FDCurvatureProbe
+from smoothprobe.probes.curvature_hvp import HVPCurvatureProbe
+from smoothprobe.probes.lanczos import LanczosProbe
+from smoothprobe.probes.norms import NormsProbe
+from smoothprobe.probes.oracle import GradOracle, capture_rng_state
+from smoothprobe.probes.secant import SecantProbe
+from smoothprobe.probes.trace import TraceProbe
+
+SHAPES = [(4, 3), (3, 3), (5, 2)]
+N = sum(r * c for r, c in SHAPES)
+SPECTRUM = torch.cat([torch.tensor([10.0, 5.0]), torch.linspace(0.1, 3.0, N - 2)]).double()
+
+
+class Quadratic(nn.Module):
+    """f(x) = ½ (x − x*)ᵀ A (x − x*) with x held as a few matrices; A has the planted SPECTRUM."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        basis, _ = torch.linalg.qr(torch.randn(N, N, generator=generator, dtype=torch.float64))
+        self.register_buffer("A", basis @ torch.diag(SPECTRUM) @ basis.T)
+        self.register_buffer("target", torch.randn(N, generator=generator, dtype=torch.float64))
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.randn(r, c, generator=generator, dtype=torch.float64))
+            for r, c in SHAPES
+        )
+
+    def flat(self) -> torch.Tensor:
+        return torch.cat([w.reshape(-1) for w in self.weights])
+
+    def forward(self) -> torch.Tensor:
+        r = self.flat() - self.target
+        return 0.5 * r @ self.A @ r
+
+
+def quadratic_oracle(model: Quadratic) -> GradOracle:
+    return GradOracle(model, model, list(model.parameters()))
+
+
+def random_like(params, seed: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(p.shape, generator=generator, dtype=p.dtype) for p in params]
+
+
+def flat(tensors) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def test_secant_on_quadratic_equals_A_d_in_euclidean_and_in_the_geometry():
+    model = Quadratic()
+    params = list(model.parameters())
+    oracle_before = quadratic_oracle(model)
+    loss_before, grad_before = oracle_before.loss_and_grad()
+    before = [p.detach().clone() for p in params]
+    step = random_like(params, 1)
+    with torch.no_grad():
+        for p, d in zip(params, step):
+            p.add_(d, alpha=0.1)
+    geometry = Geometry("spectral", ["w0", "w1", "w2"])
+    result = SecantProbe(geometry).measure(grad_before, before, quadratic_oracle(model))
+    d = 0.1 * flat(step)
+    ad = model.A @ d
+    assert result.row["secant_K_euclid"] == pytest.approx((ad.norm() / d.norm()).item(), rel=1e-10)
+    ad_pieces = list(torch.split(ad, [r * c for r, c in SHAPES]))
+    ad_tensors = [a.reshape(shape) for a, shape in zip(ad_pieces, SHAPES)]
+    d_tensors = [0.1 * s for s in step]
+    nuclear = sum(torch.linalg.svdvals(a).sum().item() for a in ad_tensors)
+    spectral = max(torch.linalg.svdvals(t)[0].item() for t in d_tensors)
+    assert result.row["secant_K"] == pytest.approx(nuclear / spectral, rel=1e-10)
+    assert result.row["loss_after"] == pytest.approx(model().item(), rel=1e-12)
+    assert loss_before != pytest.approx(result.row["loss_after"])
+    first = result.per_tensor[0]
+    expected = torch.linalg.svdvals(ad_tensors[0]).sum() / torch.linalg.svdvals(d_tensors[0])[0]
+    assert first["tensor"] == "w0"
+    assert first["secant_K"] == pytest.approx(expected.item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("central", [False, True])
+def test_fd_curvature_on_quadratic_matches_dAd(central):
+    model = Quadratic()
+    d = random_like(model.parameters(), 2)
+    expected = (flat(d) @ model.A @ flat(d) / flat(d).square().sum()).item()
+    row = FDCurvatureProbe(central=central).measure(quadratic_oracle(model), d).row
+    assert row["curv_fd"] == pytest.approx(expected, rel=1e-5)
+    assert row["curv_fd_step"] > 0
+
+
+def test_fd_curvature_accepts_the_gradient_at_x_and_restores_parameters_bit_for_bit():
+    model = Quadratic()
+    oracle = quadratic_oracle(model)
+    before = [p.detach().clone() for p in model.parameters()]
+    d = random_like(model.parameters(), 3)
+    grad = oracle.loss_and_grad()[1]
+    with_grad = FDCurvatureProbe().measure(oracle, d, grad=grad).row["curv_fd"]
+    without = FDCurvatureProbe().measure(oracle, d).row["curv_fd"]
+    assert with_grad == without
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+def test_fd_probe_restores_float32_and_bf16_parameters_bit_for_bit():
+    for dtype in (torch.float32, torch.bfloat16):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 1)).to(dtype)
+        x = torch.randn(8, 6).to(dtype)
+        params = list(model.parameters())
+        oracle = GradOracle(model, lambda m=model, x=x: m(x).float().square().mean(), params)
+        before = [p.detach().clone() for p in params]
+        d = [torch.randn_like(p) * 1e-3 for p in params]
+        row = FDCurvatureProbe(central=True).measure(oracle, d).row
+        assert math.isfinite(row["curv_fd"])
+        assert all(torch.equal(p, b) for p, b in zip(params, before))
+
+
+def test_hvp_curvature_on_quadratic_matches_dAd():
+    model = Quadratic()
+    d = random_like(model.parameters(), 4)
+    expected = (flat(d) @ model.A @ flat(d) / flat(d).square().sum()).item()
+    row = HVPCurvatureProbe().measure(quadratic_oracle(model), d).row
+    assert row["curv_hvp"] == pytest.approx(expected, rel=1e-10)
+
+
+def test_lanczos_top_eigenvalues_on_quadratic():
+    model = Quadratic()
+    row = LanczosProbe(k=2, steps=N, tol=1e-10, seed=0).measure(quadratic_oracle(model)).row
+    assert row["top_eig"] == pytest.approx(SPECTRUM.max().item(), rel=1e-6)
+    assert row["top_eig_2"] == pytest.approx(5.0, rel=1e-6)
+    assert row["top_eig_residual"] <= 1e-6
+    assert 2 <= row["lanczos_hvps"] <= N
+
+
+def test_lanczos_residual_is_honest_when_stopped_early():
+    model = Quadratic()
+    oracle = quadratic_oracle(model)
+    row = LanczosProbe(steps=3, seed=1).measure(oracle).row
+    assert row["lanczos_hvps"] == 3
+    assert row["top_eig"] <= SPECTRUM.max().item() + 1e-9
+    gap = SPECTRUM.max().item() - row["top_eig"]
+    assert row["top_eig_residual"] > 0
+    assert gap <= row["top_eig_residual"] ** 2 / (SPECTRUM.max().item() - 5.0) * 2 + 1e-9
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "hutchpp"])
+def test_trace_on_quadratic_within_three_standard_errors(method):
+    model = Quadratic()
+    row = TraceProbe(method=method, hvps=30, seed=0).measure(quadratic_oracle(model)).row
+    truth = SPECTRUM.sum().item()
+    assert row["trace_se"] > 0
+    assert abs(row["trace"] - truth) <= 3 * row["trace_se"]
+    assert row["trace_se"] < 0.2 * truth
+    assert row["trace_hvps"] == 30
+
+
+def test_hutchpp_is_exact_when_the_sketch_spans_the_space():
+    model = Quadratic()
+    row = TraceProbe(method="hutchpp", hvps=3 * N + 3, seed=0).measure(quadratic_oracle(model)).row
+    assert row["trace"] == pytest.approx(SPECTRUM.sum().item(), rel=1e-9)
+    assert row["trace_se"] < 1e-9
+
+
+def test_probe_options_are_validated():
+    with pytest.raises(SmoothprobeError, match="method"):
+        TraceProbe(method="hutch")
+    with pytest.raises(SmoothprobeError, match="hvps"):
+        TraceProbe(method="hutchpp", hvps=3)
+    with pytest.raises(SmoothprobeError, match="steps"):
+        LanczosProbe(k=3, steps=2)
+    with pytest.raises(SmoothprobeError, match="scale"):
+        FDCurvatureProbe(scale=0.0)
+
+
+def dense_hessian(model: nn.Module, loss_of_params) -> torch.Tensor:
+    names = [name for name, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    sizes = [p.numel() for p in model.parameters()]
+
+    def loss_of_flat(vector: torch.Tensor) -> torch.Tensor:
+        pieces = torch.split(vector, sizes)
+        values = {n: v.reshape(s) for n, v, s in zip(names, pieces, shapes)}
+        return loss_of_params(values)
+
+    point = flat([p.detach() for p in model.parameters()])
+    return torch.autograd.functional.hessian(loss_of_flat, point, vectorize=True)
+
+
+def test_oracle_hvp_equals_dense_hessian_on_an_mlp():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
+    x, y = torch.randn(10, 4, dtype=torch.float64), torch.randint(0, 3, (10,))
+
+    def loss_of_params(values):
+        return F.cross_entropy(functional_call(model, values, (x,)), y)
+
+    hessian = dense_hessian(model, loss_of_params)
+    oracle = GradOracle(model, lambda: F.cross_entropy(model(x), y), list(model.parameters()))
+    for seed in range(3):
+        v = random_like(model.parameters(), seed)
+        expected = hessian @ flat(v)
+        assert torch.allclose(flat(oracle.hvp(v)), expected, rtol=1e-5, atol=1e-10)
+    assert all(p.grad is None for p in model.parameters())
+
+
+class AttentionBlock(nn.Module):
+    """A pre-norm causal self-attention block calling F.scaled_dot_product_attention."""
+
+    def __init__(self, width: int, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.out = nn.Linear(width, width, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).split(w, dim=-1)
+        q, k, v = (z.reshape(b, t, self.heads, -1).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return x + self.out(y.transpose(1, 2).reshape(b, t, w))
+
+
+def test_oracle_hvp_switches_sdpa_to_the_math_kernel_and_matches_dense_hessian():
+    torch.manual_seed(0)
+    model = AttentionBlock(width=4).double()
+    x = torch.randn(2, 5, 4, dtype=torch.float64)
+
+    def loss_fn() -> torch.Tensor:
+        return model(x).tanh().square().mean()
+
+    params = [model.qkv.weight, model.out.weight]
+    with pytest.raises(RuntimeError, match="not implemented"):
+        grads = torch.autograd.grad(loss_fn(), params, create_graph=True)
+        torch.autograd.grad(sum(g.sum() for g in grads), params)
+
+    def loss_of_params(values):
+        return functional_call(model, values, (x,)).tanh().square().mean()
+
+    fixed = dict(model.named_parameters())
+    sub = nn.Module()
+    sub.register_parameter("qkv", model.qkv.weight)
+    sub.register_parameter("out", model.out.weight)
+
+    def loss_of_two(values):
+        merged = {**fixed, "qkv.weight": values["qkv"], "out.weight": values["out"]}
+        return loss_of_params(merged)
+
+    with sdpa_kernel(SDPBackend.MATH):
+        hessian = dense_hessian(sub, loss_of_two)
+    oracle = GradOracle(model, loss_fn, params)
+    v = random_like(params, 5)
+    assert torch.allclose(flat(oracle.hvp(v)), hessian @ flat(v), rtol=1e-5, atol=1e-10)
+
+
+class Dropped(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(6, 6)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.layer(x)).square().mean()
+
+
+def test_oracle_replays_dropout_and_leaves_the_callers_rng_stream_alone():
+    torch.manual_seed(0)
+    model = Dropped().train()
+    x = torch.randn(16, 6)
+    params = list(model.parameters())
+    state = capture_rng_state()
+    training_loss = model(x).item()
+    torch.rand(7)
+    callers_state = torch.get_rng_state()
+    oracle = GradOracle(model, lambda: model(x), params, rng_state=state)
+    first, grads_first = oracle.loss_and_grad()
+    second, grads_second = oracle.loss_and_grad()
+    assert first == second == training_loss
+    assert all(torch.equal(a, b) for a, b in zip(grads_first, grads_second))
+    assert torch.equal(torch.get_rng_state(), callers_state)
+    other = model(x).item()
+    assert other != first
+
+
+def test_oracle_rebuilds_its_hvp_graph_after_parameters_change():
+    model = nn.Linear(3, 1, bias=False).double()
+    x = torch.randn(4, 3, dtype=torch.float64)
+    oracle = GradOracle(model, lambda: model(x).pow(4).mean(), [model.weight])
+    v = [torch.ones_like(model.weight)]
+    first = oracle.hvp(v)[0].clone()
+    with torch.no_grad():
+        model.weight.mul_(2.0)
+    second = oracle.hvp(v)[0]
+    assert torch.allclose(second, 4.0 * first)
+
+
+def test_norms_probe_matches_geometry_for_every_family():
+    torch.manual_seed(0)
+    names = ["w", "b", "conv"]
+    grads = [torch.randn(5, 4), torch.randn(4), torch.randn(3, 2, 2)]
+    updates = [torch.randn_like(g) for g in grads]
+    result = NormsProbe(nuclear="exact").measure(names, grads, updates)
+    spectral = Geometry("spectral", ["w", "conv"])
+    assert result.row["grad_dual_spectral"] == pytest.approx(spectral.dual([grads[0], grads[2]]))
+    assert result.row["update_primal_spectral"] == pytest.approx(
+        spectral.primal([updates[0], updates[2]])
+    )
+    sign = Geometry("sign", names)
+    assert result.row["grad_dual_sign"] == pytest.approx(sum(g.abs().sum().item() for g in grads))
+    assert result.row["update_primal_sign"] == pytest.approx(sign.primal(updates))
+    whole = torch.cat([g.reshape(-1) for g in grads]).norm().item()
+    assert result.row["grad_dual_euclidean"] == pytest.approx(whole)
+    assert len(result.per_tensor) == 2 + 3 + 3 + 3
+    row_b = next(r for r in result.per_tensor if r["tensor"] == "b" and r["family"] == "sign")
+    assert row_b["grad_dual"] == pytest.approx(grads[1].abs().sum().item())
+    assert row_b["update_primal"] == pytest.approx(updates[1].abs().max().item())
+    only_grads = NormsProbe(families=["frobenius"]).measure(names, grads).row
+    assert set(only_grads) == {"grad_primal_frobenius", "grad_dual_frobenius"}
+
+
+def test_oracle_hvp_equals_dense_hessian_on_a_tiny_llama():
+    model_module = pytest.importorskip("smoothprobe.model")
+    torch.manual_seed(0)
+    config = model_module.LlamaConfig(vocab_size=11, d_model=8, n_layers=1, n_heads=2, context=6)
+    model = model_module.Llama(config).double()
+    idx = torch.randint(0, 11, (3, 6))
+
+    def loss_of_logits(logits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits[:, :-1].reshape(-1, 11), idx[:, 1:].reshape(-1))
+
+    with sdpa_kernel(SDPBackend.MATH):
+        hessian = dense_hessian(
+            model, lambda values: loss_of_logits(functional_call(model, values, (idx,)))
+        )
+    params = list(model.parameters())
+    oracle = GradOracle(model, lambda: loss_of_logits(model(idx)), params)
+    v = random_like(params, 6)
+    expected = hessian @ flat(v)
+    # The model normalises and rotates in float32 even in float64, so compare norm-wise.
+    assert (flat(oracle.hvp(v)) - expected).norm() <= 1e-5 * expected.norm()
+
+
+def test_oracle_leaves_batchnorm_statistics_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).train()
+    x = torch.randn(8, 4)
+    stats = [b.clone() for b in model.buffers()]
+    oracle = GradOracle(model, lambda: model(x).square().mean(), list(model.parameters()))
+    first, _ = oracle.loss_and_grad()
+    oracle.hvp([torch.ones_like(p) for p in model.parameters()])
+    second, _ = oracle.loss_and_grad()
+    assert first == second
+    assert all(torch.equal(b, s) for b, s in zip(model.buffers(), stats))
