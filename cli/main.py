@@ -30,8 +30,11 @@ def library_errors(func: Callable) -> Callable:
     return wrapper
 
 
-def training_options(func: Callable) -> Callable:
-    """Options shared by `train` and `record` (the fields of TrainConfig)."""
+def training_options(func: Callable | None = None, *, single_run: bool = True) -> Callable:
+    """Options shared by `train`, `record` and `sweep` (the fields of TrainConfig); `single_run`
+    adds --warmup, --resume and --overwrite, which a sweep sets itself."""
+    if func is None:
+        return functools.partial(training_options, single_run=single_run)
     from smoothprobe.optim import OPTIMIZERS
     from smoothprobe.schedule.baseline import DECAYS, WARMUP_SHAPES
     from smoothprobe.tasks import TASKS
@@ -49,8 +52,6 @@ def training_options(func: Callable) -> Callable:
         click.option("--accum", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Gradient-accumulation micro-batches per step."),
         click.option("--schedule", type=click.Choice(DECAYS), default="cosine", show_default=True),
-        click.option("--warmup", type=click.FloatRange(min=0), default=0.0, show_default=True,
-                     help="Warm-up: a fraction of --steps if below 1, else a number of steps."),
         click.option("--warmup-shape", type=click.Choice(WARMUP_SHAPES), default="linear", show_default=True),
         click.option("--min-lr-ratio", type=click.FloatRange(0, 1), default=0.1, show_default=True,
                      help="Final lr as a fraction of the peak."),
@@ -70,11 +71,31 @@ def training_options(func: Callable) -> Callable:
         click.option("--markov-order", type=click.IntRange(min=1), default=None, help="markov: chain order [2]."),
         click.option("--noise", type=click.FloatRange(min=0), default=None, help="quadratic: mini-batch noise scale [0]."),
         click.option("--cond", type=click.FloatRange(min=1), default=None, help="quadratic: condition number [100]."),
+        click.option("--adaptive", is_flag=True,
+                     help="Schedule the lr by eta(Delta) = Delta / K(Delta) instead of --schedule/--warmup."),
+        click.option("--fit", "fit_path", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="Adaptive: constants from this fit.json (implies --adaptive; --lr rescales the peak)."),
+        click.option("--f-star", default=None,
+                     help="Adaptive without --fit: f* as a number, or 'auto' (re-estimated from the loss "
+                          "curve during training) [default: the task's exact f*]."),
+        click.option("--div", type=click.FloatRange(min=1, min_open=True), default=10.0, show_default=True,
+                     help="Adaptive: the first step runs at lr/div."),
+        click.option("--delta-peak", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Adaptive: gap Delta' where the lr peaks [default: chosen from the geometry]."),
+        click.option("--adaptive-decay", type=click.Choice(["cosine", "linear", "model"]), default="cosine",
+                     show_default=True, help="Adaptive: decay after the peak."),
+        click.option("--max-warmup", type=click.FloatRange(min=0), default=0.3, show_default=True,
+                     help="Adaptive: longest warm-up (fraction of --steps if below 1, else steps)."),
         click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to write."),
-        click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
-        click.option("--overwrite", is_flag=True, help="Replace an existing run in --out."),
         click.option("--no-progress", is_flag=True, help="Hide the progress bar."),
     ]
+    if single_run:
+        options += [
+            click.option("--warmup", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                         help="Warm-up: a fraction of --steps if below 1, else a number of steps."),
+            click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
+            click.option("--overwrite", is_flag=True, help="Replace an existing run in --out."),
+        ]
     for option in reversed(options):
         func = option(func)
     return func
@@ -88,8 +109,27 @@ def config_from_options(kw: dict):
     task_options = {new: kw.pop(old) for old, new in renames.items() if kw.get(old) is not None}
     for old in renames:
         kw.pop(old, None)
+    adaptive_keys = ("adaptive", "fit_path", "f_star", "div", "delta_peak", "adaptive_decay", "max_warmup")
+    adaptive = {k: kw.pop(k) for k in adaptive_keys}
     fields = {k: kw.pop(k) for k in list(kw) if k in TrainConfig.__dataclass_fields__}
-    return TrainConfig(**fields, task_options=task_options)
+    return TrainConfig(**fields, task_options=task_options, adaptive=adaptive_options(adaptive))
+
+
+def adaptive_options(opts: dict) -> dict | None:
+    """The AdaptiveWarmup options of TrainConfig from the CLI flags (None: baseline schedule)."""
+    if not opts["adaptive"] and opts["fit_path"] is None:
+        return None
+    f_star = opts["f_star"]
+    if f_star is not None and f_star != "auto":
+        try:
+            f_star = float(f_star)
+        except ValueError:
+            raise click.BadParameter(f"expected a number or 'auto', got {f_star!r}", param_hint="--f-star") from None
+    if f_star == "auto" and opts["fit_path"] is not None:
+        raise click.BadParameter("'auto' re-estimates f* without a fit; drop --fit or give a number",
+                                 param_hint="--f-star")
+    return {"fit": opts["fit_path"], "f_star": f_star, "div": opts["div"], "delta_peak": opts["delta_peak"],
+            "decay": opts["adaptive_decay"], "max_warmup": opts["max_warmup"] or None}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -147,6 +187,80 @@ def record(**kw) -> None:
     config.probes = probes
     path = run_training(config, out, resume=resume, overwrite=overwrite, progress=not quiet)
     click.echo(f"run written to {Path(path)}")
+
+
+@main.command()
+@training_options(single_run=False)
+@click.option("--warmups", "warmup_grid", default="0,0.01,0.02,0.05,0.1,0.2", show_default=True,
+              help="Comma-separated warm-up grid (fractions of --steps if below 1, else steps).")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds per configuration.")
+@library_errors
+def sweep(**kw) -> None:
+    """Run a warm-up grid (and with --adaptive the adaptive schedule) over seeds; write summary.csv.
+
+    Finished runs already in --out are reused, so an interrupted sweep continues where it stopped."""
+    from smoothprobe.sweep import sweep as run_sweep
+
+    try:
+        grid = [float(w) for w in kw.pop("warmup_grid").split(",")]
+    except ValueError:
+        raise click.BadParameter("expected comma-separated numbers", param_hint="--warmups") from None
+    out, seeds, quiet = kw.pop("out"), kw.pop("seeds"), kw.pop("no_progress")
+    config = config_from_options(kw)
+    summary = run_sweep(config, out, grid, seeds, adaptive=config.adaptive, progress=not quiet)
+    click.echo(summary.to_string(index=False))
+    click.echo(f"summary written to {Path(out) / 'summary.csv'}")
+
+
+def parse_window(value: str | None) -> tuple[int | None, int | None] | None:
+    """START:END (either side may be empty) into a step window."""
+    if value is None:
+        return None
+    try:
+        start, end = value.split(":")
+        return (int(start) if start else None, int(end) if end else None)
+    except ValueError:
+        raise click.BadParameter(f"expected START:END with integer steps, got {value!r}", param_hint="--window") from None
+
+
+def parse_number_or_auto(value: str | None, name: str) -> float | str | None:
+    """A float, the word 'auto', or None."""
+    if value is None or value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a number or 'auto', got {value!r}", param_hint=name) from None
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--f-star", default=None, help="f* as a number or 'auto' (fitted to the loss curve) [default: the task's exact f*].")
+@click.option("--rho", default="2", show_default=True, help="Exponent rho > 1, or 'auto' (chosen by held-out pinball loss).")
+@click.option("--window", default=None, help="Steps START:END to fit (END exclusive; either side may be empty).")
+@click.option("--quantile", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9, show_default=True,
+              help="Upper-envelope quantile (K is an upper bound).")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
+              help="Block-bootstrap resamples for the intervals (0 disables).")
+@click.option("--column", default="secant_K", show_default=True, help="Probe column to model (e.g. secant_K_euclid, curv_hvp).")
+@click.option("--delta-from", type=click.Choice(["loss", "loss_after"]), default="loss", show_default=True,
+              help="Delta from the pre-step loss or the post-step loss on the same batch.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="Processes for the bootstrap.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="fit.json to write [default: RUN_DIR/fit.json].")
+@library_errors
+def fit(run_dir, f_star, rho, window, quantile, bootstrap, column, delta_from, seed, jobs, out) -> None:
+    """Fit K(Delta) = K0 + K1 Delta + K_rho Delta^rho to a recorded run and say whether the data supports it."""
+    from smoothprobe.fit import fit_run
+    from smoothprobe.store import load_run
+
+    result = fit_run(load_run(run_dir), column=column, f_star=parse_number_or_auto(f_star, "--f-star"),
+                     rho=parse_number_or_auto(rho, "--rho"), window=parse_window(window), quantile=quantile,
+                     bootstrap=bootstrap, seed=seed, delta_from=delta_from, n_jobs=jobs)
+    path = Path(out) if out else Path(run_dir) / "fit.json"
+    result.to_json(path)
+    click.echo(result.summary_table())
+    click.echo(f"fit written to {path}")
 
 
 if __name__ == "__main__":

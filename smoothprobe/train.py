@@ -21,7 +21,8 @@ from smoothprobe.optim import OPTIMIZERS, default_lr, describe_split, make_optim
 from smoothprobe.probes.recorder import Cadence, Recorder, optimizer_geometry
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.baseline import DECAYS, WARMUP_SHAPES, WarmupDecay, warmup_steps
-from smoothprobe.store import RunStore
+from smoothprobe.schedule.online import OnlineFStar
+from smoothprobe.store import RunStore, read_table
 from smoothprobe.tasks import TASKS, Task, make_task
 
 SCHEDULES = DECAYS
@@ -133,6 +134,7 @@ class Trainer:
     start_step: int = 0
     elapsed: float = 0.0
     recorder: Recorder | None = None
+    online: OnlineFStar | None = None
 
     def accumulate(self, batches: list) -> float:
         """Forward and backward over the micro-batches; p.grad holds the mean gradient."""
@@ -214,6 +216,8 @@ class Trainer:
     def schedule_step(self, loss: float) -> dict:
         """Advance the schedule; loss-driven schedulers take the step's loss and report their state."""
         if isinstance(self.scheduler, AdaptiveWarmup):
+            if self.online is not None:
+                self.online.observe(self.scheduler.last_epoch, loss)
             self.scheduler.step(loss)
             record = self.scheduler.last_record()
             return {k: v for k, v in record.items() if k not in ("step", "loss", "lr")}
@@ -259,8 +263,11 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model
                            decay=config.schedule, warmup_shape=config.warmup_shape, floor=config.min_lr_ratio)
     opts = dict(config.adaptive)
     fit, f_star = opts.pop("fit", None), opts.pop("f_star", None)
-    div, delta_peak = opts.pop("div", 100.0), opts.pop("delta_peak", None)
-    common = {"total_steps": config.steps, "decay": opts.pop("decay", "cosine"), **opts}
+    div, delta_peak = opts.pop("div", 10.0), opts.pop("delta_peak", None)
+    opts.pop("refit_every", None)
+    max_warmup = opts.pop("max_warmup", 0.3)
+    common = {"total_steps": config.steps, "decay": opts.pop("decay", "cosine"),
+              "max_warmup": None if max_warmup is None else warmup_steps(max_warmup, config.steps), **opts}
     if fit is not None:
         if f_star is not None:
             common["f_star"] = float(f_star)
@@ -272,7 +279,8 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model
             raise SmoothprobeError(f"task {config.task} has no known f*; pass --f-star VALUE or --fit fit.json")
         geometry = optimizer_geometry(model, optimizer)
         kappa = geometry.kappa([dict(model.named_parameters())[n] for n in geometry.names])
-        sched = AdaptiveWarmup.practical(optimizer, config.peak_lr, div, float(f_star), delta_peak,
+        sched = AdaptiveWarmup.practical(optimizer, config.peak_lr, div, 0.0 if f_star == "auto" else float(f_star),
+                                         delta_peak,
                                          kappa=kappa, min_lr=config.peak_lr * config.min_lr_ratio, **common)
     return sched
 
@@ -307,11 +315,18 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
         trainer.recorder = Recorder(model, optimizer, store, loss_fn=trainer.micro_loss, seed=config.seed,
                                     **config.probes)
         store.write_info(probes=trainer.recorder.describe())
+    if config.adaptive is not None and config.adaptive.get("f_star") == "auto":
+        every = config.adaptive.get("refit_every") or max(10, config.steps // 20)
+        trainer.online = OnlineFStar(scheduler, every)
     if resume:
         state = store.load_checkpoint()
         if state is not None:
             trainer.restore(state)
         store.truncate(trainer.start_step)
+        if trainer.online is not None:
+            for row in read_table(store.path / "steps.jsonl")[0]:
+                trainer.online.steps.append(row["step"])
+                trainer.online.losses.append(row["loss"])
     return trainer
 
 

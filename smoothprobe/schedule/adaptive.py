@@ -222,7 +222,9 @@ class AdaptiveWarmup(LRScheduler):
     EMA (`ema` = β; 0 means raw). Non-finite losses keep the LR and are counted; Δ̂ <= 0 counts
     as "at or below f*" (LR min_lr under decay='model'). After Δ̂ <= Δ' for `consecutive` steps
     the decay starts for good, from the LR in use: 'cosine' or 'linear' to min_lr at
-    `total_steps`, or 'model' (keep following η). Before the first loss the LR is `initial_lr`
+    `total_steps`, or 'model' (keep following η). `max_warmup` (steps) bounds the warm-up for
+    short budgets: the LR is never below a linear ramp reaching `lr` at step `max_warmup`, and the
+    decay starts there even without a crossing. Before the first loss the LR is `initial_lr`
     (default lr/div for `practical`, η at the largest fitted gap for `from_fit`, else min_lr).
     """
 
@@ -239,6 +241,7 @@ class AdaptiveWarmup(LRScheduler):
         consecutive: int = 5,
         decay: str = "cosine",
         total_steps: int | None = None,
+        max_warmup: int | None = None,
         reduce: Callable[[torch.Tensor], torch.Tensor] | None = all_reduce_mean,
     ) -> None:
         if isinstance(constants, PracticalRule):
@@ -274,6 +277,7 @@ class AdaptiveWarmup(LRScheduler):
         self.f_star, self.lr, self.min_lr = float(f_star), float(peak), float(floor)
         self.ema, self.consecutive, self.decay = float(ema), int(consecutive), decay
         self.total_steps = total_steps
+        self.max_warmup = max_warmup
         self._reduce = reduce
         self._ratios = [b / bases[0] for b in bases]
         self._lr_now = self._clip(self.min_lr if start is None else float(start))
@@ -368,6 +372,19 @@ class AdaptiveWarmup(LRScheduler):
         """Swap the constants (e.g. an online refit); used from the next `step(loss)`."""
         self._set(check_constants(K0, K1, K_rho, rho))
         self._rule = None
+
+    def set_f_star(self, f_star: float) -> None:
+        """Move f* (e.g. an online estimate); a practical schedule re-derives its constants from the
+        same first loss, so η(Δ0) = lr/div still holds for the new Δ0."""
+        if not math.isfinite(f_star):
+            raise SmoothprobeError(f"f_star must be finite. Got {f_star}.")
+        if self._rule is not None and self._delta0 is not None:
+            first_loss = self._delta0 + self.f_star
+            if not first_loss - f_star > 0:
+                raise SmoothprobeError(f"f_star={f_star} is not below the first loss {first_loss}.")
+            self._delta0 = first_loss - f_star
+            self._set(PracticalRule(**self._rule).constants(self._delta0))
+        self.f_star = float(f_star)
 
     @property
     def phase(self) -> str:
@@ -467,12 +484,15 @@ class AdaptiveWarmup(LRScheduler):
             )
         if self._phase == "warmup":
             self._below = self._below + 1 if delta <= self._delta_peak else 0
-            if self._below >= self.consecutive:
+            out_of_budget = self.max_warmup is not None and step >= self.max_warmup
+            if self._below >= self.consecutive or out_of_budget:
                 self._phase, self._switch_step, self._switch_lr = "decay", step, self._lr_now
         self._lr_now = self._next_lr(delta, step)
         self._write(delta)
 
     def _next_lr(self, delta: float, step: int) -> float:
+        if self._phase == "warmup" and self.max_warmup:
+            return max(self._model_lr(delta), self._clip(self.lr * min(1.0, (step + 1) / self.max_warmup)))
         if self._phase == "warmup" or self.decay == "model":
             return self._model_lr(delta)
         span = self.total_steps - self._switch_step
@@ -493,6 +513,7 @@ class AdaptiveWarmup(LRScheduler):
             "rho": self._rho,
             "delta_peak": self._delta_peak,
             "delta0": self._delta0,
+            "f_star": self.f_star,
             "nan_count": self._nan_count,
             "nonpos_count": self._nonpos_count,
         }

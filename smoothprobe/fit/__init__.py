@@ -1,0 +1,191 @@
+"""Fit (ρ, K0, K1, Kρ)-smoothness to a run: `fit_frame` on a step table, `fit_run` on a run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.fit.bootstrap import block_length, bootstrap_envelope
+from smoothprobe.fit.compare import compare_models, verdict
+from smoothprobe.fit.data import FitData, fit_data
+from smoothprobe.fit.formulas import delta_peak, eta_max, k_model
+from smoothprobe.fit.fstar import FStarEstimate, estimate_f_star
+from smoothprobe.fit.models import (
+    RHO_GRID,
+    envelope,
+    least_squares,
+    rho_design,
+    select_rho,
+    time_folds,
+)
+from smoothprobe.fit.result import SmoothnessFit
+
+__all__ = ["SmoothnessFit", "estimate_f_star", "fit_frame", "fit_run"]
+
+SENSITIVITY_OFFSETS = (-1.0, -0.5, 0.0, 0.5, 1.0)
+SENSITIVITY_WIDTH = 0.1
+"""f* band: ± the larger of the f* interval's half-width and this share of the median Δ."""
+
+
+def _check_args(rho: float | str, quantile: float, bootstrap: int, level: float) -> None:
+    """Raise SmoothprobeError naming the first bad argument."""
+    if not (rho == "auto" or (isinstance(rho, (int, float)) and rho > 1)):
+        raise SmoothprobeError(f"rho must be a number > 1 or 'auto'; got {rho!r}")
+    if not 0 < quantile < 1:
+        raise SmoothprobeError(f"quantile must be in (0, 1); got {quantile!r}")
+    if not (isinstance(bootstrap, (int, np.integer)) and bootstrap >= 0):
+        raise SmoothprobeError(f"bootstrap must be an integer >= 0; got {bootstrap!r}")
+    if not 0 < level < 1:
+        raise SmoothprobeError(f"level must be in (0, 1); got {level!r}")
+
+
+def _peak(constants: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray]:
+    """Δ' and η_max for constants of shape (..., 3)."""
+    k0, k1, k_rho = np.moveaxis(np.asarray(constants), -1, 0)
+    return delta_peak(k0, k_rho, rho), eta_max(k0, k1, k_rho, rho)
+
+
+def _growth(constants: np.ndarray, data: FitData, rho: float) -> np.ndarray:
+    """Rise of the envelope K(Δ_95%) − K(Δ_5%) over the observed gaps."""
+    lo, hi = np.percentile(data.delta, [5, 95])
+    k0, k1, k_rho = np.moveaxis(np.asarray(constants), -1, 0)
+    return k_model(hi, k0, k1, k_rho, rho) - k_model(lo, k0, k1, k_rho, rho)
+
+
+def _sensitivity(steps: pd.DataFrame, f_star: float, width: float, column: str, window,
+                 delta_from: str, rho: float, quantile: float, fitted: np.ndarray) -> list[dict]:
+    """Δ', η_max and the switch loss f*+Δ' refitted for f* across f* ± width (`fitted`: the
+    constants at f* itself, reused)."""
+    out = []
+    for offset in SENSITIVITY_OFFSETS:
+        f = f_star + offset * width
+        try:
+            data = fit_data(steps, column, f, window, delta_from)
+        except SmoothprobeError:
+            out.append({"f_star": f, "delta_peak": np.nan, "eta_max": np.nan,
+                        "switch_loss": np.nan, "rows_used": 0})
+            continue
+        constants = fitted if offset == 0 else envelope(rho_design(data.delta, data.k, rho),
+                                                        quantile)
+        peak, top = _peak(constants, rho)
+        out.append({"f_star": f, "delta_peak": float(peak), "eta_max": float(top),
+                    "switch_loss": f + float(peak), "rows_used": len(data.k)})
+    return out
+
+
+def fit_frame(
+    steps: pd.DataFrame,
+    *,
+    f_star: float | str,
+    column: str = "secant_K",
+    rho: float | str = 2.0,
+    window: tuple[int | None, int | None] | None = None,
+    quantile: float = 0.9,
+    bootstrap: int = 200,
+    seed: int = 0,
+    delta_from: str = "loss",
+    level: float = 0.95,
+    rho_grid: tuple[float, ...] = RHO_GRID,
+    n_jobs: int = 1,
+    f_star_source: str = "given",
+) -> SmoothnessFit:
+    """Fit the smoothness envelope to a step table (columns as written by the recorder).
+
+    f_star: a number, or "auto" to estimate it from the `loss` curve of the whole table.
+    rho: fixed, or "auto" for the grid value with the least time-blocked CV pinball loss.
+    window: steps start ≤ step < end (None ends are open). Δ = `delta_from` − f*; rows with NaN
+    or Δ ≤ 0 are dropped and counted. Bootstrap intervals are conditional on ρ and f*.
+    """
+    _check_args(rho, quantile, bootstrap, level)
+    estimate: FStarEstimate | None = None
+    if isinstance(f_star, str):
+        if f_star != "auto":
+            raise SmoothprobeError(f"f_star must be a number or 'auto'; got {f_star!r}")
+        if "loss" not in steps.columns or "step" not in steps.columns:
+            raise SmoothprobeError("f_star='auto' needs 'step' and 'loss' columns")
+        estimate = estimate_f_star(steps["step"].to_numpy(), steps["loss"].to_numpy())
+        f_star, f_star_source = estimate.value, "auto"
+    f_star = float(f_star)
+    data = fit_data(steps, column, f_star, window, delta_from)
+    base = rho_design(data.delta, data.k, 2.0 if rho == "auto" else float(rho))
+    ls_constants, _ = least_squares(base)
+    block = block_length(data.k - k_model(data.delta, *ls_constants, base.rho))
+    folds = time_folds(len(data.k), block)
+    profile = None
+    if rho == "auto":
+        rho, profile = select_rho(data.delta, data.k, quantile, tuple(rho_grid), folds)
+    design = rho_design(data.delta, data.k, float(rho))
+    constants = envelope(design, quantile)
+    ls_constants, r2 = least_squares(design)
+    peak, top = _peak(constants, design.rho)
+    growth = float(_growth(constants, data, design.rho))
+
+    intervals, growth_interval = {}, None
+    if bootstrap:
+        beta = constants / design.constants(np.ones(3))
+        boot = bootstrap_envelope(design, beta, quantile, bootstrap, block, seed, n_jobs)
+        b_peak, b_top = _peak(boot, design.rho)
+        tails = [50 * (1 - level), 50 * (1 + level)]
+        columns = {"K0": boot[:, 0], "K1": boot[:, 1], "K_rho": boot[:, 2], "delta_peak": b_peak,
+                   "eta_max": b_top, "switch_loss": f_star + b_peak,
+                   "growth": _growth(boot, data, design.rho)}
+        intervals = {k: tuple(float(q) for q in np.percentile(v, tails))
+                     for k, v in columns.items()}
+        growth_interval = intervals["growth"]
+
+    rs, p = spearmanr(data.delta, data.k)
+    scores = compare_models(data, design, constants, quantile, folds)
+    status, sentence = verdict(data, scores, float(rs), float(p), growth, growth_interval)
+    width = max((estimate.interval[1] - estimate.interval[0]) / 2 if estimate else 0.0,
+                SENSITIVITY_WIDTH * float(np.median(data.delta)))
+    return SmoothnessFit(
+        rho=design.rho, K0=float(constants[0]), K1=float(constants[1]),
+        K_rho=float(constants[2]), f_star=f_star, f_star_source=f_star_source,
+        delta_peak=float(peak), eta_max=float(top), column=column, delta_from=delta_from,
+        quantile=quantile, window=data.window, data=data.summary(), verdict=sentence,
+        status=status, spearman=float(rs), spearman_p=float(p),
+        least_squares={"K0": float(ls_constants[0]), "K1": float(ls_constants[1]),
+                       "K_rho": float(ls_constants[2]), "r2": r2},
+        comparison=[s.to_dict() for s in scores],
+        sensitivity=_sensitivity(steps, f_star, width, column, window, delta_from,
+                                 design.rho, quantile, constants),
+        intervals=intervals, level=level,
+        bootstrap={"resamples": bootstrap, "block_length": block, "seed": seed,
+                   "scheme": "circular blocks over time, conditional on rho and f*"},
+        rho_profile=profile,
+        f_star_fit=None if estimate is None else {
+            "interval": list(estimate.interval), "a": estimate.a, "b": estimate.b,
+            "t0": estimate.t0, "bins": estimate.bins,
+            "model": "L(t) = f* + a*(t + t0)^(-b) on binned loss"},
+    )
+
+
+def fit_run(
+    run,
+    *,
+    column: str = "secant_K",
+    f_star: float | str | None = None,
+    rho: float | str = 2.0,
+    window: tuple[int | None, int | None] | None = None,
+    quantile: float = 0.9,
+    bootstrap: int = 200,
+    seed: int = 0,
+    delta_from: str = "loss",
+    n_jobs: int = 1,
+) -> SmoothnessFit:
+    """`fit_frame` on a loaded run (anything with `.steps` and `.info`, e.g. `load_run(path)`).
+
+    f_star None takes the task's exact f* from `run.info["task"]["f_star"]` and is an error
+    when the task does not know it; a number or "auto" is passed on.
+    """
+    source = "given"
+    if f_star is None:
+        f_star = ((getattr(run, "info", None) or {}).get("task") or {}).get("f_star")
+        if f_star is None:
+            raise SmoothprobeError("f_star is unknown for this run's task; pass a value or 'auto'")
+        source = "task"
+    return fit_frame(run.steps, f_star=f_star, column=column, rho=rho, window=window,
+                     quantile=quantile, bootstrap=bootstrap, seed=seed, delta_from=delta_from,
+                     n_jobs=n_jobs, f_star_source=source)

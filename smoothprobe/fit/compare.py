@@ -1,0 +1,112 @@
+"""Compare the ρ-model with simpler smoothness models on the same data, and say what it shows."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from smoothprobe.fit.data import FitData
+from smoothprobe.fit.formulas import k_model
+from smoothprobe.fit.models import RhoDesign, cv_pinball
+from smoothprobe.fit.quantile import quantile_regression
+
+MIN_GAIN = 0.02
+"""Relative held-out pinball improvement over a constant L for the ρ-model to count as useful."""
+MIN_DELTA_SPREAD = 1.5
+"""Δ must span at least this ratio (95th over 5th percentile) for Δ-dependence to be testable."""
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    """One envelope model: its constants, in-sample coverage and held-out pinball loss."""
+
+    name: str
+    params: dict[str, float]
+    coverage: float
+    cv_pinball: float
+    skipped: str | None = None
+
+    def to_dict(self) -> dict:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+def _score(name: str, keys: tuple[str, ...], x: np.ndarray, k: np.ndarray, scale: np.ndarray,
+           tau: float, folds: np.ndarray) -> ModelScore:
+    """Nonnegative τ-envelope of k on columns x (scaled by `scale`), coverage and CV loss."""
+    k_scale = float(np.median(np.abs(k))) or 1.0
+    eye = np.eye(x.shape[1])
+    beta = quantile_regression(x, k / k_scale, tau, g=eye, h=np.zeros(x.shape[1]))
+    cover = float(np.mean(k <= k_scale * (x @ beta)))
+    loss = k_scale * cv_pinball(x, k / k_scale, tau, folds, eye, np.zeros(x.shape[1]))
+    params = {key: float(v) for key, v in zip(keys, k_scale * beta / scale)}
+    return ModelScore(name, params, cover, loss)
+
+
+def compare_models(
+    data: FitData, design: RhoDesign, constants: np.ndarray, tau: float, folds: np.ndarray,
+) -> list[ModelScore]:
+    """Constant L, (L0, L1) in ‖∇f‖_* (when `grad_norm_dual` was recorded) and the ρ-model."""
+    ones = np.ones((len(data.k), 1))
+    scores = [_score("constant L", ("L",), ones, data.k, np.ones(1), tau, folds)]
+    grad = data.grad_dual
+    if grad is None:
+        scores.append(ModelScore("(L0, L1) in |grad|_*", {}, float("nan"), float("nan"),
+                                 "no grad_norm_dual column in this run"))
+    else:
+        ok = np.isfinite(grad)
+        g_scale = float(np.max(grad[ok])) or 1.0
+        x = np.column_stack([np.ones(ok.sum()), grad[ok] / g_scale])
+        scores.append(_score("(L0, L1) in |grad|_*", ("L0", "L1"), x, data.k[ok],
+                             np.array([1.0, g_scale]), tau, folds[ok]))
+    envelope = k_model(data.delta, *constants, design.rho)
+    loss = design.k_scale * cv_pinball(design.x, design.y, tau, folds, design.g, design.h)
+    scores.append(ModelScore(
+        f"(rho={design.rho:g}, K0, K1, K_rho)",
+        dict(zip(("K0", "K1", "K_rho"), map(float, constants))),
+        float(np.mean(data.k <= envelope)), loss))
+    return scores
+
+
+def verdict(
+    data: FitData, scores: list[ModelScore], spearman: float, spearman_p: float,
+    growth: float, growth_interval: tuple[float, float] | None,
+) -> tuple[str, str]:
+    """(status, sentence): whether K grows with Δ here, and whether the ρ-model is supported.
+
+    `growth` is the envelope's rise K(Δ_95%) − K(Δ_5%). supported: the rise is positive (its
+    bootstrap interval above 0 when computed) and the model beats a constant L on held-out
+    pinball by MIN_GAIN; not identifiable: Δ spans too little, or the model helps held-out but
+    the interval of the rise includes 0; otherwise not supported.
+    """
+    if spearman_p < 0.01 and spearman >= 0.1:
+        trend = "K grows with Δ"
+    elif spearman_p < 0.01 and spearman <= -0.1:
+        trend = "K falls as Δ grows"
+    else:
+        trend = "K shows no clear monotone trend in Δ"
+    lo, hi = np.percentile(data.delta, [5, 95])
+    const, rho_model = scores[0], scores[-1]
+    gain = 1.0 - rho_model.cv_pinball / const.cv_pinball if const.cv_pinball > 0 else 0.0
+    if hi < MIN_DELTA_SPREAD * lo:
+        status, why = "not identifiable", f"Δ only spans {lo:.3g}..{hi:.3g} on this window"
+    elif growth <= 0:
+        status, why = "not supported", "the fitted envelope does not rise with Δ"
+    elif gain < MIN_GAIN:
+        status, why = "not supported", (f"it does not beat a constant L on held-out data "
+                                        f"(pinball gain {100 * gain:.1f}%)")
+    elif growth_interval is not None and growth_interval[0] <= 0:
+        status, why = "not identifiable", ("the bootstrap interval of K's rise over the Δ range "
+                                           f"includes 0 ({growth_interval[0]:.3g}.."
+                                           f"{growth_interval[1]:.3g})")
+    else:
+        status, why = "supported", (f"it beats a constant L by {100 * gain:.1f}% in held-out "
+                                    "pinball loss")
+    window = f"steps {data.window[0]}..{data.window[1]}"
+    sentence = (f"On {window}, {trend} (Spearman {spearman:+.2f}); the (rho, K0, K1, K_rho) "
+                f"model is {status}: {why}.")
+    l0l1 = scores[1]
+    if l0l1.skipped is None and l0l1.cv_pinball < (1 - MIN_GAIN) * rho_model.cv_pinball:
+        sentence += " The (L0, L1) model in |grad|_* fits held-out data better."
+    return status, sentence

@@ -1,0 +1,92 @@
+"""Select and validate the (Δ, K) pairs of a run's step table for a fit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from smoothprobe.errors import SmoothprobeError
+
+MIN_POINTS = 30
+PROBE_COLUMNS = ("secant_K", "secant_K_euclid", "curv_fd", "curv_hvp", "top_eig", "trace")
+LOSS_COLUMNS = ("loss", "loss_after")
+
+
+@dataclass(frozen=True)
+class FitData:
+    """Time-ordered pairs used by the fit, plus what was dropped and why."""
+
+    step: np.ndarray
+    delta: np.ndarray
+    k: np.ndarray
+    grad_dual: np.ndarray | None
+    window: tuple[int, int]
+    rows_in_window: int
+    dropped_nan: int
+    dropped_nonpositive: int
+
+    def summary(self) -> dict:
+        """Plain counts and ranges for the fit report."""
+        return {
+            "rows_in_window": self.rows_in_window, "rows_used": len(self.k),
+            "dropped_nan": self.dropped_nan, "dropped_nonpositive_delta": self.dropped_nonpositive,
+            "delta_range": [float(self.delta.min()), float(self.delta.max())],
+            "k_range": [float(self.k.min()), float(self.k.max())],
+        }
+
+
+def window_rows(steps: pd.DataFrame, window: tuple[int | None, int | None] | None) -> pd.DataFrame:
+    """Rows with start ≤ step < end, sorted by step; errors when the window misses the run."""
+    if "step" not in steps.columns:
+        raise SmoothprobeError("the run's steps have no 'step' column")
+    rows = steps.sort_values("step")
+    if window is None:
+        return rows
+    start, end = window
+    first, last = int(rows["step"].min()), int(rows["step"].max())
+    if (start is not None and end is not None and start >= end) or \
+            (start is not None and start > last) or (end is not None and end <= first):
+        raise SmoothprobeError(f"window {start}:{end} is outside the run's steps {first}..{last}")
+    keep = np.ones(len(rows), dtype=bool)
+    if start is not None:
+        keep &= rows["step"].to_numpy() >= start
+    if end is not None:
+        keep &= rows["step"].to_numpy() < end
+    return rows[keep]
+
+
+def fit_data(
+    steps: pd.DataFrame, column: str, f_star: float, window: tuple[int | None, int | None] | None,
+    delta_from: str = "loss",
+) -> FitData:
+    """Δ = `delta_from` − f* and K = `column` on the window; rows with NaN or Δ ≤ 0 are counted
+    and dropped (never floored), and fewer than MIN_POINTS left is an error."""
+    if delta_from not in LOSS_COLUMNS:
+        raise SmoothprobeError(f"delta_from must be one of {LOSS_COLUMNS}; got {delta_from!r}")
+    if not any(c in steps.columns for c in PROBE_COLUMNS):
+        raise SmoothprobeError(f"the run has no probe columns (expected one of {PROBE_COLUMNS}); "
+                               "record it with a probe enabled")
+    for name in (column, delta_from):
+        if name not in steps.columns:
+            raise SmoothprobeError(f"unknown column {name!r}; the run has {list(steps.columns)}")
+        if steps[name].isna().all():
+            raise SmoothprobeError(f"column {name!r} is all NaN in this run")
+    rows = window_rows(steps, window)
+    k = rows[column].to_numpy(dtype=float)
+    delta = rows[delta_from].to_numpy(dtype=float) - f_star
+    finite = np.isfinite(k) & np.isfinite(delta)
+    positive = finite & (delta > 0)
+    if positive.sum() < MIN_POINTS:
+        raise SmoothprobeError(
+            f"too few points to fit: {int(positive.sum())} rows with finite {column} and "
+            f"{delta_from} > f*={f_star:g} in the window (need {MIN_POINTS}; "
+            f"{int((~finite).sum())} NaN, {int((finite & ~positive).sum())} with Δ ≤ 0)")
+    grad = rows["grad_norm_dual"].to_numpy(dtype=float)[positive] \
+        if "grad_norm_dual" in rows.columns else None
+    step = rows["step"].to_numpy()
+    return FitData(step[positive], delta[positive], k[positive],
+                   grad if grad is not None and np.isfinite(grad).any() else None,
+                   (int(step.min()), int(step.max())) if len(step) else (0, 0), len(rows),
+                   int((~finite).sum()), int((finite & ~positive).sum()))

@@ -1,0 +1,182 @@
+"""The fitted smoothness model as a plain-attribute object, its fit.json and its terminal table."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.fit.formulas import k_model
+
+SCHEMA_VERSION = 1
+CONSTANTS = ("K0", "K1", "K_rho")
+
+
+def _clean(value):
+    """JSON-safe copy: numpy scalars to Python, non-finite floats to None, tuples to lists."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _fmt(value, spec: str) -> str:
+    """Format a number, or 'n/a' for None/NaN (as read back from JSON)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return format("n/a", spec.rstrip("gfe").split(".")[0] or "")
+    return format(value, spec)
+
+
+def _num(value) -> float:
+    """Float back from JSON, None read as NaN."""
+    return float("nan") if value is None else float(value)
+
+
+@dataclass
+class SmoothnessFit:
+    """(ρ, K0, K1, Kρ)-smoothness fitted to a run (arXiv 2602.05813), read like a scikit-learn fit.
+
+    Constants are those of the τ-quantile upper envelope; `intervals` are block-bootstrap
+    percentile intervals at `level`, conditional on ρ and f*. Non-finite numbers (Δ' when
+    Kρ = 0, an unbounded η_max) are written to JSON as null and read back as NaN.
+    """
+
+    rho: float
+    K0: float
+    K1: float
+    K_rho: float
+    f_star: float
+    f_star_source: str
+    delta_peak: float
+    eta_max: float
+    column: str
+    delta_from: str
+    quantile: float
+    window: tuple[int, int]
+    data: dict
+    verdict: str
+    status: str
+    spearman: float
+    spearman_p: float
+    least_squares: dict
+    comparison: list[dict]
+    sensitivity: list[dict]
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    level: float = 0.95
+    bootstrap: dict = field(default_factory=dict)
+    rho_profile: dict[float, float] | None = None
+    f_star_fit: dict | None = None
+
+    @property
+    def delta_range(self) -> tuple[float, float]:
+        """Smallest and largest Δ among the rows used."""
+        return tuple(self.data["delta_range"])
+
+    def predict(self, delta: np.ndarray | float) -> np.ndarray:
+        """The envelope K(Δ)."""
+        return k_model(delta, self.K0, self.K1, self.K_rho, self.rho)
+
+    def eta(self, delta: np.ndarray | float) -> np.ndarray:
+        """The model's step size η(Δ) = Δ / K(Δ)."""
+        return np.asarray(delta, dtype=float) / self.predict(delta)
+
+    def to_dict(self) -> dict:
+        """fit.json content: the keys the scheduler reads at top level, the rest in sections."""
+        body = asdict(self)
+        out = {
+            "schema_version": SCHEMA_VERSION,
+            "constants": {"rho": self.rho, "K0": self.K0, "K1": self.K1, "K_rho": self.K_rho},
+            "f_star": self.f_star, "delta_peak": self.delta_peak, "eta_max": self.eta_max,
+            "delta_range": list(self.delta_range), "window": list(self.window),
+        }
+        for key in ("rho", "K0", "K1", "K_rho", "f_star", "delta_peak", "eta_max", "window"):
+            body.pop(key)
+        out.update(body)
+        if self.rho_profile is not None:
+            out["rho_profile"] = [[r, v] for r, v in self.rho_profile.items()]
+        return _clean(out)
+
+    def to_json(self, path: str | Path) -> None:
+        """Write fit.json (strict JSON)."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SmoothnessFit:
+        """Inverse of `to_dict`."""
+        if d.get("schema_version") != SCHEMA_VERSION:
+            raise SmoothprobeError(f"fit.json schema_version must be {SCHEMA_VERSION}; "
+                                   f"got {d.get('schema_version')!r}")
+        c = d["constants"]
+        profile = d.get("rho_profile")
+        return cls(
+            rho=float(c["rho"]), K0=_num(c["K0"]), K1=_num(c["K1"]), K_rho=_num(c["K_rho"]),
+            f_star=_num(d["f_star"]), f_star_source=d["f_star_source"],
+            delta_peak=_num(d["delta_peak"]), eta_max=_num(d["eta_max"]), column=d["column"],
+            delta_from=d["delta_from"], quantile=float(d["quantile"]),
+            window=tuple(d["window"]), data=d["data"], verdict=d["verdict"],
+            status=d["status"], spearman=_num(d["spearman"]), spearman_p=_num(d["spearman_p"]),
+            least_squares=d["least_squares"], comparison=d["comparison"],
+            sensitivity=d["sensitivity"],
+            intervals={k: (_num(v[0]), _num(v[1])) for k, v in d["intervals"].items()},
+            level=float(d["level"]), bootstrap=d["bootstrap"],
+            rho_profile=None if profile is None else {float(r): _num(v) for r, v in profile},
+            f_star_fit=d.get("f_star_fit"),
+        )
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> SmoothnessFit:
+        """Read a fit.json written by `to_json`."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, KeyError) as err:
+            raise SmoothprobeError(f"cannot read fit file {path}: {err!r}") from None
+
+    def summary_table(self) -> str:
+        """Readable multi-line table of the fit for the terminal."""
+        d = self.data
+        pct = round(100 * self.level)
+        lines = [
+            (f"smoothprobe fit: {self.column} vs Δ = {self.delta_from} − f*   "
+             f"(steps {self.window[0]}..{self.window[1]}, {d['rows_used']} of "
+             f"{d['rows_in_window']} rows; dropped {d['dropped_nan']} NaN, "
+             f"{d['dropped_nonpositive_delta']} with Δ ≤ 0)"),
+            (f"f* = {self.f_star:.6g} ({self.f_star_source})   envelope quantile "
+             f"{self.quantile:g}   rho = {self.rho:g}   Δ in [{self.delta_range[0]:.4g}, "
+             f"{self.delta_range[1]:.4g}]"),
+            "",
+            f"{'':<22}{'estimate':>12}   {pct}% interval",
+        ]
+        rows = [(name, getattr(self, name)) for name in CONSTANTS]
+        rows += [("Δ' (delta_peak)", self.delta_peak), ("eta_max", self.eta_max),
+                 ("switch loss f*+Δ'", self.f_star + self.delta_peak)]
+        keys = (*CONSTANTS, "delta_peak", "eta_max", "switch_loss")
+        for (label, value), key in zip(rows, keys):
+            lo, hi = self.intervals.get(key, (float("nan"), float("nan")))
+            ci = f"[{_fmt(lo, '.4g')}, {_fmt(hi, '.4g')}]" if self.intervals else "(no bootstrap)"
+            lines.append(f"{label:<22}{_fmt(value, '>12.4g')}   {ci}")
+        ls = self.least_squares
+        lines += ["", (f"least squares: K0 {ls['K0']:.4g}  K1 {ls['K1']:.4g}  K_rho "
+                       f"{ls['K_rho']:.4g}  R² {ls['r2']:.3f}"), "",
+                  f"{'model':<30}{'coverage':>10}{'CV pinball':>12}"]
+        for m in self.comparison:
+            tail = f"  skipped: {m['skipped']}" if m["skipped"] else ""
+            lines.append(f"{m['name']:<30}{_fmt(m['coverage'], '>10.3f')}"
+                         f"{_fmt(m['cv_pinball'], '>12.4g')}{tail}")
+        lines += ["", f"Spearman(K, Δ) = {self.spearman:+.3f} (p = {self.spearman_p:.2g})"]
+        if self.sensitivity:
+            lines += ["", (f"{'f*':>10}{'Δ' + chr(39):>10}{'eta_max':>12}"
+                           f"{'switch loss':>13}{'rows':>8}")]
+            for s in self.sensitivity:
+                lines.append("".join(_fmt(s[k], f) for k, f in (
+                    ("f_star", ">10.5g"), ("delta_peak", ">10.4g"), ("eta_max", ">12.4g"),
+                    ("switch_loss", ">13.4g"), ("rows_used", ">8"))))
+        return "\n".join([*lines, "", self.verdict])

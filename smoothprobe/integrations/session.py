@@ -1,0 +1,114 @@
+"""One probed run inside someone else's training loop: Recorder, run directory and sinks.
+
+The framework callbacks only translate hooks into three calls: `before` (gradients ready,
+before `optimizer.step()`), `after` (parameters at x_{t+1}) and `write` (the step's row, once
+the framework's scheduler has moved on). The row's `lr` is the LR the step used, read in
+`before`, because frameworks step their schedulers before the hooks that follow the step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from smoothprobe.probes.recorder import LossFn, Recorder
+from smoothprobe.schedule.adaptive import AdaptiveWarmup
+from smoothprobe.store import RunStore
+from smoothprobe.train import environment
+
+FLUSH_EVERY = 10
+"""Steps between flushes of the run directory (a crash loses at most this many rows)."""
+
+
+class ProbeSession:
+    """A Recorder that writes one `steps` row per optimizer step into its own run directory.
+
+    Only the process with `write=True` (rank 0) touches the disk; every process runs the probes
+    so that extra forward/backward passes stay in step across ranks. `tensorboard` (a log
+    directory) mirrors every numeric column as `smoothprobe/<column>`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        run_dir: str | Path,
+        loss_fn: LossFn,
+        *,
+        info: Mapping[str, Any],
+        write: bool = True,
+        tensorboard: str | Path | None = None,
+        overwrite: bool = False,
+        **recorder_options: Any,
+    ) -> None:
+        self.store = None
+        if write:
+            self.store = RunStore.create(run_dir, {
+                **info,
+                "task": {"f_star": None},
+                "optimizer": {"name": type(optimizer).__name__,
+                              "lr": optimizer.param_groups[0]["lr"]},
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "environment": environment(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }, overwrite=overwrite)
+        self.recorder = Recorder(model, optimizer, self.store, loss_fn=loss_fn, **recorder_options)
+        self.optimizer = optimizer
+        self.sink = None
+        if write and tensorboard is not None:
+            from smoothprobe.integrations.tensorboard import TensorBoardSink
+
+            self.sink = TensorBoardSink(tensorboard)
+        if self.store is not None:
+            self.store.write_info(probes=self.recorder.describe(), status="running")
+        self._row: dict[str, Any] | None = None
+        self._written = 0
+
+    def before(self, step: int, batch: Any, loss: float | None, grad_norm: float | None) -> None:
+        """Gradients of step `step` are final (after clipping); the optimizer has not stepped."""
+        lr = self.optimizer.param_groups[0]["lr"]
+        self._row = {"step": step, "loss": loss, "lr": float(lr), "grad_norm": grad_norm}
+        self.recorder.before_step(step, batch, loss=loss, grad_norm=grad_norm)
+
+    def after(self) -> dict[str, Any]:
+        """The optimizer has stepped: run the due probes at x_{t+1}; returns their columns."""
+        if self._row is None:
+            raise RuntimeError("after() called without before()")
+        probes = self.recorder.after_step()
+        self._row.update(probes)
+        return probes
+
+    @property
+    def pending(self) -> bool:
+        """True between `before` and `write`."""
+        return self._row is not None
+
+    def write(self, scheduler: Any = None) -> dict[str, Any]:
+        """Write the step's row (adding an AdaptiveWarmup's record: delta, phase, ...); returns it."""
+        if self._row is None:
+            raise RuntimeError("write() called without before()")
+        row, self._row = self._row, None
+        if isinstance(scheduler, AdaptiveWarmup):
+            record = scheduler.last_record()
+            row.update({k: v for k, v in record.items() if k not in ("step", "loss", "lr")})
+        if self.store is not None:
+            self.store.append("steps", row)
+            self._written += 1
+            if self._written % FLUSH_EVERY == 0:
+                self.store.flush()
+        if self.sink is not None:
+            self.sink.write(row["step"], row)
+        return row
+
+    def close(self, status: str = "finished") -> None:
+        """Flush the run directory and mark it `status`; close the TensorBoard writer."""
+        if self.store is not None:
+            self.store.flush()
+            self.store.write_info(status=status)
+        if self.sink is not None:
+            self.sink.close()

@@ -1,0 +1,73 @@
+"""Warm-up grid against the adaptive schedule: same budget, same seeds, one summary table."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.store import load_run
+from smoothprobe.train import TrainConfig, train
+
+SUMMARY = "summary.csv"
+
+
+def run_label(warmup: float | None) -> str:
+    """Directory/label of one configuration: `warmup-0.05` or `adaptive`."""
+    return "adaptive" if warmup is None else f"warmup-{warmup:g}"
+
+
+def final_val_loss(path: Path) -> float:
+    """Last validation loss of a finished run (NaN when it diverged or never evaluated)."""
+    run = load_run(path)
+    if run.info.get("status") != "finished" or run.evals.empty:
+        return math.nan
+    return float(run.evals.val_loss.iloc[-1])
+
+
+def sweep(base: TrainConfig, out: str | Path, warmups: list[float], seeds: int,
+          adaptive: dict | None = None, progress: bool = True) -> pd.DataFrame:
+    """Train every (warm-up, seed) and, with `adaptive`, the adaptive schedule per seed; finished runs
+    already in `out` are reused, so an interrupted sweep continues. Writes and returns the summary."""
+    if seeds < 1 or not warmups:
+        raise SmoothprobeError("a sweep needs at least one seed and one warm-up value")
+    out = Path(out)
+    plan = [(w, s) for w in warmups for s in range(seeds)]
+    if adaptive is not None:
+        plan += [(None, s) for s in range(seeds)]
+    records = []
+    for warmup, seed in tqdm(plan, disable=not progress, desc="sweep", unit="run"):
+        path = out / run_label(warmup) / f"seed-{seed}"
+        config = dataclasses.replace(base, seed=base.seed + seed, warmup=warmup or 0.0,
+                                     adaptive=adaptive if warmup is None else None)
+        done = (path / "run.json").exists() and load_run(path).info.get("status") == "finished"
+        if not done:
+            try:
+                train(config, path, overwrite=True, progress=False)
+            except SmoothprobeError as exc:  # a diverged run is a result, not a failure of the sweep
+                tqdm.write(f"{run_label(warmup)} seed {seed}: {exc}")
+        records.append({"config": run_label(warmup), "seed": seed, "val_loss": final_val_loss(path)})
+    summary = summarise(pd.DataFrame.from_records(records))
+    out.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(out / SUMMARY, index=False)
+    return summary
+
+
+def summarise(results: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std of final val loss per configuration; best grid point; adaptive − best in seed-σ."""
+    table = results.groupby("config", sort=False).val_loss.agg(["mean", "std", "count"]).reset_index()
+    table = table.rename(columns={"mean": "val_loss_mean", "std": "val_loss_std", "count": "seeds"})
+    grid = table[table.config != "adaptive"]
+    best = grid.loc[grid.val_loss_mean.idxmin()] if grid.val_loss_mean.notna().any() else None
+    sigma = float(np.sqrt(np.nanmean(table.val_loss_std**2))) if table.seeds.max() > 1 else math.nan
+    table["best_grid"] = table.config == (best.config if best is not None else None)
+    table["minus_best_in_sigma"] = (
+        (table.val_loss_mean - best.val_loss_mean) / sigma if best is not None and sigma > 0 else math.nan
+    )
+    table["grid_median"] = float(grid.val_loss_mean.median())
+    return table

@@ -1,0 +1,316 @@
+"""Integrations: HF Trainer and Lightning adapters record what the trainer did, probe the right batch
+and drive AdaptiveWarmup with each step's loss; TensorBoard gets every column back."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from smoothprobe import load_run
+from smoothprobe.schedule.adaptive import AdaptiveWarmup
+
+ADAPTIVE = {"lr": 5e-3, "div": 10.0, "f_star": 3.0, "delta_peak": 0.3, "total_steps": 6,
+            "consecutive": 2}
+
+
+def expected_lrs(losses, **options):
+    """LRs an AdaptiveWarmup gives when fed `losses` one step at a time (the step's LR before its loss)."""
+    replica = AdaptiveWarmup.practical(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0), **options)
+    lrs = []
+    warnings.simplefilter("ignore", UserWarning)  # the replica steps without an optimizer step
+    for loss in losses:
+        lrs.append(replica.get_last_lr()[0])
+        replica.step(loss)
+    return lrs
+
+
+def grad_at(model, params, state, loss_fn):
+    """Gradient of loss_fn() for `params` with the model's parameters set to `state`."""
+    with torch.no_grad():
+        for p, s in zip(params, state, strict=True):
+            p.copy_(s)
+    return torch.autograd.grad(loss_fn(), params)
+
+
+# ---------------------------------------------------------------- Hugging Face
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return pytest.importorskip("transformers")
+
+
+def gpt2(hf, dropout=0.0):
+    torch.manual_seed(0)
+    config = hf.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64, n_positions=32,
+                           resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)
+    return hf.GPT2LMHeadModel(config)
+
+
+def token_data(n=24, length=12):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 64, (n, length), generator=g)
+    return [{"input_ids": row, "labels": row.clone()} for row in ids]
+
+
+def hf_args(hf, tmp_path, **overrides):
+    options = {"output_dir": str(tmp_path / "out"), "max_steps": 6, "per_device_train_batch_size": 4,
+               "learning_rate": 1e-2, "logging_steps": 1, "report_to": [], "use_cpu": True,
+               "save_strategy": "no", "disable_tqdm": True, "seed": 0, "lr_scheduler_type": "linear"}
+    return hf.TrainingArguments(**{**options, **overrides})
+
+
+class Spy:
+    """Test callback: the LR and parameters around each optimizer step, and step 0's capture."""
+
+    def __init__(self, hf, probe_cb=None):
+        self.lrs, self.before, self.after, self.capture = [], [], [], None
+        spy = self
+
+        class Callback(hf.TrainerCallback):
+            def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kw):
+                spy.lrs.append(optimizer.param_groups[0]["lr"])
+                spy.before.append([p.detach().clone() for p in model.parameters()])
+                if probe_cb is not None and state.global_step == 0:
+                    spy.capture = probe_cb.capture
+
+            def on_optimizer_step(self, args, state, control, model=None, **kw):
+                spy.after.append([p.detach().clone() for p in model.parameters()])
+
+        self.callback = Callback()
+
+
+def test_hf_callback_records_the_trainers_losses_and_a_correct_secant(hf, tmp_path):
+    from smoothprobe.integrations.huggingface import SmoothprobeCallback, SmoothprobeTrainer
+
+    model = gpt2(hf)
+    probe = SmoothprobeCallback(tmp_path / "run", every=2, tensorboard=tmp_path / "tb")
+    spy = Spy(hf, probe)
+    trainer = SmoothprobeTrainer(model=model, args=hf_args(hf, tmp_path, max_grad_norm=0.05),
+                                 train_dataset=token_data(), callbacks=[probe, spy.callback])
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    steps = load_run(tmp_path / "run").steps
+    assert steps.step.tolist() == list(range(6))
+    np.testing.assert_allclose(steps.loss, [h["loss"] for h in logs], rtol=1e-6)
+    np.testing.assert_allclose(steps.grad_norm, [h["grad_norm"] for h in logs], rtol=1e-5)
+    assert max(h["grad_norm"] for h in logs) > 0.05 * 10  # clipping was active, so unclipping matters
+    np.testing.assert_allclose(steps.lr, spy.lrs, rtol=1e-12)
+    assert len(set(spy.lrs)) == 6  # linear decay: every step has its own LR
+    probed = steps.dropna(subset=["secant_K"])
+    assert probed.step.tolist() == [0, 2, 4]
+    assert np.isfinite(probed.secant_K).all() and (probed.secant_K > 0).all()
+
+    # step 0's secant from scratch: unclipped gradients at x0 and x1 on the captured batch
+    (inputs, num_items, scale), = spy.capture.micro
+    params = list(model.parameters())
+
+    def loss():
+        return model(**inputs, num_items_in_batch=num_items).loss * scale
+
+    g0 = grad_at(model, params, spy.before[0], loss)
+    g1 = grad_at(model, params, spy.after[0], loss)
+    dg = torch.cat([(a - b).flatten() for a, b in zip(g1, g0)]).norm()
+    dx = torch.cat([(a - b).flatten() for a, b in zip(spy.after[0], spy.before[0])]).norm()
+    assert steps.secant_K_euclid[0] == pytest.approx((dg / dx).item(), rel=1e-4)
+    assert steps.grad_norm[0] == pytest.approx(torch.cat([g.flatten() for g in g0]).norm().item(),
+                                               rel=1e-4)
+
+    # TensorBoard mirror: every numeric column, same values
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    acc = event_accumulator.EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"smoothprobe/loss", "smoothprobe/lr", "smoothprobe/secant_K"} <= set(tags)
+    assert [e.step for e in acc.Scalars("smoothprobe/secant_K")] == [0, 2, 4]
+    np.testing.assert_allclose([e.value for e in acc.Scalars("smoothprobe/loss")], steps.loss,
+                               rtol=1e-6)
+    np.testing.assert_allclose([e.value for e in acc.Scalars("smoothprobe/secant_K")],
+                               probed.secant_K, rtol=1e-6)
+
+
+def test_hf_probe_replays_the_accumulated_batch_and_its_dropout(hf, tmp_path):
+    from smoothprobe.integrations.huggingface import SmoothprobeCallback, SmoothprobeTrainer
+
+    model = gpt2(hf, dropout=0.2)
+    frozen = torch.optim.SGD(model.parameters(), lr=0.0)  # x_{t+1} = x_t: f_B(x_{t+1}) = f_B(x_t)
+    probe = SmoothprobeCallback(tmp_path / "run", every=1)
+    trainer = SmoothprobeTrainer(model=model, optimizers=(frozen, None), train_dataset=token_data(),
+                                 args=hf_args(hf, tmp_path, max_steps=3, gradient_accumulation_steps=2,
+                                              per_device_train_batch_size=3),
+                                 callbacks=[probe])
+    trainer.train()
+    steps = load_run(tmp_path / "run").steps
+    logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    np.testing.assert_allclose(steps.loss, logged, rtol=1e-6)
+    np.testing.assert_allclose(steps.loss_after, steps.loss, rtol=1e-5)
+    model.train()
+    with torch.no_grad():  # a different dropout mask gives a visibly different loss
+        redrawn = [model(**probe.capture.micro[0][0]).loss.item() for _ in range(3)]
+    assert np.ptp(redrawn) > 1e-3
+
+
+def test_hf_adaptive_warmup_sets_the_lr_the_optimizer_uses(hf, tmp_path):
+    from smoothprobe.integrations.huggingface import SmoothprobeCallback, SmoothprobeTrainer
+
+    model = gpt2(hf)
+    optimizer = torch.optim.SGD(model.parameters(), lr=ADAPTIVE["lr"])
+    scheduler = AdaptiveWarmup.practical(optimizer, **ADAPTIVE)
+    probe = SmoothprobeCallback(tmp_path / "run", preset="cheap", every=3)
+    spy = Spy(hf)
+    trainer = SmoothprobeTrainer(model=model, args=hf_args(hf, tmp_path, max_steps=6),
+                                 train_dataset=token_data(), optimizers=(optimizer, scheduler),
+                                 callbacks=[probe, spy.callback])
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    expected = expected_lrs(losses, **ADAPTIVE)
+    np.testing.assert_allclose(spy.lrs, expected, rtol=1e-6)
+    assert spy.lrs[0] == pytest.approx(ADAPTIVE["lr"] / ADAPTIVE["div"])
+    assert spy.lrs[1] > spy.lrs[0]  # the warm-up rises from lr/div
+    np.testing.assert_allclose([h["learning_rate"] for h in trainer.state.log_history if "loss" in h],
+                               expected, rtol=1e-6)
+    steps = load_run(tmp_path / "run").steps
+    np.testing.assert_allclose(steps.lr, expected, rtol=1e-6)
+    assert steps.delta.notna().all() and set(steps.phase) <= {"warmup", "decay"}
+
+
+def test_hf_callback_without_mixin_says_what_to_use(hf, tmp_path):
+    from smoothprobe import SmoothprobeError
+    from smoothprobe.integrations.huggingface import SmoothprobeCallback
+
+    trainer = hf.Trainer(model=gpt2(hf), args=hf_args(hf, tmp_path, max_steps=1),
+                         train_dataset=token_data(), callbacks=[SmoothprobeCallback(tmp_path / "r")])
+    with pytest.raises(SmoothprobeError, match="SmoothprobeTrainerMixin"):
+        trainer.train()
+
+
+# ---------------------------------------------------------------- Lightning
+
+
+@pytest.fixture(scope="module")
+def pl():
+    return pytest.importorskip("lightning.pytorch")
+
+
+def regression_data(n=32, d=5):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = x @ torch.arange(1.0, d + 1, dtype=torch.float64) + 0.1 * torch.randn(n, generator=g,
+                                                                             dtype=torch.float64)
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+
+
+def quadratic_module(pl, adaptive=False):
+    from smoothprobe.integrations.lightning import AdaptiveWarmupMixin
+
+    class Quadratic(AdaptiveWarmupMixin, pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.lin = nn.Linear(5, 1, bias=False, dtype=torch.float64)
+            self.losses = []
+
+        def loss(self, batch):
+            x, y = batch
+            return ((self.lin(x).squeeze(-1) - y) ** 2).mean()
+
+        def training_step(self, batch, batch_idx):
+            loss = self.loss(batch)
+            self.losses.append(loss.item())
+            return loss
+
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.02, momentum=0.5)
+            if not adaptive:
+                return opt
+            sched = AdaptiveWarmup.practical(opt, **{**ADAPTIVE, "f_star": 0.0, "delta_peak": 1.0})
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    return Quadratic()
+
+
+def lightning_trainer(pl, callbacks, **overrides):
+    options = {"max_steps": 6, "accelerator": "cpu", "logger": False, "enable_checkpointing": False,
+               "enable_progress_bar": False, "enable_model_summary": False, "precision": "64-true",
+               "accumulate_grad_batches": 2, "gradient_clip_val": 0.01}
+    return pl.Trainer(callbacks=callbacks, **{**options, **overrides})
+
+
+class LightningSpy:
+    """Test callback: batches, LR and weights around each optimizer step."""
+
+    def __new__(cls, pl):
+        class Spy(pl.Callback):
+            def __init__(self):
+                self.batches, self.steps, self.lrs = [], [], []
+
+            def on_train_batch_start(self, trainer, module, batch, batch_idx):
+                self.batches.append(batch)
+
+            def on_before_optimizer_step(self, trainer, module, optimizer):
+                self.lrs.append(optimizer.param_groups[0]["lr"])
+                self.steps.append({"batches": self.batches, "w0": module.lin.weight.detach().clone()})
+                self.batches = []
+
+            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+                if self.steps and "w1" not in self.steps[-1]:
+                    self.steps[-1]["w1"] = module.lin.weight.detach().clone()
+
+        return Spy()
+
+
+def test_lightning_callback_secant_equals_the_batch_hessian_on_a_quadratic(pl, tmp_path):
+    from smoothprobe.integrations.lightning import SmoothprobeCallback
+
+    module = quadratic_module(pl)
+    probe = SmoothprobeCallback(tmp_path / "run", loss_fn=lambda m, b: m.loss(b), every=2,
+                                tensorboard=None)
+    spy = LightningSpy(pl)
+    lightning_trainer(pl, [probe, spy]).fit(module, regression_data())
+    steps = load_run(tmp_path / "run").steps
+    assert steps.step.tolist() == list(range(6))
+    pairs = np.array(module.losses).reshape(6, 2)
+    np.testing.assert_allclose(steps.loss, pairs.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(steps.lr, spy.lrs, rtol=1e-15)
+    probed = steps.dropna(subset=["secant_K"])
+    assert probed.step.tolist() == [0, 2, 4]
+    for row in probed.itertuples():
+        record = spy.steps[row.step]
+        hessian = sum(2 * x.T @ x / len(x) for x, _ in record["batches"]) / len(record["batches"])
+        d = (record["w1"] - record["w0"]).flatten()
+        assert d.norm() > 0
+        assert row.secant_K_euclid == pytest.approx((hessian @ d).norm().item() / d.norm().item(),
+                                                    rel=1e-9)
+        w1 = record["w1"].flatten()
+        f_after = np.mean([((x @ w1 - y) ** 2).mean().item() for x, y in record["batches"]])
+        assert row.loss_after == pytest.approx(f_after, rel=1e-12)
+
+
+def test_lightning_adaptive_warmup_mixin_feeds_the_step_loss(pl, tmp_path):
+    from smoothprobe.integrations.lightning import SmoothprobeCallback
+
+    module = quadratic_module(pl, adaptive=True)
+    probe = SmoothprobeCallback(tmp_path / "run", loss_fn=lambda m, b: m.loss(b), preset="cheap")
+    spy = LightningSpy(pl)
+    lightning_trainer(pl, [probe, spy]).fit(module, regression_data())
+    step_losses = np.array(module.losses).reshape(6, 2).mean(axis=1)
+    expected = expected_lrs(step_losses, **{**ADAPTIVE, "f_star": 0.0, "delta_peak": 1.0})
+    np.testing.assert_allclose(spy.lrs, expected, rtol=1e-12)
+    assert spy.lrs[0] == pytest.approx(ADAPTIVE["lr"] / ADAPTIVE["div"]) and np.ptp(spy.lrs) > 0
+    steps = load_run(tmp_path / "run").steps
+    np.testing.assert_allclose(steps.lr, expected, rtol=1e-12)
+    np.testing.assert_allclose(steps.delta.dropna().iloc[0], step_losses[0], rtol=1e-12)
+
+    # export of a finished run: one scalar series per numeric column
+    from smoothprobe.integrations.tensorboard import export_tensorboard
+
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    acc = event_accumulator.EventAccumulator(str(export_tensorboard(tmp_path / "run")))
+    acc.Reload()
+    np.testing.assert_allclose([e.value for e in acc.Scalars("smoothprobe/lr")], expected,
+                               rtol=1e-6)
+    assert "smoothprobe/phase" not in acc.Tags()["scalars"]
+    assert all(math.isfinite(e.value) for e in acc.Scalars("smoothprobe/delta"))

@@ -1,0 +1,40 @@
+"""f* = auto during training: the schedule's f* follows the loss curve's saturation level."""
+
+import numpy as np
+import pytest
+import torch
+
+from smoothprobe.schedule.adaptive import AdaptiveWarmup
+from smoothprobe.schedule.online import OnlineFStar
+
+
+def make_schedule():
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    return AdaptiveWarmup.practical(opt, lr=0.1, div=10.0, f_star=0.0, delta_peak=0.2, ema=0.0,
+                                    total_steps=400)
+
+
+def test_online_estimate_converges_to_planted_f_star_and_keeps_lr_div_at_start():
+    sched = make_schedule()
+    online = OnlineFStar(sched, every=50)
+    rng = np.random.default_rng(0)
+    for step in range(400):
+        loss = 1.5 + 2.0 * (step + 10.0) ** -0.7 + 0.005 * rng.standard_normal()
+        online.observe(step, loss)
+        sched.step(loss)
+    assert sched.f_star == pytest.approx(1.5, abs=0.05)
+    first_loss = sched.last_record()["delta0"] + sched.f_star
+    assert first_loss == pytest.approx(1.5 + 2.0 * 10.0**-0.7, abs=0.02)
+    # the constants were re-derived for the new f*: eta(Delta0) is still lr/div
+    k0, k1, k2, rho = sched.constants
+    d0 = sched.last_record()["delta0"]
+    assert d0 / (k0 + k1 * d0 + k2 * d0**rho) == pytest.approx(0.01, rel=1e-9)
+
+
+def test_estimate_above_first_loss_is_ignored():
+    sched = make_schedule()
+    online = OnlineFStar(sched, every=20)
+    for step in range(40):
+        online.observe(step, 3.0)  # flat curve: no saturation to extrapolate
+        sched.step(3.0)
+    assert sched.f_star < 3.0

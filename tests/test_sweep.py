@@ -1,0 +1,39 @@
+"""The warm-up sweep: every configuration and seed runs, the summary is arithmetic on final losses."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from smoothprobe import TrainConfig, load_run
+from smoothprobe.sweep import summarise, sweep
+
+
+def test_summary_statistics_and_sigma_units():
+    results = pd.DataFrame({
+        "config": ["warmup-0"] * 2 + ["warmup-0.1"] * 2 + ["adaptive"] * 2,
+        "seed": [0, 1] * 3,
+        "val_loss": [2.0, 2.2, 1.9, 2.1, 1.7, 1.9],
+    })
+    table = summarise(results).set_index("config")
+    assert table.loc["warmup-0.1", "best_grid"] and not table.loc["warmup-0", "best_grid"]
+    sigma = math.sqrt(0.02)  # every configuration has sample std sqrt(0.02)
+    assert table.loc["adaptive", "minus_best_in_sigma"] == pytest.approx((1.8 - 2.0) / sigma)
+    assert table.loc["adaptive", "grid_median"] == pytest.approx(2.05)
+
+
+def test_sweep_runs_grid_and_adaptive_with_same_budget_and_resumes(tmp_path):
+    base = TrainConfig(task="quadratic", optimizer="normsgd", lr=0.05, steps=30, eval_every=30)
+    table = sweep(base, tmp_path, [0.0, 0.2], seeds=2, adaptive={"div": 10.0}, progress=False)
+    assert table.config.tolist() == ["warmup-0", "warmup-0.2", "adaptive"]
+    assert (table.seeds == 2).all()
+    run = load_run(tmp_path / "warmup-0.2" / "seed-1")
+    assert run.config["seed"] == 1 and run.config["warmup"] == 0.2 and len(run.steps) == 30
+    adaptive = load_run(tmp_path / "adaptive" / "seed-0")
+    assert adaptive.steps.lr.iloc[0] == pytest.approx(0.05 / 10)  # the first step runs at lr/div
+    assert table.loc[table.config == "warmup-0.2", "val_loss_mean"].item() == pytest.approx(
+        (run.evals.val_loss.iloc[-1] + load_run(tmp_path / "warmup-0.2" / "seed-0").evals.val_loss.iloc[-1]) / 2)
+    mtime = (tmp_path / "warmup-0" / "seed-0" / "steps.jsonl").stat().st_mtime_ns
+    again = sweep(base, tmp_path, [0.0, 0.2], seeds=2, adaptive={"div": 10.0}, progress=False)
+    assert (tmp_path / "warmup-0" / "seed-0" / "steps.jsonl").stat().st_mtime_ns == mtime
+    pd.testing.assert_frame_equal(again, table)
