@@ -56,8 +56,8 @@ def model_at(task, _d, updates, step):
 
 
 def test_probing_does_not_change_training_bit_for_bit(tmp_path):
-    base = dict(task="markov", batch_size=4, seq_len=16, steps=6, optimizer="lion", lr=1e-3,
-                eval_every=3)
+    base = {"task": "markov", "batch_size": 4, "seq_len": 16, "steps": 6, "optimizer": "lion", "lr": 1e-3,
+                "eval_every": 3}
     plain = load_run(train(TrainConfig(**base), tmp_path / "plain", progress=False))
     probed = load_run(train(TrainConfig(**base, probes={"preset": "full", "every": 2, "heavy_every": 1}),
                             tmp_path / "probed", progress=False))

@@ -44,7 +44,7 @@ def test_quadratic_sgd_trajectory_matches_closed_form(tmp_path):
 
 
 def test_same_seed_same_losses_and_seed_matters(tmp_path):
-    base = dict(task="markov", batch_size=4, seq_len=16, steps=6, optimizer="lion", lr=1e-3)
+    base = {"task": "markov", "batch_size": 4, "seq_len": 16, "steps": 6, "optimizer": "lion", "lr": 1e-3}
     a = load_run(train(TrainConfig(**base), tmp_path / "a", progress=False)).steps.loss
     b = load_run(train(TrainConfig(**base), tmp_path / "b", progress=False)).steps.loss
     c = load_run(train(TrainConfig(**base, seed=1), tmp_path / "c", progress=False)).steps.loss
