@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from smoothprobe import distributed
 from smoothprobe.errors import SmoothprobeError
 
 
@@ -152,7 +153,8 @@ def train(**kw) -> None:
     out, resume, overwrite, quiet = kw.pop("out"), kw.pop("resume"), kw.pop("overwrite"), kw.pop("no_progress")
     config = config_from_options(kw)
     path = run_training(config, out, resume=resume, overwrite=overwrite, progress=not quiet)
-    click.echo(f"run written to {Path(path)}")
+    if distributed.is_main():
+        click.echo(f"run written to {Path(path)}")
 
 
 @main.command()
@@ -186,7 +188,8 @@ def record(**kw) -> None:
     config = config_from_options(kw)
     config.probes = probes
     path = run_training(config, out, resume=resume, overwrite=overwrite, progress=not quiet)
-    click.echo(f"run written to {Path(path)}")
+    if distributed.is_main():
+        click.echo(f"run written to {Path(path)}")
 
 
 @main.command()

@@ -70,14 +70,17 @@ def read_run_info(path: Path) -> dict:
 class RunStore:
     """Writer of one run directory; the training loop is its only client."""
 
-    def __init__(self, path: Path, info: dict) -> None:
-        self.path, self.info = Path(path), info
+    def __init__(self, path: Path, info: dict, writer: bool = True) -> None:
+        self.path, self.info, self.writer = Path(path), info, writer
         self._buffers: dict[str, list[dict]] = {name: [] for name in TABLES}
 
     @classmethod
-    def create(cls, path: str | Path, info: dict, overwrite: bool = False) -> RunStore:
-        """Start a new run directory; refuses a non-empty one unless `overwrite`."""
+    def create(cls, path: str | Path, info: dict, overwrite: bool = False, writer: bool = True) -> RunStore:
+        """Start a new run directory; refuses a non-empty one unless `overwrite`. A store with
+        `writer=False` (ranks other than 0) keeps rows in memory only and touches no file."""
         path = Path(path)
+        if not writer:
+            return cls(path, {"schema_version": SCHEMA_VERSION, **info}, writer=False)
         if path.exists() and any(path.iterdir()):
             if not overwrite:
                 raise SmoothprobeError(f"run directory {path} exists; pass --resume to continue it or --overwrite")
@@ -91,14 +94,15 @@ class RunStore:
         return store
 
     @classmethod
-    def open(cls, path: str | Path) -> RunStore:
+    def open(cls, path: str | Path, writer: bool = True) -> RunStore:
         """Reopen an existing run directory for appending (resume)."""
-        return cls(Path(path), read_run_info(Path(path)))
+        return cls(Path(path), read_run_info(Path(path)), writer)
 
     def write_info(self, **updates: Any) -> None:
         """Merge `updates` into run.json and rewrite it atomically."""
         self.info.update(updates)
-        write_json_atomic(self.path / "run.json", self.info)
+        if self.writer:
+            write_json_atomic(self.path / "run.json", self.info)
 
     def append(self, table: str, row: dict) -> None:
         """Buffer one row for `table`; it reaches disk at the next `flush()`."""
@@ -107,6 +111,8 @@ class RunStore:
     def flush(self) -> None:
         """Append buffered rows to their files and hand them to the OS (survives SIGKILL)."""
         for table, rows in self._buffers.items():
+            if not self.writer:
+                rows.clear()
             if not rows:
                 continue
             lines = "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows)
@@ -117,7 +123,7 @@ class RunStore:
     def truncate(self, step: int) -> None:
         """Keep only what happened before `step` (steps < step, evals <= step): resume from a checkpoint."""
         self.flush()
-        for table in TABLES:
+        for table in TABLES if self.writer else ():
             rows, _ = read_table(self.path / f"{table}.jsonl")
             limit = step + 1 if table == "evals" else step
             kept = "".join(json.dumps(r) + "\n" for r in rows if r.get("step", -1) < limit)
@@ -128,6 +134,8 @@ class RunStore:
     def save_checkpoint(self, state: dict) -> None:
         """Flush the tables, then atomically replace checkpoints/last.pt with `state`."""
         self.flush()
+        if not self.writer:
+            return
         target = self.path / CHECKPOINT
         tmp = target.with_suffix(".tmp")
         torch.save(state, tmp)

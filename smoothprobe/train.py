@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from smoothprobe import distributed
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.optim import OPTIMIZERS, default_lr, describe_split, make_optimizer
 from smoothprobe.probes.recorder import Cadence, Recorder, optimizer_geometry
@@ -135,15 +136,20 @@ class Trainer:
     elapsed: float = 0.0
     recorder: Recorder | None = None
     online: OnlineFStar | None = None
+    ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
 
     def accumulate(self, batches: list) -> float:
-        """Forward and backward over the micro-batches; p.grad holds the mean gradient."""
+        """Forward and backward over this rank's micro-batches; p.grad holds the global mean gradient
+        (DDP averages over ranks at the last micro-batch). Returns the global mean loss."""
         total = 0.0
-        for batch in batches:
-            loss = self.micro_loss(self.model, [batch]) / len(batches)
-            loss.backward()
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            sync = contextlib.nullcontext() if self.ddp is None or last else self.ddp.no_sync()
+            with sync:
+                loss = self.micro_loss(self.ddp or self.model, [batch]) / len(batches)
+                loss.backward()
             total += loss.item()
-        return total
+        return float(distributed.all_reduce_mean(torch.tensor(total, dtype=torch.float64)))
 
     def micro_loss(self, model: nn.Module, batches: list) -> Tensor:
         """Mean loss over micro-batches, under the run's autocast (the function the probes re-evaluate)."""
@@ -188,7 +194,8 @@ class Trainer:
         """One optimizer step; returns its record (raises on a non-finite loss, after recording it)."""
         cfg = self.config
         t0 = time.perf_counter()
-        batches = [self.task.train_batch(step, micro) for micro in range(cfg.accum)]
+        first = distributed.rank() * cfg.accum  # ranks take disjoint micro-batches of the global batch
+        batches = [self.task.train_batch(step, first + micro) for micro in range(cfg.accum)]
         loss = self.accumulate(batches)
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = cfg.clip if cfg.clip > 0 else math.inf
@@ -209,6 +216,10 @@ class Trainer:
         deltas = torch._foreach_sub([p.detach() for p in params], before)
         row["update_norm"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(deltas))).item()
         row["step_time_s"] = time.perf_counter() - t0
+        if distributed.active():
+            ranks = distributed.gather_floats([row["step_time_s"], lr])
+            row["step_time_max_s"] = float(ranks[:, 0].max())
+            row["lr_rank_spread"] = float(ranks[:, 1].max() - ranks[:, 1].min())
         self.elapsed += row["step_time_s"]
         row["time_s"] = self.elapsed
         return row
@@ -229,7 +240,7 @@ class Trainer:
         cfg = self.config
         self.store.write_info(status="running")
         bar = tqdm(range(self.start_step, cfg.steps), initial=self.start_step, total=cfg.steps,
-                   disable=not progress, desc=cfg.task, unit="step", dynamic_ncols=True)
+                   disable=not progress or not distributed.is_main(), desc=cfg.task, unit="step", dynamic_ncols=True)
         try:
             for step in bar:
                 row = self.step(step)
@@ -285,6 +296,18 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model
     return sched
 
 
+def create_store(out: str | Path, writer: bool, overwrite: bool, info: dict) -> RunStore:
+    """RunStore.create on rank 0; every rank raises if it failed there, so none waits forever."""
+    failure = None
+    try:
+        store = RunStore.create(out, info, overwrite=overwrite, writer=writer)
+    except SmoothprobeError as exc:
+        failure = exc
+    if distributed.gather_floats([float(failure is not None)]).any():
+        raise failure or SmoothprobeError(f"rank 0 could not create the run directory {out}")
+    return store
+
+
 def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> Trainer:
     """Set up a run (new, or resumed from its last checkpoint with the stored config)."""
     if resume:
@@ -292,7 +315,7 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         config = TrainConfig(**{k: v for k, v in store.info["config"].items() if k in known})
     config.validate()
-    device = resolve_device(config.device)
+    device = distributed.init_from_env(resolve_device(config.device))
     torch.manual_seed(config.seed)
     task = make_task(config.task, model=config.model, batch_size=config.batch_size, seq_len=config.seq_len,
                      seed=config.seed, data=config.data, vocab_size=config.vocab_size,
@@ -300,8 +323,10 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
     model = task.build_model().to(device)
     optimizer = make_optimizer(config.optimizer, model, lr=config.peak_lr, weight_decay=config.weight_decay)
     scheduler = build_scheduler(config, optimizer, model, task)
-    if not resume:
-        store = RunStore.create(out, {
+    if resume:
+        store.writer = distributed.is_main()
+    else:
+        store = create_store(out, distributed.is_main(), overwrite, info={
             "config": dataclasses.asdict(config),
             "task": task.describe(),
             "optimizer": {"name": config.optimizer, "lr": config.peak_lr, "split": describe_split(optimizer)},
@@ -309,8 +334,13 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
             "device": str(device),
             "environment": environment(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }, overwrite=overwrite)
+            "world_size": distributed.world_size(),
+        })
     trainer = Trainer(config, task, model, optimizer, scheduler, store, device)
+    if distributed.active():
+        from torch.nn.parallel import DistributedDataParallel
+
+        trainer.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.probes is not None:
         trainer.recorder = Recorder(model, optimizer, store, loss_fn=trainer.micro_loss, seed=config.seed,
                                     **config.probes)
@@ -325,6 +355,8 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
         store.truncate(trainer.start_step)
         if trainer.online is not None:
             for row in read_table(store.path / "steps.jsonl")[0]:
+                if row["step"] >= trainer.start_step:
+                    continue
                 trainer.online.steps.append(row["step"])
                 trainer.online.losses.append(row["loss"])
     return trainer

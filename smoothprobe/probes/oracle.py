@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from smoothprobe.distributed import all_reduce_grads_, all_reduce_mean
+
 GRAPH_COST = 1.1
 """Forward plus a create_graph backward, in forward+backward units (tiny LLaMA, 2 CPU cores)."""
 
@@ -101,7 +103,9 @@ class GradOracle:
         with self._replay():
             loss = self.loss_fn()
             grads = self._grad(loss, create_graph=False)
-        return loss.item(), [g.detach() for g in grads]
+        grads = [g.detach() for g in grads]
+        all_reduce_grads_(grads)  # under torch.distributed: the global-batch gradient
+        return float(all_reduce_mean(loss.detach())), grads
 
     def _gradient_graph(self) -> list[Tensor]:
         versions = tuple(p._version for p in self.params)
@@ -121,7 +125,9 @@ class GradOracle:
         hv = torch.autograd.grad(
             inner, self.params, retain_graph=True, allow_unused=True, materialize_grads=True
         )
-        return [h.detach() for h in hv]
+        hv = [h.detach() for h in hv]
+        all_reduce_grads_(hv)
+        return hv
 
     def release(self) -> None:
         """Free the kept gradient graph."""

@@ -16,12 +16,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from numpy.typing import ArrayLike
 from scipy.optimize import minimize_scalar
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from smoothprobe.distributed import all_reduce_mean
 from smoothprobe.errors import SmoothprobeError
 
 DECAYS = ("cosine", "linear", "model")
@@ -185,17 +185,6 @@ class PracticalRule:
         if peak is None:
             peak = practical_delta_peak(self.div, delta0, self.kappa, self.sigma_f, self.n_scan)
         return practical_constants(self.lr, self.div, delta0, peak)
-
-
-def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
-    """Mean of a scalar over ranks when torch.distributed is initialised, so all ranks agree."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    buf = value.detach().to(torch.float64).reshape(1).clone()
-    if dist.get_backend() == "nccl" and buf.device.type != "cuda":
-        buf = buf.cuda()
-    dist.all_reduce(buf)
-    return buf[0] / dist.get_world_size()
 
 
 def _read_fit(fit: str | os.PathLike | Mapping[str, Any]) -> Mapping[str, Any]:
