@@ -215,6 +215,37 @@ def sweep(**kw) -> None:
     click.echo(f"summary written to {Path(out) / 'summary.csv'}")
 
 
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False), default="smoothprobe-demo", show_default=True,
+              help="Folder for the runs, fit.json and report.html (replaced if it exists).")
+@click.option("--steps", type=click.IntRange(min=50), default=300, show_default=True, help="Steps per run.")
+@library_errors
+def demo(out, steps) -> None:
+    """Record, fit, train adaptively and report on built-in data (a few minutes on 2 CPU cores)."""
+    from smoothprobe.demo import demo as run_demo
+
+    report = run_demo(out, steps=steps)
+    click.echo(f"report: {report}")
+
+
+@main.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--fit", "fits", multiple=True, type=click.Path(dir_okay=False),
+              help="fit.json to show (repeatable) [default: RUN_DIR/fit.json where present].")
+@click.option("--title", default=None, help="Report title.")
+@click.option("--out", type=click.Path(dir_okay=False), default="report.html", show_default=True)
+@library_errors
+def report(run_dirs, fits, title, out) -> None:
+    """Write a self-contained HTML curvature report for one or several runs."""
+    from smoothprobe.report import write_report
+
+    for path in fits:
+        if not Path(path).is_file():
+            raise click.BadParameter(f"no such file: {path}", param_hint="--fit")
+    found = list(fits) or [str(Path(d) / "fit.json") for d in run_dirs if (Path(d) / "fit.json").is_file()]
+    click.echo(f"report written to {write_report(list(run_dirs), out, fits=found or None, title=title)}")
+
+
 def parse_window(value: str | None) -> tuple[int | None, int | None] | None:
     """START:END (either side may be empty) into a step window."""
     if value is None:

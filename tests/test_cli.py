@@ -54,3 +54,55 @@ def test_train_writes_a_run_and_refuses_to_clobber_it(tmp_path):
 def test_resume_of_missing_run_is_a_clear_error(tmp_path):
     result = invoke("train", "--out", str(tmp_path / "missing"), "--resume")
     assert result.exit_code == 2 and "run directory not found" in result.output
+
+
+def record_quadratic(out, *extra):
+    args = ["record", "--task", "quadratic", "--optimizer", "normsgd", "--lr", "0.05", "--steps", "80",
+            "--every", "1", "--out", str(out), "--no-progress", *extra]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+
+
+def test_fit_writes_fit_json_with_the_scheduler_keys(tmp_path):
+    record_quadratic(tmp_path / "r")
+    result = invoke("fit", str(tmp_path / "r"), "--bootstrap", "20", "--jobs", "1")
+    assert result.exit_code == 0, result.output
+    fit = json.loads((tmp_path / "r" / "fit.json").read_text())
+    assert fit["schema_version"] == 1 and fit["f_star"] == 0.0  # the quadratic's exact f*
+    assert set(fit["constants"]) == {"rho", "K0", "K1", "K_rho"}
+    assert "verdict" in fit and fit["verdict"] in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--window", "5"], "START:END"),
+        (["--rho", "two"], "a number or 'auto'"),
+        (["--column", "nope"], "nope"),
+        (["--window", "1000:2000"], "window"),
+    ],
+)
+def test_fit_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    record_quadratic(tmp_path / "r", "--steps", "40")
+    result = invoke("fit", str(tmp_path / "r"), "--bootstrap", "0", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_fit_refuses_runs_without_probes_and_non_runs(tmp_path):
+    assert invoke("train", "--task", "quadratic", "--steps", "5", "--out", str(tmp_path / "t"),
+                  "--no-progress").exit_code == 0
+    no_probes = invoke("fit", str(tmp_path / "t"))
+    assert no_probes.exit_code == 2 and "secant_K" in no_probes.output
+    (tmp_path / "empty").mkdir()
+    not_a_run = invoke("fit", str(tmp_path / "empty"))
+    assert not_a_run.exit_code == 2 and "no run.json" in not_a_run.output
+
+
+def test_adaptive_flags_are_validated(tmp_path):
+    out = str(tmp_path / "a")
+    bad = invoke("train", "--adaptive", "--f-star", "low", "--out", out)
+    assert bad.exit_code == 2 and "--f-star" in bad.output
+    unknown = invoke("train", "--task", "lm", "--adaptive", "--out", out, "--steps", "2", "--seq-len", "8",
+                     "--no-progress")
+    assert unknown.exit_code == 2 and "no known f*" in unknown.output
