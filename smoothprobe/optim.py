@@ -59,6 +59,14 @@ class _DecoupledOptimizer(Optimizer):
             torch._foreach_add_(params, directions, alpha=-lr)
         return loss
 
+    def _ema_momentum(self, params: list[Tensor], grads: list[Tensor], beta: float) -> list[Tensor]:
+        """m <- beta*m + (1-beta)*g in state "momentum_buffer"; the gradients themselves when beta is 0."""
+        if beta == 0:
+            return grads
+        momenta = self._buffers(params, "momentum_buffer")
+        torch._foreach_lerp_(momenta, grads, 1.0 - beta)
+        return momenta
+
     def _buffers(self, params: list[Tensor], key: str) -> list[Tensor]:
         """The per-parameter state tensor ``key``, created as zeros on first use."""
         for p in params:
@@ -108,11 +116,7 @@ class Signum(_DecoupledOptimizer):
 
     def _directions(self, group: dict[str, Any], params: list[Tensor],
                     grads: list[Tensor]) -> list[Tensor]:
-        if group["momentum"] == 0:
-            return torch._foreach_sign(grads)
-        momenta = self._buffers(params, "momentum_buffer")
-        torch._foreach_lerp_(momenta, grads, 1.0 - group["momentum"])
-        return torch._foreach_sign(momenta)
+        return torch._foreach_sign(self._ema_momentum(params, grads, group["momentum"]))
 
 
 class NormSGD(_DecoupledOptimizer):
@@ -130,11 +134,7 @@ class NormSGD(_DecoupledOptimizer):
 
     def _directions(self, group: dict[str, Any], params: list[Tensor],
                     grads: list[Tensor]) -> list[Tensor]:
-        if group["momentum"] == 0:
-            momenta = grads
-        else:
-            momenta = self._buffers(params, "momentum_buffer")
-            torch._foreach_lerp_(momenta, grads, 1.0 - group["momentum"])
+        momenta = self._ema_momentum(params, grads, group["momentum"])
         norms = torch._foreach_norm(momenta, dtype=torch.float32)
         torch._foreach_clamp_min_(norms, torch.finfo(torch.float32).tiny)
         return torch._foreach_div(momenta, norms)

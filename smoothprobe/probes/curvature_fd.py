@@ -21,7 +21,7 @@ class FDCurvatureProbe:
     balance). s is the perturbation actually stored after rounding to the parameter dtype, so
     bf16 parameters measure the curvature along the representable step. Parameters are saved
     and copied back, bit for bit. Forward difference costs one forward+backward when the
-    gradient at x (same oracle) is supplied, else two; central always costs two.
+    gradient at x is supplied or already held by the oracle, else two; central always costs two.
     Row columns: curv_fd, curv_fd_step (‖s‖, Euclidean).
     """
 
@@ -48,12 +48,13 @@ class FDCurvatureProbe:
         x_norm = dot(params, params).sqrt().item()
         h = self.scale * eps ** (1 / 3 if self.central else 1 / 2) * max(x_norm, 1.0) / d_norm
         saved = [p.detach().clone() for p in params]
+        if not self.central:  # g(x) first: the oracle may still hold it from the secant probe
+            g_minus = list(grad) if grad is not None else oracle.loss_and_grad()[1]
         try:
             g_plus, s_plus = self._gradient_at(oracle, direction, h, saved)
             if self.central:
                 g_minus, s_minus = self._gradient_at(oracle, direction, -h, saved)
             else:
-                g_minus = list(grad) if grad is not None else oracle.loss_and_grad()[1]
                 s_minus = [torch.zeros_like(s) for s in s_plus]
         finally:
             with torch.no_grad():

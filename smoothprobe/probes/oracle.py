@@ -74,6 +74,7 @@ class GradOracle:
         self.rng_state = rng_state if rng_state is not None else capture_rng_state()
         self._graph: list[Tensor] | None = None
         self._versions: tuple[int, ...] = ()
+        self._cached: tuple[tuple[int, ...], float, list[Tensor]] | None = None
 
     @contextmanager
     def _replay(self) -> Iterator[None]:
@@ -99,13 +100,18 @@ class GradOracle:
         )
 
     def loss_and_grad(self) -> tuple[float, list[Tensor]]:
-        """The batch loss and its gradient for `params`: one forward+backward."""
+        """The batch loss and its gradient for `params`: one forward+backward, reused while no
+        parameter changes in place (so the secant's gradient serves the FD probe too)."""
+        versions = tuple(p._version for p in self.params)
+        if self._cached is not None and self._cached[0] == versions:
+            return self._cached[1], self._cached[2]
         with self._replay():
             loss = self.loss_fn()
             grads = self._grad(loss, create_graph=False)
         grads = [g.detach() for g in grads]
         all_reduce_grads_(grads)  # under torch.distributed: the global-batch gradient
-        return float(all_reduce_mean(loss.detach())), grads
+        self._cached = (versions, float(all_reduce_mean(loss.detach())), grads)
+        return self._cached[1], grads
 
     def _gradient_graph(self) -> list[Tensor]:
         versions = tuple(p._version for p in self.params)
@@ -130,8 +136,9 @@ class GradOracle:
         return hv
 
     def release(self) -> None:
-        """Free the kept gradient graph."""
+        """Free the kept gradient graph and the cached gradient."""
         self._graph = None
+        self._cached = None
 
 
 def _set_buffer(model: nn.Module, name: str, value: Tensor) -> None:

@@ -1,0 +1,263 @@
+"""Cost of the probes on the tiny LLaMA (lm task, default batch), as ratios measured in one run.
+
+Goals (issue 4): `cheap` preset <= 1.05x a bare step; secant and FD curvature extra cost <= 1.15x
+one forward+backward; exact HVP <= 2.5x one gradient; `overhead=0.10` lands at 10 % +- 3 %;
+memory the Recorder keeps <= 2 model-size buffers. Variants run in lockstep (one step of each
+per round, order rotated) so that load from other processes hits them alike; medians throughout.
+
+Run from the repository root: PYTHONPATH=. python benchmarks/probe_overhead.py [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from smoothprobe.probes.curvature_fd import FDCurvatureProbe
+from smoothprobe.probes.oracle import GradOracle
+from smoothprobe.train import TrainConfig, Trainer, build
+
+VARIANTS: dict[str, dict | None] = {
+    "bare": None,
+    "cheap": {"preset": "cheap", "every": 10},
+    "secant": {"probes": ["secant"], "every": 1},
+    "curv_fd": {"probes": ["curv_fd"], "every": 1},
+    "curv_hvp": {"probes": ["curv_hvp"], "every": 1},
+}
+
+
+def verdict(value: float, ok: bool) -> str:
+    return f"{value:7.3f}   {'ok' if ok else 'MISS'}"
+
+
+def make_trainer(args: argparse.Namespace, root: Path, name: str, probes: dict | None) -> Trainer:
+    """A fresh tiny-LLaMA trainer on the lm task (same seed for all, so same trajectory)."""
+    config = TrainConfig(task="lm", model="tiny", optimizer=args.optimizer, steps=10**6,
+                         eval_every=10**6, checkpoint_every=10**6, seed=0, probes=probes)
+    return build(config, root / name, overwrite=True)
+
+
+def forward_backward(trainer: Trainer, step: int) -> float:
+    """Wall time of one training forward+backward (the reference unit), grads cleared after."""
+    batch = trainer.task.train_batch(step)
+    start = time.perf_counter()
+    trainer.accumulate([batch])
+    elapsed = time.perf_counter() - start
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return elapsed
+
+
+def lockstep(args: argparse.Namespace, root: Path) -> None:
+    """Per-step costs of each probe variant against a bare step and one forward+backward."""
+    trainers = {name: make_trainer(args, root, name, probes) for name, probes in VARIANTS.items()}
+    times: dict[str, list[float]] = {name: [] for name in [*VARIANTS, "fb"]}
+    jobs: list[tuple[str, Callable[[int], float]]] = [
+        (name, lambda s, t=trainer: t.step(s)["step_time_s"]) for name, trainer in trainers.items()
+    ]
+    jobs.append(("fb", lambda s: forward_backward(trainers["bare"], s)))
+    total = args.warmup + args.steps
+    for step in range(total):
+        shift = step % len(jobs)
+        for name, job in jobs[shift:] + jobs[:shift]:
+            elapsed = job(step)
+            if step >= args.warmup:
+                times[name].append(elapsed)
+    fb = statistics.median(times["fb"])
+    bare = times["bare"]
+
+    def extra(name: str) -> float:
+        return statistics.median(v - b for v, b in zip(times[name], bare))
+
+    blocks = [sum(times["cheap"][i:i + 10]) / sum(bare[i:i + 10])
+              for i in range(0, len(bare) - 9, 10)]
+    cheap = statistics.median(blocks)
+    print(f"lockstep: {args.steps} steps after {args.warmup} warm-up, optimizer {args.optimizer}; "
+          f"median bare step {statistics.median(bare) * 1e3:.1f} ms, "
+          f"forward+backward {fb * 1e3:.1f} ms")
+    print(f"  cheap preset (every 10) / bare step       {verdict(cheap, cheap <= 1.05)}  (goal <= 1.05x,"
+          f" median of {len(blocks)} 10-step blocks)")
+    for name, goal, unit in [("secant", 1.15, "forward+backward"), ("curv_fd", 1.15, "forward+backward"),
+                             ("curv_hvp", 2.5, "gradient")]:
+        ratio = extra(name) / fb
+        print(f"  {name:<8} extra / one {unit:<16}   {verdict(ratio, ratio <= goal)}  "
+              f"(goal <= {goal}x; Recorder every step, whole step minus bare step)")
+
+
+def oracle_costs(args: argparse.Namespace, root: Path) -> None:
+    """The exact HVP and the FD probe called directly, in units of one gradient."""
+    trainer = make_trainer(args, root, "oracle", None)
+    model, params = trainer.model, list(trainer.model.parameters())
+    batch = [trainer.task.train_batch(0)]
+    direction = [torch.randn_like(p) * 1e-3 for p in params]
+
+    def oracle() -> GradOracle:
+        return GradOracle(model, lambda: trainer.micro_loss(model, batch), params)
+
+    def fd_given_gradient() -> None:
+        fresh = oracle()
+        gradient = fresh.loss_and_grad()[1]
+        start = time.perf_counter()
+        FDCurvatureProbe().measure(fresh, direction, grad=gradient)
+        return time.perf_counter() - start
+
+    def kept_graph_hvp() -> float:
+        fresh = oracle()
+        fresh.hvp(direction)
+        start = time.perf_counter()
+        fresh.hvp(direction)
+        return time.perf_counter() - start
+
+    def wall(run: Callable[[], object]) -> Callable[[], float]:
+        def timed() -> float:
+            start = time.perf_counter()
+            run()
+            return time.perf_counter() - start
+        return timed
+
+    jobs = {
+        "gradient": wall(lambda: oracle().loss_and_grad()),
+        "hvp_fresh": wall(lambda: oracle().hvp(direction)),
+        "hvp_kept": kept_graph_hvp,
+        "fd_given_g": fd_given_gradient,
+    }
+    times: dict[str, list[float]] = {name: [] for name in jobs}
+    for repeat in range(args.warmup + args.repeats):
+        order = list(jobs.items())
+        shift = repeat % len(order)
+        for name, job in order[shift:] + order[:shift]:
+            elapsed = job()
+            if repeat >= args.warmup:
+                times[name].append(elapsed)
+    med = {name: statistics.median(values) for name, values in times.items()}
+    g = med["gradient"]
+    print(f"oracle: {args.repeats} interleaved repeats; one gradient (forward+backward) {g * 1e3:.1f} ms")
+    fresh = med["hvp_fresh"] / g
+    print(f"  exact HVP, fresh graph / gradient        {verdict(fresh, fresh <= 2.5)}  (goal <= 2.5x;"
+          " graph build + one double backward)")
+    print(f"  exact HVP, kept graph / gradient         {med['hvp_kept'] / g:7.3f}   (each further"
+          " HVP on the same batch: Lanczos, trace)")
+    graph = (med["hvp_fresh"] - med["hvp_kept"]) / g
+    print(f"  fresh minus kept / gradient              {graph:7.3f}   (building the create_graph"
+          " gradient: what a graph shared with the secant would save)")
+    fd = med["fd_given_g"] / g
+    print(f"  FD curvature given g(x) / gradient       {verdict(fd, fd <= 1.15)}  (goal <= 1.15x;"
+          " what the Recorder would pay if it passed g(x) on)")
+
+
+def budget(args: argparse.Namespace, root: Path) -> None:
+    """Probe time over training time for a run with an overhead budget."""
+    trainer = make_trainer(args, root, "budget", {"preset": args.budget_preset, "overhead": args.overhead})
+    rows = [trainer.step(step) for step in range(args.warmup + args.budget_steps)][args.warmup:]
+    probe = sum(r.get("probe_time_s", 0.0) for r in rows)
+    total = sum(r["step_time_s"] for r in rows)
+    probed = sum("probe_time_s" in r for r in rows)
+    share = probe / (total - probe)
+    ok = abs(share - args.overhead) <= 0.03
+    print(f"budget: preset {args.budget_preset}, overhead={args.overhead}, {len(rows)} steps, "
+          f"{probed} probed")
+    print(f"  probe time / training time               {verdict(share, ok)}  (goal {args.overhead}"
+          f" +- 0.03; training time = step time minus probe time)")
+    print(f"  probe time / total step time             {probe / total:7.3f}")
+
+
+class LiveBytes(TorchDispatchMode):
+    """Bytes of tensor storage allocated inside the mode and still alive, and their peak."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._alive: set[int] = set()
+
+    def _free(self, key: int, nbytes: int) -> None:
+        if key in self._alive:
+            self._alive.discard(key)
+            self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key = id(storage)
+            if key in inputs or key in self._alive:
+                continue
+            self._alive.add(key)
+            self.live += storage.nbytes()
+            weakref.finalize(storage, self._free, key, storage.nbytes())
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+def memory(args: argparse.Namespace, root: Path) -> None:
+    """Tensors the Recorder holds across optimizer.step(), and transient peaks, in model sizes."""
+    bare = make_trainer(args, root, "mem-bare", None)
+    model_bytes = sum(p.numel() * p.element_size() for p in bare.model.parameters())
+    bare.step(0)
+    with LiveBytes() as tracker:
+        bare.step(1)
+    print(f"memory: model {model_bytes / 2**20:.2f} MiB; new tensor storages counted by a dispatch"
+          " mode (alive until freed), the Recorder's kept clones counted by their bytes")
+    for preset in ("standard", "full"):
+        probed = make_trainer(args, root, f"mem-{preset}", {"preset": preset, "every": 1})
+        recorder = probed.recorder
+        after_step = recorder.after_step
+        seen: dict[str, int] = {}
+
+        def measured(recorder=recorder, after_step=after_step, seen=seen) -> dict:
+            pending = recorder._pending or {}
+            kept = [*pending.get("grads", []), *pending.get("params", [])]
+            seen["held"] = sum(t.numel() * t.element_size() for t in kept)
+            with LiveBytes() as probe_tracker:
+                row = after_step()
+            seen["peak"] = probe_tracker.peak
+            return row
+
+        recorder.after_step = measured
+        probed.step(0)
+        held = seen["held"] / model_bytes
+        print(f"  {preset:<8} held across optimizer.step()   {verdict(held, held <= 2)}  model sizes"
+              " (goal <= 2; clones of x_t and g_t)")
+        print(f"  {preset:<8} peak allocated in after_step   {seen['peak'] / model_bytes:7.3f}   model"
+              " sizes (transient: probe passes, HVP graph, Lanczos/Hutch++ vectors)")
+    print(f"  bare training step, peak allocated       {tracker.peak / model_bytes:7.3f}   model sizes"
+          " (activations, grads, optimizer state: for comparison)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--optimizer", default="lion")
+    parser.add_argument("--steps", type=int, default=60, help="lockstep rounds measured")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=9, help="oracle repeats")
+    parser.add_argument("--overhead", type=float, default=0.10)
+    parser.add_argument("--budget-preset", default="standard")
+    parser.add_argument("--budget-steps", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cores {os.cpu_count()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        lockstep(args, root)
+        oracle_costs(args, root)
+        budget(args, root)
+        memory(args, root)
+
+
+if __name__ == "__main__":
+    main()
