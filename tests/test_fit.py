@@ -244,3 +244,47 @@ def test_bad_input_raises_one_line(change, kwargs, message):
     with pytest.raises(SmoothprobeError, match=message) as err:
         fit_frame(steps, **args)
     assert "\n" not in str(err.value)
+
+
+# f* auto: interval honesty, plateaus, a recorded markov run -----------------------------------
+
+def test_f_star_interval_covers_planted_value_at_about_the_nominal_rate():
+    t = np.arange(3000)
+    hits = 0
+    for seed in range(20):
+        rng = np.random.default_rng(100 + seed)
+        est = estimate_f_star(t, 2.0 + 3.0 * (t + 50.0) ** -0.5 + rng.normal(0, 0.05, t.size))
+        hits += est.interval[0] <= 2.0 <= est.interval[1]
+    assert hits >= 16  # 95% nominal; P(hits < 16) < 0.02 if coverage were exact
+
+
+def test_f_star_on_a_fast_drop_then_plateau_lands_at_the_plateau_below_its_smoothed_loss():
+    # the shape of a small model learning a Markov chain: a fast drop, then noise around f*
+    rng = np.random.default_rng(3)
+    t = np.arange(400)
+    loss = 0.95 + 1.1 * np.exp(-t / 8.0) + rng.normal(0, 0.045, t.size)
+    est = estimate_f_star(t, loss)
+    assert abs(est.value - 0.95) < 0.02
+    assert est.interval[0] <= 0.95 <= est.interval[1]
+    assert est.value <= min(b.mean() for b in np.array_split(loss, 10))
+
+
+def test_f_star_without_saturation_reports_the_whole_range():
+    rng = np.random.default_rng(4)
+    t = np.arange(2000)
+    est = estimate_f_star(t, 5.0 - t / 1e3 + rng.normal(0, 0.02, t.size))
+    assert est.interval[0] == 0.0
+    assert est.interval[1] == pytest.approx(3.0 + 0.1, abs=0.05)  # f* <= the final tenth's mean
+
+
+@pytest.mark.slow  # ~25 s on an idle 2-core machine, over 60 s under load
+def test_f_star_auto_on_a_recorded_markov_run_is_within_0p05_of_the_entropy_rate(tmp_path):
+    from smoothprobe import TrainConfig, load_run, train
+
+    cfg = TrainConfig(task="markov", batch_size=16, seq_len=32, steps=120, optimizer="adamw",
+                      lr=3e-3, warmup=0.05, task_options={"vocab": 8, "order": 1},
+                      eval_every=1000, checkpoint_every=1000, flush_every=60)
+    run = load_run(train(cfg, tmp_path / "run", progress=False))
+    est = estimate_f_star(run.steps["step"].to_numpy(), run.steps["loss"].to_numpy())
+    assert abs(est.value - run.f_star) <= 0.05
+    assert est.interval[0] <= run.f_star <= est.interval[1]

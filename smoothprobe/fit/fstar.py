@@ -6,16 +6,20 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import least_squares
-from scipy.stats import norm
+from scipy.stats import chi2, norm
 
 from smoothprobe.errors import SmoothprobeError
 
 MIN_LOSS_POINTS = 20
+CAP_BLOCKS = 10  # the "smoothed loss" that caps f*: means over tenths of the curve
+B_GRID = np.geomspace(0.02, 20.0, 60)  # exponents; b large with t0 ≈ b·τ mimics exp(−t/τ)
+T0_GRID = np.geomspace(1e-4, 10.0, 40)  # offsets, as fractions of the step span
+F_POINTS = 1000  # resolution of the f* profile
 
 
 @dataclass(frozen=True)
 class FStarEstimate:
-    """f* with a normal-theory interval, and the fitted curve L(t) = f* + a·(t + t0)^(−b)."""
+    """f* with a profile-likelihood interval, and the fitted curve L(t) = f* + a·(t + t0)^(−b)."""
 
     value: float
     interval: tuple[float, float]
@@ -31,10 +35,93 @@ class FStarEstimate:
 
 def _binned(step: np.ndarray, loss: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
     """Means of step and loss over `bins` groups of consecutive steps (smooths batch noise)."""
-    order = np.argsort(step)
-    groups = np.array_split(np.arange(len(step)), min(bins, len(step)))
-    t = np.array([step[order[g]].mean() for g in groups])
-    return t - step.min(), np.array([loss[order[g]].mean() for g in groups])
+    order = np.argsort(step, kind="stable")
+    step, loss = step[order], loss[order]
+    starts = np.array([g[0] for g in np.array_split(np.arange(len(step)), min(bins, len(step)))])
+    counts = np.diff(np.append(starts, len(step)))
+    t = np.add.reduceat(step, starts) / counts
+    return t - step[0], np.add.reduceat(loss, starts) / counts
+
+
+def _profile(t: np.ndarray, y: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least SSE of f + a·(t + t0)^(−b), a ≥ 0, over the (b, t0) grid for each f; and the
+    grid index attaining it. With (b, t0, f) fixed the best a ≥ 0 is closed-form."""
+    span = max(float(t.max()), 1.0)
+    log_z = -np.outer(B_GRID, np.log(t[None, :] + T0_GRID[:, None] * span)).reshape(-1, len(t))
+    z = np.exp(log_z - log_z.max(axis=1, keepdims=True))  # scale is free: a absorbs it
+    zz, zy, z1 = np.einsum("gi,gi->g", z, z), z @ y, z.sum(axis=1)
+    rr = (y @ y) - 2 * f * y.sum() + f**2 * len(y)
+    zr = np.maximum(zy[None, :] - f[:, None] * z1[None, :], 0.0)
+    sse = rr[:, None] - zr**2 / zz[None, :]
+    best = sse.argmin(axis=1)
+    return sse[np.arange(len(f)), best], best
+
+
+def _lag1(r: np.ndarray) -> float:
+    """Lag-1 autocorrelation of residuals, clipped to [0, 0.95]."""
+    r = r - r.mean()
+    denom = float(r @ r)
+    return 0.0 if denom == 0 else float(np.clip((r[1:] @ r[:-1]) / denom, 0.0, 0.95))
+
+
+class _Curve:
+    """The binned curve with the power law's residuals in (f*, log a, log b, log t0)."""
+
+    def __init__(self, t: np.ndarray, y: np.ndarray, lower: float) -> None:
+        self.t, self.y, self.span = t, y, max(float(t.max()), 1.0)
+        self.lo = np.array([lower, -np.inf, np.log(B_GRID[0] / 2),
+                            np.log(T0_GRID[0] * self.span / 10)])
+        self.hi = np.array([float(y.max()), np.inf, np.log(B_GRID[-1] * 2),
+                            np.log(T0_GRID[-1] * self.span * 10)])
+
+    def resid(self, p: np.ndarray, f: float | None = None) -> np.ndarray:
+        """Fitted minus observed; with `f` given, p holds only (log a, log b, log t0)."""
+        p = p if f is None else np.concatenate([[f], p])
+        return p[0] + np.exp(p[1]) * (self.t + np.exp(p[3])) ** (-np.exp(p[2])) - self.y
+
+    def start(self, f: float, index: int) -> np.ndarray:
+        """Parameters at grid cell `index` with the best a for this f (a floored above 0)."""
+        b, t0 = B_GRID[index // len(T0_GRID)], T0_GRID[index % len(T0_GRID)] * self.span
+        z = (self.t + t0) ** (-b)
+        a = max(float(z @ (self.y - f)) / float(z @ z), 1e-12 * float(np.ptp(self.y)))
+        return np.clip([f, np.log(a), np.log(b), np.log(t0)], self.lo, self.hi)
+
+    def refine(self, p: np.ndarray, fixed_f: bool) -> tuple[np.ndarray, float]:
+        """Least-squares refinement from p (f held fixed when `fixed_f`); parameters and SSE."""
+        if fixed_f:
+            fit = least_squares(self.resid, p[1:], args=(p[0],), bounds=(self.lo[1:], self.hi[1:]),
+                                x_scale="jac")
+            return np.concatenate([[p[0]], fit.x]), 2 * fit.cost
+        fit = least_squares(self.resid, p, bounds=(self.lo, self.hi), x_scale="jac")
+        return fit.x, 2 * fit.cost
+
+
+def _edge(curve: _Curve, f_grid: np.ndarray, where: np.ndarray, inside: int, outside: int,
+          limit: float) -> float:
+    """The f where the refined profile SSE crosses `limit`, searched between grid index `inside`
+    (known below) and `outside` (the grid end), by doubling steps then bisection."""
+    def profile(k: float) -> float:
+        j = int(np.clip(round(k), 0, len(f_grid) - 1))
+        f = float(np.interp(k, np.arange(len(f_grid)), f_grid))
+        return curve.refine(curve.start(f, where[j]), fixed_f=True)[1]
+
+    step = 1 if outside > inside else -1
+    good, k = float(inside), 1
+    while True:
+        probe = inside + step * k
+        if (probe - outside) * step >= 0:
+            if profile(outside) <= limit:
+                return float(f_grid[outside])
+            bad = float(outside)
+            break
+        if profile(probe) > limit:
+            bad = float(probe)
+            break
+        good, k = float(probe), 2 * k
+    for _ in range(12):
+        mid = (good + bad) / 2
+        good, bad = (mid, bad) if profile(mid) <= limit else (good, mid)
+    return float(np.interp(good, np.arange(len(f_grid)), f_grid))
 
 
 def estimate_f_star(
@@ -42,42 +129,59 @@ def estimate_f_star(
 ) -> FStarEstimate:
     """Fit L(t) = f* + a·(t + t0)^(−b), a, b > 0, t0 ≥ 0, to the binned loss curve.
 
-    A grid over (b, t0) with (f*, a) solved by linear least squares gives the start; nonlinear
-    least squares refines all four, and the interval is f* ± z·se from its Jacobian. f* is kept
-    below the smallest binned loss and, when no loss is negative, at or above 0.
+    f* is profiled over a dense grid (a solved in closed form, (b, t0) on a grid, large b
+    covering near-exponential saturation), then all four are refined by least squares. The
+    interval is the profile-likelihood set SSE(f*) − SSE_min ≤ χ²₁(level)·σ²·(1 + r)/(1 − r),
+    r the lag-1 autocorrelation of the residuals, with edges refined off the grid; a flat plateau
+    that cannot fix the exponent gives a wide interval instead of a falsely narrow one. Since f*
+    cannot exceed the expected loss, the interval stops at the smallest upper confidence bound of
+    the loss means over tenths of the curve; a fit that runs into the lower bound (no saturation
+    seen) reports that whole range. The value is kept at or below the smallest tenth mean (so Δ
+    stays positive on the smoothed loss; when that cap binds, the interval also spans that mean's
+    own confidence interval) and, when no loss is negative, at or above 0.
     """
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1); got {level}")
     step, loss = np.asarray(step, dtype=float), np.asarray(loss, dtype=float)
     ok = np.isfinite(step) & np.isfinite(loss)
     if ok.sum() < MIN_LOSS_POINTS:
         raise SmoothprobeError(f"f_star='auto' needs at least {MIN_LOSS_POINTS} finite losses; "
                                f"got {int(ok.sum())}")
-    t, y = _binned(step[ok], loss[ok], bins)
-    lower = 0.0 if loss[ok].min() >= 0 else -np.inf
-    upper = float(y.min())
-    span = max(float(t.max()), 1.0)
-    best = (np.inf, None)
-    for b in np.geomspace(0.05, 5.0, 40):
-        for t0 in np.geomspace(1e-3 * span, span, 30):
-            z = (t + t0) ** (-b)
-            (f, a), *_ = np.linalg.lstsq(np.column_stack([np.ones_like(z), z]), y, rcond=None)
-            sse = float(np.sum((y - f - a * z) ** 2))
-            if a > 0 and lower <= f <= upper and sse < best[0]:
-                best = (sse, np.array([f, np.log(a), np.log(b), np.log(t0)]))
-    if best[1] is None:
+    step, loss = step[ok], loss[ok]
+    t, y = _binned(step, loss, bins)
+    tenths = np.array_split(loss[np.argsort(step, kind="stable")], CAP_BLOCKS)
+    means = np.array([b.mean() for b in tenths])
+    se = np.array([b.std(ddof=1) / np.sqrt(len(b)) if len(b) > 1 else np.inf for b in tenths])
+    bound = float(np.min(means + norm.ppf(level) * se))
+    spread = float(np.ptp(y))
+    lower = 0.0 if loss.min() >= 0 else float(y.min()) - 2 * spread
+    f_grid = np.linspace(lower, float(y.max()), F_POINTS)
+    sse, where = _profile(t, y, f_grid)
+    i = int(sse.argmin())
+    curve = _Curve(t, y, lower)
+    start = curve.start(f_grid[i], where[i])
+    flat = float(np.sum((y - y.mean()) ** 2))
+    if spread == 0 or not float(np.sum(curve.resid(start) ** 2)) < flat:
         raise SmoothprobeError("f_star='auto' failed: the loss curve does not decrease like "
                                "f* + a·(t + t0)^(-b); pass f_star explicitly")
+    params, best = curve.refine(start, fixed_f=False)
+    if best > sse[i]:
+        params, best = start, float(sse[i])
 
-    def resid(p: np.ndarray) -> np.ndarray:
-        return p[0] + np.exp(p[1]) * (t + np.exp(p[3])) ** (-np.exp(p[2])) - y
-
-    start = np.clip(best[1], [lower, -np.inf, np.log(0.01), np.log(1e-6 * span)],
-                    [upper, np.inf, np.log(20.0), np.log(10 * span)])
-    fit = least_squares(resid, start, bounds=([lower, -np.inf, np.log(0.01), np.log(1e-6 * span)],
-                                              [upper, np.inf, np.log(20.0), np.log(10 * span)]))
-    dof = max(len(y) - 4, 1)
-    cov = np.linalg.pinv(fit.jac.T @ fit.jac) * float(np.sum(fit.fun**2)) / dof
-    half = float(norm.ppf(0.5 + level / 2) * np.sqrt(max(cov[0, 0], 0.0)))
-    f_star = float(fit.x[0])
-    return FStarEstimate(f_star, (max(f_star - half, lower), min(f_star + half, upper)),
-                         float(np.exp(fit.x[1])), float(np.exp(fit.x[2])),
-                         float(np.exp(fit.x[3])), len(y))
+    residuals = curve.resid(params)
+    r = _lag1(residuals)
+    limit = best + chi2.ppf(level, 1) * best / max(len(y) - 4, 1) * (1 + r) / (1 - r)
+    inside = np.flatnonzero(sse <= limit)
+    value = float(np.clip(params[0], lower, means.min()))
+    if inside.size == 0 or inside[0] == 0 or params[0] <= f_grid[1]:
+        interval = (lower, bound)
+    else:
+        low = _edge(curve, f_grid, where, int(inside[0]), 0, limit)
+        high = _edge(curve, f_grid, where, int(inside[-1]), F_POINTS - 1, limit)
+        interval = (low, min(high, bound))
+    if params[0] > value:  # capped: the value is a tenth mean, so carry that mean's own error
+        low_cap = value - norm.ppf(0.5 + level / 2) * float(se[means.argmin()])
+        interval = (max(min(interval[0], low_cap), lower), interval[1])
+    interval = (min(interval[0], value), max(interval[1], value))
+    return FStarEstimate(value, interval, float(np.exp(params[1])), float(np.exp(params[2])),
+                         float(np.exp(params[3])), len(y))
