@@ -16,28 +16,13 @@ import os
 import time
 
 import numpy as np
-import pandas as pd
-from scipy.stats import norm
 
 from smoothprobe.fit import fit_frame
 from smoothprobe.fit.bootstrap import bootstrap_envelope
 from smoothprobe.fit.models import rho_design
+from smoothprobe.fit.synthetic import planted_steps
 
 GOAL_S = 10.0
-
-
-def planted(n: int, seed: int = 0, phi: float = 0.5) -> pd.DataFrame:
-    """A step table with a known 0.9-quantile envelope 0.97·(1 + 2Δ + 3Δ²)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(n)
-    delta = 3.0 * (1 + t / (n / 50)) ** -0.8
-    z = np.empty(n)
-    z[0] = rng.normal()
-    shocks = rng.normal(size=n) * np.sqrt(1 - phi**2)
-    for i in range(1, n):
-        z[i] = phi * z[i - 1] + shocks[i]
-    k = (1 + 2 * delta + 3 * delta**2) * (0.7 + 0.3 * norm.cdf(z))
-    return pd.DataFrame({"step": t, "loss": 2.0 + delta, "secant_K": k})
 
 
 def main() -> None:
@@ -47,7 +32,7 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
-    steps = planted(args.records)
+    steps = planted_steps(args.records)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"records {args.records}, resamples {args.resamples}, jobs {args.jobs}, "
           f"cores available {cores}")

@@ -8,10 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import norm
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.fit import SmoothnessFit, estimate_f_star, fit_frame, fit_run
+from smoothprobe.fit import SmoothnessFit, estimate_f_star, fit_frame, fit_run, synthetic
 from smoothprobe.fit.bootstrap import block_length, circular_block_counts
 from smoothprobe.fit.formulas import delta_peak, eta_max, k_model
 from smoothprobe.fit.models import rho_design, select_rho, time_folds
@@ -23,23 +22,9 @@ U_LOW = 0.7
 Q_U = U_LOW + (1 - U_LOW) * TAU  # τ-quantile of U ~ Uniform(U_LOW, 1)
 
 
-def planted_steps(n: int, seed: int, *, rho: float = 2.0, phi: float = 0.5,
-                  f_star: float = 2.0) -> pd.DataFrame:
-    """Steps whose secant K = (K0 + K1Δ + K2Δ^ρ)·U, U ~ Uniform(0.7, 1) with AR(1) dependence.
-
-    The τ-quantile of K given Δ is then exactly Q_U·(K0 + K1Δ + K2Δ^ρ).
-    """
-    rng = np.random.default_rng(seed)
-    t = np.arange(n)
-    delta = 3.0 * (1 + t / (n / 50)) ** -0.8
-    z = np.empty(n)
-    z[0] = rng.normal()
-    shocks = rng.normal(size=n) * np.sqrt(1 - phi**2)
-    for i in range(1, n):
-        z[i] = phi * z[i - 1] + shocks[i]
-    u = U_LOW + (1 - U_LOW) * norm.cdf(z)
-    return pd.DataFrame({"step": t, "loss": f_star + delta, "lr": 1e-3, "grad_norm": 1.0,
-                         "secant_K": k_model(delta, *PLANTED, rho) * u})
+def planted_steps(n: int, seed: int, **kwargs) -> pd.DataFrame:
+    """Steps under the planted envelope PLANTED·U, U ~ Uniform(U_LOW, 1) (see fit.synthetic)."""
+    return synthetic.planted_steps(n, seed, constants=PLANTED, u_low=U_LOW, **kwargs)
 
 
 # closed forms -------------------------------------------------------------------------------
