@@ -230,20 +230,25 @@ def demo(out, steps) -> None:
 
 @main.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option("--fit", "fits", multiple=True, type=click.Path(dir_okay=False),
-              help="fit.json to show (repeatable) [default: RUN_DIR/fit.json where present].")
+@click.option("--fit", "fits", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="fit.json of the i-th RUN_DIR (repeatable, in order) [default: RUN_DIR/fit.json, "
+                   "else fitted on the fly].")
+@click.option("--label", "labels", multiple=True, help="Name of the i-th run (repeatable) [default: its folder].")
 @click.option("--title", default=None, help="Report title.")
 @click.option("--out", type=click.Path(dir_okay=False), default="report.html", show_default=True)
 @library_errors
-def report(run_dirs, fits, title, out) -> None:
-    """Write a self-contained HTML curvature report for one or several runs."""
+def report(run_dirs, fits, labels, title, out) -> None:
+    """Write one self-contained HTML curvature report (no network needed) for one or several runs."""
     from smoothprobe.report import write_report
 
-    for path in fits:
-        if not Path(path).is_file():
-            raise click.BadParameter(f"no such file: {path}", param_hint="--fit")
-    found = list(fits) or [str(Path(d) / "fit.json") for d in run_dirs if (Path(d) / "fit.json").is_file()]
-    click.echo(f"report written to {write_report(list(run_dirs), out, fits=found or None, title=title)}")
+    if len(fits) > len(run_dirs):
+        raise click.BadParameter(f"{len(fits)} fits for {len(run_dirs)} runs", param_hint="--fit")
+    chosen = [
+        fits[i] if i < len(fits) else (str(Path(d) / "fit.json") if (Path(d) / "fit.json").is_file() else None)
+        for i, d in enumerate(run_dirs)
+    ]
+    path = write_report(list(run_dirs), out, fits=chosen, title=title, labels=list(labels) or None)
+    click.echo(f"report written to {path}")
 
 
 def parse_window(value: str | None) -> tuple[int | None, int | None] | None:

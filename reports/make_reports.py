@@ -1,0 +1,74 @@
+"""Regenerate the example reports in reports/ from runs recorded by the current code.
+
+    python reports/make_reports.py [--runs DIR] [--steps N]
+
+Records the tiny LLaMA on the Markov task (f* known exactly: the chain's entropy rate) with Lion
+and curvature probes, fits it, trains the adaptive schedule from that fit and a linear warm-up
+baseline, and writes reports/markov-lion.html (the probed run) and
+reports/markov-lion-schedules.html (the three runs overlaid). About 10 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from smoothprobe import SmoothprobeError, TrainConfig, load_run, train
+from smoothprobe.fit import SmoothnessFit, fit_run
+from smoothprobe.report import write_report
+
+HERE = Path(__file__).resolve().parent
+COMMON = {"task": "markov", "optimizer": "lion", "lr": 1e-3, "eval_every": 50, "seed": 0}
+PROBED = {"probes": ["norms", "secant", "curv_fd", "top_eig", "trace"], "every": 4,
+          "heavy_every": 30}
+SECANT = {"preset": "standard", "every": 5}
+
+
+def adaptive_options(fit: SmoothnessFit, fit_path: Path) -> tuple[dict, str]:
+    """Schedule from the fit (peak rescaled to the run's lr) when its constants have a warm-up
+    peak, else the paper's practical parametrisation with the task's f* (and say why)."""
+    if fit.K0 > 0 and fit.K_rho > 0:
+        return {"fit": str(fit_path)}, "adaptive η(Δ) from the fit"
+    print(f"fit has K0={fit.K0:.3g}, K_rho={fit.K_rho:.3g}: no warm-up peak; "
+          "using the practical parametrisation (div 10) instead")
+    return {"div": 10.0}, "adaptive η(Δ), practical parametrisation"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=None, help="where to keep the run directories")
+    parser.add_argument("--steps", type=int, default=600)
+    args = parser.parse_args()
+    runs = args.runs or Path(tempfile.mkdtemp(prefix="smoothprobe-reports-"))
+    steps = {**COMMON, "steps": args.steps}
+
+    print(f"recording the probed run into {runs / 'probed'}")
+    probed = train(TrainConfig(**steps, probes=PROBED), runs / "probed", overwrite=True)
+    fit = fit_run(load_run(probed), bootstrap=200)
+    fit_path = runs / "fit.json"
+    fit.to_json(fit_path)
+    print(fit.verdict)
+
+    options, adaptive_label = adaptive_options(fit, fit_path)
+    print("training the adaptive schedule and a 10% linear warm-up baseline")
+    try:
+        adaptive = train(TrainConfig(**steps, adaptive=options, probes=SECANT), runs / "adaptive",
+                         overwrite=True)
+    except SmoothprobeError as err:
+        raise SystemExit(f"adaptive run failed: {err}") from None
+    warmup = train(TrainConfig(**steps, warmup=0.1, probes=SECANT), runs / "warmup",
+                   overwrite=True)
+
+    single = write_report([probed], HERE / "markov-lion.html", fits=[fit],
+                          title="Tiny LLaMA on the Markov task, Lion: curvature along training")
+    sweep = write_report(
+        [probed, adaptive, warmup], HERE / "markov-lion-schedules.html", fits=[fit],
+        labels=["cosine, no warm-up", adaptive_label, "cosine, 10% linear warm-up"],
+        title="Tiny LLaMA on the Markov task, Lion: adaptive warm-up against fixed schedules")
+    for path in (single, sweep):
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Self-contained HTML curvature reports: `write_report(runs, out)` reads run directories (and fits)
+and writes one HTML file with embedded figures that opens from disk without network access."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.fit import SmoothnessFit
+from smoothprobe.report.data import build_view
+from smoothprobe.report.figures import run_colors
+from smoothprobe.report.html import render
+from smoothprobe.store import load_run
+
+__all__ = ["write_report"]
+
+
+def write_report(
+    runs: Sequence[str | Path],
+    out: str | Path,
+    fits: Sequence[str | Path | SmoothnessFit | None] | None = None,
+    title: str | None = None,
+    labels: Sequence[str] | None = None,
+) -> Path:
+    """Write the HTML report of `runs` to `out` and return its path.
+
+    fits: the i-th entry (a fit.json path or a SmoothnessFit) belongs to the i-th run; runs
+    without one (None entries, or beyond the list) are fitted here with the task's f* (else
+    f* = 'auto'), and a run that cannot be fitted says why. labels: run names shown in the
+    report (default: the run directories' names).
+    """
+    if isinstance(runs, (str, Path)) or not runs:
+        raise SmoothprobeError(f"runs must be a non-empty list of run directories; got {runs!r}")
+    fits = list(fits or [])
+    if len(fits) > len(runs):
+        raise SmoothprobeError(f"fits has {len(fits)} entries for {len(runs)} runs")
+    labels = list(labels) if labels is not None else [Path(r).name or str(r) for r in runs]
+    if len(labels) != len(runs):
+        raise SmoothprobeError(f"labels has {len(labels)} entries for {len(runs)} runs")
+    out = Path(out)
+    if out.is_dir():
+        raise SmoothprobeError(f"out must be a file path, not a directory: {out}")
+    fits += [None] * (len(runs) - len(fits))
+    colors = run_colors(len(runs))
+    views = [build_view(load_run(path), label, color, fit)
+             for path, label, color, fit in zip(runs, labels, colors, fits)]
+    page = render(views, title or f"smoothprobe report: {', '.join(labels)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out

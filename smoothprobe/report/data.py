@@ -1,0 +1,238 @@
+"""What a report shows about one run: its fit, the K-vs-Δ points, costs, final losses, warnings."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.fit import SmoothnessFit, fit_run
+from smoothprobe.fit.bootstrap import bootstrap_envelope
+from smoothprobe.fit.data import fit_data
+from smoothprobe.fit.models import rho_design
+from smoothprobe.store import Run
+
+AUTO_BOOTSTRAP = 100
+"""Resamples of the fit the report makes itself when none is given."""
+MAX_BAND_RESAMPLES = 200
+"""At most this many resamples are redrawn for the envelope's pointwise band."""
+FINAL_WINDOW = 10
+"""Final train loss = mean over this many last steps (one mini-batch loss is noisy)."""
+COVERAGE_SLACK = 0.1
+"""Warn when the envelope's in-sample coverage misses its quantile by more than this."""
+
+
+@dataclass
+class RunView:
+    """One run as the report sees it: label, colour, fit (or why there is none) and K-vs-Δ data."""
+
+    label: str
+    run: Run
+    color: str
+    fit: SmoothnessFit | None
+    fit_note: str
+    points: pd.DataFrame | None = None
+    points_note: str = ""
+    band: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    band_note: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        return self.run.steps
+
+    @property
+    def family(self) -> str | None:
+        """Geometry family the probes measured in (None without probes)."""
+        return (self.run.info.get("probes") or {}).get("family")
+
+    @property
+    def f_star(self) -> float | None:
+        """f* the report uses: the fit's, else the task's exact one."""
+        return self.fit.f_star if self.fit is not None else self.run.f_star
+
+
+def load_fit(given: str | Path | SmoothnessFit) -> SmoothnessFit:
+    """A fit object, or one read from a fit.json path."""
+    if isinstance(given, SmoothnessFit):
+        return given
+    if isinstance(given, (str, Path)):
+        return SmoothnessFit.from_json(given)
+    raise SmoothprobeError(f"fits entries must be fit.json paths or SmoothnessFit; got {given!r}")
+
+
+def auto_fit(run: Run) -> tuple[SmoothnessFit | None, str]:
+    """Fit the run with the task's f* (or f* = 'auto'); on failure None and the reason."""
+    known = run.f_star is not None
+    try:
+        fit = fit_run(run, f_star=None if known else "auto", bootstrap=AUTO_BOOTSTRAP)
+    except SmoothprobeError as err:
+        return None, f"no fit: {err}"
+    source = "the task's exact f*" if known else "f* estimated from the loss curve"
+    return fit, (f"fitted by the report ({fit.column}, {source}, {AUTO_BOOTSTRAP} bootstrap "
+                 "resamples); pass a fit.json to use your own")
+
+
+def scatter_points(run: Run, fit: SmoothnessFit | None) -> tuple[pd.DataFrame | None, str]:
+    """(step, delta, k) of probed rows with finite K and Δ > 0, or None and why not."""
+    column = fit.column if fit is not None else "secant_K"
+    delta_from = fit.delta_from if fit is not None else "loss"
+    f_star = fit.f_star if fit is not None else run.f_star
+    steps = run.steps
+    if column not in steps.columns or delta_from not in steps.columns:
+        return None, f"no {column} column: record the run with the secant probe"
+    if f_star is None:
+        return None, "f* is unknown for this task and there is no fit: Δ cannot be computed"
+    points = pd.DataFrame({
+        "step": steps["step"].to_numpy(),
+        "delta": steps[delta_from].to_numpy(dtype=float) - f_star,
+        "k": steps[column].to_numpy(dtype=float),
+    })
+    keep = np.isfinite(points["k"]) & np.isfinite(points["delta"]) & (points["delta"] > 0)
+    points = points[keep].reset_index(drop=True)
+    if points.empty:
+        return None, f"no probed row has a finite {column} and {delta_from} above f* = {f_star:g}"
+    return points, ""
+
+
+def envelope_band(run: Run, fit: SmoothnessFit, grid: np.ndarray
+                  ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray] | None, str]:
+    """Pointwise bootstrap band (grid, low, high) of the envelope K(Δ), or None and why not.
+
+    Redraws the fit's own block resamples (same seed and block length) on the run's data, so the
+    band agrees with the fit's intervals; refuses when the run's rows differ from the fit's.
+    """
+    boot = fit.bootstrap or {}
+    resamples = min(int(boot.get("resamples") or 0), MAX_BAND_RESAMPLES)
+    if resamples == 0:
+        return None, "the fit has no bootstrap resamples"
+    start, end = fit.window
+    try:
+        data = fit_data(run.steps, fit.column, fit.f_star, (start, end + 1), fit.delta_from)
+    except SmoothprobeError as err:
+        return None, f"cannot redraw the bootstrap on this run: {err}"
+    if len(data.k) != fit.data.get("rows_used"):
+        return None, "the fit was made on other data than this run's rows: no band"
+    design = rho_design(data.delta, data.k, fit.rho)
+    beta = np.array([fit.K0, fit.K1, fit.K_rho]) / design.constants(np.ones(3))
+    constants = bootstrap_envelope(design, beta, fit.quantile, resamples,
+                                   int(boot["block_length"]), int(boot["seed"]))
+    curves = constants[:, :1] + constants[:, 1:2] * grid + constants[:, 2:] * grid**fit.rho
+    tails = [50 * (1 - fit.level), 50 * (1 + fit.level)]
+    low, high = np.percentile(curves, tails, axis=0)
+    return (grid, low, high), (f"{round(100 * fit.level)}% pointwise band from {resamples} "
+                               "block-bootstrap refits")
+
+
+def delta_grid(points: pd.DataFrame, fit: SmoothnessFit | None, n: int = 200) -> np.ndarray:
+    """Log-spaced Δ from the smallest to the largest observed gap (and the fit's range)."""
+    lo, hi = float(points["delta"].min()), float(points["delta"].max())
+    if fit is not None:
+        lo, hi = min(lo, fit.delta_range[0]), max(hi, fit.delta_range[1])
+    return np.geomspace(lo, hi, n) if hi > lo else np.array([lo])
+
+
+def probed(steps: pd.DataFrame) -> pd.DataFrame:
+    """Rows on which the probes ran."""
+    if "probe_time_s" not in steps.columns:
+        return steps.iloc[:0]
+    return steps[steps["probe_time_s"].notna()]
+
+
+def final_losses(view: RunView) -> dict:
+    """Steps done, final train loss (mean of the last FINAL_WINDOW) and last validation loss."""
+    steps, evals = view.steps, view.run.evals
+    loss = steps["loss"].to_numpy(dtype=float) if "loss" in steps.columns else np.array([])
+    tail = loss[-FINAL_WINDOW:]
+    tail = tail[np.isfinite(tail)]
+    val = evals["val_loss"].to_numpy(dtype=float) if "val_loss" in evals.columns else []
+    wall = steps["time_s"].max() if "time_s" in steps.columns else math.nan
+    return {
+        "steps_done": len(steps),
+        "final_loss": float(tail.mean()) if len(tail) else math.nan,
+        "min_loss": float(np.nanmin(loss)) if np.isfinite(loss).any() else math.nan,
+        "final_val": float(val[-1]) if len(val) else math.nan,
+        "best_val": float(np.nanmin(val)) if len(val) else math.nan,
+        "wall_s": float(wall),
+    }
+
+
+def probe_costs(steps: pd.DataFrame) -> list[dict]:
+    """Per probe: calls, seconds per call, total seconds and overhead over the training compute.
+
+    Overhead divides by the step time without probes (step_time_s includes the probes' time).
+    """
+    if "probe_time_s" not in steps.columns:
+        return []
+    probe_total = float(steps["probe_time_s"].sum())
+    train = math.nan
+    if "step_time_s" in steps.columns:
+        train = float(steps["step_time_s"].sum()) - probe_total
+    columns = [c for c in steps.columns
+               if c.startswith("time_") and c.endswith("_s") and c != "time_s"]
+    rows = []
+    for name, column in [(c[5:-2], c) for c in columns] + [("all probes", "probe_time_s")]:
+        values = steps[column].dropna()
+        total = float(values.sum())
+        rows.append({"probe": name, "calls": len(values),
+                     "per_call_s": total / len(values) if len(values) else math.nan,
+                     "total_s": total,
+                     "overhead": total / train if train > 0 else math.nan})
+    return rows
+
+
+def run_warnings(view: RunView) -> list[str]:
+    """Everything a reader should distrust: store problems, NaNs, stopped runs, poor fits."""
+    run, steps = view.run, view.steps
+    out = list(run.warnings)
+    status, planned = run.info.get("status"), run.config.get("steps")
+    if status not in (None, "finished", "running"):  # load_run already warns about "running"
+        out.append(f"run status is {status!r}")
+    if planned is not None and len(steps) < planned:
+        out.append(f"the store holds {len(steps)} of {planned} planned steps")
+    if "loss" in steps.columns and (bad := int((~np.isfinite(steps["loss"])).sum())):
+        out.append(f"{bad} steps have a non-finite loss")
+    rows = probed(steps)
+    if "secant_K" in rows.columns and (bad := int((~np.isfinite(rows["secant_K"])).sum())):
+        out.append(f"{bad} probed steps have a non-finite secant K")
+    for column, what in (("nan_count", "non-finite losses"), ("nonpos_count", "losses ≤ f*")):
+        if column in steps.columns and steps[column].notna().any() and steps[column].max() > 0:
+            out.append(f"the adaptive schedule skipped {int(steps[column].max())} {what}")
+    fit = view.fit
+    if fit is None:
+        return out
+    if fit.status != "supported":
+        out.append(f"the smoothness model is {fit.status} on this run")
+    data = fit.data
+    dropped = data["dropped_nonpositive_delta"]
+    if dropped:
+        out.append(f"{dropped} fit rows have Δ ≤ 0 (loss ≤ f* = {fit.f_star:g}): f* may be too high")
+    if data["rows_in_window"] and data["rows_used"] < 0.5 * data["rows_in_window"]:
+        out.append(f"poor coverage: the fit uses {data['rows_used']} of {data['rows_in_window']} "
+                   "rows in its window")
+    model = fit.comparison[-1] if fit.comparison else {}
+    coverage = model.get("coverage")
+    if coverage is not None and abs(coverage - fit.quantile) > COVERAGE_SLACK:
+        out.append(f"poor coverage: the envelope lies above {100 * coverage:.0f}% of the points, "
+                   f"not the {100 * fit.quantile:.0f}% it targets")
+    return out
+
+
+def build_view(run: Run, label: str, color: str, given: str | Path | SmoothnessFit | None
+               ) -> RunView:
+    """Resolve the fit, the K-vs-Δ points, the band and the warnings of one run."""
+    if given is None:
+        fit, note = auto_fit(run)
+    else:
+        fit = load_fit(given)
+        note = f"fit given ({fit.column}, f* = {fit.f_star:g}, {fit.f_star_source})"
+    view = RunView(label, run, color, fit, note)
+    view.points, view.points_note = scatter_points(run, fit)
+    if fit is not None and view.points is not None:
+        view.band, view.band_note = envelope_band(run, fit, delta_grid(view.points, fit))
+    view.warnings = run_warnings(view)
+    return view

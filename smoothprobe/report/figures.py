@@ -1,0 +1,272 @@
+"""The report's figures (seaborn/matplotlib on the Agg canvas), each returned as a PNG data URI.
+
+Figures are built with `matplotlib.figure.Figure`, never pyplot, so rendering a report neither
+switches the caller's backend nor leaves figures open; styles apply through `rc_context` only.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+from smoothprobe.fit.formulas import k_model
+from smoothprobe.report.data import RunView, delta_grid
+
+DPI = 96
+WIDTH = 10.0
+STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.85)}
+DECADE = 10.0
+"""Use a log axis when the positive values span more than this ratio."""
+NATS_TASKS = ("markov", "lm")
+
+
+def run_colors(n: int) -> list[str]:
+    """One colour per run, the same in every figure."""
+    return [mpl.colors.to_hex(c) for c in sns.color_palette("colorblind", max(n, 1))][:n]
+
+
+def text(label: str) -> str:
+    """A user string safe for matplotlib (a '$' would start mathtext)."""
+    return label.replace("$", r"\$")
+
+
+@contextmanager
+def figure(rows: int = 1, cols: int = 1, height: float = 3.6, width: float = WIDTH
+           ) -> Iterator[tuple[Figure, np.ndarray]]:
+    """A styled figure and its axes array (always 2-D)."""
+    with mpl.rc_context(STYLE):
+        fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+        axes = fig.subplots(rows, cols, squeeze=False)
+        yield fig, axes
+
+
+def data_uri(fig: Figure) -> str:
+    """The figure as a base64 PNG data URI (the report embeds it, no file or network)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def autoscale(ax, values: Sequence[float] | np.ndarray, axis: str = "y") -> None:
+    """Log scale on `axis` when every finite value is positive and they span > DECADE."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) and v.min() > 0 and v.max() / v.min() > DECADE:
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+
+
+def loss_unit(views: Sequence[RunView]) -> str:
+    """Axis unit of the loss: nats per token for the language tasks."""
+    tasks = {v.run.config.get("task") for v in views}
+    return " (nats/token)" if tasks and tasks <= set(NATS_TASKS) else ""
+
+
+def loss_lr(views: Sequence[RunView]) -> str:
+    """Train loss (lines), validation loss (markers) and the LR per step, runs overlaid."""
+    with figure(1, 2) as (fig, axes):
+        ax_loss, ax_lr = axes[0]
+        losses, lrs = [], []
+        for v in views:
+            s = v.steps
+            if "loss" in s.columns:
+                ax_loss.plot(s["step"], s["loss"], color=v.color, lw=1, alpha=0.85,
+                             label=f"{text(v.label)} train")
+                losses += list(s["loss"])
+            ev = v.run.evals
+            if "val_loss" in ev.columns:
+                ax_loss.plot(ev["step"], ev["val_loss"], color=v.color, ls="--", marker="o",
+                             ms=4, label=f"{text(v.label)} val")
+                losses += list(ev["val_loss"])
+            if "lr" in s.columns:
+                ax_lr.plot(s["step"], s["lr"], color=v.color, lw=1.2, label=text(v.label))
+                lrs += list(s["lr"])
+        f_stars = {v.f_star for v in views if v.f_star is not None}
+        if len(f_stars) == 1:
+            ax_loss.axhline(f_stars.pop(), color="0.3", ls=":", lw=1, label="f*")
+        autoscale(ax_loss, losses)
+        autoscale(ax_lr, lrs)
+        ax_loss.set(xlabel="step", ylabel="loss" + loss_unit(views), title="loss")
+        ax_lr.set(xlabel="step", ylabel="learning rate", title="learning rate used")
+        ax_loss.legend(fontsize="small")
+        return data_uri(fig)
+
+
+def k_label(view: RunView) -> str:
+    """Y label of the K axis: the probed column and its geometry."""
+    column = view.fit.column if view.fit is not None else "secant_K"
+    if column == "secant_K":
+        return f"secant K = ‖Δg‖* / ‖Δx‖  ({view.family or '?'} geometry)"
+    if column == "secant_K_euclid":
+        return "secant K = ‖Δg‖₂ / ‖Δx‖₂  (Euclidean)"
+    return column
+
+
+def delta_label(view: RunView) -> str:
+    """X label of the Δ axis."""
+    source = view.fit.delta_from if view.fit is not None else "loss"
+    return f"Δ = {source} − f*" + loss_unit([view])
+
+
+def k_vs_delta(view: RunView) -> str:
+    """K against Δ coloured by step, with the envelope, its bootstrap band and least squares."""
+    pts, fit = view.points, view.fit
+    with figure(height=4.2, width=7.5) as (fig, axes):
+        ax = axes[0, 0]
+        art = ax.scatter(pts["delta"], pts["k"], c=pts["step"], cmap="viridis", s=14,
+                         alpha=0.85, linewidths=0)
+        fig.colorbar(art, ax=ax, label="step")
+        if fit is not None:
+            grid = delta_grid(pts, fit)
+            if view.band is not None:
+                g, low, high = view.band
+                ax.fill_between(g, low, high, color=view.color, alpha=0.2,
+                                label=f"{round(100 * fit.level)}% bootstrap band")
+            ax.plot(grid, fit.predict(grid), color=view.color, lw=2,
+                    label=f"envelope (τ = {fit.quantile:g}, ρ = {fit.rho:g})")
+            ls = fit.least_squares
+            ax.plot(grid, k_model(grid, ls["K0"], ls["K1"], ls["K_rho"], fit.rho), color="0.2",
+                    ls="--", lw=1.3, label=f"least squares (R² = {ls['r2']:.3f})")
+            ax.legend(fontsize="small")
+        autoscale(ax, pts["delta"], "x")
+        autoscale(ax, pts["k"])
+        if ax.get_yscale() == "log":  # a band reaching towards 0 must not squash the points
+            ax.set_ylim(bottom=max(ax.get_ylim()[0], pts["k"].min() / 3))
+        ax.set(xlabel=delta_label(view), ylabel=k_label(view), title=text(view.label))
+        return data_uri(fig)
+
+
+def residuals(view: RunView) -> str:
+    """K over the envelope K(Δ), against Δ and against step (above 1: outside the envelope)."""
+    pts, fit = view.points, view.fit
+    ratio = pts["k"].to_numpy() / fit.predict(pts["delta"].to_numpy())
+    above = float(np.mean(ratio > 1))
+    with figure(1, 2, height=3.4) as (fig, axes):
+        for ax, x, xlabel in ((axes[0, 0], pts["delta"], delta_label(view)),
+                              (axes[0, 1], pts["step"], "step")):
+            ax.scatter(x, ratio, color=view.color, s=12, alpha=0.8, linewidths=0)
+            ax.axhline(1.0, color="0.2", lw=1)
+            autoscale(ax, ratio)
+            ax.set(xlabel=xlabel, ylabel="K / envelope K(Δ)")
+        autoscale(axes[0, 0], pts["delta"], "x")
+        fig.suptitle(f"{text(view.label)}: {100 * above:.0f}% of points above the envelope "
+                     f"(target {100 * (1 - fit.quantile):.0f}%)", fontsize="medium")
+        return data_uri(fig)
+
+
+def switch_step(view: RunView, switch_loss: float) -> int | None:
+    """First step where the schedule switched (adaptive runs) or the smoothed loss fell below
+    the switch loss f* + Δ' (other runs)."""
+    s = view.steps
+    if "phase" in s.columns:
+        decay = s[s["phase"] == "decay"]
+        return int(decay["step"].iloc[0]) if len(decay) else None
+    if not np.isfinite(switch_loss) or "loss" not in s.columns:
+        return None
+    smooth = s["loss"].rolling(10, min_periods=1).mean()
+    below = s[smooth <= switch_loss]
+    return int(below["step"].iloc[0]) if len(below) else None
+
+
+def schedule(view: RunView) -> str:
+    """η(Δ) implied by the fit with Δ', the LR actually used at each Δ, and the LR per step."""
+    fit, s = view.fit, view.steps
+    with figure(1, 2, height=3.8) as (fig, axes):
+        ax_eta, ax_step = axes[0]
+        grid = delta_grid(view.points, fit) if view.points is not None else np.geomspace(
+            *fit.delta_range, 200)
+        peak = fit.delta_peak
+        if np.isfinite(peak):
+            grid = np.geomspace(min(grid[0], peak / 2), max(grid[-1], 2 * peak), 300)
+        implied = fit.eta(grid)
+        ax_eta.plot(grid, np.where(implied > 0, implied, np.nan), color=view.color, lw=2,
+                    label="η(Δ) = Δ / K(Δ) of the fit")
+        delta = s["loss"].to_numpy(dtype=float) - fit.f_star
+        used = delta > 0
+        ax_eta.scatter(delta[used], s["lr"].to_numpy()[used], c=s["step"].to_numpy()[used],
+                       cmap="viridis", s=6, alpha=0.6, label="LR used (colour: step)")
+        switch_loss = fit.f_star + peak
+        if np.isfinite(peak):
+            ax_eta.axvline(peak, color="0.2", ls="--", lw=1,
+                           label=f"Δ' = {peak:.4g} (switch loss {switch_loss:.4g})")
+        if "delta_peak" in s.columns and s["delta_peak"].notna().any():
+            own = float(s["delta_peak"].dropna().iloc[-1])
+            ax_eta.axvline(own, color=view.color, ls=":", lw=1.5,
+                           label=f"Δ' of the run's adaptive schedule = {own:.4g}")
+        autoscale(ax_eta, np.concatenate([grid, delta[used]]), "x")
+        autoscale(ax_eta, np.concatenate([implied, s["lr"].to_numpy()[used]]))
+        ax_eta.set(xlabel=delta_label(view), ylabel="step size η (primal norm)",
+                   title="implied η(Δ) and the LR used")
+        ax_eta.legend(fontsize="small")
+        ax_step.plot(s["step"], s["lr"], color=view.color, lw=1.3, label="LR used")
+        when = switch_step(view, switch_loss)
+        if when is not None:
+            ax_step.axvline(when, color="0.2", ls="--", lw=1, label=f"switch at step {when}")
+        autoscale(ax_step, s["lr"])
+        ax_step.set(xlabel="step", ylabel="learning rate", title="schedule used")
+        ax_step.legend(fontsize="small")
+        fig.suptitle(text(view.label), fontsize="medium")
+        return data_uri(fig)
+
+
+def tensor_norms(view: RunView, tensors: pd.DataFrame) -> str:
+    """Heatmaps (log colour) of each tensor's gradient dual norm and update primal norm per step."""
+    names = list(dict.fromkeys(tensors["tensor"]))
+    height = 2.4 + 0.16 * len(names)
+    with figure(1, 2, height=height, width=WIDTH + 2) as (fig, axes):
+        for ax, column, what in ((axes[0, 0], "grad_dual", "gradient dual norm ‖g_i‖*"),
+                                 (axes[0, 1], "update_primal", "update primal norm ‖Δx_i‖")):
+            grid = tensors.pivot_table(index="tensor", columns="step", values=column,
+                                       aggfunc="first").reindex(names)
+            positive = grid.where(grid > 0)
+            finite = positive.to_numpy()[np.isfinite(positive.to_numpy())]
+            norm = LogNorm(finite.min(), finite.max()) if len(finite) else None
+            sns.heatmap(positive, ax=ax, cmap="magma", norm=norm, yticklabels=ax is axes[0, 0],
+                        xticklabels=max(1, grid.shape[1] // 12))
+            ax.set(xlabel="step", ylabel="", title=what)
+            ax.tick_params(axis="y", labelsize=7)
+        fig.suptitle(f"{text(view.label)} ({view.family} geometry)", fontsize="medium")
+        return data_uri(fig)
+
+
+CURVATURE_PANELS = (
+    ("top_eig", None, "top Hessian eigenvalue λ_max (Lanczos)"),
+    ("trace", "trace_se", "Hessian trace (Hutch++ ± 2 s.e.)"),
+    ("curv_fd", None, "curvature along the update dᵀHd/‖d‖² (FD solid, HVP dashed)"),
+)
+
+
+def curvature(views: Sequence[RunView]) -> str:
+    """Top eigenvalue, trace and directional curvature over time, runs overlaid."""
+    with figure(1, 3, height=3.6, width=WIDTH + 3) as (fig, axes):
+        for ax, (column, se, title) in zip(axes[0], CURVATURE_PANELS):
+            values = []
+            for v in views:
+                s = v.steps
+                if column not in s.columns:
+                    continue
+                rows = s[s[column].notna()]
+                ax.plot(rows["step"], rows[column], color=v.color, marker=".", lw=1,
+                        label=text(v.label))
+                values += list(rows[column])
+                if se is not None and se in rows.columns:
+                    ax.fill_between(rows["step"], rows[column] - 2 * rows[se],
+                                    rows[column] + 2 * rows[se], color=v.color, alpha=0.2)
+                if column == "curv_fd" and "curv_hvp" in s.columns:
+                    hvp = s[s["curv_hvp"].notna()]
+                    ax.plot(hvp["step"], hvp["curv_hvp"], color=v.color, ls="--", lw=1)
+                    values += list(hvp["curv_hvp"])
+            autoscale(ax, values)
+            ax.set(xlabel="step", ylabel="curvature (loss / param²)", title=title)
+            ax.title.set_fontsize("small")
+        if axes[0, 0].get_legend_handles_labels()[0]:
+            axes[0, 0].legend(fontsize="small")
+        return data_uri(fig)

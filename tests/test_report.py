@@ -1,0 +1,283 @@
+"""HTML reports: structure, escaping, figure data that matches the run, and a real headless browser."""
+
+import base64
+import json
+import math
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from smoothprobe import SmoothprobeError, TrainConfig, load_run, train
+from smoothprobe.fit import fit_run
+from smoothprobe.report import write_report
+from smoothprobe.report.data import build_view, final_losses, probe_costs
+from smoothprobe.report.figures import switch_step
+
+SECTION_IDS = ("summary", "config", "loss-lr", "k-vs-delta", "residuals", "model-comparison",
+               "schedule", "tensor-norms", "curvature", "probe-cost", "warnings")
+DATA_SECTIONS = ("k-vs-delta", "residuals", "model-comparison", "schedule", "tensor-norms",
+                 "curvature", "probe-cost")
+QUADRATIC = {"task": "quadratic", "optimizer": "lion", "lr": 1e-2, "steps": 40, "eval_every": 20,
+             "device": "cpu"}
+PROBES = {"probes": ["norms", "secant", "curv_fd", "top_eig", "trace"], "every": 1,
+          "heavy_every": 10}
+HOSTILE_DIR = "<img src=x onerror=alert(1)>"
+SCRIPT = "<script>alert(1)</script>"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class Page(HTMLParser):
+    """Every tag with its attributes, the enclosing section of each tag, and each section's text."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict, str | None]] = []
+        self.text: dict[str | None, list[str]] = {}
+        self.section: str | None = None
+        self.sections: dict[str, dict] = {}
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.section = attrs.get("id")
+            self.sections[self.section] = attrs
+        self.tags.append((tag, attrs, self.section))
+
+    def handle_endtag(self, tag):
+        if tag == "section":
+            self.section = None
+
+    def handle_data(self, data):
+        self.text.setdefault(self.section, []).append(data)
+
+    def section_text(self, section: str) -> str:
+        return " ".join(" ".join(self.text.get(section, [])).split())
+
+    def find(self, tag: str, section: str | None = None) -> list[dict]:
+        return [a for t, a, s in self.tags if t == tag and (section is None or s == section)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A probed quadratic run, an unprobed one in a hostile directory name, and a tampered copy."""
+    root = tmp_path_factory.mktemp("report")
+    probed = train(TrainConfig(**QUADRATIC, probes=PROBES), root / "probed", progress=False)
+    plain = train(TrainConfig(**QUADRATIC, seed=1, schedule="constant"), root / HOSTILE_DIR,
+                  progress=False)
+    tampered = root / "tampered"
+    shutil.copytree(probed, tampered)
+    lines = (tampered / "steps.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    for i in (3, 11, 25):  # planted: probed rows whose K is lost
+        rows[i]["secant_K"] = None
+    for i in (7, 30):  # planted: losses below f* = 0, so Δ <= 0
+        rows[i]["loss"] = -0.5
+    text = "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 40, "lo'  # torn last record
+    (tampered / "steps.jsonl").write_text(text)
+    return probed, plain, tampered
+
+
+@pytest.fixture(scope="module")
+def two_run_report(runs, tmp_path_factory):
+    probed, plain, _ = runs
+    out = tmp_path_factory.mktemp("out") / "report.html"
+    write_report([probed, plain], out, title=SCRIPT)
+    return out.read_text()
+
+
+def test_report_has_every_section_and_no_external_resource(two_run_report):
+    page = Page(two_run_report)
+    assert set(SECTION_IDS) <= set(page.sections)
+    assert not page.find("script") and not page.find("link") and not page.find("iframe")
+    refs = [a[k] for a in (attrs for _, attrs, _ in page.tags) for k in ("src", "href") if k in a]
+    assert refs and all(r.startswith(("#", "data:image/png;base64,")) for r in refs)
+    assert all(a["href"].startswith("#") for a in page.find("a"))
+    for section in ("loss-lr", "k-vs-delta", "residuals", "schedule", "tensor-norms",
+                    "curvature"):
+        assert len(page.find("img", section)) == 1, section  # only the probed run has data
+    for img in page.find("img"):
+        head, payload = img["src"].split(",", 1)
+        assert head == "data:image/png;base64"
+        assert base64.b64decode(payload)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hostile_names_render_as_text(runs, two_run_report, tmp_path):
+    html = two_run_report
+    assert SCRIPT not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    page = Page(html)
+    assert not page.find("script")
+    assert all(img["src"].startswith("data:") for img in page.find("img"))
+    assert SCRIPT in page.section_text(None)  # the title, shown as text
+    assert HOSTILE_DIR in page.section_text("summary")
+    out = write_report([runs[1]], tmp_path / "r.html", labels=["<b>bold</b> $x$"])
+    labelled = Page(out.read_text())
+    assert not labelled.find("b") and "<b>bold</b> $x$" in labelled.section_text("summary")
+
+
+def test_scatter_points_equal_probed_rows_with_finite_k_and_positive_gap(runs, tmp_path):
+    _, _, tampered = runs
+    run = load_run(tampered)
+    steps = run.steps
+    expected = int((np.isfinite(steps["secant_K"]) & (steps["loss"] - 0.0 > 0)).sum())
+    assert expected == 40 - 3 - 2
+    page = Page(write_report([tampered], tmp_path / "r.html").read_text())
+    assert page.sections["k-vs-delta"]["data-points"] == str(expected)
+    (figure,) = page.find("figure", "k-vs-delta")
+    assert figure["data-points"] == str(expected)
+    model = page.section_text("model-comparison")
+    assert f"{expected} of 40 rows used (3 without a finite K" in model
+    assert "; 2 with Δ ≤ 0)" in model
+    warnings = page.section_text("warnings")
+    assert "dropped a truncated last record" in warnings
+    assert "3 probed steps have a non-finite secant K" in warnings
+    assert "2 fit rows have Δ ≤ 0" in warnings
+
+
+def test_sections_without_data_say_so(runs, tmp_path):
+    _, plain, _ = runs
+    page = Page(write_report([plain], tmp_path / "r.html").read_text())
+    assert page.sections["k-vs-delta"]["data-points"] == "0"
+    for section in DATA_SECTIONS:
+        assert not page.find("img", section), section
+        notes = [a for a in page.find("p", section) if a.get("class") == "absent"]
+        assert notes, f"section {section} is silent about its missing data"
+    assert "no secant_K column" in page.section_text("k-vs-delta")
+    assert "No curvature probes" in page.section_text("curvature")
+    assert page.find("img", "loss-lr")
+
+
+def test_run_without_steps_gives_a_report_that_says_so(runs, tmp_path):
+    empty = tmp_path / "empty"
+    shutil.copytree(runs[1], empty)
+    for table in ("steps", "evals", "tensors"):
+        (empty / f"{table}.jsonl").write_text("")
+    page = Page(write_report([empty], tmp_path / "r.html").read_text())
+    assert not page.find("img")
+    assert "No steps recorded yet" in page.section_text("loss-lr")
+    assert "the store holds 0 of 40 planned steps" in page.section_text("warnings")
+
+
+def test_given_fit_is_shown_with_its_constants_and_band(runs, tmp_path):
+    probed, _, tampered = runs
+    fit = fit_run(load_run(probed), bootstrap=20, seed=3)
+    fit.to_json(tmp_path / "fit.json")
+    page = Page(write_report([probed], tmp_path / "r.html", fits=[tmp_path / "fit.json"])
+                .read_text())
+    model = page.section_text("model-comparison")
+    assert fit.verdict in model
+    assert f"{fit.K0:.4g}" in model and f"{fit.K1:.4g}" in model
+    lo, hi = fit.intervals["K0"]
+    assert f"[{lo:.4g}, {hi:.4g}]" in model
+    assert "fit given" in page.section_text("k-vs-delta")
+    assert "from 20 block-bootstrap refits" in page.section_text("k-vs-delta")
+    # The same fit on another run's rows: points still drawn, but no band from foreign data.
+    view = build_view(load_run(tampered), "t", "#000000", fit)
+    assert view.band is None and "other data" in view.band_note
+    assert len(view.points) == 35
+
+
+def test_envelope_band_brackets_the_envelope(runs):
+    probed, _, _ = runs
+    view = build_view(load_run(probed), "p", "#000000", None)
+    grid, low, high = view.band
+    envelope = view.fit.predict(grid)
+    assert np.all(low <= high)
+    inside = np.mean((low <= envelope * (1 + 1e-9)) & (envelope <= high * (1 + 1e-9)))
+    assert inside > 0.9
+
+
+def test_probe_costs_are_overheads_over_training_time_without_probes():
+    steps = pd.DataFrame({"step": [0, 1, 2, 3], "step_time_s": [2.0, 1.0, 1.0, 2.0],
+                          "probe_time_s": [1.0, np.nan, np.nan, 1.0],
+                          "time_norms_s": [0.25, np.nan, np.nan, 0.25],
+                          "time_s": [2.0, 3.0, 4.0, 6.0]})
+    costs = {c["probe"]: c for c in probe_costs(steps)}
+    assert set(costs) == {"norms", "all probes"}
+    assert costs["all probes"]["overhead"] == pytest.approx(2.0 / 4.0)
+    assert costs["norms"]["overhead"] == pytest.approx(0.5 / 4.0)
+    assert costs["norms"]["per_call_s"] == pytest.approx(0.25) and costs["norms"]["calls"] == 2
+    assert probe_costs(steps.drop(columns=["probe_time_s", "time_norms_s"])) == []
+
+
+def test_final_losses_and_switch_step(runs):
+    run = load_run(runs[0])
+    view = build_view(run, "p", "#000000", None)
+    summary = final_losses(view)
+    assert summary["final_loss"] == pytest.approx(run.steps["loss"].iloc[-10:].mean())
+    assert summary["final_val"] == pytest.approx(run.evals["val_loss"].iloc[-1])
+    assert summary["steps_done"] == 40
+    view.run.steps = pd.DataFrame({"step": range(6), "loss": [5.0, 4, 3, 2, 1, 0.5],
+                                   "phase": ["warmup"] * 4 + ["decay"] * 2})
+    assert switch_step(view, math.inf) == 4
+    view.run.steps = view.run.steps.drop(columns="phase")
+    assert switch_step(view, 3.5) == 3  # rolling mean of 10 (min 1): 5, 4.5, 4, 3.5
+    assert switch_step(view, math.inf) is None
+
+
+def test_bad_arguments_are_one_line_errors(runs, tmp_path):
+    probed, plain, _ = runs
+    with pytest.raises(SmoothprobeError, match="runs must be"):
+        write_report(str(probed), tmp_path / "r.html")
+    with pytest.raises(SmoothprobeError, match="fits has 2 entries for 1 runs"):
+        write_report([probed], tmp_path / "r.html", fits=[None, None])
+    with pytest.raises(SmoothprobeError, match="labels has 1 entries for 2 runs"):
+        write_report([probed, plain], tmp_path / "r.html", labels=["a"])
+    with pytest.raises(SmoothprobeError, match="not a directory|no run.json"):
+        write_report([tmp_path], tmp_path / "r.html")
+
+
+BROWSER_CHECK = """<script>
+window.addEventListener("load", () => {
+  for (const img of document.images) {
+    if (!img.complete || img.naturalWidth === 0) console.error("broken image: " + img.alt);
+  }
+  for (const entry of performance.getEntriesByType("resource")) {
+    console.error("fetched " + entry.name);
+  }
+  console.log("checked " + document.images.length + " images");
+});
+</script>"""
+
+
+def chromium(page: Path, shot: Path, tmp_path: Path) -> list[str]:
+    """Load `page` in headless chromium, screenshot it, and return its console lines."""
+    proc = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+         "--hide-scrollbars", "--window-size=1280,1600", f"--screenshot={shot}", page.as_uri()],
+        check=True, capture_output=True, text=True, timeout=120)
+    return [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_browser_console_capture_sees_errors(tmp_path):
+    page = tmp_path / "bad.html"
+    page.write_text('<p>x</p><img alt="bad" src="data:image/png;base64,AAAA">' + BROWSER_CHECK)
+    console = chromium(page, tmp_path / "bad.png", tmp_path)
+    assert any("broken image: bad" in line for line in console)
+    assert any('"checked 1 images"' in line for line in console)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_browser_loads_report_without_errors(two_run_report, tmp_path):
+    from PIL import Image
+
+    images = len(Page(two_run_report).find("img"))
+    page = tmp_path / "report.html"
+    page.write_text(two_run_report.replace("</body>", BROWSER_CHECK + "</body>"))
+    shot = tmp_path / "shot.png"
+    console = chromium(page, shot, tmp_path)
+    assert len(console) == 1 and f'"checked {images} images"' in console[0], console
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[:2] == (1600, 1280)
+    colours = np.unique(pixels.reshape(-1, 3), axis=0)
+    assert len(colours) > 50 and pixels.std() > 5
