@@ -5,16 +5,21 @@
 Records the tiny LLaMA on the Markov task (f* known exactly: the chain's entropy rate) with Lion
 and curvature probes, fits it, trains the adaptive schedule from that fit and a linear warm-up
 baseline, and writes reports/markov-lion.html (the probed run) and
-reports/markov-lion-schedules.html (the three runs overlaid). About 10 minutes on 2 CPU cores.
+reports/markov-lion-schedules.html (the three runs overlaid); then runs `smoothprobe demo` for
+reports/demo.html and, where Debian's chromium is installed, the README's reports/screenshot.png.
+About 15 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
 from smoothprobe import SmoothprobeError, TrainConfig, load_run, train
+from smoothprobe.demo import demo
 from smoothprobe.fit import SmoothnessFit, fit_run
 from smoothprobe.report import write_report
 
@@ -66,8 +71,27 @@ def main() -> None:
         [probed, adaptive, warmup], HERE / "markov-lion-schedules.html", fits=[fit],
         labels=["cosine, no warm-up", adaptive_label, "cosine, 10% linear warm-up"],
         title="Tiny LLaMA on the Markov task, Lion: adaptive warm-up against fixed schedules")
-    for path in (single, sweep):
+    print("running `smoothprobe demo` for reports/demo.html")
+    demo_report = demo(runs / "demo", progress=False)
+    shutil.copyfile(demo_report, HERE / "demo.html")
+    for path in (single, sweep, HERE / "demo.html"):
         print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    screenshot(HERE / "demo.html", HERE / "screenshot.png")
+
+
+def screenshot(page: Path, png: Path) -> None:
+    """The README's picture: the top of a report in headless Debian chromium (skipped without it)."""
+    browser = shutil.which("chromium")
+    if browser is None:
+        print("chromium not found: screenshot not updated")
+        return
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update",
+                        "--disable-sync", f"--user-data-dir={profile}", "--window-size=1100,1500",
+                        "--hide-scrollbars", f"--screenshot={png}", page.as_uri()],
+                       check=True, capture_output=True, timeout=120)
+    print(f"wrote {png}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,27 @@
+"""`smoothprobe demo`: the whole pipeline on built-in data, checked end to end."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from smoothprobe import load_run
+from smoothprobe.cli.main import main
+
+
+def test_demo_records_fits_trains_adaptively_and_reports(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--steps", "60"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith(str(tmp_path / "report.html"))
+    baseline, adaptive = load_run(tmp_path / "baseline"), load_run(tmp_path / "adaptive")
+    assert len(baseline.steps) == len(adaptive.steps) == 60
+    assert baseline.config["seed"] == adaptive.config["seed"]
+    # the adaptive run's first step is lr/div (warm-up starts at step 0), with the task's exact f*
+    assert adaptive.steps.lr.iloc[0] == pytest.approx(baseline.config["lr"] / 10)
+    assert adaptive.steps.f_star.iloc[-1] == pytest.approx(baseline.f_star)
+    fit = json.loads((tmp_path / "baseline" / "fit.json").read_text())
+    assert fit["f_star"] == pytest.approx(baseline.f_star)
+    html = (tmp_path / "report.html").read_text()
+    for section in ("k-vs-delta", "model-comparison", "schedule"):
+        assert f'id="{section}"' in html
+    assert fit["verdict"].split(";")[0] in html
