@@ -131,7 +131,7 @@ def fit_frame(
         columns = {"K0": boot[:, 0], "K1": boot[:, 1], "K_rho": boot[:, 2], "delta_peak": b_peak,
                    "eta_max": b_top, "switch_loss": f_star + b_peak,
                    "growth": _growth(boot, data, design.rho)}
-        intervals = {k: tuple(float(q) for q in np.percentile(v, tails))
+        intervals = {k: tuple(float(q) for q in np.percentile(v, tails, method="inverted_cdf"))
                      for k, v in columns.items()}
         growth_interval = intervals["growth"]
 
