@@ -87,6 +87,9 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
                      show_default=True, help="Adaptive: decay after the peak."),
         click.option("--max-warmup", type=click.FloatRange(min=0), default=0.3, show_default=True,
                      help="Adaptive: longest warm-up (fraction of --steps if below 1, else steps)."),
+        click.option("--refit-every", type=click.IntRange(min=1), default=None,
+                     help="Adaptive, with `record`: refit K(Delta) to the secant probes every N steps and "
+                          "adopt the constants once the data supports the model."),
         click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to write."),
         click.option("--no-progress", is_flag=True, help="Hide the progress bar."),
     ]
@@ -110,7 +113,8 @@ def config_from_options(kw: dict):
     task_options = {new: kw.pop(old) for old, new in renames.items() if kw.get(old) is not None}
     for old in renames:
         kw.pop(old, None)
-    adaptive_keys = ("adaptive", "fit_path", "f_star", "div", "delta_peak", "adaptive_decay", "max_warmup")
+    adaptive_keys = ("adaptive", "fit_path", "f_star", "div", "delta_peak", "adaptive_decay", "max_warmup",
+                     "refit_every")
     adaptive = {k: kw.pop(k) for k in adaptive_keys}
     fields = {k: kw.pop(k) for k in list(kw) if k in TrainConfig.__dataclass_fields__}
     return TrainConfig(**fields, task_options=task_options, adaptive=adaptive_options(adaptive))
@@ -130,7 +134,8 @@ def adaptive_options(opts: dict) -> dict | None:
         raise click.BadParameter("'auto' re-estimates f* without a fit; drop --fit or give a number",
                                  param_hint="--f-star")
     return {"fit": opts["fit_path"], "f_star": f_star, "div": opts["div"], "delta_peak": opts["delta_peak"],
-            "decay": opts["adaptive_decay"], "max_warmup": opts["max_warmup"] or None}
+            "decay": opts["adaptive_decay"], "max_warmup": opts["max_warmup"] or None,
+            "refit_constants": opts["refit_every"]}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -22,7 +22,7 @@ from smoothprobe.optim import OPTIMIZERS, default_lr, describe_split, make_optim
 from smoothprobe.probes.recorder import Cadence, Recorder, optimizer_geometry
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.baseline import DECAYS, WARMUP_SHAPES, WarmupDecay, warmup_steps
-from smoothprobe.schedule.online import OnlineFStar
+from smoothprobe.schedule.online import OnlineFStar, OnlineRefit
 from smoothprobe.store import RunStore, read_table
 from smoothprobe.tasks import TASKS, Task, make_task
 
@@ -136,6 +136,7 @@ class Trainer:
     elapsed: float = 0.0
     recorder: Recorder | None = None
     online: OnlineFStar | None = None
+    refit: OnlineRefit | None = None
     ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
 
     def accumulate(self, batches: list) -> float:
@@ -212,7 +213,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.recorder is not None:
             row.update(self.recorder.after_step())
-        row.update(self.schedule_step(loss))
+        row.update(self.schedule_step(row))
         deltas = torch._foreach_sub([p.detach() for p in params], before)
         row["update_norm"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(deltas))).item()
         row["step_time_s"] = time.perf_counter() - t0
@@ -224,14 +225,19 @@ class Trainer:
         row["time_s"] = self.elapsed
         return row
 
-    def schedule_step(self, loss: float) -> dict:
-        """Advance the schedule; loss-driven schedulers take the step's loss and report their state."""
+    def schedule_step(self, row: dict) -> dict:
+        """Advance the schedule; loss-driven schedulers take the step's loss (and online sources its
+        probes) and report their state."""
         if isinstance(self.scheduler, AdaptiveWarmup):
             if self.online is not None:
-                self.online.observe(self.scheduler.last_epoch, loss)
-            self.scheduler.step(loss)
+                self.online.observe(row["step"], row["loss"])
+            extra = {}
+            if self.refit is not None:
+                self.refit.observe(row["step"], row)
+                extra["refit_status"] = self.refit.status
+            self.scheduler.step(row["loss"])
             record = self.scheduler.last_record()
-            return {k: v for k, v in record.items() if k not in ("step", "loss", "lr")}
+            return {**{k: v for k, v in record.items() if k not in ("step", "loss", "lr")}, **extra}
         self.scheduler.step()
         return {}
 
@@ -276,6 +282,7 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model
     fit, f_star = opts.pop("fit", None), opts.pop("f_star", None)
     div, delta_peak = opts.pop("div", 10.0), opts.pop("delta_peak", None)
     opts.pop("refit_every", None)
+    opts.pop("refit_constants", None)
     max_warmup = opts.pop("max_warmup", 0.3)
     common = {"total_steps": config.steps, "decay": opts.pop("decay", "cosine"),
               "max_warmup": None if max_warmup is None else warmup_steps(max_warmup, config.steps), **opts}
@@ -348,17 +355,23 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
     if config.adaptive is not None and config.adaptive.get("f_star") == "auto":
         every = config.adaptive.get("refit_every") or max(10, config.steps // 20)
         trainer.online = OnlineFStar(scheduler, every)
+    if config.adaptive is not None and config.adaptive.get("refit_constants"):
+        if trainer.recorder is None or "secant" not in trainer.recorder.probes:
+            raise SmoothprobeError("refitting the constants online needs the secant probe: use `smoothprobe record`")
+        trainer.refit = OnlineRefit(scheduler, int(config.adaptive["refit_constants"]))
     if resume:
         state = store.load_checkpoint()
         if state is not None:
             trainer.restore(state)
         store.truncate(trainer.start_step)
-        if trainer.online is not None:
-            for row in read_table(store.path / "steps.jsonl")[0]:
-                if row["step"] >= trainer.start_step:
-                    continue
+        for row in read_table(store.path / "steps.jsonl")[0]:  # the online sources' history
+            if row["step"] >= trainer.start_step:
+                continue
+            if trainer.online is not None:
                 trainer.online.steps.append(row["step"])
                 trainer.online.losses.append(row["loss"])
+            if trainer.refit is not None and math.isfinite(row.get("secant_K") or math.nan):
+                trainer.refit.rows.append({"step": row["step"], "loss": row["loss"], "secant_K": row["secant_K"]})
     return trainer
 
 

@@ -38,3 +38,32 @@ def test_estimate_above_first_loss_is_ignored():
         online.observe(step, 3.0)  # flat curve: no saturation to extrapolate
         sched.step(3.0)
     assert sched.f_star < 3.0
+
+
+def test_online_refit_adopts_planted_constants_scaled_to_the_peak_lr():
+    from smoothprobe.fit.synthetic import planted_steps
+    from smoothprobe.schedule.adaptive import eta_max
+    from smoothprobe.schedule.online import OnlineRefit
+
+    steps = planted_steps(3000, seed=0, f_star=0.0)
+    sched = make_schedule()
+    refit = OnlineRefit(sched, every=1500)
+    for i, row in steps.iterrows():
+        refit.observe(int(row.step), row.to_dict())
+        if i == 1498:
+            assert refit.status == "waiting" or refit.status.startswith("not")  # no refit yet
+    assert refit.status == "adopted"
+    k0, k1, k2, rho = sched.constants
+    assert k1 / k0 == pytest.approx(2.0, rel=0.1) and k2 / k0 == pytest.approx(3.0, rel=0.1)
+    assert rho == 2.0 and eta_max(k0, k1, k2, rho) == pytest.approx(sched.lr, rel=1e-9)
+
+
+def test_online_refit_keeps_constants_when_k_does_not_grow():
+    from smoothprobe.schedule.online import OnlineRefit
+
+    sched = make_schedule()
+    refit = OnlineRefit(sched, every=100)
+    rng = np.random.default_rng(0)
+    for step in range(100):
+        refit.observe(step, {"loss": 3.0 - step / 100, "secant_K": 5.0 + rng.random()})
+    assert refit.status != "adopted" and sched.constants is None  # practical rule untouched

@@ -1,4 +1,4 @@
-"""f* = auto during training: re-estimate f* from the loss curve so far and move the schedule."""
+"""Online sources for the adaptive schedule: f* from the loss curve so far, constants from the probes so far."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import math
 import warnings
 
 import numpy as np
+import pandas as pd
 
 from smoothprobe.errors import SmoothprobeError
+from smoothprobe.fit import fit_frame
+from smoothprobe.fit.data import MIN_POINTS
 from smoothprobe.fit.fstar import MIN_LOSS_POINTS, estimate_f_star
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 
@@ -45,3 +48,38 @@ class OnlineFStar:
         except SmoothprobeError as exc:
             warnings.warn(f"f* estimate {estimate.value:.4g} at step {step} not used: {exc}", RuntimeWarning,
                           stacklevel=2)
+
+
+class OnlineRefit:
+    """Source (c) of the constants: every `every` steps, fit K(Δ) to the probe column recorded so far
+    (no bootstrap) and adopt the fitted constants when the fit calls the model supported, scaled so
+    η still peaks at the schedule's `lr`. Until then the schedule keeps its own constants."""
+
+    def __init__(self, scheduler: AdaptiveWarmup, every: int, column: str = "secant_K") -> None:
+        if every < 1:
+            raise SmoothprobeError(f"refit interval must be >= 1, got {every}")
+        self.scheduler, self.every, self.column = scheduler, every, column
+        self.rows: list[dict] = []
+        self.status = "waiting"
+
+    def observe(self, step: int, row: dict) -> None:
+        """Keep the step's probe value; refit on the cadence once enough probed steps exist."""
+        value = row.get(self.column)
+        if value is not None and math.isfinite(value):
+            self.rows.append({"step": step, "loss": row["loss"], self.column: value})
+        if (step + 1) % self.every or len(self.rows) < MIN_POINTS:
+            return
+        try:
+            fit = fit_frame(pd.DataFrame(self.rows), f_star=self.scheduler.f_star, column=self.column,
+                            bootstrap=0)
+        except SmoothprobeError as exc:
+            self.status = f"failed: {exc}"
+            return
+        if fit.status != "supported":
+            self.status = fit.status
+        elif fit.K0 > 0 and fit.K_rho > 0:
+            scale = fit.eta_max / self.scheduler.lr
+            self.scheduler.set_constants(fit.K0 * scale, fit.K1 * scale, fit.K_rho * scale, fit.rho)
+            self.status = "adopted"
+        else:
+            self.status = "supported but without a warm-up peak (K0 or K_rho is 0): kept"
