@@ -31,6 +31,14 @@ HEAD_NAMES = frozenset({"lm_head", "head", "output"})
 Closure = Callable[[], Tensor] | None
 
 
+def closure_loss(closure: Closure) -> Tensor | None:
+    """Evaluate an optimizer closure with gradients enabled (torch's `step(closure)` convention)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class _DecoupledOptimizer(Optimizer):
     """Shared step: ``x <- x*(1 - lr*wd) - lr*d`` with d from :meth:`_directions` (foreach ops)."""
 
@@ -41,10 +49,7 @@ class _DecoupledOptimizer(Optimizer):
     @torch.no_grad()
     def step(self, closure: Closure = None) -> Tensor | None:
         """Take one step on every parameter that has a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -207,10 +212,7 @@ class MuonWithAdamW(Optimizer):
     @torch.no_grad()
     def step(self, closure: Closure = None) -> Tensor | None:
         """Step Muon, then AdamW; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for inner in self.inner.values():
             inner.step()
         return loss
