@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--optimizers", default="muon,lion,normsgd")
+    parser.add_argument("--max-warmup", type=float, default=0.3, help="the adaptive schedule's warm-up cap")
     parser.add_argument("--out", default="runs/adaptive_vs_grid")
     parser.add_argument("--table", default=str(Path(__file__).resolve().parents[1] / "reports" / "adaptive_vs_grid.csv"))
     args = parser.parse_args()
@@ -34,7 +35,7 @@ def main() -> None:
     for name in args.optimizers.split(","):
         base = TrainConfig(task="lm", model="tiny", optimizer=name, lr=PEAK_LR[name], steps=args.steps,
                            batch_size=16, seq_len=64, eval_every=max(1, args.steps // 4))
-        table = sweep(base, Path(args.out) / name, GRID, args.seeds, adaptive={"f_star": "auto"})
+        table = sweep(base, Path(args.out) / name, GRID, args.seeds, adaptive={"f_star": "auto", "max_warmup": args.max_warmup})
         table.insert(0, "optimizer", name)
         tables.append(table)
         adaptive = table[table.config == "adaptive"].iloc[0]

@@ -85,7 +85,7 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
                      help="Adaptive: gap Delta' where the lr peaks [default: chosen from the geometry]."),
         click.option("--adaptive-decay", type=click.Choice(["cosine", "linear", "model"]), default="cosine",
                      show_default=True, help="Adaptive: decay after the peak."),
-        click.option("--max-warmup", type=click.FloatRange(min=0), default=0.05, show_default=True,
+        click.option("--max-warmup", type=click.FloatRange(min=0), default=0.3, show_default=True,
                      help="Adaptive: longest warm-up (fraction of --steps if below 1, else steps)."),
         click.option("--refit-every", type=click.IntRange(min=1), default=None,
                      help="Adaptive, with `record`: refit K(Delta) to the secant probes every N steps and "

@@ -283,7 +283,7 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model
     div, delta_peak = opts.pop("div", 10.0), opts.pop("delta_peak", None)
     opts.pop("refit_every", None)
     opts.pop("refit_constants", None)
-    max_warmup = opts.pop("max_warmup", 0.05)
+    max_warmup = opts.pop("max_warmup", 0.3)
     common = {"total_steps": config.steps, "decay": opts.pop("decay", "cosine"),
               "max_warmup": None if max_warmup is None else warmup_steps(max_warmup, config.steps), **opts}
     if fit is not None:
