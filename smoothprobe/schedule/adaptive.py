@@ -23,6 +23,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from smoothprobe.distributed import all_reduce_mean
 from smoothprobe.errors import SmoothprobeError
+from smoothprobe.fit.formulas import delta_peak, eta_max
 
 DECAYS = ("cosine", "linear", "model")
 SIGMA_F = 1e-3
@@ -45,16 +46,6 @@ def eta(delta: ArrayLike, K0: float, K1: float, K_rho: float, rho: float) -> Any
     return delta / (K0 + K1 * delta + K_rho * delta**rho)
 
 
-def delta_peak(K0: float, K_rho: float, rho: float) -> float:
-    """Gap Δ' where η peaks: K0 = (ρ − 1)·Kρ·Δ'^ρ (independent of K1)."""
-    return (K0 / ((rho - 1.0) * K_rho)) ** (1.0 / rho)
-
-
-def eta_max(K0: float, K1: float, K_rho: float, rho: float) -> float:
-    """Peak step size η(Δ'); for ρ = 2 it equals 1 / (K1 + 2·√(K0·Kρ))."""
-    return eta(delta_peak(K0, K_rho, rho), K0, K1, K_rho, rho)
-
-
 def check_constants(K0: float, K1: float, K_rho: float, rho: float) -> Constants:
     """Validated constants: ρ > 1, K0 > 0, Kρ > 0 and K(Δ) > 0 for every Δ > 0 (η_max > 0)."""
     values = Constants(float(K0), float(K1), float(K_rho), float(rho))
@@ -64,7 +55,7 @@ def check_constants(K0: float, K1: float, K_rho: float, rho: float) -> Constants
         raise SmoothprobeError(
             f"constants need rho > 1, K0 > 0 and K_rho > 0 for a warm-up peak. Got {values}."
         )
-    if not eta_max(*values) > 0:
+    if not 0 < float(eta_max(*values)) < math.inf:
         raise SmoothprobeError(
             f"constants give K(Δ) <= 0 near the peak (K1 too negative). Got {values}."
         )
@@ -241,7 +232,7 @@ class AdaptiveWarmup(LRScheduler):
         else:
             self._rule = None
             self._set(check_constants(*constants))
-            peak = eta_max(*constants) if lr is None else lr
+            peak = float(eta_max(*constants)) if lr is None else lr
             start = initial_lr
         floor = peak * 1e-4 if min_lr is None else min_lr
         if not (math.isfinite(peak) and peak > 0 and 0 <= floor <= peak):
@@ -303,7 +294,7 @@ class AdaptiveWarmup(LRScheduler):
         if missing:
             raise SmoothprobeError(f"fit: 'constants' lacks {missing}. Got keys {sorted(raw)}.")
         constants = check_constants(raw["K0"], raw["K1"], raw["K_rho"], raw["rho"])
-        peak = eta_max(*constants)
+        peak = float(eta_max(*constants))
         if data.get("eta_max") is not None and not math.isclose(
             data["eta_max"], peak, rel_tol=1e-3
         ):
@@ -419,7 +410,7 @@ class AdaptiveWarmup(LRScheduler):
     def _set(self, constants: Constants | None) -> None:
         self._K0, self._K1, self._K_rho, self._rho = constants or (None, None, None, None)
         self._delta_peak = (
-            None if constants is None else delta_peak(self._K0, self._K_rho, self._rho)
+            None if constants is None else float(delta_peak(self._K0, self._K_rho, self._rho))
         )
 
     def _scalar(self, loss: float | torch.Tensor) -> float:
