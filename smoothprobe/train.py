@@ -130,7 +130,7 @@ class Trainer:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    store: RunStore
+    store: RunStore | None
     device: torch.device
     start_step: int = 0
     elapsed: float = 0.0
@@ -330,7 +330,17 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
     model = task.build_model().to(device)
     optimizer = make_optimizer(config.optimizer, model, lr=config.peak_lr, weight_decay=config.weight_decay)
     scheduler = build_scheduler(config, optimizer, model, task)
-    if resume:
+    trainer = Trainer(config, task, model, optimizer, scheduler, None, device)
+    if config.probes is not None:
+        trainer.recorder = Recorder(model, optimizer, loss_fn=trainer.micro_loss, seed=config.seed, **config.probes)
+    if config.adaptive is not None and config.adaptive.get("f_star") == "auto":
+        every = config.adaptive.get("refit_every") or max(10, config.steps // 20)
+        trainer.online = OnlineFStar(scheduler, every)
+    if config.adaptive is not None and config.adaptive.get("refit_constants"):
+        if trainer.recorder is None or "secant" not in trainer.recorder.probes:
+            raise SmoothprobeError("refitting the constants online needs the secant probe: use `smoothprobe record`")
+        trainer.refit = OnlineRefit(scheduler, int(config.adaptive["refit_constants"]))
+    if resume:  # everything is validated before the run directory is touched
         store.writer = distributed.is_main()
     else:
         store = create_store(out, distributed.is_main(), overwrite, info={
@@ -342,23 +352,15 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
             "environment": environment(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "world_size": distributed.world_size(),
+            "probes": trainer.recorder.describe() if trainer.recorder else None,
         })
-    trainer = Trainer(config, task, model, optimizer, scheduler, store, device)
+    trainer.store = store
+    if trainer.recorder is not None:
+        trainer.recorder.store = store
     if distributed.active():
         from torch.nn.parallel import DistributedDataParallel
 
         trainer.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.probes is not None:
-        trainer.recorder = Recorder(model, optimizer, store, loss_fn=trainer.micro_loss, seed=config.seed,
-                                    **config.probes)
-        store.write_info(probes=trainer.recorder.describe())
-    if config.adaptive is not None and config.adaptive.get("f_star") == "auto":
-        every = config.adaptive.get("refit_every") or max(10, config.steps // 20)
-        trainer.online = OnlineFStar(scheduler, every)
-    if config.adaptive is not None and config.adaptive.get("refit_constants"):
-        if trainer.recorder is None or "secant" not in trainer.recorder.probes:
-            raise SmoothprobeError("refitting the constants online needs the secant probe: use `smoothprobe record`")
-        trainer.refit = OnlineRefit(scheduler, int(config.adaptive["refit_constants"]))
     if resume:
         state = store.load_checkpoint()
         if state is not None:

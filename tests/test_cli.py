@@ -106,3 +106,9 @@ def test_adaptive_flags_are_validated(tmp_path):
     unknown = invoke("train", "--task", "lm", "--adaptive", "--out", out, "--steps", "2", "--seq-len", "8",
                      "--no-progress")
     assert unknown.exit_code == 2 and "no known f*" in unknown.output
+
+
+def test_bad_probe_option_leaves_no_run_directory(tmp_path):
+    result = invoke("record", "--probes", "magic", "--steps", "2", "--out", str(tmp_path / "r"))
+    assert result.exit_code == 2 and "unknown probe 'magic'" in result.output
+    assert not (tmp_path / "r").exists()
