@@ -236,8 +236,7 @@ class Trainer:
                 self.refit.observe(row["step"], row)
                 extra["refit_status"] = self.refit.status
             self.scheduler.step(row["loss"])
-            record = self.scheduler.last_record()
-            return {**{k: v for k, v in record.items() if k not in ("step", "loss", "lr")}, **extra}
+            return {**self.scheduler.step_columns(), **extra}
         self.scheduler.step()
         return {}
 

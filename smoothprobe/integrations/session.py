@@ -94,8 +94,7 @@ class ProbeSession:
             raise RuntimeError("write() called without before()")
         row, self._row = self._row, None
         if isinstance(scheduler, AdaptiveWarmup):
-            record = scheduler.last_record()
-            row.update({k: v for k, v in record.items() if k not in ("step", "loss", "lr")})
+            row.update(scheduler.step_columns())
         if self.store is not None:
             self.store.append("steps", row)
             self._written += 1

@@ -380,6 +380,11 @@ class AdaptiveWarmup(LRScheduler):
         """Per-step record: step, loss, loss_smoothed, delta, lr, phase, constants, counters."""
         return dict(self._record)
 
+    def step_columns(self) -> dict[str, Any]:
+        """The record minus step, loss and lr, which a training loop's own row already holds (its
+        lr is the one the step used, not the next one set here)."""
+        return {k: v for k, v in self._record.items() if k not in ("step", "loss", "lr")}
+
     def step(self, loss: float | torch.Tensor | None = None) -> None:  # type: ignore[override]
         """Feed the loss of the optimizer step just taken; sets the LR of the next step."""
         if loss is None and self.last_epoch >= 0:
