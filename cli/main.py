@@ -90,6 +90,9 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
         click.option("--refit-every", type=click.IntRange(min=1), default=None,
                      help="Adaptive, with `record`: refit K(Delta) to the secant probes every N steps and "
                           "adopt the constants once the data supports the model."),
+        click.option("--fsdp", is_flag=True,
+                     help="Under torchrun: shard the model with FSDP2 instead of replicating it with DDP "
+                          "(probes: norms, secant, curv_fd)."),
         click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to write."),
         click.option("--no-progress", is_flag=True, help="Hide the progress bar."),
     ]

@@ -1,11 +1,17 @@
-"""torch.distributed in one place: start-up from torchrun's environment and the few collectives we use."""
+"""torch.distributed in one place: start-up from torchrun's environment, FSDP2 sharding and the few
+collectives we use."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
+from torch import Tensor, nn
+from torch.distributed.tensor import DTensor, distribute_tensor
+
+from smoothprobe.errors import SmoothprobeError
 
 
 def active() -> bool:
@@ -26,10 +32,15 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init_from_env(device: torch.device) -> torch.device:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); NCCL on CUDA, gloo on CPU. On CUDA
-    each rank takes the GPU of its LOCAL_RANK. Returns the device this rank uses."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or active():
+def init_from_env(device: torch.device, *, shard: bool = False) -> torch.device:
+    """Join the process group torchrun describes (WORLD_SIZE > 1, or any torchrun launch when the
+    model is to be sharded); NCCL on CUDA, gloo on CPU. On CUDA each rank takes the GPU of its
+    LOCAL_RANK. Returns the device this rank uses."""
+    launched = "WORLD_SIZE" in os.environ
+    if shard and not launched and not active():
+        raise SmoothprobeError("--fsdp shards the model over torchrun's processes; launch with "
+                               "`torchrun --nproc-per-node N -m smoothprobe.cli.main ...`")
+    if active() or not (int(os.environ.get("WORLD_SIZE", "1")) > 1 or (shard and launched)):
         return device
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -73,3 +84,84 @@ def gather_floats(values: list[float]) -> torch.Tensor:
     out = [torch.empty_like(buf) for _ in range(dist.get_world_size())]
     dist.all_gather(out, buf)
     return torch.stack(out).cpu()
+
+
+def shard(model: nn.Module) -> None:
+    """FSDP2 in place: every entry of each nn.ModuleList (the transformer blocks) is its own
+    all-gather unit, the root holds the rest. Parameters become DTensors sharded on dim 0."""
+    from torch.distributed.fsdp import fully_shard
+
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList):
+            for block in module:
+                fully_shard(block)
+    fully_shard(model)
+
+
+def is_sharded(tensors: Sequence[Tensor]) -> bool:
+    """Whether any tensor is an FSDP2 shard (a DTensor)."""
+    return any(isinstance(t, DTensor) for t in tensors)
+
+
+def full(t: Tensor) -> Tensor:
+    """The whole tensor on every rank: a sharded DTensor is all-gathered (a new tensor), a plain
+    tensor is returned as is."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def full_copy(t: Tensor) -> Tensor:
+    """A detached copy of the whole tensor that later in-place changes to `t` leave alone."""
+    return t.detach().full_tensor() if isinstance(t, DTensor) else t.detach().clone()
+
+
+def reshard(model: nn.Module) -> None:
+    """Free FSDP2's gathered parameters (a forward without backward leaves the root's gathered), so
+    the next forward gathers the shards again and sees what was written into them."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
+def assign_(param: Tensor, value: Tensor) -> None:
+    """Write a whole (unsharded) tensor into `param`, of which a DTensor keeps only its own shard."""
+    with torch.no_grad():
+        if isinstance(param, DTensor):
+            value = distribute_tensor(value.to(param.dtype), param.device_mesh, param.placements,
+                                      src_data_rank=None)
+        param.copy_(value)
+
+
+def global_norm(tensors: Sequence[Tensor]) -> float:
+    """The joint ℓ2 norm of a list of tensors, sharded or not."""
+    if not tensors:
+        return 0.0
+    if is_sharded(tensors):
+        norms = [full(torch.linalg.vector_norm(t, dtype=torch.float32)) for t in tensors]
+    else:
+        norms = torch._foreach_norm(tensors)
+    return torch.linalg.vector_norm(torch.stack(norms)).item()
+
+
+def state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Model and optimizer state dicts with whole tensors: plain `state_dict()`, or under FSDP2 the
+    gathered state (a collective: every rank must call it)."""
+    if not is_sharded(list(model.parameters())):
+        return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True))
+
+
+def load_state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict,
+                     optimizer_state: dict) -> None:
+    """Load what `state_dicts` returned; under FSDP2 each rank keeps its shard of the whole tensors."""
+    if not is_sharded(list(model.parameters())):
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state,
+                   options=StateDictOptions(full_state_dict=True))

@@ -141,7 +141,8 @@ class NormSGD(_DecoupledOptimizer):
                     grads: list[Tensor]) -> list[Tensor]:
         momenta = self._ema_momentum(params, grads, group["momentum"])
         norms = torch._foreach_norm(momenta, dtype=torch.float32)
-        torch._foreach_clamp_min_(norms, torch.finfo(torch.float32).tiny)
+        # out of place: under FSDP2 the norms are partial sums that an in-place clamp cannot keep
+        norms = torch._foreach_clamp_min(norms, torch.finfo(torch.float32).tiny)
         return torch._foreach_div(momenta, norms)
 
 

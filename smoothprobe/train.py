@@ -57,6 +57,7 @@ class TrainConfig:
     task_options: dict = field(default_factory=dict)
     probes: dict | None = None  # Recorder options (preset, every, overhead, ...); None: no probes
     adaptive: dict | None = None  # AdaptiveWarmup options (fit, f_star, div, ...); None: baseline schedule
+    fsdp: bool = False  # under torchrun: shard the model with FSDP2 instead of replicating it with DDP
 
     def validate(self) -> None:
         """Raise SmoothprobeError naming the first bad field."""
@@ -137,14 +138,17 @@ class Trainer:
     recorder: Recorder | None = None
     online: OnlineFStar | None = None
     refit: OnlineRefit | None = None
-    ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun
+    ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun (not with --fsdp)
 
     def accumulate(self, batches: list) -> float:
         """Forward and backward over this rank's micro-batches; p.grad holds the global mean gradient
-        (DDP averages over ranks at the last micro-batch). Returns the global mean loss."""
+        (DDP averages, FSDP2 reduce-scatters, over ranks at the last micro-batch). Returns the global
+        mean loss."""
         total = 0.0
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
+            if self.config.fsdp:
+                self.model.set_requires_gradient_sync(last)
             sync = contextlib.nullcontext() if self.ddp is None or last else self.ddp.no_sync()
             with sync:
                 loss = self.micro_loss(self.ddp or self.model, [batch]) / len(batches)
@@ -166,11 +170,12 @@ class Trainer:
         return float(np.mean(losses))
 
     def checkpoint(self, next_step: int) -> None:
+        model_state, optimizer_state = distributed.state_dicts(self.model, self.optimizer)
         state = {
             "step": next_step,
             "elapsed": self.elapsed,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
             "scheduler": self.scheduler.state_dict(),
             "rng_cpu": torch.get_rng_state(),
         }
@@ -181,8 +186,7 @@ class Trainer:
         self.store.save_checkpoint(state)
 
     def restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        distributed.load_state_dicts(self.model, self.optimizer, state["model"], state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and self.device.type == "cuda":
@@ -200,7 +204,7 @@ class Trainer:
         loss = self.accumulate(batches)
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = cfg.clip if cfg.clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
+        grad_norm = distributed.full(torch.nn.utils.clip_grad_norm_(params, max_norm)).item()
         lr = self.optimizer.param_groups[0]["lr"]
         row = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm}
         if not math.isfinite(loss):
@@ -214,8 +218,7 @@ class Trainer:
         if self.recorder is not None:
             row.update(self.recorder.after_step())
         row.update(self.schedule_step(row))
-        deltas = torch._foreach_sub([p.detach() for p in params], before)
-        row["update_norm"] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(deltas))).item()
+        row["update_norm"] = distributed.global_norm(torch._foreach_sub([p.detach() for p in params], before))
         row["step_time_s"] = time.perf_counter() - t0
         if distributed.active():
             ranks = distributed.gather_floats([row["step_time_s"], lr])
@@ -321,12 +324,14 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
         known = {f.name for f in dataclasses.fields(TrainConfig)}
         config = TrainConfig(**{k: v for k, v in store.info["config"].items() if k in known})
     config.validate()
-    device = distributed.init_from_env(resolve_device(config.device))
+    device = distributed.init_from_env(resolve_device(config.device), shard=config.fsdp)
     torch.manual_seed(config.seed)
     task = make_task(config.task, model=config.model, batch_size=config.batch_size, seq_len=config.seq_len,
                      seed=config.seed, data=config.data, vocab_size=config.vocab_size,
                      options=config.task_options)
     model = task.build_model().to(device)
+    if config.fsdp:
+        distributed.shard(model)
     optimizer = make_optimizer(config.optimizer, model, lr=config.peak_lr, weight_decay=config.weight_decay)
     scheduler = build_scheduler(config, optimizer, model, task)
     trainer = Trainer(config, task, model, optimizer, scheduler, None, device)
@@ -356,7 +361,7 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
     trainer.store = store
     if trainer.recorder is not None:
         trainer.recorder.store = store
-    if distributed.active():
+    if distributed.active() and not config.fsdp:
         from torch.nn.parallel import DistributedDataParallel
 
         trainer.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)

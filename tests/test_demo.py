@@ -4,9 +4,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from smoothprobe.cli.main import main
 
 from smoothprobe import load_run
-from smoothprobe.cli.main import main
 
 
 def test_demo_records_fits_trains_adaptively_and_reports(tmp_path):

@@ -40,14 +40,13 @@ class FDCurvatureProbe:
         self, oracle: GradOracle, direction: Sequence[Tensor], grad: Sequence[Tensor] | None = None
     ) -> ProbeResult:
         """Curvature along `direction` at the oracle's parameters; `grad` is g(x) if known."""
-        params = oracle.params
         d_norm = dot(direction, direction).sqrt().item()
         if d_norm == 0:
             return ProbeResult({"curv_fd": float("nan"), "curv_fd_step": 0.0})
-        eps = max(torch.finfo(p.dtype).eps for p in params)
-        x_norm = dot(params, params).sqrt().item()
+        saved = oracle.snapshot()
+        eps = max(torch.finfo(x.dtype).eps for x in saved)
+        x_norm = dot(saved, saved).sqrt().item()
         h = self.scale * eps ** (1 / 3 if self.central else 1 / 2) * max(x_norm, 1.0) / d_norm
-        saved = [p.detach().clone() for p in params]
         if not self.central:  # g(x) first: the oracle may still hold it from the secant probe
             g_minus = list(grad) if grad is not None else oracle.loss_and_grad()[1]
         try:
@@ -57,9 +56,7 @@ class FDCurvatureProbe:
             else:
                 s_minus = [torch.zeros_like(s) for s in s_plus]
         finally:
-            with torch.no_grad():
-                for p, x in zip(params, saved):
-                    p.copy_(x)
+            oracle.move_to(saved)
         step = sub(s_plus, s_minus)
         curv = ratio(dot(sub(g_plus, g_minus), step).item(), dot(step, step).item())
         return ProbeResult({"curv_fd": curv, "curv_fd_step": dot(step, step).sqrt().item()})
@@ -68,13 +65,7 @@ class FDCurvatureProbe:
     def _gradient_at(
         oracle: GradOracle, direction: Sequence[Tensor], h: float, saved: Sequence[Tensor]
     ) -> tuple[list[Tensor], list[Tensor]]:
-        """Gradient at x + h·d (as stored) and the stored perturbation; restores x after."""
-        with torch.no_grad():
-            for p, x, d in zip(oracle.params, saved, direction, strict=True):
-                p.copy_(x).add_(d.to(p.dtype), alpha=h)
-        perturbation = sub(oracle.params, saved)
-        grads = oracle.loss_and_grad()[1]
-        with torch.no_grad():
-            for p, x in zip(oracle.params, saved):
-                p.copy_(x)
-        return grads, perturbation
+        """Gradient at x + h·d (as stored in the parameters' dtype) and that stored perturbation."""
+        moved = [torch.add(x, d.to(x.dtype), alpha=h) for x, d in zip(saved, direction, strict=True)]
+        oracle.move_to(moved)
+        return oracle.loss_and_grad()[1], sub(moved, saved)

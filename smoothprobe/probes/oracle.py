@@ -10,7 +10,16 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from smoothprobe.distributed import all_reduce_grads_, all_reduce_mean
+from smoothprobe.distributed import (
+    all_reduce_grads_,
+    all_reduce_mean,
+    assign_,
+    full,
+    full_copy,
+    is_sharded,
+    reshard,
+)
+from smoothprobe.errors import SmoothprobeError
 
 GRAPH_COST = 1.1
 """Forward plus a create_graph backward, in forward+backward units (tiny LLaMA, 2 CPU cores)."""
@@ -51,6 +60,11 @@ class GradOracle:
     running statistics) and `p.grad` untouched. HVPs keep one create_graph gradient and reuse
     it until a parameter changes in place (its version counter moves) or `release()` is called.
     The oracle serves one batch; make a new one for another batch.
+
+    Under torch.distributed gradients are averaged over ranks (the global batch). Under FSDP2
+    the parameters are shards: gradients come from a plain backward (FSDP reduce-scatters them)
+    and are gathered whole, `point()`/`move_to()` read and write whole tensors, and exact HVPs
+    are unavailable (double backward does not pass through FSDP's all-gather).
     """
 
     def __init__(
@@ -72,6 +86,7 @@ class GradOracle:
         self.loss_fn = loss_fn
         self.params = list(params)
         self.rng_state = rng_state if rng_state is not None else capture_rng_state()
+        self.sharded = is_sharded(self.params)
         self._graph: list[Tensor] | None = None
         self._versions: tuple[int, ...] = ()
         self._cached: tuple[tuple[int, ...], float, list[Tensor]] | None = None
@@ -106,12 +121,48 @@ class GradOracle:
         if self._cached is not None and self._cached[0] == versions:
             return self._cached[1], self._cached[2]
         with self._replay():
-            loss = self.loss_fn()
-            grads = self._grad(loss, create_graph=False)
-        grads = [g.detach() for g in grads]
-        all_reduce_grads_(grads)  # under torch.distributed: the global-batch gradient
+            if self.sharded:
+                loss, grads = self._sharded_loss_and_grad()
+            else:
+                loss = self.loss_fn()
+                grads = [g.detach() for g in self._grad(loss, create_graph=False)]
+                all_reduce_grads_(grads)  # under torch.distributed: the global-batch gradient
         self._cached = (versions, float(all_reduce_mean(loss.detach())), grads)
         return self._cached[1], grads
+
+    def _sharded_loss_and_grad(self) -> tuple[Tensor, list[Tensor]]:
+        """Loss and whole gradients by a plain backward into `.grad` (FSDP2 reduce-scatters there).
+        The training gradients in `.grad` are set aside and put back."""
+        reshard(self.model)  # so that model.parameters() lists the shards that backward writes to
+        everything = list(self.model.parameters())
+        kept = [p.grad for p in everything]
+        for p in everything:
+            p.grad = None
+        try:
+            loss = self.loss_fn()
+            loss.backward()
+            grads = [full(p.grad) if p.grad is not None else torch.zeros(p.shape, dtype=p.dtype, device=p.device)
+                     for p in self.params]
+        finally:
+            for p, g in zip(everything, kept):
+                p.grad = g
+        return loss, grads
+
+    def point(self) -> list[Tensor]:
+        """The current parameters, whole and detached (gathered under FSDP2, views otherwise)."""
+        return [full(p.detach()) for p in self.params]
+
+    def move_to(self, values: Sequence[Tensor]) -> None:
+        """Set the parameters to whole tensors `values` (rounded to each parameter's dtype)."""
+        if self.sharded:
+            reshard(self.model)
+        for p, v in zip(self.params, values, strict=True):
+            assign_(p, v)
+        self._cached, self._graph = None, None
+
+    def snapshot(self) -> list[Tensor]:
+        """Copies of the current parameters to `move_to` back later."""
+        return [full_copy(p) for p in self.params]
 
     def _gradient_graph(self) -> list[Tensor]:
         versions = tuple(p._version for p in self.params)
@@ -124,6 +175,9 @@ class GradOracle:
 
     def hvp(self, vectors: Sequence[Tensor]) -> list[Tensor]:
         """H·v by double backward, with SDPA on the math kernel (flash/efficient lack one)."""
+        if self.sharded:
+            raise SmoothprobeError("exact Hessian-vector products are not available under FSDP2; "
+                                   "use the norms, secant and curv_fd probes")
         grads = self._gradient_graph()
         inner = sum((g * v.to(g.dtype)).sum() for g, v in zip(grads, vectors, strict=True))
         if not inner.requires_grad:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from smoothprobe.distributed import full_copy, global_norm, is_sharded
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.geometry import Geometry, default_names, family_for_optimizer
 from smoothprobe.probes.curvature_fd import FDCurvatureProbe
@@ -38,6 +39,7 @@ from smoothprobe.store import RunStore
 
 PROBES = ("norms", "secant", "curv_fd", "curv_hvp", "top_eig", "trace")
 HEAVY = ("top_eig", "trace")
+EXACT_HVP = ("curv_hvp", "top_eig", "trace")
 PRESETS: dict[str, tuple[str, ...]] = {
     "cheap": ("norms",),
     "standard": ("norms", "secant"),
@@ -127,6 +129,9 @@ class Recorder:
         self.family, self.names = self.geometry.family, self.geometry.names
         named = dict(model.named_parameters())
         self.params = [named[n] for n in self.names]
+        if is_sharded(self.params) and set(chosen) & set(EXACT_HVP):
+            raise SmoothprobeError(f"probes {', '.join(p for p in chosen if p in EXACT_HVP)} need exact Hessian-vector "
+                                   "products, which FSDP2 cannot give; use --probes norms,secant,curv_fd")
         self.store = run_dir if isinstance(run_dir, RunStore) or run_dir is None else RunStore.create(
             run_dir, {"config": {"recorder": True}, "task": {"f_star": None}}
         )
@@ -156,11 +161,12 @@ class Recorder:
         self._pending = {"step": step, "loss": loss, "grad_norm": grad_norm, "probe": self.cadence.due(step)}
         if not self._pending["probe"]:
             return
-        grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        grads = [full_copy(p.grad) if p.grad is not None else torch.zeros(p.shape, dtype=p.dtype, device=p.device)
+                 for p in self.params]
         scale = unclip_factor(self.model, grad_norm)
         if scale != 1.0:
             torch._foreach_mul_(grads, scale)
-        self._pending.update(batch=batch, grads=grads, params=[p.detach().clone() for p in self.params])
+        self._pending.update(batch=batch, grads=grads, params=[full_copy(p) for p in self.params])
 
     def after_step(self) -> dict:
         """Call after `optimizer.step()`: runs the due probes at x_{t+1}; returns the row's probe columns."""
@@ -190,7 +196,7 @@ class Recorder:
     def _measure(self, pending: dict) -> tuple[dict, list[dict]]:
         """Run every due probe once; returns the row columns and per-tensor rows."""
         oracle = GradOracle(self.model, lambda: self.loss_fn(self.model, pending["batch"]), self.params, self._rng)
-        update = sub(self.params, pending["params"])
+        update = sub(oracle.point(), pending["params"])
         row: dict[str, float] = {}
         tensor_rows: list[dict] = []
         timings: dict[str, float] = {}
@@ -261,6 +267,5 @@ def unclip_factor(model: nn.Module, grad_norm: float | None) -> float:
     """Factor that undoes gradient clipping: the pre-clip norm over the current .grad norm."""
     if grad_norm is None or not math.isfinite(grad_norm):
         return 1.0
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    current = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item() if grads else 0.0
+    current = global_norm([p.grad for p in model.parameters() if p.grad is not None])
     return grad_norm / current if 0 < current < grad_norm * (1 - 1e-6) else 1.0

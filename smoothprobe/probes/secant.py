@@ -34,7 +34,7 @@ class SecantProbe:
         """Evaluate the gradient at the oracle's (post-step) parameters and form the secants."""
         loss_after, grad_after = oracle.loss_and_grad()
         dg = sub(grad_after, grad_before)
-        dx = sub(oracle.params, params_before)
+        dx = sub(oracle.point(), params_before)
         dg_dual = self.geometry.dual_per_tensor(dg)
         dx_primal = self.geometry.primal_per_tensor(dx)
         euclid = Geometry("euclidean", self.geometry.names)
