@@ -177,6 +177,28 @@ def test_hf_adaptive_warmup_sets_the_lr_the_optimizer_uses(hf, tmp_path):
     assert steps.delta.notna().all() and set(steps.phase) <= {"warmup", "decay"}
 
 
+def test_hf_resume_from_checkpoint_continues_the_run_directory(hf, tmp_path):
+    from smoothprobe.integrations.huggingface import SmoothprobeCallback, SmoothprobeTrainer
+
+    def train(resume=None):
+        model = gpt2(hf)
+        optimizer = torch.optim.SGD(model.parameters(), lr=ADAPTIVE["lr"])
+        trainer = SmoothprobeTrainer(
+            model=model, args=hf_args(hf, tmp_path, save_strategy="steps", save_steps=3),
+            train_dataset=token_data(), optimizers=(optimizer, AdaptiveWarmup.practical(optimizer, **ADAPTIVE)),
+            callbacks=[SmoothprobeCallback(tmp_path / "run", every=2)])
+        trainer.train(resume_from_checkpoint=resume)
+
+    train()
+    whole = load_run(tmp_path / "run").steps
+    train(resume=str(tmp_path / "out" / "checkpoint-3"))
+    resumed = load_run(tmp_path / "run")
+    assert resumed.steps.step.tolist() == list(range(6)) and resumed.info["resumed_at"] == [3]
+    assert resumed.steps.secant_K.notna().tolist() == [True, False, True, False, True, False]
+    for column in ("loss", "lr", "delta", "secant_K"):
+        np.testing.assert_allclose(resumed.steps[column], whole[column], rtol=1e-5, err_msg=column)
+
+
 def test_hf_callback_without_mixin_says_what_to_use(hf, tmp_path):
     from smoothprobe import SmoothprobeError
     from smoothprobe.integrations.huggingface import SmoothprobeCallback
@@ -314,3 +336,22 @@ def test_lightning_adaptive_warmup_mixin_feeds_the_step_loss(pl, tmp_path):
                                rtol=1e-6)
     assert "smoothprobe/phase" not in acc.Tags()["scalars"]
     assert all(math.isfinite(e.value) for e in acc.Scalars("smoothprobe/delta"))
+
+
+def test_lightning_resume_from_checkpoint_continues_the_run_directory(pl, tmp_path):
+    from smoothprobe.integrations.lightning import SmoothprobeCallback
+
+    def fit(ckpt_path=None):
+        saver = pl.callbacks.ModelCheckpoint(tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1)
+        probe = SmoothprobeCallback(tmp_path / "run", loss_fn=lambda m, b: m.loss(b), every=3)
+        lightning_trainer(pl, [probe, saver], enable_checkpointing=True).fit(
+            quadratic_module(pl, adaptive=True), regression_data(), ckpt_path=ckpt_path)
+
+    fit()
+    whole = load_run(tmp_path / "run").steps
+    fit(ckpt_path=next((tmp_path / "ckpt").glob("*step=4.ckpt")))
+    resumed = load_run(tmp_path / "run")
+    assert resumed.steps.step.tolist() == list(range(6)) and resumed.info["resumed_at"] == [4]
+    assert resumed.steps.secant_K.notna().tolist() == [True, False, False, True, False, False]
+    for column in ("loss", "lr", "delta", "secant_K"):
+        np.testing.assert_allclose(resumed.steps[column], whole[column], rtol=1e-9, err_msg=column)

@@ -98,3 +98,15 @@ def test_bad_recorder_options_are_clear_errors(tmp_path):
         Recorder(model, opt, loss_fn=lambda m, b: m(b).sum(), probes=["magic"])
     with pytest.raises(SmoothprobeError, match="--overhead"):
         Recorder(model, opt, loss_fn=lambda m, b: m(b).sum(), overhead=2.0)
+
+
+def test_cadence_resumed_without_saved_state_keeps_the_first_runs_multiples():
+    fixed = Cadence(every=10, heavy_every=2)
+    fixed.resume_at(23)
+    assert (fixed.next_step, fixed.probed) == (30, 3) and not fixed.due(29) and fixed.due(30)
+    assert not fixed.heavy_due()  # probes 0, 20, 40 were heavy; 30 is the 4th probe
+    fixed.resume_at(20)
+    assert (fixed.next_step, fixed.probed) == (20, 2) and fixed.heavy_due()
+    budget = Cadence(every=10, overhead=0.1)
+    budget.resume_at(23)
+    assert budget.due(23)

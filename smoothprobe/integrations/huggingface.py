@@ -195,7 +195,7 @@ class SmoothprobeCallback(TrainerCallback):
                            "world_size": args.world_size, "probes": dict(self.options)}}
         self.session = ProbeSession(model, optimizer, self.run_dir, self._loss, info=info,
                                     write=state.is_world_process_zero, tensorboard=self.tensorboard,
-                                    overwrite=self.overwrite, **self.options)
+                                    overwrite=self.overwrite, start_step=state.global_step, **self.options)
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         capture = self.capture

@@ -75,7 +75,7 @@ class SmoothprobeCallback(pl.Callback):
         self.session = ProbeSession(pl_module, trainer.optimizers[0], self.run_dir, self._probe_loss,
                                     info=info, write=trainer.is_global_zero,
                                     tensorboard=self.tensorboard, overwrite=self.overwrite,
-                                    **self.options)
+                                    start_step=trainer.global_step, **self.options)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if not self._batches:

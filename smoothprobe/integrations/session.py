@@ -30,7 +30,9 @@ class ProbeSession:
 
     Only the process with `write=True` (rank 0) touches the disk; every process runs the probes
     so that extra forward/backward passes stay in step across ranks. `tensorboard` (a log
-    directory) mirrors every numeric column as `smoothprobe/<column>`.
+    directory) mirrors every numeric column as `smoothprobe/<column>`. A framework that resumed
+    from a checkpoint passes its step as `start_step`: an existing run directory is then reopened
+    and cut back to the rows before that step, so re-run steps are not written twice.
     """
 
     def __init__(
@@ -44,10 +46,15 @@ class ProbeSession:
         write: bool = True,
         tensorboard: str | Path | None = None,
         overwrite: bool = False,
+        start_step: int = 0,
         **recorder_options: Any,
     ) -> None:
         self.store = None
-        if write:
+        if write and start_step > 0 and (Path(run_dir) / "run.json").exists():
+            self.store = RunStore.open(run_dir)
+            self.store.truncate(start_step)
+            self.store.write_info(resumed_at=[*self.store.info.get("resumed_at", []), start_step])
+        elif write:
             self.store = RunStore.create(run_dir, {
                 **info,
                 "task": {"f_star": None},
@@ -58,6 +65,8 @@ class ProbeSession:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }, overwrite=overwrite)
         self.recorder = Recorder(model, optimizer, self.store, loss_fn=loss_fn, **recorder_options)
+        if start_step > 0:
+            self.recorder.cadence.resume_at(start_step)
         self.optimizer = optimizer
         self.sink = None
         if write and tensorboard is not None:

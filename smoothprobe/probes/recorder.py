@@ -65,6 +65,15 @@ class Cadence:
     probe_cost: float = 0.0
     step_cost: float = 0.0
 
+    def resume_at(self, step: int) -> None:
+        """Continue a run at `step` without a saved cadence: a fixed interval stays on the
+        multiples of `every` the first run probed; a budget starts probing at once."""
+        if self.overhead is None:
+            self.next_step = -(-step // self.every) * self.every
+            self.probed = self.next_step // self.every
+        else:
+            self.next_step = step
+
     def due(self, step: int) -> bool:
         return step >= self.next_step
 
