@@ -84,13 +84,14 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path):
 
 # Muon's Newton-Schulz runs in bf16, where the sharded matmuls' summation order shows at ~1e-3.
 @needs_torchrun
-@pytest.mark.parametrize(("optimizer", "rtol"), [("normsgd", 1e-5), ("muon", 5e-3)])
-def test_fsdp_two_ranks_match_one_process_with_the_same_global_batch(tmp_path, optimizer, rtol):
+@pytest.mark.parametrize(("optimizer", "accum", "rtol"), [("normsgd", 2, 1e-5), ("muon", 1, 5e-3)])
+def test_fsdp_two_ranks_match_one_process_with_the_same_global_batch(tmp_path, optimizer, accum, rtol):
     two, one = tmp_path / "two", tmp_path / "one"
     common = [*FSDP, "--steps", "8", "--optimizer", optimizer]
-    sharded = run(*common, "--fsdp", "--out", str(two))
+    sharded = run(*common, "--fsdp", "--accum", str(accum), "--out", str(two))
     assert sharded.returncode == 0, sharded.stderr[-2000:]
-    single = run(*common, "--accum", "2", "--out", str(one), launcher=[sys.executable, "-m", "smoothprobe.cli.main"])
+    single = run(*common, "--accum", str(2 * accum), "--out", str(one),
+                 launcher=[sys.executable, "-m", "smoothprobe.cli.main"])
     assert single.returncode == 0, single.stderr[-2000:]
     a, b = load_run(two), load_run(one)
     assert a.info["config"]["fsdp"] and a.info["world_size"] == 2 and a.info["status"] == "finished"
