@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.distributed.tensor import DTensor
 
 from smoothprobe.errors import SmoothprobeError
 
@@ -109,11 +109,6 @@ def full(t: Tensor) -> Tensor:
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
-def full_copy(t: Tensor) -> Tensor:
-    """A detached copy of the whole tensor that later in-place changes to `t` leave alone."""
-    return t.detach().full_tensor() if isinstance(t, DTensor) else t.detach().clone()
-
-
 def reshard(model: nn.Module) -> None:
     """Free FSDP2's gathered parameters (a forward without backward leaves the root's gathered), so
     the next forward gathers the shards again and sees what was written into them."""
@@ -122,15 +117,6 @@ def reshard(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, FSDPModule):
             module.reshard()
-
-
-def assign_(param: Tensor, value: Tensor) -> None:
-    """Write a whole (unsharded) tensor into `param`, of which a DTensor keeps only its own shard."""
-    with torch.no_grad():
-        if isinstance(param, DTensor):
-            value = distribute_tensor(value.to(param.dtype), param.device_mesh, param.placements,
-                                      src_data_rank=None)
-        param.copy_(value)
 
 
 def global_norm(tensors: Sequence[Tensor]) -> float:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from smoothprobe.distributed import full
 from smoothprobe.errors import SmoothprobeError
 
 FAMILIES = ("spectral", "sign", "frobenius", "euclidean")
@@ -122,15 +123,19 @@ def singular_values(t: Tensor, nuclear: str = "exact") -> Tensor:
 
 
 def tensor_norms(t: Tensor, family: str, nuclear: str = "exact") -> tuple[Tensor, Tensor]:
-    """(primal, dual) norms of one tensor in `family` as 0-d tensors (euclidean: ℓ2 for both)."""
+    """(primal, dual) norms of one tensor in `family` as 0-d tensors (euclidean: ℓ2 for both).
+
+    An FSDP2 shard (DTensor) reduces its partial norms over ranks; spectral norms gather the one
+    matrix they need, since singular values do not split over rows.
+    """
     check_family(family)
     if family == "spectral":
-        sigma = singular_values(t, nuclear)
+        sigma = singular_values(full(t), nuclear)
         return sigma.max(), sigma.sum()
     if family == "sign":
         magnitude = _work(t).abs()
-        return magnitude.max(), magnitude.sum()
-    norm = torch.linalg.vector_norm(_work(t))
+        return full(magnitude.max()), full(magnitude.sum())
+    norm = full(torch.linalg.vector_norm(_work(t)))
     return norm, norm
 
 

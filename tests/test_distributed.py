@@ -13,15 +13,7 @@ import numpy as np
 import pytest
 
 from smoothprobe import load_run
-from smoothprobe.distributed import (
-    all_reduce_mean,
-    assign_,
-    full,
-    full_copy,
-    gather_floats,
-    global_norm,
-    world_size,
-)
+from smoothprobe.distributed import all_reduce_mean, full, gather_floats, global_norm, world_size
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["record", "--task", "markov", "--batch-size", "4", "--seq-len", "16", "--steps", "8",
@@ -52,12 +44,7 @@ def test_unsharded_helpers_are_plain_tensor_operations():
 
     tensors = [torch.tensor([3.0, 0.0]), torch.tensor([[4.0]])]
     assert global_norm(tensors) == pytest.approx(5.0) and global_norm([]) == 0.0
-    copy = full_copy(tensors[0])
-    tensors[0].mul_(2)
-    assert copy.tolist() == [3.0, 0.0] and full(tensors[1]) is tensors[1]
-    param = torch.nn.Parameter(torch.zeros(2, dtype=torch.bfloat16))
-    assign_(param, torch.tensor([1.0, 1.0 + 2**-10]))  # rounded to the parameter's dtype
-    assert param.dtype == torch.bfloat16 and param.tolist() == [1.0, 1.0]
+    assert full(tensors[1]) is tensors[1]
 
 
 @needs_torchrun

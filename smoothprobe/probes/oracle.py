@@ -10,15 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from smoothprobe.distributed import (
-    all_reduce_grads_,
-    all_reduce_mean,
-    assign_,
-    full,
-    full_copy,
-    is_sharded,
-    reshard,
-)
+from smoothprobe.distributed import all_reduce_grads_, all_reduce_mean, is_sharded, reshard
 from smoothprobe.errors import SmoothprobeError
 
 GRAPH_COST = 1.1
@@ -62,9 +54,9 @@ class GradOracle:
     The oracle serves one batch; make a new one for another batch.
 
     Under torch.distributed gradients are averaged over ranks (the global batch). Under FSDP2
-    the parameters are shards: gradients come from a plain backward (FSDP reduce-scatters them)
-    and are gathered whole, `point()`/`move_to()` read and write whole tensors, and exact HVPs
-    are unavailable (double backward does not pass through FSDP's all-gather).
+    the parameters are DTensor shards and so is everything the oracle hands out: gradients come
+    from a plain backward (FSDP reduce-scatters them into `.grad`), and exact HVPs are
+    unavailable (double backward does not pass through FSDP's all-gather).
     """
 
     def __init__(
@@ -131,7 +123,7 @@ class GradOracle:
         return self._cached[1], grads
 
     def _sharded_loss_and_grad(self) -> tuple[Tensor, list[Tensor]]:
-        """Loss and whole gradients by a plain backward into `.grad` (FSDP2 reduce-scatters there).
+        """Loss and sharded gradients by a plain backward into `.grad` (FSDP2 reduce-scatters there).
         The training gradients in `.grad` are set aside and put back."""
         reshard(self.model)  # so that model.parameters() lists the shards that backward writes to
         everything = list(self.model.parameters())
@@ -141,28 +133,28 @@ class GradOracle:
         try:
             loss = self.loss_fn()
             loss.backward()
-            grads = [full(p.grad) if p.grad is not None else torch.zeros(p.shape, dtype=p.dtype, device=p.device)
-                     for p in self.params]
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         finally:
             for p, g in zip(everything, kept):
                 p.grad = g
         return loss, grads
 
     def point(self) -> list[Tensor]:
-        """The current parameters, whole and detached (gathered under FSDP2, views otherwise)."""
-        return [full(p.detach()) for p in self.params]
+        """The current parameters, detached (views, not copies)."""
+        return [p.detach() for p in self.params]
 
     def move_to(self, values: Sequence[Tensor]) -> None:
-        """Set the parameters to whole tensors `values` (rounded to each parameter's dtype)."""
-        if self.sharded:
+        """Set the parameters to `values` (laid out like them: shards under FSDP2)."""
+        if self.sharded:  # a forward without backward leaves FSDP's gathered copies behind
             reshard(self.model)
-        for p, v in zip(self.params, values, strict=True):
-            assign_(p, v)
+        with torch.no_grad():
+            for p, v in zip(self.params, values, strict=True):
+                p.copy_(v)
         self._cached, self._graph = None, None
 
     def snapshot(self) -> list[Tensor]:
         """Copies of the current parameters to `move_to` back later."""
-        return [full_copy(p) for p in self.params]
+        return [p.detach().clone() for p in self.params]
 
     def _gradient_graph(self) -> list[Tensor]:
         versions = tuple(p._version for p in self.params)

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from smoothprobe.distributed import full_copy, global_norm, is_sharded
+from smoothprobe.distributed import global_norm, is_sharded
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.geometry import Geometry, default_names, family_for_optimizer
 from smoothprobe.probes.curvature_fd import FDCurvatureProbe
@@ -170,12 +170,11 @@ class Recorder:
         self._pending = {"step": step, "loss": loss, "grad_norm": grad_norm, "probe": self.cadence.due(step)}
         if not self._pending["probe"]:
             return
-        grads = [full_copy(p.grad) if p.grad is not None else torch.zeros(p.shape, dtype=p.dtype, device=p.device)
-                 for p in self.params]
+        grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in self.params]
         scale = unclip_factor(self.model, grad_norm)
         if scale != 1.0:
             torch._foreach_mul_(grads, scale)
-        self._pending.update(batch=batch, grads=grads, params=[full_copy(p) for p in self.params])
+        self._pending.update(batch=batch, grads=grads, params=[p.detach().clone() for p in self.params])
 
     def after_step(self) -> dict:
         """Call after `optimizer.step()`: runs the due probes at x_{t+1}; returns the row's probe columns."""

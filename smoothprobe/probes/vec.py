@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from smoothprobe.distributed import full
+
 
 def work_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
     """float64 if any tensor is float64, else float32: accurate reductions for bf16/fp16 too."""
@@ -14,9 +16,9 @@ def work_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
 
 
 def dot(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
-    """Σ_i ⟨a_i, b_i⟩ as a 0-d tensor in the working dtype."""
+    """Σ_i ⟨a_i, b_i⟩ as a 0-d tensor in the working dtype (summed over ranks for FSDP2 shards)."""
     dtype = work_dtype(a)
-    return sum((x.to(dtype) * y.to(dtype)).sum() for x, y in zip(a, b, strict=True))
+    return sum(full((x.to(dtype) * y.to(dtype)).sum()) for x, y in zip(a, b, strict=True))
 
 
 def sub(a: Sequence[Tensor], b: Sequence[Tensor]) -> list[Tensor]:
