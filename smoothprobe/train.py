@@ -291,7 +291,7 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model
     if fit is not None:
         if f_star is not None:
             common["f_star"] = float(f_star)
-        sched = AdaptiveWarmup.from_fit(optimizer, fit, lr=config.lr, **common)
+        sched = AdaptiveWarmup.from_fit(optimizer, fit, lr=config.lr, min_lr_ratio=config.min_lr_ratio, **common)
     else:
         if f_star is None:
             f_star = task.f_star

@@ -252,6 +252,11 @@ def test_from_fit_reproduces_eta_exactly(tmp_path):
     ratio = 0.01 / fit["eta_max"]
     want = ratio * eta(0.75, c["K0"], c["K1"], c["K_rho"], 2.0)
     assert _drive(scaled, [2.0]) == [pytest.approx(want, rel=1e-12)]
+    # the floor follows the peak: ratio x the rescaled peak, or x eta_max without a rescale
+    floored = AdaptiveWarmup.from_fit(_optimizer(0.5), fit, lr=0.01, min_lr_ratio=0.1, decay="model")
+    assert floored.min_lr == pytest.approx(1e-3, rel=1e-12)
+    exact = AdaptiveWarmup.from_fit(_optimizer(0.5), fit, min_lr_ratio=0.1, decay="model")
+    assert exact.min_lr == pytest.approx(0.1 * fit["eta_max"], rel=1e-12)
 
 
 def test_mismatch_matches_dense_trapezoid():

@@ -105,3 +105,15 @@ def test_bad_config_is_refused(tmp_path):
         train(TrainConfig(lr=-1.0), tmp_path / "x", progress=False)
     with pytest.raises(SmoothprobeError, match="unknown optimizer"):
         train(TrainConfig(optimizer="adam"), tmp_path / "x", progress=False)
+
+
+def test_fit_driven_schedule_floors_at_min_lr_ratio_like_the_others(tmp_path):
+    import json
+
+    fit = {"constants": {"rho": 2.0, "K0": 2e-3, "K1": 0.7, "K_rho": 40.0}, "f_star": 1.25,
+           "delta_range": [0.01, 3.0]}
+    (tmp_path / "fit.json").write_text(json.dumps(fit))
+    cfg = TrainConfig(task="markov", batch_size=4, seq_len=16, steps=4, optimizer="lion", lr=2e-3,
+                      min_lr_ratio=0.2, adaptive={"fit": str(tmp_path / "fit.json")})
+    trainer = build(cfg, tmp_path / "run")
+    assert trainer.scheduler.lr == 2e-3 and trainer.scheduler.min_lr == pytest.approx(4e-4, rel=1e-12)

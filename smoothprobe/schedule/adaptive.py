@@ -279,12 +279,14 @@ class AdaptiveWarmup(LRScheduler):
         optimizer: Optimizer,
         fit: str | os.PathLike | Mapping[str, Any],
         lr: float | None = None,
+        min_lr_ratio: float | None = None,
         **kwargs: Any,
     ) -> AdaptiveWarmup:
         """Schedule from a fit.json (path or dict); with `lr`, all K are divided by lr/η_max.
 
         Without `lr` the LR is exactly η(Δ) of the fitted constants. `f_star` and `initial_lr`
         may be overridden; the first step runs at η at the largest fitted gap (`delta_range`).
+        `min_lr_ratio` sets the floor relative to the peak (which `min_lr` would need in advance).
         """
         data = _read_fit(fit)
         if not isinstance(data.get("constants"), Mapping):
@@ -315,6 +317,8 @@ class AdaptiveWarmup(LRScheduler):
         f_star = data.get("f_star") if f_star is None else f_star
         if f_star is None:
             raise SmoothprobeError("fit: fit.json has no 'f_star'; pass f_star=...")
+        if min_lr_ratio is not None:
+            kwargs["min_lr"] = peak * min_lr_ratio
         span = data.get("delta_range")
         if kwargs.get("initial_lr") is None and span and max(span) > 0:
             kwargs["initial_lr"] = eta(float(max(span)), *constants)
