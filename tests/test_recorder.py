@@ -22,11 +22,11 @@ def quadratic_loop(tmp_path, clip: float, steps: int = 6):
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         rec.before_step(step, batch, loss=loss.item(), grad_norm=norm.item())
-        before = model.flat().detach().clone()
+        before = model().detach().clone()
         opt.step()
         opt.zero_grad()
         rec.after_step()
-        updates.append(model.flat().detach() - before)
+        updates.append(model().detach() - before)
     rec.close()
     return task, updates, load_run(tmp_path / "run")
 
@@ -46,7 +46,7 @@ def test_secant_and_curvature_in_a_user_loop_match_the_hessian(tmp_path, clip):
 def model_at(task, _d, updates, step):
     """The quadratic model at x_{step+1}, rebuilt from x0 and the recorded updates."""
     model = task.build_model()
-    x = model.flat().detach() + sum(updates[: step + 1])
+    x = model().detach() + sum(updates[: step + 1])
     offset = 0
     with torch.no_grad():
         for p in model.parameters():

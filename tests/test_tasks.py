@@ -14,7 +14,7 @@ from smoothprobe.tasks.quadratic import QuadraticTask
 def test_quadratic_loss_and_gradient_are_closed_form():
     task = QuadraticTask(dtype=torch.float64, cond=50.0)
     model = task.build_model()
-    x = model.flat().detach()
+    x = model().detach()
     d = x - task.x_star
     loss = task.loss(model, task.train_batch(0))
     assert loss.item() == pytest.approx(0.5 * float(d @ task.hessian @ d), rel=1e-12)
@@ -25,6 +25,11 @@ def test_quadratic_loss_and_gradient_are_closed_form():
     assert eig.max().item() == pytest.approx(1.0, rel=1e-9)
     assert (eig.max() / eig.min()).item() == pytest.approx(50.0, rel=1e-6)
     assert all(p.ndim == 2 for p in model.parameters())
+    # the loss reads the parameters through forward(), where FSDP2 gathers its shards
+    calls = []
+    model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    task.loss(model, task.train_batch(0))
+    assert calls == [1]
 
 
 def test_quadratic_noise_keeps_the_hessian_and_has_zero_mean():

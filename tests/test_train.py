@@ -29,7 +29,7 @@ def test_quadratic_sgd_trajectory_matches_closed_form(tmp_path):
     cfg = TrainConfig(task="quadratic", optimizer="sgd", lr=0.5, steps=5, schedule="constant",
                       clip=0.0, task_options={"cond": 10.0})
     trainer = build(cfg, tmp_path / "run")
-    x = trainer.model.flat().detach().clone()
+    x = trainer.model().detach().clone()
     a, x_star = trainer.task.hessian, trainer.task.x_star
     trainer.run(progress=False)
     run = load_run(tmp_path / "run")

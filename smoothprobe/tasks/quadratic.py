@@ -23,8 +23,9 @@ class QuadraticModel(nn.Module):
             chunk = init[offsets[i] : offsets[i + 1]].reshape(r, c).clone()
             self.register_parameter(f"w{i}", nn.Parameter(chunk))
 
-    def flat(self) -> Tensor:
-        """All parameters as one vector, in registration order (the order A refers to)."""
+    def forward(self) -> Tensor:
+        """All parameters as one vector, in registration order (the order A refers to). A forward,
+        so that wrappers which gather parameters around it (FSDP2) see it."""
         return torch.cat([p.reshape(-1) for p in self.parameters()])
 
 
@@ -77,7 +78,7 @@ class QuadraticTask(Task):
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         device = model_device(model)
         a, x_star = self.hessian.to(device), self.x_star.to(device)
-        d = model.flat() - x_star
+        d = model() - x_star
         value = 0.5 * d @ (a @ d)
         if batch.numel():
             value = value + self.noise * batch.to(device) @ d
