@@ -202,7 +202,8 @@ class Trainer:
         first = distributed.rank() * cfg.accum  # ranks take disjoint micro-batches of the global batch
         batches = [self.task.train_batch(step, first + micro) for micro in range(cfg.accum)]
         loss = self.accumulate(batches)
-        params = [p for p in self.model.parameters() if p.grad is not None]
+        named = {n: p for n, p in self.model.named_parameters() if p.grad is not None}
+        params = list(named.values())
         max_norm = cfg.clip if cfg.clip > 0 else math.inf
         grad_norm = distributed.full(torch.nn.utils.clip_grad_norm_(params, max_norm)).item()
         lr = self.optimizer.param_groups[0]["lr"]
@@ -210,15 +211,16 @@ class Trainer:
         if not math.isfinite(loss):
             self.store.append("steps", row)
             raise SmoothprobeError(f"loss became {loss} at step {step}; stopped (steps before it are kept in {self.store.path})")
+        before = {n: p.detach().clone() for n, p in named.items()}  # x_t, for update_norm and the probes
         if self.recorder is not None:
-            self.recorder.before_step(step, batches, loss=loss, grad_norm=grad_norm)
-        before = [p.detach().clone() for p in params]
+            self.recorder.before_step(step, batches, loss=loss, grad_norm=grad_norm, x_t=before)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.recorder is not None:
             row.update(self.recorder.after_step())
         row.update(self.schedule_step(row))
-        row["update_norm"] = distributed.global_norm(torch._foreach_sub([p.detach() for p in params], before))
+        row["update_norm"] = distributed.global_norm(torch._foreach_sub([p.detach() for p in params],
+                                                                         list(before.values())))
         row["step_time_s"] = time.perf_counter() - t0
         if distributed.active():
             ranks = distributed.gather_floats([row["step_time_s"], lr])

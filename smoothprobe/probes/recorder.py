@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,8 +165,13 @@ class Recorder:
             "heavy_every": self.cadence.heavy_every,
         }
 
-    def before_step(self, step: int, batch: Any, *, loss: float | None = None, grad_norm: float | None = None) -> None:
-        """Call after backward (and clipping), before `optimizer.step()`: captures x_t and g_t."""
+    def before_step(self, step: int, batch: Any, *, loss: float | None = None, grad_norm: float | None = None,
+                    x_t: Mapping[str, Tensor] | None = None) -> None:
+        """Call after backward (and clipping), before `optimizer.step()`: captures x_t and g_t.
+
+        A loop that already keeps copies of the parameters before the step passes them as `x_t`
+        (by parameter name), and the Recorder uses those instead of making its own.
+        """
         self._pending = {"step": step, "loss": loss, "grad_norm": grad_norm, "probe": self.cadence.due(step)}
         if not self._pending["probe"]:
             return
@@ -174,7 +179,9 @@ class Recorder:
         scale = unclip_factor(self.model, grad_norm)
         if scale != 1.0:
             torch._foreach_mul_(grads, scale)
-        self._pending.update(batch=batch, grads=grads, params=[p.detach().clone() for p in self.params])
+        self._pending.update(batch=batch, grads=grads, params=[
+            x_t[n] if x_t is not None and n in x_t else p.detach().clone() for n, p in zip(self.names, self.params)
+        ])
 
     def after_step(self) -> dict:
         """Call after `optimizer.step()`: runs the due probes at x_{t+1}; returns the row's probe columns."""
