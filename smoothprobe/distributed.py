@@ -36,11 +36,12 @@ def init_from_env(device: torch.device, *, shard: bool = False) -> torch.device:
     """Join the process group torchrun describes (WORLD_SIZE > 1, or any torchrun launch when the
     model is to be sharded); NCCL on CUDA, gloo on CPU. On CUDA each rank takes the GPU of its
     LOCAL_RANK. Returns the device this rank uses."""
-    launched = "WORLD_SIZE" in os.environ
-    if shard and not launched and not active():
+    if active():
+        return device
+    if shard and "WORLD_SIZE" not in os.environ:
         raise SmoothprobeError("--fsdp shards the model over torchrun's processes; launch with "
                                "`torchrun --nproc-per-node N -m smoothprobe.cli.main ...`")
-    if active() or not (int(os.environ.get("WORLD_SIZE", "1")) > 1 or (shard and launched)):
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not shard:
         return device
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
