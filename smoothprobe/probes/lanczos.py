@@ -7,7 +7,7 @@ import torch
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.probes.oracle import GRAPH_COST, HVP_COST, GradOracle
 from smoothprobe.probes.result import ProbeResult
-from smoothprobe.probes.vec import flatten, unflatten, work_dtype
+from smoothprobe.probes.vec import work_dtype
 
 
 class LanczosProbe:
@@ -50,7 +50,7 @@ class LanczosProbe:
         alphas: list[float] = []
         betas: list[float] = []
         for j in range(steps):
-            w = flatten(oracle.hvp(unflatten(basis[j], params)), dtype)
+            w = oracle.hvp_flat(basis[j])
             alphas.append(torch.dot(basis[j], w).item())
             q = basis[: j + 1]
             for _ in range(2):

@@ -12,6 +12,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from smoothprobe.distributed import all_reduce_grads_, all_reduce_mean, is_sharded, reshard
 from smoothprobe.errors import SmoothprobeError
+from smoothprobe.probes.vec import flatten, unflatten
 
 GRAPH_COST = 1.1
 """Forward plus a create_graph backward, in forward+backward units (tiny LLaMA, 2 CPU cores)."""
@@ -180,6 +181,11 @@ class GradOracle:
         hv = [h.detach() for h in hv]
         all_reduce_grads_(hv)
         return hv
+
+    def hvp_flat(self, vector: Tensor) -> Tensor:
+        """H·v for a vector laid out like `flatten(params)`, returned flat in the vector's dtype
+        (the form Lanczos and the trace estimators iterate in)."""
+        return flatten(self.hvp(unflatten(vector, self.params)), vector.dtype)
 
     def release(self) -> None:
         """Free the kept gradient graph and the cached gradient."""

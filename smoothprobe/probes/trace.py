@@ -10,7 +10,7 @@ from torch import Tensor
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.probes.oracle import GRAPH_COST, HVP_COST, GradOracle
 from smoothprobe.probes.result import ProbeResult
-from smoothprobe.probes.vec import flatten, unflatten, work_dtype
+from smoothprobe.probes.vec import work_dtype
 
 METHODS = ("hutchinson", "hutchpp")
 
@@ -53,7 +53,7 @@ class TraceProbe:
             return (2 * signs - 1).to(dtype)
 
         def apply(vectors: Tensor) -> Tensor:
-            return torch.stack([flatten(oracle.hvp(unflatten(v, params)), dtype) for v in vectors])
+            return torch.stack([oracle.hvp_flat(v) for v in vectors])
 
         exact_part = 0.0
         probes = self.hvps
