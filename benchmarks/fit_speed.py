@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from smoothprobe.fit import fit_frame
 from smoothprobe.fit.bootstrap import bootstrap_envelope
 from smoothprobe.fit.models import rho_design
-from smoothprobe.fit.synthetic import planted_steps
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from planted import planted_steps  # noqa: E402  (the tests' planted-envelope fixture)
 
 GOAL_S = 10.0
 

@@ -183,7 +183,7 @@ class Geometry:
 
     def _check(self, tensors: Sequence[Tensor]) -> None:
         if len(tensors) != len(self.names):
-            raise ValueError(f"expected {len(self.names)} tensors, got {len(tensors)}")
+            raise SmoothprobeError(f"expected {len(self.names)} tensors, got {len(tensors)}")
         for name, t in zip(self.names, tensors):
             if not eligible(t, self.family):
                 raise SmoothprobeError(

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from smoothprobe.errors import SmoothprobeError
+
 
 @dataclass(frozen=True)
 class LlamaConfig:
@@ -114,7 +116,7 @@ class Llama(nn.Module):
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
         if cfg.d_model % cfg.n_heads:
-            raise ValueError(f"d_model must be divisible by n_heads. Got {cfg.d_model}, {cfg.n_heads}.")
+            raise SmoothprobeError(f"d_model must be divisible by n_heads. Got {cfg.d_model}, {cfg.n_heads}.")
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
@@ -135,7 +137,7 @@ class Llama(nn.Module):
         """Logits of shape (batch, time, vocab) for token ids of shape (batch, time)."""
         t = idx.shape[1]
         if t > self.cfg.context:
-            raise ValueError(f"sequence length {t} exceeds the model context {self.cfg.context}")
+            raise SmoothprobeError(f"sequence length {t} exceeds the model context {self.cfg.context}")
         x = self.embed(idx)
         cos, sin = self.rope_cos[:t], self.rope_sin[:t]
         for block in self.blocks:

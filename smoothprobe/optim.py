@@ -82,7 +82,7 @@ class _DecoupledOptimizer(Optimizer):
 
 def _check_beta(name: str, value: float) -> None:
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
+        raise SmoothprobeError(f"{name} must be in [0, 1), got {value}")
 
 
 class Lion(_DecoupledOptimizer):
@@ -199,7 +199,7 @@ class MuonWithAdamW(Optimizer):
         """Add a group (``"algo"`` must be ``"muon"`` or ``"adamw"``) here and to its inner optimizer."""
         algo = param_group.get("algo")
         if algo not in self._inner_defaults:
-            raise ValueError(f"param group 'algo' must be 'muon' or 'adamw', got {algo!r}")
+            raise SmoothprobeError(f"param group 'algo' must be 'muon' or 'adamw', got {algo!r}")
         inner = self.inner.get(algo)
         if inner is None:
             cls = torch.optim.Muon if algo == "muon" else torch.optim.AdamW
@@ -346,7 +346,7 @@ def describe_split(optimizer: Optimizer) -> dict[str, list[str]]:
     split: dict[str, list[str]] = {}
     for group in optimizer.param_groups:
         if "algo" not in group or "param_names" not in group:
-            raise ValueError("describe_split needs groups with 'algo' and 'param_names' keys "
+            raise SmoothprobeError("describe_split needs groups with 'algo' and 'param_names' keys "
                              "(an optimizer from make_optimizer)")
         split.setdefault(group["algo"], []).extend(group["param_names"])
     return split

@@ -10,11 +10,13 @@ import pandas as pd
 import pytest
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.fit import SmoothnessFit, estimate_f_star, fit_frame, fit_run, synthetic
+import planted
+
+from smoothprobe.fit import SmoothnessFit, estimate_f_star, fit_frame, fit_run
 from smoothprobe.fit.bootstrap import block_length, circular_block_counts
-from smoothprobe.fit.formulas import delta_peak, eta_max, k_model
 from smoothprobe.fit.models import rho_design, select_rho, time_folds
 from smoothprobe.fit.quantile import BandedQuantileLP, _solve_dual, quantile_regression
+from smoothprobe.smoothness import delta_peak, eta_max, k_model
 
 PLANTED = (1.0, 2.0, 3.0)
 TAU = 0.9
@@ -23,8 +25,8 @@ Q_U = U_LOW + (1 - U_LOW) * TAU  # τ-quantile of U ~ Uniform(U_LOW, 1)
 
 
 def planted_steps(n: int, seed: int, **kwargs) -> pd.DataFrame:
-    """Steps under the planted envelope PLANTED·U, U ~ Uniform(U_LOW, 1) (see fit.synthetic)."""
-    return synthetic.planted_steps(n, seed, constants=PLANTED, u_low=U_LOW, **kwargs)
+    """Steps under the planted envelope PLANTED·U, U ~ Uniform(U_LOW, 1) (see tests/planted.py)."""
+    return planted.planted_steps(n, seed, constants=PLANTED, u_low=U_LOW, **kwargs)
 
 
 # closed forms -------------------------------------------------------------------------------

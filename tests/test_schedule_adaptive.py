@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from smoothprobe.distributed import all_reduce_mean
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.schedule.adaptive import (
-    AdaptiveWarmup,
+from smoothprobe.schedule.adaptive import AdaptiveWarmup
+from smoothprobe.smoothness import (
     Constants,
-    all_reduce_mean,
     delta_peak,
     eta,
     eta_max,

@@ -41,9 +41,9 @@ def test_estimate_above_first_loss_is_ignored():
 
 
 def test_online_refit_adopts_planted_constants_scaled_to_the_peak_lr():
-    from smoothprobe.fit.synthetic import planted_steps
-    from smoothprobe.schedule.adaptive import eta_max
+    from planted import planted_steps
     from smoothprobe.schedule.online import OnlineRefit
+    from smoothprobe.smoothness import eta_max
 
     steps = planted_steps(3000, seed=0, f_star=0.0)
     sched = make_schedule()

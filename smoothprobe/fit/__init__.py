@@ -10,7 +10,6 @@ from smoothprobe.errors import SmoothprobeError
 from smoothprobe.fit.bootstrap import block_length, bootstrap_envelope
 from smoothprobe.fit.compare import compare_models, verdict
 from smoothprobe.fit.data import FitData, fit_data
-from smoothprobe.fit.formulas import delta_peak, eta_max, k_model
 from smoothprobe.fit.fstar import FStarEstimate, estimate_f_star
 from smoothprobe.fit.models import (
     RHO_GRID,
@@ -21,6 +20,7 @@ from smoothprobe.fit.models import (
     time_folds,
 )
 from smoothprobe.fit.result import SmoothnessFit
+from smoothprobe.smoothness import delta_peak, eta_max, k_model
 
 __all__ = ["SmoothnessFit", "estimate_f_star", "fit_frame", "fit_run"]
 

@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from smoothprobe.fit.data import FitData
-from smoothprobe.fit.formulas import k_model
 from smoothprobe.fit.models import RhoDesign, cv_pinball
 from smoothprobe.fit.quantile import quantile_regression
+from smoothprobe.smoothness import k_model
 
 MIN_GAIN = 0.02
 """Relative held-out pinball improvement over a constant L for the ρ-model to count as useful."""

@@ -141,7 +141,7 @@ def estimate_f_star(
     own confidence interval) and, when no loss is negative, at or above 0.
     """
     if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1); got {level}")
+        raise SmoothprobeError(f"level must lie in (0, 1); got {level}")
     step, loss = np.asarray(step, dtype=float), np.asarray(loss, dtype=float)
     ok = np.isfinite(step) & np.isfinite(loss)
     if ok.sum() < MIN_LOSS_POINTS:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import lsq_linear
 
+from smoothprobe.errors import SmoothprobeError
 from smoothprobe.fit.quantile import DIRECT_MAX_ROWS, pinball, quantile_regression
 
 RHO_GRID = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0)
@@ -44,7 +45,7 @@ def _columns(delta: np.ndarray, rho: float) -> np.ndarray:
 def rho_design(delta: np.ndarray, k: np.ndarray, rho: float) -> RhoDesign:
     """Scaled design matrix and constraints of the ρ-model for gaps `delta` > 0 and values `k`."""
     if rho <= 1:
-        raise ValueError(f"rho must be > 1. Got {rho}.")
+        raise SmoothprobeError(f"rho must be > 1. Got {rho}.")
     delta_scale = float(np.max(delta))
     k_scale = float(np.median(np.abs(k))) or 1.0
     grid = np.geomspace(np.min(delta), delta_scale, POSITIVITY_POINTS) / delta_scale

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linprog
 
+from smoothprobe.errors import SmoothprobeError
+
 DIRECT_MAX_ROWS = 4000
 """Problems with at most this many weighted rows go to HiGHS whole; larger ones are banded."""
 SIMPLEX_MAX_ROWS = 1000
@@ -75,7 +77,7 @@ class BandedQuantileLP:
                 if not np.any(flipped & (w > 0)):
                     return beta, float(np.max(np.abs(shift) / self.spread))
             if not (above | below).any():
-                raise ValueError("quantile regression LP failed on the full problem")
+                raise SmoothprobeError("quantile regression LP failed on the full problem")
             band *= 2.0
 
 
@@ -103,7 +105,7 @@ def quantile_regression(
     if len(live) <= DIRECT_MAX_ROWS:
         beta = _solve_dual(x[live], y[live], w[live], tau, g, h, np.zeros(p))
         if beta is None:
-            raise ValueError("quantile regression LP is infeasible: check the constraints G, h")
+            raise SmoothprobeError("quantile regression LP is infeasible: check the constraints G, h")
         return beta
     if start is None:
         sub = np.random.default_rng(0).choice(live, DIRECT_MAX_ROWS, replace=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.fit.formulas import k_model
+from smoothprobe.smoothness import k_model
 
 SCHEMA_VERSION = 1
 CONSTANTS = ("K0", "K1", "K_rho")

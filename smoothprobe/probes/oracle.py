@@ -68,13 +68,13 @@ class GradOracle:
         rng_state: RngState | None = None,
     ) -> None:
         if not params:
-            raise ValueError("params is empty")
+            raise SmoothprobeError("params is empty")
         owned = {id(p) for p in model.parameters()}
         for i, p in enumerate(params):
             if id(p) not in owned:
-                raise ValueError(f"params[{i}] is not a parameter of the model")
+                raise SmoothprobeError(f"params[{i}] is not a parameter of the model")
             if not p.requires_grad:
-                raise ValueError(f"params[{i}] does not require grad")
+                raise SmoothprobeError(f"params[{i}] does not require grad")
         self.model = model
         self.loss_fn = loss_fn
         self.params = list(params)

@@ -18,8 +18,8 @@ import seaborn as sns
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-from smoothprobe.fit.formulas import k_model
 from smoothprobe.report.data import RunView, delta_grid
+from smoothprobe.smoothness import k_model
 
 DPI = 96
 WIDTH = 10.0

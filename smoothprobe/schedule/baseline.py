@@ -7,6 +7,8 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from smoothprobe.errors import SmoothprobeError
+
 DECAYS = ("constant", "cosine", "linear", "wsd")
 WARMUP_SHAPES = ("linear", "cosine")
 
@@ -32,13 +34,13 @@ class WarmupDecay(LRScheduler):
         last_epoch: int = -1,
     ) -> None:
         if decay not in DECAYS:
-            raise ValueError(f"decay must be one of {DECAYS}. Got {decay!r}.")
+            raise SmoothprobeError(f"decay must be one of {DECAYS}. Got {decay!r}.")
         if warmup_shape not in WARMUP_SHAPES:
-            raise ValueError(f"warmup_shape must be one of {WARMUP_SHAPES}. Got {warmup_shape!r}.")
+            raise SmoothprobeError(f"warmup_shape must be one of {WARMUP_SHAPES}. Got {warmup_shape!r}.")
         if not 0 <= warmup_steps <= total_steps:
-            raise ValueError(f"warmup_steps must lie in [0, total_steps]. Got {warmup_steps}.")
+            raise SmoothprobeError(f"warmup_steps must lie in [0, total_steps]. Got {warmup_steps}.")
         if not 0 <= floor <= 1 or not 0 < decay_fraction <= 1:
-            raise ValueError(f"floor and decay_fraction must lie in [0, 1]. Got {floor}, {decay_fraction}.")
+            raise SmoothprobeError(f"floor and decay_fraction must lie in [0, 1]. Got {floor}, {decay_fraction}.")
         self.total_steps, self.warmup_steps = total_steps, warmup_steps
         self.decay, self.warmup_shape = decay, warmup_shape
         self.floor, self.decay_fraction = floor, decay_fraction
@@ -70,6 +72,6 @@ class WarmupDecay(LRScheduler):
 def warmup_steps(warmup: float, total_steps: int) -> int:
     """Warm-up length in steps: values below 1 are a fraction of `total_steps`, others a count."""
     if warmup < 0:
-        raise ValueError(f"warmup must be >= 0. Got {warmup}.")
+        raise SmoothprobeError(f"warmup must be >= 0. Got {warmup}.")
     steps = round(warmup * total_steps) if warmup < 1 else int(warmup)
     return min(steps, total_steps)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from smoothprobe.errors import SmoothprobeError
 from smoothprobe.tasks.base import Batch, Task, batch_rng, model_device
 
 DEFAULT_SHAPES: tuple[tuple[int, int], ...] = ((16, 16), (16, 8), (8, 8))
@@ -49,7 +50,7 @@ class QuadraticTask(Task):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         if cond < 1:
-            raise ValueError(f"cond must be >= 1. Got {cond}.")
+            raise SmoothprobeError(f"cond must be >= 1. Got {cond}.")
         self.shapes, self.cond, self.lam_max, self.noise = tuple(shapes), cond, lam_max, noise
         self.seed, self.dtype = seed, dtype
         self.dim = sum(r * c for r, c in self.shapes)

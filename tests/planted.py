@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from smoothprobe.fit.formulas import k_model
+from smoothprobe.smoothness import k_model
 
 
 def planted_steps(n: int, seed: int = 0, *, constants: tuple[float, float, float] = (1.0, 2.0, 3.0),

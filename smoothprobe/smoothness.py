@@ -1,0 +1,210 @@
+"""The (ρ, K0, K1, Kρ)-smoothness model in one place: K(Δ), η(Δ), the peak gap Δ', η_max, and
+the paper's practical parametrisation with its Δ' search.
+
+Riabinin et al., "Where Does Warm-Up Come From?" (arXiv 2602.05813): under
+‖∇f(x) − ∇f(y)‖_* ≤ K(Δ)·‖x − y‖ with K(Δ) = K0 + K1·Δ + Kρ·Δ^ρ and Δ = f(x) − f*, the step size
+η(Δ) = Δ / K(Δ) rises while Δ is large and decays near f*. The fit, the scheduler and the report
+all read these functions; derivations are in docs/design.md.
+
+>>> round(float(eta_max(1.0, 0.0, 1.0, 2.0)), 6)   # ρ = 2: 1 / (K1 + 2·sqrt(K0·Kρ))
+0.5
+>>> round(float(delta_peak(1.0, 1.0, 2.0)), 6)      # Δ' = (K0 / ((ρ−1)·Kρ))^(1/ρ)
+1.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.optimize import minimize_scalar
+
+from smoothprobe.errors import SmoothprobeError
+
+SIGMA_F = 1e-3
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(16)
+_PANELS = 64
+_WINDOW = 10.0  # half-width of the quadrature window around Δ', in Gaussian standard deviations
+
+
+def k_model(delta: np.ndarray | float, k0, k1, k_rho, rho: float) -> np.ndarray:
+    """K(Δ) = K0 + K1·Δ + Kρ·Δ^ρ; constants may be arrays that broadcast against Δ."""
+    delta = np.asarray(delta, dtype=float)
+    return k0 + k1 * delta + k_rho * delta**rho
+
+
+def delta_peak(k0, k_rho, rho: float) -> np.ndarray:
+    """Δ' = (K0 / ((ρ−1)·Kρ))^(1/ρ), where η(Δ) = Δ/K(Δ) peaks; +inf when Kρ = 0.
+
+    Δ/K(Δ) is maximal where K(Δ)/Δ = K0/Δ + K1 + KρΔ^(ρ−1) is minimal, i.e. where its
+    derivative −K0/Δ² + (ρ−1)KρΔ^(ρ−2) vanishes.
+    """
+    if rho <= 1:
+        raise SmoothprobeError(f"rho must be > 1. Got {rho}.")
+    k0, k_rho = np.asarray(k0, dtype=float), np.asarray(k_rho, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        peak = (k0 / ((rho - 1.0) * k_rho)) ** (1.0 / rho)
+    return np.where(k_rho > 0, peak, np.inf)
+
+
+def eta_max(k0, k1, k_rho, rho: float) -> np.ndarray:
+    """η_max = sup_Δ>0 Δ/K(Δ); +inf when K(Δ) ≤ 0 somewhere on Δ > 0 (no finite peak).
+
+    Closed form for every ρ: Δ'/K(Δ'), with the limits 1/K1 when Δ' is 0 or +inf; for ρ = 2 it
+    equals 1/(K1 + 2√(K0·K2)).
+    """
+    k0, k1, k_rho = (np.asarray(v, dtype=float) for v in (k0, k1, k_rho))
+    peak = delta_peak(k0, k_rho, rho)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        interior = np.isfinite(peak) & (peak > 0)
+        inner = np.where(interior, k_model(peak, k0, k1, k_rho, rho) / peak, k1)
+        return np.where(inner > 0, 1.0 / inner, np.inf)
+
+
+class Constants(NamedTuple):
+    """(ρ, K0, K1, Kρ)-smoothness constants: K(Δ) = K0 + K1·Δ + Kρ·Δ^ρ."""
+
+    K0: float
+    K1: float
+    K_rho: float
+    rho: float
+
+
+def eta(delta: ArrayLike, K0: float, K1: float, K_rho: float, rho: float) -> Any:
+    """Step size η(Δ) = Δ / K(Δ) for gaps Δ > 0 (floats, numpy arrays or tensors)."""
+    return delta / (K0 + K1 * delta + K_rho * delta**rho)
+
+
+def check_constants(K0: float, K1: float, K_rho: float, rho: float) -> Constants:
+    """Validated constants: ρ > 1, K0 > 0, Kρ > 0 and K(Δ) > 0 for every Δ > 0 (η_max > 0)."""
+    values = Constants(float(K0), float(K1), float(K_rho), float(rho))
+    if not all(math.isfinite(v) for v in values):
+        raise SmoothprobeError(f"constants must be finite. Got {values}.")
+    if values.rho <= 1 or values.K0 <= 0 or values.K_rho <= 0:
+        raise SmoothprobeError(
+            f"constants need rho > 1, K0 > 0 and K_rho > 0 for a warm-up peak. Got {values}."
+        )
+    if not 0 < float(eta_max(*values)) < math.inf:
+        raise SmoothprobeError(
+            f"constants give K(Δ) <= 0 near the peak (K1 too negative). Got {values}."
+        )
+    return values
+
+
+def practical_constants(lr: float, div: float, delta0: float, delta_peak: float) -> Constants:
+    """ρ = 2 constants with η(Δ0) = lr/div, η(Δ') = lr and η'(Δ') = 0 (DESIGN.md §3)."""
+    if not lr > 0 or not div > 1:
+        raise SmoothprobeError(
+            f"practical schedule needs lr > 0 and div > 1. Got lr={lr}, div={div}."
+        )
+    if not 0 < delta_peak < delta0:
+        raise SmoothprobeError(
+            f"practical schedule needs 0 < delta_peak < delta0. Got delta_peak={delta_peak}, "
+            f"delta0={delta0}."
+        )
+    K2 = delta0 * (div - 1.0) / (lr * (delta0 - delta_peak) ** 2)
+    return Constants(K2 * delta_peak**2, 1.0 / lr - 2.0 * K2 * delta_peak, K2, 2.0)
+
+
+def _gauss_legendre(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Composite 16-point Gauss–Legendre nodes and weights on each row's interval [a_i, b_i]."""
+    h = ((b - a) / _PANELS)[:, None, None]
+    left = a[:, None, None] + h * np.arange(_PANELS)[None, :, None]
+    x = left + h * (_GL_NODES + 1.0) / 2.0
+    w = np.broadcast_to(h * _GL_WEIGHTS / 2.0, x.shape)
+    return x.reshape(len(a), -1), w.reshape(len(a), -1)
+
+
+def practical_mismatch(
+    delta_peaks: ArrayLike, div: float, delta0: float, kappa: float, sigma_f: float = SIGMA_F
+) -> np.ndarray:
+    """Gaussian-weighted squared mismatch J(Δ') of the practical η to the paper's target shape.
+
+    J(Δ') = (1/Δ0)·∫_0^Δ0 w(Δ)·((η(Δ) − T(Δ))/lr)² dΔ, w = exp(−(Δ − Δ')²·σ_F·κ/2); the target T
+    rises as a half cosine from 0 at Δ = 0 to lr at Δ', then falls linearly to lr/div at Δ0.
+    Scale-free in lr. Integrated by fixed composite Gauss–Legendre on ±10 standard deviations
+    of w around Δ', split at the kink Δ', so a narrow weight is never missed.
+    """
+    p = np.atleast_1d(np.asarray(delta_peaks, dtype=np.float64))
+    precision = sigma_f * kappa
+    half = _WINDOW / math.sqrt(precision)
+    total = np.zeros_like(p)
+    for rising in (True, False):
+        a = np.maximum(0.0, p - half) if rising else p
+        b = p if rising else np.minimum(delta0, p + half)
+        x, w = _gauss_legendre(a, b)
+        q = p[:, None]
+        shape = 1.0 / (1.0 + (div - 1.0) * (delta0 / x) * ((x - q) / (delta0 - q)) ** 2)
+        if rising:
+            target = 0.5 * (1.0 - np.cos(np.pi * x / q))
+        else:
+            target = 1.0 + (1.0 / div - 1.0) * (x - q) / (delta0 - q)
+        weight = np.exp(-0.5 * precision * (x - q) ** 2)
+        total += np.sum(w * weight * (shape - target) ** 2, axis=1)
+    return total / delta0
+
+
+def practical_delta_peak(
+    div: float, delta0: float, kappa: float, sigma_f: float = SIGMA_F, n_scan: int = 500
+) -> float:
+    """Peak gap Δ' of the practical schedule: argmin of `practical_mismatch` over (0, Δ0).
+
+    The paper's n_scan-point scan (Riabinin et al., arXiv 2602.05813), then a bounded Brent
+    refinement inside the best scan cell, so Δ' moves continuously with Δ0 instead of in
+    grid steps.
+    """
+    if not div > 1 or not delta0 > 0 or not kappa > 0 or not sigma_f > 0 or n_scan < 3:
+        raise SmoothprobeError(
+            f"delta-peak scan needs div > 1, delta0 > 0, kappa > 0, sigma_f > 0, n_scan >= 3. "
+            f"Got div={div}, delta0={delta0}, kappa={kappa}, sigma_f={sigma_f}, n_scan={n_scan}."
+        )
+    grid = delta0 * np.arange(1, n_scan + 1) / (n_scan + 1)
+    chunks = np.array_split(grid, max(1, n_scan // 100))
+    values = np.concatenate([practical_mismatch(c, div, delta0, kappa, sigma_f) for c in chunks])
+    i = int(np.argmin(values))
+    edges = np.concatenate([[0.0], grid, [delta0]])
+    found = minimize_scalar(
+        lambda q: float(practical_mismatch(q, div, delta0, kappa, sigma_f)[0]),
+        bounds=(edges[i], edges[i + 2]),
+        method="bounded",
+        options={"xatol": 1e-10 * delta0},
+    )
+    return float(found.x) if found.fun <= values[i] else float(grid[i])
+
+
+@dataclasses.dataclass(frozen=True)
+class PracticalRule:
+    """The paper's practical parametrisation by (lr, div, Δ'), finalised once Δ0 is known.
+
+    Riabinin et al., "Where Does Warm-Up Come From?" (arXiv 2602.05813). Δ' is given, or chosen
+    by `practical_delta_peak` from the geometry's κ = Σ c_i.
+    """
+
+    lr: float
+    div: float
+    delta_peak: float | None = None
+    kappa: float | None = None
+    sigma_f: float = SIGMA_F
+    n_scan: int = 500
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0 or not self.div > 1:
+            raise SmoothprobeError(
+                f"practical needs lr > 0 and div > 1. Got lr={self.lr}, div={self.div}."
+            )
+        if self.delta_peak is None and self.kappa is None:
+            raise SmoothprobeError(
+                "practical needs delta_peak or kappa (to choose it). Got neither."
+            )
+        if self.delta_peak is not None and not self.delta_peak > 0:
+            raise SmoothprobeError(f"delta_peak must be > 0. Got {self.delta_peak}.")
+
+    def constants(self, delta0: float) -> Constants:
+        """Constants for the start gap Δ0 (Δ' scanned here when not given)."""
+        peak = self.delta_peak
+        if peak is None:
+            peak = practical_delta_peak(self.div, delta0, self.kappa, self.sigma_f, self.n_scan)
+        return practical_constants(self.lr, self.div, delta0, peak)
