@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,27 @@ class UsageFailure(click.ClickException):
     exit_code = 2
 
 
+PARAMETER_FLAGS = {
+    "lr": "--lr", "steps": "--steps", "batch_size": "--batch-size", "accum": "--accum", "warmup": "--warmup",
+    "min_lr_ratio": "--min-lr-ratio", "weight_decay": "--weight-decay", "clip": "--clip", "device": "--device",
+    "data": "--data", "every": "--every", "overhead": "--overhead", "heavy_every": "--heavy-every",
+    "probes": "--probes", "preset": "--preset", "f_star": "--f-star", "div": "--div", "delta_peak": "--delta-peak",
+    "max_warmup": "--max-warmup", "pilot": "--pilot", "refit_every": "--refit-every",
+    "f_star_every": "--f-star-every", "allow_unsupported": "--allow-unsupported-fit", "fit": "--fit",
+    "fsdp": "--fsdp", "rho": "--rho", "quantile": "--quantile", "bootstrap": "--bootstrap", "window": "--window",
+    "column": "--column", "delta_from": "--delta-from", "eval_every": "--eval-every",
+    "flush_every": "--flush-every", "checkpoint_every": "--checkpoint-every", "resume": "--resume",
+    "overwrite": "--overwrite", "vocab_size": "--vocab-size",
+}
+"""Library parameter names and the flags that set them, for error messages."""
+
+
+def as_flags(message: str) -> str:
+    """A library message with parameter names replaced by their CLI flags ("lr must be" → "--lr must be")."""
+    return re.sub(r"(?<![\w.'-])(" + "|".join(sorted(PARAMETER_FLAGS, key=len, reverse=True)) + r")(?= must| and | or | is | needs| \(|:|,|$)",
+                  lambda m: PARAMETER_FLAGS[m.group(1)], message)
+
+
 def library_errors(func: Callable) -> Callable:
     """Turn SmoothprobeError into one line on stderr and exit code 2, without a traceback."""
 
@@ -26,7 +48,7 @@ def library_errors(func: Callable) -> Callable:
         try:
             return func(*args, **kwargs)
         except SmoothprobeError as exc:
-            raise UsageFailure(str(exc)) from None
+            raise UsageFailure(as_flags(str(exc))) from None
 
     return wrapper
 
@@ -85,11 +107,20 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
                      help="Adaptive: gap Delta' where the lr peaks [default: chosen from the geometry]."),
         click.option("--adaptive-decay", type=click.Choice(["cosine", "linear", "model"]), default="cosine",
                      show_default=True, help="Adaptive: decay after the peak."),
-        click.option("--max-warmup", type=click.FloatRange(min=0), default=0.3, show_default=True,
-                     help="Adaptive: longest warm-up (fraction of --steps if below 1, else steps)."),
+        click.option("--max-warmup", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Adaptive: an explicit bound on the warm-up (fraction of --steps if below 1, else "
+                          "steps) [default: none; the warm-up ends when the loss crosses the fitted peak]."),
+        click.option("--pilot", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Adaptive closed loop: record probes for this fraction (below 1) or number of steps "
+                          "under the practical schedule, fit K(Delta), and let the fit drive the rest."),
         click.option("--refit-every", type=click.IntRange(min=1), default=None,
-                     help="Adaptive, with `record`: refit K(Delta) to the secant probes every N steps and "
-                          "adopt the constants once the data supports the model."),
+                     help="Adaptive, with `record`: refit the constants K(Delta) to the secant probes every N "
+                          "steps and adopt them once the data supports the model."),
+        click.option("--f-star-every", type=click.IntRange(min=1), default=None,
+                     help="Adaptive with --f-star auto: re-estimate f* from the loss curve every N steps "
+                          "[default: steps/20, at least 10]."),
+        click.option("--allow-unsupported-fit", is_flag=True,
+                     help="Adaptive: let a fit whose verdict is not 'supported' drive the schedule (warns)."),
         click.option("--fsdp", is_flag=True,
                      help="Under torchrun: shard the model with FSDP2 instead of replicating it with DDP "
                           "(probes: norms, secant, curv_fd)."),
@@ -117,28 +148,23 @@ def config_from_options(kw: dict):
     for old in renames:
         kw.pop(old, None)
     adaptive_keys = ("adaptive", "fit_path", "f_star", "div", "delta_peak", "adaptive_decay", "max_warmup",
-                     "refit_every")
+                     "pilot", "refit_every", "f_star_every", "allow_unsupported_fit")
     adaptive = {k: kw.pop(k) for k in adaptive_keys}
     fields = {k: kw.pop(k) for k in list(kw) if k in TrainConfig.__dataclass_fields__}
     return TrainConfig(**fields, task_options=task_options, adaptive=adaptive_options(adaptive))
 
 
-def adaptive_options(opts: dict) -> dict | None:
-    """The AdaptiveWarmup options of TrainConfig from the CLI flags (None: baseline schedule)."""
-    if not opts["adaptive"] and opts["fit_path"] is None:
+def adaptive_options(opts: dict):
+    """The AdaptiveConfig from the CLI flags (None: baseline schedule)."""
+    from smoothprobe.config import AdaptiveConfig
+
+    if not opts["adaptive"] and opts["fit_path"] is None and opts["pilot"] is None:
         return None
-    f_star = opts["f_star"]
-    if f_star is not None and f_star != "auto":
-        try:
-            f_star = float(f_star)
-        except ValueError:
-            raise click.BadParameter(f"expected a number or 'auto', got {f_star!r}", param_hint="--f-star") from None
-    if f_star == "auto" and opts["fit_path"] is not None:
-        raise click.BadParameter("'auto' re-estimates f* without a fit; drop --fit or give a number",
-                                 param_hint="--f-star")
-    return {"fit": opts["fit_path"], "f_star": f_star, "div": opts["div"], "delta_peak": opts["delta_peak"],
-            "decay": opts["adaptive_decay"], "max_warmup": opts["max_warmup"] or None,
-            "refit_constants": opts["refit_every"]}
+    f_star = parse_number_or_auto(opts["f_star"], "--f-star")
+    return AdaptiveConfig(fit=opts["fit_path"], pilot=opts["pilot"], f_star=f_star, div=opts["div"],
+                          delta_peak=opts["delta_peak"], decay=opts["adaptive_decay"],
+                          max_warmup=opts["max_warmup"], refit_every=opts["refit_every"],
+                          f_star_every=opts["f_star_every"], allow_unsupported=opts["allow_unsupported_fit"])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -183,15 +209,12 @@ def record(**kw) -> None:
     """Train like `train` and record curvature probes (secant K in the optimizer's geometry, ...)."""
     from smoothprobe.train import train as run_training
 
-    probes = {
-        "preset": kw.pop("preset"),
-        "probes": kw.pop("probes").split(",") if kw.get("probes") else None,
-        "every": kw.pop("every"),
-        "overhead": kw.pop("overhead"),
-        "heavy_every": kw.pop("heavy_every"),
-        "nuclear": kw.pop("nuclear"),
-    }
-    kw.pop("probes", None)
+    from smoothprobe.config import ProbeConfig
+
+    listed = kw.pop("probes")
+    probes = ProbeConfig(preset=kw.pop("preset"), probes=listed.split(",") if listed else None,
+                         every=kw.pop("every"), overhead=kw.pop("overhead"), heavy_every=kw.pop("heavy_every"),
+                         nuclear=kw.pop("nuclear"))
     out, resume, overwrite, quiet = kw.pop("out"), kw.pop("resume"), kw.pop("overwrite"), kw.pop("no_progress")
     config = config_from_options(kw)
     config.probes = probes

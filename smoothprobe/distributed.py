@@ -39,7 +39,7 @@ def init_from_env(device: torch.device, *, shard: bool = False) -> torch.device:
     if active():
         return device
     if shard and "WORLD_SIZE" not in os.environ:
-        raise SmoothprobeError("--fsdp shards the model over torchrun's processes; launch with "
+        raise SmoothprobeError("fsdp shards the model over torchrun's processes; launch with "
                                "`torchrun --nproc-per-node N -m smoothprobe.cli.main ...`")
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not shard:
         return device

@@ -83,7 +83,7 @@ class RunStore:
             return cls(path, {"schema_version": SCHEMA_VERSION, **info}, writer=False)
         if path.exists() and any(path.iterdir()):
             if not overwrite:
-                raise SmoothprobeError(f"run directory {path} exists; pass --resume to continue it or --overwrite")
+                raise SmoothprobeError(f"run directory {path} exists; pass resume (to continue it) or overwrite (to replace it)")
             for name in [*(f"{t}.jsonl" for t in TABLES), "run.json", str(CHECKPOINT)]:
                 (path / name).unlink(missing_ok=True)
         (path / CHECKPOINT.parent).mkdir(parents=True, exist_ok=True)
@@ -130,6 +130,13 @@ class RunStore:
             tmp = self.path / f".{table}.jsonl.tmp"
             tmp.write_text(kept)
             os.replace(tmp, self.path / f"{table}.jsonl")
+
+    def last_time(self) -> float:
+        """`time_s` of the last step row on disk (0 without rows): a resumed run's clock."""
+        self.flush()
+        rows, _ = read_table(self.path / "steps.jsonl") if self.writer else ([], [])
+        times = [r.get("time_s") for r in rows if isinstance(r, dict)]
+        return float(next((t for t in reversed(times) if isinstance(t, (int, float))), 0.0))
 
     def save_checkpoint(self, state: dict) -> None:
         """Flush the tables, then atomically replace checkpoints/last.pt with `state`."""

@@ -5,9 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,78 +16,16 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from smoothprobe import distributed
+from smoothprobe.config import TrainConfig
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.optim import OPTIMIZERS, default_lr, describe_split, make_optimizer
+from smoothprobe.optim import make_optimizer
 from smoothprobe.probes.recorder import Cadence, Recorder, optimizer_geometry
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
-from smoothprobe.schedule.baseline import DECAYS, WARMUP_SHAPES, WarmupDecay, warmup_steps
+from smoothprobe.schedule.baseline import WarmupDecay, warmup_steps
 from smoothprobe.schedule.online import OnlineFStar, OnlineRefit
 from smoothprobe.store import RunStore, read_table
-from smoothprobe.tasks import TASKS, Task, make_task
-
-SCHEDULES = DECAYS
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run; stored in run.json and reloaded by `--resume`."""
-
-    task: str = "markov"
-    model: str = "tiny"
-    optimizer: str = "adamw"
-    lr: float | None = None  # None: the optimizer's default
-    steps: int = 200
-    batch_size: int = 16
-    seq_len: int = 64
-    accum: int = 1
-    schedule: str = "cosine"
-    warmup: float = 0.0  # < 1: fraction of steps; >= 1: steps
-    warmup_shape: str = "linear"
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.0
-    clip: float = 1.0  # 0 disables clipping
-    seed: int = 0
-    device: str = "auto"
-    eval_every: int = 50
-    flush_every: int = 10
-    checkpoint_every: int = 50
-    data: str | None = None
-    vocab_size: int | None = None
-    task_options: dict = field(default_factory=dict)
-    probes: dict | None = None  # Recorder options (preset, every, overhead, ...); None: no probes
-    adaptive: dict | None = None  # AdaptiveWarmup options (fit, f_star, div, ...); None: baseline schedule
-    fsdp: bool = False  # under torchrun: shard the model with FSDP2 instead of replicating it with DDP
-
-    def validate(self) -> None:
-        """Raise SmoothprobeError naming the first bad field."""
-        checks = [
-            (self.task in TASKS, f"unknown task {self.task!r}; choose from {', '.join(TASKS)}"),
-            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"),
-            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}"),
-            (self.warmup_shape in WARMUP_SHAPES, f"warmup shape must be one of {', '.join(WARMUP_SHAPES)}"),
-            (self.lr is None or self.lr > 0, f"--lr must be > 0, got {self.lr}"),
-            (self.steps >= 1, f"--steps must be >= 1, got {self.steps}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.accum >= 1, f"--accum must be >= 1, got {self.accum}"),
-            (self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}"),
-            (0 <= self.min_lr_ratio <= 1, f"--min-lr-ratio must lie in [0, 1], got {self.min_lr_ratio}"),
-            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
-            (self.clip >= 0, f"--clip must be >= 0, got {self.clip}"),
-            (min(self.eval_every, self.flush_every, self.checkpoint_every) >= 1, "eval/flush/checkpoint intervals must be >= 1"),
-            (self.device in ("auto", "cpu") or self.device.startswith("cuda"), f"--device must be auto, cpu or cuda[:N], got {self.device!r}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise SmoothprobeError(message)
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise SmoothprobeError(f"--device {self.device} requested but CUDA is not available")
-        if self.data is not None and not Path(self.data).exists():
-            raise SmoothprobeError(f"--data path does not exist: {self.data}")
-
-    @property
-    def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else default_lr(self.optimizer)
-
+from smoothprobe.tasks import Task, make_task
+from smoothprobe.writer import StepLog, describe_run, snapshot, update_norm
 
 def resolve_device(name: str) -> torch.device:
     """'auto' means CUDA when available, else CPU."""
@@ -104,22 +41,8 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def environment() -> dict:
-    """Library and machine versions for run.json."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        own = version("smoothprobe")
-    except PackageNotFoundError:
-        own = "source"
-    return {
-        "smoothprobe": own,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-    }
+class Diverged(SmoothprobeError):
+    """The training loss became NaN or infinite; the rows before it are kept."""
 
 
 @dataclass
@@ -133,8 +56,8 @@ class Trainer:
     scheduler: Any
     store: RunStore | None
     device: torch.device
+    log: StepLog | None = None
     start_step: int = 0
-    elapsed: float = 0.0
     recorder: Recorder | None = None
     online: OnlineFStar | None = None
     refit: OnlineRefit | None = None
@@ -173,7 +96,7 @@ class Trainer:
         model_state, optimizer_state = distributed.state_dicts(self.model, self.optimizer)
         state = {
             "step": next_step,
-            "elapsed": self.elapsed,
+            "elapsed": self.log.elapsed,
             "model": model_state,
             "optimizer": optimizer_state,
             "scheduler": self.scheduler.state_dict(),
@@ -193,7 +116,7 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         if "cadence" in state and self.recorder is not None:
             self.recorder.cadence = Cadence(**state["cadence"])
-        self.start_step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        self.start_step, self.log.elapsed = int(state["step"]), float(state["elapsed"])
 
     def step(self, step: int) -> dict:
         """One optimizer step; returns its record (raises on a non-finite loss, after recording it)."""
@@ -209,9 +132,9 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         row = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm}
         if not math.isfinite(loss):
-            self.store.append("steps", row)
-            raise SmoothprobeError(f"loss became {loss} at step {step}; stopped (steps before it are kept in {self.store.path})")
-        before = {n: p.detach().clone() for n, p in named.items()}  # x_t, for update_norm and the probes
+            self.log.write(row)
+            raise Diverged(f"loss became {loss} at step {step}; stopped (steps before it are kept in {self.store.path})")
+        before = snapshot(named)  # x_t, for update_norm and the probes
         if self.recorder is not None:
             self.recorder.before_step(step, batches, loss=loss, grad_norm=grad_norm, x_t=before)
         self.optimizer.step()
@@ -219,15 +142,13 @@ class Trainer:
         if self.recorder is not None:
             row.update(self.recorder.after_step())
         row.update(self.schedule_step(row))
-        row["update_norm"] = distributed.global_norm(torch._foreach_sub([p.detach() for p in params],
-                                                                         list(before.values())))
+        if "update_norm" not in row:
+            row["update_norm"] = update_norm(named, before)
         row["step_time_s"] = time.perf_counter() - t0
         if distributed.active():
             ranks = distributed.gather_floats([row["step_time_s"], lr])
             row["step_time_max_s"] = float(ranks[:, 0].max())
             row["lr_rank_spread"] = float(ranks[:, 1].max() - ranks[:, 1].min())
-        self.elapsed += row["step_time_s"]
-        row["time_s"] = self.elapsed
         return row
 
     def schedule_step(self, row: dict) -> dict:
@@ -253,27 +174,28 @@ class Trainer:
                    disable=not progress or not distributed.is_main(), desc=cfg.task, unit="step", dynamic_ncols=True)
         try:
             for step in bar:
-                row = self.step(step)
-                self.store.append("steps", row)
+                row = self.log.write(self.step(step))
                 done = step + 1
                 if done % cfg.eval_every == 0 or done == cfg.steps:
                     val = self.evaluate()
-                    self.store.append("evals", {"step": done, "val_loss": val, "time_s": self.elapsed})
+                    self.store.append("evals", {"step": done, "val_loss": val, "time_s": self.log.elapsed})
                     bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", val=f"{val:.4f}")
                 elif done % 10 == 0:
                     bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
                 if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                     self.checkpoint(done)
-                elif done % cfg.flush_every == 0:
-                    self.store.flush()
-        except SmoothprobeError:
-            self.store.flush()
-            self.store.write_info(status="diverged")
+        except Diverged as exc:
+            self.log.close("diverged", str(exc))
+            raise
+        except KeyboardInterrupt:
+            self.log.close("interrupted", "KeyboardInterrupt")
+            raise
+        except BaseException as exc:
+            self.log.close("crashed", f"{type(exc).__name__}: {exc}")
             raise
         finally:
             bar.close()
-        self.store.flush()
-        self.store.write_info(status="finished")
+        self.log.close("finished")
 
 
 def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model: nn.Module,
@@ -282,29 +204,22 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model
     if config.adaptive is None:
         return WarmupDecay(optimizer, config.steps, warmup_steps(config.warmup, config.steps),
                            decay=config.schedule, warmup_shape=config.warmup_shape, floor=config.min_lr_ratio)
-    opts = dict(config.adaptive)
-    fit, f_star = opts.pop("fit", None), opts.pop("f_star", None)
-    div, delta_peak = opts.pop("div", 10.0), opts.pop("delta_peak", None)
-    opts.pop("refit_every", None)
-    opts.pop("refit_constants", None)
-    max_warmup = opts.pop("max_warmup", 0.3)
-    common = {"total_steps": config.steps, "decay": opts.pop("decay", "cosine"),
-              "max_warmup": None if max_warmup is None else warmup_steps(max_warmup, config.steps), **opts}
-    if fit is not None:
-        if f_star is not None:
-            common["f_star"] = float(f_star)
-        sched = AdaptiveWarmup.from_fit(optimizer, fit, lr=config.lr, min_lr_ratio=config.min_lr_ratio, **common)
-    else:
-        if f_star is None:
-            f_star = task.f_star
-        if f_star is None:
-            raise SmoothprobeError(f"task {config.task} has no known f*; pass --f-star VALUE or --fit fit.json")
-        geometry = optimizer_geometry(model, optimizer)
-        kappa = geometry.kappa([dict(model.named_parameters())[n] for n in geometry.names])
-        sched = AdaptiveWarmup.practical(optimizer, config.peak_lr, div, 0.0 if f_star == "auto" else float(f_star),
-                                         delta_peak,
-                                         kappa=kappa, min_lr=config.peak_lr * config.min_lr_ratio, **common)
-    return sched
+    opts = config.adaptive
+    common = {"total_steps": config.steps, "decay": opts.decay,
+              "max_warmup": None if opts.max_warmup is None else warmup_steps(opts.max_warmup, config.steps)}
+    if opts.fit is not None:
+        if isinstance(opts.f_star, float):
+            common["f_star"] = opts.f_star
+        return AdaptiveWarmup.from_fit(optimizer, opts.fit, lr=config.lr, min_lr_ratio=config.min_lr_ratio,
+                                       allow_unsupported=opts.allow_unsupported, **common)
+    f_star = task.f_star if opts.f_star is None else opts.f_star
+    if f_star is None:
+        raise SmoothprobeError(f"task {config.task} has no known f*; pass f_star (a number or 'auto') or a fit")
+    geometry = optimizer_geometry(model, optimizer)
+    kappa = geometry.kappa([dict(model.named_parameters())[n] for n in geometry.names])
+    return AdaptiveWarmup.practical(optimizer, config.peak_lr, opts.div, 0.0 if f_star == "auto" else float(f_star),
+                                    opts.delta_peak, kappa=kappa, min_lr=config.peak_lr * config.min_lr_ratio,
+                                    **common)
 
 
 def create_store(out: str | Path, writer: bool, overwrite: bool, info: dict) -> RunStore:
@@ -323,8 +238,7 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
     """Set up a run (new, or resumed from its last checkpoint with the stored config)."""
     if resume:
         store = RunStore.open(out)
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        config = TrainConfig(**{k: v for k, v in store.info["config"].items() if k in known})
+        config = TrainConfig.from_dict(store.info.get("config"))
     config.validate()
     device = distributed.init_from_env(resolve_device(config.device), shard=config.fsdp)
     torch.manual_seed(config.seed)
@@ -338,29 +252,24 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
     scheduler = build_scheduler(config, optimizer, model, task)
     trainer = Trainer(config, task, model, optimizer, scheduler, None, device)
     if config.probes is not None:
-        trainer.recorder = Recorder(model, optimizer, loss_fn=trainer.micro_loss, seed=config.seed, **config.probes)
-    if config.adaptive is not None and config.adaptive.get("f_star") == "auto":
-        every = config.adaptive.get("refit_every") or max(10, config.steps // 20)
-        trainer.online = OnlineFStar(scheduler, every)
-    if config.adaptive is not None and config.adaptive.get("refit_constants"):
+        trainer.recorder = Recorder(model, optimizer, loss_fn=trainer.micro_loss, seed=config.seed,
+                                    **dataclasses.asdict(config.probes))
+    adaptive = config.adaptive
+    if adaptive is not None and adaptive.f_star == "auto":
+        trainer.online = OnlineFStar(scheduler, adaptive.f_star_every or max(10, config.steps // 20))
+    if adaptive is not None and adaptive.refit_every is not None:
         if trainer.recorder is None or "secant" not in trainer.recorder.probes:
-            raise SmoothprobeError("refitting the constants online needs the secant probe: use `smoothprobe record`")
-        trainer.refit = OnlineRefit(scheduler, int(config.adaptive["refit_constants"]))
+            raise SmoothprobeError("refitting the constants online (refit_every) needs the secant probe: "
+                                   "record the run with probes")
+        trainer.refit = OnlineRefit(scheduler, adaptive.refit_every)
     if resume:  # everything is validated before the run directory is touched
         store.writer = distributed.is_main()
     else:
-        store = create_store(out, distributed.is_main(), overwrite, info={
-            "config": dataclasses.asdict(config),
-            "task": task.describe(),
-            "optimizer": {"name": config.optimizer, "lr": config.peak_lr, "split": describe_split(optimizer)},
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "device": str(device),
-            "environment": environment(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "world_size": distributed.world_size(),
-            "probes": trainer.recorder.describe() if trainer.recorder else None,
-        })
+        store = create_store(out, distributed.is_main(), overwrite, info=describe_run(
+            model, optimizer, config=dataclasses.asdict(config), task=task.describe(),
+            probes=trainer.recorder.describe() if trainer.recorder else None, optimizer_name=config.optimizer))
     trainer.store = store
+    trainer.log = StepLog(store if store.writer else None, flush_every=config.flush_every)
     if trainer.recorder is not None:
         trainer.recorder.store = store
     if distributed.active() and not config.fsdp:

@@ -55,7 +55,7 @@ def test_corrupt_middle_line_and_bad_dirs_are_one_line_errors(tmp_path):
 
 def test_existing_directory_is_refused_without_overwrite(tmp_path):
     make_store(tmp_path)
-    with pytest.raises(SmoothprobeError, match="--resume"):
+    with pytest.raises(SmoothprobeError, match="pass resume"):
         RunStore.create(tmp_path / "run", {})
     RunStore.create(tmp_path / "run", {"config": {}}, overwrite=True)
     assert load_run(tmp_path / "run").steps.empty

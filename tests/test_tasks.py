@@ -83,7 +83,7 @@ def test_lm_text_folder_and_bin_data(tmp_path):
     tokens.tofile(tmp_path / "tok.bin")
     task = LanguageModelTask(batch_size=2, seq_len=8, data=str(tmp_path / "tok.bin"), vocab_size=300)
     assert task.train_batch(1).max() < 300
-    with pytest.raises(SmoothprobeError, match="--vocab-size"):
+    with pytest.raises(SmoothprobeError, match="vocab_size"):
         LanguageModelTask(data=str(tmp_path / "tok.bin"))
     with pytest.raises(SmoothprobeError, match="does not exist"):
         LanguageModelTask(data=str(tmp_path / "missing"))

@@ -101,7 +101,7 @@ def test_gradient_accumulation_equals_the_big_batch(tmp_path):
 
 
 def test_bad_config_is_refused(tmp_path):
-    with pytest.raises(SmoothprobeError, match="--lr must be > 0"):
+    with pytest.raises(SmoothprobeError, match="lr must be a finite number > 0"):
         train(TrainConfig(lr=-1.0), tmp_path / "x", progress=False)
     with pytest.raises(SmoothprobeError, match="unknown optimizer"):
         train(TrainConfig(optimizer="adam"), tmp_path / "x", progress=False)

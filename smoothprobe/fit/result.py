@@ -180,3 +180,11 @@ class SmoothnessFit:
                     ("f_star", ">10.5g"), ("delta_peak", ">10.4g"), ("eta_max", ">12.4g"),
                     ("switch_loss", ">13.4g"), ("rows_used", ">8"))))
         return "\n".join([*lines, "", self.verdict])
+
+
+def schedule_problem_of(d) -> str | None:
+    """Why a fit.json dict must not drive a schedule (one line), or None if it may."""
+    status = d.get("status") if isinstance(d, dict) else None
+    if status is not None and status != "supported":
+        return f"its verdict is {status!r}"
+    return None

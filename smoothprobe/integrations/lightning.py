@@ -67,13 +67,12 @@ class SmoothprobeCallback(pl.Callback):
             raise SmoothprobeError("SmoothprobeCallback supports automatic optimization with one "
                                    f"optimizer; got {len(trainer.optimizers)} optimizers")
         self._forward_context = trainer.precision_plugin.forward_context
-        info = {"config": {"integration": "lightning", "max_steps": trainer.max_steps,
-                           "accumulate_grad_batches": trainer.accumulate_grad_batches,
-                           "gradient_clip_val": trainer.gradient_clip_val,
-                           "precision": str(trainer.precision), "world_size": trainer.world_size,
-                           "probes": dict(self.options)}}
+        config = {"max_steps": trainer.max_steps,
+                  "accumulate_grad_batches": trainer.accumulate_grad_batches,
+                  "gradient_clip_val": trainer.gradient_clip_val,
+                  "precision": str(trainer.precision), "world_size": trainer.world_size}
         self.session = ProbeSession(pl_module, trainer.optimizers[0], self.run_dir, self._probe_loss,
-                                    info=info, write=trainer.is_global_zero,
+                                    config=config, source="lightning", write=trainer.is_global_zero,
                                     tensorboard=self.tensorboard, overwrite=self.overwrite,
                                     start_step=trainer.global_step, **self.options)
 

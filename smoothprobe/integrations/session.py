@@ -8,7 +8,6 @@ the framework's scheduler has moved on). The row's `lr` is the LR the step used,
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,7 @@ from torch import nn
 from smoothprobe.probes.recorder import LossFn, Recorder
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.store import RunStore
-from smoothprobe.train import environment
-
-FLUSH_EVERY = 10
-"""Steps between flushes of the run directory (a crash loses at most this many rows)."""
+from smoothprobe.writer import StepLog, describe_run
 
 
 class ProbeSession:
@@ -42,7 +38,8 @@ class ProbeSession:
         run_dir: str | Path,
         loss_fn: LossFn,
         *,
-        info: Mapping[str, Any],
+        config: Mapping[str, Any],
+        source: str,
         write: bool = True,
         tensorboard: str | Path | None = None,
         overwrite: bool = False,
@@ -50,21 +47,19 @@ class ProbeSession:
         **recorder_options: Any,
     ) -> None:
         self.store = None
+        elapsed = 0.0
         if write and start_step > 0 and (Path(run_dir) / "run.json").exists():
             self.store = RunStore.open(run_dir)
             self.store.truncate(start_step)
             self.store.write_info(resumed_at=[*self.store.info.get("resumed_at", []), start_step])
-        elif write:
-            self.store = RunStore.create(run_dir, {
-                **info,
-                "task": {"f_star": None},
-                "optimizer": {"name": type(optimizer).__name__,
-                              "lr": optimizer.param_groups[0]["lr"]},
-                "parameters": sum(p.numel() for p in model.parameters()),
-                "environment": environment(),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            }, overwrite=overwrite)
-        self.recorder = Recorder(model, optimizer, self.store, loss_fn=loss_fn, **recorder_options)
+            elapsed = self.store.last_time()
+        self.recorder = Recorder(model, optimizer, None, loss_fn=loss_fn, **recorder_options)
+        if write and self.store is None:
+            described = describe_run(model, optimizer, config={**config, "probes": recorder_options},
+                                     probes=self.recorder.describe(), source=source)
+            self.store = RunStore.create(run_dir, described, overwrite=overwrite)
+        self.recorder.store = self.store
+        self.log = StepLog(self.store, elapsed=elapsed)
         if start_step > 0:
             self.recorder.cadence.resume_at(start_step)
         self.optimizer = optimizer
@@ -76,7 +71,6 @@ class ProbeSession:
         if self.store is not None:
             self.store.write_info(probes=self.recorder.describe(), status="running")
         self._row: dict[str, Any] | None = None
-        self._written = 0
 
     def before(self, step: int, batch: Any, loss: float | None, grad_norm: float | None) -> None:
         """Gradients of step `step` are final (after clipping); the optimizer has not stepped."""
@@ -104,19 +98,13 @@ class ProbeSession:
         row, self._row = self._row, None
         if isinstance(scheduler, AdaptiveWarmup):
             row.update(scheduler.step_columns())
-        if self.store is not None:
-            self.store.append("steps", row)
-            self._written += 1
-            if self._written % FLUSH_EVERY == 0:
-                self.store.flush()
+        self.log.write(row)
         if self.sink is not None:
             self.sink.write(row["step"], row)
         return row
 
-    def close(self, status: str = "finished") -> None:
+    def close(self, status: str = "finished", reason: str | None = None) -> None:
         """Flush the run directory and mark it `status`; close the TensorBoard writer."""
-        if self.store is not None:
-            self.store.flush()
-            self.store.write_info(status=status)
+        self.log.close(status, reason)
         if self.sink is not None:
             self.sink.close()

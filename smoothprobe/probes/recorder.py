@@ -1,15 +1,25 @@
 """The Recorder: runs the probes around `optimizer.step()` on a cadence or an overhead budget.
 
-Two calls fit any PyTorch loop (the points of HF `on_pre_optimizer_step` / `on_optimizer_step`)::
+Two calls fit any PyTorch loop (the points of HF `on_pre_optimizer_step` / `on_optimizer_step`);
+probes run at x_{t+1} on step t's batch, so the secant compares gradients on the same data:
 
-    rec = smoothprobe.Recorder(model, optimizer, "runs/x", loss_fn=lambda m, b: loss(m, b))
-    for step, batch in enumerate(loader):
-        loss = loss_fn(model, batch); loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        rec.before_step(step, batch, loss=loss.item(), grad_norm=norm.item())
-        optimizer.step(); optimizer.zero_grad()
-        rec.after_step()
-    rec.close()
+>>> import torch, smoothprobe
+>>> model = torch.nn.Linear(4, 1)
+>>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+>>> data = [(torch.randn(8, 4), torch.randn(8, 1)) for _ in range(20)]
+>>> loss_of = lambda m, b: torch.nn.functional.mse_loss(m(b[0]), b[1])
+>>> run_dir = getfixture("tmp_path") / "run"
+>>> with smoothprobe.Recorder(model, opt, run_dir, loss_fn=loss_of, every=2) as rec:
+...     for step, batch in enumerate(data):
+...         loss = loss_of(model, batch)
+...         loss.backward()
+...         rec.before_step(step, batch, loss=loss.item())
+...         opt.step()
+...         opt.zero_grad()
+...         _ = rec.after_step()
+>>> run = smoothprobe.load_run(run_dir)
+>>> len(run.steps), int(run.steps.secant_K.notna().sum()), run.info["status"]
+(20, 10, 'finished')
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from smoothprobe.probes.secant import SecantProbe
 from smoothprobe.probes.trace import TraceProbe
 from smoothprobe.probes.vec import sub
 from smoothprobe.store import RunStore
+from smoothprobe.writer import StepLog, describe_run, snapshot, update_norm
 
 PROBES = ("norms", "secant", "curv_fd", "curv_hvp", "top_eig", "trace")
 HEAVY = ("top_eig", "trace")
@@ -141,10 +152,16 @@ class Recorder:
         if is_sharded(self.params) and set(chosen) & set(EXACT_HVP):
             raise SmoothprobeError(f"probes {', '.join(p for p in chosen if p in EXACT_HVP)} need exact Hessian-vector "
                                    "products, which FSDP2 cannot give; use --probes norms,secant,curv_fd")
-        self.store = run_dir if isinstance(run_dir, RunStore) or run_dir is None else RunStore.create(
-            run_dir, {"config": {"recorder": True}, "task": {"f_star": None}}
-        )
-        self._owns_store = run_dir is not None and not isinstance(run_dir, RunStore)
+        self.store = run_dir if isinstance(run_dir, RunStore) or run_dir is None else None
+        self.log: StepLog | None = None
+        if run_dir is not None and not isinstance(run_dir, RunStore):
+            options = {"preset": preset, "probes": list(chosen), "every": every, "overhead": overhead,
+                       "heavy_every": heavy_every, "nuclear": nuclear, "seed": seed}
+            self.store = RunStore.create(run_dir, describe_run(
+                model, optimizer, config={"probes": options}, probes=self.describe(),
+                source="recorder"))
+            self.store.write_info(status="running")
+            self.log = StepLog(self.store)
         self._secant = SecantProbe(self.geometry)
         self._norms = NormsProbe(nuclear=nuclear)
         self._fd, self._hvp = FDCurvatureProbe(), HVPCurvatureProbe()
@@ -172,7 +189,10 @@ class Recorder:
         A loop that already keeps copies of the parameters before the step passes them as `x_t`
         (by parameter name), and the Recorder uses those instead of making its own.
         """
-        self._pending = {"step": step, "loss": loss, "grad_norm": grad_norm, "probe": self.cadence.due(step)}
+        if x_t is None:
+            x_t = snapshot(dict(self.model.named_parameters()))
+        self._pending = {"step": step, "loss": loss, "grad_norm": grad_norm, "probe": self.cadence.due(step),
+                         "x_t": x_t, "lr": self.optimizer.param_groups[0]["lr"]}
         if not self._pending["probe"]:
             return
         grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in self.params]
@@ -184,10 +204,12 @@ class Recorder:
         ])
 
     def after_step(self) -> dict:
-        """Call after `optimizer.step()`: runs the due probes at x_{t+1}; returns the row's probe columns."""
+        """Call after `optimizer.step()`: runs the due probes at x_{t+1}; returns the row's columns
+        (update_norm and the probes'). A Recorder that owns its run directory writes the row."""
         if self._pending is None:
             raise RuntimeError("after_step() called without before_step()")
         pending, self._pending = self._pending, None
+        moved = update_norm(dict(self.model.named_parameters()), pending["x_t"])
         row: dict[str, float] = {}
         probe_seconds = None
         if pending["probe"]:
@@ -202,10 +224,10 @@ class Recorder:
         self.cadence.update(pending["step"], probe_seconds, now - self._last_end - (probe_seconds or 0.0))
         self._last_end = now
         self._rng = capture_rng_state()
-        if self._owns_store:
-            lr = self.optimizer.param_groups[0]["lr"]
-            self.store.append("steps", {"step": pending["step"], "loss": pending["loss"], "lr": lr,
-                                        "grad_norm": pending["grad_norm"], **row})
+        row = {"update_norm": moved, **row}
+        if self.log is not None:
+            self.log.write({"step": pending["step"], "loss": pending["loss"], "lr": pending["lr"],
+                            "grad_norm": pending["grad_norm"], **row})
         return row
 
     def _measure(self, pending: dict) -> tuple[dict, list[dict]]:
@@ -244,10 +266,25 @@ class Recorder:
         row.update(timings)
         return row, tensor_rows
 
-    def close(self) -> None:
-        """Flush what the Recorder wrote (only needed when it owns the run directory)."""
-        if self.store is not None:
+    def close(self, status: str = "finished", reason: str | None = None) -> None:
+        """Flush what the Recorder wrote and, when it owns the run directory, mark it `status`."""
+        if self.log is not None:
+            self.log.close(status, reason)
+            self.log = None
+        elif self.store is not None:
             self.store.flush()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        """Close with status finished, interrupted (Ctrl-C) or crashed (any other exception)."""
+        if kind is None:
+            self.close()
+        elif issubclass(kind, KeyboardInterrupt):
+            self.close("interrupted", "KeyboardInterrupt")
+        else:
+            self.close("crashed", f"{kind.__name__}: {exc}")
 
 
 def optimizer_geometry(model: nn.Module, optimizer: torch.optim.Optimizer, family: str | None = None,

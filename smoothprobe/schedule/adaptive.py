@@ -20,6 +20,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from smoothprobe.distributed import all_reduce_mean
 from smoothprobe.errors import SmoothprobeError
+from smoothprobe.fit.result import SmoothnessFit, schedule_problem_of
 from smoothprobe.smoothness import (
     SIGMA_F,
     Constants,
@@ -132,18 +133,29 @@ class AdaptiveWarmup(LRScheduler):
     def from_fit(
         cls,
         optimizer: Optimizer,
-        fit: str | os.PathLike | Mapping[str, Any],
+        fit: str | os.PathLike | Mapping[str, Any] | SmoothnessFit,
         lr: float | None = None,
         min_lr_ratio: float | None = None,
+        allow_unsupported: bool = False,
         **kwargs: Any,
     ) -> AdaptiveWarmup:
-        """Schedule from a fit.json (path or dict); with `lr`, all K are divided by lr/η_max.
+        """Schedule from a fit (a SmoothnessFit, a fit.json path or its dict); with `lr`, all K
+        are divided by lr/η_max.
 
         Without `lr` the LR is exactly η(Δ) of the fitted constants. `f_star` and `initial_lr`
         may be overridden; the first step runs at η at the largest fitted gap (`delta_range`).
         `min_lr_ratio` sets the floor relative to the peak (which `min_lr` would need in advance).
+        A fit that must not drive a schedule (its verdict is not "supported", its f* estimate is
+        degenerate) is refused in one line unless `allow_unsupported`, which warns instead.
         """
-        data = _read_fit(fit)
+        data = fit.to_dict() if isinstance(fit, SmoothnessFit) else _read_fit(fit)
+        problem = schedule_problem_of(data)
+        if problem is not None:
+            if not allow_unsupported:
+                raise SmoothprobeError(f"fit: {problem}; refusing to drive the schedule with it "
+                                       "(allow_unsupported=True uses it anyway)")
+            warnings.warn(f"fit: {problem}; using it anyway (allow_unsupported)", RuntimeWarning,
+                          stacklevel=2)
         if not isinstance(data.get("constants"), Mapping):
             raise SmoothprobeError("fit: fit.json has no 'constants' object.")
         raw = data["constants"]

@@ -1,0 +1,234 @@
+"""Typed configuration of a run: what to train (`TrainConfig`), what to probe (`ProbeConfig`) and how
+to schedule adaptively (`AdaptiveConfig`). Each is parsed and validated once, here; run.json stores
+`dataclasses.asdict(config)` and `TrainConfig.from_dict` reads it back.
+
+>>> cfg = TrainConfig(optimizer="lion", probes={"preset": "standard", "every": 2},
+...                   adaptive={"f_star": "auto"})
+>>> cfg.probes.every, cfg.adaptive.f_star, cfg.adaptive.div
+(2, 'auto', 10.0)
+>>> TrainConfig.from_dict(dataclasses.asdict(cfg)) == cfg
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smoothprobe.errors import SmoothprobeError
+
+ADAPTIVE_DECAYS = ("cosine", "linear", "model")
+NUCLEAR = ("estimate", "exact")
+
+
+def _require(checks: list[tuple[bool, str]]) -> None:
+    """Raise SmoothprobeError with the message of the first failed check."""
+    for ok, message in checks:
+        if not ok:
+            raise SmoothprobeError(message)
+
+
+def _finite(value: float | None) -> bool:
+    return value is None or (isinstance(value, (int, float)) and math.isfinite(value))
+
+
+def _build(cls: type, value: Any, name: str) -> Any:
+    """`value` as a `cls` instance: None stays None, a mapping gives its fields by name."""
+    if value is None or isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise SmoothprobeError(f"{name} must be a {cls.__name__} or a mapping; got {type(value).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise SmoothprobeError(f"{name}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return cls(**value)
+
+
+@dataclass
+class ProbeConfig:
+    """Which curvature probes run, and when (the Recorder's options).
+
+    `probes` overrides `preset`; `every` is the probing interval in steps, or `overhead` (a fraction
+    of training time) adapts it; heavy probes (Lanczos, trace) run on every `heavy_every`-th probed
+    step. `family`/`tensors` override the optimizer's geometry; `nuclear` picks how Muon's dual
+    norm is computed.
+    """
+
+    preset: str = "standard"
+    probes: tuple[str, ...] | None = None
+    every: int = 10
+    overhead: float | None = None
+    heavy_every: int = 10
+    family: str | None = None
+    tensors: tuple[str, ...] | None = None
+    nuclear: str = "estimate"
+
+    def __post_init__(self) -> None:
+        from smoothprobe.probes.recorder import PRESETS, PROBES
+
+        if self.probes is not None:
+            self.probes = tuple(self.probes)
+            unknown = [p for p in self.probes if p not in PROBES]
+            _require([(not unknown, f"unknown probe {unknown[0]!r}; choose from {', '.join(PROBES)}"
+                       if unknown else "")])
+        if self.tensors is not None:
+            self.tensors = tuple(self.tensors)
+        _require([
+            (self.preset in PRESETS, f"unknown probe preset {self.preset!r}; choose from {', '.join(PRESETS)}"),
+            (self.probes is None or len(self.probes) > 0, "probes must name at least one probe"),
+            (isinstance(self.every, int) and self.every >= 1, f"every must be an integer >= 1, got {self.every!r}"),
+            (self.overhead is None or (_finite(self.overhead) and 0 < self.overhead < 1),
+             f"overhead must lie in (0, 1), got {self.overhead}"),
+            (isinstance(self.heavy_every, int) and self.heavy_every >= 1,
+             f"heavy_every must be an integer >= 1, got {self.heavy_every!r}"),
+            (self.nuclear in NUCLEAR, f"nuclear must be one of {', '.join(NUCLEAR)}, got {self.nuclear!r}"),
+        ])
+
+
+
+@dataclass
+class AdaptiveConfig:
+    """How `AdaptiveWarmup` is built for a run: from a fit, from a pilot, or the practical rule.
+
+    fit: a fit.json path (constants from a recorded run). pilot: a fraction (< 1) or number of the
+    run's steps to record probes with the practical schedule, then fit and let the fit drive the
+    rest (a closed loop in one run). Without either, the paper's practical parametrisation with
+    `div` and `delta_peak`. f_star: a number, "auto" (estimated from the loss curve during training,
+    every `f_star_every` steps), or None (the task's exact f*, or the fit's). refit_every: refit the
+    constants to the secant probes every N steps. max_warmup: an explicit bound on the warm-up
+    (fraction of steps if < 1, else steps); None means the warm-up ends when the loss says so.
+    allow_unsupported: let a fit whose verdict is not "supported" drive the schedule (warns).
+    """
+
+    fit: str | None = None
+    pilot: float | None = None
+    f_star: float | str | None = None
+    div: float = 10.0
+    delta_peak: float | None = None
+    decay: str = "cosine"
+    max_warmup: float | None = None
+    refit_every: int | None = None
+    f_star_every: int | None = None
+    allow_unsupported: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.f_star, str) and self.f_star != "auto":
+            try:
+                self.f_star = float(self.f_star)
+            except ValueError:
+                raise SmoothprobeError(f"f_star must be a number or 'auto', got {self.f_star!r}") from None
+        if isinstance(self.f_star, int):
+            self.f_star = float(self.f_star)
+        number = isinstance(self.f_star, float)
+        _require([
+            (self.fit is None or Path(self.fit).is_file(), f"fit file not found: {self.fit}"),
+            (self.fit is None or self.pilot is None, "fit and pilot exclude each other: a pilot makes its own fit"),
+            (self.pilot is None or (_finite(self.pilot) and self.pilot > 0),
+             f"pilot must be a fraction in (0, 1) or a number of steps >= 1, got {self.pilot}"),
+            (not number or math.isfinite(self.f_star) and abs(self.f_star) < 1e12,
+             f"f_star must be a finite number of sensible size, got {self.f_star}"),
+            (self.f_star != "auto" or self.fit is None,
+             "f_star 'auto' re-estimates f* without a fit; drop the fit or give a number"),
+            (_finite(self.div) and self.div > 1, f"div must be a finite number > 1, got {self.div}"),
+            (self.delta_peak is None or (_finite(self.delta_peak) and self.delta_peak > 0),
+             f"delta_peak must be a finite number > 0, got {self.delta_peak}"),
+            (self.decay in ADAPTIVE_DECAYS, f"decay must be one of {', '.join(ADAPTIVE_DECAYS)}, got {self.decay!r}"),
+            (self.max_warmup is None or (_finite(self.max_warmup) and self.max_warmup > 0),
+             f"max_warmup must be a finite number > 0, got {self.max_warmup}"),
+            (self.refit_every is None or (isinstance(self.refit_every, int) and self.refit_every >= 1),
+             f"refit_every must be an integer >= 1, got {self.refit_every!r}"),
+            (self.f_star_every is None or (isinstance(self.f_star_every, int) and self.f_star_every >= 1),
+             f"f_star_every must be an integer >= 1, got {self.f_star_every!r}"),
+            (self.f_star_every is None or self.f_star == "auto", "f_star_every needs f_star 'auto'"),
+        ])
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; stored in run.json and reloaded by `resume`.
+
+    `probes` (a ProbeConfig or its fields as a mapping) turns the curvature probes on; `adaptive`
+    (an AdaptiveConfig or mapping) replaces the baseline `schedule`/`warmup` by AdaptiveWarmup.
+    """
+
+    task: str = "markov"
+    model: str = "tiny"
+    optimizer: str = "adamw"
+    lr: float | None = None  # None: the optimizer's default
+    steps: int = 200
+    batch_size: int = 16
+    seq_len: int = 64
+    accum: int = 1
+    schedule: str = "cosine"
+    warmup: float = 0.0  # < 1: fraction of steps; >= 1: steps
+    warmup_shape: str = "linear"
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    clip: float = 1.0  # 0 disables clipping
+    seed: int = 0
+    device: str = "auto"
+    eval_every: int = 50
+    flush_every: int = 10
+    checkpoint_every: int = 50
+    data: str | None = None
+    vocab_size: int | None = None
+    task_options: dict = field(default_factory=dict)
+    probes: ProbeConfig | None = None
+    adaptive: AdaptiveConfig | None = None
+    fsdp: bool = False  # under torchrun: shard the model with FSDP2 instead of replicating it with DDP
+
+    def __post_init__(self) -> None:
+        self.probes = _build(ProbeConfig, self.probes, "probes")
+        self.adaptive = _build(AdaptiveConfig, self.adaptive, "adaptive")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """The config stored in run.json; unknown keys are an error naming them."""
+        if not isinstance(data, dict):
+            raise SmoothprobeError(f"config must be a mapping, got {type(data).__name__}")
+        return _build(cls, data, "config")
+
+    def validate(self) -> None:
+        """Raise SmoothprobeError naming the first bad field (checks that need the registries)."""
+        from smoothprobe.optim import OPTIMIZERS
+        from smoothprobe.schedule.baseline import DECAYS, WARMUP_SHAPES
+        from smoothprobe.tasks import TASKS
+
+        _require([
+            (self.task in TASKS, f"unknown task {self.task!r}; choose from {', '.join(TASKS)}"),
+            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"),
+            (self.schedule in DECAYS, f"unknown schedule {self.schedule!r}; choose from {', '.join(DECAYS)}"),
+            (self.warmup_shape in WARMUP_SHAPES, f"warmup_shape must be one of {', '.join(WARMUP_SHAPES)}"),
+            (self.lr is None or (_finite(self.lr) and self.lr > 0), f"lr must be a finite number > 0, got {self.lr}"),
+            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.accum >= 1, f"accum must be >= 1, got {self.accum}"),
+            (_finite(self.warmup) and self.warmup >= 0, f"warmup must be a finite number >= 0, got {self.warmup}"),
+            (0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}"),
+            (_finite(self.weight_decay) and self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (_finite(self.clip) and self.clip >= 0, f"clip must be >= 0, got {self.clip}"),
+            (min(self.eval_every, self.flush_every, self.checkpoint_every) >= 1,
+             "eval_every, flush_every and checkpoint_every must be >= 1"),
+            (self.device in ("auto", "cpu") or self.device.startswith("cuda"),
+             f"device must be auto, cpu or cuda[:N], got {self.device!r}"),
+        ])
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise SmoothprobeError(f"device {self.device} requested but CUDA is not available")
+        if self.data is not None and not Path(self.data).exists():
+            raise SmoothprobeError(f"data path does not exist: {self.data}")
+        if self.adaptive is not None and self.adaptive.pilot is not None:
+            pilot = self.adaptive.pilot if self.adaptive.pilot >= 1 else self.adaptive.pilot * self.steps
+            _require([(1 <= pilot < self.steps,
+                       f"pilot must leave steps for the fitted schedule: {pilot:g} of {self.steps} steps")])
+
+    @property
+    def peak_lr(self) -> float:
+        from smoothprobe.optim import default_lr
+
+        return self.lr if self.lr is not None else default_lr(self.optimizer)
