@@ -22,6 +22,8 @@ import torch
 
 from smoothprobe.errors import SmoothprobeError
 
+MIN_PILOT = 40
+"""Shortest pilot: enough probed rows (one per step or two) for a fit."""
 ADAPTIVE_DECAYS = ("cosine", "linear", "model")
 NUCLEAR = ("estimate", "exact")
 
@@ -104,6 +106,7 @@ class AdaptiveConfig:
     constants to the secant probes every N steps. max_warmup: an explicit bound on the warm-up
     (fraction of steps if < 1, else steps); None means the warm-up ends when the loss says so.
     allow_unsupported: let a fit whose verdict is not "supported" drive the schedule (warns).
+    own_peak: after a pilot, run at the fit's own peak η_max instead of rescaling it to the lr.
     """
 
     fit: str | None = None
@@ -116,6 +119,7 @@ class AdaptiveConfig:
     refit_every: int | None = None
     f_star_every: int | None = None
     allow_unsupported: bool = False
+    own_peak: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.f_star, str) and self.f_star != "auto":
@@ -146,7 +150,14 @@ class AdaptiveConfig:
             (self.f_star_every is None or (isinstance(self.f_star_every, int) and self.f_star_every >= 1),
              f"f_star_every must be an integer >= 1, got {self.f_star_every!r}"),
             (self.f_star_every is None or self.f_star == "auto", "f_star_every needs f_star 'auto'"),
+            (not self.own_peak or self.pilot is not None, "own_peak needs a pilot"),
         ])
+
+    def pilot_steps(self, steps: int) -> int | None:
+        """The pilot's length in steps for a run of `steps` (None without a pilot)."""
+        if self.pilot is None:
+            return None
+        return int(round(self.pilot * steps)) if self.pilot < 1 else int(self.pilot)
 
 
 @dataclass
@@ -223,9 +234,10 @@ class TrainConfig:
         if self.data is not None and not Path(self.data).exists():
             raise SmoothprobeError(f"data path does not exist: {self.data}")
         if self.adaptive is not None and self.adaptive.pilot is not None:
-            pilot = self.adaptive.pilot if self.adaptive.pilot >= 1 else self.adaptive.pilot * self.steps
-            _require([(1 <= pilot < self.steps,
-                       f"pilot must leave steps for the fitted schedule: {pilot:g} of {self.steps} steps")])
+            pilot = self.adaptive.pilot_steps(self.steps)
+            _require([(MIN_PILOT <= pilot < self.steps,
+                       f"pilot must be at least {MIN_PILOT} steps and leave steps for the fitted schedule: "
+                       f"{pilot} of {self.steps} steps")])
 
     @property
     def peak_lr(self) -> float:

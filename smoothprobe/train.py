@@ -22,7 +22,7 @@ from smoothprobe.optim import make_optimizer
 from smoothprobe.probes.recorder import Cadence, Recorder, optimizer_geometry
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.baseline import WarmupDecay, warmup_steps
-from smoothprobe.schedule.online import OnlineFStar, OnlineRefit
+from smoothprobe.schedule.online import OnlineFStar, OnlineRefit, Pilot
 from smoothprobe.store import RunStore, read_table
 from smoothprobe.tasks import Task, make_task
 from smoothprobe.writer import StepLog, describe_run, snapshot, update_norm
@@ -61,6 +61,8 @@ class Trainer:
     recorder: Recorder | None = None
     online: OnlineFStar | None = None
     refit: OnlineRefit | None = None
+    pilot: Pilot | None = None
+    pilot_recorder: bool = False  # the Recorder exists for the pilot only
     ddp: nn.Module | None = None  # the DistributedDataParallel wrapper under torchrun (not with --fsdp)
 
     def accumulate(self, batches: list) -> float:
@@ -162,9 +164,28 @@ class Trainer:
                 self.refit.observe(row["step"], row)
                 extra["refit_status"] = self.refit.status
             self.scheduler.step(row["loss"])
-            return {**self.scheduler.step_columns(), **extra}
+            columns = {**self.scheduler.step_columns(), **extra}
+            if self.pilot is not None and self.pilot.status == "probing":
+                fitted = self.pilot.observe(row["step"], row, self.scheduler)
+                if self.pilot.status != "probing":
+                    self.end_pilot(fitted)
+                    columns["pilot_status"] = self.pilot.status
+            return columns
         self.scheduler.step()
         return {}
+
+    def end_pilot(self, fitted: AdaptiveWarmup | None) -> None:
+        """Hand the schedule to the pilot's fit (if it passed) and stop the pilot-only probes."""
+        if fitted is not None:
+            self.scheduler = fitted
+            for source in (self.online, self.refit):
+                if source is not None:
+                    source.scheduler = fitted
+            if self.store.writer:
+                self.pilot.fit.to_json(self.store.path / "pilot_fit.json")
+        if self.pilot_recorder:
+            self.recorder = None
+        self.store.write_info(pilot={"steps": self.pilot.steps, "status": self.pilot.status})
 
     def run(self, progress: bool = True) -> None:
         """Train from `start_step` to `config.steps`, flushing, evaluating and checkpointing on cadence."""
@@ -212,14 +233,23 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model
             common["f_star"] = opts.f_star
         return AdaptiveWarmup.from_fit(optimizer, opts.fit, lr=config.lr, min_lr_ratio=config.min_lr_ratio,
                                        allow_unsupported=opts.allow_unsupported, **common)
-    f_star = task.f_star if opts.f_star is None else opts.f_star
-    if f_star is None:
-        raise SmoothprobeError(f"task {config.task} has no known f*; pass f_star (a number or 'auto') or a fit")
+    f_star = effective_f_star(config, task)
     geometry = optimizer_geometry(model, optimizer)
     kappa = geometry.kappa([dict(model.named_parameters())[n] for n in geometry.names])
     return AdaptiveWarmup.practical(optimizer, config.peak_lr, opts.div, 0.0 if f_star == "auto" else float(f_star),
                                     opts.delta_peak, kappa=kappa, min_lr=config.peak_lr * config.min_lr_ratio,
                                     **common)
+
+
+def effective_f_star(config: TrainConfig, task: Task) -> float | str:
+    """f* of a practical schedule: the given one, else the task's, else 'auto' under a pilot."""
+    opts = config.adaptive
+    f_star = task.f_star if opts.f_star is None else opts.f_star
+    if f_star is None and opts.pilot is not None:
+        return "auto"
+    if f_star is None:
+        raise SmoothprobeError(f"task {config.task} has no known f*; pass f_star (a number or 'auto') or a fit")
+    return f_star
 
 
 def create_store(out: str | Path, writer: bool, overwrite: bool, info: dict) -> RunStore:
@@ -255,7 +285,16 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
         trainer.recorder = Recorder(model, optimizer, loss_fn=trainer.micro_loss, seed=config.seed,
                                     **dataclasses.asdict(config.probes))
     adaptive = config.adaptive
-    if adaptive is not None and adaptive.f_star == "auto":
+    pilot_steps = None if adaptive is None else adaptive.pilot_steps(config.steps)
+    if pilot_steps is not None:
+        trainer.pilot = Pilot(pilot_steps, lr=None if adaptive.own_peak else config.peak_lr,
+                              min_lr_ratio=config.min_lr_ratio, total_steps=config.steps, decay=adaptive.decay,
+                              allow_unsupported=adaptive.allow_unsupported)
+        if trainer.recorder is None:
+            trainer.recorder = Recorder(model, optimizer, loss_fn=trainer.micro_loss, seed=config.seed,
+                                        preset="standard", every=max(1, pilot_steps // 50))
+            trainer.pilot_recorder = True
+    if adaptive is not None and adaptive.fit is None and effective_f_star(config, task) == "auto":
         trainer.online = OnlineFStar(scheduler, adaptive.f_star_every or max(10, config.steps // 20))
     if adaptive is not None and adaptive.refit_every is not None:
         if trainer.recorder is None or "secant" not in trainer.recorder.probes:
@@ -281,6 +320,10 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
         if state is not None:
             trainer.restore(state)
         store.truncate(trainer.start_step)
+        if trainer.pilot is not None and trainer.start_step >= trainer.pilot.steps:
+            trainer.pilot.status = store.info.get("pilot", {}).get("status", "done")
+            if trainer.pilot_recorder:
+                trainer.recorder = None
         for row in read_table(store.path / "steps.jsonl")[0]:  # the online sources' history
             if row["step"] >= trainer.start_step:
                 continue

@@ -89,6 +89,10 @@ class SmoothnessFit:
         """The model's step size η(Δ) = Δ / K(Δ)."""
         return np.asarray(delta, dtype=float) / self.predict(delta)
 
+    def schedule_problem(self) -> str | None:
+        """Why this fit must not drive a schedule (one line), or None if it may."""
+        return schedule_problem_of(self.to_dict())
+
     def to_dict(self) -> dict:
         """fit.json content: the keys the scheduler reads at top level, the rest in sections."""
         body = asdict(self)

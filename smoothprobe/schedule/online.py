@@ -19,12 +19,15 @@ class OnlineFStar:
     """Every `every` steps, fit the saturating power law of `estimate_f_star` to the losses seen so
     far and hand the estimate to the scheduler. Until the first estimate f* is `initial` (0 for
     cross-entropy). An estimate whose interval reaches the first loss is ignored: the curve does not
-    yet show where it saturates."""
+    yet show where it saturates. With `bound_warmup`, each estimate also bounds the warm-up at the
+    step where the fitted curve reaches f* + Δ' (`crossing_step`): the bound comes from the
+    measured loss curve, not from a hand-set fraction."""
 
-    def __init__(self, scheduler: AdaptiveWarmup, every: int, initial: float = 0.0) -> None:
+    def __init__(self, scheduler: AdaptiveWarmup, every: int, initial: float = 0.0,
+                 bound_warmup: bool = True) -> None:
         if every < 1:
             raise SmoothprobeError(f"f* refit interval must be >= 1, got {every}")
-        self.scheduler, self.every = scheduler, every
+        self.scheduler, self.every, self.bound_warmup = scheduler, every, bound_warmup
         self.steps: list[int] = []
         self.losses: list[float] = []
         scheduler.set_f_star(initial)
@@ -48,6 +51,24 @@ class OnlineFStar:
         except SmoothprobeError as exc:
             warnings.warn(f"f* estimate {estimate.value:.4g} at step {step} not used: {exc}", RuntimeWarning,
                           stacklevel=2)
+            return
+        peak = self.scheduler.constants
+        if self.bound_warmup and peak is not None and self.scheduler.phase == "warmup":
+            self.scheduler.max_warmup = crossing_step(estimate.a, estimate.b, estimate.t0, self.steps[0],
+                                                      self.scheduler.last_record()["delta_peak"],
+                                                      step + 1, self.scheduler.total_steps)
+
+
+def crossing_step(a: float, b: float, t0: float, first_step: int, gap: float, now: int,
+                  total_steps: int | None) -> int | None:
+    """Step at which L(t) = f* + a·(t − first_step + t0)^(−b) reaches f* + `gap`, if after `now`
+    and before `total_steps`; else None (no bound)."""
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in (a, b, gap)):
+        return None
+    t = (a / gap) ** (1.0 / b) - t0 + first_step
+    if not math.isfinite(t) or t < now or (total_steps is not None and t >= total_steps):
+        return None
+    return int(math.ceil(t))
 
 
 class OnlineRefit:
@@ -83,3 +104,57 @@ class OnlineRefit:
             self.status = "adopted"
         else:
             self.status = "supported but without a warm-up peak (K0 or K_rho is 0): kept"
+
+
+class Pilot:
+    """The closed loop in one run: probe the first `steps` steps under the practical schedule, fit
+    K(Δ) with f* = auto to them, and hand the rest of the run to the fit.
+
+    The fit must pass `SmoothnessFit.schedule_problem` (a supported verdict, physical constants, a
+    sound f*); otherwise the practical schedule keeps going and `status` says why (unless
+    `allow_unsupported`). The fit's peak is rescaled to `lr`, or kept (its own η_max) when `lr` is
+    None. The warm-up is bounded by the measurements only: the step at which the pilot's fitted
+    loss curve L(t) = f* + a·(t + t0)^(−b) is predicted to reach f* + Δ'.
+    """
+
+    def __init__(self, steps: int, *, lr: float | None, min_lr_ratio: float, total_steps: int,
+                 decay: str = "cosine", allow_unsupported: bool = False) -> None:
+        if steps < 1 or steps >= total_steps:
+            raise SmoothprobeError(f"pilot must be between 1 and total_steps - 1 steps, got {steps}")
+        self.steps, self.lr, self.min_lr_ratio = steps, lr, min_lr_ratio
+        self.total_steps, self.decay, self.allow_unsupported = total_steps, decay, allow_unsupported
+        self.rows: list[dict] = []
+        self.status = "probing"
+        self.fit = None
+
+    def observe(self, step: int, row: dict, scheduler: AdaptiveWarmup) -> AdaptiveWarmup | None:
+        """Keep the step's row; at the pilot's last step fit and return the fit-driven scheduler
+        (or None: keep the current one)."""
+        self.rows.append({k: v for k, v in row.items() if isinstance(v, (int, float)) or v is None})
+        if step != self.steps - 1:
+            return None
+        try:
+            self.fit = fit_frame(pd.DataFrame(self.rows), f_star="auto", bootstrap=50)
+        except SmoothprobeError as exc:
+            self.status = f"kept the practical schedule: the pilot's fit failed ({exc})"
+            return None
+        problem = self.fit.schedule_problem()
+        if problem is not None and not self.allow_unsupported:
+            self.status = f"kept the practical schedule: {problem}"
+            return None
+        smoothed = scheduler.last_record().get("loss_smoothed") or row["loss"]
+        peak = self.lr if self.lr is not None else self.fit.eta_max
+        scale = peak / self.fit.eta_max
+        gap = smoothed - self.fit.f_star
+        start = float(self.fit.eta(gap)) * scale if gap > 0 else peak * self.min_lr_ratio
+        curve = self.fit.f_star_fit or {}
+        bound = crossing_step(curve.get("a"), curve.get("b"), curve.get("t0"), self.rows[0]["step"],
+                              self.fit.delta_peak, step + 1, self.total_steps)
+        new = AdaptiveWarmup.from_fit(
+            scheduler.optimizer, self.fit, lr=self.lr, min_lr_ratio=self.min_lr_ratio,
+            allow_unsupported=self.allow_unsupported, total_steps=self.total_steps, decay=self.decay,
+            initial_lr=min(max(start, peak * self.min_lr_ratio), peak), reduce=scheduler._reduce,
+            max_warmup=bound)
+        new.last_epoch = scheduler.last_epoch  # continue the run's step count (the decay ends at total_steps)
+        self.status = "fit-driven" + ("" if bound is None else f" (warm-up bounded at step {bound})")
+        return new

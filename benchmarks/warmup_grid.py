@@ -1,0 +1,284 @@
+"""Where warm-up matters: a peak-LR × warm-up grid against the adaptive and fit-driven schedules.
+
+For each optimizer (lr* = its tuned peak LR, below): peak LR {lr*/3, lr*, 3·lr*, 10·lr*} × cosine
+warm-up {0, 2, 5, 10, 25 %}, and at each peak LR (a) the practical adaptive schedule with f* = auto,
+(b) the fit-driven closed loop (`--pilot 0.1`: a probed pilot under the practical schedule, a fit,
+then the fit drives the rest, f* from the fit); plus (c) the closed loop at the fit's own peak η_max
+(no peak LR given). For AdamW also what a user would pick instead: pytorch_warmup's untuned linear
+warm-up (τ = 2/(1−β2)) on the cosine schedule, and schedule-free AdamW (`schedulefree`, its
+documented 5 % warm-up). Every arm has the same steps, batch, data and seeds; nothing but lr* is set
+per optimizer. The score is the final validation loss; a diverged run scores as diverged.
+
+Full size: tiny LLaMA on `lm`, 1,000 steps of 16×64 tokens, 3 seeds: about 6 CPU-minutes a run, 372
+runs, i.e. about 40 hours on one core. Runs are done in priority tiers (seed 0 at lr* and 3·lr* first)
+and each finished run is kept, so every session moves the grid forward: rerun the same command.
+`--quick` (markov task, 150 steps, 1 seed, lr* and 10·lr*, warm-up {0, 10 %}, a 30 % pilot so that
+it holds 45 probed steps) takes about half an hour on one core.
+
+    python benchmarks/warmup_grid.py                   # the full grid, resumable
+    python benchmarks/warmup_grid.py --quick           # a small version, minutes
+    python benchmarks/warmup_grid.py --summary-only    # tables and heatmaps from what has finished
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from smoothprobe.errors import SmoothprobeError
+from smoothprobe.store import load_run
+from smoothprobe.train import TrainConfig, build
+
+REPO = Path(__file__).resolve().parents[1]
+LR_STAR = {"adamw": 3e-3, "lion": 1e-3, "muon": 0.02, "normsgd": 0.05}
+"""Tuned peak LRs of the tiny LLaMA on `lm` at 1,000 steps (AdamW, Lion, Muon: best of a 3-point LR
+scan; normSGD: the best of the earlier 300-step benchmark)."""
+MULTIPLIERS = (1 / 3, 1.0, 3.0, 10.0)
+WARMUPS = (0.0, 0.02, 0.05, 0.10, 0.25)
+PILOT = 0.1
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One run of the benchmark: a schedule at a peak LR (None: the fit's own) for one seed."""
+
+    optimizer: str
+    kind: str  # grid, practical, closed, closed_own_peak, untuned, schedulefree
+    multiplier: float | None
+    warmup: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        lr = "own" if self.multiplier is None else f"x{self.multiplier:.3g}"
+        extra = f"-w{self.warmup:g}" if self.kind == "grid" else ""
+        return f"{self.optimizer}/{self.kind}{extra}-lr{lr}/seed-{self.seed}"
+
+
+def plan(optimizers: list[str], multipliers: tuple[float, ...], warmups: tuple[float, ...],
+         seeds: int) -> list[Arm]:
+    """Every arm, in priority tiers: seed 0 at lr* and 3·lr*, then the other LRs, then more seeds."""
+    arms = []
+    for seed in range(seeds):
+        for tier in ((1.0, 3.0), tuple(m for m in multipliers if m not in (1.0, 3.0))):
+            for opt in optimizers:
+                for m in (m for m in tier if m in multipliers):
+                    arms += [Arm(opt, "grid", m, w, seed) for w in warmups]
+                    arms += [Arm(opt, "practical", m, 0.0, seed), Arm(opt, "closed", m, 0.0, seed)]
+                    if opt == "adamw":
+                        arms += [Arm(opt, "untuned", m, 0.0, seed), Arm(opt, "schedulefree", m, 0.05, seed)]
+            if tier[0] == 1.0:
+                arms += [Arm(opt, "closed_own_peak", None, 0.0, seed) for opt in optimizers]
+    return arms
+
+
+def config_of(arm: Arm, base: TrainConfig, pilot: float = PILOT) -> TrainConfig:
+    """The TrainConfig of an arm (schedule-free and untuned arms are finished in `run_arm`)."""
+    lr = None if arm.multiplier is None else LR_STAR[arm.optimizer] * arm.multiplier
+    cfg = dataclasses.replace(base, optimizer=arm.optimizer, lr=lr if lr is not None else LR_STAR[arm.optimizer],
+                              seed=arm.seed, warmup=arm.warmup if arm.kind == "grid" else 0.0)
+    if arm.kind == "practical":
+        cfg.adaptive = {"f_star": "auto"}
+    elif arm.kind in ("closed", "closed_own_peak"):
+        cfg.adaptive = {"pilot": pilot, "own_peak": arm.kind == "closed_own_peak"}
+    return cfg
+
+
+class Dampened:
+    """A baseline scheduler times pytorch_warmup's warm-up factor (its documented usage)."""
+
+    def __init__(self, scheduler, warmup) -> None:
+        self.scheduler, self.warmup = scheduler, warmup
+
+    def step(self) -> None:
+        with self.warmup.dampening():
+            self.scheduler.step()
+
+    def state_dict(self) -> dict:
+        return {"scheduler": self.scheduler.state_dict(), "warmup": self.warmup.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.warmup.load_state_dict(state["warmup"])
+
+
+def run_arm(arm: Arm, cfg: TrainConfig, path: Path) -> None:
+    """Train one arm into `path` (a diverged run is a result, not a failure)."""
+    trainer = build(cfg, path, overwrite=True)
+    if arm.kind == "untuned":
+        import pytorch_warmup
+
+        trainer.scheduler = Dampened(trainer.scheduler, pytorch_warmup.UntunedLinearWarmup(trainer.optimizer))
+    elif arm.kind == "schedulefree":
+        import schedulefree
+
+        opt = schedulefree.AdamWScheduleFree(trainer.model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
+                                             warmup_steps=round(arm.warmup * cfg.steps))
+        opt.train()
+        trainer.optimizer = opt
+        trainer.scheduler = _Constant()
+        evaluate = trainer.evaluate
+
+        def evaluate_at_average() -> float:
+            opt.eval()
+            try:
+                return evaluate()
+            finally:
+                opt.train()
+
+        trainer.evaluate = evaluate_at_average
+    try:
+        trainer.run(progress=False)
+    except SmoothprobeError as exc:
+        print(f"  {arm.name}: {exc}", flush=True)
+
+
+class _Constant:
+    """No schedule on top of an optimizer that schedules itself."""
+
+    def step(self) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def result_of(path: Path) -> dict | None:
+    """Final val loss and status of a finished (or diverged) arm, or None if it has not finished."""
+    marker = path / "bench.json"
+    return json.loads(marker.read_text()) if marker.exists() else None
+
+
+def execute(arms: list[Arm], base: TrainConfig, out: Path, budget_s: float | None, pilot: float) -> None:
+    """Run every arm without a result, in order, until the time budget is spent."""
+    start = time.time()
+    todo = [a for a in arms if result_of(out / a.name) is None]
+    print(f"{len(arms) - len(todo)} of {len(arms)} runs done; {len(todo)} to go", flush=True)
+    for i, arm in enumerate(todo):
+        if budget_s is not None and time.time() - start > budget_s:
+            print(f"time budget spent; {len(todo) - i} runs left for the next session", flush=True)
+            return
+        path = out / arm.name
+        t0 = time.time()
+        run_arm(arm, config_of(arm, base, pilot), path)
+        run = load_run(path)
+        val = float(run.evals.val_loss.iloc[-1]) if run.info.get("status") == "finished" and len(run.evals) else math.nan
+        peak = float(run.steps.lr.max()) if len(run.steps) else math.nan
+        result = {**dataclasses.asdict(arm), "status": run.info.get("status"), "val_loss": val, "peak_lr": peak,
+                  "seconds": time.time() - t0}
+        (path / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(f"[{i + 1}/{len(todo)}] {arm.name}: {result['status']} val {val:.4f} peak lr {peak:.3g} "
+              f"({result['seconds']:.0f} s)", flush=True)
+
+
+def collect(arms: list[Arm], out: Path) -> pd.DataFrame:
+    """One row per finished arm."""
+    rows = [r for a in arms if (r := result_of(out / a.name)) is not None]
+    return pd.DataFrame.from_records(rows)
+
+
+def summarise(results: pd.DataFrame) -> pd.DataFrame:
+    """Per optimizer and arm: mean/σ over seeds; the grid's best point and median; goals met or missed.
+
+    σ is the pooled seed standard deviation of the optimizer's grid points (the noise of one score).
+    """
+    res = results.copy()
+    res["label"] = [f"{k}" + (f" w{w:g}" if k == "grid" else "") for k, w in zip(res.kind, res.warmup)]
+    res["lr_mult"] = res.multiplier.fillna(-1.0)
+    table = res.groupby(["optimizer", "label", "lr_mult"], sort=False).agg(
+        val_mean=("val_loss", "mean"), val_std=("val_loss", "std"), seeds=("val_loss", "size"),
+        diverged=("status", lambda s: int((s != "finished").sum())), peak_lr=("peak_lr", "median")).reset_index()
+    out = []
+    for opt, part in table.groupby("optimizer", sort=False):
+        grid = part[part.label.str.startswith("grid")]
+        sigma = float(np.sqrt(np.nanmean(grid.val_std**2))) if (grid.seeds > 1).any() else math.nan
+        best = grid.val_mean.min()
+        median = grid.val_mean.median()
+        part = part.assign(sigma=sigma, grid_best=best, grid_median=median,
+                           minus_best_in_sigma=(part.val_mean - best) / sigma if sigma > 0 else math.nan)
+        at_lr = grid.groupby("lr_mult").val_mean.min()
+        part["best_warmup_at_lr"] = part.lr_mult.map(at_lr)
+        out.append(part)
+    return pd.concat(out, ignore_index=True)
+
+
+def markdown(table: pd.DataFrame) -> list[str]:
+    """A pipe table of `table` (numbers to 4 significant digits)."""
+    cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
+    return ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns),
+            *("| " + " | ".join(row) + " |" for row in cells)]
+
+
+def write_outputs(summary: pd.DataFrame, results: pd.DataFrame, name: str) -> None:
+    """reports/<name>.md (tables) and reports/<name>_<optimizer>.png (LR × warm-up heatmaps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    reports = REPO / "reports"
+    lines = [f"# {name}", "", f"{len(results)} runs finished. Val loss at the last step; mean over seeds "
+             "(σ: pooled seed std of the grid). lr_mult -1 = the fit's own peak.", ""]
+    cols = ["optimizer", "label", "lr_mult", "val_mean", "val_std", "seeds", "diverged", "peak_lr",
+            "best_warmup_at_lr", "minus_best_in_sigma"]
+    lines += markdown(summary[cols])
+    (reports / f"{name}.md").write_text("\n".join(lines) + "\n")
+    for opt, part in results[results.kind == "grid"].groupby("optimizer"):
+        grid = part.groupby(["multiplier", "warmup"]).val_loss.mean().unstack("warmup")
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        sns.heatmap(grid, annot=True, fmt=".3f", cmap="viridis_r", ax=ax, cbar_kws={"label": "val loss"})
+        ax.set_xlabel("warm-up (fraction of steps)")
+        ax.set_ylabel("peak LR / lr*")
+        adaptive = summary[(summary.optimizer == opt) & (summary.label == "closed")]
+        ax.set_title(f"{opt}: closed loop " + ", ".join(f"x{m:.3g}: {v:.3f}" for m, v in
+                                                         zip(adaptive.lr_mult, adaptive.val_mean)), fontsize=8)
+        fig.tight_layout()
+        fig.savefig(reports / f"{name}_{opt}.png", dpi=110)
+        plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="markov, 150 steps, 1 seed: minutes")
+    parser.add_argument("--optimizers", default="adamw,lion,muon,normsgd")
+    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--out", default=None, help="run folder [default: runs/warmup_grid(_quick)]")
+    parser.add_argument("--budget-min", type=float, default=None, help="stop starting runs after this long")
+    parser.add_argument("--summary-only", action="store_true")
+    args = parser.parse_args()
+    name = "warmup_grid_quick" if args.quick else "warmup_grid"
+    out = Path(args.out or REPO / "runs" / name)
+    if args.quick:
+        base = TrainConfig(task="markov", model="tiny", steps=150, batch_size=16, seq_len=64, eval_every=50,
+                           checkpoint_every=10**6)
+        arms = plan(args.optimizers.split(","), (1.0, 10.0), (0.0, 0.10), args.seeds or 1)
+    else:
+        base = TrainConfig(task="lm", model="tiny", steps=1000, batch_size=16, seq_len=64, eval_every=100,
+                           checkpoint_every=250)
+        arms = plan(args.optimizers.split(","), MULTIPLIERS, WARMUPS, args.seeds or 3)
+    if not args.summary_only:
+        execute(arms, base, out, None if args.budget_min is None else 60 * args.budget_min,
+                0.3 if args.quick else PILOT)
+    results = collect(arms, out)
+    if results.empty:
+        print("no finished runs yet")
+        return
+    summary = summarise(results)
+    write_outputs(summary, results, name)
+    print(summary.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
