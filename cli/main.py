@@ -26,6 +26,7 @@ PARAMETER_FLAGS = {
     "probes": "--probes", "preset": "--preset", "f_star": "--f-star", "div": "--div", "delta_peak": "--delta-peak",
     "max_warmup": "--max-warmup", "pilot": "--pilot", "refit_every": "--refit-every",
     "f_star_every": "--f-star-every", "allow_unsupported": "--allow-unsupported-fit", "fit": "--fit",
+    "own_peak": "--own-peak",
     "fsdp": "--fsdp", "rho": "--rho", "quantile": "--quantile", "bootstrap": "--bootstrap", "window": "--window",
     "column": "--column", "delta_from": "--delta-from", "eval_every": "--eval-every",
     "flush_every": "--flush-every", "checkpoint_every": "--checkpoint-every", "resume": "--resume",
@@ -113,6 +114,9 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
         click.option("--pilot", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Adaptive closed loop: record probes for this fraction (below 1) or number of steps "
                           "under the practical schedule, fit K(Delta), and let the fit drive the rest."),
+        click.option("--own-peak", is_flag=True,
+                     help="Adaptive with --pilot: after the pilot, run at the fit's own peak eta_max instead of "
+                          "rescaling it to --lr."),
         click.option("--refit-every", type=click.IntRange(min=1), default=None,
                      help="Adaptive, with `record`: refit the constants K(Delta) to the secant probes every N "
                           "steps and adopt them once the data supports the model."),
@@ -148,7 +152,7 @@ def config_from_options(kw: dict):
     for old in renames:
         kw.pop(old, None)
     adaptive_keys = ("adaptive", "fit_path", "f_star", "div", "delta_peak", "adaptive_decay", "max_warmup",
-                     "pilot", "refit_every", "f_star_every", "allow_unsupported_fit")
+                     "pilot", "own_peak", "refit_every", "f_star_every", "allow_unsupported_fit")
     adaptive = {k: kw.pop(k) for k in adaptive_keys}
     fields = {k: kw.pop(k) for k in list(kw) if k in TrainConfig.__dataclass_fields__}
     return TrainConfig(**fields, task_options=task_options, adaptive=adaptive_options(adaptive))
@@ -164,7 +168,8 @@ def adaptive_options(opts: dict):
     return AdaptiveConfig(fit=opts["fit_path"], pilot=opts["pilot"], f_star=f_star, div=opts["div"],
                           delta_peak=opts["delta_peak"], decay=opts["adaptive_decay"],
                           max_warmup=opts["max_warmup"], refit_every=opts["refit_every"],
-                          f_star_every=opts["f_star_every"], allow_unsupported=opts["allow_unsupported_fit"])
+                          f_star_every=opts["f_star_every"], allow_unsupported=opts["allow_unsupported_fit"],
+                          own_peak=opts["own_peak"])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -191,6 +191,8 @@ class Recorder:
         """
         if x_t is None:
             x_t = snapshot(dict(self.model.named_parameters()))
+        if grad_norm is None:  # the loop did not say: the norm of the gradients as they are now
+            grad_norm = global_norm([p.grad for p in self.model.parameters() if p.grad is not None])
         self._pending = {"step": step, "loss": loss, "grad_norm": grad_norm, "probe": self.cadence.due(step),
                          "x_t": x_t, "lr": self.optimizer.param_groups[0]["lr"]}
         if not self._pending["probe"]:

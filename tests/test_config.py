@@ -1,0 +1,64 @@
+"""Typed configs: parsed once, validated with messages naming the parameter, round-trip through run.json,
+and the two refit intervals are distinct and reachable from the CLI."""
+
+import dataclasses
+import importlib
+
+import pytest
+from click.testing import CliRunner
+
+from smoothprobe import SmoothprobeError, TrainConfig
+from smoothprobe.cli.main import as_flags, main
+from smoothprobe.config import AdaptiveConfig, ProbeConfig
+from smoothprobe.train import build
+
+
+def test_mappings_become_dataclasses_and_round_trip():
+    cfg = TrainConfig(probes={"preset": "full", "every": 3}, adaptive={"f_star": "2.5", "refit_every": 4})
+    assert isinstance(cfg.probes, ProbeConfig) and isinstance(cfg.adaptive, AdaptiveConfig)
+    assert cfg.adaptive.f_star == 2.5
+    assert TrainConfig.from_dict(dataclasses.asdict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"adaptive": {"div": float("inf")}}, "div must be a finite number > 1"),
+    ({"adaptive": {"f_star": float("nan")}}, "f_star must be a finite number"),
+    ({"adaptive": {"f_star": "abc"}}, "f_star must be a number or 'auto'"),
+    ({"adaptive": {"refit_constants": 3}}, "unknown option(s) refit_constants"),
+    ({"adaptive": {"f_star_every": 5}}, "f_star_every needs f_star 'auto'"),
+    ({"adaptive": {"own_peak": True}}, "own_peak needs a pilot"),
+    ({"probes": {"every": 0}}, "every must be an integer >= 1"),
+    ({"probes": {"probes": ["magic"]}}, "unknown probe 'magic'"),
+])
+def test_bad_options_name_the_parameter(options, message):
+    with pytest.raises(SmoothprobeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        TrainConfig(**options)
+
+
+def test_pilot_must_fit_the_run():
+    with pytest.raises(SmoothprobeError, match="pilot must be at least"):
+        TrainConfig(steps=100, adaptive={"pilot": 0.1}).validate()
+
+
+def test_cli_flags_reach_the_two_refit_intervals(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_train(config, out, **_):
+        seen["config"] = config
+        return out
+
+    monkeypatch.setattr(importlib.import_module("smoothprobe.train"), "train", fake_train)
+    result = CliRunner().invoke(main, ["record", "--task", "quadratic", "--adaptive", "--f-star", "auto",
+                                       "--f-star-every", "7", "--refit-every", "5", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    cfg = seen["config"]
+    assert (cfg.adaptive.f_star_every, cfg.adaptive.refit_every) == (7, 5)
+    trainer = build(cfg, tmp_path / "r")
+    assert trainer.online.every == 7 and trainer.refit.every == 5
+
+
+def test_cli_maps_parameter_names_to_flags():
+    assert as_flags("lr must be a finite number > 0, got -1") == "--lr must be a finite number > 0, got -1"
+    assert as_flags("f_star_every needs f_star 'auto'").startswith("--f-star-every needs")
+    assert as_flags("run directory x exists; pass resume (to continue it) or overwrite (to replace it)") == \
+        "run directory x exists; pass --resume (to continue it) or --overwrite (to replace it)"
