@@ -1,4 +1,4 @@
-"""Norms, dual norms, LMOs and norm constants of the optimizer geometries (DESIGN.md §1).
+"""Norms, dual norms, LMOs and norm constants of the optimizer geometries (docs/design.md §1).
 
 Per parameter tensor i, each family has a primal norm ‖·‖_(i), its dual ‖·‖_(i),*, the linear
 minimisation oracle LMO(G) = argmin_{‖u‖ ≤ 1} ⟨G, u⟩ and a constant c_i with dual ≤ c_i · primal:
@@ -165,7 +165,7 @@ def tensor_constant(t: Tensor, family: str) -> int:
 
 @dataclass
 class Geometry:
-    """Whole-model norms of a family over the named tensors that take part (DESIGN.md §1).
+    """Whole-model norms of a family over the named tensors that take part (docs/design.md §1).
 
     Methods take the tensors in the order of `names`. `nuclear` picks exact SVDs or the
     Gram-eigenvalue estimate (see `nuclear_norm_estimate`) for spectral singular values.

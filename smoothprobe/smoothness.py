@@ -95,7 +95,7 @@ def check_constants(K0: float, K1: float, K_rho: float, rho: float) -> Constants
 
 
 def practical_constants(lr: float, div: float, delta0: float, delta_peak: float) -> Constants:
-    """ρ = 2 constants with η(Δ0) = lr/div, η(Δ') = lr and η'(Δ') = 0 (DESIGN.md §3)."""
+    """ρ = 2 constants with η(Δ0) = lr/div, η(Δ') = lr and η'(Δ') = 0 (docs/design.md §3)."""
     if not lr > 0 or not div > 1:
         raise SmoothprobeError(
             f"practical schedule needs lr > 0 and div > 1. Got lr={lr}, div={div}."

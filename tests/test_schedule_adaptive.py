@@ -278,7 +278,7 @@ def test_delta_peak_matches_brute_force_scan(kappa):
 
 
 def test_delta_peak_for_lion_is_not_the_quadrature_failure():
-    # DESIGN.md: accurate integration gives Δ' ≈ 0.78 for Lion; the research code's 0.38 is wrong.
+    # docs/design.md §3: accurate integration gives Δ' ≈ 0.78 for Lion; the research code's 0.38 is wrong.
     assert 0.7 < practical_delta_peak(100.0, 7.8, KAPPA_LION) < 0.85
 
 
