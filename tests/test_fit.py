@@ -7,16 +7,21 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import planted
 import pytest
 
 from smoothprobe.errors import SmoothprobeError
-import planted
-
-from smoothprobe.fit import SmoothnessFit, estimate_f_star, fit_frame, fit_run
-from smoothprobe.fit.bootstrap import block_length, circular_block_counts
-from smoothprobe.fit.models import rho_design, select_rho, time_folds
-from smoothprobe.fit.quantile import BandedQuantileLP, _solve_dual, quantile_regression
-from smoothprobe.smoothness import delta_peak, eta_max, k_model
+from smoothprobe.fit import (
+    SmoothnessFit,
+    estimate_f_star,
+    fit_frame,
+    fit_run,
+    schedule_problem_of,
+)
+from smoothprobe.fit.bootstrap import block_length, bootstrap_envelope, circular_block_counts
+from smoothprobe.fit.models import POSITIVITY_FLOOR, envelope, rho_design, select_rho, time_folds
+from smoothprobe.fit.quantile import BandedQuantileLP, _solve_dual, pinball, quantile_regression
+from smoothprobe.smoothness import delta_peak, eta_max, is_physical, k_model, min_k
 
 PLANTED = (1.0, 2.0, 3.0)
 TAU = 0.9
@@ -275,3 +280,131 @@ def test_f_star_auto_on_a_recorded_markov_run_is_within_0p05_of_the_entropy_rate
     est = estimate_f_star(run.steps["step"].to_numpy(), run.steps["loss"].to_numpy())
     assert abs(est.value - run.f_star) <= 0.05
     assert est.interval[0] <= run.f_star <= est.interval[1]
+
+
+# physical envelopes: K(Δ) > 0 on every Δ ≥ 0 ------------------------------------------------
+
+def rising_to_zero_steps(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    """K = 10·(Δ − 0.9)·U on Δ in (1, 1.3]: a line that would cross 0 at Δ = 0.9, so the best
+    envelope with K0, Kρ ≥ 0 alone goes negative below Δ = 1."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    delta = 1.0 + 0.3 * np.exp(-t / 100)
+    k = 10 * (delta - 0.9) * rng.uniform(U_LOW, 1.0, n)
+    return pd.DataFrame({"step": t, "loss": 2.0 + delta, "secant_K": k})
+
+
+def test_envelope_of_k_rising_to_zero_is_physical_and_optimal_over_the_physical_set():
+    steps = rising_to_zero_steps()
+    delta, k = steps["loss"].to_numpy() - 2.0, steps["secant_K"].to_numpy()
+    d = rho_design(delta, k, 2.0)
+    # the old constraint set (K0, Kρ ≥ 0 and K > 0 on the observed range only) is not physical
+    old = d.constants(quantile_regression(d.x, d.y, TAU, g=np.vstack([np.eye(3)[[0, 2]], d.g[2:]]),
+                                          h=np.zeros(len(d.g))))
+    assert min_k(*old, 2.0) < -1.0
+    fit = fit_frame(steps, f_star=2.0, bootstrap=50)
+    got = np.array([fit.K0, fit.K1, fit.K_rho])
+    floor = POSITIVITY_FLOOR * d.k_scale
+    assert is_physical(*got, 2.0) and min_k(*got, 2.0) >= 0.5 * floor
+    assert 0 < fit.delta_peak < np.inf and 0 < fit.eta_max < np.inf
+    assert fit.delta_peak == pytest.approx(np.sqrt(fit.K0 / fit.K_rho))
+    boot = fit.bootstrap_constants
+    assert boot.shape == (50, 3) and is_physical(*boot.T, 2.0).all()
+    # optimality: a dense-grid LP (K ≥ floor at 20001 gaps in [0, 3]·max Δ) is the same program
+    # up to the grid, so its pinball loss brackets ours tightly
+    x = np.linspace(0, 3, 20_001)
+    g = np.vstack([d.g, np.column_stack([np.ones_like(x), x, x**2])])
+    dense = quantile_regression(d.x, d.y, TAU, g=g, h=np.full(len(g), POSITIVITY_FLOOR))
+    ours = got / d.constants(np.ones(3))
+    assert pinball(d.y - d.x @ ours, TAU) == pytest.approx(pinball(d.y - d.x @ dense, TAU),
+                                                           rel=1e-6)
+    assert min_k(*d.constants(dense), 2.0) > 0
+
+
+def test_every_bootstrap_refit_is_physical_on_a_large_banded_problem():
+    steps = rising_to_zero_steps(6000, 1)   # over DIRECT_MAX_ROWS: warm-started banded LPs
+    delta, k = steps["loss"].to_numpy() - 2.0, steps["secant_K"].to_numpy()
+    d = rho_design(delta, k, 2.0)
+    constants = envelope(d, TAU)
+    assert is_physical(*constants, 2.0)
+    boot = bootstrap_envelope(d, constants / d.constants(np.ones(3)), TAU, 30, 20, 0)
+    assert is_physical(*boot.T, 2.0).all()
+    assert min_k(*boot.T, 2.0).min() >= 0.5 * POSITIVITY_FLOOR * d.k_scale
+
+
+def test_a_lion_run_fit_with_k_negative_near_zero_must_not_drive_a_schedule():
+    fit = fit_frame(planted_steps(500, 10), f_star=2.0, bootstrap=0)
+    fit.K0, fit.K1, fit.K_rho = 0.0, -1.1e6, 2.4e6   # `smoothprobe fit` gave these before
+    problem = fit.schedule_problem()
+    assert problem.startswith("K0 = 0, K1 = -1.1e+06, K_rho = 2.4e+06 are not physical")
+    assert f"{-1.1e6**2 / (4 * 2.4e6):.4g}" in problem
+
+
+# the fit's own bootstrap band; schedule_problem --------------------------------------------
+
+def test_band_is_the_pointwise_percentile_of_the_stored_refits(tmp_path):
+    fit = fit_frame(planted_steps(1500, 11), f_star=2.0, bootstrap=40, seed=2)
+    boot = fit.bootstrap_constants
+    grid = np.geomspace(*fit.delta_range, 7)
+    low, high = fit.band(grid)
+    ranked = np.sort(np.array([k_model(grid, *c, 2.0) for c in boot]), axis=0)
+    # 95% of 40 refits: positions 39·0.025 = 0.975 and 39·0.975 = 38.025 between order statistics
+    np.testing.assert_allclose(low, ranked[0] + 0.975 * (ranked[1] - ranked[0]), rtol=1e-12)
+    np.testing.assert_allclose(high, ranked[38] + 0.025 * (ranked[39] - ranked[38]), rtol=1e-12)
+    assert np.all(low <= fit.predict(grid)) and np.all(fit.predict(grid) <= high)
+    narrow = fit.band(grid, level=0.5)   # positions 9.75 and 29.25
+    np.testing.assert_allclose(narrow[0], ranked[9] + 0.75 * (ranked[10] - ranked[9]), rtol=1e-12)
+    np.testing.assert_allclose(narrow[1], ranked[29] + 0.25 * (ranked[30] - ranked[29]),
+                               rtol=1e-12)
+    assert fit.band(1.0)[0].shape == ()
+    fit.to_json(tmp_path / "fit.json")
+    back = SmoothnessFit.from_json(tmp_path / "fit.json")
+    np.testing.assert_array_equal(back.band(grid)[1], high)
+    with pytest.raises(SmoothprobeError, match="level must be in"):
+        fit.band(grid, level=1.0)
+
+
+def test_a_fit_json_without_stored_refits_still_loads_and_has_no_band(tmp_path):
+    fit = fit_frame(planted_steps(800, 12), f_star=2.0, bootstrap=10)
+    raw = fit.to_dict()
+    del raw["bootstrap"]["constants"]   # written before the refits were stored
+    old = SmoothnessFit.from_dict(raw)
+    assert old.bootstrap_constants is None and old.intervals == fit.intervals
+    with pytest.raises(SmoothprobeError, match="no bootstrap refits"):
+        old.band(np.ones(3))
+    assert fit_frame(planted_steps(800, 12), f_star=2.0, bootstrap=0).bootstrap_constants is None
+
+
+def test_schedule_problem_of_a_supported_fit_is_none_and_matches_the_dict():
+    fit = fit_frame(planted_steps(3000, 0), f_star=2.0, bootstrap=0)
+    assert fit.status == "supported"
+    assert fit.schedule_problem() is None and schedule_problem_of(fit.to_dict()) is None
+
+
+GOOD = {"constants": {"rho": 2.0, "K0": 1.0, "K1": 0.5, "K_rho": 2.0}, "f_star": 1.0,
+        "delta_peak": 0.7071, "eta_max": 0.3, "status": "supported"}
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda d: None, "not a JSON object (got NoneType)"),
+    (lambda d: [1, 2], "not a JSON object (got list)"),
+    (lambda d: {k: v for k, v in d.items() if k != "constants"}, "no 'constants' object"),
+    (lambda d: {**d, "constants": [1.0, 2.0]}, "no 'constants' object"),
+    (lambda d: {**d, "constants": {"rho": 2.0}}, "constants K0, K1, K_rho are missing"),
+    (lambda d: {**d, "constants": {**d["constants"], "K1": "0.5"}}, "constants K1 are missing"),
+    (lambda d: {**d, "constants": {**d["constants"], "K0": None}}, "constants K0 are missing"),
+    (lambda d: {**d, "constants": {**d["constants"], "K_rho": float("inf")}}, "K_rho are missing"),
+    (lambda d: {**d, "constants": {**d["constants"], "K0": True}}, "constants K0 are missing"),
+    (lambda d: {**d, "constants": {**d["constants"], "rho": 1}}, "rho = 1 must be > 1"),
+    (lambda d: {**d, "constants": {**d["constants"], "K1": -3.0}}, "are not physical"),
+    (lambda d: {**d, "constants": {**d["constants"], "K0": 0.0}}, "are not physical"),
+    (lambda d: {**d, "eta_max": None}, "eta_max is missing or not finite"),
+    (lambda d: {**d, "f_star": "auto"}, "f_star is missing or not finite"),
+    (lambda d: {**d, "f_star_fit": {"degenerate": "b = 40 at its bound"}}, "b = 40 at its bound"),
+    (lambda d: {**d, "status": "not identifiable"}, "status is 'not identifiable'"),
+    (lambda d: {k: v for k, v in d.items() if k != "status"}, "has no status"),
+])
+def test_schedule_problem_of_malformed_or_unusable_fits_gives_a_reason(change, reason):
+    assert schedule_problem_of(GOOD) is None
+    problem = schedule_problem_of(change(GOOD))
+    assert reason in problem and "\n" not in problem

@@ -178,10 +178,15 @@ def test_given_fit_is_shown_with_its_constants_and_band(runs, tmp_path):
     assert f"[{lo:.4g}, {hi:.4g}]" in model
     assert "fit given" in page.section_text("k-vs-delta")
     assert "from 20 block-bootstrap refits" in page.section_text("k-vs-delta")
-    # The same fit on another run's rows: points still drawn, but no band from foreign data.
+    # The band is the fit's own (its stored refits), whatever run it is drawn over.
     view = build_view(load_run(tampered), "t", "#000000", fit)
-    assert view.band is None and "other data" in view.band_note
+    grid, low, high = view.band
+    np.testing.assert_array_equal(np.stack([low, high]), np.stack(fit.band(grid)))
     assert len(view.points) == 35
+    # A fit without refits draws no band and says so.
+    bare = fit_run(load_run(probed), bootstrap=0)
+    view = build_view(load_run(probed), "p", "#000000", bare)
+    assert view.band is None and "the fit has no stored bootstrap refits" in view.band_note
 
 
 def test_envelope_band_brackets_the_envelope(runs):

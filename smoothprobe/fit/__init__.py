@@ -19,10 +19,10 @@ from smoothprobe.fit.models import (
     select_rho,
     time_folds,
 )
-from smoothprobe.fit.result import SmoothnessFit
-from smoothprobe.smoothness import delta_peak, eta_max, k_model
+from smoothprobe.fit.result import SmoothnessFit, schedule_problem_of
+from smoothprobe.smoothness import delta_peak, eta_max, is_physical, k_model
 
-__all__ = ["SmoothnessFit", "estimate_f_star", "fit_frame", "fit_run"]
+__all__ = ["SmoothnessFit", "estimate_f_star", "fit_frame", "fit_run", "schedule_problem_of"]
 
 SENSITIVITY_OFFSETS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 SENSITIVITY_WIDTH = 0.1
@@ -45,6 +45,14 @@ def _peak(constants: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray]:
     """Δ' and η_max for constants of shape (..., 3)."""
     k0, k1, k_rho = np.moveaxis(np.asarray(constants), -1, 0)
     return delta_peak(k0, k_rho, rho), eta_max(k0, k1, k_rho, rho)
+
+
+def _check_physical(constants: np.ndarray, rho: float, what: str) -> None:
+    """Verify the exact condition the cutting planes imposed: K(Δ) > 0 on Δ ≥ 0 and Kρ > 0."""
+    bad = ~is_physical(*np.moveaxis(np.atleast_2d(constants), -1, 0), rho)
+    if bad.any():
+        raise SmoothprobeError(f"{what}: {int(bad.sum())} fitted envelope(s) have K(Δ) <= 0 "
+                               "for some Δ >= 0 despite the constraint; report this run")
 
 
 def _growth(constants: np.ndarray, data: FitData, rho: float) -> np.ndarray:
@@ -118,14 +126,16 @@ def fit_frame(
         rho, profile = select_rho(data.delta, data.k, quantile, tuple(rho_grid), folds)
     design = rho_design(data.delta, data.k, float(rho))
     constants = envelope(design, quantile)
+    _check_physical(constants, design.rho, "fit")
     ls_constants, r2 = least_squares(design)
     peak, top = _peak(constants, design.rho)
     growth = float(_growth(constants, data, design.rho))
 
-    intervals, growth_interval = {}, None
+    intervals, growth_interval, boot = {}, None, None
     if bootstrap:
         beta = constants / design.constants(np.ones(3))
         boot = bootstrap_envelope(design, beta, quantile, bootstrap, block, seed, n_jobs)
+        _check_physical(boot, design.rho, "bootstrap")
         b_peak, b_top = _peak(boot, design.rho)
         tails = [50 * (1 - level), 50 * (1 + level)]
         columns = {"K0": boot[:, 0], "K1": boot[:, 1], "K_rho": boot[:, 2], "delta_peak": b_peak,
@@ -153,7 +163,8 @@ def fit_frame(
                                  design.rho, quantile, constants),
         intervals=intervals, level=level,
         bootstrap={"resamples": bootstrap, "block_length": block, "seed": seed,
-                   "scheme": "circular blocks over time, conditional on rho and f*"},
+                   "scheme": "circular blocks over time, conditional on rho and f*",
+                   "constants": None if boot is None else boot.tolist()},
         rho_profile=profile,
         f_star_fit=None if estimate is None else {
             "interval": list(estimate.interval), "a": estimate.a, "b": estimate.b,

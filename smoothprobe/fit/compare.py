@@ -61,7 +61,8 @@ def compare_models(
         scores.append(_score("(L0, L1) in |grad|_*", ("L0", "L1"), x, data.k[ok],
                              np.array([1.0, g_scale]), tau, folds[ok]))
     envelope = k_model(data.delta, *constants, design.rho)
-    loss = design.k_scale * cv_pinball(design.x, design.y, tau, folds, design.g, design.h)
+    loss = design.k_scale * cv_pinball(design.x, design.y, tau, folds, design.g, design.h,
+                                       design.cut)
     scores.append(ModelScore(
         f"(rho={design.rho:g}, K0, K1, K_rho)",
         dict(zip(("K0", "K1", "K_rho"), map(float, constants))),
