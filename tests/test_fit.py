@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +20,8 @@ from smoothprobe.fit import (
     schedule_problem_of,
 )
 from smoothprobe.fit.bootstrap import block_length, bootstrap_envelope, circular_block_counts
+from smoothprobe.fit.compare import ModelScore, verdict
+from smoothprobe.fit.data import FitData
 from smoothprobe.fit.models import POSITIVITY_FLOOR, envelope, rho_design, select_rho, time_folds
 from smoothprobe.fit.quantile import BandedQuantileLP, _solve_dual, pinball, quantile_regression
 from smoothprobe.smoothness import delta_peak, eta_max, is_physical, k_model, min_k
@@ -114,6 +117,7 @@ def test_f_star_auto_on_a_saturating_curve(seed):
     est = estimate_f_star(t, loss)
     assert abs(est.value - 2.0) < 0.05
     assert est.interval[0] <= est.value <= est.interval[1]
+    assert est.degenerate is None
 
 
 # bootstrap ----------------------------------------------------------------------------------
@@ -265,6 +269,7 @@ def test_f_star_without_saturation_reports_the_whole_range():
     rng = np.random.default_rng(4)
     t = np.arange(2000)
     est = estimate_f_star(t, 5.0 - t / 1e3 + rng.normal(0, 0.02, t.size))
+    assert "runs into f* = 0" in est.degenerate and "no saturation" in est.degenerate
     assert est.interval[0] == 0.0
     assert est.interval[1] == pytest.approx(3.0 + 0.1, abs=0.05)  # f* <= the final tenth's mean
 
@@ -408,3 +413,118 @@ def test_schedule_problem_of_malformed_or_unusable_fits_gives_a_reason(change, r
     assert schedule_problem_of(GOOD) is None
     problem = schedule_problem_of(change(GOOD))
     assert reason in problem and "\n" not in problem
+
+
+# f* = auto on adversarial curves ----------------------------------------------------------------
+
+def late_cliff(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A plateau at 2 reached by step ~300, then a drop of 0.5 over the last 5%."""
+    loss = 2.0 + np.exp(-t / 50) + rng.normal(0, 0.02, t.size)
+    loss[int(0.95 * t.size):] -= 0.5
+    return loss
+
+
+@pytest.mark.parametrize("make, phrase", [
+    (lambda t, rng: 2.0 + rng.normal(0, 0.05, t.size), "runs into f* = 0"),         # noise only
+    (lambda t, rng: 2.0 + 3.0 * (t[:25] + 5.0) ** -0.5 + rng.normal(0, 0.05, 25),  # 25 points
+     "only 25 losses"),
+    (late_cliff, "lies above the smoothed loss of the last tenth of the curve (1.7"),
+    (lambda t, rng: 2.0 + 3.0 * (t[:200] + 5.0) ** -0.5 + rng.normal(0, 0.2, 200),  # very noisy
+     "interval reaches 0: the curve does not bound f* from below"),
+])
+def test_f_star_on_curves_that_do_not_identify_it_is_marked_degenerate(make, phrase):
+    loss = make(np.arange(1000.0), np.random.default_rng(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # the estimate only marks; fit_frame warns
+        est = estimate_f_star(np.arange(float(len(loss))), loss)
+    assert phrase in est.degenerate and "\n" not in est.degenerate
+    assert est.value <= min(b.mean() for b in np.array_split(loss, 10))
+
+
+@pytest.mark.parametrize("loss", [np.full(300, 2.0), 2.0 + np.arange(300) / 300])
+def test_f_star_on_flat_or_rising_curves_is_a_one_line_error_without_numpy_warnings(loss):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(SmoothprobeError, match="does not decrease like"):
+            estimate_f_star(np.arange(300), loss)
+
+
+def test_f_star_on_an_exponential_decay_is_the_plateau_not_a_degeneracy():
+    # b → ∞ with t0 ≈ b·τ is exp(−t/τ): a huge a there is the limit, and f* is well identified
+    t = np.arange(300)
+    loss = 1.0 + 2.0 * np.exp(-t / 30) + np.random.default_rng(0).normal(0, 0.01, t.size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = estimate_f_star(t, loss)
+    assert est.degenerate is None and est.a > 1e30 and est.t0 / est.b == pytest.approx(30, rel=0.1)
+    assert abs(est.value - 1.0) < 0.005
+    assert 0.99 < est.interval[0] <= est.value <= est.interval[1] < 1.001
+
+
+def test_a_degenerate_auto_f_star_makes_the_fit_not_identifiable_and_unfit_for_a_schedule():
+    steps = planted_steps(2000, 13)
+    steps["loss"] = 4.0 - steps["step"] / 1000 + 0.001 * np.sin(steps["step"])  # no saturation
+    with pytest.warns(RuntimeWarning, match="degenerate"):
+        fit = fit_frame(steps, f_star="auto", bootstrap=0)
+    assert fit.f_star_fit["degenerate"].startswith("the power law runs into f* = 0")
+    assert fit.status == "not identifiable"
+    assert f"is degenerate ({fit.f_star_fit['degenerate']})" in fit.verdict
+    assert fit.schedule_problem() == ("f* was estimated from a degenerate loss-curve fit: "
+                                      + fit.f_star_fit["degenerate"])
+    back = SmoothnessFit.from_dict(json.loads(json.dumps(fit.to_dict())))
+    assert back.schedule_problem() == fit.schedule_problem()
+
+
+# the verdict follows its statistics ------------------------------------------------------------
+
+def verdict_data(n: int = 200, span: float = 4.0) -> FitData:
+    """n rows with Δ log-spaced on [1, span]."""
+    delta = np.geomspace(1.0, span, n)
+    return FitData(np.arange(n), delta, delta.copy(), None, (0, n - 1), n, 0, 0)
+
+
+def scores(gain: float) -> list[ModelScore]:
+    """Constant L with CV pinball 1 and the ρ-model with 1 − gain."""
+    return [ModelScore("constant L", {"L": 1.0}, 0.9, 1.0),
+            ModelScore("(L0, L1) in |grad|_*", {}, np.nan, np.nan, "no grad_norm_dual column"),
+            ModelScore("(rho=2, K0, K1, K_rho)", {}, 0.9, 1.0 - gain)]
+
+
+VERDICTS = [  # spearman, p, gain, growth, growth interval, other arguments -> status, key phrase
+    (0.34, 0.015, 0.10, 1.0, (0.1, 2.0), {}, "supported",
+     ("K grows with Δ (Spearman +0.34, p = 0.015); the (rho, K0, K1, K_rho) model is supported: "
+     "it beats a constant L by 10.0%")),
+    (0.34, 0.015, 0.10, 1.0, None, {}, "supported", "K grows with Δ (Spearman +0.34, p = 0.015)"),
+    (0.34, 0.20, 0.10, 1.0, (0.1, 2.0), {}, "not identifiable",
+     ("no significant monotone trend in Δ (Spearman +0.34, p = 0.2); the (rho, K0, K1, K_rho) "
+     "model is not identifiable: the rise of K with Δ is not significant (p = 0.2 ≥ 0.05)")),
+    (0.05, 0.049, 0.10, 1.0, (0.1, 2.0), {}, "supported", "K grows with Δ (Spearman +0.05, p"),
+    (-0.40, 0.001, 0.10, 1.0, (0.1, 2.0), {}, "not supported",
+     ("K falls as Δ grows (Spearman -0.40, p = 0.001); the (rho, K0, K1, K_rho) model is not "
+     "supported: K falls as Δ grows")),
+    (-0.40, 0.30, 0.10, 1.0, (0.1, 2.0), {}, "not identifiable", "no significant monotone"),
+    (0.50, 0.001, 0.10, -0.5, None, {}, "not supported", "envelope does not rise with Δ"),
+    (0.50, 0.001, 0.01, 1.0, (0.1, 2.0), {}, "not supported",
+     "does not beat a constant L on held-out data (pinball gain 1.0%)"),
+    (0.50, 0.001, 0.10, 1.0, (-0.1, 2.0), {}, "not identifiable",
+     "bootstrap interval of K's rise over the Δ range includes 0 (-0.1..2)"),
+    (0.50, 0.001, 0.10, 1.0, (0.1, 2.0), {"n": 40}, "not identifiable",
+     "only 40 rows, of which about 4 lie above a τ = 0.9 envelope (placing it needs 5)"),
+    (0.50, 0.001, 0.10, 1.0, (0.1, 2.0), {"span": 1.2}, "not identifiable",
+     ("the middle 90% of Δ = loss − f* spans only 1.01..1.19 (loss 4.009..4.189), a ratio of "
+     "1.18 < 1.5")),
+    (0.50, 0.001, 0.10, 1.0, (0.1, 2.0), {"f_star_problem": "no saturation"}, "not identifiable",
+     "f* = 3 is degenerate (no saturation)"),
+]
+
+
+@pytest.mark.parametrize("spearman, p, gain, growth, interval, other, status, phrase", VERDICTS)
+def test_verdict_status_and_sentence_follow_the_statistics(spearman, p, gain, growth, interval,
+                                                           other, status, phrase):
+    data = verdict_data(other.get("n", 200), other.get("span", 4.0))
+    got, sentence = verdict(data, scores(gain), spearman, p, growth, interval, quantile=0.9,
+                            f_star=3.0, f_star_problem=other.get("f_star_problem"))
+    assert got == status and phrase in sentence
+    assert f"model is {status}:" in sentence and sentence.count(". ") == 0  # one sentence
+    if status == "supported":
+        assert "K grows with Δ" in sentence

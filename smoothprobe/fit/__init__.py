@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
@@ -115,6 +117,9 @@ def fit_frame(
             raise SmoothprobeError("f_star='auto' needs 'step' and 'loss' columns")
         estimate = estimate_f_star(steps["step"].to_numpy(), steps["loss"].to_numpy())
         f_star, f_star_source = estimate.value, "auto"
+        if estimate.degenerate is not None:
+            warnings.warn(f"f_star='auto' is degenerate: {estimate.degenerate}; pass f_star "
+                          "explicitly", RuntimeWarning, stacklevel=2)
     f_star = float(f_star)
     data = fit_data(steps, column, f_star, window, delta_from)
     base = rho_design(data.delta, data.k, 2.0 if rho == "auto" else float(rho))
@@ -147,7 +152,9 @@ def fit_frame(
 
     rs, p = spearmanr(data.delta, data.k)
     scores = compare_models(data, design, constants, quantile, folds)
-    status, sentence = verdict(data, scores, float(rs), float(p), growth, growth_interval)
+    status, sentence = verdict(data, scores, float(rs), float(p), growth, growth_interval,
+                               quantile=quantile, f_star=f_star, delta_from=delta_from,
+                               f_star_problem=estimate.degenerate if estimate else None)
     width = max((estimate.interval[1] - estimate.interval[0]) / 2 if estimate else 0.0,
                 SENSITIVITY_WIDTH * float(np.median(data.delta)))
     return SmoothnessFit(
@@ -168,7 +175,7 @@ def fit_frame(
         rho_profile=profile,
         f_star_fit=None if estimate is None else {
             "interval": list(estimate.interval), "a": estimate.a, "b": estimate.b,
-            "t0": estimate.t0, "bins": estimate.bins,
+            "t0": estimate.t0, "bins": estimate.bins, "degenerate": estimate.degenerate,
             "model": "L(t) = f* + a*(t + t0)^(-b) on binned loss"},
     )
 
