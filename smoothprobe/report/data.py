@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.fit import SmoothnessFit, fit_run
+from smoothprobe.fit import SmoothnessFit, fit_run, schedule_problem_of
+from smoothprobe.smoothness import is_physical
 from smoothprobe.store import Run
 
 AUTO_BOOTSTRAP = 100
@@ -51,6 +52,25 @@ class RunView:
         return self.fit.f_star if self.fit is not None else self.run.f_star
 
 
+def numeric_columns(steps: pd.DataFrame) -> pd.DataFrame:
+    """The step table with every column of numbers and nulls as floats: a probe column that is
+    null on every row is read back as objects, which numpy's isfinite and log axes reject."""
+    out = steps.copy()
+    for column in out.columns[out.dtypes == object]:
+        values = out[column].dropna()
+        if values.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all():
+            out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
+    return out
+
+
+def schedule_note(fit: SmoothnessFit) -> str | None:
+    """Why the fit's η(Δ) = Δ/K(Δ) cannot be drawn as a schedule (K ≤ 0 at some Δ ≥ 0, or no
+    finite peak), or None when it can."""
+    if is_physical(fit.K0, fit.K1, fit.K_rho, fit.rho):
+        return None
+    return schedule_problem_of(fit.to_dict())
+
+
 def load_fit(given: str | Path | SmoothnessFit) -> SmoothnessFit:
     """A fit object, or one read from a fit.json path."""
     if isinstance(given, SmoothnessFit):
@@ -78,8 +98,10 @@ def scatter_points(run: Run, fit: SmoothnessFit | None) -> tuple[pd.DataFrame | 
     delta_from = fit.delta_from if fit is not None else "loss"
     f_star = fit.f_star if fit is not None else run.f_star
     steps = run.steps
-    if column not in steps.columns or delta_from not in steps.columns:
+    if column not in steps.columns:
         return None, f"no {column} column: record the run with the secant probe"
+    if delta_from not in steps.columns:
+        return None, f"no {delta_from} column: Δ = {delta_from} − f* cannot be computed"
     if f_star is None:
         return None, "f* is unknown for this task and there is no fit: Δ cannot be computed"
     points = pd.DataFrame({
@@ -183,8 +205,8 @@ def run_warnings(view: RunView) -> list[str]:
     fit = view.fit
     if fit is None:
         return out
-    if fit.status != "supported":
-        out.append(f"the smoothness model is {fit.status} on this run")
+    if (problem := fit.schedule_problem()) is not None:
+        out.append(f"this fit must not drive a learning-rate schedule: {problem}")
     data = fit.data
     dropped = data["dropped_nonpositive_delta"]
     if dropped:
@@ -202,7 +224,9 @@ def run_warnings(view: RunView) -> list[str]:
 
 def build_view(run: Run, label: str, color: str, given: str | Path | SmoothnessFit | None
                ) -> RunView:
-    """Resolve the fit, the K-vs-Δ points, the band and the warnings of one run."""
+    """Resolve the fit, the K-vs-Δ points, the band and the warnings of one run (its step table
+    read as floats, see `numeric_columns`)."""
+    run.steps = numeric_columns(run.steps)
     if given is None:
         fit, note = auto_fit(run)
     else:
