@@ -201,6 +201,7 @@ def test_json_round_trip_and_table(tmp_path):
     assert back.to_dict() == fit.to_dict() and back.K_rho == fit.K_rho
     table = back.summary_table()
     assert "K_rho" in table and "eta_max" in table and fit.verdict in table
+    assert fit.status == "supported" and table.endswith(fit.verdict)
 
 
 def test_auto_rho_and_f_star_report_profile_and_band():
@@ -473,6 +474,8 @@ def test_a_degenerate_auto_f_star_makes_the_fit_not_identifiable_and_unfit_for_a
                                       + fit.f_star_fit["degenerate"])
     back = SmoothnessFit.from_dict(json.loads(json.dumps(fit.to_dict())))
     assert back.schedule_problem() == fit.schedule_problem()
+    assert back.summary_table().endswith(
+        f"{fit.verdict}\nNot for a learning-rate schedule: {fit.schedule_problem()}.")
 
 
 # the verdict follows its statistics ------------------------------------------------------------

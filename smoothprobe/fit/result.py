@@ -251,4 +251,6 @@ class SmoothnessFit:
                 lines.append("".join(_fmt(s[k], f) for k, f in (
                     ("f_star", ">10.5g"), ("delta_peak", ">10.4g"), ("eta_max", ">12.4g"),
                     ("switch_loss", ">13.4g"), ("rows_used", ">8"))))
-        return "\n".join([*lines, "", self.verdict])
+        problem = self.schedule_problem()
+        tail = [] if problem is None else [f"Not for a learning-rate schedule: {problem}."]
+        return "\n".join([*lines, "", self.verdict, *tail])
