@@ -28,7 +28,7 @@ class RhoDesign:
 
     Scaling keeps the LP well conditioned whatever the units of Δ and K. The model is physical
     when min over Δ ≥ 0 of K(Δ) ≥ POSITIVITY_FLOOR (scaled) and b2 ≥ POSITIVITY_FLOOR: a convex
-    but not polyhedral set, imposed exactly by `cut`. `g`, h` hold the linear rows known in
+    but not polyhedral set, imposed exactly by `cut`. `g`, `h` hold the linear rows known in
     advance: b0 ≥ floor, b2 ≥ floor and K ≥ floor on a grid over the observed Δ range (cuts the
     solution would otherwise need first).
     """
