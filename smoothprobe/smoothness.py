@@ -10,6 +10,10 @@ all read these functions; derivations are in docs/design.md.
 0.5
 >>> round(float(delta_peak(1.0, 1.0, 2.0)), 6)      # Δ' = (K0 / ((ρ−1)·Kρ))^(1/ρ)
 1.0
+>>> float(min_k(1.0, -1.0, 1.0, 2.0))               # ρ = 2: K0 − K1²/(4·Kρ) at Δ* = −K1/(2Kρ)
+0.75
+>>> bool(is_physical(1.0, -2.5, 1.0, 2.0))          # K1 < −2·sqrt(K0·Kρ): K < 0 near Δ = 1
+False
 """
 
 from __future__ import annotations
@@ -48,6 +52,39 @@ def delta_peak(k0, k_rho, rho: float) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         peak = (k0 / ((rho - 1.0) * k_rho)) ** (1.0 / rho)
     return np.where(k_rho > 0, peak, np.inf)
+
+
+def k_argmin(k0, k1, k_rho, rho: float) -> np.ndarray:
+    """Δ* ≥ 0 where K(Δ) is least on Δ ≥ 0: 0 when K1 ≥ 0, (−K1/(ρ·Kρ))^(1/(ρ−1)) when K1 < 0 < Kρ,
+    +inf when K1 < 0 and Kρ ≤ 0 (K falls without bound)."""
+    if rho <= 1:
+        raise SmoothprobeError(f"rho must be > 1. Got {rho}.")
+    k0, k1, k_rho = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (k0, k1, k_rho)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        interior = (-k1 / (rho * k_rho)) ** (1.0 / (rho - 1.0))
+    return np.where(k1 >= 0, 0.0, np.where(k_rho > 0, interior, np.inf))
+
+
+def min_k(k0, k1, k_rho, rho: float) -> np.ndarray:
+    """min over Δ ≥ 0 of K(Δ) = K0 + K1·Δ + Kρ·Δ^ρ; −inf when Kρ < 0, or Kρ = 0 and K1 < 0.
+
+    K is convex on Δ ≥ 0 when Kρ ≥ 0 (ρ > 1), so the least value is K0 when K1 ≥ 0 and otherwise
+    K(Δ*) at the stationary point of `k_argmin`; for ρ = 2 that is K0 − K1²/(4·Kρ).
+    """
+    k0, k1, k_rho = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (k0, k1, k_rho)))
+    at = k_argmin(k0, k1, k_rho, rho)
+    with np.errstate(invalid="ignore", over="ignore"):
+        inner = k_model(np.where(np.isfinite(at), at, 0.0), k0, k1, k_rho, rho)
+    return np.where((k_rho < 0) | ~np.isfinite(at), -np.inf, inner)
+
+
+def is_physical(k0, k1, k_rho, rho: float, floor: float = 0.0) -> np.ndarray:
+    """Finite constants with K(Δ) > floor for every Δ ≥ 0 and Kρ > 0: the warm-up shape, with
+    0 < Δ' < ∞ and 0 < η_max < ∞ (for ρ = 2: K0 > floor, Kρ > 0, K1 > −2·sqrt((K0 − floor)·Kρ))."""
+    k0, k1, k_rho = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (k0, k1, k_rho)))
+    finite = np.isfinite(k0) & np.isfinite(k1) & np.isfinite(k_rho)
+    least = min_k(*(np.where(finite, v, 0.0) for v in (k0, k1, k_rho)), rho)
+    return finite & (k_rho > 0) & (least > floor)
 
 
 def eta_max(k0, k1, k_rho, rho: float) -> np.ndarray:

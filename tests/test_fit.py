@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import json
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import planted
 import pytest
 
 from smoothprobe.errors import SmoothprobeError
-import planted
-
-from smoothprobe.fit import SmoothnessFit, estimate_f_star, fit_frame, fit_run
-from smoothprobe.fit.bootstrap import block_length, circular_block_counts
-from smoothprobe.fit.models import rho_design, select_rho, time_folds
-from smoothprobe.fit.quantile import BandedQuantileLP, _solve_dual, quantile_regression
-from smoothprobe.smoothness import delta_peak, eta_max, k_model
+from smoothprobe.fit import (
+    SmoothnessFit,
+    estimate_f_star,
+    fit_frame,
+    fit_run,
+    schedule_problem_of,
+)
+from smoothprobe.fit.bootstrap import block_length, bootstrap_envelope, circular_block_counts
+from smoothprobe.fit.compare import ModelScore, verdict
+from smoothprobe.fit.data import FitData
+from smoothprobe.fit.models import POSITIVITY_FLOOR, envelope, rho_design, select_rho, time_folds
+from smoothprobe.fit.quantile import BandedQuantileLP, _solve_dual, pinball, quantile_regression
+from smoothprobe.smoothness import delta_peak, eta_max, is_physical, k_model, min_k
 
 PLANTED = (1.0, 2.0, 3.0)
 TAU = 0.9
@@ -109,6 +117,7 @@ def test_f_star_auto_on_a_saturating_curve(seed):
     est = estimate_f_star(t, loss)
     assert abs(est.value - 2.0) < 0.05
     assert est.interval[0] <= est.value <= est.interval[1]
+    assert est.degenerate is None
 
 
 # bootstrap ----------------------------------------------------------------------------------
@@ -192,6 +201,7 @@ def test_json_round_trip_and_table(tmp_path):
     assert back.to_dict() == fit.to_dict() and back.K_rho == fit.K_rho
     table = back.summary_table()
     assert "K_rho" in table and "eta_max" in table and fit.verdict in table
+    assert fit.status == "supported" and table.endswith(fit.verdict)
 
 
 def test_auto_rho_and_f_star_report_profile_and_band():
@@ -260,6 +270,7 @@ def test_f_star_without_saturation_reports_the_whole_range():
     rng = np.random.default_rng(4)
     t = np.arange(2000)
     est = estimate_f_star(t, 5.0 - t / 1e3 + rng.normal(0, 0.02, t.size))
+    assert "runs into f* = 0" in est.degenerate and "no saturation" in est.degenerate
     assert est.interval[0] == 0.0
     assert est.interval[1] == pytest.approx(3.0 + 0.1, abs=0.05)  # f* <= the final tenth's mean
 
@@ -275,3 +286,248 @@ def test_f_star_auto_on_a_recorded_markov_run_is_within_0p05_of_the_entropy_rate
     est = estimate_f_star(run.steps["step"].to_numpy(), run.steps["loss"].to_numpy())
     assert abs(est.value - run.f_star) <= 0.05
     assert est.interval[0] <= run.f_star <= est.interval[1]
+
+
+# physical envelopes: K(Δ) > 0 on every Δ ≥ 0 ------------------------------------------------
+
+def rising_to_zero_steps(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    """K = 10·(Δ − 0.9)·U on Δ in (1, 1.3]: a line that would cross 0 at Δ = 0.9, so the best
+    envelope with K0, Kρ ≥ 0 alone goes negative below Δ = 1."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    delta = 1.0 + 0.3 * np.exp(-t / 100)
+    k = 10 * (delta - 0.9) * rng.uniform(U_LOW, 1.0, n)
+    return pd.DataFrame({"step": t, "loss": 2.0 + delta, "secant_K": k})
+
+
+def test_envelope_of_k_rising_to_zero_is_physical_and_optimal_over_the_physical_set():
+    steps = rising_to_zero_steps()
+    delta, k = steps["loss"].to_numpy() - 2.0, steps["secant_K"].to_numpy()
+    d = rho_design(delta, k, 2.0)
+    # the old constraint set (K0, Kρ ≥ 0 and K > 0 on the observed range only) is not physical
+    old = d.constants(quantile_regression(d.x, d.y, TAU, g=np.vstack([np.eye(3)[[0, 2]], d.g[2:]]),
+                                          h=np.zeros(len(d.g))))
+    assert min_k(*old, 2.0) < -1.0
+    fit = fit_frame(steps, f_star=2.0, bootstrap=50)
+    got = np.array([fit.K0, fit.K1, fit.K_rho])
+    floor = POSITIVITY_FLOOR * d.k_scale
+    assert is_physical(*got, 2.0) and min_k(*got, 2.0) >= 0.5 * floor
+    assert 0 < fit.delta_peak < np.inf and 0 < fit.eta_max < np.inf
+    assert fit.delta_peak == pytest.approx(np.sqrt(fit.K0 / fit.K_rho))
+    boot = fit.bootstrap_constants
+    assert boot.shape == (50, 3) and is_physical(*boot.T, 2.0).all()
+    # optimality: a dense-grid LP (K ≥ floor at 20001 gaps in [0, 3]·max Δ) is the same program
+    # up to the grid, so its pinball loss brackets ours tightly
+    x = np.linspace(0, 3, 20_001)
+    g = np.vstack([d.g, np.column_stack([np.ones_like(x), x, x**2])])
+    dense = quantile_regression(d.x, d.y, TAU, g=g, h=np.full(len(g), POSITIVITY_FLOOR))
+    ours = got / d.constants(np.ones(3))
+    assert pinball(d.y - d.x @ ours, TAU) == pytest.approx(pinball(d.y - d.x @ dense, TAU),
+                                                           rel=1e-6)
+    assert min_k(*d.constants(dense), 2.0) > 0
+
+
+def test_every_bootstrap_refit_is_physical_on_a_large_banded_problem():
+    steps = rising_to_zero_steps(6000, 1)   # over DIRECT_MAX_ROWS: warm-started banded LPs
+    delta, k = steps["loss"].to_numpy() - 2.0, steps["secant_K"].to_numpy()
+    d = rho_design(delta, k, 2.0)
+    constants = envelope(d, TAU)
+    assert is_physical(*constants, 2.0)
+    boot = bootstrap_envelope(d, constants / d.constants(np.ones(3)), TAU, 30, 20, 0)
+    assert is_physical(*boot.T, 2.0).all()
+    assert min_k(*boot.T, 2.0).min() >= 0.5 * POSITIVITY_FLOOR * d.k_scale
+
+
+def test_a_lion_run_fit_with_k_negative_near_zero_must_not_drive_a_schedule():
+    fit = fit_frame(planted_steps(500, 10), f_star=2.0, bootstrap=0)
+    fit.K0, fit.K1, fit.K_rho = 0.0, -1.1e6, 2.4e6   # `smoothprobe fit` gave these before
+    problem = fit.schedule_problem()
+    assert problem.startswith("K0 = 0, K1 = -1.1e+06, K_rho = 2.4e+06 are not physical")
+    assert f"{-1.1e6**2 / (4 * 2.4e6):.4g}" in problem
+
+
+# the fit's own bootstrap band; schedule_problem --------------------------------------------
+
+def test_band_is_the_pointwise_percentile_of_the_stored_refits(tmp_path):
+    fit = fit_frame(planted_steps(1500, 11), f_star=2.0, bootstrap=40, seed=2)
+    boot = fit.bootstrap_constants
+    grid = np.geomspace(*fit.delta_range, 7)
+    low, high = fit.band(grid)
+    ranked = np.sort(np.array([k_model(grid, *c, 2.0) for c in boot]), axis=0)
+    # 95% of 40 refits: positions 39·0.025 = 0.975 and 39·0.975 = 38.025 between order statistics
+    np.testing.assert_allclose(low, ranked[0] + 0.975 * (ranked[1] - ranked[0]), rtol=1e-12)
+    np.testing.assert_allclose(high, ranked[38] + 0.025 * (ranked[39] - ranked[38]), rtol=1e-12)
+    assert np.all(low <= fit.predict(grid)) and np.all(fit.predict(grid) <= high)
+    narrow = fit.band(grid, level=0.5)   # positions 9.75 and 29.25
+    np.testing.assert_allclose(narrow[0], ranked[9] + 0.75 * (ranked[10] - ranked[9]), rtol=1e-12)
+    np.testing.assert_allclose(narrow[1], ranked[29] + 0.25 * (ranked[30] - ranked[29]),
+                               rtol=1e-12)
+    assert fit.band(1.0)[0].shape == ()
+    fit.to_json(tmp_path / "fit.json")
+    back = SmoothnessFit.from_json(tmp_path / "fit.json")
+    np.testing.assert_array_equal(back.band(grid)[1], high)
+    with pytest.raises(SmoothprobeError, match="level must be in"):
+        fit.band(grid, level=1.0)
+
+
+def test_a_fit_json_without_stored_refits_still_loads_and_has_no_band(tmp_path):
+    fit = fit_frame(planted_steps(800, 12), f_star=2.0, bootstrap=10)
+    raw = fit.to_dict()
+    del raw["bootstrap"]["constants"]   # written before the refits were stored
+    old = SmoothnessFit.from_dict(raw)
+    assert old.bootstrap_constants is None and old.intervals == fit.intervals
+    with pytest.raises(SmoothprobeError, match="no bootstrap refits"):
+        old.band(np.ones(3))
+    assert fit_frame(planted_steps(800, 12), f_star=2.0, bootstrap=0).bootstrap_constants is None
+
+
+def test_schedule_problem_of_a_supported_fit_is_none_and_matches_the_dict():
+    fit = fit_frame(planted_steps(3000, 0), f_star=2.0, bootstrap=0)
+    assert fit.status == "supported"
+    assert fit.schedule_problem() is None and schedule_problem_of(fit.to_dict()) is None
+
+
+GOOD = {"constants": {"rho": 2.0, "K0": 1.0, "K1": 0.5, "K_rho": 2.0}, "f_star": 1.0,
+        "delta_peak": 0.7071, "eta_max": 0.3, "status": "supported"}
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda d: None, "not a JSON object (got NoneType)"),
+    (lambda d: [1, 2], "not a JSON object (got list)"),
+    (lambda d: {k: v for k, v in d.items() if k != "constants"}, "no 'constants' object"),
+    (lambda d: {**d, "constants": [1.0, 2.0]}, "no 'constants' object"),
+    (lambda d: {**d, "constants": {"rho": 2.0}}, "constants K0, K1, K_rho are missing"),
+    (lambda d: {**d, "constants": {**d["constants"], "K1": "0.5"}}, "constants K1 are missing"),
+    (lambda d: {**d, "constants": {**d["constants"], "K0": None}}, "constants K0 are missing"),
+    (lambda d: {**d, "constants": {**d["constants"], "K_rho": float("inf")}}, "K_rho are missing"),
+    (lambda d: {**d, "constants": {**d["constants"], "K0": True}}, "constants K0 are missing"),
+    (lambda d: {**d, "constants": {**d["constants"], "rho": 1}}, "rho = 1 must be > 1"),
+    (lambda d: {**d, "constants": {**d["constants"], "K1": -3.0}}, "are not physical"),
+    (lambda d: {**d, "constants": {**d["constants"], "K0": 0.0}}, "are not physical"),
+    (lambda d: {**d, "eta_max": None}, "eta_max is missing or not finite"),
+    (lambda d: {**d, "f_star": "auto"}, "f_star is missing or not finite"),
+    (lambda d: {**d, "f_star_fit": {"degenerate": "b = 40 at its bound"}}, "b = 40 at its bound"),
+    (lambda d: {**d, "status": "not identifiable"}, "status is 'not identifiable'"),
+    (lambda d: {k: v for k, v in d.items() if k != "status"}, "has no status"),
+])
+def test_schedule_problem_of_malformed_or_unusable_fits_gives_a_reason(change, reason):
+    assert schedule_problem_of(GOOD) is None
+    problem = schedule_problem_of(change(GOOD))
+    assert reason in problem and "\n" not in problem
+
+
+# f* = auto on adversarial curves ----------------------------------------------------------------
+
+def late_cliff(t: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A plateau at 2 reached by step ~300, then a drop of 0.5 over the last 5%."""
+    loss = 2.0 + np.exp(-t / 50) + rng.normal(0, 0.02, t.size)
+    loss[int(0.95 * t.size):] -= 0.5
+    return loss
+
+
+@pytest.mark.parametrize("make, phrase", [
+    (lambda t, rng: 2.0 + rng.normal(0, 0.05, t.size), "runs into f* = 0"),         # noise only
+    (lambda t, rng: 2.0 + 3.0 * (t[:25] + 5.0) ** -0.5 + rng.normal(0, 0.05, 25),  # 25 points
+     "only 25 losses"),
+    (late_cliff, "lies above the smoothed loss of the last tenth of the curve (1.7"),
+    (lambda t, rng: 2.0 + 3.0 * (t[:200] + 5.0) ** -0.5 + rng.normal(0, 0.2, 200),  # very noisy
+     "interval reaches 0: the curve does not bound f* from below"),
+])
+def test_f_star_on_curves_that_do_not_identify_it_is_marked_degenerate(make, phrase):
+    loss = make(np.arange(1000.0), np.random.default_rng(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # the estimate only marks; fit_frame warns
+        est = estimate_f_star(np.arange(float(len(loss))), loss)
+    assert phrase in est.degenerate and "\n" not in est.degenerate
+    assert est.value <= min(b.mean() for b in np.array_split(loss, 10))
+
+
+@pytest.mark.parametrize("loss", [np.full(300, 2.0), 2.0 + np.arange(300) / 300])
+def test_f_star_on_flat_or_rising_curves_is_a_one_line_error_without_numpy_warnings(loss):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(SmoothprobeError, match="does not decrease like"):
+            estimate_f_star(np.arange(300), loss)
+
+
+def test_f_star_on_an_exponential_decay_is_the_plateau_not_a_degeneracy():
+    # b → ∞ with t0 ≈ b·τ is exp(−t/τ): a huge a there is the limit, and f* is well identified
+    t = np.arange(300)
+    loss = 1.0 + 2.0 * np.exp(-t / 30) + np.random.default_rng(0).normal(0, 0.01, t.size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = estimate_f_star(t, loss)
+    assert est.degenerate is None and est.a > 1e30 and est.t0 / est.b == pytest.approx(30, rel=0.1)
+    assert abs(est.value - 1.0) < 0.005
+    assert 0.99 < est.interval[0] <= est.value <= est.interval[1] < 1.001
+
+
+def test_a_degenerate_auto_f_star_makes_the_fit_not_identifiable_and_unfit_for_a_schedule():
+    steps = planted_steps(2000, 13)
+    steps["loss"] = 4.0 - steps["step"] / 1000 + 0.001 * np.sin(steps["step"])  # no saturation
+    with pytest.warns(RuntimeWarning, match="degenerate"):
+        fit = fit_frame(steps, f_star="auto", bootstrap=0)
+    assert fit.f_star_fit["degenerate"].startswith("the power law runs into f* = 0")
+    assert fit.status == "not identifiable"
+    assert f"is degenerate ({fit.f_star_fit['degenerate']})" in fit.verdict
+    assert fit.schedule_problem() == ("f* was estimated from a degenerate loss-curve fit: "
+                                      + fit.f_star_fit["degenerate"])
+    back = SmoothnessFit.from_dict(json.loads(json.dumps(fit.to_dict())))
+    assert back.schedule_problem() == fit.schedule_problem()
+    assert back.summary_table().endswith(
+        f"{fit.verdict}\nNot for a learning-rate schedule: {fit.schedule_problem()}.")
+
+
+# the verdict follows its statistics ------------------------------------------------------------
+
+def verdict_data(n: int = 200, span: float = 4.0) -> FitData:
+    """n rows with Δ log-spaced on [1, span]."""
+    delta = np.geomspace(1.0, span, n)
+    return FitData(np.arange(n), delta, delta.copy(), None, (0, n - 1), n, 0, 0)
+
+
+def scores(gain: float) -> list[ModelScore]:
+    """Constant L with CV pinball 1 and the ρ-model with 1 − gain."""
+    return [ModelScore("constant L", {"L": 1.0}, 0.9, 1.0),
+            ModelScore("(L0, L1) in |grad|_*", {}, np.nan, np.nan, "no grad_norm_dual column"),
+            ModelScore("(rho=2, K0, K1, K_rho)", {}, 0.9, 1.0 - gain)]
+
+
+VERDICTS = [  # spearman, p, gain, growth, growth interval, other arguments -> status, key phrase
+    (0.34, 0.015, 0.10, 1.0, (0.1, 2.0), {}, "supported",
+     ("K grows with Δ (Spearman +0.34, p = 0.015); the (rho, K0, K1, K_rho) model is supported: "
+     "it beats a constant L by 10.0%")),
+    (0.34, 0.015, 0.10, 1.0, None, {}, "supported", "K grows with Δ (Spearman +0.34, p = 0.015)"),
+    (0.34, 0.20, 0.10, 1.0, (0.1, 2.0), {}, "not identifiable",
+     ("no significant monotone trend in Δ (Spearman +0.34, p = 0.2); the (rho, K0, K1, K_rho) "
+     "model is not identifiable: the rise of K with Δ is not significant (p = 0.2 ≥ 0.05)")),
+    (0.05, 0.049, 0.10, 1.0, (0.1, 2.0), {}, "supported", "K grows with Δ (Spearman +0.05, p"),
+    (-0.40, 0.001, 0.10, 1.0, (0.1, 2.0), {}, "not supported",
+     ("K falls as Δ grows (Spearman -0.40, p = 0.001); the (rho, K0, K1, K_rho) model is not "
+     "supported: K falls as Δ grows")),
+    (-0.40, 0.30, 0.10, 1.0, (0.1, 2.0), {}, "not identifiable", "no significant monotone"),
+    (0.50, 0.001, 0.10, -0.5, None, {}, "not supported", "envelope does not rise with Δ"),
+    (0.50, 0.001, 0.01, 1.0, (0.1, 2.0), {}, "not supported",
+     "does not beat a constant L on held-out data (pinball gain 1.0%)"),
+    (0.50, 0.001, 0.10, 1.0, (-0.1, 2.0), {}, "not identifiable",
+     "bootstrap interval of K's rise over the Δ range includes 0 (-0.1..2)"),
+    (0.50, 0.001, 0.10, 1.0, (0.1, 2.0), {"n": 40}, "not identifiable",
+     "only 40 rows, of which about 4 lie above a τ = 0.9 envelope (placing it needs 5)"),
+    (0.50, 0.001, 0.10, 1.0, (0.1, 2.0), {"span": 1.2}, "not identifiable",
+     ("the middle 90% of Δ = loss − f* spans only 1.01..1.19 (loss 4.009..4.189), a ratio of "
+     "1.18 < 1.5")),
+    (0.50, 0.001, 0.10, 1.0, (0.1, 2.0), {"f_star_problem": "no saturation"}, "not identifiable",
+     "f* = 3 is degenerate (no saturation)"),
+]
+
+
+@pytest.mark.parametrize("spearman, p, gain, growth, interval, other, status, phrase", VERDICTS)
+def test_verdict_status_and_sentence_follow_the_statistics(spearman, p, gain, growth, interval,
+                                                           other, status, phrase):
+    data = verdict_data(other.get("n", 200), other.get("span", 4.0))
+    got, sentence = verdict(data, scores(gain), spearman, p, growth, interval, quantile=0.9,
+                            f_star=3.0, f_star_problem=other.get("f_star_problem"))
+    assert got == status and phrase in sentence
+    assert f"model is {status}:" in sentence and sentence.count(". ") == 0  # one sentence
+    if status == "supported":
+        assert "K grows with Δ" in sentence

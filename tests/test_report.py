@@ -1,6 +1,7 @@
 """HTML reports: structure, escaping, figure data that matches the run, and a real headless browser."""
 
 import base64
+import dataclasses
 import json
 import math
 import shutil
@@ -17,6 +18,7 @@ from smoothprobe.fit import fit_run
 from smoothprobe.report import write_report
 from smoothprobe.report.data import build_view, final_losses, probe_costs
 from smoothprobe.report.figures import switch_step
+from smoothprobe.smoothness import delta_peak, eta_max, is_physical
 
 SECTION_IDS = ("summary", "config", "loss-lr", "k-vs-delta", "residuals", "model-comparison",
                "schedule", "tensor-norms", "curvature", "probe-cost", "warnings")
@@ -178,10 +180,15 @@ def test_given_fit_is_shown_with_its_constants_and_band(runs, tmp_path):
     assert f"[{lo:.4g}, {hi:.4g}]" in model
     assert "fit given" in page.section_text("k-vs-delta")
     assert "from 20 block-bootstrap refits" in page.section_text("k-vs-delta")
-    # The same fit on another run's rows: points still drawn, but no band from foreign data.
+    # The band is the fit's own (its stored refits), whatever run it is drawn over.
     view = build_view(load_run(tampered), "t", "#000000", fit)
-    assert view.band is None and "other data" in view.band_note
+    grid, low, high = view.band
+    np.testing.assert_array_equal(np.stack([low, high]), np.stack(fit.band(grid)))
     assert len(view.points) == 35
+    # A fit without refits draws no band and says so.
+    bare = fit_run(load_run(probed), bootstrap=0)
+    view = build_view(load_run(probed), "p", "#000000", bare)
+    assert view.band is None and "the fit has no stored bootstrap refits" in view.band_note
 
 
 def test_envelope_band_brackets_the_envelope(runs):
@@ -281,3 +288,87 @@ def test_browser_loads_report_without_errors(two_run_report, tmp_path):
     assert pixels.shape[:2] == (1600, 1280)
     colours = np.unique(pixels.reshape(-1, 3), axis=0)
     assert len(colours) > 50 and pixels.std() > 5
+
+
+# degenerate fits and runs: a sentence in place of a figure, never a traceback -----------------
+
+def variant(source: Path, target: Path, edit) -> Path:
+    """A copy of the run at `source` whose step rows are passed through `edit`."""
+    shutil.copytree(source, target)
+    rows = [json.loads(line) for line in (target / "steps.jsonl").read_text().splitlines()]
+    (target / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in edit(rows)))
+    return target
+
+
+def with_constants(fit, k0: float, k1: float, k_rho: float):
+    """The fit with other constants (and their Δ', η_max), as a hand-edited fit.json would be."""
+    return dataclasses.replace(fit, K0=k0, K1=k1, K_rho=k_rho,
+                               delta_peak=float(delta_peak(k0, k_rho, fit.rho)),
+                               eta_max=float(eta_max(k0, k1, k_rho, fit.rho)))
+
+
+@pytest.fixture(scope="module")
+def probed_fit(runs):
+    return fit_run(load_run(runs[0]), bootstrap=10)
+
+
+def test_a_fit_with_k_negative_near_zero_gets_a_sentence_not_a_schedule(runs, probed_fit,
+                                                                          tmp_path):
+    lion = with_constants(probed_fit, 0.0, -1.1e6, 2.4e6)  # what `smoothprobe fit` once gave
+    assert lion.delta_peak == 0 and lion.eta_max == math.inf
+    page = Page(write_report([runs[0]], tmp_path / "r.html", fits=[lion]).read_text())
+    assert not page.find("img", "schedule")
+    reason = (f"K0 = 0, K1 = -1.1e+06, K_rho = 2.4e+06 are not physical: min over Δ ≥ 0 of K(Δ) "
+              f"is {-1.1e6**2 / (4 * 2.4e6):.4g}")
+    assert f"No implied schedule: {reason}" in page.section_text("schedule")
+    assert f"this fit must not drive a learning-rate schedule: {reason}" in \
+        page.section_text("warnings")
+    assert page.find("img", "k-vs-delta") and page.find("img", "residuals")
+
+
+def test_a_physical_fit_with_k1_negative_draws_its_schedule_with_the_peak(runs, probed_fit,
+                                                                          tmp_path):
+    dip = with_constants(probed_fit, 1.0, -1.0, 1.0)  # K = 1 − Δ + Δ², least K 0.75 at Δ = 0.5
+    assert dip.delta_peak == 1.0 and dip.eta_max == pytest.approx(1.0)
+    page = Page(write_report([runs[0]], tmp_path / "r.html", fits=[dip]).read_text())
+    assert len(page.find("img", "schedule")) == 1
+    assert "Δ' = 1, η_max = 1," in page.section_text("schedule")
+
+
+def test_a_five_step_run_renders_its_points_and_says_why_there_is_no_fit(tmp_path):
+    five = train(TrainConfig(**{**QUADRATIC, "steps": 5}, probes={"probes": ["secant"],
+                                                                 "every": 1}),
+                 tmp_path / "five", progress=False)
+    page = Page(write_report([five], tmp_path / "r.html").read_text())
+    assert page.sections["k-vs-delta"]["data-points"] == "5"
+    assert "too few points to fit: 5 rows" in page.section_text("schedule")
+    assert not page.find("img", "residuals") and not page.find("img", "schedule")
+
+
+def test_a_run_whose_secant_k_are_all_null_says_so(runs, probed_fit, tmp_path):
+    nulls = variant(runs[0], tmp_path / "nulls",
+                    lambda rows: [{**r, "secant_K": None} if "secant_K" in r else r for r in rows])
+    page = Page(write_report([nulls], tmp_path / "r.html").read_text())
+    assert "no probed row has a finite secant_K" in page.section_text("k-vs-delta")
+    assert "column 'secant_K' is all NaN" in page.section_text("schedule")
+    assert "40 probed steps have a non-finite secant K" in page.section_text("warnings")
+    given = Page(write_report([nulls], tmp_path / "g.html", fits=[probed_fit]).read_text())
+    assert len(given.find("img", "schedule")) == 1 and not given.find("img", "k-vs-delta")
+
+
+def test_a_run_without_losses_renders_with_a_given_fit(runs, probed_fit, tmp_path):
+    lossless = variant(runs[0], tmp_path / "lossless",
+                       lambda rows: [{k: v for k, v in r.items() if k != "loss"} for r in rows])
+    page = Page(write_report([lossless], tmp_path / "r.html", fits=[probed_fit]).read_text())
+    assert "no loss column: Δ = loss − f* cannot be computed" in page.section_text("k-vs-delta")
+    assert len(page.find("img", "schedule")) == 1   # η(Δ) of the fit; no LR-at-Δ points
+    assert "no fit" not in page.section_text("schedule")
+
+
+def test_the_recorded_runs_auto_fit_is_physical_and_its_schedule_drawn(runs):
+    view = build_view(load_run(runs[0]), "p", "#000000", None)
+    fit = view.fit
+    assert is_physical(fit.K0, fit.K1, fit.K_rho, fit.rho)
+    assert 0 < fit.delta_peak < math.inf and 0 < fit.eta_max < math.inf
+    assert fit.status == "not identifiable" and "only 40 rows" in fit.verdict
+    assert fit.schedule_problem() == "the fit's status is 'not identifiable', not 'supported'"

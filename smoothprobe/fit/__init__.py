@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
@@ -19,10 +21,10 @@ from smoothprobe.fit.models import (
     select_rho,
     time_folds,
 )
-from smoothprobe.fit.result import SmoothnessFit
-from smoothprobe.smoothness import delta_peak, eta_max, k_model
+from smoothprobe.fit.result import SmoothnessFit, schedule_problem_of
+from smoothprobe.smoothness import delta_peak, eta_max, is_physical, k_model
 
-__all__ = ["SmoothnessFit", "estimate_f_star", "fit_frame", "fit_run"]
+__all__ = ["SmoothnessFit", "estimate_f_star", "fit_frame", "fit_run", "schedule_problem_of"]
 
 SENSITIVITY_OFFSETS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 SENSITIVITY_WIDTH = 0.1
@@ -45,6 +47,14 @@ def _peak(constants: np.ndarray, rho: float) -> tuple[np.ndarray, np.ndarray]:
     """Δ' and η_max for constants of shape (..., 3)."""
     k0, k1, k_rho = np.moveaxis(np.asarray(constants), -1, 0)
     return delta_peak(k0, k_rho, rho), eta_max(k0, k1, k_rho, rho)
+
+
+def _check_physical(constants: np.ndarray, rho: float, what: str) -> None:
+    """Verify the exact condition the cutting planes imposed: K(Δ) > 0 on Δ ≥ 0 and Kρ > 0."""
+    bad = ~is_physical(*np.moveaxis(np.atleast_2d(constants), -1, 0), rho)
+    if bad.any():
+        raise SmoothprobeError(f"{what}: {int(bad.sum())} fitted envelope(s) have K(Δ) <= 0 "
+                               "for some Δ >= 0 despite the constraint; report this run")
 
 
 def _growth(constants: np.ndarray, data: FitData, rho: float) -> np.ndarray:
@@ -107,6 +117,9 @@ def fit_frame(
             raise SmoothprobeError("f_star='auto' needs 'step' and 'loss' columns")
         estimate = estimate_f_star(steps["step"].to_numpy(), steps["loss"].to_numpy())
         f_star, f_star_source = estimate.value, "auto"
+        if estimate.degenerate is not None:
+            warnings.warn(f"f_star='auto' is degenerate: {estimate.degenerate}; pass f_star "
+                          "explicitly", RuntimeWarning, stacklevel=2)
     f_star = float(f_star)
     data = fit_data(steps, column, f_star, window, delta_from)
     base = rho_design(data.delta, data.k, 2.0 if rho == "auto" else float(rho))
@@ -118,14 +131,16 @@ def fit_frame(
         rho, profile = select_rho(data.delta, data.k, quantile, tuple(rho_grid), folds)
     design = rho_design(data.delta, data.k, float(rho))
     constants = envelope(design, quantile)
+    _check_physical(constants, design.rho, "fit")
     ls_constants, r2 = least_squares(design)
     peak, top = _peak(constants, design.rho)
     growth = float(_growth(constants, data, design.rho))
 
-    intervals, growth_interval = {}, None
+    intervals, growth_interval, boot = {}, None, None
     if bootstrap:
         beta = constants / design.constants(np.ones(3))
         boot = bootstrap_envelope(design, beta, quantile, bootstrap, block, seed, n_jobs)
+        _check_physical(boot, design.rho, "bootstrap")
         b_peak, b_top = _peak(boot, design.rho)
         tails = [50 * (1 - level), 50 * (1 + level)]
         columns = {"K0": boot[:, 0], "K1": boot[:, 1], "K_rho": boot[:, 2], "delta_peak": b_peak,
@@ -137,7 +152,9 @@ def fit_frame(
 
     rs, p = spearmanr(data.delta, data.k)
     scores = compare_models(data, design, constants, quantile, folds)
-    status, sentence = verdict(data, scores, float(rs), float(p), growth, growth_interval)
+    status, sentence = verdict(data, scores, float(rs), float(p), growth, growth_interval,
+                               quantile=quantile, f_star=f_star, delta_from=delta_from,
+                               f_star_problem=estimate.degenerate if estimate else None)
     width = max((estimate.interval[1] - estimate.interval[0]) / 2 if estimate else 0.0,
                 SENSITIVITY_WIDTH * float(np.median(data.delta)))
     return SmoothnessFit(
@@ -153,11 +170,12 @@ def fit_frame(
                                  design.rho, quantile, constants),
         intervals=intervals, level=level,
         bootstrap={"resamples": bootstrap, "block_length": block, "seed": seed,
-                   "scheme": "circular blocks over time, conditional on rho and f*"},
+                   "scheme": "circular blocks over time, conditional on rho and f*",
+                   "constants": None if boot is None else boot.tolist()},
         rho_profile=profile,
         f_star_fit=None if estimate is None else {
             "interval": list(estimate.interval), "a": estimate.a, "b": estimate.b,
-            "t0": estimate.t0, "bins": estimate.bins,
+            "t0": estimate.t0, "bins": estimate.bins, "degenerate": estimate.degenerate,
             "model": "L(t) = f* + a*(t + t0)^(-b) on binned loss"},
     )
 

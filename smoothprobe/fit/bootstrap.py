@@ -45,13 +45,13 @@ def _refit(design: RhoDesign, beta: np.ndarray, tau: float, block: int,
     """Scaled coefficients of the envelope on the resamples drawn from `seeds`, shape (B, 3)."""
     n = len(design.y)
     out = np.empty((len(seeds), 3))
-    solver = BandedQuantileLP(design.x, design.y, tau, design.g, design.h, beta)
+    solver = BandedQuantileLP(design.x, design.y, tau, design.g, design.h, beta, cut=design.cut)
     needed_seen: list[float] = []
     for i, seed in enumerate(seeds):
         counts = circular_block_counts(n, block, np.random.default_rng(seed))
         if n <= DIRECT_MAX_ROWS:
             out[i] = quantile_regression(design.x, design.y, tau, g=design.g, h=design.h,
-                                         weights=counts)
+                                         weights=counts, cut=design.cut)
             continue
         band = BAND_SAFETY * float(np.quantile(needed_seen, BAND_QUANTILE)) if needed_seen else None
         out[i], needed = solver.solve(counts, band)
@@ -60,7 +60,8 @@ def _refit(design: RhoDesign, beta: np.ndarray, tau: float, block: int,
             shifts = out[: i + 1] - beta
             cov = shifts.T @ shifts / (i + 1) + 1e-12 * np.eye(3)
             spread = np.sqrt(np.einsum("ij,jk,ik->i", design.x, cov, design.x))
-            solver = BandedQuantileLP(design.x, design.y, tau, design.g, design.h, beta, spread)
+            solver = BandedQuantileLP(design.x, design.y, tau, solver.g, solver.h, beta, spread,
+                                      design.cut)
             needed_seen = list(np.max(np.abs(shifts @ design.x.T) / spread, axis=1))
     return out
 

@@ -15,6 +15,11 @@ MIN_GAIN = 0.02
 """Relative held-out pinball improvement over a constant L for the ρ-model to count as useful."""
 MIN_DELTA_SPREAD = 1.5
 """Δ must span at least this ratio (95th over 5th percentile) for Δ-dependence to be testable."""
+TREND_P = 0.05
+"""Spearman p-value below which K is said to grow (or fall) with Δ."""
+MIN_ROWS_ABOVE = 5
+"""An envelope at quantile τ is placed by the ~n(1 − τ) rows above it; fewer cannot place 3
+constants."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,8 @@ def compare_models(
         scores.append(_score("(L0, L1) in |grad|_*", ("L0", "L1"), x, data.k[ok],
                              np.array([1.0, g_scale]), tau, folds[ok]))
     envelope = k_model(data.delta, *constants, design.rho)
-    loss = design.k_scale * cv_pinball(design.x, design.y, tau, folds, design.g, design.h)
+    loss = design.k_scale * cv_pinball(design.x, design.y, tau, folds, design.g, design.h,
+                                       design.cut)
     scores.append(ModelScore(
         f"(rho={design.rho:g}, K0, K1, K_rho)",
         dict(zip(("K0", "K1", "K_rho"), map(float, constants))),
@@ -69,33 +75,57 @@ def compare_models(
     return scores
 
 
+def trend(spearman: float, spearman_p: float) -> str:
+    """How K moves with Δ, in words that follow the test: grows/falls when p < TREND_P."""
+    numbers = f"(Spearman {spearman:+.2f}, p = {spearman_p:.2g})"
+    if spearman_p < TREND_P and spearman > 0:
+        return f"K grows with Δ {numbers}"
+    if spearman_p < TREND_P and spearman < 0:
+        return f"K falls as Δ grows {numbers}"
+    return f"K shows no significant monotone trend in Δ {numbers}"
+
+
 def verdict(
     data: FitData, scores: list[ModelScore], spearman: float, spearman_p: float,
-    growth: float, growth_interval: tuple[float, float] | None,
+    growth: float, growth_interval: tuple[float, float] | None, *, quantile: float,
+    f_star: float, delta_from: str = "loss", f_star_problem: str | None = None,
 ) -> tuple[str, str]:
     """(status, sentence): whether K grows with Δ here, and whether the ρ-model is supported.
 
-    `growth` is the envelope's rise K(Δ_95%) − K(Δ_5%). supported: the rise is positive (its
-    bootstrap interval above 0 when computed) and the model beats a constant L on held-out
-    pinball by MIN_GAIN; not identifiable: Δ spans too little, or the model helps held-out but
-    the interval of the rise includes 0; otherwise not supported.
+    `growth` is the envelope's rise K(Δ_95%) − K(Δ_5%). The first that applies decides:
+    not identifiable when f* is degenerate (`f_star_problem`), too few rows lie above the
+    envelope, or Δ spans too little; not supported when K falls significantly with Δ, the
+    envelope does not rise, or the model does not beat a constant L on held-out pinball by
+    MIN_GAIN; not identifiable when the rise is not significant (Spearman p ≥ TREND_P) or its
+    bootstrap interval includes 0; otherwise supported. So "supported" always comes with
+    "K grows with Δ".
     """
-    if spearman_p < 0.01 and spearman >= 0.1:
-        trend = "K grows with Δ"
-    elif spearman_p < 0.01 and spearman <= -0.1:
-        trend = "K falls as Δ grows"
-    else:
-        trend = "K shows no clear monotone trend in Δ"
     lo, hi = np.percentile(data.delta, [5, 95])
     const, rho_model = scores[0], scores[-1]
     gain = 1.0 - rho_model.cv_pinball / const.cv_pinball if const.cv_pinball > 0 else 0.0
-    if hi < MIN_DELTA_SPREAD * lo:
-        status, why = "not identifiable", f"Δ only spans {lo:.3g}..{hi:.3g} on this window"
+    above = len(data.k) * (1.0 - quantile)
+    significant = spearman_p < TREND_P
+    if f_star_problem is not None:
+        status, why = "not identifiable", f"f* = {f_star:.4g} is degenerate ({f_star_problem})"
+    elif above < MIN_ROWS_ABOVE:
+        status, why = "not identifiable", (
+            f"only {len(data.k)} rows, of which about {above:.0f} lie above a τ = {quantile:g} "
+            f"envelope (placing it needs {MIN_ROWS_ABOVE})")
+    elif hi < MIN_DELTA_SPREAD * lo:
+        status, why = "not identifiable", (
+            f"the middle 90% of Δ = {delta_from} − f* spans only {lo:.3g}..{hi:.3g} "
+            f"({delta_from} {lo + f_star:.4g}..{hi + f_star:.4g}), a ratio of {hi / lo:.2f} "
+            f"< {MIN_DELTA_SPREAD:g}")
+    elif significant and spearman < 0:
+        status, why = "not supported", "K falls as Δ grows, which the model cannot follow"
     elif growth <= 0:
         status, why = "not supported", "the fitted envelope does not rise with Δ"
     elif gain < MIN_GAIN:
         status, why = "not supported", (f"it does not beat a constant L on held-out data "
                                         f"(pinball gain {100 * gain:.1f}%)")
+    elif not significant:
+        status, why = "not identifiable", (f"the rise of K with Δ is not significant "
+                                           f"(p = {spearman_p:.2g} ≥ {TREND_P:g})")
     elif growth_interval is not None and growth_interval[0] <= 0:
         status, why = "not identifiable", ("the bootstrap interval of K's rise over the Δ range "
                                            f"includes 0 ({growth_interval[0]:.3g}.."
@@ -104,8 +134,8 @@ def verdict(
         status, why = "supported", (f"it beats a constant L by {100 * gain:.1f}% in held-out "
                                     "pinball loss")
     window = f"steps {data.window[0]}..{data.window[1]}"
-    sentence = (f"On {window}, {trend} (Spearman {spearman:+.2f}); the (rho, K0, K1, K_rho) "
-                f"model is {status}: {why}.")
+    sentence = (f"On {window}, {trend(spearman, spearman_p)}; the (rho, K0, K1, K_rho) model is "
+                f"{status}: {why}.")
     l0l1 = scores[1]
     if l0l1.skipped is None and l0l1.cv_pinball < (1 - MIN_GAIN) * rho_model.cv_pinball:
         sentence += " The (L0, L1) model in |grad|_* fits held-out data better."

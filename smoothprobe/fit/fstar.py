@@ -11,6 +11,10 @@ from scipy.stats import chi2, norm
 from smoothprobe.errors import SmoothprobeError
 
 MIN_LOSS_POINTS = 20
+FEW_LOSS_POINTS = 50
+"""Below this many losses an estimate is made but marked degenerate: a noisy 4-parameter curve
+cannot tell saturation from a slow decline (25 points of 2 + 3(t + 5)^-0.5 give f* = 2.55 with
+an interval [2.31, 2.60])."""
 CAP_BLOCKS = 10  # the "smoothed loss" that caps f*: means over tenths of the curve
 B_GRID = np.geomspace(0.02, 20.0, 60)  # exponents; b large with t0 ≈ b·τ mimics exp(−t/τ)
 T0_GRID = np.geomspace(1e-4, 10.0, 40)  # offsets, as fractions of the step span
@@ -19,7 +23,11 @@ F_POINTS = 1000  # resolution of the f* profile
 
 @dataclass(frozen=True)
 class FStarEstimate:
-    """f* with a profile-likelihood interval, and the fitted curve L(t) = f* + a·(t + t0)^(−b)."""
+    """f* with a profile-likelihood interval, and the fitted curve L(t) = f* + a·(t + t0)^(−b).
+
+    `degenerate` says in one line why the curve does not pin f* down (None when it does); such an
+    f* must not define Δ for a schedule.
+    """
 
     value: float
     interval: tuple[float, float]
@@ -27,6 +35,7 @@ class FStarEstimate:
     b: float
     t0: float
     bins: int
+    degenerate: str | None = None
 
     def curve(self, t: np.ndarray) -> np.ndarray:
         """The fitted loss at steps counted from the first recorded step."""
@@ -124,6 +133,34 @@ def _edge(curve: _Curve, f_grid: np.ndarray, where: np.ndarray, inside: int, out
     return float(np.interp(good, np.arange(len(f_grid)), f_grid))
 
 
+def _degeneracy(curve: _Curve, params: np.ndarray, f_floor: float, last: float,
+                interval: tuple[float, float], level: float, n: int) -> str | None:
+    """Why the fitted power law does not identify f*, or None: f* at its least value or above
+    `last` (the last tenth's smoothed loss), fewer than FEW_LOSS_POINTS losses, b at its least or
+    t0 at its largest value (a curve too straight to extrapolate), or an interval down to the
+    least f*. A large b with a huge a is the exponential limit the grid is built for, not a
+    degeneracy."""
+    at_lo = np.isclose(params, curve.lo, rtol=0, atol=1e-3)  # log-parameters: 0.1% of the bound
+    at_hi = np.isclose(params, curve.hi, rtol=0, atol=1e-3)
+    if params[0] <= f_floor:
+        return (f"the power law runs into f* = {curve.lo[0]:g}, the least value allowed: the loss "
+                "curve shows no saturation")
+    if params[0] > last:
+        return (f"the power law's f* = {params[0]:.4g} lies above the smoothed loss of the last "
+                f"tenth of the curve ({last:.4g})")
+    if n < FEW_LOSS_POINTS:
+        return (f"only {n} losses (fewer than {FEW_LOSS_POINTS}): too few to tell saturation from "
+                "a slow decline")
+    if at_lo[2] or at_hi[3] or not np.all(np.isfinite(params)):
+        return (f"the power law is degenerate (a = {np.exp(params[1]):.3g}, b = "
+                f"{np.exp(params[2]):.3g}, t0 = {np.exp(params[3]):.3g}: b at its least or t0 at "
+                "its largest value, a curve too straight to extrapolate)")
+    if interval[0] <= curve.lo[0]:
+        return (f"its {100 * level:g}% interval reaches {curve.lo[0]:g}: the curve does not bound "
+                "f* from below")
+    return None
+
+
 def estimate_f_star(
     step: np.ndarray, loss: np.ndarray, *, bins: int = 200, level: float = 0.95,
 ) -> FStarEstimate:
@@ -138,7 +175,9 @@ def estimate_f_star(
     the loss means over tenths of the curve; a fit that runs into the lower bound (no saturation
     seen) reports that whole range. The value is kept at or below the smallest tenth mean (so Δ
     stays positive on the smoothed loss; when that cap binds, the interval also spans that mean's
-    own confidence interval) and, when no loss is negative, at or above 0.
+    own confidence interval) and, when no loss is negative, at or above 0. When the curve does not
+    identify f* (see `_degeneracy`) the estimate says why in `degenerate` (callers warn: an online
+    re-estimate early in training is degenerate by nature).
     """
     if not 0 < level < 1:
         raise SmoothprobeError(f"level must lie in (0, 1); got {level}")
@@ -154,16 +193,18 @@ def estimate_f_star(
     se = np.array([b.std(ddof=1) / np.sqrt(len(b)) if len(b) > 1 else np.inf for b in tenths])
     bound = float(np.min(means + norm.ppf(level) * se))
     spread = float(np.ptp(y))
+    failed = SmoothprobeError("f_star='auto' failed: the loss curve does not decrease like "
+                              "f* + a·(t + t0)^(-b); pass f_star explicitly")
+    if spread == 0:
+        raise failed
     lower = 0.0 if loss.min() >= 0 else float(y.min()) - 2 * spread
     f_grid = np.linspace(lower, float(y.max()), F_POINTS)
     sse, where = _profile(t, y, f_grid)
     i = int(sse.argmin())
     curve = _Curve(t, y, lower)
     start = curve.start(f_grid[i], where[i])
-    flat = float(np.sum((y - y.mean()) ** 2))
-    if spread == 0 or not float(np.sum(curve.resid(start) ** 2)) < flat:
-        raise SmoothprobeError("f_star='auto' failed: the loss curve does not decrease like "
-                               "f* + a·(t + t0)^(-b); pass f_star explicitly")
+    if not float(np.sum(curve.resid(start) ** 2)) < float(np.sum((y - y.mean()) ** 2)):
+        raise failed
     params, best = curve.refine(start, fixed_f=False)
     if best > sse[i]:
         params, best = start, float(sse[i])
@@ -172,8 +213,10 @@ def estimate_f_star(
     r = _lag1(residuals)
     limit = best + chi2.ppf(level, 1) * best / max(len(y) - 4, 1) * (1 + r) / (1 - r)
     inside = np.flatnonzero(sse <= limit)
+    if inside.size == 0:  # only the refined fit is within the limit: search out from it
+        inside = np.array([int(np.abs(f_grid - params[0]).argmin())])
     value = float(np.clip(params[0], lower, means.min()))
-    if inside.size == 0 or inside[0] == 0 or params[0] <= f_grid[1]:
+    if inside[0] == 0 or params[0] <= f_grid[1]:
         interval = (lower, bound)
     else:
         low = _edge(curve, f_grid, where, int(inside[0]), 0, limit)
@@ -183,5 +226,7 @@ def estimate_f_star(
         low_cap = value - norm.ppf(0.5 + level / 2) * float(se[means.argmin()])
         interval = (max(min(interval[0], low_cap), lower), interval[1])
     interval = (min(interval[0], value), max(interval[1], value))
+    last = float(means[-1] + norm.ppf(level) * se[-1])
+    degenerate = _degeneracy(curve, params, float(f_grid[1]), last, interval, level, len(loss))
     return FStarEstimate(value, interval, float(np.exp(params[1])), float(np.exp(params[2])),
-                         float(np.exp(params[3])), len(y))
+                         float(np.exp(params[3])), len(y), degenerate)

@@ -8,20 +8,29 @@ import numpy as np
 from scipy.optimize import lsq_linear
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.fit.quantile import DIRECT_MAX_ROWS, pinball, quantile_regression
+from smoothprobe.fit.quantile import DIRECT_MAX_ROWS, Cut, pinball, quantile_regression
+from smoothprobe.smoothness import k_argmin, min_k
 
 RHO_GRID = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0)
 POSITIVITY_POINTS = 64
-POSITIVITY_FLOOR = 1e-6
-"""K(Δ) ≥ POSITIVITY_FLOOR · (K scale) on POSITIVITY_POINTS log-spaced gaps of the Δ range."""
+POSITIVITY_FLOOR = 1e-4
+"""K(Δ) ≥ this share of the K scale (median |K|) for every Δ ≥ 0, and Kρ·Δ_max^ρ too: K stays
+positive down to Δ = 0, so Δ' and η_max are finite (a floor well above the LP's 1e-7
+feasibility tolerance, far below any K a run measures)."""
+CUT_ACCEPT = 0.5
+"""A fit is accepted once min K ≥ CUT_ACCEPT · floor: strictly positive, with room for the LP's
+tolerance."""
 
 
 @dataclass(frozen=True)
 class RhoDesign:
     """The ρ-model in scaled units, K/s_K = b0 + b1·(Δ/s_Δ) + b2·(Δ/s_Δ)^ρ, with its constraints.
 
-    Scaling keeps the LP well conditioned whatever the units of Δ and K; `g`, `h` hold the rows
-    b0 ≥ 0, b2 ≥ 0 and K(Δ) > 0 on a grid spanning the observed Δ range.
+    Scaling keeps the LP well conditioned whatever the units of Δ and K. The model is physical
+    when min over Δ ≥ 0 of K(Δ) ≥ POSITIVITY_FLOOR (scaled) and b2 ≥ POSITIVITY_FLOOR: a convex
+    but not polyhedral set, imposed exactly by `cut`. `g`, `h` hold the linear rows known in
+    advance: b0 ≥ floor, b2 ≥ floor and K ≥ floor on a grid over the observed Δ range (cuts the
+    solution would otherwise need first).
     """
 
     rho: float
@@ -37,6 +46,16 @@ class RhoDesign:
         factors = self.k_scale / np.array([1.0, self.delta_scale, self.delta_scale**self.rho])
         return np.asarray(beta) * factors
 
+    def cut(self, beta: np.ndarray) -> tuple[np.ndarray, float] | None:
+        """The tangent plane K(Δ*) ≥ floor at the minimiser Δ* of β's K on Δ ≥ 0, when β's
+        least K is below CUT_ACCEPT · floor; None when β is physical. (Kρ ≥ floor is a row of
+        `g`, so Δ* is finite.) The row is scaled to unit length, which leaves it the same cut."""
+        if min_k(*beta, self.rho) >= CUT_ACCEPT * POSITIVITY_FLOOR:
+            return None
+        row = _columns(np.array([float(k_argmin(*beta, self.rho))]), self.rho)[0]
+        size = float(np.linalg.norm(row))  # unit rows keep the LP well conditioned
+        return row / size, POSITIVITY_FLOOR / size
+
 
 def _columns(delta: np.ndarray, rho: float) -> np.ndarray:
     return np.column_stack([np.ones_like(delta), delta, delta**rho])
@@ -50,14 +69,16 @@ def rho_design(delta: np.ndarray, k: np.ndarray, rho: float) -> RhoDesign:
     k_scale = float(np.median(np.abs(k))) or 1.0
     grid = np.geomspace(np.min(delta), delta_scale, POSITIVITY_POINTS) / delta_scale
     g = np.vstack([np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), _columns(grid, rho)])
-    h = np.concatenate([np.zeros(2), np.full(POSITIVITY_POINTS, POSITIVITY_FLOOR)])
+    h = np.full(len(g), POSITIVITY_FLOOR)
     return RhoDesign(rho, delta_scale, k_scale, _columns(delta / delta_scale, rho),
                      np.asarray(k, dtype=float) / k_scale, g, h)
 
 
 def envelope(design: RhoDesign, tau: float) -> np.ndarray:
-    """Upper-envelope constants (K0, K1, Kρ): the τ-quantile regression of the ρ-model."""
-    return design.constants(quantile_regression(design.x, design.y, tau, g=design.g, h=design.h))
+    """Upper-envelope constants (K0, K1, Kρ): the τ-quantile regression of the ρ-model, physical
+    (K > 0 on every Δ ≥ 0)."""
+    return design.constants(quantile_regression(design.x, design.y, tau, g=design.g, h=design.h,
+                                                cut=design.cut))
 
 
 def least_squares(design: RhoDesign) -> tuple[np.ndarray, float]:
@@ -80,17 +101,19 @@ def time_folds(n: int, block: int, n_folds: int = 5) -> np.ndarray:
 
 def cv_pinball(
     x: np.ndarray, y: np.ndarray, tau: float, folds: np.ndarray,
-    g: np.ndarray | None = None, h: np.ndarray | None = None,
+    g: np.ndarray | None = None, h: np.ndarray | None = None, cut: Cut | None = None,
 ) -> float:
-    """Held-out pinball loss of the τ-quantile regression of y on x, pooled over folds.
+    """Held-out pinball loss of the τ-quantile regression of y on x (under Gβ ≥ h and `cut`),
+    pooled over folds.
 
     Large problems warm-start every fold at the all-rows fit, which is close to each of them.
     """
     total = 0.0
-    whole = quantile_regression(x, y, tau, g=g, h=h) if len(y) > DIRECT_MAX_ROWS else None
+    whole = quantile_regression(x, y, tau, g=g, h=h, cut=cut) if len(y) > DIRECT_MAX_ROWS \
+        else None
     for fold in np.unique(folds):
         test = folds == fold
-        beta = quantile_regression(x[~test], y[~test], tau, g=g, h=h, start=whole)
+        beta = quantile_regression(x[~test], y[~test], tau, g=g, h=h, start=whole, cut=cut)
         total += pinball(y[test] - x[test] @ beta, tau) * test.sum()
     return total / len(y)
 
@@ -103,5 +126,5 @@ def select_rho(
     for rho in grid:
         design = rho_design(delta, k, rho)
         profile[float(rho)] = design.k_scale * cv_pinball(design.x, design.y, tau, folds,
-                                                          design.g, design.h)
+                                                          design.g, design.h, design.cut)
     return min(profile, key=profile.get), profile

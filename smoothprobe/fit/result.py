@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.smoothness import k_model
+from smoothprobe.smoothness import is_physical, k_model, min_k
 
 SCHEMA_VERSION = 1
 CONSTANTS = ("K0", "K1", "K_rho")
@@ -39,6 +40,45 @@ def _fmt(value, spec: str) -> str:
 def _num(value) -> float:
     """Float back from JSON, None read as NaN."""
     return float("nan") if value is None else float(value)
+
+
+def _finite(value) -> float | None:
+    """A finite real number as float, else None (missing, null, NaN, inf, bool, text)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def schedule_problem_of(d: Mapping) -> str | None:
+    """Why the fit in `d` (fit.json content) must not drive a learning-rate schedule, in one
+    line, or None when it may: non-finite or non-physical constants, a degenerate f*, or a
+    status other than "supported". Never raises on malformed input; that is a reason too."""
+    if not isinstance(d, Mapping):
+        return f"the fit is not a JSON object (got {type(d).__name__})"
+    raw = d.get("constants")
+    if not isinstance(raw, Mapping):
+        return "the fit has no 'constants' object"
+    c = {key: _finite(raw.get(key)) for key in ("rho", *CONSTANTS)}
+    missing = [key for key, value in c.items() if value is None]
+    if missing:
+        return f"constants {', '.join(missing)} are missing or not finite numbers"
+    if c["rho"] <= 1:
+        return f"rho = {c['rho']:g} must be > 1"
+    if not is_physical(c["K0"], c["K1"], c["K_rho"], c["rho"]):
+        least = float(min_k(c["K0"], c["K1"], c["K_rho"], c["rho"]))
+        return (f"K0 = {c['K0']:.4g}, K1 = {c['K1']:.4g}, K_rho = {c['K_rho']:.4g} are not "
+                f"physical: min over Δ ≥ 0 of K(Δ) is {least:.4g} (needs > 0, and K_rho > 0)")
+    for key in ("f_star", "delta_peak", "eta_max"):
+        if _finite(d.get(key)) is None:
+            return f"{key} is missing or not finite"
+    fstar_fit = d.get("f_star_fit")
+    if isinstance(fstar_fit, Mapping) and fstar_fit.get("degenerate"):
+        return f"f* was estimated from a degenerate loss-curve fit: {fstar_fit['degenerate']}"
+    status = d.get("status")
+    if status != "supported":
+        return (f"the fit's status is {status!r}, not 'supported'" if status is not None
+                else "the fit has no status (not written by smoothprobe fit)")
+    return None
 
 
 @dataclass
@@ -89,8 +129,36 @@ class SmoothnessFit:
         """The model's step size η(Δ) = Δ / K(Δ)."""
         return np.asarray(delta, dtype=float) / self.predict(delta)
 
+    @property
+    def bootstrap_constants(self) -> np.ndarray | None:
+        """(K0, K1, Kρ) of every bootstrap refit, shape (B, 3); None when the fit has none (no
+        bootstrap, or a fit.json written before they were stored)."""
+        rows = (self.bootstrap or {}).get("constants")
+        if not rows:
+            return None
+        return np.array([[_num(v) for v in row] for row in rows], dtype=float)
+
+    def band(self, delta: np.ndarray, level: float | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise (low, high) percentile band of the envelope K(Δ) over the bootstrap refits,
+        at `level` (default: the fit's), conditional on ρ and f* like the intervals; percentiles
+        interpolate linearly between neighbouring refits."""
+        boot = self.bootstrap_constants
+        if boot is None:
+            raise SmoothprobeError("band: this fit has no bootstrap refits; fit with "
+                                   "bootstrap > 0")
+        level = self.level if level is None else level
+        if not 0 < level < 1:
+            raise SmoothprobeError(f"band: level must be in (0, 1); got {level!r}")
+        delta = np.asarray(delta, dtype=float)
+        shape = (-1,) + (1,) * delta.ndim  # refits along a new first axis
+        curves = k_model(delta, *(boot[:, i].reshape(shape) for i in range(3)), self.rho)
+        low, high = np.percentile(curves, [50 * (1 - level), 50 * (1 + level)], axis=0)
+        return low, high
+
     def schedule_problem(self) -> str | None:
-        """Why this fit must not drive a schedule (one line), or None if it may."""
+        """Why this fit must not drive a learning-rate schedule (one line), or None if it may;
+        see `schedule_problem_of`."""
         return schedule_problem_of(self.to_dict())
 
     def to_dict(self) -> dict:
@@ -183,12 +251,6 @@ class SmoothnessFit:
                 lines.append("".join(_fmt(s[k], f) for k, f in (
                     ("f_star", ">10.5g"), ("delta_peak", ">10.4g"), ("eta_max", ">12.4g"),
                     ("switch_loss", ">13.4g"), ("rows_used", ">8"))))
-        return "\n".join([*lines, "", self.verdict])
-
-
-def schedule_problem_of(d) -> str | None:
-    """Why a fit.json dict must not drive a schedule (one line), or None if it may."""
-    status = d.get("status") if isinstance(d, dict) else None
-    if status is not None and status != "supported":
-        return f"its verdict is {status!r}"
-    return None
+        problem = self.schedule_problem()
+        tail = [] if problem is None else [f"Not for a learning-rate schedule: {problem}."]
+        return "\n".join([*lines, "", self.verdict, *tail])

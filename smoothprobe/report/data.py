@@ -10,16 +10,12 @@ import numpy as np
 import pandas as pd
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.fit import SmoothnessFit, fit_run
-from smoothprobe.fit.bootstrap import bootstrap_envelope
-from smoothprobe.fit.data import fit_data
-from smoothprobe.fit.models import rho_design
+from smoothprobe.fit import SmoothnessFit, fit_run, schedule_problem_of
+from smoothprobe.smoothness import is_physical
 from smoothprobe.store import Run
 
 AUTO_BOOTSTRAP = 100
 """Resamples of the fit the report makes itself when none is given."""
-MAX_BAND_RESAMPLES = 200
-"""At most this many resamples are redrawn for the envelope's pointwise band."""
 FINAL_WINDOW = 10
 """Final train loss = mean over this many last steps (one mini-batch loss is noisy)."""
 COVERAGE_SLACK = 0.1
@@ -56,6 +52,25 @@ class RunView:
         return self.fit.f_star if self.fit is not None else self.run.f_star
 
 
+def numeric_columns(steps: pd.DataFrame) -> pd.DataFrame:
+    """The step table with every column of numbers and nulls as floats: a probe column that is
+    null on every row is read back as objects, which numpy's isfinite and log axes reject."""
+    out = steps.copy()
+    for column in out.columns[out.dtypes == object]:
+        values = out[column].dropna()
+        if values.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).all():
+            out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
+    return out
+
+
+def schedule_note(fit: SmoothnessFit) -> str | None:
+    """Why the fit's η(Δ) = Δ/K(Δ) cannot be drawn as a schedule (K ≤ 0 at some Δ ≥ 0, or no
+    finite peak), or None when it can."""
+    if is_physical(fit.K0, fit.K1, fit.K_rho, fit.rho):
+        return None
+    return schedule_problem_of(fit.to_dict())
+
+
 def load_fit(given: str | Path | SmoothnessFit) -> SmoothnessFit:
     """A fit object, or one read from a fit.json path."""
     if isinstance(given, SmoothnessFit):
@@ -83,8 +98,10 @@ def scatter_points(run: Run, fit: SmoothnessFit | None) -> tuple[pd.DataFrame | 
     delta_from = fit.delta_from if fit is not None else "loss"
     f_star = fit.f_star if fit is not None else run.f_star
     steps = run.steps
-    if column not in steps.columns or delta_from not in steps.columns:
+    if column not in steps.columns:
         return None, f"no {column} column: record the run with the secant probe"
+    if delta_from not in steps.columns:
+        return None, f"no {delta_from} column: Δ = {delta_from} − f* cannot be computed"
     if f_star is None:
         return None, "f* is unknown for this task and there is no fit: Δ cannot be computed"
     points = pd.DataFrame({
@@ -99,32 +116,15 @@ def scatter_points(run: Run, fit: SmoothnessFit | None) -> tuple[pd.DataFrame | 
     return points, ""
 
 
-def envelope_band(run: Run, fit: SmoothnessFit, grid: np.ndarray
+def envelope_band(fit: SmoothnessFit, grid: np.ndarray
                   ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray] | None, str]:
-    """Pointwise bootstrap band (grid, low, high) of the envelope K(Δ), or None and why not.
-
-    Redraws the fit's own block resamples (same seed and block length) on the run's data, so the
-    band agrees with the fit's intervals; refuses when the run's rows differ from the fit's.
-    """
-    boot = fit.bootstrap or {}
-    resamples = min(int(boot.get("resamples") or 0), MAX_BAND_RESAMPLES)
-    if resamples == 0:
-        return None, "the fit has no bootstrap resamples"
-    start, end = fit.window
-    try:
-        data = fit_data(run.steps, fit.column, fit.f_star, (start, end + 1), fit.delta_from)
-    except SmoothprobeError as err:
-        return None, f"cannot redraw the bootstrap on this run: {err}"
-    if len(data.k) != fit.data.get("rows_used"):
-        return None, "the fit was made on other data than this run's rows: no band"
-    design = rho_design(data.delta, data.k, fit.rho)
-    beta = np.array([fit.K0, fit.K1, fit.K_rho]) / design.constants(np.ones(3))
-    constants = bootstrap_envelope(design, beta, fit.quantile, resamples,
-                                   int(boot["block_length"]), int(boot["seed"]))
-    curves = constants[:, :1] + constants[:, 1:2] * grid + constants[:, 2:] * grid**fit.rho
-    tails = [50 * (1 - fit.level), 50 * (1 + fit.level)]
-    low, high = np.percentile(curves, tails, axis=0)
-    return (grid, low, high), (f"{round(100 * fit.level)}% pointwise band from {resamples} "
+    """The fit's own pointwise bootstrap band (grid, low, high) of K(Δ), or None and why not."""
+    boot = fit.bootstrap_constants
+    if boot is None:
+        return None, ("no bootstrap band: the fit has no stored bootstrap refits (fit with "
+                      "bootstrap > 0)")
+    low, high = fit.band(grid)
+    return (grid, low, high), (f"{round(100 * fit.level)}% pointwise band from {len(boot)} "
                                "block-bootstrap refits")
 
 
@@ -205,8 +205,8 @@ def run_warnings(view: RunView) -> list[str]:
     fit = view.fit
     if fit is None:
         return out
-    if fit.status != "supported":
-        out.append(f"the smoothness model is {fit.status} on this run")
+    if (problem := fit.schedule_problem()) is not None:
+        out.append(f"this fit must not drive a learning-rate schedule: {problem}")
     data = fit.data
     dropped = data["dropped_nonpositive_delta"]
     if dropped:
@@ -224,7 +224,9 @@ def run_warnings(view: RunView) -> list[str]:
 
 def build_view(run: Run, label: str, color: str, given: str | Path | SmoothnessFit | None
                ) -> RunView:
-    """Resolve the fit, the K-vs-Δ points, the band and the warnings of one run."""
+    """Resolve the fit, the K-vs-Δ points, the band and the warnings of one run (its step table
+    read as floats, see `numeric_columns`)."""
+    run.steps = numeric_columns(run.steps)
     if given is None:
         fit, note = auto_fit(run)
     else:
@@ -233,6 +235,6 @@ def build_view(run: Run, label: str, color: str, given: str | Path | SmoothnessF
     view = RunView(label, run, color, fit, note)
     view.points, view.points_note = scatter_points(run, fit)
     if fit is not None and view.points is not None:
-        view.band, view.band_note = envelope_band(run, fit, delta_grid(view.points, fit))
+        view.band, view.band_note = envelope_band(fit, delta_grid(view.points, fit))
     view.warnings = run_warnings(view)
     return view

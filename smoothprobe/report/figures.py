@@ -147,7 +147,8 @@ def k_vs_delta(view: RunView) -> str:
 def residuals(view: RunView) -> str:
     """K over the envelope K(Δ), against Δ and against step (above 1: outside the envelope)."""
     pts, fit = view.points, view.fit
-    ratio = pts["k"].to_numpy() / fit.predict(pts["delta"].to_numpy())
+    envelope = fit.predict(pts["delta"].to_numpy())
+    ratio = pts["k"].to_numpy() / np.where(envelope > 0, envelope, np.nan)  # K ≤ 0: no ratio
     above = float(np.mean(ratio > 1))
     with figure(1, 2, height=3.4) as (fig, axes):
         for ax, x, xlabel in ((axes[0, 0], pts["delta"], delta_label(view)),
@@ -177,42 +178,44 @@ def switch_step(view: RunView, switch_loss: float) -> int | None:
 
 
 def schedule(view: RunView) -> str:
-    """η(Δ) implied by the fit with Δ', the LR actually used at each Δ, and the LR per step."""
+    """η(Δ) implied by a physical fit (`schedule_note` is None) with Δ', the LR actually used at
+    each Δ, and the LR per step (each drawn when the run recorded loss and LR)."""
     fit, s = view.fit, view.steps
+    peak = fit.delta_peak
     with figure(1, 2, height=3.8) as (fig, axes):
         ax_eta, ax_step = axes[0]
         grid = delta_grid(view.points, fit) if view.points is not None else np.geomspace(
             *fit.delta_range, 200)
-        peak = fit.delta_peak
-        if np.isfinite(peak):
-            grid = np.geomspace(min(grid[0], peak / 2), max(grid[-1], 2 * peak), 300)
+        grid = np.geomspace(min(grid[0], peak / 2), max(grid[-1], 2 * peak), 300)
         implied = fit.eta(grid)
-        ax_eta.plot(grid, np.where(implied > 0, implied, np.nan), color=view.color, lw=2,
-                    label="η(Δ) = Δ / K(Δ) of the fit")
-        delta = s["loss"].to_numpy(dtype=float) - fit.f_star
+        ax_eta.plot(grid, implied, color=view.color, lw=2, label="η(Δ) = Δ / K(Δ) of the fit")
+        ax_eta.axvline(peak, color="0.2", ls="--", lw=1,
+                       label=f"Δ' = {peak:.4g} (switch loss {fit.f_star + peak:.4g})")
+        has_lr = {"loss", "lr"} <= set(s.columns)
+        delta = s["loss"].to_numpy(dtype=float) - fit.f_star if has_lr else np.array([])
         used = delta > 0
-        ax_eta.scatter(delta[used], s["lr"].to_numpy()[used], c=s["step"].to_numpy()[used],
-                       cmap="viridis", s=6, alpha=0.6, label="LR used (colour: step)")
-        switch_loss = fit.f_star + peak
-        if np.isfinite(peak):
-            ax_eta.axvline(peak, color="0.2", ls="--", lw=1,
-                           label=f"Δ' = {peak:.4g} (switch loss {switch_loss:.4g})")
+        lr = s["lr"].to_numpy(dtype=float)[used] if has_lr else np.array([])
+        if has_lr:
+            ax_eta.scatter(delta[used], lr, c=s["step"].to_numpy()[used], cmap="viridis", s=6,
+                           alpha=0.6, label="LR used (colour: step)")
         if "delta_peak" in s.columns and s["delta_peak"].notna().any():
             own = float(s["delta_peak"].dropna().iloc[-1])
             ax_eta.axvline(own, color=view.color, ls=":", lw=1.5,
                            label=f"Δ' of the run's adaptive schedule = {own:.4g}")
         autoscale(ax_eta, np.concatenate([grid, delta[used]]), "x")
-        autoscale(ax_eta, np.concatenate([implied, s["lr"].to_numpy()[used]]))
+        autoscale(ax_eta, np.concatenate([implied, lr]))
         ax_eta.set(xlabel=delta_label(view), ylabel="step size η (primal norm)",
                    title="implied η(Δ) and the LR used")
         ax_eta.legend(fontsize="small")
-        ax_step.plot(s["step"], s["lr"], color=view.color, lw=1.3, label="LR used")
-        when = switch_step(view, switch_loss)
+        if "lr" in s.columns:
+            ax_step.plot(s["step"], s["lr"], color=view.color, lw=1.3, label="LR used")
+            autoscale(ax_step, s["lr"])
+        when = switch_step(view, fit.f_star + peak)
         if when is not None:
             ax_step.axvline(when, color="0.2", ls="--", lw=1, label=f"switch at step {when}")
-        autoscale(ax_step, s["lr"])
         ax_step.set(xlabel="step", ylabel="learning rate", title="schedule used")
-        ax_step.legend(fontsize="small")
+        if ax_step.get_legend_handles_labels()[0]:
+            ax_step.legend(fontsize="small")
         fig.suptitle(text(view.label), fontsize="medium")
         return data_uri(fig)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import jinja2
 
 from smoothprobe.report import figures
-from smoothprobe.report.data import RunView, final_losses, probe_costs
+from smoothprobe.report.data import RunView, final_losses, probe_costs, schedule_note
 
 TEMPLATES = Path(__file__).parent / "templates"
 SECTIONS = (
@@ -86,6 +86,7 @@ def run_context(view: RunView) -> dict:
         tensors = tensors[(tensors["family"] == view.family) & tensors["grad_dual"].notna()]
     has_tensors = not tensors.empty and "grad_dual" in tensors.columns
     has_points = view.points is not None
+    no_schedule = view.fit_note if view.fit is None else schedule_note(view.fit)
     return {
         "view": view,
         "summary": final_losses(view),
@@ -94,7 +95,9 @@ def run_context(view: RunView) -> dict:
         "n_points": len(view.points) if has_points else 0,
         "k_vs_delta": figures.k_vs_delta(view) if has_points else None,
         "residuals": figures.residuals(view) if has_points and view.fit else None,
-        "schedule": figures.schedule(view) if view.fit is not None else None,
+        "schedule": None if no_schedule else figures.schedule(view),
+        "no_schedule": no_schedule,
+        "schedule_problem": view.fit.schedule_problem() if view.fit is not None else None,
         "tensor_norms": figures.tensor_norms(view, tensors) if has_tensors else None,
         "costs": probe_costs(view.steps),
     }
