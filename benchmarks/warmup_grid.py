@@ -86,9 +86,9 @@ def config_of(arm: Arm, base: TrainConfig, pilot: float = PILOT) -> TrainConfig:
     cfg = dataclasses.replace(base, optimizer=arm.optimizer, lr=lr if lr is not None else LR_STAR[arm.optimizer],
                               seed=arm.seed, warmup=arm.warmup if arm.kind == "grid" else 0.0)
     if arm.kind == "practical":
-        cfg.adaptive = {"f_star": "auto"}
-    elif arm.kind in ("closed", "closed_own_peak"):
-        cfg.adaptive = {"pilot": pilot, "own_peak": arm.kind == "closed_own_peak"}
+        return dataclasses.replace(cfg, adaptive={"f_star": "auto"})
+    if arm.kind in ("closed", "closed_own_peak"):
+        return dataclasses.replace(cfg, adaptive={"pilot": pilot, "own_peak": arm.kind == "closed_own_peak"})
     return cfg
 
 

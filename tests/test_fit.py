@@ -408,12 +408,20 @@ GOOD = {"constants": {"rho": 2.0, "K0": 1.0, "K1": 0.5, "K_rho": 2.0}, "f_star":
     (lambda d: {**d, "f_star": "auto"}, "f_star is missing or not finite"),
     (lambda d: {**d, "f_star_fit": {"degenerate": "b = 40 at its bound"}}, "b = 40 at its bound"),
     (lambda d: {**d, "status": "not identifiable"}, "status is 'not identifiable'"),
-    (lambda d: {k: v for k, v in d.items() if k != "status"}, "has no status"),
 ])
 def test_schedule_problem_of_malformed_or_unusable_fits_gives_a_reason(change, reason):
+    """A fit written by smoothprobe must be usable; constants without a status (written by hand)
+    only need to be physical."""
     assert schedule_problem_of(GOOD) is None
     problem = schedule_problem_of(change(GOOD))
     assert reason in problem and "\n" not in problem
+
+
+def test_hand_written_constants_need_only_be_physical():
+    hand = {"constants": dict(GOOD["constants"]), "f_star": 1.0}
+    assert schedule_problem_of(hand) is None
+    hand["constants"]["K0"] = 0.0
+    assert "not physical" in schedule_problem_of(hand)
 
 
 # f* = auto on adversarial curves ----------------------------------------------------------------

@@ -52,7 +52,8 @@ def _finite(value) -> float | None:
 def schedule_problem_of(d: Mapping) -> str | None:
     """Why the fit in `d` (fit.json content) must not drive a learning-rate schedule, in one
     line, or None when it may: non-finite or non-physical constants, a degenerate f*, or a
-    status other than "supported". Never raises on malformed input; that is a reason too."""
+    status other than "supported". Constants without a status (written by hand) only need to be
+    physical. Never raises on malformed input; that is a reason too."""
     if not isinstance(d, Mapping):
         return f"the fit is not a JSON object (got {type(d).__name__})"
     raw = d.get("constants")
@@ -68,16 +69,17 @@ def schedule_problem_of(d: Mapping) -> str | None:
         least = float(min_k(c["K0"], c["K1"], c["K_rho"], c["rho"]))
         return (f"K0 = {c['K0']:.4g}, K1 = {c['K1']:.4g}, K_rho = {c['K_rho']:.4g} are not "
                 f"physical: min over Δ ≥ 0 of K(Δ) is {least:.4g} (needs > 0, and K_rho > 0)")
+    status = d.get("status")
+    if status is None:  # constants written by hand: being physical is all that can be checked
+        return None
     for key in ("f_star", "delta_peak", "eta_max"):
         if _finite(d.get(key)) is None:
             return f"{key} is missing or not finite"
     fstar_fit = d.get("f_star_fit")
     if isinstance(fstar_fit, Mapping) and fstar_fit.get("degenerate"):
         return f"f* was estimated from a degenerate loss-curve fit: {fstar_fit['degenerate']}"
-    status = d.get("status")
     if status != "supported":
-        return (f"the fit's status is {status!r}, not 'supported'" if status is not None
-                else "the fit has no status (not written by smoothprobe fit)")
+        return f"the fit's status is {status!r}, not 'supported'"
     return None
 
 
