@@ -355,3 +355,77 @@ def test_lightning_resume_from_checkpoint_continues_the_run_directory(pl, tmp_pa
     assert resumed.steps.secant_K.notna().tolist() == [True, False, False, True, False, False]
     for column in ("loss", "lr", "delta", "secant_K"):
         np.testing.assert_allclose(resumed.steps[column], whole[column], rtol=1e-9, err_msg=column)
+
+
+def tensorboard_scalars(log_dir, tag):
+    """(step, value) pairs TensorBoard shows for `tag`, purges applied."""
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    acc = event_accumulator.EventAccumulator(str(log_dir))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_hf_resume_logs_each_step_once_to_tensorboard_and_mlflow(hf, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    mlflow = pytest.importorskip("mlflow")
+    from smoothprobe.integrations.huggingface import SmoothprobeCallback, SmoothprobeTrainer
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+
+    def train(resume=None):
+        probe = SmoothprobeCallback(tmp_path / "run", every=2, tensorboard=tmp_path / "tb", mlflow=uri)
+        trainer = SmoothprobeTrainer(model=gpt2(hf), train_dataset=token_data(), callbacks=[probe],
+                                     args=hf_args(hf, tmp_path, save_strategy="steps", save_steps=3))
+        trainer.train(resume_from_checkpoint=resume)
+
+    train()
+    train(resume=str(tmp_path / "out" / "checkpoint-3"))
+    steps = load_run(tmp_path / "run").steps
+    assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 2
+    for tag, column in (("smoothprobe/loss", "loss"), ("smoothprobe/secant_K", "secant_K")):
+        expected = steps.dropna(subset=[column])
+        logged = tensorboard_scalars(tmp_path / "tb", tag)
+        assert [s for s, _ in logged] == expected.step.tolist(), tag
+        np.testing.assert_allclose([v for _, v in logged], expected[column], rtol=1e-5)
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("smoothprobe").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    history = client.get_metric_history(runs[0].info.run_id, "smoothprobe/loss")
+    assert sorted(m.step for m in history) == list(range(6))
+    np.testing.assert_allclose([m.value for m in sorted(history, key=lambda m: m.step)], steps.loss,
+                               rtol=1e-5)
+    secants = client.get_metric_history(runs[0].info.run_id, "smoothprobe/secant_K")
+    assert sorted(m.step for m in secants) == [0, 2, 4]
+
+
+def test_mlflow_export_logs_the_tensorboard_names_once(tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    from smoothprobe import Recorder
+    from smoothprobe.integrations.mlflow import export_mlflow
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = [(torch.randn(8, 3), torch.randn(8, 1)) for _ in range(4)]
+    loss_of = lambda m, b: nn.functional.mse_loss(m(b[0]), b[1])
+    with Recorder(model, opt, tmp_path / "run", loss_fn=loss_of, every=2) as rec:
+        for step, batch in enumerate(data):
+            loss = loss_of(model, batch)
+            loss.backward()
+            rec.before_step(step, batch, loss=loss.item())
+            opt.step()
+            opt.zero_grad()
+            rec.after_step()
+    uri = (tmp_path / "mlruns").as_uri()
+    run_id = export_mlflow(tmp_path / "run", uri)
+    assert export_mlflow(tmp_path / "run", uri) == run_id  # a second export adds nothing
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    steps = load_run(tmp_path / "run").steps
+    loss = client.get_metric_history(run_id, "smoothprobe/loss")
+    assert [m.step for m in loss] == [0, 1, 2, 3]
+    np.testing.assert_allclose([m.value for m in loss], steps.loss, rtol=1e-6)
+    assert [m.step for m in client.get_metric_history(run_id, "smoothprobe/secant_K")] == [0, 2]
+    assert "smoothprobe/step" not in client.get_run(run_id).data.metrics

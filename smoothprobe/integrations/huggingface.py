@@ -163,6 +163,8 @@ class SmoothprobeCallback(TrainerCallback):
     `compute_loss` is used. The steps table gets one row per optimizer step: the logged `loss`,
     the `lr` the step used, the pre-clip `grad_norm`, probe columns on probed steps and, with an
     `AdaptiveWarmup`, its record. Only the world-process-zero writes `run_dir`.
+    `tensorboard` (a log directory) and `mlflow` (a tracking URI) mirror each row as the
+    scalars `smoothprobe/<column>`.
     """
 
     def __init__(
@@ -174,10 +176,12 @@ class SmoothprobeCallback(TrainerCallback):
         every: int = 10,
         overhead: float | None = None,
         tensorboard: str | Path | None = None,
+        mlflow: str | None = None,
         overwrite: bool = False,
         **recorder_options: Any,
     ) -> None:
-        self.run_dir, self.loss_fn, self.tensorboard, self.overwrite = run_dir, loss_fn, tensorboard, overwrite
+        self.run_dir, self.loss_fn, self.overwrite = run_dir, loss_fn, overwrite
+        self.mirrors = {"tensorboard": tensorboard, "mlflow": mlflow}
         self.options = {"preset": preset, "every": every, "overhead": overhead, **recorder_options}
         self.session: ProbeSession | None = None
         self.capture: CapturedStep | None = None
@@ -195,7 +199,7 @@ class SmoothprobeCallback(TrainerCallback):
                   "world_size": args.world_size, "seed": args.seed}
         self.session = ProbeSession(model, optimizer, self.run_dir, self._loss, config=config,
                                     source="transformers",
-                                    write=state.is_world_process_zero, tensorboard=self.tensorboard,
+                                    write=state.is_world_process_zero, **self.mirrors,
                                     overwrite=self.overwrite, start_step=state.global_step, **self.options)
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):

@@ -33,6 +33,8 @@ class SmoothprobeCallback(pl.Callback):
     back-propagated), the `lr` the step used, probe columns on probed steps and, with an
     `AdaptiveWarmup` as first scheduler, its record. Automatic optimisation with one optimizer
     only; gradients are captured before Lightning clips them. Only global rank zero writes.
+    `tensorboard` (a log directory) and `mlflow` (a tracking URI) mirror each row as the
+    scalars `smoothprobe/<column>`.
     """
 
     def __init__(
@@ -44,12 +46,14 @@ class SmoothprobeCallback(pl.Callback):
         every: int = 10,
         overhead: float | None = None,
         tensorboard: str | Path | None = None,
+        mlflow: str | None = None,
         overwrite: bool = False,
         **recorder_options: Any,
     ) -> None:
         if not callable(loss_fn):
             raise SmoothprobeError(f"loss_fn must be callable (module, batch) -> loss, got {loss_fn!r}")
-        self.run_dir, self.loss_fn, self.tensorboard, self.overwrite = run_dir, loss_fn, tensorboard, overwrite
+        self.run_dir, self.loss_fn, self.overwrite = run_dir, loss_fn, overwrite
+        self.mirrors = {"tensorboard": tensorboard, "mlflow": mlflow}
         self.options = {"preset": preset, "every": every, "overhead": overhead, **recorder_options}
         self.session: ProbeSession | None = None
         self._batches: list[Any] = []
@@ -73,7 +77,7 @@ class SmoothprobeCallback(pl.Callback):
                   "precision": str(trainer.precision), "world_size": trainer.world_size}
         self.session = ProbeSession(pl_module, trainer.optimizers[0], self.run_dir, self._probe_loss,
                                     config=config, source="lightning", write=trainer.is_global_zero,
-                                    tensorboard=self.tensorboard, overwrite=self.overwrite,
+                                    **self.mirrors, overwrite=self.overwrite,
                                     start_step=trainer.global_step, **self.options)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:

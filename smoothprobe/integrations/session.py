@@ -26,9 +26,10 @@ class ProbeSession:
 
     Only the process with `write=True` (rank 0) touches the disk; every process runs the probes
     so that extra forward/backward passes stay in step across ranks. `tensorboard` (a log
-    directory) mirrors every numeric column as `smoothprobe/<column>`. A framework that resumed
-    from a checkpoint passes its step as `start_step`: an existing run directory is then reopened
-    and cut back to the rows before that step, so re-run steps are not written twice.
+    directory) and `mlflow` (a tracking URI) mirror every numeric column as `smoothprobe/<column>`.
+    A framework that resumed from a checkpoint passes its step as `start_step`: an existing run
+    directory is then reopened and cut back to the rows before that step, and the mirrors log
+    each re-run step once.
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class ProbeSession:
         source: str,
         write: bool = True,
         tensorboard: str | Path | None = None,
+        mlflow: str | None = None,
         overwrite: bool = False,
         start_step: int = 0,
         **recorder_options: Any,
@@ -63,11 +65,15 @@ class ProbeSession:
         if start_step > 0:
             self.recorder.cadence.resume_at(start_step)
         self.optimizer = optimizer
-        self.sink = None
+        self.sinks: list[Any] = []
         if write and tensorboard is not None:
             from smoothprobe.integrations.tensorboard import TensorBoardSink
 
-            self.sink = TensorBoardSink(tensorboard)
+            self.sinks.append(TensorBoardSink(tensorboard, start_step=start_step))
+        if write and mlflow is not None:
+            from smoothprobe.integrations.mlflow import MlflowSink
+
+            self.sinks.append(MlflowSink(mlflow, run_dir=run_dir))
         if self.store is not None:
             self.store.write_info(probes=self.recorder.describe(), status="running")
         self._row: dict[str, Any] | None = None
@@ -99,12 +105,12 @@ class ProbeSession:
         if isinstance(scheduler, AdaptiveWarmup):
             row.update(scheduler.step_columns())
         self.log.write(row)
-        if self.sink is not None:
-            self.sink.write(row["step"], row)
+        for sink in self.sinks:
+            sink.write(row["step"], row)
         return row
 
     def close(self, status: str = "finished", reason: str | None = None) -> None:
-        """Flush the run directory and mark it `status`; close the TensorBoard writer."""
+        """Flush the run directory and mark it `status`; close the mirrors."""
         self.log.close(status, reason)
-        if self.sink is not None:
-            self.sink.close()
+        for sink in self.sinks:
+            sink.close()

@@ -31,9 +31,13 @@ def scalars(row: Mapping[str, Any]) -> dict[str, float]:
 
 
 class TensorBoardSink:
-    """Writes step rows to TensorBoard event files in `log_dir`."""
+    """Writes step rows to TensorBoard event files in `log_dir`.
 
-    def __init__(self, log_dir: str | Path) -> None:
+    A run resumed at `start_step` opens a new event file that purges the earlier files' events
+    from that step on, so TensorBoard shows each re-run step once.
+    """
+
+    def __init__(self, log_dir: str | Path, start_step: int = 0) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:
@@ -41,7 +45,7 @@ class TensorBoardSink:
                 "tensorboard logging needs the tensorboard package: pip install tensorboard"
             ) from err
         self.log_dir = Path(log_dir)
-        self._writer = SummaryWriter(log_dir=str(self.log_dir))
+        self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=start_step or None)
 
     def write(self, step: int, row: Mapping[str, Any]) -> None:
         """Log every finite numeric column of `row` at global step `step`."""
