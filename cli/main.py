@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -329,9 +330,13 @@ def fit(run_dir, f_star, rho, window, quantile, bootstrap, column, delta_from, s
     from smoothprobe.fit import fit_run
     from smoothprobe.store import load_run
 
-    result = fit_run(load_run(run_dir), column=column, f_star=parse_number_or_auto(f_star, "--f-star"),
-                     rho=parse_number_or_auto(rho, "--rho"), window=parse_window(window), quantile=quantile,
-                     bootstrap=bootstrap, seed=seed, delta_from=delta_from, n_jobs=jobs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit_run(load_run(run_dir), column=column, f_star=parse_number_or_auto(f_star, "--f-star"),
+                         rho=parse_number_or_auto(rho, "--rho"), window=parse_window(window),
+                         quantile=quantile, bootstrap=bootstrap, seed=seed, delta_from=delta_from, n_jobs=jobs)
+    for note in dict.fromkeys(as_flags(str(w.message)) for w in caught):
+        click.echo(f"note: {note}", err=True)
     path = Path(out) if out else Path(run_dir) / "fit.json"
     result.to_json(path)
     click.echo(result.summary_table())

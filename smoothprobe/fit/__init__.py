@@ -195,15 +195,17 @@ def fit_run(
 ) -> SmoothnessFit:
     """`fit_frame` on a loaded run (anything with `.steps` and `.info`, e.g. `load_run(path)`).
 
-    f_star None takes the task's exact f* from `run.info["task"]["f_star"]` and is an error
-    when the task does not know it; a number or "auto" is passed on.
+    f_star None takes the task's exact f* from `run.info["task"]["f_star"]`, or "auto" (with a
+    warning) when the task does not know it; a number or "auto" is passed on.
     """
     source = "given"
     if f_star is None:
         f_star = ((getattr(run, "info", None) or {}).get("task") or {}).get("f_star")
-        if f_star is None:
-            raise SmoothprobeError("f_star is unknown for this run's task; pass a value or 'auto'")
         source = "task"
+        if f_star is None:
+            warnings.warn("f* is unknown for this run (no built-in task knows it): estimating it from the "
+                          "loss curve (f_star='auto'); pass a number to fix it", UserWarning, stacklevel=2)
+            f_star = "auto"
     return fit_frame(run.steps, f_star=f_star, column=column, rho=rho, window=window,
                      quantile=quantile, bootstrap=bootstrap, seed=seed, delta_from=delta_from,
                      n_jobs=n_jobs, f_star_source=source)

@@ -79,10 +79,13 @@ def fit_data(
     finite = np.isfinite(k) & np.isfinite(delta)
     positive = finite & (delta > 0)
     if positive.sum() < MIN_POINTS:
+        span = int(rows["step"].max() - rows["step"].min() + 1) if len(rows) else 0
         raise SmoothprobeError(
             f"too few points to fit: {int(positive.sum())} rows with finite {column} and "
             f"{delta_from} > f*={f_star:g} in the window (need {MIN_POINTS}; "
-            f"{int((~finite).sum())} NaN, {int((finite & ~positive).sum())} with Δ ≤ 0)")
+            f"{int((~finite).sum())} NaN, {int((finite & ~positive).sum())} with Δ ≤ 0); record "
+            f"probes on at least {MIN_POINTS} steps, e.g. every={max(1, span // (2 * MIN_POINTS))} "
+            f"over these {span} steps, or every=2 over {4 * MIN_POINTS} steps")
     grad = rows["grad_norm_dual"].to_numpy(dtype=float)[positive] \
         if "grad_norm_dual" in rows.columns else None
     step = rows["step"].to_numpy()
