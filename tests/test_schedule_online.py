@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from planted import planted_steps
 
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
-from smoothprobe.schedule.online import OnlineFStar
+from smoothprobe.schedule.online import OnlineFStar, Pilot, crossing_step
 
 
 def make_schedule():
@@ -41,7 +42,6 @@ def test_estimate_above_first_loss_is_ignored():
 
 
 def test_online_refit_adopts_planted_constants_scaled_to_the_peak_lr():
-    from planted import planted_steps
     from smoothprobe.schedule.online import OnlineRefit
     from smoothprobe.smoothness import eta_max
 
@@ -67,3 +67,39 @@ def test_online_refit_keeps_constants_when_k_does_not_grow():
     for step in range(100):
         refit.observe(step, {"loss": 3.0 - step / 100, "secant_K": 5.0 + rng.random()})
     assert refit.status != "adopted" and sched.constants is None  # practical rule untouched
+
+
+def test_crossing_step_solves_the_power_law():
+    # L(t) = f* + 1·(t − 10 + 5)^(−1) reaches f* + 0.1 at t − 5 = 10, i.e. t = 15
+    assert crossing_step(1.0, 1.0, 5.0, 10, 0.1, now=0, total_steps=100) == 15
+    assert crossing_step(1.0, 1.0, 5.0, 10, 0.1, now=20, total_steps=100) is None  # already past
+    assert crossing_step(1.0, 1.0, 5.0, 10, 0.001, now=0, total_steps=100) is None  # after the run
+    assert crossing_step(float("nan"), 1.0, 5.0, 10, 0.1, now=0, total_steps=100) is None
+
+
+def test_pilot_hands_the_schedule_to_a_fit_of_the_planted_envelope():
+    """Planted K = (1 + 2Δ + 3Δ²)·U and loss = 2 + Δ(t): the pilot's fit finds f* ≈ 2 and the
+    envelope's peak gap Δ' = √(K0/Kρ) = √(1/3) (scale-free), and the fit-driven schedule continues
+    the run's step count at the run's peak LR."""
+    n = 400
+    rows = planted_steps(n, 0, u_low=0.7)
+    sched = make_schedule()
+    pilot = Pilot(n, lr=0.1, min_lr_ratio=0.1, total_steps=2 * n)
+    fitted = None
+    for row in rows.to_dict("records"):
+        sched.step(row["loss"])
+        fitted = pilot.observe(int(row["step"]), row, sched)
+    assert fitted is not None, pilot.status
+    assert pilot.fit.f_star == pytest.approx(2.0, abs=0.05)
+    assert fitted.last_record()["delta_peak"] == pytest.approx(np.sqrt(1 / 3), rel=0.15)
+    assert fitted.lr == pytest.approx(0.1) and fitted.last_epoch == sched.last_epoch
+    assert pilot.status.startswith("fit-driven")
+
+
+def test_pilot_keeps_the_practical_schedule_when_the_fit_cannot_drive_it():
+    rows = planted_steps(60, 0)
+    rows["secant_K"] = 5.0  # no trend in Δ: the model is not supported
+    sched = make_schedule()
+    pilot = Pilot(60, lr=0.1, min_lr_ratio=0.1, total_steps=200)
+    results = [pilot.observe(int(r["step"]), r, sched) for r in rows.to_dict("records")]
+    assert results[-1] is None and pilot.status.startswith("kept the practical schedule")
