@@ -19,7 +19,8 @@ class OnlineFStar:
     """Every `every` steps, fit the saturating power law of `estimate_f_star` to the losses seen so
     far and hand the estimate to the scheduler. Until the first estimate f* is `initial` (0 for
     cross-entropy). An estimate whose interval reaches the first loss is ignored: the curve does not
-    yet show where it saturates. With `bound_warmup`, each estimate also bounds the warm-up at the
+    yet show where it saturates, and so is a degenerate one (`FStarEstimate.degenerate`: too few
+    losses, f* above the recent loss, no saturation); `skipped` says why. With `bound_warmup`, each estimate also bounds the warm-up at the
     step where the fitted curve reaches f* + Δ' (`crossing_step`): the bound comes from the
     measured loss curve, not from a hand-set fraction."""
 
@@ -28,6 +29,7 @@ class OnlineFStar:
         if every < 1:
             raise SmoothprobeError(f"f* refit interval must be >= 1, got {every}")
         self.scheduler, self.every, self.bound_warmup = scheduler, every, bound_warmup
+        self.skipped: str | None = None
         self.steps: list[int] = []
         self.losses: list[float] = []
         scheduler.set_f_star(initial)
@@ -44,8 +46,10 @@ class OnlineFStar:
         except SmoothprobeError as exc:
             warnings.warn(f"f* refit at step {step} failed: {exc}", RuntimeWarning, stacklevel=2)
             return
-        if estimate.interval[1] >= self.losses[0]:
+        if estimate.interval[1] >= self.losses[0] or estimate.degenerate is not None:
+            self.skipped = estimate.degenerate or "its interval reaches the first loss"
             return
+        self.skipped = None
         try:
             self.scheduler.set_f_star(estimate.value)
         except SmoothprobeError as exc:
