@@ -9,6 +9,7 @@ from smoothprobe.cli.main import main
 from smoothprobe import load_run
 
 
+@pytest.mark.slow
 def test_demo_records_fits_trains_adaptively_and_reports(tmp_path):
     result = CliRunner().invoke(main, ["demo", "--out", str(tmp_path), "--steps", "60"])
     assert result.exit_code == 0, result.output
