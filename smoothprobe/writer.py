@@ -61,7 +61,10 @@ def _plain(value: Any) -> Any:
 
 def describe_optimizer(optimizer: torch.optim.Optimizer, name: str | None = None) -> dict:
     """Class, hyper-parameters (first group's plain values) and, for smoothprobe's optimizers,
-    which parameters each rule steps."""
+    which parameters each rule steps. Wrappers (accelerate's AcceleratedOptimizer, Lightning's)
+    are described by the optimizer they wrap."""
+    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
+        optimizer = optimizer.optimizer
     group = optimizer.param_groups[0]
     hyper = {k: _plain(v) for k, v in group.items() if k not in ("params", "param_names")}
     split: dict[str, list[str]] | None = None

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import smoothprobe
 from smoothprobe import load_run
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 
@@ -429,3 +430,24 @@ def test_mlflow_export_logs_the_tensorboard_names_once(tmp_path, monkeypatch):
     np.testing.assert_allclose([m.value for m in loss], steps.loss, rtol=1e-6)
     assert [m.step for m in client.get_metric_history(run_id, "smoothprobe/secant_K")] == [0, 2]
     assert "smoothprobe/step" not in client.get_run(run_id).data.metrics
+
+
+def test_hf_run_directory_has_the_common_shape_and_a_report_without_unknowns(hf, tmp_path):
+    """The adapter writes run.json and step columns like `train` does, so the report knows the
+    optimizer, geometry and overhead of an HF run (no "?" and no "n/a%")."""
+    from smoothprobe.integrations.huggingface import SmoothprobeCallback, SmoothprobeTrainer
+    from smoothprobe.report import write_report
+    from smoothprobe.writer import ALWAYS
+
+    probe = SmoothprobeCallback(tmp_path / "run", every=2)
+    SmoothprobeTrainer(model=gpt2(hf), args=hf_args(hf, tmp_path), train_dataset=token_data(),
+                       callbacks=[probe]).train()
+    run = load_run(tmp_path / "run")
+    built = load_run(smoothprobe.train(smoothprobe.TrainConfig(task="quadratic", steps=2), tmp_path / "t",
+                                       progress=False))
+    assert set(run.info) == set(built.info)
+    assert run.info["source"] == "transformers" and run.info["status"] == "finished"
+    assert run.info["optimizer"]["class"] == "AdamW" and run.info["probes"]["family"] == "euclidean"
+    assert run.steps[list(ALWAYS)].notna().all().all()
+    html = write_report([tmp_path / "run"], tmp_path / "report.html").read_text()
+    assert ">?<" not in html and "n/a%" not in html
