@@ -12,8 +12,8 @@ per optimizer. The score is the final validation loss; a diverged run scores as 
 Full size: tiny LLaMA on `lm`, 1,000 steps of 16×64 tokens, 3 seeds: about 6 CPU-minutes a run, 372
 runs, i.e. about 40 hours on one core. Runs are done in priority tiers (seed 0 at lr* and 3·lr* first)
 and each finished run is kept, so every session moves the grid forward: rerun the same command.
-`--quick` (markov task, 150 steps, 1 seed, lr* and 10·lr*, warm-up {0, 10 %}, a 30 % pilot so that
-it holds 45 probed steps) takes about half an hour on one core.
+`--quick` (markov task, 150 steps, 1 seed, lr* and 10·lr*, warm-up {0, 10 %}, a 40 % pilot so that
+it holds 60 probed steps) takes about half an hour on one core.
 
     python benchmarks/warmup_grid.py                   # the full grid, resumable
     python benchmarks/warmup_grid.py --quick           # a small version, minutes
@@ -88,7 +88,8 @@ def config_of(arm: Arm, base: TrainConfig, pilot: float = PILOT) -> TrainConfig:
     if arm.kind == "practical":
         return dataclasses.replace(cfg, adaptive={"f_star": "auto"})
     if arm.kind in ("closed", "closed_own_peak"):
-        return dataclasses.replace(cfg, adaptive={"pilot": pilot, "own_peak": arm.kind == "closed_own_peak"})
+        return dataclasses.replace(cfg, adaptive={"pilot": pilot, "f_star": "auto",
+                                                        "own_peak": arm.kind == "closed_own_peak"})
     return cfg
 
 
@@ -270,7 +271,7 @@ def main() -> None:
         arms = plan(args.optimizers.split(","), MULTIPLIERS, WARMUPS, args.seeds or 3)
     if not args.summary_only:
         execute(arms, base, out, None if args.budget_min is None else 60 * args.budget_min,
-                0.3 if args.quick else PILOT)
+                0.4 if args.quick else PILOT)
     results = collect(arms, out)
     if results.empty:
         print("no finished runs yet")

@@ -110,11 +110,16 @@ class OnlineRefit:
             self.status = "supported but without a warm-up peak (K0 or K_rho is 0): kept"
 
 
+PILOT_BOOTSTRAP = 50
+"""Bootstrap resamples of the pilot's fit (its verdict needs the interval of K's rise)."""
+
+
 class Pilot:
     """The closed loop in one run: probe the first `steps` steps under the practical schedule, fit
     K(Δ) with f* = auto to them, and hand the rest of the run to the fit.
 
-    The fit must pass `SmoothnessFit.schedule_problem` (a supported verdict, physical constants, a
+    f* is estimated from the pilot's losses, or set to their lower bound where the pilot is too
+    short to place it (`fit_pilot`). The fit must pass `SmoothnessFit.schedule_problem` (a supported verdict, physical constants, a
     sound f*); otherwise the practical schedule keeps going and `status` says why (unless
     `allow_unsupported`). The fit's peak is rescaled to `lr`, or kept (its own η_max) when `lr` is
     None. The warm-up is bounded by the measurements only: the step at which the pilot's fitted
@@ -131,6 +136,19 @@ class Pilot:
         self.status = "probing"
         self.fit = None
 
+    @staticmethod
+    def fit_pilot(rows: pd.DataFrame):
+        """K(Δ) fitted to the pilot with f* = auto; where a pilot this short cannot place f* (the
+        estimate is degenerate), with f* = the losses' lower bound min(0, least loss) instead,
+        which only overstates Δ. Online f* estimates refine it later in the run."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fit = fit_frame(rows, f_star="auto", bootstrap=PILOT_BOOTSTRAP)
+        if (fit.f_star_fit or {}).get("degenerate"):
+            fit = fit_frame(rows, f_star=min(0.0, float(rows["loss"].min())), bootstrap=PILOT_BOOTSTRAP)
+            fit.f_star_source = "lower bound (the pilot's loss curve cannot place f*)"
+        return fit
+
     def observe(self, step: int, row: dict, scheduler: AdaptiveWarmup) -> AdaptiveWarmup | None:
         """Keep the step's row; at the pilot's last step fit and return the fit-driven scheduler
         (or None: keep the current one)."""
@@ -138,7 +156,7 @@ class Pilot:
         if step != self.steps - 1:
             return None
         try:
-            self.fit = fit_frame(pd.DataFrame(self.rows), f_star="auto", bootstrap=50)
+            self.fit = self.fit_pilot(pd.DataFrame(self.rows))
         except SmoothprobeError as exc:
             self.status = f"kept the practical schedule: the pilot's fit failed ({exc})"
             return None
