@@ -337,7 +337,16 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
 
 def train(config: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
           progress: bool = True) -> Path:
-    """Train one run into directory `out` and return its path."""
+    """Train one run into directory `out` and return its path.
+
+    On the quadratic task (f* = 0, exact Hessian) a few steps with the secant probe:
+
+    >>> from smoothprobe import load_run
+    >>> cfg = TrainConfig(task="quadratic", optimizer="normsgd", steps=4, probes={"every": 2})
+    >>> run = load_run(train(cfg, getfixture("tmp_path") / "run", progress=False))
+    >>> run.info["status"], run.steps.step.tolist(), int(run.steps.secant_K.notna().sum())
+    ('finished', [0, 1, 2, 3], 2)
+    """
     trainer = build(config, out, resume=resume, overwrite=overwrite)
     trainer.run(progress=progress)
     return trainer.store.path

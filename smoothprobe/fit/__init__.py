@@ -107,6 +107,18 @@ def fit_frame(
     rho: fixed, or "auto" for the grid value with the least time-blocked CV pinball loss.
     window: steps start ≤ step < end (None ends are open). Δ = `delta_from` − f*; rows with NaN
     or Δ ≤ 0 are dropped and counted. Bootstrap intervals are conditional on ρ and f*.
+
+    Exact data on K(Δ) = 1 + 2Δ + 3Δ² give back the constants and Δ' = √(K0/Kρ):
+
+    >>> import numpy as np, pandas as pd
+    >>> delta = np.geomspace(3.0, 0.2, 200)
+    >>> steps = pd.DataFrame({"step": np.arange(200), "loss": 2.0 + delta,
+    ...                       "secant_K": 1 + 2 * delta + 3 * delta**2})
+    >>> fit = fit_frame(steps, f_star=2.0, bootstrap=0)
+    >>> round(fit.K0, 3), round(fit.K1, 3), round(fit.K_rho, 3), round(fit.delta_peak, 4)
+    (1.0, 2.0, 3.0, 0.5774)
+    >>> fit.status
+    'supported'
     """
     _check_args(rho, quantile, bootstrap, level)
     estimate: FStarEstimate | None = None

@@ -62,6 +62,18 @@ class AdaptiveWarmup(LRScheduler):
     short budgets: the LR is never below a linear ramp reaching `lr` at step `max_warmup`, and the
     decay starts there even without a crossing. Before the first loss the LR is `initial_lr`
     (default lr/div for `practical`, η at the largest fitted gap for `from_fit`, else min_lr).
+
+    With K(Δ) = 1 + 2Δ + Δ² the peak is η_max = 1/(K1 + 2√(K0·K2)) = 0.25 at Δ' = 1; a loss
+    3 above f* = 0 gives η(3) = 3/16, and the crossing of Δ' starts the decay:
+
+    >>> import torch
+    >>> opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=1.0)
+    >>> sched = AdaptiveWarmup(opt, Constants(1.0, 2.0, 1.0, 2.0), f_star=0.0, ema=0.0,
+    ...                        consecutive=1, decay="linear", total_steps=10, reduce=None)
+    >>> sched.step(3.0); opt.param_groups[0]["lr"], sched.phase
+    (0.1875, 'warmup')
+    >>> sched.step(0.5); sched.phase
+    'decay'
     """
 
     def __init__(
