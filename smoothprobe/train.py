@@ -181,8 +181,8 @@ class Trainer:
             for source in (self.online, self.refit):
                 if source is not None:
                     source.scheduler = fitted
-            if self.store.writer:
-                self.pilot.fit.to_json(self.store.path / "pilot_fit.json")
+        if self.pilot.fit is not None and self.store.writer:
+            self.pilot.fit.to_json(self.store.path / "pilot_fit.json")
         if self.pilot_recorder:
             self.recorder = None
         self.store.write_info(pilot={"steps": self.pilot.steps, "status": self.pilot.status})
