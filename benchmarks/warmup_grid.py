@@ -221,33 +221,52 @@ def markdown(table: pd.DataFrame) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in cells)]
 
 
-def write_outputs(summary: pd.DataFrame, results: pd.DataFrame, name: str) -> None:
-    """reports/<name>.md (tables) and reports/<name>_<optimizer>.png (LR × warm-up heatmaps)."""
-    import matplotlib
+def goals(summary: pd.DataFrame) -> list[str]:
+    """One line per optimizer and goal: met, missed (by how much), or not yet measured."""
+    lines = []
+    for opt, part in summary.groupby("optimizer", sort=False):
+        closed = part[part.label == "closed"].set_index("lr_mult")
+        practical = part[part.label == "practical"].set_index("lr_mult")
+        sigma, best, median = part.sigma.iloc[0], part.grid_best.iloc[0], part.grid_median.iloc[0]
+        if closed.empty:
+            lines.append(f"- {opt}: no closed-loop run finished yet")
+            continue
+        top = closed.val_mean.min()
+        within = (top - best) <= sigma if sigma == sigma else None
+        lines.append(f"- {opt}: best closed loop {top:.4f} vs best grid point {best:.4f} "
+                     f"({(top - best) / sigma:+.2f} σ)" if sigma == sigma and sigma > 0 else
+                     f"- {opt}: best closed loop {top:.4f} vs best grid point {best:.4f} (σ not measured yet)")
+        lines[-1] += (f", grid median {median:.4f}: "
+                      f"{'meets' if within and top < median else 'MISSES' if within is not None else 'open'}")
+        for m, row in closed.iterrows():
+            at_lr = row.best_warmup_at_lr
+            prac = practical.val_mean.get(m, math.nan)
+            lines.append(f"  - lr×{m:.3g}: closed {row.val_mean:.4f}, practical {prac:.4f}, best warm-up at this LR "
+                         f"{at_lr:.4f}; closed ≥ practical: {'yes' if row.val_mean <= prac else 'NO'}"
+                         + (f"; diverged in {row.diverged} seed(s)" if row.diverged else ""))
+    return lines
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+
+def write_outputs(summary: pd.DataFrame, results: pd.DataFrame, name: str) -> None:
+    """reports/<name>.md (goals and table), reports/<name>_<optimizer>.png (LR × warm-up heatmaps,
+    adaptive schedules beside the grid) and reports/<name>.html (the same as one page)."""
+    import base64
+
+    from smoothprobe.report.grid import heatmap, write_grid_report
 
     reports = REPO / "reports"
-    lines = [f"# {name}", "", f"{len(results)} runs finished. Val loss at the last step; mean over seeds "
-             "(σ: pooled seed std of the grid). lr_mult -1 = the fit's own peak.", ""]
     cols = ["optimizer", "label", "lr_mult", "val_mean", "val_std", "seeds", "diverged", "peak_lr",
             "best_warmup_at_lr", "minus_best_in_sigma"]
-    lines += markdown(summary[cols])
+    lines = [f"# {name}", "", f"{len(results)} runs finished (of the plan in benchmarks/warmup_grid.py). "
+             "Val loss at the last step; mean over seeds; σ = pooled seed std of the grid points; "
+             "lr_mult -1 = the fit's own peak.", "", "## Goals", "", *goals(summary), "", "## Table", "",
+             *markdown(summary[cols]), ""]
+    for opt in dict.fromkeys(results.optimizer):
+        png = reports / f"{name}_{opt}.png"
+        png.write_bytes(base64.b64decode(heatmap(results, opt).split(",", 1)[1]))
+        lines.append(f"![{opt}]({png.name})")
     (reports / f"{name}.md").write_text("\n".join(lines) + "\n")
-    for opt, part in results[results.kind == "grid"].groupby("optimizer"):
-        grid = part.groupby(["multiplier", "warmup"]).val_loss.mean().unstack("warmup")
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        sns.heatmap(grid, annot=True, fmt=".3f", cmap="viridis_r", ax=ax, cbar_kws={"label": "val loss"})
-        ax.set_xlabel("warm-up (fraction of steps)")
-        ax.set_ylabel("peak LR / lr*")
-        adaptive = summary[(summary.optimizer == opt) & (summary.label == "closed")]
-        ax.set_title(f"{opt}: closed loop " + ", ".join(f"x{m:.3g}: {v:.3f}" for m, v in
-                                                         zip(adaptive.lr_mult, adaptive.val_mean)), fontsize=8)
-        fig.tight_layout()
-        fig.savefig(reports / f"{name}_{opt}.png", dpi=110)
-        plt.close(fig)
+    write_grid_report(results, summary[cols], reports / f"{name}.html", f"smoothprobe benchmark: {name}")
 
 
 def main() -> None:
