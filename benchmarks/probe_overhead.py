@@ -23,6 +23,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from smoothprobe.geometry import Geometry
+from smoothprobe.probes.base import ProbeContext
 from smoothprobe.probes.curvature_fd import FDCurvatureProbe
 from smoothprobe.probes.oracle import GradOracle
 from smoothprobe.train import TrainConfig, Trainer, build
@@ -103,11 +105,13 @@ def oracle_costs(args: argparse.Namespace, root: Path) -> None:
     def oracle() -> GradOracle:
         return GradOracle(model, lambda: trainer.micro_loss(model, batch), params)
 
-    def fd_given_gradient() -> None:
-        fresh = oracle()
-        gradient = fresh.loss_and_grad()[1]
+    geometry = Geometry("euclidean", [name for name, _ in model.named_parameters()])
+
+    def fd_given_gradient() -> float:
+        context = ProbeContext(oracle(), geometry, direction, direction)
+        context.gradient()
         start = time.perf_counter()
-        FDCurvatureProbe().measure(fresh, direction, grad=gradient)
+        FDCurvatureProbe().measure(context)
         return time.perf_counter() - start
 
     def kept_graph_hvp() -> float:

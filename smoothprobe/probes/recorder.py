@@ -27,24 +27,11 @@ from torch import Tensor, nn
 from smoothprobe.distributed import global_norm, is_sharded
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.geometry import Geometry, default_names, family_for_optimizer
-from smoothprobe.probes.curvature_fd import FDCurvatureProbe
-from smoothprobe.probes.curvature_hvp import HVPCurvatureProbe
-from smoothprobe.probes.lanczos import LanczosProbe
-from smoothprobe.probes.norms import NormsProbe
+from smoothprobe.probes import PRESETS, PROBES
+from smoothprobe.probes.base import ProbeContext
 from smoothprobe.probes.oracle import GradOracle, capture_rng_state
-from smoothprobe.probes.secant import SecantProbe
-from smoothprobe.probes.trace import TraceProbe
 from smoothprobe.probes.vec import sub
 from smoothprobe.store import RunStore
-
-PROBES = ("norms", "secant", "curv_fd", "curv_hvp", "top_eig", "trace")
-HEAVY = ("top_eig", "trace")
-EXACT_HVP = ("curv_hvp", "top_eig", "trace")
-PRESETS: dict[str, tuple[str, ...]] = {
-    "cheap": ("norms",),
-    "standard": ("norms", "secant"),
-    "full": PROBES,
-}
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 
@@ -53,7 +40,7 @@ LossFn = Callable[[nn.Module, Any], Tensor]
 class Cadence:
     """When to probe: every `every` steps, or adaptively so probes cost `overhead` of train time.
 
-    Heavy probes (Lanczos, trace) run on every `heavy_every`-th probed step. With a budget the
+    Heavy probes (`Probe.heavy`: Lanczos, trace) run on every `heavy_every`-th probed step. With a budget the
     interval is the measured probe cost over (overhead × measured step cost), smoothed by an EMA.
     """
 
@@ -136,19 +123,18 @@ class Recorder:
         self.cadence = Cadence(every=every, overhead=overhead, heavy_every=heavy_every)
         self.geometry = optimizer_geometry(model, optimizer, family, tensors, nuclear)
         self.family, self.names = self.geometry.family, self.geometry.names
+        self.seed = seed
         named = dict(model.named_parameters())
         self.params = [named[n] for n in self.names]
-        if is_sharded(self.params) and set(chosen) & set(EXACT_HVP):
-            raise SmoothprobeError(f"probes {', '.join(p for p in chosen if p in EXACT_HVP)} need exact Hessian-vector "
+        self._probes = [probe() for name, probe in PROBES.items() if name in chosen]
+        exact = [p.name for p in self._probes if p.needs_hvp]
+        if is_sharded(self.params) and exact:
+            raise SmoothprobeError(f"probes {', '.join(exact)} need exact Hessian-vector "
                                    "products, which FSDP2 cannot give; use --probes norms,secant,curv_fd")
         self.store = run_dir if isinstance(run_dir, RunStore) or run_dir is None else RunStore.create(
             run_dir, {"config": {"recorder": True}, "task": {"f_star": None}}
         )
         self._owns_store = run_dir is not None and not isinstance(run_dir, RunStore)
-        self._secant = SecantProbe(self.geometry)
-        self._norms = NormsProbe(nuclear=nuclear)
-        self._fd, self._hvp = FDCurvatureProbe(), HVPCurvatureProbe()
-        self._lanczos, self._trace = LanczosProbe(seed=seed), TraceProbe(seed=seed)
         self._rng = capture_rng_state()
         self._pending: dict | None = None
         self._last_end = time.perf_counter()
@@ -209,37 +195,20 @@ class Recorder:
         return row
 
     def _measure(self, pending: dict) -> tuple[dict, list[dict]]:
-        """Run every due probe once; returns the row columns and per-tensor rows."""
+        """Run every due probe once on one shared context; returns the row columns and per-tensor rows."""
         oracle = GradOracle(self.model, lambda: self.loss_fn(self.model, pending["batch"]), self.params, self._rng)
-        update = sub(oracle.point(), pending["params"])
+        due = [p for p in self._probes if not p.heavy or self.cadence.heavy_due()]
+        context = ProbeContext(oracle, self.geometry, pending["grads"], sub(oracle.point(), pending["params"]),
+                               step=pending["step"], seed=self.seed, keep_graph=any(p.needs_hvp for p in due))
         row: dict[str, float] = {}
         tensor_rows: list[dict] = []
         timings: dict[str, float] = {}
-
-        def timed(name: str, run: Callable[[], Any]) -> Any:
+        for probe in due:
             start = time.perf_counter()
-            result = run()
-            timings[f"time_{name}_s"] = time.perf_counter() - start
-            return result
-
-        if "norms" in self.probes:
-            result = timed("norms", lambda: self._norms.measure(self.names, pending["grads"], update))
+            result = probe.measure(context)
+            timings[f"time_{probe.name}_s"] = time.perf_counter() - start
             row.update(result.row)
-            row["grad_norm_dual"] = result.row.get(f"grad_dual_{self.family}", math.nan)
             tensor_rows += result.per_tensor
-        if "secant" in self.probes:
-            result = timed("secant", lambda: self._secant.measure(pending["grads"], pending["params"], oracle))
-            row.update(result.row)
-            tensor_rows += [{"family": self.family, **r} for r in result.per_tensor]
-        if "curv_fd" in self.probes:
-            row.update(timed("curv_fd", lambda: self._fd.measure(oracle, update)).row)
-        if "curv_hvp" in self.probes:
-            row.update(timed("curv_hvp", lambda: self._hvp.measure(oracle, update)).row)
-        if self.cadence.heavy_due():
-            if "top_eig" in self.probes:
-                row.update(timed("top_eig", lambda: self._lanczos.measure(oracle)).row)
-            if "trace" in self.probes:
-                row.update(timed("trace", lambda: self._trace.measure(oracle)).row)
         oracle.release()
         row.update(timings)
         return row, tensor_rows
