@@ -168,6 +168,81 @@ def test_lanczos_residuals_are_honest_when_stopped_early():
             assert (SPECTRUM - row[end]).abs().min().item() <= row[f"{end}_residual"] + 1e-9
 
 
+class PlantedQuadratic(nn.Module):
+    """f(x) = ½ xᵀ A x for one vector parameter; A = Q diag(spectrum) Qᵀ with a random Q."""
+
+    def __init__(self, spectrum: torch.Tensor, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        n = len(spectrum)
+        basis, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+        self.register_buffer("A", basis @ torch.diag(spectrum.double()) @ basis.T)
+        self.x = nn.Parameter(torch.randn(n, generator=generator, dtype=torch.float64))
+
+    def forward(self) -> torch.Tensor:
+        return 0.5 * self.x @ self.A @ self.x
+
+
+def test_lanczos_reports_both_ends_of_a_planted_indefinite_spectrum():
+    spectrum = torch.cat([torch.tensor([3.0, -10.0]), torch.linspace(-1.0, 2.0, 18)])
+    model = PlantedQuadratic(spectrum)
+    oracle = GradOracle(model, model, [model.x])
+    row = LanczosProbe(steps=20, tol=1e-10).measure(context_at(oracle)).row
+    assert row["top_eig"] == pytest.approx(3.0, rel=1e-8)
+    assert row["bottom_eig"] == pytest.approx(-10.0, rel=1e-8)
+    assert row["hessian_norm"] == pytest.approx(10.0, rel=1e-8)
+    assert max(row["top_eig_residual"], row["bottom_eig_residual"]) <= 1e-8 * 10
+    two = LanczosProbe(k=2, steps=20, tol=1e-10).measure(context_at(oracle)).row
+    assert (two["top_eig_2"], two["bottom_eig_2"]) == (pytest.approx(2.0, rel=1e-8), pytest.approx(-1.0, rel=1e-8))
+
+
+def test_lanczos_both_ends_match_the_dense_hessian_of_an_mlp():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    x, y = torch.randn(12, 3, dtype=torch.float64), torch.randn(12, 2, dtype=torch.float64)
+
+    def loss_of_params(values):
+        return F.mse_loss(functional_call(model, values, (x,)), y)
+
+    eigenvalues = torch.linalg.eigvalsh(dense_hessian(model, loss_of_params))
+    assert eigenvalues[0] < 0  # indefinite away from a minimum
+    oracle = GradOracle(model, lambda: F.mse_loss(model(x), y), list(model.parameters()))
+    n = sum(p.numel() for p in model.parameters())
+    row = LanczosProbe(steps=n, tol=1e-9).measure(context_at(oracle)).row
+    assert row["top_eig"] == pytest.approx(eigenvalues[-1].item(), rel=1e-6)
+    assert row["bottom_eig"] == pytest.approx(eigenvalues[0].item(), rel=1e-6, abs=1e-9)
+    assert row["hessian_norm"] == pytest.approx(eigenvalues.abs().max().item(), rel=1e-6)
+
+
+def test_trace_vectors_are_fresh_each_step_and_unbiased_over_steps():
+    """A constant Hessian: the estimate changes with the step, repeats for the same (seed, step),
+    and its mean over steps lies within three standard errors of the exact trace."""
+    spectrum = torch.cat([torch.tensor([1.2]), torch.full((15,), 0.8 / 15)])
+    model = PlantedQuadratic(spectrum)
+    oracle = GradOracle(model, model, [model.x])
+    probe = TraceProbe(method="hutchinson", hvps=4)
+    estimates = torch.tensor([probe.measure(context_at(oracle, step=step, seed=3)).row["trace"]
+                              for step in range(300)], dtype=torch.float64)
+    assert len(set(estimates.tolist())) > 250
+    again = probe.measure(context_at(oracle, step=7, seed=3)).row["trace"]
+    assert again == estimates[7].item()
+    assert probe.measure(context_at(oracle, step=7, seed=4)).row["trace"] != again
+    se = estimates.std().item() / math.sqrt(len(estimates))
+    assert abs(estimates.mean().item() - spectrum.sum().item()) <= 3 * se
+    hutchpp = torch.tensor([TraceProbe(hvps=6).measure(context_at(oracle, step=step)).row["trace"]
+                            for step in range(100)], dtype=torch.float64)
+    se = hutchpp.std().item() / math.sqrt(len(hutchpp))
+    assert abs(hutchpp.mean().item() - spectrum.sum().item()) <= 3 * se
+
+
+def test_lanczos_start_is_fresh_each_step():
+    model = Quadratic()
+    oracle = quadratic_oracle(model)
+    first, second = (LanczosProbe(steps=3).measure(context_at(oracle, step=s)).row for s in (0, 1))
+    assert first["top_eig"] != second["top_eig"]
+    assert LanczosProbe(steps=3).measure(context_at(oracle, step=1)).row == second
+
+
 @pytest.mark.parametrize("method", ["hutchinson", "hutchpp"])
 def test_trace_on_quadratic_within_three_standard_errors(method):
     model = Quadratic()
