@@ -8,6 +8,7 @@ parameters (which drops a kept HVP graph). A new probe is one module plus one en
 from smoothprobe.probes.base import Probe
 from smoothprobe.probes.curvature_fd import FDCurvatureProbe
 from smoothprobe.probes.curvature_hvp import HVPCurvatureProbe
+from smoothprobe.probes.dual_curvature import DualCurvatureProbe
 from smoothprobe.probes.lanczos import LanczosProbe
 from smoothprobe.probes.norms import NormsProbe
 from smoothprobe.probes.secant import SecantProbe
@@ -15,7 +16,9 @@ from smoothprobe.probes.trace import TraceProbe
 
 PROBES: dict[str, type[Probe]] = {
     probe.name: probe
-    for probe in (NormsProbe, SecantProbe, HVPCurvatureProbe, LanczosProbe, TraceProbe, FDCurvatureProbe)
+    for probe in (
+        NormsProbe, SecantProbe, HVPCurvatureProbe, LanczosProbe, TraceProbe, DualCurvatureProbe, FDCurvatureProbe
+    )
 }
 PRESETS: dict[str, tuple[str, ...]] = {
     "cheap": ("norms",),
