@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from smoothprobe import load_run
+from smoothprobe.probes import PROBES
 from smoothprobe.train import TrainConfig, Trainer, build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +127,7 @@ def probe_costs(s: Settings, optimizer: str, root: Path) -> bool:
 
         recorder.after_step = measured
         rows = [trainer.step(step) for step in range(s.warmup + s.measured)][s.warmup:]
-        names = [p.name for p in recorder._probes]
+        names = [name for name in PROBES if name in recorder.probes]  # in the order they run
         print(f"  {preset}: probes {', '.join(names)}; peak in after_step "
               f"{max(peaks[s.warmup:]) / model_bytes:.2f} model sizes "
               f"({max(peaks[s.warmup:]) / bare_peak.peak:.2f}x the bare step's)")

@@ -40,8 +40,9 @@ LossFn = Callable[[nn.Module, Any], Tensor]
 class Cadence:
     """When to probe: every `every` steps, or adaptively so probes cost `overhead` of train time.
 
-    Heavy probes (`Probe.heavy`: Lanczos, trace) run on every `heavy_every`-th probed step. With a budget the
-    interval is the measured probe cost over (overhead × measured step cost), smoothed by an EMA.
+    Heavy probes (`Probe.heavy`: Lanczos, trace, curv_dual) run on every `heavy_every`-th probed
+    step. With a budget the interval is the measured probe cost over (overhead × measured step
+    cost), smoothed by an EMA.
     """
 
     every: int = 10
@@ -89,7 +90,10 @@ class Recorder:
     optimizer's family over the tensors the norm-constrained optimizer owns (for Muon: its
     matrices). The torch RNG state is captured at construction and after each step, so dropout
     replays exactly provided nothing draws from torch's RNG between `after_step` and the next
-    forward.
+    forward. `probes` names entries of `smoothprobe.probes.PROBES` (`preset` picks a list); each
+    probed step builds one `ProbeContext` and runs the due probes on it in registry order.
+    Probes with exact HVPs build their graph eagerly, so they work on torch.compile'd models;
+    under FSDP2 they are refused.
     """
 
     def __init__(
