@@ -1,5 +1,6 @@
 """Probes against analytic answers: a planted quadratic, dense Hessians of an MLP and attention."""
 
+import doctest
 import math
 
 import pytest
@@ -12,6 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.geometry import Geometry
 from smoothprobe.model import Llama, LlamaConfig
+from smoothprobe.probes import dual_curvature, lanczos
 from smoothprobe.probes.base import ProbeContext
 from smoothprobe.probes.curvature_fd import FDCurvatureProbe
 from smoothprobe.probes.curvature_hvp import HVPCurvatureProbe
@@ -452,3 +454,9 @@ def test_oracle_leaves_batchnorm_statistics_alone():
     second, _ = oracle.loss_and_grad()
     assert first == second
     assert all(torch.equal(b, s) for b, s in zip(model.buffers(), stats))
+
+
+@pytest.mark.parametrize("module", [lanczos, dual_curvature])
+def test_docstring_examples_match_their_exact_answers(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0

@@ -169,14 +169,14 @@ class GradOracle:
         return self._graph
 
     def hvp(self, vectors: Sequence[Tensor]) -> list[Tensor]:
-        """H·v by double backward through the kept gradient graph (built here if there is none)."""
+        """H·v by double backward through the kept gradient graph (built here if there is none):
+        the vector-Jacobian product of the gradient with v, which is H·v as H is symmetric."""
         grads = self._gradient_graph()[1]
-        inner = sum((g * v.to(g.dtype)).sum() for g, v in zip(grads, vectors, strict=True))
-        if not inner.requires_grad:
+        pairs = [(g, v.to(g.dtype)) for g, v in zip(grads, vectors, strict=True) if g.requires_grad]
+        if not pairs:
             return [torch.zeros_like(p) for p in self.params]
-        hv = torch.autograd.grad(
-            inner, self.params, retain_graph=True, allow_unused=True, materialize_grads=True
-        )
+        hv = torch.autograd.grad([g for g, _ in pairs], self.params, grad_outputs=[v for _, v in pairs],
+                                 retain_graph=True, allow_unused=True, materialize_grads=True)
         hv = [h.detach() for h in hv]
         all_reduce_grads_(hv)
         return hv
