@@ -2,8 +2,11 @@
 
 Goals (issue 4): `cheap` preset <= 1.05x a bare step; secant and FD curvature extra cost <= 1.15x
 one forward+backward; exact HVP <= 2.5x one gradient; `overhead=0.10` lands at 10 % +- 3 %;
-memory the Recorder keeps <= 2 model-size buffers. Variants run in lockstep (one step of each
-per round, order rotated) so that load from other processes hits them alike; medians throughout.
+memory the Recorder keeps <= 2 model-size buffers, its transient peak <= 2x a bare step's. FD and
+HVP curvature are measured next to the secant (standard preset), whose gradient at x_{t+1} they
+share: FD reuses it, the HVP reuses its create_graph backward; alone each pays for it. Variants
+run in lockstep (one step of each per round, order rotated) so that load from other processes
+hits them alike; medians and standard deviations over the rounds.
 
 Run from the repository root: PYTHONPATH=. python benchmarks/probe_overhead.py [--threads 2]
 """
@@ -23,6 +26,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from smoothprobe.geometry import Geometry
+from smoothprobe.probes.base import ProbeContext
 from smoothprobe.probes.curvature_fd import FDCurvatureProbe
 from smoothprobe.probes.oracle import GradOracle
 from smoothprobe.train import TrainConfig, Trainer, build
@@ -31,9 +36,18 @@ VARIANTS: dict[str, dict | None] = {
     "bare": None,
     "cheap": {"preset": "cheap", "every": 10},
     "secant": {"probes": ["secant"], "every": 1},
+    "secant+curv_fd": {"probes": ["secant", "curv_fd"], "every": 1},
+    "secant+curv_hvp": {"probes": ["secant", "curv_hvp"], "every": 1},
     "curv_fd": {"probes": ["curv_fd"], "every": 1},
     "curv_hvp": {"probes": ["curv_hvp"], "every": 1},
 }
+COMPARISONS = [  # (variant, baseline, goal, what the goal is measured in units of)
+    ("secant", "bare", 1.15, "forward+backward"),
+    ("secant+curv_fd", "secant", 1.15, "forward+backward"),
+    ("secant+curv_hvp", "secant", 2.5, "gradient"),
+    ("curv_fd", "bare", None, "forward+backward"),
+    ("curv_hvp", "bare", None, "gradient"),
+]
 
 
 def verdict(value: float, ok: bool) -> str:
@@ -74,10 +88,6 @@ def lockstep(args: argparse.Namespace, root: Path) -> None:
                 times[name].append(elapsed)
     fb = statistics.median(times["fb"])
     bare = times["bare"]
-
-    def extra(name: str) -> float:
-        return statistics.median(v - b for v, b in zip(times[name], bare))
-
     blocks = [sum(times["cheap"][i:i + 10]) / sum(bare[i:i + 10])
               for i in range(0, len(bare) - 9, 10)]
     cheap = statistics.median(blocks)
@@ -86,11 +96,12 @@ def lockstep(args: argparse.Namespace, root: Path) -> None:
           f"forward+backward {fb * 1e3:.1f} ms")
     print(f"  cheap preset (every 10) / bare step       {verdict(cheap, cheap <= 1.05)}  (goal <= 1.05x,"
           f" median of {len(blocks)} 10-step blocks)")
-    for name, goal, unit in [("secant", 1.15, "forward+backward"), ("curv_fd", 1.15, "forward+backward"),
-                             ("curv_hvp", 2.5, "gradient")]:
-        ratio = extra(name) / fb
-        print(f"  {name:<8} extra / one {unit:<16}   {verdict(ratio, ratio <= goal)}  "
-              f"(goal <= {goal}x; Recorder every step, whole step minus bare step)")
+    for name, base, goal, unit in COMPARISONS:
+        ratios = [(v - b) / fb for v, b in zip(times[name], times[base])]
+        ratio, sigma = statistics.median(ratios), statistics.stdev(ratios)
+        figure = verdict(ratio, ratio <= goal) if goal is not None else f"{ratio:7.3f}       "
+        print(f"  {name:<15} minus {base:<6} / one {unit:<16} {figure} +- {sigma:.3f}  "
+              + (f"(goal <= {goal}x)" if goal is not None else "(alone: pays for g(x_{t+1}) itself)"))
 
 
 def oracle_costs(args: argparse.Namespace, root: Path) -> None:
@@ -103,11 +114,13 @@ def oracle_costs(args: argparse.Namespace, root: Path) -> None:
     def oracle() -> GradOracle:
         return GradOracle(model, lambda: trainer.micro_loss(model, batch), params)
 
-    def fd_given_gradient() -> None:
-        fresh = oracle()
-        gradient = fresh.loss_and_grad()[1]
+    geometry = Geometry("euclidean", [name for name, _ in model.named_parameters()])
+
+    def fd_given_gradient() -> float:
+        context = ProbeContext(oracle(), geometry, direction, direction)
+        context.gradient()
         start = time.perf_counter()
-        FDCurvatureProbe().measure(fresh, direction, grad=gradient)
+        FDCurvatureProbe().measure(context)
         return time.perf_counter() - start
 
     def kept_graph_hvp() -> float:
@@ -148,10 +161,10 @@ def oracle_costs(args: argparse.Namespace, root: Path) -> None:
           " HVP on the same batch: Lanczos, trace)")
     graph = (med["hvp_fresh"] - med["hvp_kept"]) / g
     print(f"  fresh minus kept / gradient              {graph:7.3f}   (building the create_graph"
-          " gradient: what a graph shared with the secant would save)")
+          " gradient: in the Recorder it is the secant's gradient too)")
     fd = med["fd_given_g"] / g
     print(f"  FD curvature given g(x) / gradient       {verdict(fd, fd <= 1.15)}  (goal <= 1.15x;"
-          " what the Recorder would pay if it passed g(x) on)")
+          " the secant's g(x_{t+1}) handed on through the ProbeContext)")
 
 
 def budget(args: argparse.Namespace, root: Path) -> None:
@@ -208,8 +221,18 @@ def memory(args: argparse.Namespace, root: Path) -> None:
     bare.step(0)
     with LiveBytes() as tracker:
         bare.step(1)
+    bare_peak = tracker.peak / model_bytes
     print(f"memory: model {model_bytes / 2**20:.2f} MiB; new tensor storages counted by a dispatch"
           " mode (alive until freed), the Recorder's kept clones counted by their bytes")
+    print(f"  bare training step, peak allocated       {bare_peak:7.3f}   model sizes"
+          " (activations, grads, optimizer state: for comparison)")
+    params = list(bare.model.parameters())
+    oracle = GradOracle(bare.model, lambda: bare.micro_loss(bare.model, [bare.task.train_batch(2)]), params)
+    with LiveBytes() as floor:
+        oracle.hvp([torch.ones_like(p) for p in params])
+    oracle.release()
+    print(f"  one exact HVP alone, peak allocated      {floor.peak / model_bytes:7.3f}   model sizes"
+          " (create_graph gradient on the math kernel + one double backward: the floor of HVP probes)")
     for preset in ("standard", "full"):
         probed = make_trainer(args, root, f"mem-{preset}", {"preset": preset, "every": 1})
         recorder = probed.recorder
@@ -235,10 +258,11 @@ def memory(args: argparse.Namespace, root: Path) -> None:
         held = seen["held"] / model_bytes
         print(f"  {preset:<8} held across optimizer.step()   {verdict(held, held <= 2)}  model sizes"
               " (goal <= 2; its clone of g_t, x_t shared with the loop)")
-        print(f"  {preset:<8} peak allocated in after_step   {seen['peak'] / model_bytes:7.3f}   model"
+        peak = seen["peak"] / model_bytes
+        print(f"  {preset:<8} peak allocated in after_step   {peak:7.3f}   model"
               " sizes (transient: probe passes, HVP graph, Lanczos/Hutch++ vectors)")
-    print(f"  bare training step, peak allocated       {tracker.peak / model_bytes:7.3f}   model sizes"
-          " (activations, grads, optimizer state: for comparison)")
+        print(f"  {preset:<8} peak / bare step's peak        {verdict(peak / bare_peak, peak <= 2 * bare_peak)}"
+              "  (goal <= 2)")
 
 
 def main() -> None:

@@ -72,7 +72,7 @@ class ProbeConfig:
     nuclear: str = "estimate"
 
     def __post_init__(self) -> None:
-        from smoothprobe.probes.recorder import PRESETS, PROBES
+        from smoothprobe.probes import PRESETS, PROBES
 
         if self.probes is not None:
             self.probes = tuple(self.probes)

@@ -303,8 +303,6 @@ def test_bash_block_is_valid(block):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the Recorder runs exact-HVP probes on the compiled module; "
-                                       "they need the uncompiled model._orig_mod")
 def test_compiled_model_takes_the_full_preset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     setup = classifier()

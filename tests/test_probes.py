@@ -1,5 +1,6 @@
 """Probes against analytic answers: a planted quadratic, dense Hessians of an MLP and attention."""
 
+import doctest
 import math
 
 import pytest
@@ -12,6 +13,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.geometry import Geometry
 from smoothprobe.model import Llama, LlamaConfig
+from smoothprobe.probes import dual_curvature, lanczos
+from smoothprobe.probes.base import ProbeContext
 from smoothprobe.probes.curvature_fd import FDCurvatureProbe
 from smoothprobe.probes.curvature_hvp import HVPCurvatureProbe
 from smoothprobe.probes.lanczos import LanczosProbe
@@ -51,6 +54,13 @@ def quadratic_oracle(model: Quadratic) -> GradOracle:
     return GradOracle(model, model, list(model.parameters()))
 
 
+def context_at(oracle: GradOracle, update=None, grad_before=None, geometry=None, **options) -> ProbeContext:
+    """A probe context at the oracle's point; update and g_t default to zeros, the geometry to ℓ2."""
+    zeros = [torch.zeros_like(p) for p in oracle.params]
+    geometry = geometry or Geometry("euclidean", [str(i) for i in range(len(oracle.params))])
+    return ProbeContext(oracle, geometry, grad_before or zeros, update or zeros, **options)
+
+
 def random_like(params, seed: int) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return [torch.randn(p.shape, generator=generator, dtype=p.dtype) for p in params]
@@ -71,7 +81,9 @@ def test_secant_on_quadratic_equals_A_d_in_euclidean_and_in_the_geometry():
         for p, d in zip(params, step):
             p.add_(d, alpha=0.1)
     geometry = Geometry("spectral", ["w0", "w1", "w2"])
-    result = SecantProbe(geometry).measure(grad_before, before, quadratic_oracle(model))
+    oracle = quadratic_oracle(model)
+    update = [p.detach() - b for p, b in zip(params, before)]
+    result = SecantProbe().measure(context_at(oracle, update, grad_before, geometry))
     d = 0.1 * flat(step)
     ad = model.A @ d
     assert result.row["secant_K_euclid"] == pytest.approx((ad.norm() / d.norm()).item(), rel=1e-10)
@@ -94,20 +106,24 @@ def test_fd_curvature_on_quadratic_matches_dAd(central):
     model = Quadratic()
     d = random_like(model.parameters(), 2)
     expected = (flat(d) @ model.A @ flat(d) / flat(d).square().sum()).item()
-    row = FDCurvatureProbe(central=central).measure(quadratic_oracle(model), d).row
+    row = FDCurvatureProbe(central=central).measure(context_at(quadratic_oracle(model), d)).row
     assert row["curv_fd"] == pytest.approx(expected, rel=1e-5)
     assert row["curv_fd_step"] > 0
 
 
-def test_fd_curvature_accepts_the_gradient_at_x_and_restores_parameters_bit_for_bit():
+def test_fd_curvature_reuses_the_contexts_gradient_and_restores_parameters_bit_for_bit():
     model = Quadratic()
     oracle = quadratic_oracle(model)
     before = [p.detach().clone() for p in model.parameters()]
     d = random_like(model.parameters(), 3)
-    grad = oracle.loss_and_grad()[1]
-    with_grad = FDCurvatureProbe().measure(oracle, d, grad=grad).row["curv_fd"]
-    without = FDCurvatureProbe().measure(oracle, d).row["curv_fd"]
-    assert with_grad == without
+    shared = context_at(oracle, d)
+    secant = SecantProbe().measure(shared).row  # computes g(x_{t+1}) once, in the context
+    calls = []
+    oracle.loss_and_grad = lambda *a, f=oracle.loss_and_grad, **k: calls.append(1) or f(*a, **k)
+    with_grad = FDCurvatureProbe().measure(shared).row["curv_fd"]
+    assert len(calls) == 1  # only g(x + h·d): the secant's g(x) came through the context
+    without = FDCurvatureProbe().measure(context_at(oracle, d)).row["curv_fd"]
+    assert len(calls) == 3 and with_grad == without and math.isfinite(secant["secant_K"])
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
@@ -120,7 +136,7 @@ def test_fd_probe_restores_float32_and_bf16_parameters_bit_for_bit():
         oracle = GradOracle(model, lambda m=model, x=x: m(x).float().square().mean(), params)
         before = [p.detach().clone() for p in params]
         d = [torch.randn_like(p) * 1e-3 for p in params]
-        row = FDCurvatureProbe(central=True).measure(oracle, d).row
+        row = FDCurvatureProbe(central=True).measure(context_at(oracle, d)).row
         assert math.isfinite(row["curv_fd"])
         assert all(torch.equal(p, b) for p, b in zip(params, before))
 
@@ -129,34 +145,110 @@ def test_hvp_curvature_on_quadratic_matches_dAd():
     model = Quadratic()
     d = random_like(model.parameters(), 4)
     expected = (flat(d) @ model.A @ flat(d) / flat(d).square().sum()).item()
-    row = HVPCurvatureProbe().measure(quadratic_oracle(model), d).row
+    row = HVPCurvatureProbe().measure(context_at(quadratic_oracle(model), d)).row
     assert row["curv_hvp"] == pytest.approx(expected, rel=1e-10)
 
 
 def test_lanczos_top_eigenvalues_on_quadratic():
     model = Quadratic()
-    row = LanczosProbe(k=2, steps=N, tol=1e-10, seed=0).measure(quadratic_oracle(model)).row
+    row = LanczosProbe(k=2, steps=N, tol=1e-10).measure(context_at(quadratic_oracle(model))).row
     assert row["top_eig"] == pytest.approx(SPECTRUM.max().item(), rel=1e-6)
     assert row["top_eig_2"] == pytest.approx(5.0, rel=1e-6)
     assert row["top_eig_residual"] <= 1e-6
     assert 2 <= row["lanczos_hvps"] <= N
 
 
-def test_lanczos_residual_is_honest_when_stopped_early():
+def test_lanczos_residuals_are_honest_when_stopped_early():
+    """Each reported Ritz value θ has an eigenvalue within its residual r (symmetric H)."""
+    model = Quadratic()
+    for seed in range(5):
+        row = LanczosProbe(steps=3).measure(context_at(quadratic_oracle(model), seed=seed)).row
+        assert row["lanczos_hvps"] == 3
+        assert SPECTRUM.min().item() - 1e-9 <= row["bottom_eig"] <= row["top_eig"] <= SPECTRUM.max().item() + 1e-9
+        for end in ("top_eig", "bottom_eig"):
+            assert row[f"{end}_residual"] > 0
+            assert (SPECTRUM - row[end]).abs().min().item() <= row[f"{end}_residual"] + 1e-9
+
+
+class PlantedQuadratic(nn.Module):
+    """f(x) = ½ xᵀ A x for one vector parameter; A = Q diag(spectrum) Qᵀ with a random Q."""
+
+    def __init__(self, spectrum: torch.Tensor, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        n = len(spectrum)
+        basis, _ = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
+        self.register_buffer("A", basis @ torch.diag(spectrum.double()) @ basis.T)
+        self.x = nn.Parameter(torch.randn(n, generator=generator, dtype=torch.float64))
+
+    def forward(self) -> torch.Tensor:
+        return 0.5 * self.x @ self.A @ self.x
+
+
+def test_lanczos_reports_both_ends_of_a_planted_indefinite_spectrum():
+    spectrum = torch.cat([torch.tensor([3.0, -10.0]), torch.linspace(-1.0, 2.0, 18)])
+    model = PlantedQuadratic(spectrum)
+    oracle = GradOracle(model, model, [model.x])
+    row = LanczosProbe(steps=20, tol=1e-10).measure(context_at(oracle)).row
+    assert row["top_eig"] == pytest.approx(3.0, rel=1e-8)
+    assert row["bottom_eig"] == pytest.approx(-10.0, rel=1e-8)
+    assert row["hessian_norm"] == pytest.approx(10.0, rel=1e-8)
+    assert max(row["top_eig_residual"], row["bottom_eig_residual"]) <= 1e-8 * 10
+    two = LanczosProbe(k=2, steps=20, tol=1e-10).measure(context_at(oracle)).row
+    assert (two["top_eig_2"], two["bottom_eig_2"]) == (pytest.approx(2.0, rel=1e-8), pytest.approx(-1.0, rel=1e-8))
+
+
+def test_lanczos_both_ends_match_the_dense_hessian_of_an_mlp():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    x, y = torch.randn(12, 3, dtype=torch.float64), torch.randn(12, 2, dtype=torch.float64)
+
+    def loss_of_params(values):
+        return F.mse_loss(functional_call(model, values, (x,)), y)
+
+    eigenvalues = torch.linalg.eigvalsh(dense_hessian(model, loss_of_params))
+    assert eigenvalues[0] < 0  # indefinite away from a minimum
+    oracle = GradOracle(model, lambda: F.mse_loss(model(x), y), list(model.parameters()))
+    n = sum(p.numel() for p in model.parameters())
+    row = LanczosProbe(steps=n, tol=1e-9).measure(context_at(oracle)).row
+    assert row["top_eig"] == pytest.approx(eigenvalues[-1].item(), rel=1e-6)
+    assert row["bottom_eig"] == pytest.approx(eigenvalues[0].item(), rel=1e-6, abs=1e-9)
+    assert row["hessian_norm"] == pytest.approx(eigenvalues.abs().max().item(), rel=1e-6)
+
+
+def test_trace_vectors_are_fresh_each_step_and_unbiased_over_steps():
+    """A constant Hessian: the estimate changes with the step, repeats for the same (seed, step),
+    and its mean over steps lies within three standard errors of the exact trace."""
+    spectrum = torch.cat([torch.tensor([1.2]), torch.full((15,), 0.8 / 15)])
+    model = PlantedQuadratic(spectrum)
+    oracle = GradOracle(model, model, [model.x])
+    probe = TraceProbe(method="hutchinson", hvps=4)
+    estimates = torch.tensor([probe.measure(context_at(oracle, step=step, seed=3)).row["trace"]
+                              for step in range(300)], dtype=torch.float64)
+    assert len(set(estimates.tolist())) > 250
+    again = probe.measure(context_at(oracle, step=7, seed=3)).row["trace"]
+    assert again == estimates[7].item()
+    assert probe.measure(context_at(oracle, step=7, seed=4)).row["trace"] != again
+    se = estimates.std().item() / math.sqrt(len(estimates))
+    assert abs(estimates.mean().item() - spectrum.sum().item()) <= 3 * se
+    hutchpp = torch.tensor([TraceProbe(hvps=6).measure(context_at(oracle, step=step)).row["trace"]
+                            for step in range(100)], dtype=torch.float64)
+    se = hutchpp.std().item() / math.sqrt(len(hutchpp))
+    assert abs(hutchpp.mean().item() - spectrum.sum().item()) <= 3 * se
+
+
+def test_lanczos_start_is_fresh_each_step():
     model = Quadratic()
     oracle = quadratic_oracle(model)
-    row = LanczosProbe(steps=3, seed=1).measure(oracle).row
-    assert row["lanczos_hvps"] == 3
-    assert row["top_eig"] <= SPECTRUM.max().item() + 1e-9
-    gap = SPECTRUM.max().item() - row["top_eig"]
-    assert row["top_eig_residual"] > 0
-    assert gap <= row["top_eig_residual"] ** 2 / (SPECTRUM.max().item() - 5.0) * 2 + 1e-9
+    first, second = (LanczosProbe(steps=3).measure(context_at(oracle, step=s)).row for s in (0, 1))
+    assert first["top_eig"] != second["top_eig"]
+    assert LanczosProbe(steps=3).measure(context_at(oracle, step=1)).row == second
 
 
 @pytest.mark.parametrize("method", ["hutchinson", "hutchpp"])
 def test_trace_on_quadratic_within_three_standard_errors(method):
     model = Quadratic()
-    row = TraceProbe(method=method, hvps=30, seed=0).measure(quadratic_oracle(model)).row
+    row = TraceProbe(method=method, hvps=30).measure(context_at(quadratic_oracle(model))).row
     truth = SPECTRUM.sum().item()
     assert row["trace_se"] > 0
     assert abs(row["trace"] - truth) <= 3 * row["trace_se"]
@@ -166,7 +258,7 @@ def test_trace_on_quadratic_within_three_standard_errors(method):
 
 def test_hutchpp_is_exact_when_the_sketch_spans_the_space():
     model = Quadratic()
-    row = TraceProbe(method="hutchpp", hvps=3 * N + 3, seed=0).measure(quadratic_oracle(model)).row
+    row = TraceProbe(method="hutchpp", hvps=3 * N + 3).measure(context_at(quadratic_oracle(model))).row
     assert row["trace"] == pytest.approx(SPECTRUM.sum().item(), rel=1e-9)
     assert row["trace_se"] < 1e-9
 
@@ -177,7 +269,7 @@ def test_probe_options_are_validated():
     with pytest.raises(SmoothprobeError, match="hvps"):
         TraceProbe(method="hutchpp", hvps=3)
     with pytest.raises(SmoothprobeError, match="steps"):
-        LanczosProbe(k=3, steps=2)
+        LanczosProbe(k=3, steps=5)
     with pytest.raises(SmoothprobeError, match="scale"):
         FDCurvatureProbe(scale=0.0)
 
@@ -309,7 +401,8 @@ def test_norms_probe_matches_geometry_for_every_family():
     names = ["w", "b", "conv"]
     grads = [torch.randn(5, 4), torch.randn(4), torch.randn(3, 2, 2)]
     updates = [torch.randn_like(g) for g in grads]
-    result = NormsProbe(nuclear="exact").measure(names, grads, updates)
+    probed = ProbeContext(None, Geometry("sign", names, nuclear="exact"), grads, updates)
+    result = NormsProbe().measure(probed)
     spectral = Geometry("spectral", ["w", "conv"])
     assert result.row["grad_dual_spectral"] == pytest.approx(spectral.dual([grads[0], grads[2]]))
     assert result.row["update_primal_spectral"] == pytest.approx(
@@ -324,8 +417,11 @@ def test_norms_probe_matches_geometry_for_every_family():
     row_b = next(r for r in result.per_tensor if r["tensor"] == "b" and r["family"] == "sign")
     assert row_b["grad_dual"] == pytest.approx(grads[1].abs().sum().item())
     assert row_b["update_primal"] == pytest.approx(updates[1].abs().max().item())
-    only_grads = NormsProbe(families=["frobenius"]).measure(names, grads).row
-    assert set(only_grads) == {"grad_primal_frobenius", "grad_dual_frobenius"}
+    assert result.row["grad_norm_dual"] == result.row["grad_dual_sign"]
+    only_frobenius = NormsProbe(families=["frobenius"]).measure(probed).row
+    assert set(only_frobenius) == {"grad_primal_frobenius", "grad_dual_frobenius", "update_primal_frobenius",
+                                   "update_dual_frobenius", "grad_norm_dual"}
+    assert math.isnan(only_frobenius["grad_norm_dual"])  # the run's family (sign) was not measured
 
 
 def test_oracle_hvp_equals_dense_hessian_on_a_tiny_llama():
@@ -358,3 +454,9 @@ def test_oracle_leaves_batchnorm_statistics_alone():
     second, _ = oracle.loss_and_grad()
     assert first == second
     assert all(torch.equal(b, s) for b, s in zip(model.buffers(), stats))
+
+
+@pytest.mark.parametrize("module", [lanczos, dual_curvature])
+def test_docstring_examples_match_their_exact_answers(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0

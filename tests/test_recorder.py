@@ -65,7 +65,8 @@ def test_probing_does_not_change_training_bit_for_bit(tmp_path):
     np.testing.assert_array_equal(plain.evals.val_loss, probed.evals.val_loss)
     probed_rows = probed.steps.dropna(subset=["secant_K"])
     assert probed_rows.step.tolist() == [0, 2, 4]
-    assert probed_rows[["curv_fd", "curv_hvp", "top_eig", "trace"]].notna().all().all()
+    assert probed_rows[["curv_fd", "curv_hvp", "top_eig", "bottom_eig", "hessian_norm", "trace",
+                        "curv_dual"]].notna().all().all()
     assert (probed_rows.probe_time_s > 0).all()
     assert set(probed.tensors.tensor) >= {"embed.weight"} and probed.info["probes"]["family"] == "sign"
 

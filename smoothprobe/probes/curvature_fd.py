@@ -8,22 +8,27 @@ import torch
 from torch import Tensor
 
 from smoothprobe.errors import SmoothprobeError
+from smoothprobe.probes.base import Probe, ProbeContext
 from smoothprobe.probes.oracle import GradOracle
 from smoothprobe.probes.result import ProbeResult, ratio
 from smoothprobe.probes.vec import dot, sub
 
 
-class FDCurvatureProbe:
+class FDCurvatureProbe(Probe):
     """dᵀHd/‖d‖² ≈ ⟨g(x + s₊) − g(x − s₋), s⟩/‖s‖², s = s₊ + s₋, without double backward.
 
+    d is the update x_{t+1} − x_t and x = x_{t+1}.
     The step is h·d with ‖h·d‖ = scale · u^(1/2) (forward) or u^(1/3) (central) · max(‖x‖, 1),
     u the machine epsilon of the coarsest parameter dtype (the usual truncation/rounding
     balance). s is the perturbation actually stored after rounding to the parameter dtype, so
     bf16 parameters measure the curvature along the representable step. Parameters are saved
-    and copied back, bit for bit. Forward difference costs one forward+backward when the
-    gradient at x is supplied or already held by the oracle, else two; central always costs two.
+    and copied back, bit for bit (which invalidates a kept HVP graph: the registry runs this
+    probe last). Forward difference costs one forward+backward on top of `context.gradient()`,
+    which the secant probe shares; central differences cost two.
     Row columns: curv_fd, curv_fd_step (‖s‖, Euclidean).
     """
+
+    name = "curv_fd"
 
     def __init__(self, central: bool = False, scale: float = 1.0) -> None:
         if not scale > 0:
@@ -31,15 +36,9 @@ class FDCurvatureProbe:
         self.central = central
         self.scale = scale
 
-    @property
-    def cost(self) -> float:
-        """Forward+backward passes, if a forward difference is handed the gradient at x."""
-        return 2.0 if self.central else 1.0
-
-    def measure(
-        self, oracle: GradOracle, direction: Sequence[Tensor], grad: Sequence[Tensor] | None = None
-    ) -> ProbeResult:
-        """Curvature along `direction` at the oracle's parameters; `grad` is g(x) if known."""
+    def measure(self, context: ProbeContext) -> ProbeResult:
+        """Curvature along the update at x_{t+1}."""
+        oracle, direction = context.oracle, context.update
         d_norm = dot(direction, direction).sqrt().item()
         if d_norm == 0:
             return ProbeResult({"curv_fd": float("nan"), "curv_fd_step": 0.0})
@@ -47,8 +46,8 @@ class FDCurvatureProbe:
         eps = max(torch.finfo(x.dtype).eps for x in saved)
         x_norm = dot(saved, saved).sqrt().item()
         h = self.scale * eps ** (1 / 3 if self.central else 1 / 2) * max(x_norm, 1.0) / d_norm
-        if not self.central:  # g(x) first: the oracle may still hold it from the secant probe
-            g_minus = list(grad) if grad is not None else oracle.loss_and_grad()[1]
+        if not self.central:  # g(x) before the parameters move: the context may hold it already
+            g_minus = context.gradient()[1]
         try:
             g_plus, s_plus = self._gradient_at(oracle, direction, h, saved)
             if self.central:

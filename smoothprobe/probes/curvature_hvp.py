@@ -1,23 +1,25 @@
-"""Directional curvature along a direction by one exact Hessian-vector product."""
+"""Directional curvature along the update by one exact Hessian-vector product."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from torch import Tensor
-
-from smoothprobe.probes.oracle import GRAPH_COST, HVP_COST, GradOracle
+from smoothprobe.probes.base import Probe, ProbeContext
 from smoothprobe.probes.result import ProbeResult, ratio
 from smoothprobe.probes.vec import dot
 
 
-class HVPCurvatureProbe:
-    """dᵀHd/‖d‖² from H·d by double backward (SDPA on the math kernel). Row column: curv_hvp."""
+class HVPCurvatureProbe(Probe):
+    """dᵀHd/‖d‖² at x_{t+1} for the update d, from H·d by double backward (SDPA on the math
+    kernel). With `context.keep_graph` the double backward reuses the create_graph gradient the
+    secant probe computes, so the probe's own cost is one double backward. Row column: curv_hvp
+    (NaN for a zero update).
+    """
 
-    cost = GRAPH_COST + HVP_COST
+    name = "curv_hvp"
+    needs_hvp = True
 
-    def measure(self, oracle: GradOracle, direction: Sequence[Tensor]) -> ProbeResult:
-        """Curvature along `direction` at the oracle's parameters (NaN for a zero direction)."""
-        hd = oracle.hvp(direction)
+    def measure(self, context: ProbeContext) -> ProbeResult:
+        """Curvature along the update at the oracle's parameters."""
+        direction = context.update
+        hd = context.oracle.hvp(direction)
         curv = ratio(dot(hd, direction).item(), dot(direction, direction).item())
         return ProbeResult({"curv_hvp": curv})

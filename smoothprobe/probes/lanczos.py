@@ -1,80 +1,105 @@
-"""Top Hessian eigenvalues by Lanczos iteration on exact Hessian-vector products."""
+"""Extreme Hessian eigenvalues (both ends) by Lanczos iteration on exact Hessian-vector products."""
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.probes.oracle import GRAPH_COST, HVP_COST, GradOracle
+from smoothprobe.probes.base import Probe, ProbeContext
 from smoothprobe.probes.result import ProbeResult
 from smoothprobe.probes.vec import work_dtype
 
 
-class LanczosProbe:
-    """Largest (algebraic) k Hessian eigenvalues by Lanczos with full re-orthogonalisation.
+class LanczosProbe(Probe):
+    """The k largest and k smallest (algebraic) Hessian eigenvalues from one Lanczos run.
 
-    Lanczos (1950); full re-orthogonalisation ("twice is enough", Parlett 1998) keeps the basis
-    orthogonal so Ritz values converge without ghosts. Stops after `steps` HVPs or when every
-    wanted Ritz pair has residual ‖Hy − θy‖ = β_j·|s_j| ≤ tol·max|θ|. The start vector is
-    Gaussian from a torch.Generator seeded with `seed`. Memory: `steps` parameter-sized vectors.
-    Row columns: top_eig, top_eig_residual, top_eig_2, top_eig_2_residual, ... (for k > 1),
-    lanczos_hvps.
+    Lanczos (1950). Both ends come from the same tridiagonal T_j, so an indefinite Hessian
+    reports its negative end too; hessian_norm = max(|top_eig|, |bottom_eig|) is ‖H‖₂ (the
+    largest-magnitude eigenvalue may be the negative one). Stops after `steps` HVPs or when
+    every wanted Ritz pair at both ends has residual ‖Hy − θy‖ = β_j·|s_j| ≤ tol·max|θ|.
+
+    Memory: for k = 1 the iteration keeps three vectors (the three-term recurrence, each new
+    vector re-orthogonalised against the previous two); in floating point this loses global
+    orthogonality and may repeat converged Ritz values, but the extreme Ritz values and their
+    residual bounds stay valid (Paige 1980). For k > 1 a repeated value would pose as the second
+    eigenvalue, so the basis (`steps` vectors in the working dtype) is kept for full
+    re-orthogonalisation ("twice is enough", Parlett 1998). The start vector is Gaussian, fresh
+    at every step from `context.generator`.
+    Row columns: top_eig, top_eig_residual, bottom_eig, bottom_eig_residual, hessian_norm,
+    top_eig_2, top_eig_2_residual, bottom_eig_2, ... (for k > 1), lanczos_hvps.
+
+    Example on a planted indefinite spectrum:
+
+    >>> import torch
+    >>> from smoothprobe.geometry import Geometry
+    >>> from smoothprobe.probes.oracle import GradOracle
+    >>> x = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    >>> model = torch.nn.ParameterList([x])
+    >>> h = torch.diag(torch.tensor([3.0, -10.0, 1.0, 0.5], dtype=torch.float64))
+    >>> oracle = GradOracle(model, lambda: 0.5 * x @ h @ x, [x])
+    >>> zero = [torch.zeros_like(x)]
+    >>> context = ProbeContext(oracle, Geometry("euclidean", ["0"]), zero, zero)
+    >>> row = LanczosProbe(steps=4, tol=1e-10).measure(context).row
+    >>> round(row["top_eig"], 6), round(row["bottom_eig"], 6), round(row["hessian_norm"], 6)
+    (3.0, -10.0, 10.0)
     """
 
-    def __init__(self, k: int = 1, steps: int = 20, tol: float = 1e-6, seed: int = 0) -> None:
+    name = "top_eig"
+    heavy = True
+    needs_hvp = True
+
+    def __init__(self, k: int = 1, steps: int = 20, tol: float = 1e-6) -> None:
         if k < 1:
             raise SmoothprobeError(f"k must be at least 1; got {k}")
-        if steps < k:
-            raise SmoothprobeError(f"steps must be at least k={k}; got {steps}")
+        if steps < 2 * k:
+            raise SmoothprobeError(f"steps must be at least 2k={2 * k}; got {steps}")
         self.k = k
         self.steps = steps
         self.tol = tol
-        self.seed = seed
 
-    @property
-    def cost(self) -> float:
-        """Forward+backward units at most: the gradient graph plus `steps` HVPs."""
-        return GRAPH_COST + self.steps * HVP_COST
-
-    def measure(self, oracle: GradOracle) -> ProbeResult:
-        """Run Lanczos on the Hessian at the oracle's parameters."""
+    def measure(self, context: ProbeContext) -> ProbeResult:
+        """Run Lanczos on the Hessian at x_{t+1}."""
+        oracle = context.oracle
         params = oracle.params
         dtype = work_dtype(params)
-        device = params[0].device
         n = sum(p.numel() for p in params)
         steps = min(self.steps, n)
-        generator = torch.Generator(device=device).manual_seed(self.seed)
-        basis = torch.zeros(steps, n, dtype=dtype, device=device)
-        start = torch.randn(n, generator=generator, dtype=dtype, device=device)
-        basis[0] = start / start.norm()
+        window = steps if self.k > 1 else 2
+        start = torch.randn(n, generator=context.generator(self.name), dtype=dtype, device=params[0].device)
+        kept: list[Tensor] = [start / start.norm()]
         alphas: list[float] = []
         betas: list[float] = []
         for j in range(steps):
-            w = oracle.hvp_flat(basis[j])
-            alphas.append(torch.dot(basis[j], w).item())
-            q = basis[: j + 1]
+            w = oracle.hvp_flat(kept[-1])
+            alphas.append(torch.dot(kept[-1], w).item())
             for _ in range(2):
-                w = w - q.T @ (q @ w)
+                for q in kept:
+                    w -= torch.dot(q, w) * q
             betas.append(w.norm().item())
-            theta, residual = self._ritz(alphas, betas)
-            wanted = min(self.k, j + 1)
-            done = bool((residual[-wanted:] <= self.tol * theta.abs().max()).all())
-            if (done and j + 1 >= self.k) or j + 1 == steps or betas[-1] == 0:
+            theta, residual = _ritz(alphas, betas)
+            ends = torch.cat([residual[: self.k], residual[-self.k :]])
+            done = j + 1 >= 2 * self.k and bool((ends <= self.tol * theta.abs().max()).all())
+            if done or j + 1 == steps or betas[-1] == 0:
                 break
-            basis[j + 1] = w / betas[-1]
+            w /= betas[-1]
+            kept = [*kept[1 - window :], w]
         row: dict[str, float] = {}
         for i in range(min(self.k, len(alphas))):
             suffix = "" if i == 0 else f"_{i + 1}"
             row[f"top_eig{suffix}"] = theta[-1 - i].item()
             row[f"top_eig{suffix}_residual"] = residual[-1 - i].item()
+            row[f"bottom_eig{suffix}"] = theta[i].item()
+            row[f"bottom_eig{suffix}_residual"] = residual[i].item()
+        row["hessian_norm"] = theta.abs().max().item()
         row["lanczos_hvps"] = float(len(alphas))
         return ProbeResult(row)
 
-    @staticmethod
-    def _ritz(alphas: list[float], betas: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ritz values (ascending) of the tridiagonal T_j and their residual norms β_j·|s_j|."""
-        off = torch.tensor(betas[:-1], dtype=torch.float64)
-        tri = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        tri += torch.diag(off, 1) + torch.diag(off, -1)
-        theta, vectors = torch.linalg.eigh(tri)
-        return theta, betas[-1] * vectors[-1].abs()
+
+def _ritz(alphas: list[float], betas: list[float]) -> tuple[Tensor, Tensor]:
+    """Ritz values (ascending) of the tridiagonal T_j and their residual norms β_j·|s_j|."""
+    off = torch.tensor(betas[:-1], dtype=torch.float64)
+    tri = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+    tri += torch.diag(off, 1) + torch.diag(off, -1)
+    theta, vectors = torch.linalg.eigh(tri)
+    return theta, betas[-1] * vectors[-1].abs()

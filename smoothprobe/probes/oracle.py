@@ -14,12 +14,6 @@ from smoothprobe.distributed import all_reduce_grads_, all_reduce_mean, is_shard
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.probes.vec import flatten, unflatten
 
-GRAPH_COST = 1.1
-"""Forward plus a create_graph backward, in forward+backward units (tiny LLaMA, 2 CPU cores)."""
-
-HVP_COST = 2.5
-"""One double backward through the kept gradient graph, in forward+backward units (same)."""
-
 
 @dataclass(frozen=True)
 class RngState:
@@ -51,7 +45,10 @@ class GradOracle:
     Every evaluation replays `rng_state` (default: the state at construction), so dropout and
     sampling repeat exactly, and leaves the caller's RNG stream, the model's buffers (BatchNorm
     running statistics) and `p.grad` untouched. HVPs keep one create_graph gradient and reuse
-    it until a parameter changes in place (its version counter moves) or `release()` is called.
+    it until a parameter changes in place (its version counter moves) or `release()` is called;
+    `loss_and_grad(create_graph=True)` builds that graph, so a gradient the caller needs anyway
+    pays for it. The graph is built eagerly (SDPA on the math kernel, torch.compile'd code run
+    as plain Python), since neither flash attention nor compiled autograd has a double backward.
     The oracle serves one batch; make a new one for another batch.
 
     Under torch.distributed gradients are averaged over ranks (the global batch). Under FSDP2
@@ -80,9 +77,8 @@ class GradOracle:
         self.params = list(params)
         self.rng_state = rng_state if rng_state is not None else capture_rng_state()
         self.sharded = is_sharded(self.params)
-        self._graph: list[Tensor] | None = None
+        self._graph: tuple[float, list[Tensor]] | None = None
         self._versions: tuple[int, ...] = ()
-        self._cached: tuple[tuple[int, ...], float, list[Tensor]] | None = None
 
     @contextmanager
     def _replay(self) -> Iterator[None]:
@@ -107,12 +103,14 @@ class GradOracle:
             loss, self.params, create_graph=create_graph, allow_unused=True, materialize_grads=True
         )
 
-    def loss_and_grad(self) -> tuple[float, list[Tensor]]:
-        """The batch loss and its gradient for `params`: one forward+backward, reused while no
-        parameter changes in place (so the secant's gradient serves the FD probe too)."""
-        versions = tuple(p._version for p in self.params)
-        if self._cached is not None and self._cached[0] == versions:
-            return self._cached[1], self._cached[2]
+    def loss_and_grad(self, create_graph: bool = False) -> tuple[float, list[Tensor]]:
+        """The batch loss and its gradient for `params` (one forward+backward). With
+        `create_graph` the gradient graph is kept (or reused, if still valid) for HVPs."""
+        if create_graph:
+            loss, graph = self._gradient_graph()
+            grads = [g.detach().clone() for g in graph]  # the all-reduce must not write into the graph
+            all_reduce_grads_(grads)
+            return loss, grads
         with self._replay():
             if self.sharded:
                 loss, grads = self._sharded_loss_and_grad()
@@ -120,8 +118,7 @@ class GradOracle:
                 loss = self.loss_fn()
                 grads = [g.detach() for g in self._grad(loss, create_graph=False)]
                 all_reduce_grads_(grads)  # under torch.distributed: the global-batch gradient
-        self._cached = (versions, float(all_reduce_mean(loss.detach())), grads)
-        return self._cached[1], grads
+        return float(all_reduce_mean(loss.detach())), grads
 
     def _sharded_loss_and_grad(self) -> tuple[Tensor, list[Tensor]]:
         """Loss and sharded gradients by a plain backward into `.grad` (FSDP2 reduce-scatters there).
@@ -151,33 +148,35 @@ class GradOracle:
         with torch.no_grad():
             for p, v in zip(self.params, values, strict=True):
                 p.copy_(v)
-        self._cached, self._graph = None, None
+        self._graph = None
 
     def snapshot(self) -> list[Tensor]:
         """Copies of the current parameters to `move_to` back later."""
         return [p.detach().clone() for p in self.params]
 
-    def _gradient_graph(self) -> list[Tensor]:
+    def _gradient_graph(self) -> tuple[float, list[Tensor]]:
+        """The loss and the create_graph gradient, rebuilt when a parameter changed in place."""
+        if self.sharded:
+            raise SmoothprobeError("exact Hessian-vector products are not available under FSDP2; "
+                                   "use the norms, secant and curv_fd probes")
         versions = tuple(p._version for p in self.params)
         if self._graph is None or versions != self._versions:
             self._graph = None
-            with self._replay(), sdpa_kernel(SDPBackend.MATH):
-                self._graph = list(self._grad(self.loss_fn(), create_graph=True))
+            with self._replay(), sdpa_kernel(SDPBackend.MATH), torch.compiler.set_stance("force_eager"):
+                loss = self.loss_fn()
+                self._graph = (float(all_reduce_mean(loss.detach())), list(self._grad(loss, create_graph=True)))
             self._versions = versions
         return self._graph
 
     def hvp(self, vectors: Sequence[Tensor]) -> list[Tensor]:
-        """H·v by double backward, with SDPA on the math kernel (flash/efficient lack one)."""
-        if self.sharded:
-            raise SmoothprobeError("exact Hessian-vector products are not available under FSDP2; "
-                                   "use the norms, secant and curv_fd probes")
-        grads = self._gradient_graph()
-        inner = sum((g * v.to(g.dtype)).sum() for g, v in zip(grads, vectors, strict=True))
-        if not inner.requires_grad:
+        """H·v by double backward through the kept gradient graph (built here if there is none):
+        the vector-Jacobian product of the gradient with v, which is H·v as H is symmetric."""
+        grads = self._gradient_graph()[1]
+        pairs = [(g, v.to(g.dtype)) for g, v in zip(grads, vectors, strict=True) if g.requires_grad]
+        if not pairs:
             return [torch.zeros_like(p) for p in self.params]
-        hv = torch.autograd.grad(
-            inner, self.params, retain_graph=True, allow_unused=True, materialize_grads=True
-        )
+        hv = torch.autograd.grad([g for g, _ in pairs], self.params, grad_outputs=[v for _, v in pairs],
+                                 retain_graph=True, allow_unused=True, materialize_grads=True)
         hv = [h.detach() for h in hv]
         all_reduce_grads_(hv)
         return hv
@@ -188,9 +187,8 @@ class GradOracle:
         return flatten(self.hvp(unflatten(vector, self.params)), vector.dtype)
 
     def release(self) -> None:
-        """Free the kept gradient graph and the cached gradient."""
+        """Free the kept gradient graph."""
         self._graph = None
-        self._cached = None
 
 
 def _set_buffer(model: nn.Module, name: str, value: Tensor) -> None:

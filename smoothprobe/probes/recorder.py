@@ -37,25 +37,12 @@ from torch import Tensor, nn
 from smoothprobe.distributed import global_norm, is_sharded
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.geometry import Geometry, default_names, family_for_optimizer
-from smoothprobe.probes.curvature_fd import FDCurvatureProbe
-from smoothprobe.probes.curvature_hvp import HVPCurvatureProbe
-from smoothprobe.probes.lanczos import LanczosProbe
-from smoothprobe.probes.norms import NormsProbe
+from smoothprobe.probes import PRESETS, PROBES
+from smoothprobe.probes.base import ProbeContext
 from smoothprobe.probes.oracle import GradOracle, capture_rng_state
-from smoothprobe.probes.secant import SecantProbe
-from smoothprobe.probes.trace import TraceProbe
 from smoothprobe.probes.vec import sub
 from smoothprobe.store import RunStore
 from smoothprobe.writer import StepLog, describe_run, snapshot, update_norm
-
-PROBES = ("norms", "secant", "curv_fd", "curv_hvp", "top_eig", "trace")
-HEAVY = ("top_eig", "trace")
-EXACT_HVP = ("curv_hvp", "top_eig", "trace")
-PRESETS: dict[str, tuple[str, ...]] = {
-    "cheap": ("norms",),
-    "standard": ("norms", "secant"),
-    "full": PROBES,
-}
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 
@@ -64,8 +51,9 @@ LossFn = Callable[[nn.Module, Any], Tensor]
 class Cadence:
     """When to probe: every `every` steps, or adaptively so probes cost `overhead` of train time.
 
-    Heavy probes (Lanczos, trace) run on every `heavy_every`-th probed step. With a budget the
-    interval is the measured probe cost over (overhead × measured step cost), smoothed by an EMA.
+    Heavy probes (`Probe.heavy`: Lanczos, trace, curv_dual) run on every `heavy_every`-th probed
+    step. With a budget the interval is the measured probe cost over (overhead × measured step
+    cost), smoothed by an EMA.
     """
 
     every: int = 10
@@ -113,7 +101,10 @@ class Recorder:
     optimizer's family over the tensors the norm-constrained optimizer owns (for Muon: its
     matrices). The torch RNG state is captured at construction and after each step, so dropout
     replays exactly provided nothing draws from torch's RNG between `after_step` and the next
-    forward.
+    forward. `probes` names entries of `smoothprobe.probes.PROBES` (`preset` picks a list); each
+    probed step builds one `ProbeContext` and runs the due probes on it in registry order.
+    Probes with exact HVPs build their graph eagerly, so they work on torch.compile'd models;
+    under FSDP2 they are refused.
     """
 
     def __init__(
@@ -140,18 +131,21 @@ class Recorder:
         if unknown:
             raise SmoothprobeError(f"unknown probe {unknown[0]!r}; choose from {', '.join(PROBES)}")
         if every < 1:
-            raise SmoothprobeError(f"--every must be >= 1, got {every}")
+            raise SmoothprobeError(f"every must be >= 1, got {every}")
         if overhead is not None and not 0 < overhead < 1:
-            raise SmoothprobeError(f"--overhead must lie in (0, 1), got {overhead}")
+            raise SmoothprobeError(f"overhead must lie in (0, 1), got {overhead}")
         self.model, self.optimizer, self.loss_fn, self.probes = model, optimizer, loss_fn, chosen
         self.cadence = Cadence(every=every, overhead=overhead, heavy_every=heavy_every)
         self.geometry = optimizer_geometry(model, optimizer, family, tensors, nuclear)
         self.family, self.names = self.geometry.family, self.geometry.names
+        self.seed = seed
         named = dict(model.named_parameters())
         self.params = [named[n] for n in self.names]
-        if is_sharded(self.params) and set(chosen) & set(EXACT_HVP):
-            raise SmoothprobeError(f"probes {', '.join(p for p in chosen if p in EXACT_HVP)} need exact Hessian-vector "
-                                   "products, which FSDP2 cannot give; use --probes norms,secant,curv_fd")
+        self._probes = [probe() for name, probe in PROBES.items() if name in chosen]
+        exact = [p.name for p in self._probes if p.needs_hvp]
+        if is_sharded(self.params) and exact:
+            raise SmoothprobeError(f"probes {', '.join(exact)} need exact Hessian-vector "
+                                   "products, which FSDP2 cannot give; choose probes among norms, secant, curv_fd")
         self.store = run_dir if isinstance(run_dir, RunStore) or run_dir is None else None
         self.log: StepLog | None = None
         if run_dir is not None and not isinstance(run_dir, RunStore):
@@ -162,10 +156,6 @@ class Recorder:
                 source="recorder"))
             self.store.write_info(status="running")
             self.log = StepLog(self.store)
-        self._secant = SecantProbe(self.geometry)
-        self._norms = NormsProbe(nuclear=nuclear)
-        self._fd, self._hvp = FDCurvatureProbe(), HVPCurvatureProbe()
-        self._lanczos, self._trace = LanczosProbe(seed=seed), TraceProbe(seed=seed)
         self._rng = capture_rng_state()
         self._pending: dict | None = None
         self._last_end = time.perf_counter()
@@ -205,16 +195,23 @@ class Recorder:
             x_t[n] if x_t is not None and n in x_t else p.detach().clone() for n, p in zip(self.names, self.params)
         ])
 
-    def after_step(self) -> dict:
+    def after_step(self, skipped: bool = False) -> dict:
         """Call after `optimizer.step()`: runs the due probes at x_{t+1}; returns the row's columns
-        (update_norm and the probes'). A Recorder that owns its run directory writes the row."""
+        (update_norm and the probes'). A Recorder that owns its run directory writes the row.
+
+        `skipped=True` marks a step the optimizer did not take (a GradScaler skip on inf/NaN
+        gradients): the row says `skipped` and holds no curvature; a due probe moves to the next
+        step. Non-finite gradients skip the probes the same way, and a probe that fails on
+        non-finite curvature leaves `<probe>_error` instead of its columns; training goes on."""
         if self._pending is None:
             raise RuntimeError("after_step() called without before_step()")
         pending, self._pending = self._pending, None
         moved = update_norm(dict(self.model.named_parameters()), pending["x_t"])
-        row: dict[str, float] = {}
+        row: dict[str, Any] = {"skipped": True} if skipped else {}
         probe_seconds = None
-        if pending["probe"]:
+        if pending["probe"] and not skipped and not all(torch.isfinite(g).all() for g in pending["grads"]):
+            row["probe_note"] = "non-finite gradient: probes skipped"
+        elif pending["probe"] and not skipped:
             start = time.perf_counter()
             row, tensor_rows = self._measure(pending)
             probe_seconds = time.perf_counter() - start
@@ -233,37 +230,25 @@ class Recorder:
         return row
 
     def _measure(self, pending: dict) -> tuple[dict, list[dict]]:
-        """Run every due probe once; returns the row columns and per-tensor rows."""
+        """Run every due probe once on one shared context; returns the row columns and per-tensor rows."""
         oracle = GradOracle(self.model, lambda: self.loss_fn(self.model, pending["batch"]), self.params, self._rng)
-        update = sub(oracle.point(), pending["params"])
+        due = [p for p in self._probes if not p.heavy or self.cadence.heavy_due()]
+        context = ProbeContext(oracle, self.geometry, pending["grads"], sub(oracle.point(), pending["params"]),
+                               step=pending["step"], seed=self.seed, keep_graph=any(p.needs_hvp for p in due))
         row: dict[str, float] = {}
         tensor_rows: list[dict] = []
         timings: dict[str, float] = {}
-
-        def timed(name: str, run: Callable[[], Any]) -> Any:
+        for probe in due:
             start = time.perf_counter()
-            result = run()
-            timings[f"time_{name}_s"] = time.perf_counter() - start
-            return result
-
-        if "norms" in self.probes:
-            result = timed("norms", lambda: self._norms.measure(self.names, pending["grads"], update))
+            try:
+                result = probe.measure(context)
+            except (RuntimeError, ArithmeticError) as exc:  # e.g. an eigensolver on inf curvature
+                row[f"{probe.name}_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                continue
+            finally:
+                timings[f"time_{probe.name}_s"] = time.perf_counter() - start
             row.update(result.row)
-            row["grad_norm_dual"] = result.row.get(f"grad_dual_{self.family}", math.nan)
             tensor_rows += result.per_tensor
-        if "secant" in self.probes:
-            result = timed("secant", lambda: self._secant.measure(pending["grads"], pending["params"], oracle))
-            row.update(result.row)
-            tensor_rows += [{"family": self.family, **r} for r in result.per_tensor]
-        if "curv_fd" in self.probes:
-            row.update(timed("curv_fd", lambda: self._fd.measure(oracle, update)).row)
-        if "curv_hvp" in self.probes:
-            row.update(timed("curv_hvp", lambda: self._hvp.measure(oracle, update)).row)
-        if self.cadence.heavy_due():
-            if "top_eig" in self.probes:
-                row.update(timed("top_eig", lambda: self._lanczos.measure(oracle)).row)
-            if "trace" in self.probes:
-                row.update(timed("trace", lambda: self._trace.measure(oracle)).row)
         oracle.release()
         row.update(timings)
         return row, tensor_rows
