@@ -97,7 +97,7 @@ def test_bad_recorder_options_are_clear_errors(tmp_path):
         Recorder(model, opt, loss_fn=lambda m, b: m(b).sum(), preset="max")
     with pytest.raises(SmoothprobeError, match="unknown probe 'magic'"):
         Recorder(model, opt, loss_fn=lambda m, b: m(b).sum(), probes=["magic"])
-    with pytest.raises(SmoothprobeError, match="--overhead"):
+    with pytest.raises(SmoothprobeError, match="overhead must lie in"):
         Recorder(model, opt, loss_fn=lambda m, b: m(b).sum(), overhead=2.0)
 
 
