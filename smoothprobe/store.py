@@ -41,7 +41,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from smoothprobe.errors import SmoothprobeError
+from smoothprobe.errors import SmoothprobeError, one_line
 
 SCHEMA_VERSION = 1
 TABLES = ("steps", "evals", "tensors")
@@ -247,8 +247,7 @@ class RunStore:
         try:
             return torch.load(target, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SmoothprobeError(f"corrupt checkpoint {target}: {first}") from None
+            raise SmoothprobeError(f"corrupt checkpoint {target}: {one_line(exc)}") from None
 
 
 def _decode_row(row: Any, where: str, kinds: dict[str, type]) -> dict:

@@ -4,7 +4,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from smoothprobe.cli.main import main
+from cli.main import main  # this checkout's CLI (an editable install may map smoothprobe.cli elsewhere)
 
 
 def invoke(*args):

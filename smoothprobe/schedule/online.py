@@ -83,3 +83,10 @@ class OnlineRefit:
             self.status = "adopted"
         else:
             self.status = "supported but without a warm-up peak (K0 or K_rho is 0): kept"
+
+    def state_dict(self) -> dict:
+        """The status for a checkpoint (the probe rows are refilled from steps.jsonl on resume)."""
+        return {"status": self.status}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.status = str(state["status"])
