@@ -107,6 +107,16 @@ def read_run_info(path: Path) -> dict:
     if not isinstance(info.get("config"), dict):
         raise SmoothprobeError(f"{info_path}: field 'config' must be an object; got "
                                f"{'nothing' if 'config' not in info else type(info['config']).__name__}")
+    for key in ("task", "optimizer", "probes", "environment"):
+        if not isinstance(info.get(key) or {}, dict):
+            raise SmoothprobeError(f"{info_path}: field {key!r} must be an object or null; got {type(info[key]).__name__}")
+    f_star, steps, status = (info.get("task") or {}).get("f_star"), info["config"].get("steps"), info.get("status")
+    if f_star is not None and (isinstance(f_star, bool) or not isinstance(f_star, (int, float)) or not abs(f_star) <= 1e12):
+        raise SmoothprobeError(f"{info_path}: field 'task.f_star' must be a finite number (|f*| <= 1e12) or null; got {f_star!r:.40}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)):
+        raise SmoothprobeError(f"{info_path}: field 'config.steps' must be an integer; got {steps!r:.40}")
+    if status is not None and not isinstance(status, str):
+        raise SmoothprobeError(f"{info_path}: field 'status' must be a string; got {status!r:.40}")
     return info
 
 

@@ -142,6 +142,8 @@ def test_valid_json_that_is_not_a_record_is_one_line_naming_line_and_field(tmp_p
     ("[]", "must hold a JSON object; got list"),
     ('{"schema_version": 1}', "field 'config' must be an object; got nothing"),
     ('{"schema_version": 1, "config": null}', "field 'config' must be an object; got NoneType"),
+    ('{"schema_version": 1, "config": {}, "task": {"f_star": -1e308}}', "field 'task.f_star' must be a finite"),
+    ('{"schema_version": 1, "config": {}, "task": [1]}', "field 'task' must be an object or null"),
 ])
 def test_run_json_without_a_config_object_is_refused(tmp_path, text, message):
     make_store(tmp_path).close()

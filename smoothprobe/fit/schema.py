@@ -40,6 +40,14 @@ def _number(value: Any, source: str, field: str, *, null: bool = False, low: flo
         _fail(source, field, f"a finite number {span}" + (" or null" if null else ""), value)
 
 
+def _pair(value: Any, source: str, field: str) -> None:
+    """A list of two finite numbers."""
+    if not isinstance(value, list) or len(value) != 2:
+        _fail(source, field, "a list of two numbers", value)
+    for i, item in enumerate(value):
+        _number(item, source, f"{field}[{i}]", tiny=0.0)
+
+
 def check_schedule_fit(data: Any, source: str = "fit.json") -> None:
     """The keys a schedule reads: `constants` (ρ, K0, K1, Kρ), and where present f*, Δ', η_max
     and `delta_range`."""
@@ -60,11 +68,7 @@ def check_schedule_fit(data: Any, source: str = "fit.json") -> None:
     for key in ("delta_peak", "eta_max"):
         _number(data.get(key), source, key, null=True, low=0.0)
     if "delta_range" in data:
-        span = data["delta_range"]
-        if not isinstance(span, list) or len(span) != 2:
-            _fail(source, "delta_range", "a list [smallest, largest] of two numbers", span)
-        for i, value in enumerate(span):
-            _number(value, source, f"delta_range[{i}]", low=0.0, tiny=0.0)
+        _pair(data["delta_range"], source, "delta_range")
 
 
 def check_fit(data: Any, source: str = "fit.json") -> None:
@@ -81,6 +85,23 @@ def check_fit(data: Any, source: str = "fit.json") -> None:
         _number(data.get(key), source, key, low=0.0, high=1.0, tiny=0.0)
     for key in ("spearman", "spearman_p"):
         _number(data.get(key), source, key, null=True, low=-1.0, high=1.0, tiny=0.0)
+    for key in ("rows_in_window", "rows_used", "dropped_nan", "dropped_nonpositive_delta"):
+        value = data["data"].get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            _fail(source, f"data.{key}", "an integer >= 0", value)
+    for key in ("delta_range", "k_range"):
+        _pair(data["data"].get(key), source, f"data.{key}")
+    _pair(data["window"], source, "window")
+    for section in ("comparison", "sensitivity"):
+        for i, entry in enumerate(data[section]):
+            if not isinstance(entry, dict):
+                _fail(source, f"{section}[{i}]", "an object", entry)
+            for key, value in entry.items():
+                if key in ("name", "skipped"):
+                    if value is not None and not isinstance(value, str):
+                        _fail(source, f"{section}[{i}].{key}", "a string or null", value)
+                elif not isinstance(value, dict):
+                    _number(value, source, f"{section}[{i}].{key}", null=True, tiny=0.0)
     for key, value in data["least_squares"].items():
         _number(value, source, f"least_squares.{key}", null=True, tiny=0.0)
     for key, pair in data["intervals"].items():
