@@ -175,7 +175,7 @@ class RunStore:
     def lock(self) -> None:
         """Take RUN/.lock for this process (refused, naming the holder's pid, while another writer
         lives) and remove the temporaries a killed writer left."""
-        handle = open(self.path / LOCK, "a+")
+        handle = open(self.path / LOCK, "a+")  # noqa: SIM115 - held open for the writer's lifetime
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -233,7 +233,7 @@ class RunStore:
             rows, _ = read_table(self.path / f"{table}.jsonl")
             limit = step + 1 if table == "evals" else step
             kept = "".join(encode_row(r) for r in rows if r["step"] < limit)
-            replace_atomically(self.path / f"{table}.jsonl", lambda tmp: tmp.write_text(kept))
+            replace_atomically(self.path / f"{table}.jsonl", lambda tmp, text=kept: tmp.write_text(text))
 
     def last_time(self) -> float:
         """`time_s` of the last step row on disk (0 without rows): a resumed run's clock."""

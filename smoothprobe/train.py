@@ -30,6 +30,7 @@ from smoothprobe.store import CHECKPOINT, RunStore, read_run_info, read_table
 from smoothprobe.tasks import Task, make_task
 from smoothprobe.writer import StepLog, describe_run, snapshot, update_norm
 
+
 def resolve_device(name: str) -> torch.device:
     """'auto' means CUDA when available, else CPU."""
     if name == "auto":

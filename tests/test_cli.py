@@ -4,7 +4,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from cli.main import main  # this checkout's CLI (an editable install may map smoothprobe.cli elsewhere)
+
+from cli.main import main
 
 
 def invoke(*args):

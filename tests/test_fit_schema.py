@@ -50,9 +50,9 @@ def test_good_schedule_fit_still_loads():
 
 @pytest.fixture(scope="module")
 def full_fit():
-    from smoothprobe.fit import fit_frame
-
     import pandas as pd
+
+    from smoothprobe.fit import fit_frame
 
     delta = [3.0 * 0.97**t for t in range(60)]
     rows = [{"step": t, "loss": 1.0 + d, "secant_K": 2.0 + 0.5 * d + 3.0 * d * d} for t, d in enumerate(delta)]
