@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from smoothprobe import distributed
-from smoothprobe.errors import SmoothprobeError
+from smoothprobe.errors import SmoothprobeError, Terminated, one_line
 
 
 class UsageFailure(click.ClickException):
-    """A library error shown as one line, exit code 2 (like click's own usage errors)."""
+    """A failure shown as one line on stderr: exit code 2 for a library error (like click's own
+    usage errors), 130 for Ctrl-C, 143 for SIGTERM, 1 for anything else."""
 
-    exit_code = 2
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Finite(click.FloatRange):
+    """A float option (optionally within a range) that refuses nan and inf."""
+
+    name = "finite float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 PARAMETER_FLAGS = {
@@ -43,14 +62,23 @@ def as_flags(message: str) -> str:
 
 
 def library_errors(func: Callable) -> Callable:
-    """Turn SmoothprobeError into one line on stderr and exit code 2, without a traceback."""
+    """One line on stderr instead of a traceback: SmoothprobeError exits 2, Ctrl-C 130, SIGTERM 143,
+    any other exception 1 (a run has written its status and reason to run.json by then)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
         except SmoothprobeError as exc:
-            raise UsageFailure(as_flags(str(exc))) from None
+            raise UsageFailure(as_flags(one_line(exc))) from None
+        except KeyboardInterrupt:
+            raise UsageFailure("interrupted (Ctrl-C)", exit_code=130) from None
+        except Terminated:
+            raise UsageFailure("terminated (SIGTERM)", exit_code=143) from None
+        except Exception as exc:  # noqa: BLE001 - the one place that turns any failure into one line
+            raise UsageFailure(f"{type(exc).__name__}: {one_line(exc)}", exit_code=1) from None
 
     return wrapper
 
@@ -70,7 +98,7 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
         click.option("--model", type=click.Choice(["tiny", "small", "124m"]), default="tiny", show_default=True,
                      help="LLaMA preset for the markov and lm tasks."),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adamw", show_default=True),
-        click.option("--lr", type=float, default=None, help="Peak learning rate [default: per optimizer]."),
+        click.option("--lr", type=Finite(), default=None, help="Peak learning rate [default: per optimizer]."),
         click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True),
         click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True),
         click.option("--seq-len", type=click.IntRange(min=2), default=64, show_default=True),
@@ -78,10 +106,10 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
                      help="Gradient-accumulation micro-batches per step."),
         click.option("--schedule", type=click.Choice(DECAYS), default="cosine", show_default=True),
         click.option("--warmup-shape", type=click.Choice(WARMUP_SHAPES), default="linear", show_default=True),
-        click.option("--min-lr-ratio", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+        click.option("--min-lr-ratio", type=Finite(0, 1), default=0.1, show_default=True,
                      help="Final lr as a fraction of the peak."),
-        click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True),
-        click.option("--clip", type=click.FloatRange(min=0), default=1.0, show_default=True,
+        click.option("--weight-decay", type=Finite(min=0), default=0.0, show_default=True),
+        click.option("--clip", type=Finite(min=0), default=1.0, show_default=True,
                      help="Gradient-norm clipping threshold (0 disables)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N]."),
@@ -94,8 +122,8 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
         click.option("--vocab-size", type=click.IntRange(min=2), default=None, help="Vocabulary of .bin token data."),
         click.option("--markov-vocab", type=click.IntRange(min=2), default=None, help="markov: vocabulary size [16]."),
         click.option("--markov-order", type=click.IntRange(min=1), default=None, help="markov: chain order [2]."),
-        click.option("--noise", type=click.FloatRange(min=0), default=None, help="quadratic: mini-batch noise scale [0]."),
-        click.option("--cond", type=click.FloatRange(min=1), default=None, help="quadratic: condition number [100]."),
+        click.option("--noise", type=Finite(min=0), default=None, help="quadratic: mini-batch noise scale [0]."),
+        click.option("--cond", type=Finite(min=1), default=None, help="quadratic: condition number [100]."),
         click.option("--adaptive", is_flag=True,
                      help="Schedule the lr by eta(Delta) = Delta / K(Delta) instead of --schedule/--warmup."),
         click.option("--fit", "fit_path", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -103,16 +131,16 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
         click.option("--f-star", default=None,
                      help="Adaptive without --fit: f* as a number, or 'auto' (re-estimated from the loss "
                           "curve during training) [default: the task's exact f*]."),
-        click.option("--div", type=click.FloatRange(min=1, min_open=True), default=10.0, show_default=True,
+        click.option("--div", type=Finite(min=1, min_open=True), default=10.0, show_default=True,
                      help="Adaptive: the first step runs at lr/div."),
-        click.option("--delta-peak", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--delta-peak", type=Finite(min=0, min_open=True), default=None,
                      help="Adaptive: gap Delta' where the lr peaks [default: chosen from the geometry]."),
         click.option("--adaptive-decay", type=click.Choice(["cosine", "linear", "model"]), default="cosine",
                      show_default=True, help="Adaptive: decay after the peak."),
-        click.option("--max-warmup", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--max-warmup", type=Finite(min=0, min_open=True), default=None,
                      help="Adaptive: an explicit bound on the warm-up (fraction of --steps if below 1, else "
                           "steps) [default: none; the warm-up ends when the loss crosses the fitted peak]."),
-        click.option("--pilot", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--pilot", type=Finite(min=0, min_open=True), default=None,
                      help="Adaptive closed loop: record probes for this fraction (below 1) or number of steps "
                           "under the practical schedule, fit K(Delta), and let the fit drive the rest."),
         click.option("--own-peak", is_flag=True,
@@ -134,7 +162,7 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
     ]
     if single_run:
         options += [
-            click.option("--warmup", type=click.FloatRange(min=0), default=0.0, show_default=True,
+            click.option("--warmup", type=Finite(min=0), default=0.0, show_default=True,
                          help="Warm-up: a fraction of --steps if below 1, else a number of steps."),
             click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
             click.option("--overwrite", is_flag=True, help="Replace an existing run in --out."),
@@ -173,6 +201,59 @@ def adaptive_options(opts: dict):
                           own_peak=opts["own_peak"])
 
 
+RESUME_KEEPS = ("out", "resume", "overwrite", "no_progress", "steps")
+"""Flags `--resume` accepts besides the stored config (overwrite is refused by the library)."""
+
+CONFIG_PATHS = {
+    "markov_vocab": "task_options.vocab", "markov_order": "task_options.order", "noise": "task_options.noise",
+    "cond": "task_options.cond", "adaptive": "adaptive", "fit_path": "adaptive.fit", "f_star": "adaptive.f_star",
+    "div": "adaptive.div", "delta_peak": "adaptive.delta_peak", "adaptive_decay": "adaptive.decay",
+    "max_warmup": "adaptive.max_warmup", "pilot": "adaptive.pilot", "refit_every": "adaptive.refit_every",
+    "f_star_every": "adaptive.f_star_every", "allow_unsupported_fit": "adaptive.allow_unsupported",
+    "preset": "probes.preset", "probes": "probes.probes", "every": "probes.every", "overhead": "probes.overhead",
+    "heavy_every": "probes.heavy_every", "nuclear": "probes.nuclear",
+}
+"""Where a flag's value lives in TrainConfig, for flags whose parameter is not a TrainConfig field."""
+
+
+def setting(config: Any, path: str) -> Any:
+    """The value at a dotted `path` of a TrainConfig (a nested config that is set reads as True)."""
+    value = config
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+    return True if dataclasses.is_dataclass(value) else value
+
+
+def resume_config(requested, out: str):
+    """For `--resume`: the stored config, with --steps when given. Flags passed explicitly that
+    differ from the stored config are refused in one line naming them."""
+    from smoothprobe.train import stored_config
+
+    ctx = click.get_current_context()
+    stored = stored_config(out)
+    explicit = [name for name in ctx.params if name not in RESUME_KEEPS
+                and ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)]
+    changed = [name for name in explicit
+               if setting(requested, CONFIG_PATHS.get(name, name)) != setting(stored, CONFIG_PATHS.get(name, name))]
+    if changed:
+        flags = ", ".join("--" + name.replace("_", "-").replace("fit-path", "fit") for name in changed)
+        raise SmoothprobeError(f"--resume continues the run in {out} with its stored settings; {flags} differ "
+                               "from them (only --steps may change; start a new run with --overwrite instead)")
+    steps = ctx.get_parameter_source("steps") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return dataclasses.replace(stored, steps=requested.steps) if steps else stored
+
+
+def run_training(config, out: str, resume: bool, overwrite: bool, quiet: bool) -> None:
+    """Train (or resume) the run in --out and say where it is."""
+    from smoothprobe.train import train
+
+    if resume and not overwrite:
+        config = resume_config(config, out)
+    path = train(config, out, resume=resume, overwrite=overwrite, progress=not quiet)
+    if distributed.is_main():
+        click.echo(f"run written to {Path(path)}")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="smoothprobe")
 def main() -> None:
@@ -187,14 +268,12 @@ def main() -> None:
 @training_options
 @library_errors
 def train(**kw) -> None:
-    """Train on a built-in task and stream loss, lr and norms into a run directory."""
-    from smoothprobe.train import train as run_training
+    """Train on a built-in task and stream loss, lr and norms into a run directory.
 
-    out, resume, overwrite, quiet = kw.pop("out"), kw.pop("resume"), kw.pop("overwrite"), kw.pop("no_progress")
-    config = config_from_options(kw)
-    path = run_training(config, out, resume=resume, overwrite=overwrite, progress=not quiet)
-    if distributed.is_main():
-        click.echo(f"run written to {Path(path)}")
+    Exit codes: 0 done, 2 bad input or data, 130 Ctrl-C, 143 SIGTERM (the run is closed with its
+    status and rows either way), 1 any other failure."""
+    out, resume, overwrite, quiet = (kw.pop(k) for k in ("out", "resume", "overwrite", "no_progress"))
+    run_training(config_from_options(kw), out, resume, overwrite, quiet)
 
 
 @main.command()
@@ -204,7 +283,7 @@ def train(**kw) -> None:
 @click.option("--probes", default=None,
               help="Comma-separated probe list overriding --preset (norms,secant,curv_fd,curv_hvp,top_eig,trace).")
 @click.option("--every", type=click.IntRange(min=1), default=10, show_default=True, help="Probe every N steps.")
-@click.option("--overhead", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None,
+@click.option("--overhead", type=Finite(0, 1, min_open=True, max_open=True), default=None,
               help="Instead of --every: adapt the interval so probes cost this fraction of training time.")
 @click.option("--heavy-every", type=click.IntRange(min=1), default=10, show_default=True,
               help="Top eigenvalue and trace run on every N-th probed step.")
@@ -213,20 +292,16 @@ def train(**kw) -> None:
 @library_errors
 def record(**kw) -> None:
     """Train like `train` and record curvature probes (secant K in the optimizer's geometry, ...)."""
-    from smoothprobe.train import train as run_training
-
     from smoothprobe.config import ProbeConfig
 
     listed = kw.pop("probes")
     probes = ProbeConfig(preset=kw.pop("preset"), probes=listed.split(",") if listed else None,
                          every=kw.pop("every"), overhead=kw.pop("overhead"), heavy_every=kw.pop("heavy_every"),
                          nuclear=kw.pop("nuclear"))
-    out, resume, overwrite, quiet = kw.pop("out"), kw.pop("resume"), kw.pop("overwrite"), kw.pop("no_progress")
+    out, resume, overwrite, quiet = (kw.pop(k) for k in ("out", "resume", "overwrite", "no_progress"))
     config = config_from_options(kw)
     config.probes = probes
-    path = run_training(config, out, resume=resume, overwrite=overwrite, progress=not quiet)
-    if distributed.is_main():
-        click.echo(f"run written to {Path(path)}")
+    run_training(config, out, resume, overwrite, quiet)
 
 
 @main.command()
@@ -234,20 +309,22 @@ def record(**kw) -> None:
 @click.option("--warmups", "warmup_grid", default="0,0.01,0.02,0.05,0.1,0.2", show_default=True,
               help="Comma-separated warm-up grid (fractions of --steps if below 1, else steps).")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds per configuration.")
+@click.option("--overwrite", is_flag=True, help="Rerun runs in --out whose stored config differs from this sweep's.")
 @library_errors
 def sweep(**kw) -> None:
     """Run a warm-up grid (and with --adaptive the adaptive schedule) over seeds; write summary.csv.
 
-    Finished runs already in --out are reused, so an interrupted sweep continues where it stopped."""
+    Finished runs already in --out with the same config are reused, so an interrupted sweep
+    continues where it stopped; a run with another config is refused unless --overwrite."""
     from smoothprobe.sweep import sweep as run_sweep
 
     try:
         grid = [float(w) for w in kw.pop("warmup_grid").split(",")]
     except ValueError:
         raise click.BadParameter("expected comma-separated numbers", param_hint="--warmups") from None
-    out, seeds, quiet = kw.pop("out"), kw.pop("seeds"), kw.pop("no_progress")
+    out, seeds, quiet, overwrite = kw.pop("out"), kw.pop("seeds"), kw.pop("no_progress"), kw.pop("overwrite")
     config = config_from_options(kw)
-    summary = run_sweep(config, out, grid, seeds, adaptive=config.adaptive, progress=not quiet)
+    summary = run_sweep(config, out, grid, seeds, adaptive=config.adaptive, progress=not quiet, overwrite=overwrite)
     click.echo(summary.to_string(index=False))
     click.echo(f"summary written to {Path(out) / 'summary.csv'}")
 
@@ -300,13 +377,16 @@ def parse_window(value: str | None) -> tuple[int | None, int | None] | None:
 
 
 def parse_number_or_auto(value: str | None, name: str) -> float | str | None:
-    """A float, the word 'auto', or None."""
+    """A finite float, the word 'auto', or None."""
     if value is None or value == "auto":
         return value
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise click.BadParameter(f"expected a number or 'auto', got {value!r}", param_hint=name) from None
+        number = math.nan
+    if not math.isfinite(number):
+        raise click.BadParameter(f"expected a number or 'auto', got {value!r} (numbers must be finite)", param_hint=name)
+    return number
 
 
 @main.command()
@@ -314,7 +394,7 @@ def parse_number_or_auto(value: str | None, name: str) -> float | str | None:
 @click.option("--f-star", default=None, help="f* as a number or 'auto' (fitted to the loss curve) [default: the task's exact f*].")
 @click.option("--rho", default="2", show_default=True, help="Exponent rho > 1, or 'auto' (chosen by held-out pinball loss).")
 @click.option("--window", default=None, help="Steps START:END to fit (END exclusive; either side may be empty).")
-@click.option("--quantile", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9, show_default=True,
+@click.option("--quantile", type=Finite(0, 1, min_open=True, max_open=True), default=0.9, show_default=True,
               help="Upper-envelope quantile (K is an upper bound).")
 @click.option("--bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
               help="Block-bootstrap resamples for the intervals (0 disables).")
@@ -330,14 +410,19 @@ def fit(run_dir, f_star, rho, window, quantile, bootstrap, column, delta_from, s
     from smoothprobe.fit import fit_run
     from smoothprobe.store import load_run
 
+    f_star, rho, window = parse_number_or_auto(f_star, "--f-star"), parse_number_or_auto(rho, "--rho"), parse_window(window)
+    path = Path(out) if out else Path(run_dir) / "fit.json"
+    if out and not path.parent.is_dir():
+        raise click.BadParameter(f"directory {path.parent} does not exist", param_hint="--out")
+    run = load_run(run_dir)
+    for warning in run.warnings:
+        click.echo(f"warning: {warning}", err=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = fit_run(load_run(run_dir), column=column, f_star=parse_number_or_auto(f_star, "--f-star"),
-                         rho=parse_number_or_auto(rho, "--rho"), window=parse_window(window),
-                         quantile=quantile, bootstrap=bootstrap, seed=seed, delta_from=delta_from, n_jobs=jobs)
+        result = fit_run(run, column=column, f_star=f_star, rho=rho, window=window, quantile=quantile,
+                         bootstrap=bootstrap, seed=seed, delta_from=delta_from, n_jobs=jobs)
     for note in dict.fromkeys(as_flags(str(w.message)) for w in caught):
         click.echo(f"note: {note}", err=True)
-    path = Path(out) if out else Path(run_dir) / "fit.json"
     result.to_json(path)
     click.echo(result.summary_table())
     click.echo(f"fit written to {path}")

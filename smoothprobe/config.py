@@ -39,8 +39,26 @@ def _finite(value: float | None) -> bool:
     return value is None or (isinstance(value, (int, float)) and math.isfinite(value))
 
 
+_JSON_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),
+               "dict": (dict,), "ProbeConfig": (dict,), "AdaptiveConfig": (dict,)}
+"""The JSON values a field of each annotated type accepts (a nested config is a mapping)."""
+
+
+def _check_types(cls: type, value: dict, name: str) -> None:
+    """Raise SmoothprobeError naming the first field whose JSON value has the wrong type."""
+    for f in dataclasses.fields(cls):
+        if f.name not in value:
+            continue
+        parts = [part.strip() for part in str(f.type).split("|")]
+        allowed = tuple(t for part in parts for t in ((list, tuple) if part.startswith("tuple") else _JSON_TYPES[part]))
+        item = value[f.name]
+        if not isinstance(item, allowed) or (isinstance(item, bool) and "bool" not in parts):
+            raise SmoothprobeError(f"{name}.{f.name} must be {f.type}; got {item!r:.40}")
+
+
 def _build(cls: type, value: Any, name: str) -> Any:
-    """`value` as a `cls` instance: None stays None, a mapping gives its fields by name."""
+    """`value` as a `cls` instance: None stays None, a mapping gives its fields by name (unknown
+    fields and values of the wrong type are refused, naming them)."""
     if value is None or isinstance(value, cls):
         return value
     if not isinstance(value, dict):
@@ -49,6 +67,7 @@ def _build(cls: type, value: Any, name: str) -> Any:
     unknown = sorted(set(value) - known)
     if unknown:
         raise SmoothprobeError(f"{name}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    _check_types(cls, value, name)
     return cls(**value)
 
 

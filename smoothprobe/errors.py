@@ -1,4 +1,5 @@
-"""The one exception type the CLI turns into a single line and exit code 2."""
+"""The exceptions the CLI turns into a single line and an exit code: SmoothprobeError (bad input
+or an unusable run, exit 2) and Terminated (SIGTERM during a run, exit 143)."""
 
 
 class SmoothprobeError(ValueError):
@@ -6,3 +7,13 @@ class SmoothprobeError(ValueError):
 
     A ValueError, so code that already guards against bad values catches it too.
     """
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived during a run: like KeyboardInterrupt, the run closes as interrupted."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (torch's multi-line messages joined), at most `limit` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

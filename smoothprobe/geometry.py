@@ -12,6 +12,8 @@ The whole model takes the max of per-tensor primal norms and the sum of duals; �
 Spectral tensors with ndim > 2 are read as matrices of shape (shape[0], -1); 1-D tensors have no
 spectral norm, so a spectral geometry refuses them (leave them out of `names`).
 Norms are computed in float32, or float64 for float64 input, and returned as 0-d tensors or floats.
+A tensor with a NaN or infinite entry has NaN singular values (a diverging run's probes record NaN
+instead of failing in the eigensolver).
 """
 
 from __future__ import annotations
@@ -94,8 +96,13 @@ def _gram(t: Tensor) -> Tensor:
 
 
 def _gram_singular_values(g: Tensor) -> Tensor:
-    """Singular values of a tall float64 matrix as square roots of the eigenvalues of GᵀG."""
-    return torch.linalg.eigvalsh(g.T @ g).clamp(min=0.0).sqrt()
+    """Singular values of a tall float64 matrix as square roots of the eigenvalues of GᵀG, computed
+    on G / max|G| so that GᵀG cannot overflow; NaN when G has a non-finite entry."""
+    scale = g.abs().max()
+    if not torch.isfinite(scale):
+        return torch.full(g.shape[1:], torch.nan, dtype=g.dtype, device=g.device)
+    unit = g / scale.clamp(min=torch.finfo(g.dtype).tiny)
+    return torch.linalg.eigvalsh(unit.T @ unit).clamp(min=0.0).sqrt() * scale
 
 
 def nuclear_norm_estimate(t: Tensor) -> tuple[Tensor, Tensor]:
@@ -118,7 +125,10 @@ def singular_values(t: Tensor, nuclear: str = "exact") -> Tensor:
     """Singular values of the matrix view: SVD ("exact") or Gram eigenvalues ("estimate")."""
     check_nuclear(nuclear)
     if nuclear == "exact":
-        return torch.linalg.svdvals(_work(matrix_view(t)))
+        m = _work(matrix_view(t))
+        if not torch.isfinite(m).all():
+            return torch.full((min(m.shape),), torch.nan, dtype=m.dtype, device=m.device)
+        return torch.linalg.svdvals(m)
     return _gram_singular_values(_gram(t))
 
 

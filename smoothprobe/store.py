@@ -9,15 +9,31 @@ Layout::
     RUN_DIR/checkpoints/last.pt model, optimizer, scheduler and RNG state (atomic replace)
 
 Rows are buffered and appended on `flush()`; a SIGKILL loses at most the rows since the last flush,
-and a torn last line is dropped on read with a warning.
+and a torn last line is dropped on read with a warning. An append that fails (a full disk) is cut
+back, so no half line stays in the middle of a table.
+
+Every line is strict JSON (RFC 8259), readable by any JSON parser: a NaN or infinite value is
+written as null and named in the row's `"nonfinite"` object with its value as a string, e.g.
+``{"step": 3, "loss": null, "nonfinite": {"loss": "nan"}}`` (values "nan", "inf", "-inf").
+`read_table` restores them (and still reads files written with bare NaN/Infinity tokens). Rows
+are validated when read: a line that is not an object with an integer `step`, or whose field
+holds the wrong type, is an error naming the file, the line and the field.
+
+One writer at a time: the writing RunStore holds an exclusive `flock` on RUN/.lock (its pid
+inside) until `close()`; a second writer is refused, naming that pid. The OS releases the lock
+when the process dies, so a killed run does not block its resume. Files are replaced through
+temporaries (`.run.json.tmp`, `.steps.jsonl.tmp`, `checkpoints/.last.pt.tmp`) that are removed if
+the write fails, and left-overs of a killed writer are removed when the next writer takes the lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
-import tempfile
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +41,16 @@ from typing import Any
 import pandas as pd
 import torch
 
-from smoothprobe.errors import SmoothprobeError
+from smoothprobe.errors import SmoothprobeError, one_line
 
 SCHEMA_VERSION = 1
 TABLES = ("steps", "evals", "tensors")
 CHECKPOINT = Path("checkpoints") / "last.pt"
+LOCK = ".lock"
+TEMPORARIES = ("*.tmp", ".run.json.*", "checkpoints/*.tmp")
+NONFINITE = "nonfinite"
+NUMERIC = ("loss", "lr", "grad_norm", "update_norm", "step_time_s", "time_s", "val_loss")
+"""Columns that hold a number (or null) in every row that has them."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -41,13 +62,30 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def encode_row(row: dict) -> str:
+    """One strict-JSON line: NaN/inf values become null and are named in `"nonfinite"`."""
+    plain = {key: _jsonable(value) for key, value in row.items()}
+    nonfinite = {key: str(value).lower() for key, value in plain.items()
+                 if isinstance(value, float) and not math.isfinite(value)}
+    if nonfinite:
+        plain = {**plain, **dict.fromkeys(nonfinite), NONFINITE: nonfinite}
+    return json.dumps(plain, allow_nan=False, default=_jsonable) + "\n"
+
+
+def replace_atomically(target: Path, write: Callable[[Path], Any]) -> None:
+    """`write` a temporary sibling of `target`, then rename it over `target`: readers never see
+    half a file. The temporary file is removed if writing fails (any exception, Ctrl-C, SIGTERM)."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON through a temporary file and rename, so readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, default=_jsonable)
-        f.write("\n")
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n"))
 
 
 def read_run_info(path: Path) -> dict:
@@ -59,12 +97,32 @@ def read_run_info(path: Path) -> dict:
         info = json.loads(info_path.read_text())
     except FileNotFoundError:
         raise SmoothprobeError(f"not a run directory (no run.json): {path}") from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SmoothprobeError(f"unreadable run.json in {path}: {exc}") from None
+    if not isinstance(info, dict):
+        raise SmoothprobeError(f"{info_path} must hold a JSON object; got {type(info).__name__}")
     version = info.get("schema_version")
     if version != SCHEMA_VERSION:
         raise SmoothprobeError(f"{info_path} has schema version {version}; this smoothprobe reads {SCHEMA_VERSION}")
+    if not isinstance(info.get("config"), dict):
+        raise SmoothprobeError(f"{info_path}: field 'config' must be an object; got "
+                               f"{'nothing' if 'config' not in info else type(info['config']).__name__}")
+    for key in ("task", "optimizer", "probes", "environment"):
+        if not isinstance(info.get(key) or {}, dict):
+            raise SmoothprobeError(f"{info_path}: field {key!r} must be an object or null; got {type(info[key]).__name__}")
+    f_star, steps, status = (info.get("task") or {}).get("f_star"), info["config"].get("steps"), info.get("status")
+    if f_star is not None and (isinstance(f_star, bool) or not isinstance(f_star, (int, float)) or not abs(f_star) <= 1e12):
+        raise SmoothprobeError(f"{info_path}: field 'task.f_star' must be a finite number (|f*| <= 1e12) or null; got {f_star!r:.40}")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)):
+        raise SmoothprobeError(f"{info_path}: field 'config.steps' must be an integer; got {steps!r:.40}")
+    if status is not None and not isinstance(status, str):
+        raise SmoothprobeError(f"{info_path}: field 'status' must be a string; got {status!r:.40}")
     return info
+
+
+def _content(path: Path) -> list[Path]:
+    """What a run directory holds besides its lock file (nothing for a missing directory)."""
+    return [p for p in path.iterdir() if p.name != LOCK] if path.is_dir() else []
 
 
 class RunStore:
@@ -73,30 +131,72 @@ class RunStore:
     def __init__(self, path: Path, info: dict, writer: bool = True) -> None:
         self.path, self.info, self.writer = Path(path), info, writer
         self._buffers: dict[str, list[dict]] = {name: [] for name in TABLES}
+        self._lock = None
 
     @classmethod
     def create(cls, path: str | Path, info: dict, overwrite: bool = False, writer: bool = True) -> RunStore:
-        """Start a new run directory; refuses a non-empty one unless `overwrite`. A store with
-        `writer=False` (ranks other than 0) keeps rows in memory only and touches no file."""
+        """Start a new run directory; refuses a non-empty one unless `overwrite`, which clears
+        everything in it (fit.json and reports included). A store with `writer=False` (ranks
+        other than 0) keeps rows in memory only and touches no file."""
         path = Path(path)
+        store = cls(path, {"schema_version": SCHEMA_VERSION, **info}, writer=writer)
         if not writer:
-            return cls(path, {"schema_version": SCHEMA_VERSION, **info}, writer=False)
-        if path.exists() and any(path.iterdir()):
-            if not overwrite:
-                raise SmoothprobeError(f"run directory {path} exists; pass resume (to continue it) or overwrite (to replace it)")
-            for name in [*(f"{t}.jsonl" for t in TABLES), "run.json", str(CHECKPOINT)]:
-                (path / name).unlink(missing_ok=True)
-        (path / CHECKPOINT.parent).mkdir(parents=True, exist_ok=True)
-        store = cls(path, {"schema_version": SCHEMA_VERSION, **info})
-        store.write_info()
-        for table in TABLES:
-            (path / f"{table}.jsonl").touch()
+            return store
+        if _content(path) and not overwrite:
+            raise SmoothprobeError(f"run directory {path} exists; pass resume (to continue it) or overwrite (to replace it)")
+        path.mkdir(parents=True, exist_ok=True)
+        store.lock()
+        try:
+            if _content(path) and not (path / "run.json").is_file():
+                raise SmoothprobeError(f"{path} holds files but no run.json; refusing to overwrite a directory "
+                                       "smoothprobe did not write (choose another directory)")
+            for item in _content(path):
+                if item.is_dir() and not item.is_symlink():
+                    shutil.rmtree(item)
+                else:
+                    item.unlink()
+            (path / CHECKPOINT.parent).mkdir()
+            store.write_info()
+            for table in TABLES:
+                (path / f"{table}.jsonl").touch()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     @classmethod
     def open(cls, path: str | Path, writer: bool = True) -> RunStore:
-        """Reopen an existing run directory for appending (resume)."""
-        return cls(Path(path), read_run_info(Path(path)), writer)
+        """Reopen an existing run directory for appending (resume); a writer takes the lock."""
+        store = cls(Path(path), read_run_info(Path(path)), writer)
+        if writer:
+            store.lock()
+        return store
+
+    def lock(self) -> None:
+        """Take RUN/.lock for this process (refused, naming the holder's pid, while another writer
+        lives) and remove the temporaries a killed writer left."""
+        handle = open(self.path / LOCK, "a+")  # noqa: SIM115 - held open for the writer's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise SmoothprobeError(f"run directory {self.path} is in use by another writer (pid {holder}); "
+                                   "wait for it to end or stop it") from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock = handle
+        for pattern in TEMPORARIES:
+            for leftover in self.path.glob(pattern):
+                leftover.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Release the lock (the buffers should have been flushed); a no-op for a closed store."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def write_info(self, **updates: Any) -> None:
         """Merge `updates` into run.json and rewrite it atomically."""
@@ -115,9 +215,15 @@ class RunStore:
                 rows.clear()
             if not rows:
                 continue
-            lines = "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows)
+            lines = "".join(encode_row(r) for r in rows)
             with open(self.path / f"{table}.jsonl", "a") as f:
-                f.write(lines)
+                end = f.tell()
+                try:
+                    f.write(lines)
+                    f.flush()
+                except BaseException:
+                    f.truncate(end)
+                    raise
             rows.clear()
 
     def truncate(self, step: int) -> None:
@@ -126,16 +232,14 @@ class RunStore:
         for table in TABLES if self.writer else ():
             rows, _ = read_table(self.path / f"{table}.jsonl")
             limit = step + 1 if table == "evals" else step
-            kept = "".join(json.dumps(r) + "\n" for r in rows if r.get("step", -1) < limit)
-            tmp = self.path / f".{table}.jsonl.tmp"
-            tmp.write_text(kept)
-            os.replace(tmp, self.path / f"{table}.jsonl")
+            kept = "".join(encode_row(r) for r in rows if r["step"] < limit)
+            replace_atomically(self.path / f"{table}.jsonl", lambda tmp, text=kept: tmp.write_text(text))
 
     def last_time(self) -> float:
         """`time_s` of the last step row on disk (0 without rows): a resumed run's clock."""
         self.flush()
         rows, _ = read_table(self.path / "steps.jsonl") if self.writer else ([], [])
-        times = [r.get("time_s") for r in rows if isinstance(r, dict)]
+        times = [r.get("time_s") for r in rows]
         return float(next((t for t in reversed(times) if isinstance(t, (int, float))), 0.0))
 
     def save_checkpoint(self, state: dict) -> None:
@@ -143,10 +247,7 @@ class RunStore:
         self.flush()
         if not self.writer:
             return
-        target = self.path / CHECKPOINT
-        tmp = target.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, target)
+        replace_atomically(self.path / CHECKPOINT, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self) -> dict | None:
         """The last checkpoint (loaded with weights_only=True), or None if there is none."""
@@ -156,26 +257,57 @@ class RunStore:
         try:
             return torch.load(target, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-            raise SmoothprobeError(f"corrupt checkpoint {target}: {exc}") from None
+            raise SmoothprobeError(f"corrupt checkpoint {target}: {one_line(exc)}") from None
+
+
+def _decode_row(row: Any, where: str, kinds: dict[str, type]) -> dict:
+    """A validated row with its non-finite values restored; `kinds` remembers whether each column
+    held numbers or strings so far, so a value of the other kind is caught."""
+    if not isinstance(row, dict):
+        raise SmoothprobeError(f"{where} is not a record (a JSON object with a step); got {json.dumps(row)[:40]}")
+    step = row.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < 2**53:
+        raise SmoothprobeError(f"{where}: field 'step' must be an integer >= 0; got {json.dumps(step)[:40]}")
+    nonfinite = row.pop(NONFINITE, {})
+    if not isinstance(nonfinite, dict) or any(v not in ("nan", "inf", "-inf") or row.get(k, 0) is not None
+                                              for k, v in nonfinite.items()):
+        raise SmoothprobeError(f"{where}: field '{NONFINITE}' must map null fields to 'nan', 'inf' or '-inf'")
+    row.update({key: float(value) for key, value in nonfinite.items()})
+    for key, value in row.items():
+        if value is None:
+            continue
+        kind = str if isinstance(value, str) else float if isinstance(value, (int, float)) else None
+        if kind is None or isinstance(value, bool) or (kind is str and key in NUMERIC):
+            raise SmoothprobeError(f"{where}: field {key!r} must be a number{'' if key in NUMERIC else ', a string'} "
+                                   f"or null; got {json.dumps(value)[:40]}")
+        if kinds.setdefault(key, kind) is not kind:
+            raise SmoothprobeError(f"{where}: field {key!r} holds {json.dumps(value)[:40]} where earlier rows "
+                                   f"hold {'numbers' if kind is str else 'strings'}")
+    return row
 
 
 def read_table(path: Path) -> tuple[list[dict], list[str]]:
-    """Rows of a JSON-lines table and warnings; a torn last line is dropped, a bad middle line is an error."""
+    """Validated rows of a JSON-lines table and warnings; a torn last line is dropped, a bad middle
+    line (or a valid line that is not a proper record) is an error naming the line and field."""
     if not path.exists():
         return [], []
-    lines = path.read_text().split("\n")
+    try:
+        lines = path.read_text().split("\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SmoothprobeError(f"unreadable {path}: {exc}") from None
     complete, tail = lines[:-1], lines[-1]
-    rows, warnings = [], []
+    rows, warnings, kinds = [], [], {}
     for number, line in enumerate(complete, start=1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             if number == len(complete) and not tail:
                 warnings.append(f"{path.name}: dropped a truncated last record (line {number})")
                 continue
             raise SmoothprobeError(f"{path} line {number} is not valid JSON; the run store is corrupt") from None
+        rows.append(_decode_row(row, f"{path} line {number}", kinds))
     if tail.strip():
         warnings.append(f"{path.name}: dropped a truncated last record (line {len(lines)})")
     return rows, warnings
@@ -212,6 +344,14 @@ def load_run(path: str | Path) -> Run:
         rows, table_warnings = read_table(path / f"{table}.jsonl")
         frames[table] = pd.DataFrame.from_records(rows)
         warnings += table_warnings
+    for table in ("steps", "evals"):
+        frame = frames[table]
+        repeated = frame.step.duplicated(keep="last") if not frame.empty else None
+        if repeated is not None and repeated.any():
+            steps = sorted(set(frame.step[repeated]))
+            frames[table] = frame[~repeated].sort_values("step", kind="stable").reset_index(drop=True)
+            warnings.append(f"{table}.jsonl repeats step(s) {', '.join(map(str, steps[:5]))}"
+                            f"{' ...' if len(steps) > 5 else ''} ({int(repeated.sum())} rows): kept the last row of each")
     if info.get("status") == "running":
         warnings.append("run.json says the run is still running (or was killed): data may stop early")
     return Run(path, info, frames["steps"], frames["evals"], frames["tensors"], warnings)

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.store import load_run
-from smoothprobe.train import TrainConfig, train
+from smoothprobe.train import TrainConfig, stored_config, train
 
 SUMMARY = "summary.csv"
 
@@ -31,21 +31,29 @@ def final_val_loss(path: Path) -> float:
 
 
 def sweep(base: TrainConfig, out: str | Path, warmups: list[float], seeds: int,
-          adaptive: dict | None = None, progress: bool = True) -> pd.DataFrame:
+          adaptive: dict | None = None, progress: bool = True, overwrite: bool = False) -> pd.DataFrame:
     """Train every (warm-up, seed) and, with `adaptive`, the adaptive schedule per seed; finished runs
-    already in `out` are reused, so an interrupted sweep continues. Writes and returns the summary."""
+    already in `out` with the same config are reused, so an interrupted sweep continues. A run in
+    `out` whose stored config differs is refused before anything is trained, unless `overwrite`
+    (then it is trained again). Writes and returns the summary."""
     if seeds < 1 or not warmups:
         raise SmoothprobeError("a sweep needs at least one seed and one warm-up value")
     out = Path(out)
     plan = [(w, s) for w in warmups for s in range(seeds)]
     if adaptive is not None:
         plan += [(None, s) for s in range(seeds)]
-    records = []
-    for warmup, seed in tqdm(plan, disable=not progress, desc="sweep", unit="run"):
+    runs = []
+    for warmup, seed in plan:
         path = out / run_label(warmup) / f"seed-{seed}"
         config = dataclasses.replace(base, seed=base.seed + seed, warmup=warmup or 0.0,
                                      adaptive=adaptive if warmup is None else None)
-        done = (path / "run.json").exists() and load_run(path).info.get("status") == "finished"
+        same = (path / "run.json").exists() and stored_config(path) == config
+        if (path / "run.json").exists() and not same and not overwrite:
+            raise SmoothprobeError(f"{path} holds a run with another config than this sweep's; pass overwrite "
+                                   "to rerun it, or choose another out")
+        runs.append((warmup, seed, path, config, same and load_run(path).info.get("status") == "finished"))
+    records = []
+    for warmup, seed, path, config, done in tqdm(runs, disable=not progress, desc="sweep", unit="run"):
         if not done:
             try:
                 train(config, path, overwrite=True, progress=False)

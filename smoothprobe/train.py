@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,15 +20,16 @@ from tqdm.auto import tqdm
 
 from smoothprobe import distributed
 from smoothprobe.config import TrainConfig
-from smoothprobe.errors import SmoothprobeError
+from smoothprobe.errors import SmoothprobeError, Terminated, one_line
 from smoothprobe.optim import make_optimizer
 from smoothprobe.probes.recorder import Cadence, Recorder, optimizer_geometry
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.baseline import WarmupDecay, warmup_steps
 from smoothprobe.schedule.online import OnlineFStar, OnlineRefit, Pilot
-from smoothprobe.store import RunStore, read_table
+from smoothprobe.store import CHECKPOINT, RunStore, read_run_info, read_table
 from smoothprobe.tasks import Task, make_task
 from smoothprobe.writer import StepLog, describe_run, snapshot, update_norm
+
 
 def resolve_device(name: str) -> torch.device:
     """'auto' means CUDA when available, else CPU."""
@@ -43,6 +47,28 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 class Diverged(SmoothprobeError):
     """The training loss became NaN or infinite; the rows before it are kept."""
+
+
+CHECKPOINT_KEYS = ("step", "elapsed", "model", "optimizer", "scheduler", "rng_cpu")
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated("SIGTERM")
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While training, SIGTERM raises Terminated, so the run closes (rows flushed, status
+    interrupted) instead of dying mid-write; the previous handler is restored afterwards. Signal
+    handlers live in the main thread only, so elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass
@@ -108,17 +134,36 @@ class Trainer:
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         if self.recorder is not None:
             state["cadence"] = dataclasses.asdict(self.recorder.cadence)
+        if self.refit is not None:
+            state["refit"] = self.refit.state_dict()
         self.store.save_checkpoint(state)
 
-    def restore(self, state: dict) -> None:
-        distributed.load_state_dicts(self.model, self.optimizer, state["model"], state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if "rng_cuda" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
-        if "cadence" in state and self.recorder is not None:
-            self.recorder.cadence = Cadence(**state["cadence"])
-        self.start_step, self.log.elapsed = int(state["step"]), float(state["elapsed"])
+    def restore(self, state: Any) -> None:
+        """Load a checkpoint's state; one SmoothprobeError line when it lacks keys or does not fit
+        the run's model, optimizer or schedule."""
+        path = self.store.path / CHECKPOINT
+        missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise SmoothprobeError(f"checkpoint {path} lacks {', '.join(missing)}; not a checkpoint of this run "
+                                   "(start a new run with overwrite)")
+        step, elapsed = state["step"], state["elapsed"]
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0 or not (
+                isinstance(elapsed, (int, float)) and math.isfinite(elapsed) and elapsed >= 0):
+            raise SmoothprobeError(f"checkpoint {path}: step must be an integer >= 0 and elapsed a finite "
+                                   f"number >= 0; got step {step!r}, elapsed {elapsed!r}")
+        try:
+            distributed.load_state_dicts(self.model, self.optimizer, state["model"], state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng_cpu"])
+            if "rng_cuda" in state and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+            if "cadence" in state and self.recorder is not None:
+                self.recorder.cadence = Cadence(**state["cadence"])
+            if "refit" in state and self.refit is not None:
+                self.refit.load_state_dict(state["refit"])
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for a state that does not fit
+            raise SmoothprobeError(f"checkpoint {path} does not fit this run: {one_line(exc)}") from None
+        self.start_step, self.log.elapsed = step, float(elapsed)
 
     def step(self, step: int) -> dict:
         """One optimizer step; returns its record (raises on a non-finite loss, after recording it)."""
@@ -188,35 +233,38 @@ class Trainer:
         self.store.write_info(pilot={"steps": self.pilot.steps, "status": self.pilot.status})
 
     def run(self, progress: bool = True) -> None:
-        """Train from `start_step` to `config.steps`, flushing, evaluating and checkpointing on cadence."""
+        """Train from `start_step` to `config.steps`, flushing, evaluating and checkpointing on cadence.
+        Any exception (Ctrl-C and SIGTERM included) closes the run with its status and reason, then
+        propagates."""
         cfg = self.config
-        self.store.write_info(status="running")
         bar = tqdm(range(self.start_step, cfg.steps), initial=self.start_step, total=cfg.steps,
                    disable=not progress or not distributed.is_main(), desc=cfg.task, unit="step", dynamic_ncols=True)
-        try:
-            for step in bar:
-                row = self.log.write(self.step(step))
-                done = step + 1
-                if done % cfg.eval_every == 0 or done == cfg.steps:
-                    val = self.evaluate()
-                    self.store.append("evals", {"step": done, "val_loss": val, "time_s": self.log.elapsed})
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", val=f"{val:.4f}")
-                elif done % 10 == 0:
-                    bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
-                if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                    self.checkpoint(done)
-        except Diverged as exc:
-            self.log.close("diverged", str(exc))
-            raise
-        except KeyboardInterrupt:
-            self.log.close("interrupted", "KeyboardInterrupt")
-            raise
-        except BaseException as exc:
-            self.log.close("crashed", f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            bar.close()
-        self.log.close("finished")
+        with sigterm_raises():
+            try:
+                self.store.write_info(status="running")
+                for step in bar:
+                    row = self.log.write(self.step(step))
+                    done = step + 1
+                    if done % cfg.eval_every == 0 or done == cfg.steps:
+                        val = self.evaluate()
+                        self.store.append("evals", {"step": done, "val_loss": val, "time_s": self.log.elapsed})
+                        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", val=f"{val:.4f}")
+                    elif done % 10 == 0:
+                        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+                    if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                        self.checkpoint(done)
+            except Diverged as exc:
+                self.log.close("diverged", str(exc))
+                raise
+            except (KeyboardInterrupt, Terminated) as exc:
+                self.log.close("interrupted", "SIGTERM" if isinstance(exc, Terminated) else "KeyboardInterrupt")
+                raise
+            except BaseException as exc:
+                self.log.close("crashed", f"{type(exc).__name__}: {one_line(exc)}")
+                raise
+            finally:
+                bar.close()
+            self.log.close("finished")
 
 
 def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model: nn.Module,
@@ -264,11 +312,86 @@ def create_store(out: str | Path, writer: bool, overwrite: bool, info: dict) -> 
     return store
 
 
-def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> Trainer:
-    """Set up a run (new, or resumed from its last checkpoint with the stored config)."""
+def stored_config(out: str | Path) -> TrainConfig:
+    """The config in run.json of the run directory `out` (one line naming the file if unusable)."""
+    info = read_run_info(out)
+    try:
+        return TrainConfig.from_dict(info["config"])
+    except SmoothprobeError as exc:
+        raise SmoothprobeError(f"{Path(out) / 'run.json'}: {exc}") from None
+
+
+def resumed_config(stored: TrainConfig, requested: TrainConfig | None) -> TrainConfig:
+    """The config a resumed run continues with: the stored one, with `requested.steps` when it
+    extends the run. Any other difference from the stored config is refused, naming the fields."""
+    if requested is None:
+        return stored
+    changed = [f.name for f in dataclasses.fields(TrainConfig)
+               if f.name != "steps" and getattr(requested, f.name) != getattr(stored, f.name)]
+    if changed:
+        raise SmoothprobeError(f"resume continues the stored run, whose config differs in: {', '.join(changed)} "
+                               "(only steps may change; start a new run with overwrite to change the others)")
+    if requested.steps < stored.steps:
+        raise SmoothprobeError(f"steps must be at least the run's {stored.steps} when resuming (resume extends a "
+                               f"run, it does not shorten it); got {requested.steps}")
+    return dataclasses.replace(stored, steps=requested.steps)
+
+
+def check_first_gap(trainer: Trainer) -> None:
+    """The practical adaptive rule needs f* and Δ' below the first loss: check them on step 0's
+    first micro-batch before the run directory exists, instead of failing at the first step."""
+    opts = trainer.config.adaptive
+    if opts is None or opts.fit is not None or opts.f_star == "auto":
+        return
+    f_star = trainer.task.f_star if opts.f_star is None else opts.f_star
+    with torch.no_grad():
+        first = trainer.micro_loss(trainer.model, [trainer.task.train_batch(0, 0)]).item()
+    if not first - f_star > 0:
+        raise SmoothprobeError(f"f_star must lie below the first training loss {first:.6g}; got {f_star:g}")
+    if opts.delta_peak is not None and not opts.delta_peak < first - f_star:
+        raise SmoothprobeError(f"delta_peak must lie below the first loss gap (loss - f*) {first - f_star:.6g}; "
+                               f"got {opts.delta_peak:g}")
+
+
+def resume_from_checkpoint(trainer: Trainer) -> None:
+    """Restore the last checkpoint, refuse a store that lacks rows before it, drop the rows after it,
+    store the (possibly extended) config and refill the online sources' history."""
+    store = trainer.store
+    state = store.load_checkpoint()
+    if state is not None:
+        trainer.restore(state)
+    start = trainer.start_step
+    steps_file = store.path / "steps.jsonl"
+    rows = [row for row in read_table(steps_file)[0] if row["step"] < start]
+    missing = start - len({row["step"] for row in rows})
+    if missing:
+        raise SmoothprobeError(f"{steps_file} lacks {missing} of the {start} rows before the checkpoint at step "
+                               f"{start}; resuming would leave them out (start a new run with overwrite)")
+    store.truncate(start)
+    store.write_info(config=dataclasses.asdict(trainer.config))
+    if trainer.pilot is not None and start >= trainer.pilot.steps:  # the restored schedule is the pilot's outcome
+        trainer.pilot.status = (store.info.get("pilot") or {}).get("status", "done")
+        if trainer.pilot_recorder:
+            trainer.recorder = None
+    elif trainer.pilot is not None:
+        trainer.pilot.rows = [dict(row) for row in rows]
+    for row in rows:  # the online sources' history
+        if trainer.online is not None:
+            trainer.online.steps.append(row["step"])
+            trainer.online.losses.append(row["loss"])
+        if trainer.refit is not None and math.isfinite(row.get("secant_K") or math.nan):
+            trainer.refit.rows.append({"step": row["step"], "loss": row["loss"], "secant_K": row["secant_K"]})
+
+
+def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, overwrite: bool = False) -> Trainer:
+    """Set up a run: new, or resumed from its last checkpoint with the stored config (`config` may
+    then be None, or the stored config with more steps). Everything is validated before the run
+    directory is written; a second writer of `out` is refused."""
+    if resume and overwrite:
+        raise SmoothprobeError("resume and overwrite exclude each other (resume continues the run in out; "
+                               "overwrite replaces it)")
     if resume:
-        store = RunStore.open(out)
-        config = TrainConfig.from_dict(store.info.get("config"))
+        config = resumed_config(stored_config(out), config)
     config.validate()
     device = distributed.init_from_env(resolve_device(config.device), shard=config.fsdp)
     torch.manual_seed(config.seed)
@@ -301,41 +424,31 @@ def build(config: TrainConfig, out: str | Path, *, resume: bool = False, overwri
             raise SmoothprobeError("refitting the constants online (refit_every) needs the secant probe: "
                                    "record the run with probes")
         trainer.refit = OnlineRefit(scheduler, adaptive.refit_every)
-    if resume:  # everything is validated before the run directory is touched
-        store.writer = distributed.is_main()
+    if resume:
+        store = RunStore.open(out, writer=distributed.is_main())
     else:
+        check_first_gap(trainer)
         store = create_store(out, distributed.is_main(), overwrite, info=describe_run(
             model, optimizer, config=dataclasses.asdict(config), task=task.describe(),
             probes=trainer.recorder.describe() if trainer.recorder else None, optimizer_name=config.optimizer))
-    trainer.store = store
-    trainer.log = StepLog(store if store.writer else None, flush_every=config.flush_every)
-    if trainer.recorder is not None:
-        trainer.recorder.store = store
-    if distributed.active() and not config.fsdp:
-        from torch.nn.parallel import DistributedDataParallel
+    try:
+        trainer.store = store
+        trainer.log = StepLog(store if store.writer else None, flush_every=config.flush_every)
+        if trainer.recorder is not None:
+            trainer.recorder.store = store
+        if distributed.active() and not config.fsdp:
+            from torch.nn.parallel import DistributedDataParallel
 
-        trainer.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if resume:
-        state = store.load_checkpoint()
-        if state is not None:
-            trainer.restore(state)
-        store.truncate(trainer.start_step)
-        if trainer.pilot is not None and trainer.start_step >= trainer.pilot.steps:
-            trainer.pilot.status = store.info.get("pilot", {}).get("status", "done")
-            if trainer.pilot_recorder:
-                trainer.recorder = None
-        for row in read_table(store.path / "steps.jsonl")[0]:  # the online sources' history
-            if row["step"] >= trainer.start_step:
-                continue
-            if trainer.online is not None:
-                trainer.online.steps.append(row["step"])
-                trainer.online.losses.append(row["loss"])
-            if trainer.refit is not None and math.isfinite(row.get("secant_K") or math.nan):
-                trainer.refit.rows.append({"step": row["step"], "loss": row["loss"], "secant_K": row["secant_K"]})
+            trainer.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if resume:
+            resume_from_checkpoint(trainer)
+    except BaseException:
+        store.close()
+        raise
     return trainer
 
 
-def train(config: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
+def train(config: TrainConfig | None, out: str | Path, *, resume: bool = False, overwrite: bool = False,
           progress: bool = True) -> Path:
     """Train one run into directory `out` and return its path.
 

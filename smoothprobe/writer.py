@@ -143,9 +143,14 @@ class StepLog:
         return row
 
     def close(self, status: str, reason: str | None = None) -> None:
-        """Flush every buffered row and write the final status (and why) to run.json."""
+        """Flush every buffered row, write the final status (and why) to run.json and release the
+        run directory's lock."""
         if self.store is None:
             return
-        self.store.flush()
-        self.store.write_info(status=status, status_reason=reason, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        try:
+            self.store.flush()
+            self.store.write_info(status=status, status_reason=reason,
+                                  finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        finally:
+            self.store.close()
 

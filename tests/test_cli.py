@@ -4,7 +4,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from smoothprobe.cli.main import main
+
+from cli.main import main
 
 
 def invoke(*args):
@@ -112,3 +113,40 @@ def test_bad_probe_option_leaves_no_run_directory(tmp_path):
     result = invoke("record", "--probes", "magic", "--steps", "2", "--out", str(tmp_path / "r"))
     assert result.exit_code == 2 and "unknown probe 'magic'" in result.output
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "inf"], "'inf' is not a finite number"),
+    (["--lr", "nan"], "'nan' is not a finite number"),
+    (["--adaptive", "--div", "inf"], "'inf' is not a finite number"),
+    (["--min-lr-ratio", "nan"], "'nan' is not a finite number"),
+    (["--adaptive", "--f-star", "inf"], "numbers must be finite"),
+])
+def test_non_finite_numbers_are_refused_before_anything_is_written(tmp_path, args, message):
+    result = invoke("train", "--out", str(tmp_path / "r"), "--steps", "2", "--no-progress", *args)
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--rho", "inf"], "--rho: expected a number or 'auto', got 'inf' (numbers must be finite)"),
+    (["--f-star", "nan"], "--f-star: expected a number or 'auto', got 'nan'"),
+    (["--out", "/no/such/dir/fit.json"], "--out: directory /no/such/dir does not exist"),
+])
+def test_fit_refuses_non_finite_numbers_and_missing_out_directories(tmp_path, args, message):
+    record_quadratic(tmp_path / "r", "--steps", "40")
+    result = invoke("fit", str(tmp_path / "r"), "--bootstrap", "0", *args)
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r" / "fit.json").exists()
+
+
+def test_fit_prints_load_warnings_and_overwrite_clears_the_stale_fit(tmp_path):
+    record_quadratic(tmp_path / "r", "--steps", "40")
+    with open(tmp_path / "r" / "steps.jsonl", "a") as f:
+        f.write('{"step": 40, "lo')  # a torn last line
+    result = CliRunner().invoke(main, ["fit", str(tmp_path / "r"), "--bootstrap", "0"])
+    assert result.exit_code == 0, result.output
+    assert "warning: steps.jsonl: dropped a truncated last record" in result.stderr
+    assert (tmp_path / "r" / "fit.json").exists()
+    record_quadratic(tmp_path / "r", "--steps", "40", "--overwrite")
+    assert not (tmp_path / "r" / "fit.json").exists()

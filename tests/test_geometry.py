@@ -137,3 +137,21 @@ def test_nuclear_estimate_bound_covers_rank_deficient_matrices():
     assert bound.item() <= 1e-4 * exact
     sigma = singular_values(low_rank, "estimate")
     assert sigma.shape == (50,)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("nuclear", ["exact", "estimate"])
+def test_non_finite_tensor_has_nan_spectral_norms_instead_of_an_eigensolver_error(bad, nuclear):
+    t = torch.randn(6, 4, dtype=torch.float64)
+    t[2, 1] = bad
+    primal, dual = tensor_norms(t, "spectral", nuclear)
+    assert torch.isnan(primal) and torch.isnan(dual)
+    assert torch.isnan(nuclear_norm_estimate(t)[0])
+
+
+def test_huge_finite_tensor_keeps_its_singular_values():
+    t = torch.randn(6, 4, dtype=torch.float64)
+    exact = torch.linalg.svdvals(t)
+    scale = 1e200  # GᵀG would overflow to inf without rescaling
+    estimate = singular_values(t * scale, "estimate").sort().values / scale
+    assert torch.allclose(estimate, exact.sort().values, rtol=1e-6)

@@ -1,11 +1,12 @@
 """The warm-up sweep: every configuration and seed runs, the summary is arithmetic on final losses."""
 
+import dataclasses
 import math
 
 import pandas as pd
 import pytest
 
-from smoothprobe import TrainConfig, load_run
+from smoothprobe import SmoothprobeError, TrainConfig, load_run
 from smoothprobe.sweep import summarise, sweep
 
 
@@ -37,3 +38,16 @@ def test_sweep_runs_grid_and_adaptive_with_same_budget_and_resumes(tmp_path):
     again = sweep(base, tmp_path, [0.0, 0.2], seeds=2, adaptive={"div": 10.0}, progress=False)
     assert (tmp_path / "warmup-0" / "seed-0" / "steps.jsonl").stat().st_mtime_ns == mtime
     pd.testing.assert_frame_equal(again, table)
+
+
+def test_sweep_reuses_only_runs_with_the_same_config(tmp_path):
+    base = TrainConfig(task="quadratic", optimizer="normsgd", lr=0.05, steps=5, eval_every=5)
+    sweep(base, tmp_path, [0.0], seeds=1, progress=False)
+    steps = tmp_path / "warmup-0" / "seed-0" / "steps.jsonl"
+    before = steps.read_text()
+    other = dataclasses.replace(base, lr=0.01)
+    with pytest.raises(SmoothprobeError, match="holds a run with another config than this sweep's; pass overwrite"):
+        sweep(other, tmp_path, [0.0], seeds=1, progress=False)
+    assert steps.read_text() == before
+    sweep(other, tmp_path, [0.0], seeds=1, progress=False, overwrite=True)
+    assert load_run(tmp_path / "warmup-0" / "seed-0").config["lr"] == 0.01

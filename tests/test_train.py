@@ -1,5 +1,6 @@
 """The training loop: reproducibility, exact resume after SIGKILL, crash-safe store, NaN handling."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from smoothprobe import SmoothprobeError, TrainConfig, load_run, train
+from smoothprobe.store import CHECKPOINT
 from smoothprobe.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,3 +119,142 @@ def test_fit_driven_schedule_floors_at_min_lr_ratio_like_the_others(tmp_path):
                       min_lr_ratio=0.2, adaptive={"fit": str(tmp_path / "fit.json")})
     trainer = build(cfg, tmp_path / "run")
     assert trainer.scheduler.lr == 2e-3 and trainer.scheduler.min_lr == pytest.approx(4e-4, rel=1e-12)
+
+
+QUICK = ["--task", "quadratic", "--optimizer", "lion", "--lr", "0.01", "--no-progress"]
+
+
+def invoke(*args: str):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def status(out: Path) -> tuple[str, str | None]:
+    info = load_run(out).info
+    return info["status"], info["status_reason"]
+
+
+@pytest.mark.parametrize("sig, code, reason", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "KeyboardInterrupt")])
+def test_signal_flushes_rows_writes_status_and_exits_with_its_code(tmp_path, sig, code, reason):
+    out = tmp_path / "run"
+    proc = cli("--task", "markov", "--batch-size", "4", "--seq-len", "16", "--steps", "100000",
+               "--flush-every", "100000", "--checkpoint-every", "100000", "--no-progress", "--out", str(out))
+    deadline = time.time() + 120
+    while time.time() < deadline and '"running"' not in ((out / "run.json").read_text() if (out / "run.json").exists() else ""):
+        time.sleep(0.05)
+    time.sleep(2)  # some steps, buffered (flush-every is huge)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == code
+    stderr = proc.stderr.read()
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+    steps = load_run(out).steps
+    assert len(steps) >= 1 and steps.step.tolist() == list(range(len(steps)))
+    assert status(out) == ("interrupted", reason)
+    assert not [p for p in out.rglob("*") if "tmp" in p.name]
+
+
+def test_os_error_mid_run_closes_the_run_as_crashed_in_one_line(tmp_path, monkeypatch):
+    import errno
+
+    from smoothprobe.store import RunStore
+
+    def full_disk(self, state):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(RunStore, "save_checkpoint", full_disk)
+    out = tmp_path / "run"
+    result = invoke("train", *QUICK, "--steps", "12", "--checkpoint-every", "7", "--flush-every", "100", "--out", str(out))
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert load_run(out).steps.step.tolist() == list(range(7))  # every row up to the failure is flushed
+    assert status(out)[0] == "crashed" and "OSError" in status(out)[1]
+    RunStore.open(out).close()  # the lock went with the failed run
+
+
+def test_probe_on_non_finite_values_records_nan_and_training_goes_on(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("record", "--task", "markov", "--optimizer", "lion", "--lr", "1e6", "--every", "1",
+                    "--steps", "3", "--no-progress", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    steps = load_run(out).steps
+    assert steps.step.tolist() == list(range(3)) and status(out) == ("finished", None)
+    assert steps.grad_dual_spectral.isna().any()  # the diverged steps' spectral norms are NaN, not an error
+
+
+@pytest.mark.xfail(strict=True, reason="probes/lanczos.py:79 torch.linalg.eigh on a non-finite tridiagonal "
+                   "matrix raises; needs a guard in probes/ (another engineer's files)")
+def test_heavy_probes_on_non_finite_values_record_nan(tmp_path):
+    out = tmp_path / "run"
+    result = invoke("record", "--task", "markov", "--optimizer", "lion", "--lr", "1e6", "--every", "1",
+                    "--heavy-every", "1", "--preset", "full", "--steps", "3", "--no-progress", "--out", str(out))
+    assert result.exit_code == 0 and status(out)[0] == "finished"
+
+
+def test_resume_refuses_changed_flags_a_live_run_and_resume_with_overwrite(tmp_path):
+    from smoothprobe.store import RunStore
+
+    out = tmp_path / "run"
+    assert invoke("train", *QUICK, "--steps", "10", "--checkpoint-every", "5", "--out", str(out)).exit_code == 0
+    before = (out / "steps.jsonl").read_text()
+    changed = invoke("train", "--out", str(out), "--resume", "--lr", "0.02", "--optimizer", "lion", "--warmup", "0.1")
+    assert changed.exit_code == 2 and "--lr, --warmup differ" in changed.output and "--optimizer" not in changed.output
+    both = invoke("train", "--out", str(out), "--resume", "--overwrite")
+    assert both.exit_code == 2 and "exclude each other" in both.output
+    holder = RunStore.open(out)  # a live writer
+    for args in (["--resume"], ["--overwrite", *QUICK]):
+        live = invoke("train", "--out", str(out), *args)
+        assert live.exit_code == 2 and f"pid {os.getpid()}" in live.output
+    holder.close()
+    assert (out / "steps.jsonl").read_text() == before
+    extended = invoke("train", "--out", str(out), "--resume", "--steps", "15", "--lr", "0.01", "--no-progress")
+    assert extended.exit_code == 0, extended.output
+    run = load_run(out)
+    assert run.steps.step.tolist() == list(range(15)) and run.config["steps"] == 15
+    shorter = invoke("train", "--out", str(out), "--resume", "--steps", "12")
+    assert shorter.exit_code == 2 and "--steps must be at least the run's 15" in shorter.output
+
+
+def test_resume_refuses_rows_missing_before_the_checkpoint_and_checkpoints_that_do_not_fit(tmp_path):
+    out = tmp_path / "run"
+    assert invoke("train", *QUICK, "--steps", "10", "--checkpoint-every", "5", "--out", str(out)).exit_code == 0
+    rows = (out / "steps.jsonl").read_text()
+    (out / "steps.jsonl").write_text("")
+    emptied = invoke("train", "--out", str(out), "--resume")
+    assert emptied.exit_code == 2 and "lacks 10 of the 10 rows before the checkpoint" in emptied.output
+    (out / "steps.jsonl").write_text(rows)
+    checkpoint = out / "checkpoints" / "last.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    for broken, message in [({k: v for k, v in state.items() if k != "optimizer"}, "lacks optimizer"),
+                            ({**state, "model": {k: v[:1] for k, v in state["model"].items()}}, "does not fit this run"),
+                            ({**state, "step": "7"}, "step must be an integer")]:
+        torch.save(broken, checkpoint)
+        result = invoke("train", "--out", str(out), "--resume")
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    checkpoint.write_bytes(b"\x80junk")
+    corrupt = invoke("train", "--out", str(out), "--resume")
+    assert corrupt.exit_code == 2 and "corrupt checkpoint" in corrupt.output
+    assert len(corrupt.output.strip().splitlines()) == 1
+    assert (out / "steps.jsonl").read_text() == rows  # nothing was rewritten
+
+
+def test_refit_status_survives_a_resume(tmp_path):
+    cfg = TrainConfig(task="quadratic", optimizer="normsgd", lr=0.05, steps=30, checkpoint_every=30,
+                      probes={"preset": "standard", "every": 1}, adaptive={"refit_every": 10})
+    trainer = build(cfg, tmp_path / "run")
+    trainer.run(progress=False)
+    last = load_run(tmp_path / "run").steps.refit_status.iloc[-1]
+    assert torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)["refit"] == {"status": last}
+    resumed = build(dataclasses.replace(cfg, steps=31), tmp_path / "run", resume=True)
+    assert resumed.refit.status == last and resumed.start_step == 30
+    resumed.store.close()
+
+
+@pytest.mark.parametrize("flag", ["--f-star", "--delta-peak"])
+def test_adaptive_gap_beyond_the_first_loss_is_refused_before_the_directory_exists(tmp_path, flag):
+    result = invoke("train", *QUICK, "--steps", "5", "--adaptive", flag, "1e9", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and f"{flag} must lie below the first" in result.output
+    assert not (tmp_path / "run").exists()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from smoothprobe.errors import SmoothprobeError
+from smoothprobe.fit.schema import check_fit
 from smoothprobe.smoothness import is_physical, k_model, min_k
 
 SCHEMA_VERSION = 1
@@ -186,6 +187,7 @@ class SmoothnessFit:
     @classmethod
     def from_dict(cls, d: dict) -> SmoothnessFit:
         """Inverse of `to_dict`."""
+        check_fit(d)
         if d.get("schema_version") != SCHEMA_VERSION:
             raise SmoothprobeError(f"fit.json schema_version must be {SCHEMA_VERSION}; "
                                    f"got {d.get('schema_version')!r}")

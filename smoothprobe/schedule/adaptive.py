@@ -19,8 +19,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from smoothprobe.distributed import all_reduce_mean
-from smoothprobe.errors import SmoothprobeError
+from smoothprobe.errors import SmoothprobeError, one_line
 from smoothprobe.fit.result import SmoothnessFit, schedule_problem_of
+from smoothprobe.fit.schema import check_schedule_fit
 from smoothprobe.smoothness import (
     SIGMA_F,
     Constants,
@@ -35,14 +36,18 @@ DECAYS = ("cosine", "linear", "model")
 
 
 def _read_fit(fit: str | os.PathLike | Mapping[str, Any]) -> Mapping[str, Any]:
-    """fit.json content from a path or an already-loaded mapping."""
+    """fit.json content from a path or an already-loaded mapping, refused in one line (naming the
+    field) unless the keys a schedule reads have the right types and sizes."""
     if isinstance(fit, Mapping):
+        check_schedule_fit(dict(fit), "fit")
         return fit
     try:
         with open(fit, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, json.JSONDecodeError) as err:
-        raise SmoothprobeError(f"fit: cannot read fit.json at {fit}: {err}") from err
+            data = json.load(fh)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SmoothprobeError(f"fit: cannot read fit.json at {fit}: {one_line(err)}") from None
+    check_schedule_fit(data, str(fit))
+    return data
 
 
 class AdaptiveWarmup(LRScheduler):

@@ -109,6 +109,13 @@ class OnlineRefit:
         else:
             self.status = "supported but without a warm-up peak (K0 or K_rho is 0): kept"
 
+    def state_dict(self) -> dict:
+        """The status for a checkpoint (the probe rows are refilled from steps.jsonl on resume)."""
+        return {"status": self.status}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.status = str(state["status"])
+
 
 PILOT_BOOTSTRAP = 50
 """Bootstrap resamples of the pilot's fit (its verdict needs the interval of K's rise)."""

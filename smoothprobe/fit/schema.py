@@ -1,0 +1,120 @@
+"""What a fit.json must hold before anything uses it: types, finiteness and sensible ranges.
+
+`check_schedule_fit` covers the keys a schedule reads (constants, f*, Δ', η_max, the Δ range);
+`check_fit` also the sections `SmoothnessFit.from_dict` reads. Either raises one SmoothprobeError
+line naming the source and the field, e.g. ``fit.json: field 'constants.K0' must be a finite
+number; got null``. Numbers that parse but no fit produces (ρ = 1e300, K = 1e-300, f* = −1e300)
+are refused too: they would overflow the schedule's arithmetic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from smoothprobe.errors import SmoothprobeError
+
+MAGNITUDE = (1e-30, 1e30)
+"""Smallest and largest |value| of a non-zero constant, Δ or η."""
+F_STAR_LIMIT = 1e12
+RHO_RANGE = (1.0, 100.0)
+STRINGS = ("f_star_source", "column", "delta_from", "verdict", "status")
+OBJECTS = ("data", "least_squares", "bootstrap", "intervals")
+LISTS = ("comparison", "sensitivity", "window")
+
+
+def _fail(source: str, field: str, wanted: str, value: Any) -> None:
+    shown = json.dumps(value, default=str)
+    raise SmoothprobeError(f"{source}: field {field!r} must be {wanted}; got {shown if len(shown) <= 40 else shown[:37] + '...'}")
+
+
+def _number(value: Any, source: str, field: str, *, null: bool = False, low: float = -MAGNITUDE[1],
+            high: float = MAGNITUDE[1], tiny: float = MAGNITUDE[0]) -> None:
+    """A finite number in [low, high] that is 0 or at least `tiny` in magnitude (or null if allowed)."""
+    if value is None and null:
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not low <= value <= high or (value != 0 and abs(value) < tiny):
+        span = f"in [{low:g}, {high:g}]" + (f", 0 or at least {tiny:g} in size" if tiny else "")
+        _fail(source, field, f"a finite number {span}" + (" or null" if null else ""), value)
+
+
+def _pair(value: Any, source: str, field: str) -> None:
+    """A list of two finite numbers."""
+    if not isinstance(value, list) or len(value) != 2:
+        _fail(source, field, "a list of two numbers", value)
+    for i, item in enumerate(value):
+        _number(item, source, f"{field}[{i}]", tiny=0.0)
+
+
+def check_schedule_fit(data: Any, source: str = "fit.json") -> None:
+    """The keys a schedule reads: `constants` (ρ, K0, K1, Kρ), and where present f*, Δ', η_max
+    and `delta_range`."""
+    if not isinstance(data, dict):
+        raise SmoothprobeError(f"{source} must hold a JSON object; got {type(data).__name__}")
+    constants = data.get("constants")
+    if not isinstance(constants, dict):
+        _fail(source, "constants", "an object with rho, K0, K1 and K_rho", constants)
+    for key in ("K0", "K1", "K_rho", "rho"):
+        if key not in constants:
+            _fail(source, f"constants.{key}", "a finite number", None)
+    _number(constants["rho"], source, "constants.rho", low=RHO_RANGE[0], high=RHO_RANGE[1], tiny=0.0)
+    _number(constants["K0"], source, "constants.K0", low=0.0)
+    _number(constants["K1"], source, "constants.K1")
+    _number(constants["K_rho"], source, "constants.K_rho", low=0.0)
+    if "f_star" in data:
+        _number(data["f_star"], source, "f_star", null=True, low=-F_STAR_LIMIT, high=F_STAR_LIMIT, tiny=0.0)
+    for key in ("delta_peak", "eta_max"):
+        _number(data.get(key), source, key, null=True, low=0.0)
+    if "delta_range" in data:
+        _pair(data["delta_range"], source, "delta_range")
+
+
+def check_fit(data: Any, source: str = "fit.json") -> None:
+    """Everything `SmoothnessFit.from_dict` reads: the schedule keys plus the result's sections."""
+    check_schedule_fit(data, source)
+    for key in ("f_star", "delta_range"):
+        if key not in data:
+            _fail(source, key, "present", None)
+    for keys, kind, name in ((STRINGS, str, "a string"), (OBJECTS, dict, "an object"), (LISTS, list, "a list")):
+        for key in keys:
+            if not isinstance(data.get(key), kind):
+                _fail(source, key, name, data.get(key))
+    for key in ("quantile", "level"):
+        _number(data.get(key), source, key, low=0.0, high=1.0, tiny=0.0)
+    for key in ("spearman", "spearman_p"):
+        _number(data.get(key), source, key, null=True, low=-1.0, high=1.0, tiny=0.0)
+    for key in ("rows_in_window", "rows_used", "dropped_nan", "dropped_nonpositive_delta"):
+        value = data["data"].get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            _fail(source, f"data.{key}", "an integer >= 0", value)
+    for key in ("delta_range", "k_range"):
+        _pair(data["data"].get(key), source, f"data.{key}")
+    _pair(data["window"], source, "window")
+    for section in ("comparison", "sensitivity"):
+        for i, entry in enumerate(data[section]):
+            if not isinstance(entry, dict):
+                _fail(source, f"{section}[{i}]", "an object", entry)
+            for key, value in entry.items():
+                if key in ("name", "skipped"):
+                    if value is not None and not isinstance(value, str):
+                        _fail(source, f"{section}[{i}].{key}", "a string or null", value)
+                elif not isinstance(value, dict):
+                    _number(value, source, f"{section}[{i}].{key}", null=True, tiny=0.0)
+    for key, value in data["least_squares"].items():
+        _number(value, source, f"least_squares.{key}", null=True, tiny=0.0)
+    for key, pair in data["intervals"].items():
+        if not isinstance(pair, list) or len(pair) != 2:
+            _fail(source, f"intervals.{key}", "a list [low, high]", pair)
+        for i, value in enumerate(pair):
+            _number(value, source, f"intervals.{key}[{i}]", null=True, tiny=0.0)
+    profile = data.get("rho_profile")
+    if profile is not None and not (isinstance(profile, list) and all(
+            isinstance(p, list) and len(p) == 2 for p in profile)):
+        _fail(source, "rho_profile", "a list of [rho, loss] pairs or null", profile)
+    for i, (rho, loss) in enumerate(profile or []):
+        _number(rho, source, f"rho_profile[{i}][0]", low=RHO_RANGE[0], high=RHO_RANGE[1], tiny=0.0)
+        _number(loss, source, f"rho_profile[{i}][1]", null=True, tiny=0.0)
+    if data.get("f_star_fit") is not None and not isinstance(data["f_star_fit"], dict):
+        _fail(source, "f_star_fit", "an object or null", data["f_star_fit"])
