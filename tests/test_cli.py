@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from smoothprobe.cli.main import main
 
 
 def invoke(*args):
