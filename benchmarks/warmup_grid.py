@@ -65,19 +65,30 @@ class Arm:
 
 def plan(optimizers: list[str], multipliers: tuple[float, ...], warmups: tuple[float, ...],
          seeds: int) -> list[Arm]:
-    """Every arm, in priority tiers: seed 0 at lr* and 3·lr*, then the other LRs, then more seeds."""
-    arms = []
-    for seed in range(seeds):
-        for tier in ((1.0, 3.0), tuple(m for m in multipliers if m not in (1.0, 3.0))):
-            for opt in optimizers:
-                for m in (m for m in tier if m in multipliers):
-                    arms += [Arm(opt, "grid", m, w, seed) for w in warmups]
-                    arms += [Arm(opt, "practical", m, 0.0, seed), Arm(opt, "closed", m, 0.0, seed)]
-                    if opt == "adamw":
-                        arms += [Arm(opt, "untuned", m, 0.0, seed), Arm(opt, "schedulefree", m, 0.05, seed)]
-            if tier[0] == 1.0:
-                arms += [Arm(opt, "closed_own_peak", None, 0.0, seed) for opt in optimizers]
-    return arms
+    """Every arm once, in priority tiers so that a partial run already answers something: per
+    optimizer, seed 0 of every schedule at lr* and 3·lr* and at the fit's own peak, then two more
+    seeds of the middle warm-ups at lr* (the seed σ); then the other LRs; then every other seed."""
+    def arms_at(opt: str, m: float, seed: int) -> list[Arm]:
+        arms = [Arm(opt, "grid", m, w, seed) for w in warmups]
+        arms += [Arm(opt, "practical", m, 0.0, seed), Arm(opt, "closed", m, 0.0, seed)]
+        if opt == "adamw":
+            arms += [Arm(opt, "untuned", m, 0.0, seed), Arm(opt, "schedulefree", m, 0.05, seed)]
+        return arms
+
+    first = tuple(m for m in (1.0, 3.0) if m in multipliers)
+    rest = tuple(m for m in multipliers if m not in first)
+    middle = warmups[len(warmups) // 2: len(warmups) // 2 + 2] if len(warmups) > 2 else warmups
+    order = []
+    for opt in optimizers:
+        order += [a for m in first for a in arms_at(opt, m, 0)] + [Arm(opt, "closed_own_peak", None, 0.0, 0)]
+        order += [Arm(opt, "grid", 1.0, w, seed) for seed in range(1, seeds) for w in middle]
+    for opt in optimizers:
+        order += [a for m in rest for a in arms_at(opt, m, 0)]
+    for seed in range(1, seeds):
+        for opt in optimizers:
+            order += [a for m in (*first, *rest) for a in arms_at(opt, m, seed)]
+            order.append(Arm(opt, "closed_own_peak", None, 0.0, seed))
+    return list(dict.fromkeys(order))
 
 
 def config_of(arm: Arm, base: TrainConfig, pilot: float = PILOT) -> TrainConfig:
