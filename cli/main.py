@@ -279,9 +279,11 @@ def train(**kw) -> None:
 @main.command()
 @training_options
 @click.option("--preset", type=click.Choice(["cheap", "standard", "full"]), default="standard", show_default=True,
-              help="cheap: norms only; standard: + secant K; full: + FD/HVP curvature, top eigenvalue, trace.")
+              help="cheap: norms only; standard: + secant K; full: + FD/HVP curvature, curvature in the optimizer's "
+                   "norm (curv_dual), both Hessian spectrum ends, trace.")
 @click.option("--probes", default=None,
-              help="Comma-separated probe list overriding --preset (norms,secant,curv_fd,curv_hvp,top_eig,trace).")
+              help="Comma-separated probe list overriding --preset (norms,secant,curv_fd,curv_hvp,curv_dual,top_eig,"
+                   "trace).")
 @click.option("--every", type=click.IntRange(min=1), default=10, show_default=True, help="Probe every N steps.")
 @click.option("--overhead", type=Finite(0, 1, min_open=True, max_open=True), default=None,
               help="Instead of --every: adapt the interval so probes cost this fraction of training time.")

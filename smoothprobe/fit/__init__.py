@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -33,8 +34,8 @@ SENSITIVITY_WIDTH = 0.1
 
 def _check_args(rho: float | str, quantile: float, bootstrap: int, level: float) -> None:
     """Raise SmoothprobeError naming the first bad argument."""
-    if not (rho == "auto" or (isinstance(rho, (int, float)) and rho > 1)):
-        raise SmoothprobeError(f"rho must be a number > 1 or 'auto'; got {rho!r}")
+    if not (rho == "auto" or (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 1)):
+        raise SmoothprobeError(f"rho must be a finite number > 1 or 'auto'; got {rho!r}")
     if not 0 < quantile < 1:
         raise SmoothprobeError(f"quantile must be in (0, 1); got {quantile!r}")
     if not (isinstance(bootstrap, (int, np.integer)) and bootstrap >= 0):

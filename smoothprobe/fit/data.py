@@ -10,7 +10,9 @@ import pandas as pd
 from smoothprobe.errors import SmoothprobeError
 
 MIN_POINTS = 30
-PROBE_COLUMNS = ("secant_K", "secant_K_euclid", "curv_fd", "curv_hvp", "top_eig", "trace")
+PROBE_COLUMNS = ("secant_K", "secant_K_euclid", "curv_fd", "curv_hvp", "curv_dual", "top_eig",
+                 "hessian_norm", "trace")
+"""Columns `fit` can take as K (any curvature probe; ‖H‖₂ = max |λ| bounds L-smoothness)."""
 LOSS_COLUMNS = ("loss", "loss_after")
 
 

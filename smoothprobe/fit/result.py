@@ -213,7 +213,7 @@ class SmoothnessFit:
         """Read a fit.json written by `to_json`."""
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError, KeyError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError) as err:
             raise SmoothprobeError(f"cannot read fit file {path}: {err!r}") from None
 
     def summary_table(self) -> str:

@@ -241,34 +241,54 @@ def tensor_norms(view: RunView, tensors: pd.DataFrame) -> str:
 
 
 CURVATURE_PANELS = (
-    ("top_eig", None, "top Hessian eigenvalue λ_max (Lanczos)"),
-    ("trace", "trace_se", "Hessian trace (Hutch++ ± 2 s.e.)"),
-    ("curv_fd", None, "curvature along the update dᵀHd/‖d‖² (FD solid, HVP dashed)"),
+    ("Lanczos: λ_max —, λ_min --, ‖H‖₂ ··",
+     (("top_eig", "-"), ("bottom_eig", "--"), ("hessian_norm", ":"))),
+    ("trace (Hutch++ ± 2 s.e.)", (("trace", "-"),)),
+    ("dᵀHd/‖d‖² on the update: FD —, HVP --", (("curv_fd", "-"), ("curv_hvp", "--"))),
+    ("optimizer's norm: secant_K • ≤ curv_dual —",
+     (("secant_K", "."), ("curv_dual", "-"))),
 )
+"""Curvature panels: a title and the (column, line style) pairs drawn in it, runs overlaid."""
+
+
+def negative_share(steps: pd.DataFrame) -> str | None:
+    """How much negative curvature Lanczos saw: steps with λ_min < 0 and median |λ_min| / ‖H‖₂."""
+    if "bottom_eig" not in steps.columns or "hessian_norm" not in steps.columns:
+        return None
+    rows = steps[steps.bottom_eig.notna() & steps.hessian_norm.notna()]
+    rows = rows[np.isfinite(rows.bottom_eig.astype(float)) & (rows.hessian_norm.astype(float) > 0)]
+    if rows.empty:
+        return None
+    negative = rows.bottom_eig.astype(float) < 0
+    share = float(np.median(np.maximum(-rows.bottom_eig.astype(float), 0) / rows.hessian_norm.astype(float)))
+    return f"λ_min < 0 on {int(negative.sum())}/{len(rows)} steps, median |λ_min|/‖H‖₂ {share:.2f}"
 
 
 def curvature(views: Sequence[RunView]) -> str:
-    """Top eigenvalue, trace and directional curvature over time, runs overlaid."""
-    with figure(1, 3, height=3.6, width=WIDTH + 3) as (fig, axes):
-        for ax, (column, se, title) in zip(axes[0], CURVATURE_PANELS):
+    """The curvature probes over time, runs overlaid: spectrum ends, trace, curvature along the
+    update, and smoothness in the optimizer's own norm."""
+    with figure(1, len(CURVATURE_PANELS), height=3.6, width=WIDTH + 5) as (fig, axes):
+        for ax, (title, columns) in zip(axes[0], CURVATURE_PANELS):
             values = []
             for v in views:
                 s = v.steps
-                if column not in s.columns:
-                    continue
-                rows = s[s[column].notna()]
-                ax.plot(rows["step"], rows[column], color=v.color, marker=".", lw=1,
-                        label=text(v.label))
-                values += list(rows[column])
-                if se is not None and se in rows.columns:
-                    ax.fill_between(rows["step"], rows[column] - 2 * rows[se],
-                                    rows[column] + 2 * rows[se], color=v.color, alpha=0.2)
-                if column == "curv_fd" and "curv_hvp" in s.columns:
-                    hvp = s[s["curv_hvp"].notna()]
-                    ax.plot(hvp["step"], hvp["curv_hvp"], color=v.color, ls="--", lw=1)
-                    values += list(hvp["curv_hvp"])
+                for column, style in columns:
+                    if column not in s.columns:
+                        continue
+                    rows = s[s[column].notna()]
+                    y = rows[column].astype(float)
+                    if style == ".":
+                        ax.plot(rows["step"], y, color=v.color, marker=".", ls="none", ms=3)
+                    else:
+                        ax.plot(rows["step"], y, color=v.color, ls=style, lw=1, marker=".", ms=2,
+                                label=text(v.label) if column == columns[0][0] else None)
+                    values += list(y)
+                    if column == "trace" and "trace_se" in rows.columns:
+                        se = rows["trace_se"].astype(float)
+                        ax.fill_between(rows["step"], y - 2 * se, y + 2 * se, color=v.color, alpha=0.2)
             autoscale(ax, values)
-            ax.set(xlabel="step", ylabel="curvature (loss / param²)", title=title)
+            notes = [n for v in views if columns[0][0] == "top_eig" and (n := negative_share(v.steps))]
+            ax.set(xlabel="step", ylabel="curvature", title=title + ("\n" + notes[0] if notes else ""))
             ax.title.set_fontsize("small")
         if axes[0, 0].get_legend_handles_labels()[0]:
             axes[0, 0].legend(fontsize="small")

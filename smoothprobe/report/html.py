@@ -115,7 +115,8 @@ def environment() -> jinja2.Environment:
 def render(views: Sequence[RunView], title: str) -> str:
     """The report page for `views` (one or several runs)."""
     runs = [run_context(v) for v in views]
-    curvature = any(c in v.steps.columns for v in views for c, _, _ in figures.CURVATURE_PANELS)
+    curvature = any(c in v.steps.columns for v in views for _, panel in figures.CURVATURE_PANELS
+                    for c, _ in panel if c != "secant_K")
     finals = [r["summary"]["final_val"] for r in runs if not math.isnan(r["summary"]["final_val"])]
     return environment().get_template("report.html.j2").render(
         title=title,
