@@ -101,18 +101,22 @@ def loud_classifier() -> dict:
     return classifier(scale=300.0)
 
 
-def recorded() -> dict:
-    """`classifier` after the README's loop wrote runs/mine (20 steps)."""
-    setup = classifier()
-    model, optimizer = setup["model"], setup["optimizer"]
-    with smoothprobe.Recorder(model, optimizer, "runs/mine", loss_fn=loss_of, every=2) as rec:
-        for step, batch in enumerate(setup["loader"][:20]):
+def plain_loop(model, optimizer, run_dir: str, loader, **options) -> None:
+    """The README's loop: a Recorder around a plain training loop over `loader`."""
+    with smoothprobe.Recorder(model, optimizer, run_dir, loss_fn=loss_of, **options) as rec:
+        for step, batch in enumerate(loader):
             loss = loss_of(model, batch)
             loss.backward()
             rec.before_step(step, batch, loss=loss.item())
             optimizer.step()
             optimizer.zero_grad()
             rec.after_step()
+
+
+def recorded() -> dict:
+    """`classifier` after the README's loop wrote runs/mine (20 steps)."""
+    setup = classifier()
+    plain_loop(setup["model"], setup["optimizer"], "runs/mine", setup["loader"][:20], every=2)
     return setup
 
 
@@ -306,15 +310,7 @@ def test_bash_block_is_valid(block):
 def test_compiled_model_takes_the_full_preset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     setup = classifier()
-    model, optimizer = torch.compile(setup["model"]), setup["optimizer"]
-    with smoothprobe.Recorder(model, optimizer, "runs/full", loss_fn=loss_of, preset="full",
-                              every=2, heavy_every=1) as rec:
-        for step, batch in enumerate(setup["loader"][:4]):
-            loss = loss_of(model, batch)
-            loss.backward()
-            rec.before_step(step, batch, loss=loss.item())
-            optimizer.step()
-            optimizer.zero_grad()
-            rec.after_step()
+    plain_loop(torch.compile(setup["model"]), setup["optimizer"], "runs/full", setup["loader"][:4],
+               preset="full", every=2, heavy_every=1)
     probed = smoothprobe.load_run("runs/full").steps.dropna(subset=["curv_hvp"])
     assert len(probed) == 2 and np.isfinite(probed[["curv_hvp", "top_eig", "trace"]]).all().all()
