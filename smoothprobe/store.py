@@ -53,6 +53,9 @@ NUMERIC = ("loss", "lr", "grad_norm", "update_norm", "step_time_s", "time_s", "v
 """Columns that hold a number (or null) in every row that has them."""
 
 
+KIND_NAMES = {float: "numbers", str: "strings", bool: "true/false flags"}
+
+
 def _jsonable(value: Any) -> Any:
     """Plain Python numbers for JSON (tensors and numpy scalars become floats/ints)."""
     if isinstance(value, torch.Tensor):
@@ -276,13 +279,15 @@ def _decode_row(row: Any, where: str, kinds: dict[str, type]) -> dict:
     for key, value in row.items():
         if value is None:
             continue
-        kind = str if isinstance(value, str) else float if isinstance(value, (int, float)) else None
-        if kind is None or isinstance(value, bool) or (kind is str and key in NUMERIC):
-            raise SmoothprobeError(f"{where}: field {key!r} must be a number{'' if key in NUMERIC else ', a string'} "
-                                   f"or null; got {json.dumps(value)[:40]}")
+        kind = (bool if isinstance(value, bool) else str if isinstance(value, str)
+                else float if isinstance(value, (int, float)) else None)
+        if kind is None or (kind is not float and key in NUMERIC):
+            raise SmoothprobeError(f"{where}: field {key!r} must be a number"
+                                   f"{'' if key in NUMERIC else ', a string, true/false'} or null; got "
+                                   f"{json.dumps(value)[:40]}")
         if kinds.setdefault(key, kind) is not kind:
             raise SmoothprobeError(f"{where}: field {key!r} holds {json.dumps(value)[:40]} where earlier rows "
-                                   f"hold {'numbers' if kind is str else 'strings'}")
+                                   f"hold {KIND_NAMES[kinds[key]]}")
     return row
 
 

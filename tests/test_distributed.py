@@ -81,7 +81,8 @@ def test_fsdp_two_ranks_match_one_process_with_the_same_global_batch(tmp_path, o
     assert single.returncode == 0, single.stderr[-2000:]
     a, b = load_run(two), load_run(one)
     assert a.info["config"]["fsdp"] and a.info["world_size"] == 2 and a.info["status"] == "finished"
-    assert (a.steps.lr_rank_spread == 0).all() and a.steps.lr.tolist() == b.steps.lr.tolist()
+    assert (a.steps.lr_rank_spread == 0).all()  # the ranks agree bit for bit; one process differs by
+    np.testing.assert_allclose(a.steps.lr, b.steps.lr, rtol=1e-6)  # the loss's summation order only
     probed = a.steps.secant_K.notna()
     assert probed.tolist() == b.steps.secant_K.notna().tolist() and probed.sum() == 4
     for column in ("loss", "grad_norm", "update_norm", "secant_K", "loss_after", "curv_fd", "grad_dual_sign"):

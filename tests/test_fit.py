@@ -217,9 +217,10 @@ def test_auto_rho_and_f_star_report_profile_and_band():
 def test_fit_run_takes_f_star_from_the_task():
     run = SimpleNamespace(steps=planted_steps(1000, 7), info={"task": {"f_star": 2.0}})
     assert fit_run(run, bootstrap=0).f_star_source == "task"
-    run.info = {"task": {"f_star": None}}
-    with pytest.raises(SmoothprobeError, match="f_star is unknown"):
-        fit_run(run, bootstrap=0)
+    run.info = {"task": {"f_star": None}}  # unknown: estimated from the loss curve, with a note
+    with pytest.warns(UserWarning, match="f\\* is unknown"):
+        fit = fit_run(run, bootstrap=0)
+    assert fit.f_star_source == "auto" and fit.f_star == pytest.approx(2.0, abs=0.1)
 
 
 # bad input ----------------------------------------------------------------------------------
