@@ -24,7 +24,7 @@ from smoothprobe.fit.bootstrap import bootstrap_envelope
 from smoothprobe.fit.models import rho_design
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from planted import planted_steps  # noqa: E402  (the tests' planted-envelope fixture)
+from planted import planted_steps
 
 GOAL_S = 10.0
 

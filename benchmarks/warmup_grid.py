@@ -243,10 +243,10 @@ def goals(summary: pd.DataFrame) -> list[str]:
             lines.append(f"- {opt}: no closed-loop run finished yet")
             continue
         top = closed.val_mean.min()
-        within = (top - best) <= sigma if sigma == sigma else None
-        lines.append(f"- {opt}: best closed loop {top:.4f} vs best grid point {best:.4f} "
-                     f"({(top - best) / sigma:+.2f} σ)" if sigma == sigma and sigma > 0 else
-                     f"- {opt}: best closed loop {top:.4f} vs best grid point {best:.4f} (σ not measured yet)")
+        measured = math.isfinite(sigma) and sigma > 0
+        within = (top - best) <= sigma if measured else None
+        spread = f"{(top - best) / sigma:+.2f} σ" if measured else "σ not measured yet"
+        lines.append(f"- {opt}: best closed loop {top:.4f} vs best grid point {best:.4f} ({spread})")
         lines[-1] += (f", grid median {median:.4f}: "
                       f"{'meets' if within and top < median else 'MISSES' if within is not None else 'open'}")
         for m, row in closed.iterrows():
@@ -268,9 +268,10 @@ def write_outputs(summary: pd.DataFrame, results: pd.DataFrame, name: str) -> No
     reports = REPO / "reports"
     cols = ["optimizer", "label", "lr_mult", "val_mean", "val_std", "seeds", "diverged", "peak_lr",
             "best_warmup_at_lr", "minus_best_in_sigma"]
-    lines = [f"# {name}", "", f"{len(results)} runs finished (of the plan in benchmarks/warmup_grid.py). "
-             "Val loss at the last step; mean over seeds; σ = pooled seed std of the grid points; "
-             "lr_mult -1 = the fit's own peak.", "", "## Goals", "", *goals(summary), "", "## Table", "",
+    intro = (f"{len(results)} runs finished (of the plan in benchmarks/warmup_grid.py). Val loss at the "
+             "last step; mean over seeds; σ = pooled seed std of the grid points; lr_mult -1 = the fit's "
+             "own peak.")
+    lines = [f"# {name}", "", intro, "", "## Goals", "", *goals(summary), "", "## Table", "",
              *markdown(summary[cols]), ""]
     for opt in dict.fromkeys(results.optimizer):
         png = reports / f"{name}_{opt}.png"

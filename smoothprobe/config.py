@@ -176,7 +176,7 @@ class AdaptiveConfig:
         """The pilot's length in steps for a run of `steps` (None without a pilot)."""
         if self.pilot is None:
             return None
-        return int(round(self.pilot * steps)) if self.pilot < 1 else int(self.pilot)
+        return round(self.pilot * steps) if self.pilot < 1 else int(self.pilot)
 
 
 @dataclass
@@ -254,9 +254,9 @@ class TrainConfig:
             raise SmoothprobeError(f"data path does not exist: {self.data}")
         if self.adaptive is not None and self.adaptive.pilot is not None:
             pilot = self.adaptive.pilot_steps(self.steps)
-            _require([(MIN_PILOT <= pilot < self.steps,
-                       f"pilot must be at least {MIN_PILOT} steps and leave steps for the fitted schedule: "
-                       f"{pilot} of {self.steps} steps")])
+            message = (f"pilot must be at least {MIN_PILOT} steps and leave steps for the fitted schedule: "
+                       f"{pilot} of {self.steps} steps")
+            _require([(MIN_PILOT <= pilot < self.steps, message)])
 
     @property
     def peak_lr(self) -> float:

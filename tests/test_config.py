@@ -6,9 +6,9 @@ import importlib
 
 import pytest
 from click.testing import CliRunner
+from smoothprobe.cli.main import as_flags, main
 
 from smoothprobe import SmoothprobeError, TrainConfig
-from smoothprobe.cli.main import as_flags, main
 from smoothprobe.config import AdaptiveConfig, ProbeConfig
 from smoothprobe.train import build
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
 from smoothprobe.cli.main import main
 
 SWAPS = ["abc", [1, 2], {"a": 1}, None, True, 1e308, -1e308, 1e-308, 0, -1, 1e300]

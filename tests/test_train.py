@@ -126,7 +126,6 @@ QUICK = ["--task", "quadratic", "--optimizer", "lion", "--lr", "0.01", "--no-pro
 
 def invoke(*args: str):
     from click.testing import CliRunner
-
     from smoothprobe.cli.main import main
 
     return CliRunner().invoke(main, list(args))

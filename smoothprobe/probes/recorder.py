@@ -29,10 +29,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import Self
 
 from smoothprobe.distributed import global_norm, is_sharded
 from smoothprobe.errors import SmoothprobeError
@@ -261,10 +263,11 @@ class Recorder:
         elif self.store is not None:
             self.store.flush()
 
-    def __enter__(self) -> Recorder:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         """Close with status finished, interrupted (Ctrl-C) or crashed (any other exception)."""
         if kind is None:
             self.close()

@@ -65,10 +65,11 @@ def _is_number(text: str) -> bool:
 
 def write_grid_report(results: pd.DataFrame, summary: pd.DataFrame, out: str | Path, title: str) -> Path:
     """One HTML page: a heatmap per optimizer and the summary table (no network needed)."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}"
              "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
-             "td.n{text-align:right}</style></head><body>",
+             "td.n{text-align:right}")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             f"<style>{style}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
              f"<p>{len(results)} runs. Cells: final validation loss, mean over seeds.</p>"]
     for optimizer in dict.fromkeys(results.optimizer):

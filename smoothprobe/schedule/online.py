@@ -72,7 +72,7 @@ def crossing_step(a: float, b: float, t0: float, first_step: int, gap: float, no
     t = (a / gap) ** (1.0 / b) - t0 + first_step
     if not math.isfinite(t) or t < now or (total_steps is not None and t >= total_steps):
         return None
-    return int(math.ceil(t))
+    return math.ceil(t)
 
 
 class OnlineRefit:
