@@ -233,8 +233,9 @@ def memory(args: argparse.Namespace, root: Path) -> None:
     oracle.release()
     print(f"  one exact HVP alone, peak allocated      {floor.peak / model_bytes:7.3f}   model sizes"
           " (create_graph gradient on the math kernel + one double backward: the floor of HVP probes)")
-    for preset in ("standard", "full"):
-        probed = make_trainer(args, root, f"mem-{preset}", {"preset": preset, "every": 1})
+    for preset, hvp in (("standard", "exact"), ("full", "exact"), ("full", "fd")):
+        probed = make_trainer(args, root, f"mem-{preset}-{hvp}", {"preset": preset, "every": 1, "hvp": hvp})
+        preset = f"{preset}/{hvp}"
         recorder = probed.recorder
         before_step, after_step = recorder.before_step, recorder.after_step
         seen: dict[str, object] = {}
@@ -256,12 +257,12 @@ def memory(args: argparse.Namespace, root: Path) -> None:
         recorder.before_step, recorder.after_step = capture, measured
         probed.step(0)
         held = seen["held"] / model_bytes
-        print(f"  {preset:<8} held across optimizer.step()   {verdict(held, held <= 2)}  model sizes"
+        print(f"  {preset:<10} held across optimizer.step()   {verdict(held, held <= 2)}  model sizes"
               " (goal <= 2; its clone of g_t, x_t shared with the loop)")
         peak = seen["peak"] / model_bytes
-        print(f"  {preset:<8} peak allocated in after_step   {peak:7.3f}   model"
+        print(f"  {preset:<10} peak allocated in after_step   {peak:7.3f}   model"
               " sizes (transient: probe passes, HVP graph, Lanczos/Hutch++ vectors)")
-        print(f"  {preset:<8} peak / bare step's peak        {verdict(peak / bare_peak, peak <= 2 * bare_peak)}"
+        print(f"  {preset:<10} peak / bare step's peak        {verdict(peak / bare_peak, peak <= 2 * bare_peak)}"
               "  (goal <= 2)")
 
 
@@ -275,6 +276,8 @@ def main() -> None:
     parser.add_argument("--budget-preset", default="standard")
     parser.add_argument("--budget-steps", type=int, default=300)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--only", choices=("lockstep", "oracle", "budget", "memory"), default=None,
+                        help="run one section")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -282,10 +285,10 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        lockstep(args, root)
-        oracle_costs(args, root)
-        budget(args, root)
-        memory(args, root)
+        sections = {"lockstep": lockstep, "oracle": oracle_costs, "budget": budget, "memory": memory}
+        for name, section in sections.items():
+            if args.only in (None, name):
+                section(args, root)
 
 
 if __name__ == "__main__":

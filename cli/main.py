@@ -43,7 +43,7 @@ PARAMETER_FLAGS = {
     "lr": "--lr", "steps": "--steps", "batch_size": "--batch-size", "accum": "--accum", "warmup": "--warmup",
     "min_lr_ratio": "--min-lr-ratio", "weight_decay": "--weight-decay", "clip": "--clip", "device": "--device",
     "data": "--data", "every": "--every", "overhead": "--overhead", "heavy_every": "--heavy-every",
-    "probes": "--probes", "preset": "--preset", "f_star": "--f-star", "div": "--div", "delta_peak": "--delta-peak",
+    "probes": "--probes", "preset": "--preset", "hvp": "--hvp", "f_star": "--f-star", "div": "--div", "delta_peak": "--delta-peak",
     "max_warmup": "--max-warmup", "pilot": "--pilot", "refit_every": "--refit-every",
     "f_star_every": "--f-star-every", "allow_unsupported": "--allow-unsupported-fit", "fit": "--fit",
     "own_peak": "--own-peak",
@@ -289,6 +289,9 @@ def train(**kw) -> None:
               help="Instead of --every: adapt the interval so probes cost this fraction of training time.")
 @click.option("--heavy-every", type=click.IntRange(min=1), default=10, show_default=True,
               help="Top eigenvalue and trace run on every N-th probed step.")
+@click.option("--hvp", type=click.Choice(["exact", "fd"]), default="exact", show_default=True,
+              help="Hessian-vector products of the heavy probes: exact (double backward) or fd (a central "
+                   "difference of gradients: the memory of one gradient, also under --fsdp; fp32 only).")
 @click.option("--nuclear", type=click.Choice(["estimate", "exact"]), default="estimate", show_default=True,
               help="Nuclear norms (Muon's dual) by Gram eigenvalues or exact SVD.")
 @library_errors
@@ -299,7 +302,7 @@ def record(**kw) -> None:
     listed = kw.pop("probes")
     probes = ProbeConfig(preset=kw.pop("preset"), probes=listed.split(",") if listed else None,
                          every=kw.pop("every"), overhead=kw.pop("overhead"), heavy_every=kw.pop("heavy_every"),
-                         nuclear=kw.pop("nuclear"))
+                         nuclear=kw.pop("nuclear"), hvp=kw.pop("hvp"))
     out, resume, overwrite, quiet = (kw.pop(k) for k in ("out", "resume", "overwrite", "no_progress"))
     config = config_from_options(kw)
     config.probes = probes

@@ -78,7 +78,8 @@ class ProbeConfig:
     `probes` overrides `preset`; `every` is the probing interval in steps, or `overhead` (a fraction
     of training time) adapts it; heavy probes (Lanczos, trace) run on every `heavy_every`-th probed
     step. `family`/`tensors` override the optimizer's geometry; `nuclear` picks how Muon's dual
-    norm is computed.
+    norm is computed; `hvp` = "fd" takes Hessian-vector products by differences of gradients
+    (memory of one gradient, works under FSDP2) instead of double backward ("exact").
     """
 
     preset: str = "standard"
@@ -89,6 +90,7 @@ class ProbeConfig:
     family: str | None = None
     tensors: tuple[str, ...] | None = None
     nuclear: str = "estimate"
+    hvp: str = "exact"
 
     def __post_init__(self) -> None:
         from smoothprobe.probes import PRESETS, PROBES
@@ -109,6 +111,7 @@ class ProbeConfig:
             (isinstance(self.heavy_every, int) and self.heavy_every >= 1,
              f"heavy_every must be an integer >= 1, got {self.heavy_every!r}"),
             (self.nuclear in NUCLEAR, f"nuclear must be one of {', '.join(NUCLEAR)}, got {self.nuclear!r}"),
+            (self.hvp in ("exact", "fd"), f"hvp must be exact or fd, got {self.hvp!r}"),
         ])
 
 

@@ -41,7 +41,7 @@ from smoothprobe.errors import SmoothprobeError
 from smoothprobe.geometry import Geometry, default_names, family_for_optimizer
 from smoothprobe.probes import PRESETS, PROBES
 from smoothprobe.probes.base import ProbeContext
-from smoothprobe.probes.oracle import GradOracle, capture_rng_state
+from smoothprobe.probes.oracle import HVP_MODES, GradOracle, capture_rng_state
 from smoothprobe.probes.vec import sub
 from smoothprobe.store import RunStore
 from smoothprobe.writer import StepLog, describe_run, snapshot, update_norm
@@ -124,6 +124,7 @@ class Recorder:
         family: str | None = None,
         tensors: Sequence[str] | None = None,
         nuclear: str = "estimate",
+        hvp: str = "exact",
         seed: int = 0,
     ) -> None:
         if preset not in PRESETS:
@@ -144,15 +145,19 @@ class Recorder:
         named = dict(model.named_parameters())
         self.params = [named[n] for n in self.names]
         self._probes = [probe() for name, probe in PROBES.items() if name in chosen]
-        exact = [p.name for p in self._probes if p.needs_hvp]
+        if hvp not in HVP_MODES:
+            raise SmoothprobeError(f"hvp must be one of {', '.join(HVP_MODES)}; got {hvp!r}")
+        self.hvp = hvp
+        exact = [p.name for p in self._probes if p.needs_hvp] if hvp == "exact" else []
         if is_sharded(self.params) and exact:
             raise SmoothprobeError(f"probes {', '.join(exact)} need exact Hessian-vector "
-                                   "products, which FSDP2 cannot give; choose probes among norms, secant, curv_fd")
+                                   "products, which FSDP2 cannot give; choose probes among norms, secant, curv_fd, "
+                                   "or hvp='fd'")
         self.store = run_dir if isinstance(run_dir, RunStore) or run_dir is None else None
         self.log: StepLog | None = None
         if run_dir is not None and not isinstance(run_dir, RunStore):
             options = {"preset": preset, "probes": list(chosen), "every": every, "overhead": overhead,
-                       "heavy_every": heavy_every, "nuclear": nuclear, "seed": seed}
+                       "heavy_every": heavy_every, "nuclear": nuclear, "hvp": hvp, "seed": seed}
             self.store = RunStore.create(run_dir, describe_run(
                 model, optimizer, config={"probes": options}, probes=self.describe(),
                 source="recorder"))
@@ -172,6 +177,7 @@ class Recorder:
             "every": self.cadence.every,
             "overhead": self.cadence.overhead,
             "heavy_every": self.cadence.heavy_every,
+            "hvp": self.hvp,
         }
 
     def before_step(self, step: int, batch: Any, *, loss: float | None = None, grad_norm: float | None = None,
@@ -233,10 +239,11 @@ class Recorder:
 
     def _measure(self, pending: dict) -> tuple[dict, list[dict]]:
         """Run every due probe once on one shared context; returns the row columns and per-tensor rows."""
-        oracle = GradOracle(self.model, lambda: self.loss_fn(self.model, pending["batch"]), self.params, self._rng)
+        oracle = GradOracle(self.model, lambda: self.loss_fn(self.model, pending["batch"]), self.params, self._rng,
+                            hvp=self.hvp)
         due = [p for p in self._probes if not p.heavy or self.cadence.heavy_due()]
         context = ProbeContext(oracle, self.geometry, pending["grads"], sub(oracle.point(), pending["params"]),
-                               step=pending["step"], seed=self.seed, keep_graph=any(p.needs_hvp for p in due))
+                               step=pending["step"], seed=self.seed, keep_graph=self.hvp == "exact" and any(p.needs_hvp for p in due))
         row: dict[str, float] = {}
         tensor_rows: list[dict] = []
         timings: dict[str, float] = {}
