@@ -178,7 +178,8 @@ def test_decay_reaches_floor_at_total_steps(decay):
         _optimizer(0.1), c, f_star=0.0, ema=0.0, consecutive=1, total_steps=30, decay=decay
     )
     lrs = _drive(sched, [1.0, 0.6] + [0.4] * 30)
-    start, floor = lrs[1], 0.1 * 1e-4  # switch at step 3 from the LR in use
+    start, floor = 0.1, 0.1 * 1e-4  # switch at step 3 from the peak η(Δ') = lr, not the LR in use
+    assert lrs[1] < start  # the LR in use at the crossing (Δ̂ jumped past Δ' = 0.5 to 0.4)
     assert sched._switch_step == 3 and lrs[2] == pytest.approx(start, rel=1e-12)
     assert lrs[29] == pytest.approx(floor, rel=1e-12) and lrs[31] == pytest.approx(floor)
     progress = (16 - 3) / (30 - 3)  # lrs[15] is set at step 16

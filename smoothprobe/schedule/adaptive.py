@@ -62,8 +62,9 @@ class AdaptiveWarmup(LRScheduler):
     The loss is all-reduced by `reduce` (default `all_reduce_mean`), smoothed by a bias-corrected
     EMA (`ema` = β; 0 means raw). Non-finite losses keep the LR and are counted; Δ̂ <= 0 counts
     as "at or below f*" (LR min_lr under decay='model'). After Δ̂ <= Δ' for `consecutive` steps
-    the decay starts for good, from the LR in use: 'cosine' or 'linear' to min_lr at
-    `total_steps`, or 'model' (keep following η). `max_warmup` (steps) bounds the warm-up for
+    the decay starts for good from the peak `lr` = η(Δ'), where the crossing puts the LR (an f*
+    update can move Δ̂ past Δ' at once, which would otherwise start the decay from a stale LR):
+    'cosine' or 'linear' to min_lr at `total_steps`, or 'model' (keep following η). `max_warmup` (steps) bounds the warm-up for
     short budgets: the LR is never below a linear ramp reaching `lr` at step `max_warmup`, and the
     decay starts there even without a crossing. Before the first loss the LR is `initial_lr`
     (default lr/div for `practical`, η at the largest fitted gap for `from_fit`, else min_lr).
@@ -359,7 +360,7 @@ class AdaptiveWarmup(LRScheduler):
             self._below = self._below + 1 if delta <= self._delta_peak else 0
             out_of_budget = self.max_warmup is not None and step >= self.max_warmup
             if self._below >= self.consecutive or out_of_budget:
-                self._phase, self._switch_step, self._switch_lr = "decay", step, self._lr_now
+                self._phase, self._switch_step, self._switch_lr = "decay", step, self.lr
         self._lr_now = self._next_lr(delta, step)
         self._write(delta)
 
