@@ -98,7 +98,8 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
         click.option("--model", type=click.Choice(["tiny", "small", "124m"]), default="tiny", show_default=True,
                      help="LLaMA preset for the markov and lm tasks."),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adamw", show_default=True),
-        click.option("--lr", type=Finite(), default=None, help="Peak learning rate [default: per optimizer]."),
+        click.option("--lr", type=Finite(min=0, min_open=True), default=None,
+                     help="Peak learning rate [default: per optimizer]."),
         click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True),
         click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True),
         click.option("--seq-len", type=click.IntRange(min=2), default=64, show_default=True),
@@ -139,7 +140,7 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
                      show_default=True, help="Adaptive: decay after the peak."),
         click.option("--max-warmup", type=Finite(min=0, min_open=True), default=None,
                      help="Adaptive: an explicit bound on the warm-up (fraction of --steps if below 1, else "
-                          "steps) [default: none; the warm-up ends when the loss crosses the fitted peak]."),
+                          "steps) [default: none; the warm-up ends when the loss crosses f* + Delta']."),
         click.option("--pilot", type=Finite(min=0, min_open=True), default=None,
                      help="Adaptive closed loop: record probes for this fraction (below 1) or number of steps "
                           "under the practical schedule, fit K(Delta), and let the fit drive the rest."),
@@ -156,7 +157,7 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
                      help="Adaptive: let a fit whose verdict is not 'supported' drive the schedule (warns)."),
         click.option("--fsdp", is_flag=True,
                      help="Under torchrun: shard the model with FSDP2 instead of replicating it with DDP "
-                          "(probes: norms, secant, curv_fd)."),
+                          "(probes: norms, secant, curv_fd; the others with --hvp fd)."),
         click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to write."),
         click.option("--no-progress", is_flag=True, help="Hide the progress bar."),
     ]
@@ -192,6 +193,12 @@ def adaptive_options(opts: dict):
     from smoothprobe.config import AdaptiveConfig
 
     if not opts["adaptive"] and opts["fit_path"] is None and opts["pilot"] is None:
+        defaults = {"div": 10.0, "adaptive_decay": "cosine", "own_peak": False, "allow_unsupported_fit": False}
+        given = [k for k in ("f_star", "delta_peak", "max_warmup", "refit_every", "f_star_every", "div",
+                             "adaptive_decay", "own_peak", "allow_unsupported_fit") if opts[k] != defaults.get(k)]
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise click.UsageError(f"{flags}: only for an adaptive schedule; add --adaptive, --fit or --pilot")
         return None
     f_star = parse_number_or_auto(opts["f_star"], "--f-star")
     return AdaptiveConfig(fit=opts["fit_path"], pilot=opts["pilot"], f_star=f_star, div=opts["div"],
@@ -270,7 +277,7 @@ def main() -> None:
 def train(**kw) -> None:
     """Train on a built-in task and stream loss, lr and norms into a run directory.
 
-    Exit codes: 0 done, 2 bad input or data, 130 Ctrl-C, 143 SIGTERM (the run is closed with its
+    Exit codes: 0 done, 2 bad input or data (or a diverged run), 130 Ctrl-C, 143 SIGTERM (the run is closed with its
     status and rows either way), 1 any other failure."""
     out, resume, overwrite, quiet = (kw.pop(k) for k in ("out", "resume", "overwrite", "no_progress"))
     run_training(config_from_options(kw), out, resume, overwrite, quiet)

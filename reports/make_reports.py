@@ -31,12 +31,13 @@ SECANT = {"preset": "standard", "every": 5}
 
 
 def adaptive_options(fit: SmoothnessFit, fit_path: Path) -> tuple[dict, str]:
-    """Schedule from the fit (peak rescaled to the run's lr) when its constants have a warm-up
-    peak, else the paper's practical parametrisation with the task's f* (and say why)."""
-    if fit.K0 > 0 and fit.K_rho > 0:
+    """Schedule from the fit (peak rescaled to the run's lr) when it may drive one, else the
+    paper's practical parametrisation with the task's f* (and say why)."""
+    problem = fit.schedule_problem()
+    if problem is None:
         return {"fit": str(fit_path)}, "adaptive η(Δ) from the fit"
-    print(f"fit has K0={fit.K0:.3g}, K_rho={fit.K_rho:.3g}: no warm-up peak; "
-          "using the practical parametrisation (div 10) instead")
+    print(f"the fit cannot drive a schedule ({problem}); using the practical parametrisation "
+          "(div 10) instead")
     return {"div": 10.0}, "adaptive η(Δ), practical parametrisation"
 
 

@@ -16,22 +16,30 @@ DEMO_BASE = {"task": "markov", "optimizer": "lion", "lr": 2e-3, "batch_size": 16
 
 def demo(out: str | Path, steps: int = 300, progress: bool = True) -> Path:
     """Record a baseline run (cosine, 5 % warm-up) with probes on the Markov task, fit the smoothness
-    model with the task's exact f*, train the adaptive schedule on the same budget and seed, and
-    write `out/report.html` comparing them. Returns the report's path."""
+    model with the task's exact f*, train the adaptive schedule on the same budget and seed (from
+    the fit where it may drive one, else the practical rule), and write `out/report.html`
+    comparing them. Returns the report's path."""
     from smoothprobe.report import write_report
 
     out = Path(out)
     say = tqdm.write if progress else (lambda _msg: None)
     baseline = TrainConfig(**DEMO_BASE, steps=steps, warmup=0.05)
-    adaptive = TrainConfig(**DEMO_BASE, steps=steps, adaptive={"div": 10.0})
     say(f"1/4 recording {steps} steps of a tiny LLaMA on a Markov chain (lion, cosine with 5% warm-up)")
     train(baseline, out / "baseline", overwrite=True, progress=progress)
     say("2/4 fitting K(Delta) = K0 + K1 Delta + K2 Delta^2 to the secant smoothness")
     fit = fit_run(load_run(out / "baseline"), bootstrap=100, n_jobs=1)
     fit.to_json(out / "baseline" / "fit.json")
     say(f"    {fit.verdict}")
-    say("3/4 training with the adaptive warm-up eta(Delta) (f* = the chain's entropy rate)")
-    train(adaptive, out / "adaptive", overwrite=True, progress=progress)
+    problem = fit.schedule_problem()
+    if problem is None:
+        say("3/4 training with eta(Delta) of the fit (peak rescaled to the baseline's lr)")
+        schedule = {"fit": str(out / "baseline" / "fit.json")}
+    else:
+        say(f"3/4 the fit cannot drive a schedule ({problem}): training with the paper's practical "
+            "eta(Delta) instead (f* = the chain's entropy rate)")
+        schedule = {"div": 10.0}
+    train(TrainConfig(**DEMO_BASE, steps=steps, adaptive=schedule), out / "adaptive", overwrite=True,
+          progress=progress)
     say("4/4 writing the report")
     return write_report([out / "baseline", out / "adaptive"], out / "report.html", fits=[fit],
                         title="smoothprobe demo: Markov chain, lion")

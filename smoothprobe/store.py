@@ -341,7 +341,8 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
-    """Read a run directory written by `train`/`record` (also while it is running or after a crash)."""
+    """Read a run directory (written by `train`/`record`, the Recorder or an adapter), also while it
+    is running or after a crash."""
     path = Path(path)
     info = read_run_info(path)
     frames, warnings = {}, []

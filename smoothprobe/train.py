@@ -420,7 +420,7 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
     if adaptive is not None and adaptive.fit is None and effective_f_star(config, task) == "auto":
         trainer.online = OnlineFStar(scheduler, adaptive.f_star_every or max(10, config.steps // 20))
     if adaptive is not None and adaptive.refit_every is not None:
-        if trainer.recorder is None or "secant" not in trainer.recorder.probes:
+        if trainer.recorder is None or trainer.pilot_recorder or "secant" not in trainer.recorder.probes:
             raise SmoothprobeError("refitting the constants online (refit_every) needs the secant probe: "
                                    "record the run with probes")
         trainer.refit = OnlineRefit(scheduler, adaptive.refit_every)

@@ -1,4 +1,4 @@
-"""The one interface every probe implements, and the context it measures in (DESIGN.md §2).
+"""The one interface every probe implements, and the context it measures in (docs/design.md §2).
 
 A probe is a class with a registry `name`, two flags the Recorder schedules by, and
 `measure(context) -> ProbeResult`. The Recorder builds one `ProbeContext` per probed step and

@@ -1,4 +1,4 @@
-"""Directional curvature along a direction from a difference of gradients (DESIGN.md §2)."""
+"""Directional curvature along a direction from a difference of gradients (docs/design.md §2)."""
 
 from __future__ import annotations
 

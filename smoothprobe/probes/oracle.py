@@ -1,4 +1,4 @@
-"""Gradients and exact Hessian-vector products of the loss on one fixed batch (DESIGN.md §2)."""
+"""Gradients and exact Hessian-vector products of the loss on one fixed batch (docs/design.md §2)."""
 
 from __future__ import annotations
 

@@ -105,8 +105,9 @@ class Recorder:
     replays exactly provided nothing draws from torch's RNG between `after_step` and the next
     forward. `probes` names entries of `smoothprobe.probes.PROBES` (`preset` picks a list); each
     probed step builds one `ProbeContext` and runs the due probes on it in registry order.
-    Probes with exact HVPs build their graph eagerly, so they work on torch.compile'd models;
-    under FSDP2 they are refused.
+    `hvp` = "exact" takes Hessian-vector products by double backward (its graph is built
+    eagerly, so torch.compile'd models work; FSDP2 refuses it), "fd" by central differences of
+    gradients (the memory of one gradient; works under FSDP2; noisy below fp32).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Secant smoothness along the step actually taken, on the same batch (DESIGN.md §2)."""
+"""Secant smoothness along the step actually taken, on the same batch (docs/design.md §2)."""
 
 from __future__ import annotations
 
