@@ -195,8 +195,13 @@ def execute(arms: list[Arm], base: TrainConfig, out: Path, budget_s: float | Non
 
 
 def collect(arms: list[Arm], out: Path) -> pd.DataFrame:
-    """One row per finished arm."""
-    rows = [r for a in arms if (r := result_of(out / a.name)) is not None]
+    """One row per finished arm, with the closed loop's pilot outcome from its run.json."""
+    rows = []
+    for arm in arms:
+        result = result_of(out / arm.name)
+        if result is not None:
+            pilot = (load_run(out / arm.name).info.get("pilot") or {}) if arm.kind.startswith("closed") else {}
+            rows.append({**result, "pilot": pilot.get("status", "")})
     return pd.DataFrame.from_records(rows)
 
 
@@ -271,8 +276,11 @@ def write_outputs(summary: pd.DataFrame, results: pd.DataFrame, name: str) -> No
     intro = (f"{len(results)} runs finished (of the plan in benchmarks/warmup_grid.py). Val loss at the "
              "last step; mean over seeds; σ = pooled seed std of the grid points; lr_mult -1 = the fit's "
              "own peak.")
+    pilots = results[results.kind.str.startswith("closed")]
     lines = [f"# {name}", "", intro, "", "## Goals", "", *goals(summary), "", "## Table", "",
-             *markdown(summary[cols]), ""]
+             *markdown(summary[cols]), "", "## What each pilot's fit decided", "",
+             *(f"- {r.optimizer} {r.kind} lr×{r.multiplier if r.multiplier == r.multiplier else 'own'} "
+               f"seed {r.seed}: {r.pilot}" for r in pilots.itertuples()), ""]
     for opt in dict.fromkeys(results.optimizer):
         png = reports / f"{name}_{opt}.png"
         png.write_bytes(base64.b64decode(heatmap(results, opt).split(",", 1)[1]))
