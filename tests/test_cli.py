@@ -27,7 +27,7 @@ def test_help_lists_every_option(command):
     [
         (["--task", "nope"], "Invalid value for '--task'"),
         (["--optimizer", "adam"], "Invalid value for '--optimizer'"),
-        (["--lr", "-1"], "--lr must be a finite number > 0"),
+        (["--lr", "-1"], "Invalid value for '--lr'"),
         (["--data", "/no/such/path"], "does not exist"),
         (["--device", "tpu"], "--device must be"),
     ],

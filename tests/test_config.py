@@ -62,3 +62,10 @@ def test_cli_maps_parameter_names_to_flags():
     assert as_flags("f_star_every needs f_star 'auto'").startswith("--f-star-every needs")
     assert as_flags("run directory x exists; pass resume (to continue it) or overwrite (to replace it)") == \
         "run directory x exists; pass --resume (to continue it) or --overwrite (to replace it)"
+
+
+def test_adaptive_flags_without_an_adaptive_schedule_are_refused(tmp_path):
+    result = CliRunner().invoke(main, ["train", "--task", "quadratic", "--div", "5", "--own-peak",
+                                       "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--div, --own-peak: only for an adaptive schedule" in result.output
+    assert not (tmp_path / "r").exists()
