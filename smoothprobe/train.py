@@ -289,6 +289,10 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model
                                     **common)
 
 
+PILOT_ROWS = 100
+"""Probed rows a pilot aims for (every step of a pilot up to this long): ten above a 0.9 envelope."""
+
+
 def effective_f_star(config: TrainConfig, task: Task) -> float | str:
     """f* of a practical schedule: the given one, else the task's, else 'auto' under a pilot."""
     opts = config.adaptive
@@ -415,7 +419,7 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
                               allow_unsupported=adaptive.allow_unsupported)
         if trainer.recorder is None:
             trainer.recorder = Recorder(model, optimizer, loss_fn=trainer.micro_loss, seed=config.seed,
-                                        preset="standard", every=max(1, pilot_steps // 50))
+                                        preset="standard", every=max(1, pilot_steps // PILOT_ROWS))
             trainer.pilot_recorder = True
     if adaptive is not None and adaptive.fit is None and effective_f_star(config, task) == "auto":
         trainer.online = OnlineFStar(scheduler, adaptive.f_star_every or max(10, config.steps // 20))

@@ -540,3 +540,10 @@ def test_verdict_status_and_sentence_follow_the_statistics(spearman, p, gain, gr
     assert f"model is {status}:" in sentence and sentence.count(". ") == 0  # one sentence
     if status == "supported":
         assert "K grows with Δ" in sentence
+
+
+def test_fifty_rows_at_tau_0p9_are_enough_to_place_the_envelope():
+    """50 · (1 − 0.9) is 4.999… in floating point; five rows above the envelope must count as five."""
+    steps = planted_steps(50, 3)
+    fit = fit_frame(steps, f_star=2.0, bootstrap=0)
+    assert "placing it needs" not in fit.verdict

@@ -103,7 +103,7 @@ def verdict(
     lo, hi = np.percentile(data.delta, [5, 95])
     const, rho_model = scores[0], scores[-1]
     gain = 1.0 - rho_model.cv_pinball / const.cv_pinball if const.cv_pinball > 0 else 0.0
-    above = len(data.k) * (1.0 - quantile)
+    above = round(len(data.k) * (1.0 - quantile), 9)  # 50 · (1 − 0.9) is 4.999…, not below 5
     significant = spearman_p < TREND_P
     if f_star_problem is not None:
         status, why = "not identifiable", f"f* = {f_star:.4g} is degenerate ({f_star_problem})"
