@@ -73,7 +73,7 @@ def describe_optimizer(optimizer: torch.optim.Optimizer, name: str | None = None
         for g in optimizer.param_groups:
             split.setdefault(g["algo"], []).extend(g["param_names"])
     return {"name": name or type(optimizer).__name__.lower(), "class": type(optimizer).__qualname__,
-            "lr": _plain(group["lr"]), "hyperparameters": {k: v for k, v in hyper.items() if v is not None},
+            "lr": _plain(group.get("initial_lr", group["lr"])),  # a scheduler's base LR, not its first step's "hyperparameters": {k: v for k, v in hyper.items() if v is not None},
             "split": split}
 
 
