@@ -163,8 +163,9 @@ def test_nonpositive_gap_is_counted_and_sends_lr_to_floor():
     sched = AdaptiveWarmup(
         _optimizer(0.1), c, f_star=1.0, ema=0.0, decay="model", min_lr=1e-5, consecutive=2
     )
-    with pytest.warns(RuntimeWarning, match="at or below f_star"):
+    with pytest.warns(RuntimeWarning, match="at or below f_star") as caught:
         lrs = _drive(sched, [3.0, 0.5, 1.0])
+    assert len([w for w in caught if "at or below" in str(w.message)]) == 1  # once, then counted
     rec = sched.last_record()
     assert rec["nonpos_count"] == 2 and rec["delta"] == 0.0
     assert lrs[1:] == [1e-5, 1e-5]

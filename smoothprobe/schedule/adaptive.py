@@ -328,12 +328,13 @@ class AdaptiveWarmup(LRScheduler):
         self._loss = loss
         if not math.isfinite(loss):
             self._nan_count += 1
-            warnings.warn(
-                f"AdaptiveWarmup: non-finite loss {loss} at step {step}; keeping lr {self._lr_now} "
-                f"({self._nan_count} so far).",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            if self._nan_count == 1:  # later ones are counted in the record's nan_count
+                warnings.warn(
+                    f"AdaptiveWarmup: non-finite loss {loss} at step {step}; keeping lr {self._lr_now} "
+                    "(further ones are counted in nan_count).",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             self._write(None)
             return
         if self._rule is not None and self._K0 is None:
@@ -350,12 +351,13 @@ class AdaptiveWarmup(LRScheduler):
         delta = self._smoothed - self.f_star
         if delta <= 0:
             self._nonpos_count += 1
-            warnings.warn(
-                f"AdaptiveWarmup: smoothed loss {self._smoothed} is at or below "
-                f"f_star={self.f_star} at step {step} ({self._nonpos_count} so far).",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            if self._nonpos_count == 1:  # later ones are counted in the record's nonpos_count
+                warnings.warn(
+                    f"AdaptiveWarmup: smoothed loss {self._smoothed} is at or below "
+                    f"f_star={self.f_star} at step {step} (further steps are counted in nonpos_count).",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
         if self._phase == "warmup":
             self._below = self._below + 1 if delta <= self._delta_peak else 0
             out_of_budget = self.max_warmup is not None and step >= self.max_warmup
