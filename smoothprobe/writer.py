@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from smoothprobe import distributed
+from smoothprobe.optim import describe_split
 from smoothprobe.store import RunStore
 
 ALWAYS = ("step", "loss", "lr", "grad_norm", "update_norm", "step_time_s", "time_s")
@@ -67,14 +68,11 @@ def describe_optimizer(optimizer: torch.optim.Optimizer, name: str | None = None
         optimizer = optimizer.optimizer
     group = optimizer.param_groups[0]
     hyper = {k: _plain(v) for k, v in group.items() if k not in ("params", "param_names")}
-    split: dict[str, list[str]] | None = None
-    if all("algo" in g and "param_names" in g for g in optimizer.param_groups):
-        split = {}
-        for g in optimizer.param_groups:
-            split.setdefault(g["algo"], []).extend(g["param_names"])
+    named = all("algo" in g and "param_names" in g for g in optimizer.param_groups)
     return {"name": name or type(optimizer).__name__.lower(), "class": type(optimizer).__qualname__,
-            "lr": _plain(group.get("initial_lr", group["lr"])),  # a scheduler's base LR, not its first step's "hyperparameters": {k: v for k, v in hyper.items() if v is not None},
-            "split": split}
+            "lr": _plain(group.get("initial_lr", group["lr"])),  # a scheduler's base LR, not its first step's
+            "hyperparameters": {k: v for k, v in hyper.items() if v is not None},
+            "split": describe_split(optimizer) if named else None}
 
 
 def describe_run(model: nn.Module, optimizer: torch.optim.Optimizer, *, config: Mapping[str, Any],

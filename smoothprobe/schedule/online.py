@@ -20,9 +20,9 @@ class OnlineFStar:
     far and hand the estimate to the scheduler. Until the first estimate f* is `initial` (0 for
     cross-entropy). An estimate whose interval reaches the first loss is ignored: the curve does not
     yet show where it saturates, and so is a degenerate one (`FStarEstimate.degenerate`: too few
-    losses, f* above the recent loss, no saturation); `skipped` says why. With `bound_warmup`, each estimate also bounds the warm-up at the
-    step where the fitted curve reaches f* + Δ' (`crossing_step`): the bound comes from the
-    measured loss curve, not from a hand-set fraction."""
+    losses, f* above the recent loss, no saturation); `skipped` says why. With `bound_warmup`, each
+    estimate also bounds the warm-up at the step where the fitted curve reaches f* + Δ'
+    (`crossing_step`): the bound comes from the measured loss curve, not a hand-set fraction."""
 
     def __init__(self, scheduler: AdaptiveWarmup, every: int, initial: float = 0.0,
                  bound_warmup: bool = True) -> None:
@@ -56,8 +56,7 @@ class OnlineFStar:
             warnings.warn(f"f* estimate {estimate.value:.4g} at step {step} not used: {exc}", RuntimeWarning,
                           stacklevel=2)
             return
-        peak = self.scheduler.constants
-        if self.bound_warmup and peak is not None and self.scheduler.phase == "warmup":
+        if self.bound_warmup and self.scheduler.constants is not None and self.scheduler.phase == "warmup":
             self.scheduler.max_warmup = crossing_step(estimate.a, estimate.b, estimate.t0, self.steps[0],
                                                       self.scheduler.last_record()["delta_peak"],
                                                       step + 1, self.scheduler.total_steps)
