@@ -256,11 +256,8 @@ class Trainer:
             except Diverged as exc:
                 self.log.close("diverged", str(exc))
                 raise
-            except (KeyboardInterrupt, Terminated) as exc:
-                self.log.close("interrupted", "SIGTERM" if isinstance(exc, Terminated) else "KeyboardInterrupt")
-                raise
             except BaseException as exc:
-                self.log.close("crashed", f"{type(exc).__name__}: {one_line(exc)}")
+                self.log.close_after(exc)
                 raise
             finally:
                 bar.close()

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from smoothprobe import distributed
+from smoothprobe.errors import Terminated, one_line
 from smoothprobe.optim import describe_split
 from smoothprobe.store import RunStore
 
@@ -152,3 +153,9 @@ class StepLog:
         finally:
             self.store.close()
 
+    def close_after(self, exc: BaseException) -> None:
+        """Close a run that `exc` ended: interrupted (Ctrl-C, SIGTERM) or crashed, with the reason."""
+        if isinstance(exc, (KeyboardInterrupt, Terminated)):
+            self.close("interrupted", "SIGTERM" if isinstance(exc, Terminated) else "KeyboardInterrupt")
+        else:
+            self.close("crashed", f"{type(exc).__name__}: {one_line(exc)}")

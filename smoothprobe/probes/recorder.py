@@ -276,13 +276,14 @@ class Recorder:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        """Close with status finished, interrupted (Ctrl-C) or crashed (any other exception)."""
-        if kind is None:
+        """Close with status finished, interrupted (Ctrl-C, SIGTERM) or crashed (any other exception)."""
+        if exc is None:
             self.close()
-        elif issubclass(kind, KeyboardInterrupt):
-            self.close("interrupted", "KeyboardInterrupt")
+        elif self.log is not None:
+            self.log.close_after(exc)
+            self.log = None
         else:
-            self.close("crashed", f"{kind.__name__}: {exc}")
+            self.close()
 
 
 def optimizer_geometry(model: nn.Module, optimizer: torch.optim.Optimizer, family: str | None = None,
