@@ -65,9 +65,9 @@ class Arm:
 
 def plan(optimizers: list[str], multipliers: tuple[float, ...], warmups: tuple[float, ...],
          seeds: int) -> list[Arm]:
-    """Every arm once, in priority tiers so that a partial run already answers something: per
-    optimizer, seed 0 of every schedule at lr* and 3·lr* and at the fit's own peak, then two more
-    seeds of the middle warm-ups at lr* (the seed σ); then the other LRs; then every other seed."""
+    """Every arm once, in priority tiers so that a partial run already answers something: seed 0 of
+    every schedule at lr* and 3·lr* and at the fit's own peak; then the other seeds of every
+    schedule at lr* (the seed σ and the main goal); then those at 3·lr*; then the other LRs."""
     def arms_at(opt: str, m: float, seed: int) -> list[Arm]:
         arms = [Arm(opt, "grid", m, w, seed) for w in warmups]
         arms += [Arm(opt, "practical", m, 0.0, seed), Arm(opt, "closed", m, 0.0, seed)]
@@ -77,17 +77,16 @@ def plan(optimizers: list[str], multipliers: tuple[float, ...], warmups: tuple[f
 
     first = tuple(m for m in (1.0, 3.0) if m in multipliers)
     rest = tuple(m for m in multipliers if m not in first)
-    middle = warmups[len(warmups) // 2: len(warmups) // 2 + 2] if len(warmups) > 2 else warmups
     order = []
     for opt in optimizers:
         order += [a for m in first for a in arms_at(opt, m, 0)] + [Arm(opt, "closed_own_peak", None, 0.0, 0)]
-        order += [Arm(opt, "grid", 1.0, w, seed) for seed in range(1, seeds) for w in middle]
-    for opt in optimizers:
-        order += [a for m in rest for a in arms_at(opt, m, 0)]
-    for seed in range(1, seeds):
+    for m in first:
+        for seed in range(1, seeds):
+            for opt in optimizers:
+                order += arms_at(opt, m, seed) + ([Arm(opt, "closed_own_peak", None, 0.0, seed)] if m == 1.0 else [])
+    for seed in range(seeds):
         for opt in optimizers:
-            order += [a for m in (*first, *rest) for a in arms_at(opt, m, seed)]
-            order.append(Arm(opt, "closed_own_peak", None, 0.0, seed))
+            order += [a for m in rest for a in arms_at(opt, m, seed)]
     return list(dict.fromkeys(order))
 
 

@@ -44,7 +44,7 @@ PARAMETER_FLAGS = {
     "min_lr_ratio": "--min-lr-ratio", "weight_decay": "--weight-decay", "clip": "--clip", "device": "--device",
     "data": "--data", "every": "--every", "overhead": "--overhead", "heavy_every": "--heavy-every",
     "probes": "--probes", "preset": "--preset", "hvp": "--hvp", "f_star": "--f-star", "div": "--div", "delta_peak": "--delta-peak",
-    "max_warmup": "--max-warmup", "pilot": "--pilot", "refit_every": "--refit-every",
+    "max_warmup": "--max-warmup", "cooldown": "--cooldown", "pilot": "--pilot", "refit_every": "--refit-every",
     "f_star_every": "--f-star-every", "allow_unsupported": "--allow-unsupported-fit", "fit": "--fit",
     "own_peak": "--own-peak",
     "fsdp": "--fsdp", "rho": "--rho", "quantile": "--quantile", "bootstrap": "--bootstrap", "window": "--window",
@@ -141,6 +141,9 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
         click.option("--max-warmup", type=Finite(min=0, min_open=True), default=None,
                      help="Adaptive: an explicit bound on the warm-up (fraction of --steps if below 1, else "
                           "steps) [default: none; the warm-up ends when the loss crosses f* + Delta']."),
+        click.option("--cooldown", type=Finite(min=0, max=1, max_open=True), default=0.2, show_default=True,
+                     help="Adaptive: the fraction of --steps kept at the end for the decay, from the lr in use, "
+                          "when the loss has not crossed f* + Delta' by then (0: none)."),
         click.option("--pilot", type=Finite(min=0, min_open=True), default=None,
                      help="Adaptive closed loop: record probes for this fraction (below 1) or number of steps "
                           "under the practical schedule, fit K(Delta), and let the fit drive the rest."),
@@ -182,7 +185,7 @@ def config_from_options(kw: dict):
     for old in renames:
         kw.pop(old, None)
     adaptive_keys = ("adaptive", "fit_path", "f_star", "div", "delta_peak", "adaptive_decay", "max_warmup",
-                     "pilot", "own_peak", "refit_every", "f_star_every", "allow_unsupported_fit")
+                     "cooldown", "pilot", "own_peak", "refit_every", "f_star_every", "allow_unsupported_fit")
     adaptive = {k: kw.pop(k) for k in adaptive_keys}
     fields = {k: kw.pop(k) for k in list(kw) if k in TrainConfig.__dataclass_fields__}
     return TrainConfig(**fields, task_options=task_options, adaptive=adaptive_options(adaptive))
@@ -193,8 +196,9 @@ def adaptive_options(opts: dict):
     from smoothprobe.config import AdaptiveConfig
 
     if not opts["adaptive"] and opts["fit_path"] is None and opts["pilot"] is None:
-        defaults = {"div": 10.0, "adaptive_decay": "cosine", "own_peak": False, "allow_unsupported_fit": False}
-        given = [k for k in ("f_star", "delta_peak", "max_warmup", "refit_every", "f_star_every", "div",
+        defaults = {"div": 10.0, "adaptive_decay": "cosine", "own_peak": False, "allow_unsupported_fit": False,
+                    "cooldown": 0.2}
+        given = [k for k in ("f_star", "delta_peak", "max_warmup", "cooldown", "refit_every", "f_star_every", "div",
                              "adaptive_decay", "own_peak", "allow_unsupported_fit") if opts[k] != defaults.get(k)]
         if given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
@@ -203,7 +207,8 @@ def adaptive_options(opts: dict):
     f_star = parse_number_or_auto(opts["f_star"], "--f-star")
     return AdaptiveConfig(fit=opts["fit_path"], pilot=opts["pilot"], f_star=f_star, div=opts["div"],
                           delta_peak=opts["delta_peak"], decay=opts["adaptive_decay"],
-                          max_warmup=opts["max_warmup"], refit_every=opts["refit_every"],
+                          max_warmup=opts["max_warmup"], cooldown=opts["cooldown"] or None,
+                          refit_every=opts["refit_every"],
                           f_star_every=opts["f_star_every"], allow_unsupported=opts["allow_unsupported_fit"],
                           own_peak=opts["own_peak"])
 
@@ -215,7 +220,7 @@ CONFIG_PATHS = {
     "markov_vocab": "task_options.vocab", "markov_order": "task_options.order", "noise": "task_options.noise",
     "cond": "task_options.cond", "adaptive": "adaptive", "fit_path": "adaptive.fit", "f_star": "adaptive.f_star",
     "div": "adaptive.div", "delta_peak": "adaptive.delta_peak", "adaptive_decay": "adaptive.decay",
-    "max_warmup": "adaptive.max_warmup", "pilot": "adaptive.pilot", "refit_every": "adaptive.refit_every",
+    "max_warmup": "adaptive.max_warmup", "cooldown": "adaptive.cooldown", "pilot": "adaptive.pilot", "refit_every": "adaptive.refit_every",
     "f_star_every": "adaptive.f_star_every", "allow_unsupported_fit": "adaptive.allow_unsupported",
     "preset": "probes.preset", "probes": "probes.probes", "every": "probes.every", "overhead": "probes.overhead",
     "heavy_every": "probes.heavy_every", "nuclear": "probes.nuclear",

@@ -127,6 +127,9 @@ class AdaptiveConfig:
     every `f_star_every` steps), or None (the task's exact f*, or the fit's). refit_every: refit the
     constants to the secant probes every N steps. max_warmup: an explicit bound on the warm-up
     (fraction of steps if < 1, else steps); None means the warm-up ends when the loss says so.
+    cooldown: the fraction of the steps kept at the end for the decay even if the loss never
+    crosses Δ' (None: none); 0.2 is the cool-down length at which warm-up-stable-decay runs match a
+    cosine (Hägele et al., 2024).
     allow_unsupported: let a fit whose verdict is not "supported" drive the schedule (warns).
     own_peak: after a pilot, run at the fit's own peak η_max instead of rescaling it to the lr.
     """
@@ -138,6 +141,7 @@ class AdaptiveConfig:
     delta_peak: float | None = None
     decay: str = "cosine"
     max_warmup: float | None = None
+    cooldown: float | None = 0.2
     refit_every: int | None = None
     f_star_every: int | None = None
     allow_unsupported: bool = False
@@ -167,6 +171,8 @@ class AdaptiveConfig:
             (self.decay in ADAPTIVE_DECAYS, f"decay must be one of {', '.join(ADAPTIVE_DECAYS)}, got {self.decay!r}"),
             (self.max_warmup is None or (_finite(self.max_warmup) and self.max_warmup > 0),
              f"max_warmup must be a finite number > 0, got {self.max_warmup}"),
+            (self.cooldown is None or (_finite(self.cooldown) and 0 <= self.cooldown < 1),
+             f"cooldown must be a fraction in [0, 1) of the steps, got {self.cooldown}"),
             (self.refit_every is None or (isinstance(self.refit_every, int) and self.refit_every >= 1),
              f"refit_every must be an integer >= 1, got {self.refit_every!r}"),
             (self.f_star_every is None or (isinstance(self.f_star_every, int) and self.f_star_every >= 1),

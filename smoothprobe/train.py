@@ -221,11 +221,10 @@ class Trainer:
 
     def end_pilot(self, fitted: AdaptiveWarmup | None) -> None:
         """Hand the schedule to the pilot's fit (if it passed) and stop the pilot-only probes."""
-        if fitted is not None:
-            self.scheduler = fitted
-            for source in (self.online, self.refit):
-                if source is not None:
-                    source.scheduler = fitted
+        if fitted is not None:  # f* is now the fit's: its constants are fitted to Δ from that f*
+            self.scheduler, self.online = fitted, None
+            if self.refit is not None:
+                self.refit.scheduler = fitted
         if self.pilot.fit is not None and self.store.writer:
             self.pilot.fit.to_json(self.store.path / "pilot_fit.json")
         if self.pilot_recorder:
@@ -272,7 +271,8 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model
                            decay=config.schedule, warmup_shape=config.warmup_shape, floor=config.min_lr_ratio)
     opts = config.adaptive
     common = {"total_steps": config.steps, "decay": opts.decay,
-              "max_warmup": None if opts.max_warmup is None else warmup_steps(opts.max_warmup, config.steps)}
+              "max_warmup": None if opts.max_warmup is None else warmup_steps(opts.max_warmup, config.steps),
+              "cooldown": None if opts.cooldown is None else round(opts.cooldown * config.steps)}
     if opts.fit is not None:
         if isinstance(opts.f_star, float):
             common["f_star"] = opts.f_star
@@ -372,6 +372,8 @@ def resume_from_checkpoint(trainer: Trainer) -> None:
     store.write_info(config=dataclasses.asdict(trainer.config))
     if trainer.pilot is not None and start >= trainer.pilot.steps:  # the restored schedule is the pilot's outcome
         trainer.pilot.status = (store.info.get("pilot") or {}).get("status", "done")
+        if trainer.pilot.status.startswith("fit-driven"):  # as in end_pilot: f* is the fit's
+            trainer.online = None
         if trainer.pilot_recorder:
             trainer.recorder = None
     elif trainer.pilot is not None:

@@ -3,6 +3,7 @@ and the two refit intervals are distinct and reachable from the CLI."""
 
 import dataclasses
 import importlib
+import json
 
 import pytest
 from click.testing import CliRunner
@@ -69,3 +70,19 @@ def test_adaptive_flags_without_an_adaptive_schedule_are_refused(tmp_path):
                                        "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "--div, --own-peak: only for an adaptive schedule" in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_cooldown_flag_reaches_the_scheduler_and_is_checked(tmp_path):
+    runner = CliRunner()
+    refused = runner.invoke(main, ["train", "--task", "quadratic", "--cooldown", "0.3", "--out", str(tmp_path / "r")])
+    assert refused.exit_code == 2 and "--cooldown: only for an adaptive schedule" in refused.output
+    bad = runner.invoke(main, ["train", "--task", "quadratic", "--adaptive", "--cooldown", "1", "--out",
+                               str(tmp_path / "r")])
+    assert bad.exit_code == 2 and "--cooldown" in bad.output and not (tmp_path / "r").exists()
+    ok = runner.invoke(main, ["train", "--task", "quadratic", "--optimizer", "normsgd", "--steps", "20",
+                              "--adaptive", "--cooldown", "0.25", "--no-progress", "--out", str(tmp_path / "r")])
+    assert ok.exit_code == 0, ok.output
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["config"]["adaptive"]["cooldown"] == 0.25
+    with pytest.raises(SmoothprobeError, match="cooldown must be a fraction"):
+        TrainConfig(adaptive={"cooldown": 1.5})

@@ -409,11 +409,16 @@ GOOD = {"constants": {"rho": 2.0, "K0": 1.0, "K1": 0.5, "K_rho": 2.0}, "f_star":
     (lambda d: {**d, "f_star": "auto"}, "f_star is missing or not finite"),
     (lambda d: {**d, "f_star_fit": {"degenerate": "b = 40 at its bound"}}, "b = 40 at its bound"),
     (lambda d: {**d, "status": "not identifiable"}, "status is 'not identifiable'"),
+    (lambda d: {**d, "delta_range": [0.9, 3.0], "intervals": {"delta_peak": [0.03, 277.0]}},
+     "do not locate the peak: Δ' = 0.7071 has a 95% interval [0.03, 277] outside the measured Δ range [0.9, 3]"),
+    (lambda d: {**d, "delta_range": [0.9, 3.0], "intervals": {"delta_peak": [0.95, 3.5]}},
+     "interval [0.95, 3.5] outside the measured Δ range"),
 ])
 def test_schedule_problem_of_malformed_or_unusable_fits_gives_a_reason(change, reason):
     """A fit written by smoothprobe must be usable; constants without a status (written by hand)
     only need to be physical."""
     assert schedule_problem_of(GOOD) is None
+    assert schedule_problem_of({**GOOD, "delta_range": [0.5, 3.0], "intervals": {"delta_peak": [0.6, 0.8]}}) is None
     problem = schedule_problem_of(change(GOOD))
     assert reason in problem and "\n" not in problem
 
@@ -449,6 +454,17 @@ def test_f_star_on_curves_that_do_not_identify_it_is_marked_degenerate(make, phr
         est = estimate_f_star(np.arange(float(len(loss))), loss)
     assert phrase in est.degenerate and "\n" not in est.degenerate
     assert est.value <= min(b.mean() for b in np.array_split(loss, 10))
+
+
+def test_f_star_that_drifts_as_the_curve_doubles_is_marked_degenerate():
+    # a fast drop onto a slow linear decline: 400 steps fit a power law that "saturates" at 2.13 with
+    # a narrow interval, while the first 200 put it at 2.28 and the curve keeps falling to 1.7
+    t = np.arange(400.0)
+    loss = 2.5 + 1.5 * np.exp(-t / 40) - 0.0008 * t + np.random.default_rng(0).normal(0, 0.03, t.size)
+    plain = estimate_f_star(t, loss, drift=False)
+    assert plain.degenerate is None and plain.interval[1] - plain.interval[0] < 0.1
+    est = estimate_f_star(t, loss)
+    assert est.value == plain.value and est.degenerate.startswith("f* drifts: the first half of the curve gives 2.28")
 
 
 @pytest.mark.parametrize("loss", [np.full(300, 2.0), 2.0 + np.arange(300) / 300])

@@ -188,6 +188,33 @@ def test_decay_reaches_floor_at_total_steps(decay):
     assert lrs[15] == pytest.approx(floor + (start - floor) * shape, rel=1e-12)
 
 
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+def test_cooldown_decays_from_the_lr_in_use_when_the_gap_never_reaches_delta_peak(decay):
+    # K = 1 + 2Δ + Δ²: Δ' = 1, η(3) = 3/16; the loss stays 3 above f* = 0, so Δ' is never crossed
+    sched = AdaptiveWarmup(_optimizer(1.0), Constants(1.0, 2.0, 1.0, 2.0), f_star=0.0, ema=0.0,
+                           consecutive=1, total_steps=20, decay=decay, cooldown=5, lr=0.25)
+    lrs = _drive(sched, [3.0] * 20)
+    assert lrs[:15] == pytest.approx([3 / 16] * 15, rel=1e-12) and sched._switch_step == 15
+    progress = (18 - 15) / (20 - 15)  # lrs[17] is set at step 18
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else 1 - progress
+    floor = 0.25 * 1e-4
+    assert lrs[17] == pytest.approx(floor + (3 / 16 - floor) * shape, rel=1e-12)
+    assert lrs[19] == pytest.approx(floor, rel=1e-12)
+
+
+def test_cooldown_leaves_a_crossing_and_decay_model_alone():
+    crossed = AdaptiveWarmup(_optimizer(1.0), Constants(1.0, 2.0, 1.0, 2.0), f_star=0.0, ema=0.0,
+                             consecutive=1, total_steps=20, cooldown=5, lr=0.25)
+    _drive(crossed, [3.0, 0.5] + [0.5] * 18)
+    assert crossed._switch_step == 2 and crossed._switch_lr == 0.25
+    model = AdaptiveWarmup(_optimizer(1.0), Constants(1.0, 2.0, 1.0, 2.0), f_star=0.0, ema=0.0,
+                           consecutive=1, total_steps=20, decay="model", cooldown=5, lr=0.25)
+    assert _drive(model, [3.0] * 20)[-1] == pytest.approx(3 / 16) and model.phase == "warmup"
+    with pytest.raises(SmoothprobeError, match="cooldown must lie in"):
+        AdaptiveWarmup(_optimizer(1.0), Constants(1.0, 2.0, 1.0, 2.0), f_star=0.0, total_steps=20,
+                       cooldown=20)
+
+
 def test_two_groups_keep_their_ratio():
     opt = _optimizer(0.02, 0.004)
     sched = AdaptiveWarmup.practical(

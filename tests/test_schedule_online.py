@@ -9,10 +9,10 @@ from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.online import OnlineFStar, Pilot, crossing_step
 
 
-def make_schedule():
+def make_schedule(**kwargs):
     opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
     return AdaptiveWarmup.practical(opt, lr=0.1, div=10.0, f_star=0.0, delta_peak=0.2, ema=0.0,
-                                    total_steps=400)
+                                    total_steps=400, **kwargs)
 
 
 def test_online_estimate_converges_to_planted_f_star_and_keeps_lr_div_at_start():
@@ -83,7 +83,7 @@ def test_pilot_hands_the_schedule_to_a_fit_of_the_planted_envelope():
     the run's step count at the run's peak LR."""
     n = 400
     rows = planted_steps(n, 0, u_low=0.7)
-    sched = make_schedule()
+    sched = make_schedule(cooldown=80)
     pilot = Pilot(n, lr=0.1, min_lr_ratio=0.1, total_steps=2 * n)
     fitted = None
     for row in rows.to_dict("records"):
@@ -92,7 +92,7 @@ def test_pilot_hands_the_schedule_to_a_fit_of_the_planted_envelope():
     assert fitted is not None, pilot.status
     assert pilot.fit.f_star == pytest.approx(2.0, abs=0.05)
     assert fitted.last_record()["delta_peak"] == pytest.approx(np.sqrt(1 / 3), rel=0.15)
-    assert fitted.lr == pytest.approx(0.1) and fitted.last_epoch == sched.last_epoch
+    assert fitted.lr == pytest.approx(0.1) and fitted.last_epoch == sched.last_epoch and fitted.cooldown == 80
     assert pilot.status.startswith("fit-driven")
 
 

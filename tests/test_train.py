@@ -14,6 +14,8 @@ import torch
 
 from smoothprobe import SmoothprobeError, TrainConfig, load_run, train
 from smoothprobe.store import CHECKPOINT
+from smoothprobe.schedule.adaptive import AdaptiveWarmup
+from smoothprobe.smoothness import Constants
 from smoothprobe.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -261,3 +263,17 @@ def test_adaptive_gap_beyond_the_first_loss_is_refused_before_the_directory_exis
     result = invoke("train", *QUICK, "--steps", "5", "--adaptive", flag, "1e9", "--out", str(tmp_path / "run"))
     assert result.exit_code == 2 and f"{flag} must lie below the first" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_fit_driven_handover_keeps_the_fits_f_star_and_the_cooldown(tmp_path):
+    # the fit's constants are fitted to Δ from its own f*: online f* estimates stop at the handover
+    cfg = TrainConfig(task="quadratic", optimizer="normsgd", steps=100,
+                      adaptive={"pilot": 0.5, "f_star": "auto", "cooldown": 0.2})
+    trainer = build(cfg, tmp_path / "run")
+    assert trainer.online is not None and trainer.scheduler.cooldown == 20
+    fitted = AdaptiveWarmup(trainer.optimizer, Constants(1.0, 2.0, 1.0, 2.0), f_star=0.0, total_steps=100,
+                            cooldown=trainer.scheduler.cooldown)
+    trainer.pilot.status = "fit-driven"
+    trainer.end_pilot(fitted)
+    assert trainer.scheduler is fitted and trainer.online is None and fitted.cooldown == 20
+    trainer.store.close()

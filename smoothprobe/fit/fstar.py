@@ -19,6 +19,10 @@ CAP_BLOCKS = 10  # the "smoothed loss" that caps f*: means over tenths of the cu
 B_GRID = np.geomspace(0.02, 20.0, 60)  # exponents; b large with t0 ≈ b·τ mimics exp(−t/τ)
 T0_GRID = np.geomspace(1e-4, 10.0, 40)  # offsets, as fractions of the step span
 F_POINTS = 1000  # resolution of the f* profile
+DRIFT_TOLERANCE = 0.01
+"""A move of f* by under this fraction of the curve's drop between its first half and the whole is
+no drift: it changes Δ0 by about as little, which no schedule can tell (the profile interval of a
+near-noiseless curve can be narrower than that)."""
 
 
 @dataclass(frozen=True)
@@ -161,8 +165,27 @@ def _degeneracy(curve: _Curve, params: np.ndarray, f_floor: float, last: float,
     return None
 
 
+def _drift(step: np.ndarray, loss: np.ndarray, value: float, interval: tuple[float, float],
+           drop: float, bins: int, level: float) -> str | None:
+    """Why the estimate is not stable, or None: the curve's first half (by step) must pin f* down
+    itself, inside the whole curve's interval or within DRIFT_TOLERANCE of the curve's `drop`."""
+    order = np.argsort(step, kind="stable")[: len(step) // 2]
+    try:
+        first = estimate_f_star(step[order], loss[order], bins=bins, level=level, drift=False)
+    except SmoothprobeError:
+        return "the first half of the curve cannot be fitted: the estimate rests on its second half alone"
+    if first.degenerate is not None:
+        return f"the first half of the curve does not pin f* down ({first.degenerate}): the estimate rests on its second half alone"
+    half = first.value
+    if interval[0] <= half <= interval[1] or abs(half - value) <= DRIFT_TOLERANCE * drop:
+        return None
+    return (f"f* drifts: the first half of the curve gives {half:.4g}, outside this estimate's "
+            f"interval [{interval[0]:.4g}, {interval[1]:.4g}]; the curve does not yet show where it "
+            "saturates")
+
+
 def estimate_f_star(
-    step: np.ndarray, loss: np.ndarray, *, bins: int = 200, level: float = 0.95,
+    step: np.ndarray, loss: np.ndarray, *, bins: int = 200, level: float = 0.95, drift: bool = True,
 ) -> FStarEstimate:
     """Fit L(t) = f* + a·(t + t0)^(−b), a, b > 0, t0 ≥ 0, to the binned loss curve.
 
@@ -177,7 +200,9 @@ def estimate_f_star(
     stays positive on the smoothed loss; when that cap binds, the interval also spans that mean's
     own confidence interval) and, when no loss is negative, at or above 0. When the curve does not
     identify f* (see `_degeneracy`) the estimate says why in `degenerate` (callers warn: an online
-    re-estimate early in training is degenerate by nature).
+    re-estimate early in training is degenerate by nature). With `drift`, an estimate is also
+    degenerate when the first half of the curve gives an f* outside its interval: an asymptote that
+    moves by more than its own uncertainty when the data double is not yet seen (docs/design.md §5).
     """
     if not 0 < level < 1:
         raise SmoothprobeError(f"level must lie in (0, 1); got {level}")
@@ -228,5 +253,7 @@ def estimate_f_star(
     interval = (min(interval[0], value), max(interval[1], value))
     last = float(means[-1] + norm.ppf(level) * se[-1])
     degenerate = _degeneracy(curve, params, float(f_grid[1]), last, interval, level, len(loss))
+    if degenerate is None and drift:
+        degenerate = _drift(step, loss, value, interval, spread, bins, level)
     return FStarEstimate(value, interval, float(np.exp(params[1])), float(np.exp(params[2])),
                          float(np.exp(params[3])), len(y), degenerate)

@@ -64,10 +64,13 @@ class AdaptiveWarmup(LRScheduler):
     as "at or below f*" (LR min_lr under decay='model'). After Δ̂ <= Δ' for `consecutive` steps
     the decay starts for good from the peak `lr` = η(Δ'), where the crossing puts the LR (an f*
     update can move Δ̂ past Δ' at once, which would otherwise start the decay from a stale LR):
-    'cosine' or 'linear' to min_lr at `total_steps`, or 'model' (keep following η). `max_warmup` (steps) bounds the warm-up for
-    short budgets: the LR is never below a linear ramp reaching `lr` at step `max_warmup`, and the
-    decay starts there even without a crossing. Before the first loss the LR is `initial_lr`
-    (default lr/div for `practical`, η at the largest fitted gap for `from_fit`, else min_lr).
+    'cosine' or 'linear' to min_lr at `total_steps`, or 'model' (keep following η). `max_warmup`
+    (steps) bounds the warm-up for short budgets: the LR is never below a linear ramp reaching `lr`
+    at step `max_warmup`, and the decay starts there even without a crossing. `cooldown` (steps)
+    keeps the budget's last steps for the decay: a warm-up that has not crossed Δ' by then (f* or
+    Δ' out of reach) decays from the LR in use, so a run always anneals (docs/design.md §5). Before
+    the first loss the LR is `initial_lr` (default lr/div for `practical`, η at the largest fitted
+    gap for `from_fit`, else min_lr).
 
     With K(Δ) = 1 + 2Δ + Δ² the peak is η_max = 1/(K1 + 2√(K0·K2)) = 0.25 at Δ' = 1; a loss
     3 above f* = 0 gives η(3) = 3/16, and the crossing of Δ' starts the decay:
@@ -96,6 +99,7 @@ class AdaptiveWarmup(LRScheduler):
         decay: str = "cosine",
         total_steps: int | None = None,
         max_warmup: int | None = None,
+        cooldown: int | None = None,
         reduce: Callable[[torch.Tensor], torch.Tensor] | None = all_reduce_mean,
     ) -> None:
         if isinstance(constants, PracticalRule):
@@ -123,6 +127,10 @@ class AdaptiveWarmup(LRScheduler):
             raise SmoothprobeError(f"decay must be one of {DECAYS}. Got {decay!r}.")
         if decay != "model" and (total_steps is None or total_steps < 1):
             raise SmoothprobeError(f"decay={decay!r} needs total_steps >= 1. Got {total_steps}.")
+        if cooldown is not None and (total_steps is None or not 0 <= cooldown < total_steps):
+            raise SmoothprobeError(
+                f"cooldown must lie in [0, total_steps). Got cooldown={cooldown}, total_steps={total_steps}."
+            )
         bases = [float(g.get("initial_lr", g["lr"])) for g in optimizer.param_groups]
         if not bases[0] > 0:
             raise SmoothprobeError(
@@ -131,7 +139,7 @@ class AdaptiveWarmup(LRScheduler):
         self.f_star, self.lr, self.min_lr = float(f_star), float(peak), float(floor)
         self.ema, self.consecutive, self.decay = float(ema), int(consecutive), decay
         self.total_steps = total_steps
-        self.max_warmup = max_warmup
+        self.max_warmup, self.cooldown = max_warmup, cooldown
         self._reduce = reduce
         self._ratios = [b / bases[0] for b in bases]
         self._lr_now = self._clip(self.min_lr if start is None else float(start))
@@ -361,8 +369,11 @@ class AdaptiveWarmup(LRScheduler):
         if self._phase == "warmup":
             self._below = self._below + 1 if delta <= self._delta_peak else 0
             out_of_budget = self.max_warmup is not None and step >= self.max_warmup
+            late = self.cooldown is not None and step >= self.total_steps - self.cooldown
             if self._below >= self.consecutive or out_of_budget:
                 self._phase, self._switch_step, self._switch_lr = "decay", step, self.lr
+            elif late and self.decay != "model":
+                self._phase, self._switch_step, self._switch_lr = "decay", step, self._lr_now
         self._lr_now = self._next_lr(delta, step)
         self._write(delta)
 

@@ -182,7 +182,7 @@ class Pilot:
             scheduler.optimizer, self.fit, lr=self.lr, min_lr_ratio=self.min_lr_ratio,
             allow_unsupported=self.allow_unsupported, total_steps=self.total_steps, decay=self.decay,
             initial_lr=min(max(start, peak * self.min_lr_ratio), peak), reduce=scheduler._reduce,
-            max_warmup=bound)
+            max_warmup=bound, cooldown=scheduler.cooldown)
         new.last_epoch = scheduler.last_epoch  # continue the run's step count (the decay ends at total_steps)
         self.status = "fit-driven" + ("" if bound is None else f" (warm-up bounded at step {bound})")
         return new
