@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -236,29 +237,49 @@ def markdown(table: pd.DataFrame) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in cells)]
 
 
-def goals(summary: pd.DataFrame) -> list[str]:
-    """One line per optimizer and goal: met, missed (by how much), or not yet measured."""
+def _verdict(diff: float, sigma: float) -> str:
+    """'met' when `diff` (a loss difference, lower is better for the first arm) is at most one σ."""
+    if not math.isfinite(diff) or not (math.isfinite(sigma) and sigma > 0):
+        return "open"
+    return f"{'met' if diff <= sigma else 'MISSED'} ({diff / sigma:+.1f} σ)"
+
+
+def goals(summary: pd.DataFrame, results: pd.DataFrame) -> list[str]:
+    """The issue's goals per optimizer, each met, MISSED (by how much, in seed-σ) or open (σ or a
+    comparison arm not measured yet). Differences are of seed means; σ is the grid's pooled seed σ."""
     lines = []
     for opt, part in summary.groupby("optimizer", sort=False):
-        closed = part[part.label == "closed"].set_index("lr_mult")
-        practical = part[part.label == "practical"].set_index("lr_mult")
+        rows = {(r.label, r.lr_mult): r for r in part.itertuples()}
         sigma, best, median = part.sigma.iloc[0], part.grid_best.iloc[0], part.grid_median.iloc[0]
+        verdict = functools.partial(_verdict, sigma=sigma)
+
+        closed = part[part.label == "closed"]
         if closed.empty:
             lines.append(f"- {opt}: no closed-loop run finished yet")
             continue
-        top = closed.val_mean.min()
-        measured = math.isfinite(sigma) and sigma > 0
-        within = (top - best) <= sigma if measured else None
-        spread = f"{(top - best) / sigma:+.2f} σ" if measured else "σ not measured yet"
-        lines.append(f"- {opt}: best closed loop {top:.4f} vs best grid point {best:.4f} ({spread})")
-        lines[-1] += (f", grid median {median:.4f}: "
-                      f"{'meets' if within and top < median else 'MISSES' if within is not None else 'open'}")
-        for m, row in closed.iterrows():
-            at_lr = row.best_warmup_at_lr
-            prac = practical.val_mean.get(m, math.nan)
-            lines.append(f"  - lr×{m:.3g}: closed {row.val_mean:.4f}, practical {prac:.4f}, best warm-up at this LR "
-                         f"{at_lr:.4f}; closed ≥ practical: {'yes' if row.val_mean <= prac else 'NO'}"
-                         + (f"; diverged in {row.diverged} seed(s)" if row.diverged else ""))
+        top = closed.loc[closed.val_mean.idxmin()]
+        lines.append(f"- {opt} (σ = {sigma:.4f}): best closed loop {top.val_mean:.4f} (lr×{top.lr_mult:g}, "
+                     f"{top.seeds} seed(s)) vs best grid point {best:.4f}: {verdict(top.val_mean - best)}; "
+                     f"below the grid median {median:.4f}: {'yes' if top.val_mean < median else 'NO'}")
+        for m in sorted(part.lr_mult.unique()):
+            if m < 0 or ("closed", m) not in rows:
+                continue
+            c, p = rows[("closed", m)], rows.get(("practical", m))
+            at_lr = c.best_warmup_at_lr
+            prac = p.val_mean if p is not None else math.nan
+            grid_ok = part[(part.lr_mult == m) & part.label.str.startswith("grid") & (part.diverged == 0)]
+            diverged = ("; diverged where a warm-up converged" if c.diverged and not grid_ok.empty else "")
+            pilots = results[(results.optimizer == opt) & (results.kind == "closed") & (results.multiplier == m)]
+            driven = int(pilots.pilot.str.startswith("fit-driven").sum())
+            lines.append(f"  - lr×{m:g}: closed {c.val_mean:.4f} ({c.seeds} seed(s), fit-driven in {driven}), "
+                         f"practical {prac:.4f}, best "
+                         f"warm-up {at_lr:.4f}; vs the best warm-up at this LR: closed {verdict(c.val_mean - at_lr)}, "
+                         f"practical {verdict(prac - at_lr)}; "
+                         f"fit-driven at least as good as practical: {verdict(c.val_mean - prac)}{diverged}")
+        for other in ("untuned", "schedulefree"):
+            if (other, 1.0) in rows and ("closed", 1.0) in rows:
+                diff = rows[("closed", 1.0)].val_mean - rows[(other, 1.0)].val_mean
+                lines.append(f"  - closed vs {other} at lr*: {diff:+.4f} ({'beats it' if diff < 0 else 'does not'})")
     return lines
 
 
@@ -276,7 +297,7 @@ def write_outputs(summary: pd.DataFrame, results: pd.DataFrame, name: str) -> No
              "last step; mean over seeds; σ = pooled seed std of the grid points; lr_mult -1 = the fit's "
              "own peak.")
     pilots = results[results.kind.str.startswith("closed")]
-    lines = [f"# {name}", "", intro, "", "## Goals", "", *goals(summary), "", "## Table", "",
+    lines = [f"# {name}", "", intro, "", "## Goals", "", *goals(summary, results), "", "## Table", "",
              *markdown(summary[cols]), "", "## What each pilot's fit decided", "",
              *(f"- {r.optimizer} {r.kind} lr×{r.multiplier if r.multiplier == r.multiplier else 'own'} "
                f"seed {r.seed}: {r.pilot}" for r in pilots.itertuples()), ""]

@@ -103,3 +103,21 @@ def test_pilot_keeps_the_practical_schedule_when_the_fit_cannot_drive_it():
     pilot = Pilot(60, lr=0.1, min_lr_ratio=0.1, total_steps=200)
     results = [pilot.observe(int(r["step"]), r, sched) for r in rows.to_dict("records")]
     assert results[-1] is None and pilot.status.startswith("kept the practical schedule")
+
+
+def test_a_loss_that_keeps_falling_leaves_f_star_at_its_bound_and_the_cooldown_anneals():
+    # a fast drop onto a slow linear decline (as in language-model training): every online estimate
+    # drifts, so f* stays 0, the warm-up does not "cross" early, and the cooldown starts the decay
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    sched = AdaptiveWarmup.practical(opt, lr=0.1, div=10.0, f_star=0.0, delta_peak=0.5, ema=0.0,
+                                     total_steps=1000, cooldown=200)
+    online = OnlineFStar(sched, every=100)
+    rng = np.random.default_rng(0)
+    for step in range(1000):
+        loss = 2.5 + 1.5 * np.exp(-step / 40) - 0.0008 * step + rng.normal(0, 0.03)
+        online.observe(step, loss)
+        sched.step(loss)
+        if step == 798:  # its step(loss) sets the LR of step 799
+            assert sched.phase == "warmup" and sched.f_star == 0.0 and online.skipped is not None
+    assert sched._switch_step == 800 and sched._switch_lr < 0.1
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 1e-4, rel=1e-6)

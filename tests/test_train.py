@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from smoothprobe import SmoothprobeError, TrainConfig, load_run, train
-from smoothprobe.store import CHECKPOINT
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.smoothness import Constants
+from smoothprobe.store import CHECKPOINT
 from smoothprobe.train import build
 
 ROOT = Path(__file__).resolve().parents[1]
