@@ -84,10 +84,10 @@ def plan(optimizers: list[str], multipliers: tuple[float, ...], warmups: tuple[f
     for m in first:
         for seed in range(1, seeds):
             for opt in optimizers:
-                order += arms_at(opt, m, seed) + ([Arm(opt, "closed_own_peak", None, 0.0, seed)] if m == 1.0 else [])
+                order += arms_at(opt, m, seed) + [Arm(opt, "closed_own_peak", None, 0.0, seed)]
     for seed in range(seeds):
         for opt in optimizers:
-            order += [a for m in rest for a in arms_at(opt, m, seed)]
+            order += [a for m in rest for a in arms_at(opt, m, seed)] + [Arm(opt, "closed_own_peak", None, 0.0, seed)]
     return list(dict.fromkeys(order))
 
 

@@ -231,6 +231,9 @@ class TrainConfig:
         """The config stored in run.json; unknown keys are an error naming them."""
         if not isinstance(data, dict):
             raise SmoothprobeError(f"config must be a mapping, got {type(data).__name__}")
+        adaptive = data.get("adaptive")
+        if isinstance(adaptive, dict) and "cooldown" not in adaptive:  # written before cooldown existed
+            data = {**data, "adaptive": {**adaptive, "cooldown": None}}
         return _build(cls, data, "config")
 
     def validate(self) -> None:

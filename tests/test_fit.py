@@ -419,6 +419,7 @@ def test_schedule_problem_of_malformed_or_unusable_fits_gives_a_reason(change, r
     only need to be physical."""
     assert schedule_problem_of(GOOD) is None
     assert schedule_problem_of({**GOOD, "delta_range": [0.5, 3.0], "intervals": {"delta_peak": [0.6, 0.8]}}) is None
+    assert schedule_problem_of({**GOOD, "delta_range": 3.0, "intervals": {"delta_peak": 5}}) is None  # cannot tell
     problem = schedule_problem_of(change(GOOD))
     assert reason in problem and "\n" not in problem
 

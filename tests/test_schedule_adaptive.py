@@ -213,6 +213,13 @@ def test_cooldown_leaves_a_crossing_and_decay_model_alone():
     with pytest.raises(SmoothprobeError, match="cooldown must lie in"):
         AdaptiveWarmup(_optimizer(1.0), Constants(1.0, 2.0, 1.0, 2.0), f_star=0.0, total_steps=20,
                        cooldown=20)
+    none = AdaptiveWarmup(_optimizer(1.0), Constants(1.0, 2.0, 1.0, 2.0), f_star=0.0, ema=0.0,
+                          total_steps=20, cooldown=0, lr=0.25)  # 0: no cooldown, not one at the end
+    _drive(none, [3.0] * 20)
+    assert none.cooldown is None and none.phase == "warmup"
+    state = {k: v for k, v in crossed.state_dict().items() if k != "cooldown"}  # a checkpoint before cooldown
+    crossed.load_state_dict(state)
+    assert crossed.cooldown is None
 
 
 def test_two_groups_keep_their_ratio():

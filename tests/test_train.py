@@ -271,9 +271,15 @@ def test_a_fit_driven_handover_keeps_the_fits_f_star_and_the_cooldown(tmp_path):
                       adaptive={"pilot": 0.5, "f_star": "auto", "cooldown": 0.2})
     trainer = build(cfg, tmp_path / "run")
     assert trainer.online is not None and trainer.scheduler.cooldown == 20
-    fitted = AdaptiveWarmup(trainer.optimizer, Constants(1.0, 2.0, 1.0, 2.0), f_star=0.0, total_steps=100,
-                            cooldown=trainer.scheduler.cooldown)
+    fitted = AdaptiveWarmup(trainer.optimizer, Constants(1.0, 2.0, 1.0, 2.0), f_star=0.0, total_steps=100)
     trainer.pilot.status = "fit-driven"
     trainer.end_pilot(fitted)
-    assert trainer.scheduler is fitted and trainer.online is None and fitted.cooldown == 20
+    assert trainer.scheduler is fitted and trainer.online is None
     trainer.store.close()
+
+
+def test_a_config_stored_before_cooldown_existed_resumes_without_one():
+    stored = dataclasses.asdict(TrainConfig(task="quadratic", adaptive={"f_star": 0.0}))
+    del stored["adaptive"]["cooldown"]
+    assert TrainConfig.from_dict(stored).adaptive.cooldown is None
+    assert TrainConfig.from_dict(dataclasses.asdict(TrainConfig(adaptive={}))).adaptive.cooldown == 0.2

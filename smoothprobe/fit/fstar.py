@@ -138,9 +138,9 @@ def _edge(curve: _Curve, f_grid: np.ndarray, where: np.ndarray, inside: int, out
 
 
 def _degeneracy(curve: _Curve, params: np.ndarray, f_floor: float, last: float,
-                interval: tuple[float, float], level: float, n: int) -> str | None:
+                interval: tuple[float, float], level: float, n: int, few: int) -> str | None:
     """Why the fitted power law does not identify f*, or None: f* at its least value or above
-    `last` (the last tenth's smoothed loss), fewer than FEW_LOSS_POINTS losses, b at its least or
+    `last` (the last tenth's smoothed loss), fewer than `few` losses, b at its least or
     t0 at its largest value (a curve too straight to extrapolate), or an interval down to the
     least f*. A large b with a huge a is the exponential limit the grid is built for, not a
     degeneracy."""
@@ -152,9 +152,8 @@ def _degeneracy(curve: _Curve, params: np.ndarray, f_floor: float, last: float,
     if params[0] > last:
         return (f"the power law's f* = {params[0]:.4g} lies above the smoothed loss of the last "
                 f"tenth of the curve ({last:.4g})")
-    if n < FEW_LOSS_POINTS:
-        return (f"only {n} losses (fewer than {FEW_LOSS_POINTS}): too few to tell saturation from "
-                "a slow decline")
+    if n < few:
+        return f"only {n} losses (fewer than {few}): too few to tell saturation from a slow decline"
     if at_lo[2] or at_hi[3] or not np.all(np.isfinite(params)):
         return (f"the power law is degenerate (a = {np.exp(params[1]):.3g}, b = "
                 f"{np.exp(params[2]):.3g}, t0 = {np.exp(params[3]):.3g}: b at its least or t0 at "
@@ -171,7 +170,8 @@ def _drift(step: np.ndarray, loss: np.ndarray, value: float, interval: tuple[flo
     itself, inside the whole curve's interval or within DRIFT_TOLERANCE of the curve's `drop`."""
     order = np.argsort(step, kind="stable")[: len(step) // 2]
     try:
-        first = estimate_f_star(step[order], loss[order], bins=bins, level=level, drift=False)
+        first = estimate_f_star(step[order], loss[order], bins=bins, level=level, drift=False,
+                                few=MIN_LOSS_POINTS)
     except SmoothprobeError:
         return "the first half of the curve cannot be fitted: the estimate rests on its second half alone"
     if first.degenerate is not None:
@@ -186,6 +186,7 @@ def _drift(step: np.ndarray, loss: np.ndarray, value: float, interval: tuple[flo
 
 def estimate_f_star(
     step: np.ndarray, loss: np.ndarray, *, bins: int = 200, level: float = 0.95, drift: bool = True,
+    few: int = FEW_LOSS_POINTS,
 ) -> FStarEstimate:
     """Fit L(t) = f* + a·(t + t0)^(−b), a, b > 0, t0 ≥ 0, to the binned loss curve.
 
@@ -201,8 +202,10 @@ def estimate_f_star(
     own confidence interval) and, when no loss is negative, at or above 0. When the curve does not
     identify f* (see `_degeneracy`) the estimate says why in `degenerate` (callers warn: an online
     re-estimate early in training is degenerate by nature). With `drift`, an estimate is also
-    degenerate when the first half of the curve gives an f* outside its interval: an asymptote that
-    moves by more than its own uncertainty when the data double is not yet seen (docs/design.md §5).
+    degenerate when the curve's first half does not pin f* down itself (judged with `few` =
+    MIN_LOSS_POINTS) or gives an f* farther than its interval and DRIFT_TOLERANCE from this one:
+    an asymptote that moves by more than its own uncertainty when the data double is not yet seen
+    (docs/design.md §4). `few`: below this many losses the estimate is marked degenerate.
     """
     if not 0 < level < 1:
         raise SmoothprobeError(f"level must lie in (0, 1); got {level}")
@@ -252,7 +255,7 @@ def estimate_f_star(
         interval = (max(min(interval[0], low_cap), lower), interval[1])
     interval = (min(interval[0], value), max(interval[1], value))
     last = float(means[-1] + norm.ppf(level) * se[-1])
-    degenerate = _degeneracy(curve, params, float(f_grid[1]), last, interval, level, len(loss))
+    degenerate = _degeneracy(curve, params, float(f_grid[1]), last, interval, level, len(loss), few)
     if degenerate is None and drift:
         degenerate = _drift(step, loss, value, interval, spread, bins, level)
     return FStarEstimate(value, interval, float(np.exp(params[1])), float(np.exp(params[2])),

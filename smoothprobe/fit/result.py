@@ -88,10 +88,12 @@ def _unlocated_peak(d: Mapping) -> str | None:
     """Why the data do not locate the peak Δ' (its bootstrap interval leaves the measured Δ
     range, so the end of the warm-up would be an extrapolation), or None; None too without a
     bootstrap interval, which cannot tell."""
-    band = (d.get("intervals") or {}).get("delta_peak") if isinstance(d.get("intervals"), Mapping) else None
+    band = d["intervals"].get("delta_peak") if isinstance(d.get("intervals"), Mapping) else None
     span = d.get("delta_range")
-    numbers = [_finite(v) for v in (*(band or ()), *(span or ()))]
-    if band is None or span is None or len(numbers) != 4 or None in numbers:
+    if not all(isinstance(x, (list, tuple)) and len(x) == 2 for x in (band, span)):
+        return None
+    numbers = [_finite(v) for v in (*band, *span)]
+    if None in numbers:
         return None
     low, high, least, most = numbers
     if least <= low and high <= most:

@@ -127,7 +127,7 @@ class AdaptiveWarmup(LRScheduler):
             raise SmoothprobeError(f"decay must be one of {DECAYS}. Got {decay!r}.")
         if decay != "model" and (total_steps is None or total_steps < 1):
             raise SmoothprobeError(f"decay={decay!r} needs total_steps >= 1. Got {total_steps}.")
-        if cooldown is not None and (total_steps is None or not 0 <= cooldown < total_steps):
+        if cooldown and decay != "model" and (total_steps is None or not 0 < cooldown < total_steps):
             raise SmoothprobeError(
                 f"cooldown must lie in [0, total_steps). Got cooldown={cooldown}, total_steps={total_steps}."
             )
@@ -139,7 +139,7 @@ class AdaptiveWarmup(LRScheduler):
         self.f_star, self.lr, self.min_lr = float(f_star), float(peak), float(floor)
         self.ema, self.consecutive, self.decay = float(ema), int(consecutive), decay
         self.total_steps = total_steps
-        self.max_warmup, self.cooldown = max_warmup, cooldown
+        self.max_warmup, self.cooldown = max_warmup, cooldown or None
         self._reduce = reduce
         self._ratios = [b / bases[0] for b in bases]
         self._lr_now = self._clip(self.min_lr if start is None else float(start))
@@ -172,7 +172,8 @@ class AdaptiveWarmup(LRScheduler):
         may be overridden; the first step runs at η at the largest fitted gap (`delta_range`).
         `min_lr_ratio` sets the floor relative to the peak (which `min_lr` would need in advance).
         A fit that must not drive a schedule (its verdict is not "supported", its f* estimate is
-        degenerate) is refused in one line unless `allow_unsupported`, which warns instead.
+        degenerate, its peak Δ' not located by the data) is refused in one line unless
+        `allow_unsupported`, which warns instead.
         """
         data = fit.to_dict() if isinstance(fit, SmoothnessFit) else _read_fit(fit)
         problem = schedule_problem_of(data)
@@ -301,7 +302,7 @@ class AdaptiveWarmup(LRScheduler):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the state and put the saved LRs back on the optimizer's groups."""
-        super().load_state_dict(state_dict)
+        super().load_state_dict({"cooldown": None, **state_dict})  # checkpoints before cooldown had none
         for group, value in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
             if isinstance(group["lr"], torch.Tensor):
                 group["lr"].fill_(value)

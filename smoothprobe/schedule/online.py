@@ -125,8 +125,8 @@ class Pilot:
     K(Δ) with f* = auto to them, and hand the rest of the run to the fit.
 
     f* is estimated from the pilot's losses, or set to their lower bound where the pilot is too
-    short to place it (`fit_pilot`). The fit must pass `SmoothnessFit.schedule_problem` (a supported verdict, physical constants, a
-    sound f*); otherwise the practical schedule keeps going and `status` says why (unless
+    short to place it (`fit_pilot`). The fit must pass `SmoothnessFit.schedule_problem` (a supported
+    verdict, physical constants, a sound f*, a peak Δ' the data locate); otherwise the practical schedule keeps going and `status` says why (unless
     `allow_unsupported`). The fit's peak is rescaled to `lr`, or kept (its own η_max) when `lr` is
     None. The warm-up is bounded by the measurements only: the step at which the pilot's fitted
     loss curve L(t) = f* + a·(t + t0)^(−b) is predicted to reach f* + Δ'.
@@ -146,7 +146,7 @@ class Pilot:
     def fit_pilot(rows: pd.DataFrame):
         """K(Δ) fitted to the pilot with f* = auto; where a pilot this short cannot place f* (the
         estimate is degenerate), with f* = the losses' lower bound min(0, least loss) instead,
-        which only overstates Δ. Online f* estimates refine it later in the run."""
+        which only overstates Δ; a fit-driven schedule keeps that f* for the rest of the run."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             fit = fit_frame(rows, f_star="auto", bootstrap=PILOT_BOOTSTRAP)
