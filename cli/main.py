@@ -207,7 +207,7 @@ def adaptive_options(opts: dict):
     f_star = parse_number_or_auto(opts["f_star"], "--f-star")
     return AdaptiveConfig(fit=opts["fit_path"], pilot=opts["pilot"], f_star=f_star, div=opts["div"],
                           delta_peak=opts["delta_peak"], decay=opts["adaptive_decay"],
-                          max_warmup=opts["max_warmup"], cooldown=opts["cooldown"] or None,
+                          max_warmup=opts["max_warmup"], cooldown=opts["cooldown"],
                           refit_every=opts["refit_every"],
                           f_star_every=opts["f_star_every"], allow_unsupported=opts["allow_unsupported_fit"],
                           own_peak=opts["own_peak"])

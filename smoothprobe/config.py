@@ -128,7 +128,7 @@ class AdaptiveConfig:
     constants to the secant probes every N steps. max_warmup: an explicit bound on the warm-up
     (fraction of steps if < 1, else steps); None means the warm-up ends when the loss says so.
     cooldown: the fraction of the steps kept at the end for the decay even if the loss never
-    crosses Δ' (None: none); 0.2 is the cool-down length at which warm-up-stable-decay runs match a
+    crosses Δ' (None or 0: none); 0.2 is the cool-down length at which warm-up-stable-decay runs match a
     cosine (Hägele et al., 2024).
     allow_unsupported: let a fit whose verdict is not "supported" drive the schedule (warns).
     own_peak: after a pilot, run at the fit's own peak η_max instead of rescaling it to the lr.
@@ -155,6 +155,8 @@ class AdaptiveConfig:
                 raise SmoothprobeError(f"f_star must be a number or 'auto', got {self.f_star!r}") from None
         if isinstance(self.f_star, int):
             self.f_star = float(self.f_star)
+        if self.cooldown == 0:  # no cooldown, stored the one way
+            self.cooldown = None
         number = isinstance(self.f_star, float)
         _require([
             (self.fit is None or Path(self.fit).is_file(), f"fit file not found: {self.fit}"),

@@ -272,7 +272,7 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model
     opts = config.adaptive
     common = {"total_steps": config.steps, "decay": opts.decay,
               "max_warmup": None if opts.max_warmup is None else warmup_steps(opts.max_warmup, config.steps),
-              "cooldown": None if not opts.cooldown else min(round(opts.cooldown * config.steps), config.steps - 1)}
+              "cooldown": None if opts.cooldown is None else min(round(opts.cooldown * config.steps), config.steps - 1)}
     if opts.fit is not None:
         if isinstance(opts.f_star, float):
             common["f_star"] = opts.f_star

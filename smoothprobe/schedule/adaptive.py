@@ -139,7 +139,8 @@ class AdaptiveWarmup(LRScheduler):
         self.f_star, self.lr, self.min_lr = float(f_star), float(peak), float(floor)
         self.ema, self.consecutive, self.decay = float(ema), int(consecutive), decay
         self.total_steps = total_steps
-        self.max_warmup, self.cooldown = max_warmup, cooldown or None
+        self.max_warmup = max_warmup
+        self.cooldown = cooldown if cooldown and decay != "model" else None  # 'model' has no decay phase to start
         self._reduce = reduce
         self._ratios = [b / bases[0] for b in bases]
         self._lr_now = self._clip(self.min_lr if start is None else float(start))
@@ -373,7 +374,7 @@ class AdaptiveWarmup(LRScheduler):
             late = self.cooldown is not None and step >= self.total_steps - self.cooldown
             if self._below >= self.consecutive or out_of_budget:
                 self._phase, self._switch_step, self._switch_lr = "decay", step, self.lr
-            elif late and self.decay != "model":
+            elif late:
                 self._phase, self._switch_step, self._switch_lr = "decay", step, self._lr_now
         self._lr_now = self._next_lr(delta, step)
         self._write(delta)
