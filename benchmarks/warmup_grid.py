@@ -1,32 +1,51 @@
-"""Where warm-up matters: a peak-LR × warm-up grid against the adaptive and fit-driven schedules.
+"""Where warm-up matters: an LR scan that finds lr* itself, a peak-LR × warm-up grid around it, and
+the adaptive, fit-driven and parameter-free schedules against that grid.
 
-For each optimizer (lr* = its tuned peak LR, below): peak LR {lr*/3, lr*, 3·lr*, 10·lr*} × cosine
-warm-up {0, 2, 5, 10, 25 %}, and at each peak LR (a) the practical adaptive schedule with f* = auto,
-(b) the fit-driven closed loop (`--pilot 0.1`: a probed pilot under the practical schedule, a fit,
-then the fit drives the rest, f* from the fit); plus (c) the closed loop at the fit's own peak η_max
-(no peak LR given). For AdamW also what a user would pick instead: pytorch_warmup's untuned linear
-warm-up (τ = 2/(1−β2)) on the cosine schedule, and schedule-free AdamW (`schedulefree`, its
-documented 5 % warm-up). Every arm has the same steps, batch, data and seeds; nothing but lr* is set
-per optimizer. The score is the final validation loss; a diverged run scores as diverged.
+Stages, each run only when the one before it has the results it needs (per optimizer):
 
-Full size: tiny LLaMA on `lm`, 1,000 steps of 16×64 tokens, 3 seeds: about 6 CPU-minutes a run, 372
-runs, i.e. about 40 hours on one core. Runs are done in priority tiers (seed 0 at lr* and 3·lr* first)
-and each finished run is kept, so every session moves the grid forward: rerun the same command.
-`--quick` (200 steps, AdamW and Lion at lr* only, 1 seed, warm-up {0, 10 %}, a 20 % pilot so that it
-holds 40 probed steps: 12 runs) takes about 15 minutes on one core.
+1. **scan**: seed 0, warm-up {0, 10 %}, peak LR = guess · 2^k for k = −3 … 3, extended one factor
+   of 2 at a time on the side where the best LR sits until the best is interior. lr* is the scan's
+   best LR (either warm-up). The guesses are where earlier sessions looked; they only centre the
+   scan.
+2. **grid**: {lr*/2, lr*, 2·lr*} × linear warm-up (then cosine decay) {0, 2, 5, 10, 25 %} × seeds, plus a 5-step linear
+   warm-up at lr* (a schedule that differs from "no warm-up" in five steps only: the spread between
+   the two is the noise floor of one score).
+3. **adaptive** (at lr*, every seed): the practical schedule (f* = auto), the closed loop
+   (`--pilot 0.1`: probes and refits decide warm-up / no warm-up / not yet), the previous run's fit
+   (`record` one run at lr* on seed 100, `fit`, then `train --fit` on each seed), and the closed
+   loop at the fit's own η_max with no LR given (`--own-peak`). Parameter-free baselines, each at its
+   documented defaults: Prodigy (lr 1, cosine), D-Adaptation Adam (lr 1, cosine), DoG (lr 1,
+   constant), schedule-free AdamW (lr 0.0025, 5 % warm-up), and pytorch_warmup's untuned linear
+   warm-up on the cosine at lr*.
+4. **stress** (seed 0): 10·lr* with warm-up {0, 10 %}, practical and closed loop: the adaptive arms
+   must not diverge where a warm-up converges.
 
-    python benchmarks/warmup_grid.py                   # the full grid, resumable
-    python benchmarks/warmup_grid.py --quick           # a small version, minutes
-    python benchmarks/warmup_grid.py --summary-only    # tables and heatmaps from what has finished
+Every arm has the same steps, batch, data and seeds; nothing but the scan's guess is set per
+optimizer, and every arm records the largest LR it actually used. The score is the final
+validation loss; a diverged run scores as diverged. The reference for every goal is the best grid
+point over all LRs and warm-ups (mean over seeds); σ is that point's seed σ, floored by the mean
+|w0 − w5-steps| spread.
+
+Full size: tiny LLaMA on `lm`, 1,000 steps of 16×64 tokens, 3 seeds: about 6 CPU-minutes a run.
+Arms run `--jobs` at a time (one thread each) in subprocesses; each finished arm leaves
+`bench.json` and is skipped on restart, so every session moves the benchmark forward: rerun the
+same command. `--seeds 3 --seed-offset 10` evaluates held-out seeds.
+
+    python benchmarks/warmup_grid.py --jobs 2                 # everything, resumable
+    python benchmarks/warmup_grid.py --stages scan,grid       # the reference only
+    python benchmarks/warmup_grid.py --summary-only           # tables and heatmaps so far
+    python benchmarks/warmup_grid.py --quick                  # 200 steps, AdamW and Lion: minutes
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import math
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,74 +53,156 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from smoothprobe.errors import SmoothprobeError
-from smoothprobe.store import load_run
-from smoothprobe.train import TrainConfig, build
-
 REPO = Path(__file__).resolve().parents[1]
-LR_STAR = {"adamw": 3e-3, "lion": 1e-3, "muon": 0.02, "normsgd": 0.05}
-"""Tuned peak LRs of the tiny LLaMA on `lm` at 1,000 steps (AdamW, Lion, Muon: best of a 3-point LR
-scan; normSGD: the best of the earlier 300-step benchmark)."""
-MULTIPLIERS = (1 / 3, 1.0, 3.0, 10.0)
-WARMUPS = (0.0, 0.02, 0.05, 0.10, 0.25)
+GUESS = {"adamw": 3e-3, "lion": 1e-3, "muon": 0.02, "normsgd": 0.05}
+"""Centre of each optimizer's LR scan (the peak LRs earlier sessions used); not the reference."""
+SCAN_K = range(-3, 4)
+SCAN_WARMUPS = (0.0, 0.10)
+GRID_WARMUPS = (0.0, 0.02, 0.05, 0.10, 0.25)
+TWIN = 5.0
+"""A 5-step warm-up: 'no warm-up' but for five steps, the pair that measures the noise floor."""
 PILOT = 0.1
+FIT_SEED = 100
+"""Seed of the recorded run whose fit drives the `fitted` arm (never an evaluated seed)."""
+PARAM_FREE = ("prodigy", "dadapt", "dog", "schedulefree", "untuned")
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One run of the benchmark: a schedule at a peak LR (None: the fit's own) for one seed."""
+    """One run of the benchmark: a schedule at peak LR guess·2^k (`lr_factor` × that; k None: no LR
+    given) for one seed."""
 
     optimizer: str
-    kind: str  # grid, practical, closed, closed_own_peak, untuned, schedulefree
-    multiplier: float | None
+    kind: str  # grid, practical, closed, fitted, own_peak, record, or one of PARAM_FREE
+    k: int | None
     warmup: float
     seed: int
+    lr_factor: float = 1.0  # 10 for the stress tier
+
+    @property
+    def lr(self) -> float | None:
+        return None if self.k is None else GUESS[self.optimizer] * 2.0**self.k * self.lr_factor
 
     @property
     def name(self) -> str:
-        lr = "own" if self.multiplier is None else f"x{self.multiplier:.3g}"
+        lr = "none" if self.lr is None else f"{self.lr:.4g}"
         extra = f"-w{self.warmup:g}" if self.kind == "grid" else ""
         return f"{self.optimizer}/{self.kind}{extra}-lr{lr}/seed-{self.seed}"
 
 
-def plan(optimizers: list[str], multipliers: tuple[float, ...], warmups: tuple[float, ...],
-         seeds: int) -> list[Arm]:
-    """Every arm once, in priority tiers so that a partial run already answers something: seed 0 of
-    every schedule at lr* and 3·lr* and at the fit's own peak; then the other seeds of every
-    schedule at lr* (the seed σ and the main goal); then those at 3·lr*; then the other LRs."""
-    def arms_at(opt: str, m: float, seed: int) -> list[Arm]:
-        arms = [Arm(opt, "grid", m, w, seed) for w in warmups]
-        arms += [Arm(opt, "practical", m, 0.0, seed), Arm(opt, "closed", m, 0.0, seed)]
-        if opt == "adamw":
-            arms += [Arm(opt, "untuned", m, 0.0, seed), Arm(opt, "schedulefree", m, 0.05, seed)]
+def result_of(out: Path, arm: Arm) -> dict | None:
+    """The arm's bench.json (val loss, status, peak LR), or None if it has not finished."""
+    marker = out / arm.name / "bench.json"
+    return json.loads(marker.read_text()) if marker.exists() else None
+
+
+def score(result: dict | None) -> float:
+    """Final val loss; +inf for a diverged or failed run; NaN when not run."""
+    if result is None:
+        return math.nan
+    return result["val_loss"] if result["status"] == "finished" and math.isfinite(result["val_loss"]) else math.inf
+
+
+def scan_state(out: Path, opt: str) -> tuple[list[Arm], int | None]:
+    """The scan arms planned so far for `opt` and lr*'s exponent (None while the scan is open)."""
+    ks = list(SCAN_K)
+    while True:
+        arms = [Arm(opt, "grid", k, w, 0) for k in ks for w in SCAN_WARMUPS]
+        scores = {k: min(score(result_of(out, a)) for a in arms if a.k == k) for k in ks}
+        if any(math.isnan(s) for s in scores.values()):
+            return arms, None
+        best = min(ks, key=lambda k: scores[k])
+        if best == ks[0]:
+            ks.insert(0, ks[0] - 1)
+        elif best == ks[-1]:
+            ks.append(ks[-1] + 1)
+        else:
+            return arms, best
+        if len(ks) > 16:  # no interior optimum over a 2^16 range: report the edge
+            return arms, best
+
+
+def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -> list[Arm]:
+    """Every arm that can be planned from the results so far, in priority order: each optimizer's
+    scan, followed as soon as it has found lr* by that optimizer's first seed (adaptive arms, then
+    the grid); then the other seeds; then the stress tier."""
+    def tier(opt: str, k: int, seed: int) -> list[Arm]:
+        arms = []
+        if "adaptive" in stages:
+            arms += [Arm(opt, kind, k, 0.0, seed) for kind in ("closed", "practical", "fitted")]
+            arms.append(Arm(opt, "own_peak", None, 0.0, seed))
+            if opt == "adamw":
+                arms += [Arm(opt, kind, None if kind != "untuned" else k, 0.0, seed) for kind in PARAM_FREE]
+        if "grid" in stages:
+            arms += [Arm(opt, "grid", k + d, w, seed) for d in (0, -1, 1) for w in GRID_WARMUPS]
+            arms.append(Arm(opt, "grid", k, TWIN, seed))
         return arms
 
-    first = tuple(m for m in (1.0, 3.0) if m in multipliers)
-    rest = tuple(m for m in multipliers if m not in first)
-    order = []
+    order: list[Arm] = []
+    stars = {}
     for opt in optimizers:
-        order += [a for m in first for a in arms_at(opt, m, 0)] + [Arm(opt, "closed_own_peak", None, 0.0, 0)]
-    for m in first:
-        for seed in range(1, seeds):
-            for opt in optimizers:
-                order += arms_at(opt, m, seed) + [Arm(opt, "closed_own_peak", None, 0.0, seed)]
-    for seed in range(seeds):
-        for opt in optimizers:
-            order += [a for m in rest for a in arms_at(opt, m, seed)] + [Arm(opt, "closed_own_peak", None, 0.0, seed)]
+        arms, stars[opt] = scan_state(out, opt)
+        order += arms
+        if stars[opt] is not None:
+            order += tier(opt, stars[opt], seeds[0])
+    found = [opt for opt in optimizers if stars[opt] is not None]
+    for seed in seeds[1:]:
+        for opt in found:
+            order += tier(opt, stars[opt], seed)
+    if "stress" in stages:
+        for opt in found:
+            order += [Arm(opt, "grid", stars[opt], w, seeds[0], 10.0) for w in SCAN_WARMUPS]
+            order += [Arm(opt, kind, stars[opt], 0.0, seeds[0], 10.0) for kind in ("practical", "closed")]
     return list(dict.fromkeys(order))
 
 
-def config_of(arm: Arm, base: TrainConfig, pilot: float = PILOT) -> TrainConfig:
-    """The TrainConfig of an arm (schedule-free and untuned arms are finished in `run_arm`)."""
-    lr = None if arm.multiplier is None else LR_STAR[arm.optimizer] * arm.multiplier
-    cfg = dataclasses.replace(base, optimizer=arm.optimizer, lr=lr if lr is not None else LR_STAR[arm.optimizer],
-                              seed=arm.seed, warmup=arm.warmup if arm.kind == "grid" else 0.0)
+def needs(arm: Arm) -> Arm | None:
+    """The arm whose output this one reads (the `fitted` arm reads the recorded run's fit.json)."""
+    if arm.kind == "fitted":
+        return Arm(arm.optimizer, "record", arm.k, 0.0, FIT_SEED)
+    return None
+
+
+def base_config(quick: bool):
+    from smoothprobe.train import TrainConfig
+
+    if quick:
+        return TrainConfig(task="lm", model="tiny", steps=200, batch_size=16, seq_len=64, eval_every=50,
+                           checkpoint_every=10**6)
+    return TrainConfig(task="lm", model="tiny", steps=1000, batch_size=16, seq_len=64, eval_every=100,
+                       checkpoint_every=250)
+
+
+def config_of(arm: Arm, base, out: Path):
+    """The TrainConfig of an arm (the parameter-free arms are finished in `run_arm`)."""
+    lr = arm.lr if arm.lr is not None else GUESS[arm.optimizer]
+    cfg = dataclasses.replace(base, optimizer=arm.optimizer, lr=lr, seed=arm.seed,
+                              warmup=arm.warmup if arm.kind in ("grid", "record") else 0.0)
+    if arm.kind == "grid" and arm.warmup == TWIN:
+        return cfg
+    if arm.kind == "record":
+        return dataclasses.replace(cfg, warmup=0.10, probes={"preset": "standard", "every": 5})
     if arm.kind == "practical":
         return dataclasses.replace(cfg, adaptive={"f_star": "auto"})
-    if arm.kind in ("closed", "closed_own_peak"):
-        return dataclasses.replace(cfg, adaptive={"pilot": pilot, "f_star": "auto",
-                                                        "own_peak": arm.kind == "closed_own_peak"})
+    if arm.kind in ("closed", "own_peak"):
+        return dataclasses.replace(cfg, lr=None if arm.kind == "own_peak" else lr,
+                                   adaptive={"pilot": PILOT, "f_star": "auto", "own_peak": arm.kind == "own_peak"})
+    if arm.kind == "fitted":
+        return dataclasses.replace(cfg, adaptive={"fit": str(out / needs(arm).name / "fit.json")})
     return cfg
+
+
+class _Constant:
+    """No schedule on top of an optimizer that schedules itself."""
+
+    def step(self) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 class Dampened:
@@ -122,21 +223,21 @@ class Dampened:
         self.warmup.load_state_dict(state["warmup"])
 
 
-def run_arm(arm: Arm, cfg: TrainConfig, path: Path) -> None:
-    """Train one arm into `path` (a diverged run is a result, not a failure)."""
-    trainer = build(cfg, path, overwrite=True)
+def param_free(arm: Arm, trainer) -> None:
+    """Swap in a parameter-free optimizer at its documented defaults (or pytorch_warmup's warm-up)."""
+    from smoothprobe.schedule.baseline import WarmupDecay
+
+    cfg, params = trainer.config, trainer.model.parameters()
     if arm.kind == "untuned":
         import pytorch_warmup
 
         trainer.scheduler = Dampened(trainer.scheduler, pytorch_warmup.UntunedLinearWarmup(trainer.optimizer))
-    elif arm.kind == "schedulefree":
+        return
+    if arm.kind == "schedulefree":
         import schedulefree
 
-        opt = schedulefree.AdamWScheduleFree(trainer.model.parameters(), lr=cfg.lr, betas=(0.9, 0.95),
-                                             warmup_steps=round(arm.warmup * cfg.steps))
+        opt = schedulefree.AdamWScheduleFree(params, lr=0.0025, warmup_steps=round(0.05 * cfg.steps))
         opt.train()
-        trainer.optimizer = opt
-        trainer.scheduler = _Constant()
         evaluate = trainer.evaluate
 
         def evaluate_at_average() -> float:
@@ -147,87 +248,230 @@ def run_arm(arm: Arm, cfg: TrainConfig, path: Path) -> None:
                 opt.train()
 
         trainer.evaluate = evaluate_at_average
+        trainer.optimizer, trainer.scheduler = opt, _Constant()
+        return
+    if arm.kind == "prodigy":
+        import prodigyopt
+
+        opt = prodigyopt.Prodigy(params, lr=1.0)
+    elif arm.kind == "dadapt":
+        import dadaptation
+
+        opt = dadaptation.DAdaptAdam(params, lr=1.0)
+    else:
+        import dog
+
+        opt = dog.DoG(params)
+    trainer.optimizer = opt
+    trainer.scheduler = (_Constant() if arm.kind == "dog" else
+                         WarmupDecay(opt, cfg.steps, 0, decay="cosine", floor=cfg.min_lr_ratio))
+
+
+def effective_lr(trainer) -> float | None:
+    """The step size a parameter-free optimizer ended with (d·lr for Prodigy/D-Adaptation, DoG's
+    η), which is its largest: d only grows."""
+    group = trainer.optimizer.param_groups[0]
+    if "d" in group:
+        return float(group["d"]) * float(group.get("initial_lr", group["lr"]))
+    if "eta" in group:
+        eta = group["eta"]
+        return float(eta[0] if isinstance(eta, (list, tuple)) else eta)
+    return None
+
+
+def run_arm(arm: Arm, out: Path, quick: bool) -> None:
+    """Train one arm into its folder and write bench.json (a diverged run is a result)."""
+    import torch
+
+    from smoothprobe.errors import SmoothprobeError
+    from smoothprobe.fit import fit_run
+    from smoothprobe.store import load_run
+    from smoothprobe.train import build
+
+    torch.set_num_threads(1)
+    path = out / arm.name
+    t0 = time.time()
+    error, used = None, None
     try:
-        trainer.run(progress=False)
+        trainer = build(config_of(arm, base_config(quick), out), path, overwrite=True)
     except SmoothprobeError as exc:
-        print(f"  {arm.name}: {exc}", flush=True)
-
-
-class _Constant:
-    """No schedule on top of an optimizer that schedules itself."""
-
-    def step(self) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-def result_of(path: Path) -> dict | None:
-    """Final val loss and status of a finished (or diverged) arm, or None if it has not finished."""
-    marker = path / "bench.json"
-    return json.loads(marker.read_text()) if marker.exists() else None
-
-
-def execute(arms: list[Arm], base: TrainConfig, out: Path, budget_s: float | None, pilot: float) -> None:
-    """Run every arm without a result, in order, until the time budget is spent."""
-    start = time.time()
-    todo = [a for a in arms if result_of(out / a.name) is None]
-    print(f"{len(arms) - len(todo)} of {len(arms)} runs done; {len(todo)} to go", flush=True)
-    for i, arm in enumerate(todo):
-        if budget_s is not None and time.time() - start > budget_s:
-            print(f"time budget spent; {len(todo) - i} runs left for the next session", flush=True)
-            return
-        path = out / arm.name
-        t0 = time.time()
-        run_arm(arm, config_of(arm, base, pilot), path)
+        if arm.kind != "fitted":
+            raise
+        error = str(exc)  # the recorded run's fit was refused: a miss, reported as one
+        trainer = None
+    if trainer is not None:
+        if arm.kind in PARAM_FREE:
+            param_free(arm, trainer)
+        try:
+            trainer.run(progress=False)
+        except SmoothprobeError as exc:
+            error = str(exc)
+        used = effective_lr(trainer) if arm.kind in PARAM_FREE else None
+    result = {**dataclasses.asdict(arm), "lr": arm.lr, "name": arm.name, "status": "refused", "val_loss": math.nan,
+              "peak_lr": math.nan, "seconds": time.time() - t0, "error": error, "decision": None}
+    if trainer is not None:
         run = load_run(path)
-        val = float(run.evals.val_loss.iloc[-1]) if run.info.get("status") == "finished" and len(run.evals) else math.nan
+        status = run.info.get("status")
+        val = float(run.evals.val_loss.iloc[-1]) if status == "finished" and len(run.evals) else math.nan
         peak = float(run.steps.lr.max()) if len(run.steps) else math.nan
-        result = {**dataclasses.asdict(arm), "status": run.info.get("status"), "val_loss": val, "peak_lr": peak,
-                  "seconds": time.time() - t0}
-        (path / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
-        print(f"[{i + 1}/{len(todo)}] {arm.name}: {result['status']} val {val:.4f} peak lr {peak:.3g} "
-              f"({result['seconds']:.0f} s)", flush=True)
+        result.update(status=status, val_loss=val, peak_lr=used if used is not None else peak,
+                      decision=run.info.get("decision"))
+        if arm.kind == "record" and status == "finished":
+            try:
+                fit_run(run, f_star="auto", bootstrap=200).to_json(path / "fit.json")
+            except SmoothprobeError as exc:  # the `fitted` arms then report the miss
+                result["error"] = f"fit: {exc}"
+    (path / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
-def collect(arms: list[Arm], out: Path) -> pd.DataFrame:
-    """One row per finished arm, with the closed loop's pilot outcome from its run.json."""
-    rows = []
-    for arm in arms:
-        result = result_of(out / arm.name)
-        if result is not None:
-            pilot = (load_run(out / arm.name).info.get("pilot") or {}) if arm.kind.startswith("closed") else {}
-            rows.append({**result, "pilot": pilot.get("status", "")})
-    return pd.DataFrame.from_records(rows)
+def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str], jobs: int, quick: bool,
+            budget_s: float | None) -> None:
+    """Run the plan `jobs` arms at a time in subprocesses, re-planning as results arrive, until done
+    or the time budget is spent (then running arms finish; the rest wait for the next session)."""
+    start, running, failures = time.time(), {}, {}
+    while True:
+        arms = plan(out, optimizers, seeds, stages)
+        busy = {a.name for a in running.values()}
+        todo = [a for a in arms if result_of(out, a) is None and a.name not in busy and failures.get(a.name, 0) < 2
+                and (needs(a) is None or result_of(out, needs(a)) is not None)]
+        waiting = [a for a in arms if needs(a) is not None and result_of(out, needs(a)) is None]
+        todo += [needs(a) for a in waiting if needs(a).name not in busy and result_of(out, needs(a)) is None]
+        todo = list(dict.fromkeys(todo))
+        late = budget_s is not None and time.time() - start > budget_s
+        while todo and len(running) < jobs and not late:
+            arm = todo.pop(0)
+            cmd = [sys.executable, __file__, "--run-arm", json.dumps(dataclasses.asdict(arm)), "--out", str(out)]
+            cmd += ["--quick"] if quick else []
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+            logfile = out / "_logs" / f"{arm.name.replace('/', '__')}.log"
+            logfile.parent.mkdir(parents=True, exist_ok=True)
+            log = open(logfile, "w")  # noqa: SIM115 - the child process owns it
+            running[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)] = arm
+            print(f"start {arm.name} (lr {arm.lr})", flush=True)
+        if not running:
+            done = sum(result_of(out, a) is not None for a in arms)
+            print(f"{done} of {len(arms)} planned arms done" + ("; time budget spent" if late else ""), flush=True)
+            return
+        time.sleep(2)
+        for proc, arm in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[proc]
+            result = result_of(out, arm)
+            if result is None:
+                failures[arm.name] = failures.get(arm.name, 0) + 1
+                print(f"FAILED {arm.name} (exit {proc.returncode}; see {out / '_logs'})", flush=True)
+            else:
+                print(f"done {arm.name}: {result['status']} val {result['val_loss']:.4f} peak lr "
+                      f"{result['peak_lr']:.3g} ({result['seconds']:.0f} s)", flush=True)
 
 
-def summarise(results: pd.DataFrame) -> pd.DataFrame:
-    """Per optimizer and arm: mean/σ over seeds; the grid's best point and median; goals met or missed.
+def collect(out: Path) -> pd.DataFrame:
+    """One row per finished arm (every bench.json under `out`)."""
+    rows = [json.loads(p.read_text()) for p in sorted(out.glob("*/*/*/bench.json"))]
+    frame = pd.DataFrame.from_records(rows)
+    if frame.empty:
+        return frame
+    frame["score"] = [score(r) for r in rows]
+    return frame
 
-    σ is the pooled seed standard deviation of the optimizer's grid points (the noise of one score).
-    """
-    res = results.copy()
-    res["label"] = [f"{k}" + (f" w{w:g}" if k == "grid" else "") for k, w in zip(res.kind, res.warmup)]
-    res["lr_mult"] = res.multiplier.fillna(-1.0)
-    table = res.groupby(["optimizer", "label", "lr_mult"], sort=False).agg(
-        val_mean=("val_loss", "mean"), val_std=("val_loss", "std"), seeds=("val_loss", "size"),
-        diverged=("status", lambda s: int((s != "finished").sum())), peak_lr=("peak_lr", "median")).reset_index()
-    out = []
+
+def lr_star(results: pd.DataFrame, opt: str) -> float | None:
+    """The scan's best peak LR for `opt` (None while its scan is open)."""
+    part = results[(results.optimizer == opt) & (results.kind == "grid") & (results.seed == 0)
+                   & results.warmup.isin(SCAN_WARMUPS) & (results.lr_factor == 1.0)]
+    if part.empty:
+        return None
+    best = part.groupby("k").score.min()
+    k = best.idxmin()
+    return None if k in (best.index.min(), best.index.max()) else float(GUESS[opt] * 2.0**k)
+
+
+def summarise(results: pd.DataFrame, seeds: list[int]) -> tuple[pd.DataFrame, dict]:
+    """Per optimizer, arm and LR: mean/σ over the evaluated seeds; and per optimizer the reference
+    (best grid point over all LRs and warm-ups), its σ (floored by the w0/5-step spread) and the
+    grid median."""
+    res = results[results.seed.isin(seeds) & (results.kind != "record")].copy()
+    res["label"] = [k + (f" w{w:g}" if k == "grid" else "") for k, w in zip(res.kind, res.warmup)]
+    res["lr_x"] = pd.to_numeric(res.lr)
+    table = res.groupby(["optimizer", "label", "lr_x", "lr_factor"], sort=False, dropna=False).agg(
+        val_mean=("score", "mean"), val_std=("score", "std"), seeds=("score", "size"),
+        diverged=("status", lambda s: int((s != "finished").sum())), peak_lr=("peak_lr", "max")).reset_index()
+    refs = {}
     for opt, part in table.groupby("optimizer", sort=False):
-        grid = part[part.label.str.startswith("grid")]
-        sigma = float(np.sqrt(np.nanmean(grid.val_std**2))) if (grid.seeds > 1).any() else math.nan
-        best = grid.val_mean.min()
-        median = grid.val_mean.median()
-        part = part.assign(sigma=sigma, grid_best=best, grid_median=median,
-                           minus_best_in_sigma=(part.val_mean - best) / sigma if sigma > 0 else math.nan)
-        at_lr = grid.groupby("lr_mult").val_mean.min()
-        part["best_warmup_at_lr"] = part.lr_mult.map(at_lr)
-        out.append(part)
-    return pd.concat(out, ignore_index=True)
+        grid = part[part.label.str.startswith("grid") & (part.lr_factor == 1.0)]
+        full = grid[grid.seeds >= len(seeds)]
+        pool = full if not full.empty else grid
+        best = pool.loc[pool.val_mean.idxmin()]
+        twins = res[(res.optimizer == opt) & (res.kind == "grid") & res.warmup.isin((0.0, TWIN))
+                    & (res.lr_factor == 1.0)]
+        pairs = twins.pivot_table(index=["seed", "k"], columns="warmup", values="score").dropna()
+        floor = float((pairs[0.0] - pairs[TWIN]).abs().mean()) if TWIN in pairs and len(pairs) else math.nan
+        seed_sigma = float(best.val_std) if best.seeds > 1 else math.nan
+        sigma = float(np.nanmax([seed_sigma, floor])) if not (math.isnan(seed_sigma) and math.isnan(floor)) else math.nan
+        refs[opt] = {"best": float(best.val_mean), "best_label": best.label, "best_lr": float(best.lr_x),
+                     "best_seeds": int(best.seeds), "seed_sigma": seed_sigma, "twin_floor": floor, "sigma": sigma,
+                     "median": float(grid.val_mean.median()), "lr_star": lr_star(results, opt)}
+    return table, refs
+
+
+def _verdict(diff: float, sigma: float, within: float = 1.0) -> str:
+    if math.isnan(diff):
+        return "open"
+    if diff == math.inf:
+        return "MISSED (diverged)"
+    if not (math.isfinite(sigma) and sigma > 0):
+        return f"open (σ not measured yet; difference {diff:+.4f})"
+    return f"{'met' if diff <= within * sigma else 'MISSED'} ({diff / sigma:+.1f} σ)"
+
+
+def decided(results: pd.DataFrame) -> tuple[int, int]:
+    """Closed-loop runs whose fit decided (any branch but 'not yet') before their warm-up ended."""
+    closed = results[results.kind.isin(("closed", "own_peak"))]
+    hits = 0
+    for d in closed.decision:
+        if isinstance(d, dict) and d.get("branch") in ("no-warmup", "fit-driven") and d.get("before_warmup_end", True):
+            hits += 1
+    return hits, len(closed)
+
+
+def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
+    """The issue's goals per optimizer: met, MISSED (by how much, in σ) or open."""
+    lines = []
+    hits, total = decided(results)
+    lines.append(f"- The fit decided (no warm-up or fit-driven, not 'not yet') in {hits} of {total} closed-loop "
+                 f"runs" + (f" ({100 * hits / total:.0f} %; goal ≥ 80 %)" if total else ""))
+    for opt, ref in refs.items():
+        part = table[table.optimizer == opt]
+        sigma = ref["sigma"]
+        head = (f"- **{opt}**: lr* = {ref['lr_star']:.4g}" if ref["lr_star"] else f"- **{opt}**: scan open") + (
+            f"; reference = {ref['best_label']} at lr {ref['best_lr']:.4g}: {ref['best']:.4f} ({ref['best_seeds']} "
+            f"seed(s)), σ = {sigma:.4f} (seed σ {ref['seed_sigma']:.4f}, twin floor {ref['twin_floor']:.4f}); "
+            f"grid median {ref['median']:.4f}")
+        lines.append(head)
+        at = part[part.lr_factor == 1.0]
+        rows = {label: r for label, r in zip(at.label, at.itertuples())}
+        for label, within in (("closed", 1.0), ("fitted", 1.0), ("own_peak", 2.0), ("practical", 1.0)):
+            if label in rows:
+                r = rows[label]
+                lines.append(f"  - {label}: {r.val_mean:.4f} ({r.seeds} seed(s), max lr {r.peak_lr:.3g}) vs reference: "
+                             f"{_verdict(r.val_mean - ref['best'], sigma, within)}; below the grid median: "
+                             f"{'yes' if r.val_mean < ref['median'] else 'NO'}")
+        if "closed" in rows and "practical" in rows:
+            lines.append(f"  - closed loop at least as good as practical: "
+                         f"{_verdict(rows['closed'].val_mean - rows['practical'].val_mean, sigma)}")
+        for other in PARAM_FREE:
+            if other in rows and "own_peak" in rows:
+                diff = rows["own_peak"].val_mean - rows[other].val_mean
+                lines.append(f"  - own-peak vs {other} ({rows[other].val_mean:.4f}, max lr {rows[other].peak_lr:.3g}): "
+                             f"{diff:+.4f} ({'ahead' if diff < 0 else 'behind'})")
+        stress = part[part.lr_factor == 10.0]
+        if not stress.empty:
+            converged_grid = stress[stress.label.str.startswith("grid") & (stress.diverged == 0)]
+            for r in stress[~stress.label.str.startswith("grid")].itertuples():
+                bad = r.diverged and not converged_grid.empty
+                lines.append(f"  - 10·lr*: {r.label} {r.val_mean:.4f}" + (" DIVERGED where a warm-up converged" if bad else ""))
+    return lines
 
 
 def markdown(table: pd.DataFrame) -> list[str]:
@@ -237,108 +481,69 @@ def markdown(table: pd.DataFrame) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in cells)]
 
 
-def _verdict(diff: float, sigma: float) -> str:
-    """'met' when `diff` (a loss difference, lower is better for the first arm) is at most one σ."""
-    if not math.isfinite(diff) or not (math.isfinite(sigma) and sigma > 0):
-        return "open"
-    return f"{'met' if diff <= sigma else 'MISSED'} ({diff / sigma:+.1f} σ)"
-
-
-def goals(summary: pd.DataFrame, results: pd.DataFrame) -> list[str]:
-    """The issue's goals per optimizer, each met, MISSED (by how much, in seed-σ) or open (σ or a
-    comparison arm not measured yet). Differences are of seed means; σ is the grid's pooled seed σ."""
-    lines = []
-    for opt, part in summary.groupby("optimizer", sort=False):
-        rows = {(r.label, r.lr_mult): r for r in part.itertuples()}
-        sigma, best, median = part.sigma.iloc[0], part.grid_best.iloc[0], part.grid_median.iloc[0]
-        verdict = functools.partial(_verdict, sigma=sigma)
-
-        closed = part[part.label == "closed"]
-        if closed.empty:
-            lines.append(f"- {opt}: no closed-loop run finished yet")
-            continue
-        top = closed.loc[closed.val_mean.idxmin()]
-        lines.append(f"- {opt} (σ = {sigma:.4f}): best closed loop {top.val_mean:.4f} (lr×{top.lr_mult:g}, "
-                     f"{top.seeds} seed(s)) vs best grid point {best:.4f}: {verdict(top.val_mean - best)}; "
-                     f"below the grid median {median:.4f}: {'yes' if top.val_mean < median else 'NO'}")
-        for m in sorted(part.lr_mult.unique()):
-            if m < 0 or ("closed", m) not in rows:
-                continue
-            c, p = rows[("closed", m)], rows.get(("practical", m))
-            at_lr = c.best_warmup_at_lr
-            prac = p.val_mean if p is not None else math.nan
-            grid_ok = part[(part.lr_mult == m) & part.label.str.startswith("grid") & (part.diverged == 0)]
-            diverged = ("; diverged where a warm-up converged" if c.diverged and not grid_ok.empty else "")
-            pilots = results[(results.optimizer == opt) & (results.kind == "closed") & (results.multiplier == m)]
-            driven = int(pilots.pilot.str.startswith("fit-driven").sum())
-            lines.append(f"  - lr×{m:g}: closed {c.val_mean:.4f} ({c.seeds} seed(s), fit-driven in {driven}), "
-                         f"practical {prac:.4f}, best "
-                         f"warm-up {at_lr:.4f}; vs the best warm-up at this LR: closed {verdict(c.val_mean - at_lr)}, "
-                         f"practical {verdict(prac - at_lr)}; "
-                         f"fit-driven at least as good as practical: {verdict(c.val_mean - prac)}{diverged}")
-        for other in ("untuned", "schedulefree"):
-            if (other, 1.0) in rows and ("closed", 1.0) in rows:
-                diff = rows[("closed", 1.0)].val_mean - rows[(other, 1.0)].val_mean
-                lines.append(f"  - closed vs {other} at lr*: {diff:+.4f} ({'beats it' if diff < 0 else 'does not'})")
-    return lines
-
-
-def write_outputs(summary: pd.DataFrame, results: pd.DataFrame, name: str) -> None:
-    """reports/<name>.md (goals and table), reports/<name>_<optimizer>.png (LR × warm-up heatmaps,
-    adaptive schedules beside the grid) and reports/<name>.html (the same as one page)."""
+def write_outputs(table: pd.DataFrame, refs: dict, results: pd.DataFrame, name: str, seeds: list[int]) -> None:
+    """reports/<name>.md (goals, LR scan, table, decisions), reports/<name>_<optimizer>.png (LR ×
+    warm-up heatmaps) and reports/<name>.html (the same as one page)."""
     import base64
 
     from smoothprobe.report.grid import heatmap, write_grid_report
 
     reports = REPO / "reports"
-    cols = ["optimizer", "label", "lr_mult", "val_mean", "val_std", "seeds", "diverged", "peak_lr",
-            "best_warmup_at_lr", "minus_best_in_sigma"]
-    intro = (f"{len(results)} runs finished (of the plan in benchmarks/warmup_grid.py). Val loss at the "
-             "last step; mean over seeds; σ = pooled seed std of the grid points; lr_mult -1 = the fit's "
-             "own peak.")
-    pilots = results[results.kind.str.startswith("closed")]
-    lines = [f"# {name}", "", intro, "", "## Goals", "", *goals(summary, results), "", "## Table", "",
-             *markdown(summary[cols]), "", "## What each pilot's fit decided", "",
-             *(f"- {r.optimizer} {r.kind} lr×{r.multiplier if r.multiplier == r.multiplier else 'own'} "
-               f"seed {r.seed}: {r.pilot}" for r in pilots.itertuples()), ""]
+    hits, total = decided(results)
+    scan = results[(results.kind == "grid") & (results.seed == 0) & results.warmup.isin(SCAN_WARMUPS)
+                   & (results.lr_factor == 1.0)]
+    scan_table = scan.pivot_table(index=["optimizer", "lr"], columns="warmup", values="score").reset_index()
+    scan_table.columns = [f"w{c:g}" if isinstance(c, float) else c for c in scan_table.columns]
+    decisions = results[results.kind.isin(("closed", "own_peak", "fitted"))]
+    lines = [f"# {name}", "",
+             (f"{len(results)} runs finished; evaluated seeds {seeds}. Score = validation loss at the last step, "
+              "mean over seeds (inf = diverged). The fit decided in "
+              f"{hits} of {total} closed-loop runs. Tiers still open are labelled open; misses are misses."), "",
+             "## Goals", "", *goals(table, refs, results), "", "## LR scan (seed 0)", "", *markdown(scan_table), "",
+             "## All arms", "", *markdown(table), "", "## What each adaptive run decided", "",
+             *(f"- {r.name}: {json.dumps(r.decision) if isinstance(r.decision, dict) else r.error or 'no decision'}"
+               for r in decisions.itertuples()), ""]
+    grid_like = results[results.kind != "record"]
     for opt in dict.fromkeys(results.optimizer):
         png = reports / f"{name}_{opt}.png"
-        png.write_bytes(base64.b64decode(heatmap(results, opt).split(",", 1)[1]))
+        png.write_bytes(base64.b64decode(heatmap(grid_like, opt).split(",", 1)[1]))
         lines.append(f"![{opt}]({png.name})")
     (reports / f"{name}.md").write_text("\n".join(lines) + "\n")
-    write_grid_report(results, summary[cols], reports / f"{name}.html", f"smoothprobe benchmark: {name}")
+    write_grid_report(grid_like, table, reports / f"{name}.html", f"smoothprobe benchmark: {name}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="markov, 150 steps, 1 seed: minutes")
+    parser.add_argument("--quick", action="store_true", help="200 steps, AdamW and Lion, 1 seed: minutes")
     parser.add_argument("--optimizers", default=None, help="comma-separated [full: all four; quick: adamw,lion]")
-    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=None, help="evaluated seeds [3; quick: 1]")
+    parser.add_argument("--seed-offset", type=int, default=0, help="first evaluated seed (held-out seeds: 10)")
+    parser.add_argument("--stages", default="scan,grid,adaptive,stress")
+    parser.add_argument("--jobs", type=int, default=2, help="arms run at once, one thread each")
     parser.add_argument("--out", default=None, help="run folder [default: runs/warmup_grid(_quick)]")
     parser.add_argument("--budget-min", type=float, default=None, help="stop starting runs after this long")
     parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument("--run-arm", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     name = "warmup_grid_quick" if args.quick else "warmup_grid"
     out = Path(args.out or REPO / "runs" / name)
-    if args.quick:
-        base = TrainConfig(task="lm", model="tiny", steps=200, batch_size=16, seq_len=64, eval_every=50,
-                           checkpoint_every=10**6)
-        arms = plan((args.optimizers or "adamw,lion").split(","), (1.0,), (0.0, 0.10), args.seeds or 1)
-    else:
-        base = TrainConfig(task="lm", model="tiny", steps=1000, batch_size=16, seq_len=64, eval_every=100,
-                           checkpoint_every=250)
-        arms = plan((args.optimizers or "adamw,lion,muon,normsgd").split(","), MULTIPLIERS, WARMUPS,
-                    args.seeds or 3)
+    if args.run_arm is not None:
+        run_arm(Arm(**json.loads(args.run_arm)), out, args.quick)
+        return
+    optimizers = (args.optimizers or ("adamw,lion" if args.quick else "adamw,lion,muon,normsgd")).split(",")
+    seeds = list(range(args.seed_offset, args.seed_offset + (args.seeds or (1 if args.quick else 3))))
+    if 0 not in seeds and args.seed_offset == 0:
+        seeds = [0, *seeds]
     if not args.summary_only:
-        execute(arms, base, out, None if args.budget_min is None else 60 * args.budget_min,
-                0.2 if args.quick else PILOT)
-    results = collect(arms, out)
+        execute(out, optimizers, seeds, set(args.stages.split(",")), args.jobs, args.quick,
+                None if args.budget_min is None else 60 * args.budget_min)
+    results = collect(out)
     if results.empty:
         print("no finished runs yet")
         return
-    summary = summarise(results)
-    write_outputs(summary, results, name)
-    print(summary.to_string(index=False))
+    table, refs = summarise(results, seeds)
+    write_outputs(table, refs, results, name, seeds)
+    print("\n".join(goals(table, refs, results)))
 
 
 if __name__ == "__main__":

@@ -148,8 +148,9 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
                      help="Adaptive closed loop: record probes for this fraction (below 1) or number of steps "
                           "under the practical schedule, fit K(Delta), and let the fit drive the rest."),
         click.option("--own-peak", is_flag=True,
-                     help="Adaptive with --pilot: after the pilot, run at the fit's own peak eta_max instead of "
-                          "rescaling it to --lr."),
+                     help="Adaptive with --pilot: once the fit decides, run at its own peak (the largest eta over "
+                          "the measured gaps) instead of rescaling it to --lr; without --lr the pilot itself runs "
+                          "from the optimizer's default LR."),
         click.option("--refit-every", type=click.IntRange(min=1), default=None,
                      help="Adaptive, with `record`: refit the constants K(Delta) to the secant probes every N "
                           "steps and adopt them once the data supports the model."),

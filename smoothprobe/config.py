@@ -22,8 +22,9 @@ import torch
 
 from smoothprobe.errors import SmoothprobeError
 
-MIN_PILOT = 40
-"""Shortest pilot: enough probed rows (one per step or two) for a fit."""
+MIN_PILOT = 50
+"""Shortest pilot window: enough probed rows (one per step) for a fit with five rows above a τ = 0.9
+envelope."""
 ADAPTIVE_DECAYS = ("cosine", "linear", "model")
 NUCLEAR = ("estimate", "exact")
 
@@ -181,6 +182,9 @@ class AdaptiveConfig:
              f"f_star_every must be an integer >= 1, got {self.f_star_every!r}"),
             (self.f_star_every is None or self.f_star == "auto", "f_star_every needs f_star 'auto'"),
             (not self.own_peak or self.pilot is not None, "own_peak needs a pilot"),
+            (self.fit is None or (self.div == 10.0 and self.delta_peak is None),
+             "div and delta_peak (the practical schedule's shape) come from the fit when one is given: a fit brings "
+             "its own constants (drop them or the fit)"),
         ])
 
     def pilot_steps(self, steps: int) -> int | None:
@@ -266,6 +270,11 @@ class TrainConfig:
             raise SmoothprobeError(f"device {self.device} requested but CUDA is not available")
         if self.data is not None and not Path(self.data).exists():
             raise SmoothprobeError(f"data path does not exist: {self.data}")
+        if self.adaptive is not None and self.adaptive.fit is None and 1 / self.adaptive.div < self.min_lr_ratio:
+            raise SmoothprobeError(
+                f"div: the first step would run at lr/div = lr/{self.adaptive.div:g}, below the floor "
+                f"lr·min_lr_ratio = lr·{self.min_lr_ratio:g}, which would hold it there; for that div, "
+                f"min_lr_ratio must be <= {1 / self.adaptive.div:.3g} (or choose a smaller div)")
         if self.adaptive is not None and self.adaptive.pilot is not None:
             pilot = self.adaptive.pilot_steps(self.steps)
             message = (f"pilot must be at least {MIN_PILOT} steps and leave steps for the fitted schedule: "

@@ -115,6 +115,22 @@ def eta(delta: ArrayLike, K0: float, K1: float, K_rho: float, rho: float) -> Any
     return delta / (K0 + K1 * delta + K_rho * delta**rho)
 
 
+def peak_within(K0: float, K1: float, K_rho: float, rho: float,
+                delta_range: tuple[float, float] | None) -> tuple[float, float]:
+    """(Δ, η(Δ)) at the largest η over the measured gaps `delta_range`: Δ' clipped to the range
+    (η is unimodal), so a peak the data never reached is not extrapolated; (Δ', η_max) without a
+    range.
+
+    >>> peak_within(1.0, 0.0, 1.0, 2.0, (2.0, 4.0))   # Δ' = 1 lies below the range: η(2) = 2/5
+    (2.0, 0.4)
+    """
+    peak = float(delta_peak(K0, K_rho, rho))
+    if delta_range is None:
+        return peak, float(eta_max(K0, K1, K_rho, rho))
+    at = min(max(peak, float(delta_range[0])), float(delta_range[1]))
+    return at, float(eta(at, K0, K1, K_rho, rho))
+
+
 def check_constants(K0: float, K1: float, K_rho: float, rho: float) -> Constants:
     """Validated constants: ρ > 1, K0 > 0, Kρ > 0 and K(Δ) > 0 for every Δ > 0 (η_max > 0)."""
     values = Constants(float(K0), float(K1), float(K_rho), float(rho))

@@ -136,6 +136,8 @@ class Trainer:
             state["cadence"] = dataclasses.asdict(self.recorder.cadence)
         if self.refit is not None:
             state["refit"] = self.refit.state_dict()
+        if self.pilot is not None:
+            state["pilot"] = self.pilot.state_dict()
         self.store.save_checkpoint(state)
 
     def restore(self, state: Any) -> None:
@@ -161,6 +163,8 @@ class Trainer:
                 self.recorder.cadence = Cadence(**state["cadence"])
             if "refit" in state and self.refit is not None:
                 self.refit.load_state_dict(state["refit"])
+            if "pilot" in state and self.pilot is not None:
+                self.pilot.load_state_dict(state["pilot"])
         except Exception as exc:  # noqa: BLE001 - torch raises many types for a state that does not fit
             raise SmoothprobeError(f"checkpoint {path} does not fit this run: {one_line(exc)}") from None
         self.start_step, self.log.elapsed = step, float(elapsed)
@@ -210,26 +214,29 @@ class Trainer:
                 extra["refit_status"] = self.refit.status
             self.scheduler.step(row["loss"])
             columns = {**self.scheduler.step_columns(), **extra}
-            if self.pilot is not None and self.pilot.status == "probing":
-                fitted = self.pilot.observe(row["step"], row, self.scheduler)
-                if self.pilot.status != "probing":
-                    self.end_pilot(fitted)
+            if self.pilot is not None and self.pilot.open:
+                closed = self.pilot.observe(row["step"], row, self.scheduler)
+                if closed or row["step"] == self.pilot.steps - 1:
+                    self.pilot_moved(closed)
                     columns["pilot_status"] = self.pilot.status
             return columns
         self.scheduler.step()
         return {}
 
-    def end_pilot(self, fitted: AdaptiveWarmup | None) -> None:
-        """Hand the schedule to the pilot's fit (if it passed) and stop the pilot-only probes."""
-        if fitted is not None:  # f* is now the fit's: its constants are fitted to Δ from that f*
-            self.scheduler, self.online = fitted, None
-            if self.refit is not None:
-                self.refit.scheduler = fitted
+    def pilot_moved(self, closed: bool) -> None:
+        """After the pilot's window or its decision: a decision fixes f* (the fit's) and stops the
+        pilot-only probes; an open pilot past its window thins them to PILOT_OVERHEAD. run.json's
+        `pilot` and `decision` say where it stands; the last fit is kept in pilot_fit.json."""
+        if self.pilot.decision is not None and self.pilot.decision.get("branch") != "not yet":
+            self.online = None  # the fit's constants are fitted to Δ from its own f*
         if self.pilot.fit is not None and self.store.writer:
             self.pilot.fit.to_json(self.store.path / "pilot_fit.json")
-        if self.pilot_recorder:
+        if self.pilot_recorder and closed:
             self.recorder = None
-        self.store.write_info(pilot={"steps": self.pilot.steps, "status": self.pilot.status})
+        elif self.pilot_recorder:
+            self.recorder.cadence.overhead = PILOT_OVERHEAD
+        self.store.write_info(pilot={"steps": self.pilot.steps, "status": self.pilot.status},
+                              decision=self.pilot.decision)
 
     def run(self, progress: bool = True) -> None:
         """Train from `start_step` to `config.steps`, flushing, evaluating and checkpointing on cadence.
@@ -288,6 +295,8 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model
 
 PILOT_ROWS = 100
 """Probed rows a pilot aims for (every step of a pilot up to this long): ten above a 0.9 envelope."""
+PILOT_OVERHEAD = 0.05
+"""Probe budget (fraction of train time) of a pilot still undecided after its window."""
 
 
 def effective_f_star(config: TrainConfig, task: Task) -> float | str:
@@ -370,14 +379,12 @@ def resume_from_checkpoint(trainer: Trainer) -> None:
                                f"{start}; resuming would leave them out (start a new run with overwrite)")
     store.truncate(start)
     store.write_info(config=dataclasses.asdict(trainer.config))
-    if trainer.pilot is not None and start >= trainer.pilot.steps:  # the restored schedule is the pilot's outcome
-        trainer.pilot.status = (store.info.get("pilot") or {}).get("status", "done")
-        if trainer.pilot.status.startswith("fit-driven"):  # as in end_pilot: f* is the fit's
-            trainer.online = None
-        if trainer.pilot_recorder:
-            trainer.recorder = None
-    elif trainer.pilot is not None:
+    if trainer.pilot is not None:
         trainer.pilot.rows = [dict(row) for row in rows]
+        if not trainer.pilot.open:  # decided before the checkpoint: f* is the fit's, its probes are done
+            trainer.online = None
+            if trainer.pilot_recorder:
+                trainer.recorder = None
     for row in rows:  # the online sources' history
         if trainer.online is not None:
             trainer.online.steps.append(row["step"])
@@ -413,8 +420,7 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
     adaptive = config.adaptive
     pilot_steps = None if adaptive is None else adaptive.pilot_steps(config.steps)
     if pilot_steps is not None:
-        trainer.pilot = Pilot(pilot_steps, lr=None if adaptive.own_peak else config.peak_lr,
-                              min_lr_ratio=config.min_lr_ratio, total_steps=config.steps, decay=adaptive.decay,
+        trainer.pilot = Pilot(pilot_steps, own_peak=adaptive.own_peak, total_steps=config.steps,
                               allow_unsupported=adaptive.allow_unsupported)
         if trainer.recorder is None:
             trainer.recorder = Recorder(model, optimizer, loss_fn=trainer.micro_loss, seed=config.seed,
@@ -445,6 +451,8 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
             trainer.ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         if resume:
             resume_from_checkpoint(trainer)
+        elif getattr(scheduler, "decision", None) is not None:  # a fit.json decided at the start
+            store.write_info(decision={**scheduler.decision, "step": 0})
     except BaseException:
         store.close()
         raise

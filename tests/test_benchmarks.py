@@ -1,8 +1,11 @@
 """The prepared GPU check runs its whole code path on CPU (`--dry-run`), so it does not rot."""
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
@@ -28,28 +31,48 @@ def load_warmup_grid(monkeypatch):
     return module
 
 
-def test_warmup_grid_plans_every_arm_once_with_seed_0_at_lr_star_and_3_lr_star_first(monkeypatch):
+def _finish(wg, out, arm, loss, status="finished"):
+    path = out / arm.name
+    path.mkdir(parents=True, exist_ok=True)
+    result = {**wg.dataclasses.asdict(arm), "lr": arm.lr, "name": arm.name, "status": status, "val_loss": loss,
+              "peak_lr": arm.lr, "seconds": 1.0, "error": None, "decision": None}
+    (path / "bench.json").write_text(wg.json.dumps(result))
+
+
+def test_the_lr_scan_extends_until_its_best_lr_is_interior(tmp_path, monkeypatch):
     wg = load_warmup_grid(monkeypatch)
-    arms = wg.plan(["adamw", "lion"], wg.MULTIPLIERS, wg.WARMUPS, 3)
-    per_lr = {"adamw": 5 + 4, "lion": 5 + 2}  # grid + practical, closed (+ untuned, schedule-free)
-    assert len(arms) == len(set(arms)) == sum(3 * (4 * n + 1) for n in per_lr.values())
-    first = arms[:sum(2 * n + 1 for n in per_lr.values())]
-    assert {a.seed for a in first} == {0} and {a.multiplier for a in first} == {1.0, 3.0, None}
+    arms, star = wg.scan_state(tmp_path, "lion")
+    assert star is None and sorted({a.k for a in arms}) == list(range(-3, 4)) and len(arms) == 14
+    for arm in arms:  # loss falls towards lower LRs: the best sits at the scan's low edge
+        _finish(wg, tmp_path, arm, 2.0 + 0.1 * arm.k + (0.05 if arm.warmup else 0.0))
+    arms, star = wg.scan_state(tmp_path, "lion")
+    assert star is None and min(a.k for a in arms) == -4  # one more factor of 2 down
+    for arm in arms:
+        if arm.k == -4:
+            _finish(wg, tmp_path, arm, 1.8 if arm.warmup else math.inf, "finished" if arm.warmup else "diverged")
+    _, star = wg.scan_state(tmp_path, "lion")
+    assert star == -3  # -4 is worse (1.8 > 1.7): the best is interior
+    plan = wg.plan(tmp_path, ["lion"], [0, 1, 2], {"scan", "grid", "adaptive", "stress"})
+    assert len(plan) == len(set(plan))
+    grid = [a for a in plan if a.kind == "grid" and a.lr_factor == 1.0 and a.warmup != wg.TWIN]
+    assert {(a.k, a.warmup) for a in grid if a.seed == 1} == {(k, w) for k in (-4, -3, -2) for w in wg.GRID_WARMUPS}
+    assert {a.kind for a in plan if a.seed == 2} >= {"practical", "closed", "fitted", "own_peak", "grid"}
+    assert [a for a in plan if a.lr_factor == 10.0 and a.kind == "closed"][0].lr == pytest.approx(10 * 1e-3 / 8)
 
 
-def test_warmup_grid_goals_say_met_missed_or_open_in_seed_sigma(monkeypatch):
-    import pandas as pd
-
+def test_goals_use_the_best_grid_point_and_a_sigma_floored_by_the_twin_spread(tmp_path, monkeypatch):
     wg = load_warmup_grid(monkeypatch)
-    def row(kind, warmup, seed, loss, pilot=""):
-        return {"optimizer": "muon", "kind": kind, "multiplier": 1.0, "warmup": warmup, "seed": seed,
-                "status": "finished", "val_loss": loss, "peak_lr": 0.02, "pilot": pilot}
-
-    rows = [row("grid", w, seed, loss + noise)  # grid σ = 0.01 at every point
-            for seed, noise in enumerate((0.0, 0.01, -0.01)) for w, loss in ((0.0, 2.00), (0.1, 1.90))]
-    rows += [row("closed", 0.0, 0, 1.93, "fit-driven"), row("practical", 0.0, 0, 1.905)]
-    results = pd.DataFrame(rows)
-    lines = wg.goals(wg.summarise(results), results)
-    assert "best closed loop 1.9300 (lr×1, 1 seed(s)) vs best grid point 1.9000: MISSED (+3.0 σ)" in lines[0]
-    assert "fit-driven in 1" in lines[1] and "practical met (+0.5 σ)" in lines[1]
-    assert "fit-driven at least as good as practical: MISSED (+2.5 σ)" in lines[1]
+    for seed, noise in enumerate((0.0, 0.002, -0.002)):  # seed σ 0.002 at every point
+        for k, w, loss in ((0, 0.0, 2.00), (0, 0.1, 1.90), (1, 0.1, 1.95)):
+            _finish(wg, tmp_path, wg.Arm("muon", "grid", k, w, seed), loss + noise)
+        _finish(wg, tmp_path, wg.Arm("muon", "grid", 0, wg.TWIN, seed), 2.02 + noise)  # twin spread 0.02
+        _finish(wg, tmp_path, wg.Arm("muon", "closed", 0, 0.0, seed), 1.93 + noise)
+        _finish(wg, tmp_path, wg.Arm("muon", "practical", 0, 0.0, seed), 1.95 + noise)
+    results = wg.collect(tmp_path)
+    table, refs = wg.summarise(results, [0, 1, 2])
+    ref = refs["muon"]
+    assert ref["best"] == pytest.approx(1.90) and ref["best_lr"] == pytest.approx(0.02)
+    assert ref["twin_floor"] == pytest.approx(0.02) and ref["sigma"] == pytest.approx(0.02)
+    lines = "\n".join(wg.goals(table, refs, results))
+    assert "closed: 1.9300 (3 seed(s), max lr 0.02) vs reference: MISSED (+1.5 σ)" in lines
+    assert "closed loop at least as good as practical: met (-1.0 σ)" in lines

@@ -93,3 +93,22 @@ def test_cooldown_flag_reaches_the_scheduler_and_is_checked(tmp_path):
         "cooldown"] is None
     with pytest.raises(SmoothprobeError, match="cooldown must be a fraction"):
         TrainConfig(adaptive={"cooldown": 1.5})
+
+
+def test_a_div_below_the_floor_is_refused_and_acts_once_the_floor_allows_it(tmp_path):
+    # --div 100 with the default floor lr·0.1 used to run the whole warm-up at lr/10, silently
+    with pytest.raises(SmoothprobeError, match=r"div: the first step would run at lr/div = lr/100"):
+        TrainConfig(task="markov", optimizer="lion", lr=2e-3, steps=20, adaptive={"div": 100.0}).validate()
+    from smoothprobe import load_run, train
+
+    cfg = TrainConfig(task="markov", optimizer="lion", lr=2e-3, steps=3, min_lr_ratio=0.01, adaptive={"div": 100.0})
+    run = load_run(train(cfg, tmp_path / "run", progress=False))
+    assert run.steps.lr.iloc[0] == pytest.approx(2e-5)
+
+
+def test_practical_shape_options_with_a_fit_are_refused(tmp_path):
+    fit = tmp_path / "fit.json"
+    fit.write_text("{}")
+    for extra in ({"div": 5.0}, {"delta_peak": 0.5}):
+        with pytest.raises(SmoothprobeError, match="a fit brings its own constants"):
+            TrainConfig(adaptive={"fit": str(fit), **extra})

@@ -270,7 +270,7 @@ def test_from_fit_reproduces_eta_exactly(tmp_path):
         "f_star": 1.25,
         "delta_peak": math.sqrt(2e-3 / 40.0),
         "eta_max": 1 / (0.7 + 2 * math.sqrt(2e-3 * 40.0)),
-        "delta_range": [0.01, 3.0],
+        "delta_range": [0.005, 3.0],
     }
     path = tmp_path / "fit.json"
     path.write_text(json.dumps(fit))
@@ -293,6 +293,25 @@ def test_from_fit_reproduces_eta_exactly(tmp_path):
     assert floored.min_lr == pytest.approx(1e-3, rel=1e-12)
     exact = AdaptiveWarmup.from_fit(_optimizer(0.5), fit, min_lr_ratio=0.1, decay="model")
     assert exact.min_lr == pytest.approx(0.1 * fit["eta_max"], rel=1e-12)
+    # η is evaluated inside the measured gaps only: below them it stays at η(0.005)
+    clipped = AdaptiveWarmup.from_fit(_optimizer(0.5), fit, ema=0.0, decay="model", min_lr=0.0)
+    assert _drive(clipped, [1.251]) == [eta(0.005, c["K0"], c["K1"], c["K_rho"], 2.0)]
+
+
+def test_from_fit_decides_at_the_largest_measured_gap(tmp_path):
+    """A fit whose Δ' interval lies above every measured gap needs no warm-up: the run starts at the
+    peak and decays; one whose interval falls below the data is refused (unless allowed)."""
+    fit = {"constants": {"rho": 2.0, "K0": 100.0, "K1": 1.0, "K_rho": 1.0}, "f_star": 0.0, "status": "supported",
+           "delta_peak": 10.0, "eta_max": 1 / 21, "delta_range": [0.5, 4.0], "intervals": {"delta_peak": [8.0, 12.0]}}
+    opt = _optimizer(0.5)
+    sched = AdaptiveWarmup.from_fit(opt, fit, lr=0.01, min_lr_ratio=0.1, total_steps=100, decay="cosine")
+    assert sched.phase == "decay" and sched.decision["branch"] == "no-warmup"
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01, rel=1e-12)  # step 0 runs at the peak
+    assert _drive(sched, [4.0] * 50)[-1] == pytest.approx(0.001 + 0.009 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    below = {**fit, "constants": {"rho": 2.0, "K0": 0.01, "K1": 1.0, "K_rho": 1.0}, "delta_peak": 0.1,
+             "intervals": {"delta_peak": [0.05, 0.2]}}
+    with pytest.raises(SmoothprobeError, match="extrapolation"):
+        AdaptiveWarmup.from_fit(_optimizer(0.5), below, lr=0.01, total_steps=100)
 
 
 def test_mismatch_matches_dense_trapezoid():

@@ -77,32 +77,53 @@ def test_crossing_step_solves_the_power_law():
     assert crossing_step(float("nan"), 1.0, 5.0, 10, 0.1, now=0, total_steps=100) is None
 
 
-def test_pilot_hands_the_schedule_to_a_fit_of_the_planted_envelope():
-    """Planted K = (1 + 2Δ + 3Δ²)·U and loss = 2 + Δ(t): the pilot's fit finds f* ≈ 2 and the
-    envelope's peak gap Δ' = √(K0/Kρ) = √(1/3) (scale-free), and the fit-driven schedule continues
-    the run's step count at the run's peak LR."""
-    n = 400
-    rows = planted_steps(n, 0, u_low=0.7)
-    sched = make_schedule(cooldown=80)
-    pilot = Pilot(n, lr=0.1, min_lr_ratio=0.1, total_steps=2 * n)
-    fitted = None
+def _run_pilot(rows, window, total, **kwargs):
+    sched = make_schedule(cooldown=total // 5)
+    sched.total_steps = total
+    pilot = Pilot(window, total_steps=total, **kwargs)
+    closed_at = None
     for row in rows.to_dict("records"):
         sched.step(row["loss"])
-        fitted = pilot.observe(int(row["step"]), row, sched)
-    assert fitted is not None, pilot.status
-    assert pilot.fit.f_star == pytest.approx(2.0, abs=0.05)
-    assert fitted.last_record()["delta_peak"] == pytest.approx(np.sqrt(1 / 3), rel=0.15)
-    assert fitted.lr == pytest.approx(0.1) and fitted.last_epoch == sched.last_epoch and fitted.cooldown == 80
-    assert pilot.status.startswith("fit-driven")
+        if pilot.observe(int(row["step"]), row, sched) and closed_at is None:
+            closed_at = int(row["step"])
+    return sched, pilot, closed_at
 
 
-def test_pilot_keeps_the_practical_schedule_when_the_fit_cannot_drive_it():
+def test_pilot_waits_until_the_data_locate_the_planted_peak():
+    """Planted K = (1 + 2Δ + 3Δ²)·U and loss = 2 + Δ(t): the fits say "not yet" while Δ' =
+    √(K0/Kρ) = √(1/3) (scale-free) lies below the measured gaps, and decide once the gaps have
+    reached it: the peak is then behind the current gap (no warm-up left) or at it (fit-driven),
+    with f* ≈ 2 and an interval around the planted Δ'."""
+    n = 400
+    rows = planted_steps(n, 0, u_low=0.7)
+    sched, pilot, closed_at = _run_pilot(rows, n, 2 * n)
+    assert pilot.decision["branch"] in ("no-warmup", "fit-driven") and pilot.refits >= 3, pilot.status
+    low, high = pilot.decision["interval"]
+    assert low <= np.sqrt(1 / 3) <= high and high - low < 0.3
+    assert rows.loss[closed_at] - 2.0 < high  # it waited until the data reached the peak
+    assert pilot.fit.f_star == pytest.approx(2.0, abs=0.05) and sched.f_star == pilot.fit.f_star
+    assert sched.phase == "decay" or sched.last_record()["delta_peak"] == pytest.approx(np.sqrt(1 / 3), rel=0.15)
+
+
+def test_pilot_skips_the_warm_up_when_k_grows_linearly():
+    """K = (1 + 2Δ)·U: Kρ = 0 at the truth, so η(Δ) = Δ/K(Δ) only grows with Δ and Δ' = ∞ lies above
+    every gap: the first refit says no warm-up, and the next step runs at the peak LR."""
+    rows = planted_steps(200, 0, constants=(1.0, 2.0, 0.0))
+    sched, pilot, closed_at = _run_pilot(rows.iloc[:80], 100, 1000)
+    assert pilot.status == "no-warmup" and closed_at in (49, 59)  # at a refit (50 rows on), in the window
+    assert pilot.decision["interval"][0] > pilot.decision["delta"]
+    assert sched.phase == "decay" and sched._switch_lr == pytest.approx(0.1)
+    # the step after the decision ran at the peak, then the cosine decay over the remaining steps
+    assert sched._switch_step == closed_at + 1
+    assert sched.optimizer.param_groups[0]["lr"] < 0.1 and sched.get_last_lr()[0] > 0.099
+
+
+def test_pilot_says_not_yet_when_the_fit_cannot_drive_it():
     rows = planted_steps(60, 0)
     rows["secant_K"] = 5.0  # no trend in Δ: the model is not supported
-    sched = make_schedule()
-    pilot = Pilot(60, lr=0.1, min_lr_ratio=0.1, total_steps=200)
-    results = [pilot.observe(int(r["step"]), r, sched) for r in rows.to_dict("records")]
-    assert results[-1] is None and pilot.status.startswith("kept the practical schedule")
+    sched, pilot, closed_at = _run_pilot(rows, 60, 200)
+    assert closed_at is None and pilot.open and pilot.status.startswith("not yet")
+    assert sched.phase == "warmup" and sched.delta_range is None  # the practical schedule goes on
 
 
 def test_a_loss_that_keeps_falling_leaves_f_star_at_its_bound_and_the_cooldown_anneals():

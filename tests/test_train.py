@@ -13,10 +13,8 @@ import pytest
 import torch
 
 from smoothprobe import SmoothprobeError, TrainConfig, load_run, train
-from smoothprobe.schedule.adaptive import AdaptiveWarmup
-from smoothprobe.smoothness import Constants
-from smoothprobe.store import CHECKPOINT
-from smoothprobe.train import build
+from smoothprobe.store import CHECKPOINT, read_run_info
+from smoothprobe.train import PILOT_OVERHEAD, build
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_MARKOV = ["--task", "markov", "--batch-size", "4", "--seq-len", "24", "--steps", "40",
@@ -265,16 +263,18 @@ def test_adaptive_gap_beyond_the_first_loss_is_refused_before_the_directory_exis
     assert not (tmp_path / "run").exists()
 
 
-def test_a_fit_driven_handover_keeps_the_fits_f_star_and_the_cooldown(tmp_path):
-    # the fit's constants are fitted to Δ from its own f*: online f* estimates stop at the handover
+def test_a_pilot_decision_fixes_f_star_stops_its_probes_and_is_stored(tmp_path):
+    # the fit's constants are fitted to Δ from its own f*: online f* estimates stop at the decision
     cfg = TrainConfig(task="quadratic", optimizer="normsgd", steps=100,
                       adaptive={"pilot": 0.5, "f_star": "auto", "cooldown": 0.2})
     trainer = build(cfg, tmp_path / "run")
-    assert trainer.online is not None and trainer.scheduler.cooldown == 20
-    fitted = AdaptiveWarmup(trainer.optimizer, Constants(1.0, 2.0, 1.0, 2.0), f_star=0.0, total_steps=100)
-    trainer.pilot.status = "fit-driven"
-    trainer.end_pilot(fitted)
-    assert trainer.scheduler is fitted and trainer.online is None
+    assert trainer.online is not None and trainer.scheduler.cooldown == 20 and trainer.pilot_recorder
+    trainer.pilot_moved(closed=False)  # the window ended undecided: probes thin to the overhead budget
+    assert trainer.recorder.cadence.overhead == PILOT_OVERHEAD and trainer.online is not None
+    trainer.pilot.status, trainer.pilot.decision = "no-warmup", {"branch": "no-warmup", "step": 60}
+    trainer.pilot_moved(closed=True)
+    assert trainer.online is None and trainer.recorder is None
+    assert read_run_info(tmp_path / "run")["decision"] == {"branch": "no-warmup", "step": 60}
     trainer.store.close()
 
 

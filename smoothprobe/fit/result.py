@@ -52,9 +52,10 @@ def _finite(value) -> float | None:
 
 def schedule_problem_of(d: Mapping) -> str | None:
     """Why the fit in `d` (fit.json content) must not drive a learning-rate schedule, in one
-    line, or None when it may: non-finite or non-physical constants, a degenerate f*, a
-    status other than "supported", or a peak Δ' the data do not locate. Constants without a status (written by hand) only need to be
-    physical. Never raises on malformed input; that is a reason too."""
+    line, or None when it may: non-finite or non-physical constants, a degenerate f*, or a
+    status other than "supported". Whether the peak Δ' calls for a warm-up at the current gap is
+    `smoothprobe.schedule.decision.decide`'s question. Constants without a status (written by
+    hand) only need to be physical. Never raises on malformed input; that is a reason too."""
     if not isinstance(d, Mapping):
         return f"the fit is not a JSON object (got {type(d).__name__})"
     raw = d.get("constants")
@@ -81,27 +82,7 @@ def schedule_problem_of(d: Mapping) -> str | None:
         return f"f* was estimated from a degenerate loss-curve fit: {fstar_fit['degenerate']}"
     if status != "supported":
         return f"the fit's status is {status!r}, not 'supported'"
-    return _unlocated_peak(d)
-
-
-def _unlocated_peak(d: Mapping) -> str | None:
-    """Why the data do not locate the peak Δ' (its bootstrap interval leaves the measured Δ
-    range, so the end of the warm-up would be an extrapolation), or None; None too without a
-    bootstrap interval, which cannot tell."""
-    band = d["intervals"].get("delta_peak") if isinstance(d.get("intervals"), Mapping) else None
-    span = d.get("delta_range")
-    if not all(isinstance(x, (list, tuple)) and len(x) == 2 for x in (band, span)):
-        return None
-    numbers = [_finite(v) for v in (*band, *span)]
-    if None in numbers:
-        return None
-    low, high, least, most = numbers
-    if least <= low and high <= most:
-        return None
-    level = _finite(d.get("level")) or 0.95
-    return (f"the data do not locate the peak: Δ' = {d['delta_peak']:.4g} has a {100 * level:g}% interval "
-            f"[{low:.4g}, {high:.4g}] outside the measured Δ range [{least:.4g}, {most:.4g}], so the end "
-            "of the warm-up would be an extrapolation")
+    return None
 
 
 @dataclass

@@ -2,7 +2,7 @@
 beside the grid, and the table behind them, in one self-contained HTML file.
 
 Input is one row per finished run: optimizer, kind ("grid" or an adaptive/alternative schedule),
-multiplier (peak LR / lr*; NaN for a schedule that picks its own peak), warmup, seed, status and
+lr (the peak LR it was given; NaN for a schedule that picks its own), warmup, seed, status and
 val_loss. Cells average over seeds; a cell where any seed diverged shows "div".
 """
 
@@ -21,10 +21,10 @@ DIVERGED = "div"
 
 
 def cell_table(results: pd.DataFrame, optimizer: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Mean val loss and labels, rows = LR multiplier, columns = warm-ups then the other kinds."""
+    """Mean val loss and labels, rows = peak LR given, columns = warm-ups then the other kinds."""
     part = results[results.optimizer == optimizer].copy()
     part["column"] = [f"{w:g}" if k == "grid" else k for k, w in zip(part.kind, part.warmup)]
-    part["row"] = part.multiplier.map(lambda m: "own peak" if pd.isna(m) else f"{m:.3g}")
+    part["row"] = pd.to_numeric(part.lr).map(lambda m: "own peak" if pd.isna(m) else f"{m:.3g}")
     part["bad"] = part.status != "finished"
     grouped = part.groupby(["row", "column"], sort=False)
     means = grouped.val_loss.mean().unstack("column")
@@ -50,7 +50,7 @@ def heatmap(results: pd.DataFrame, optimizer: str) -> str:
                     cbar_kws={"label": "final val loss"}, linewidths=0.5, linecolor="white")
         ax.axvline(n_grid, color="black", lw=2.5)
         ax.set_xlabel("warm-up (fraction of steps)  |  adaptive and alternative schedules")
-        ax.set_ylabel("peak LR / lr*")
+        ax.set_ylabel("peak LR given")
         ax.set_title(f"{optimizer}: lower is better; '{DIVERGED}' = a seed diverged")
         return data_uri(fig)
 

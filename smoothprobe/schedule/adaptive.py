@@ -20,8 +20,9 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from smoothprobe.distributed import all_reduce_mean
 from smoothprobe.errors import SmoothprobeError, one_line
-from smoothprobe.fit.result import SmoothnessFit, schedule_problem_of
+from smoothprobe.fit.result import SmoothnessFit
 from smoothprobe.fit.schema import check_schedule_fit
+from smoothprobe.schedule.decision import decide
 from smoothprobe.smoothness import (
     SIGMA_F,
     Constants,
@@ -30,6 +31,7 @@ from smoothprobe.smoothness import (
     delta_peak,
     eta,
     eta_max,
+    peak_within,
 )
 
 DECAYS = ("cosine", "linear", "model")
@@ -48,6 +50,29 @@ def _read_fit(fit: str | os.PathLike | Mapping[str, Any]) -> Mapping[str, Any]:
         raise SmoothprobeError(f"fit: cannot read fit.json at {fit}: {one_line(err)}") from None
     check_schedule_fit(data, str(fit))
     return data
+
+
+def _check_range(span: tuple[float, float] | None) -> list[float] | None:
+    """A measured gap range [lo, hi] with 0 < lo <= hi (a list: plain types in state_dict)."""
+    if span is None:
+        return None
+    lo, hi = (float(v) for v in span)
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
+        raise SmoothprobeError(f"delta_range must be finite with 0 < low <= high. Got {span}.")
+    return [lo, hi]
+
+
+def rescaled(constants: Constants, delta_range: tuple[float, float] | None,
+             lr: float | None) -> tuple[Constants, float]:
+    """Constants whose largest η over `delta_range` is `lr` (all K divided by lr/η), and that peak;
+    without `lr`, the constants and their own peak there."""
+    _, top = peak_within(*constants, delta_range)
+    if lr is None:
+        return constants, top
+    if not (math.isfinite(lr) and lr > 0):
+        raise SmoothprobeError(f"lr must be a finite number > 0. Got {lr}.")
+    scale = lr / top
+    return Constants(constants.K0 / scale, constants.K1 / scale, constants.K_rho / scale, constants.rho), lr
 
 
 class AdaptiveWarmup(LRScheduler):
@@ -70,7 +95,9 @@ class AdaptiveWarmup(LRScheduler):
     keeps the budget's last steps for the decay: a warm-up that has not crossed Δ' by then (f* or
     Δ' out of reach) decays from the LR in use, so a run always anneals (docs/design.md §5). Before
     the first loss the LR is `initial_lr` (default lr/div for `practical`, η at the largest fitted
-    gap for `from_fit`, else min_lr).
+    gap for `from_fit`, else min_lr). `delta_range` (the gaps a fit measured) bounds the Δ at which
+    η is evaluated: the model is never extrapolated. A closed loop hands the schedule to a fit with
+    `adopt`, or skips the rest of the warm-up with `skip_warmup` (docs/design.md §5).
 
     With K(Δ) = 1 + 2Δ + Δ² the peak is η_max = 1/(K1 + 2√(K0·K2)) = 0.25 at Δ' = 1; a loss
     3 above f* = 0 gives η(3) = 3/16, and the crossing of Δ' starts the decay:
@@ -100,6 +127,7 @@ class AdaptiveWarmup(LRScheduler):
         total_steps: int | None = None,
         max_warmup: int | None = None,
         cooldown: int | None = None,
+        delta_range: tuple[float, float] | None = None,
         reduce: Callable[[torch.Tensor], torch.Tensor] | None = all_reduce_mean,
     ) -> None:
         if isinstance(constants, PracticalRule):
@@ -141,6 +169,8 @@ class AdaptiveWarmup(LRScheduler):
         self.total_steps = total_steps
         self.max_warmup = max_warmup
         self.cooldown = cooldown if cooldown and decay != "model" else None  # 'model' has no decay phase to start
+        self.delta_range = _check_range(delta_range)
+        self.decision: dict[str, Any] | None = None
         self._reduce = reduce
         self._ratios = [b / bases[0] for b in bases]
         self._lr_now = self._clip(self.min_lr if start is None else float(start))
@@ -172,17 +202,20 @@ class AdaptiveWarmup(LRScheduler):
         Without `lr` the LR is exactly η(Δ) of the fitted constants. `f_star` and `initial_lr`
         may be overridden; the first step runs at η at the largest fitted gap (`delta_range`).
         `min_lr_ratio` sets the floor relative to the peak (which `min_lr` would need in advance).
-        A fit that must not drive a schedule (its verdict is not "supported", its f* estimate is
-        degenerate, its peak Δ' not located by the data) is refused in one line unless
-        `allow_unsupported`, which warns instead.
+        The fit decides at its largest measured gap (`decision.decide`): a Δ' interval above every
+        measured gap means no warm-up (the schedule starts at the peak and decays), one inside the
+        measured range drives the warm-up; anything else (a verdict that is not "supported", a
+        degenerate f*, a Δ' below the data) is refused in one line unless `allow_unsupported`,
+        which warns instead. η is evaluated inside the measured gaps only, and `lr` rescales the
+        constants so that the largest η there is `lr`. `decision` keeps what was decided.
         """
         data = fit.to_dict() if isinstance(fit, SmoothnessFit) else _read_fit(fit)
-        problem = schedule_problem_of(data)
-        if problem is not None:
+        decision = decide(data, None)
+        if not decision.decided:
             if not allow_unsupported:
-                raise SmoothprobeError(f"fit: {problem}; refusing to drive the schedule with it "
+                raise SmoothprobeError(f"fit: {decision.reason}; refusing to drive the schedule with it "
                                        "(allow_unsupported=True uses it anyway)")
-            warnings.warn(f"fit: {problem}; using it anyway (allow_unsupported)", RuntimeWarning,
+            warnings.warn(f"fit: {decision.reason}; using it anyway (allow_unsupported)", RuntimeWarning,
                           stacklevel=2)
         if not isinstance(data.get("constants"), Mapping):
             raise SmoothprobeError("fit: fit.json has no 'constants' object.")
@@ -200,24 +233,21 @@ class AdaptiveWarmup(LRScheduler):
                 "using the constants.",
                 stacklevel=2,
             )
-        if lr is not None:
-            if not lr > 0:
-                raise SmoothprobeError(f"from_fit: lr must be > 0. Got {lr}.")
-            scale = lr / peak
-            constants = Constants(
-                constants.K0 / scale, constants.K1 / scale, constants.K_rho / scale, constants.rho
-            )
-            peak = lr
+        span = decision.delta_range
+        constants, peak = rescaled(constants, span, lr)
         f_star = kwargs.pop("f_star", None)
         f_star = data.get("f_star") if f_star is None else f_star
         if f_star is None:
             raise SmoothprobeError("fit: fit.json has no 'f_star'; pass f_star=...")
         if min_lr_ratio is not None:
             kwargs["min_lr"] = peak * min_lr_ratio
-        span = data.get("delta_range")
-        if kwargs.get("initial_lr") is None and span and max(span) > 0:
-            kwargs["initial_lr"] = eta(float(max(span)), *constants)
-        return cls(optimizer, constants, f_star, lr=peak, **kwargs)
+        if kwargs.get("initial_lr") is None and span:
+            kwargs["initial_lr"] = min(eta(span[1], *constants), peak)
+        sched = cls(optimizer, constants, f_star, lr=peak, delta_range=span, **kwargs)
+        if decision.branch == "no-warmup":
+            sched.skip_warmup()
+        sched.decision = decision.to_dict()
+        return sched
 
     @classmethod
     def practical(
@@ -265,6 +295,36 @@ class AdaptiveWarmup(LRScheduler):
             self._set(PracticalRule(**self._rule).constants(self._delta0))
         self.f_star = float(f_star)
 
+    def adopt(self, constants: Constants, f_star: float, *, lr: float | None = None,
+              delta_range: tuple[float, float] | None = None, max_warmup: int | None = None) -> None:
+        """Hand the schedule to fitted constants (a closed loop's "fit-driven" decision): K, f*
+        and the measured gaps from the fit, the peak `lr` (default: kept; the floor keeps its ratio
+        to the peak). The optimizer's LR is set at once from the current smoothed gap."""
+        constants = check_constants(*constants)
+        if lr is not None:
+            if not (math.isfinite(lr) and lr > 0):
+                raise SmoothprobeError(f"lr must be a finite number > 0. Got {lr}.")
+            self.min_lr, self.lr = self.min_lr * lr / self.lr, float(lr)
+        self.set_constants(*constants)
+        self.f_star = float(f_star)
+        self.delta_range = _check_range(delta_range)
+        self.max_warmup = max_warmup
+        if self._smoothed is not None and self._phase == "warmup":
+            self._lr_now = self._next_lr(self._smoothed - self.f_star, self.last_epoch)
+            self._apply_lr()
+
+    def skip_warmup(self, lr: float | None = None) -> None:
+        """End the warm-up now (a "no-warmup" decision): the next step runs at the peak (`lr`, or
+        the current peak) and the decay runs from there to `total_steps`."""
+        if lr is not None:
+            if not (math.isfinite(lr) and lr > 0):
+                raise SmoothprobeError(f"lr must be a finite number > 0. Got {lr}.")
+            self.min_lr, self.lr = self.min_lr * lr / self.lr, float(lr)
+        step = max(self.last_epoch, 0)
+        self._phase, self._switch_step, self._switch_lr = "decay", step, self.lr
+        self._lr_now = self._next_lr(0.0, step) if self.decay != "model" else self.lr
+        self._apply_lr()
+
     @property
     def phase(self) -> str:
         """'warmup' until the robust crossing of Δ', then 'decay' for good."""
@@ -303,7 +363,12 @@ class AdaptiveWarmup(LRScheduler):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the state and put the saved LRs back on the optimizer's groups."""
-        super().load_state_dict({"cooldown": None, **state_dict})  # checkpoints before cooldown had none
+        # checkpoints written before the cooldown and the measured range existed had neither
+        super().load_state_dict({"cooldown": None, "delta_range": None, "decision": None, **state_dict})
+        self._apply_lr()
+
+    def _apply_lr(self) -> None:
+        """Put the scheduled LR on the optimizer's groups now (after a restore or a decision)."""
         for group, value in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
             if isinstance(group["lr"], torch.Tensor):
                 group["lr"].fill_(value)
@@ -332,7 +397,11 @@ class AdaptiveWarmup(LRScheduler):
         return min(max(value, self.min_lr), self.lr)
 
     def _model_lr(self, delta: float) -> float:
-        return self.min_lr if delta <= 0 else self._clip(eta(delta, *self.constants))
+        if delta <= 0:
+            return self.min_lr
+        if self.delta_range is not None:  # never extrapolate the model beyond the measured gaps
+            delta = min(max(delta, self.delta_range[0]), self.delta_range[1])
+        return self._clip(eta(delta, *self.constants))
 
     def _observe(self, loss: float, step: int) -> None:
         self._loss = loss

@@ -1,4 +1,5 @@
-"""Online sources for the adaptive schedule: f* from the loss curve so far, constants from the probes so far."""
+"""Online sources for the adaptive schedule: f* from the loss curve so far, constants from the probes so far, and
+the closed loop's pilot that decides the warm-up from them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from smoothprobe.errors import SmoothprobeError
 from smoothprobe.fit import fit_frame
 from smoothprobe.fit.data import MIN_POINTS
 from smoothprobe.fit.fstar import MIN_LOSS_POINTS, estimate_f_star
-from smoothprobe.schedule.adaptive import AdaptiveWarmup
+from smoothprobe.schedule.adaptive import AdaptiveWarmup, rescaled
+from smoothprobe.schedule.decision import decide
+from smoothprobe.smoothness import Constants
 
 
 class OnlineFStar:
@@ -102,8 +105,9 @@ class OnlineRefit:
         if fit.status != "supported":
             self.status = fit.status
         elif fit.K0 > 0 and fit.K_rho > 0:
-            scale = fit.eta_max / self.scheduler.lr
-            self.scheduler.set_constants(fit.K0 * scale, fit.K1 * scale, fit.K_rho * scale, fit.rho)
+            constants, _ = rescaled(Constants(fit.K0, fit.K1, fit.K_rho, fit.rho), fit.delta_range, self.scheduler.lr)
+            self.scheduler.adopt(constants, self.scheduler.f_star, delta_range=fit.delta_range,
+                                 max_warmup=self.scheduler.max_warmup)
             self.status = "adopted"
         else:
             self.status = "supported but without a warm-up peak (K0 or K_rho is 0): kept"
@@ -117,36 +121,53 @@ class OnlineRefit:
 
 
 PILOT_BOOTSTRAP = 50
-"""Bootstrap resamples of the pilot's fit (its verdict needs the interval of K's rise)."""
+"""Bootstrap resamples of each of the pilot's fits (the decision reads the interval of Δ')."""
+PILOT_REFIT = 10
+"""Steps between the pilot's refits while it probes every step; after the window, probed rows."""
+PILOT_MIN_ROWS = 50
+"""Probed rows before the pilot's first fit: five above a τ = 0.9 envelope (the fit's minimum)."""
 
 
 class Pilot:
-    """The closed loop in one run: probe the first `steps` steps under the practical schedule, fit
-    K(Δ) with f* = auto to them, and hand the rest of the run to the fit.
+    """The closed loop in one run: probe from the first step under the practical schedule, refit
+    K(Δ) with f* = auto every `PILOT_REFIT` steps once there are enough rows, and let each fit
+    decide (`decision.decide`) at the current gap: "no-warmup" skips the rest of the warm-up,
+    "fit-driven" hands the schedule to the fit (`AdaptiveWarmup.adopt`), "not yet" keeps the
+    practical schedule and goes on probing. The first `steps` steps are the probing window (every
+    step probed); a trainer then thins the probes to an overhead budget and the pilot refits after
+    every `PILOT_REFIT` new probed rows, until a decision or until the schedule leaves its warm-up.
 
     f* is estimated from the pilot's losses, or set to their lower bound where the pilot is too
-    short to place it (`fit_pilot`). The fit must pass `SmoothnessFit.schedule_problem` (a supported
-    verdict, physical constants, a sound f*, a peak Δ' the data locate); otherwise the practical schedule keeps going and `status` says why (unless
-    `allow_unsupported`). The fit's peak is rescaled to `lr`, or kept (its own η_max) when `lr` is
-    None. The warm-up is bounded by the measurements only: the step at which the pilot's fitted
-    loss curve L(t) = f* + a·(t + t0)^(−b) is predicted to reach f* + Δ'.
+    short to place it (`fit_pilot`); a fit that decides keeps its f* for the rest of the run. The
+    fit's peak over the measured gaps is rescaled to the schedule's `lr`, or kept (its own η there)
+    with `own_peak`. A fit-driven warm-up is also bounded by the step at which the pilot's fitted
+    loss curve L(t) = f* + a·(t + t0)^(−b) is predicted to reach f* + Δ'. `status` is "probing",
+    the branch taken ("no-warmup", "fit-driven …") or "not yet: …"; `decision` says when, at which
+    gap and on what interval.
     """
 
-    def __init__(self, steps: int, *, lr: float | None, min_lr_ratio: float, total_steps: int,
-                 decay: str = "cosine", allow_unsupported: bool = False) -> None:
-        if steps < 1 or steps >= total_steps:
+    def __init__(self, steps: int, *, own_peak: bool = False, allow_unsupported: bool = False,
+                 total_steps: int | None = None) -> None:
+        if steps < 1 or (total_steps is not None and steps >= total_steps):
             raise SmoothprobeError(f"pilot must be between 1 and total_steps - 1 steps, got {steps}")
-        self.steps, self.lr, self.min_lr_ratio = steps, lr, min_lr_ratio
-        self.total_steps, self.decay, self.allow_unsupported = total_steps, decay, allow_unsupported
+        self.steps, self.own_peak, self.allow_unsupported = steps, own_peak, allow_unsupported
         self.rows: list[dict] = []
         self.status = "probing"
         self.fit = None
+        self.decision: dict | None = None
+        self.refits = 0
+        self._last_fit_rows = 0
+
+    @property
+    def open(self) -> bool:
+        """Still probing for a decision."""
+        return self.status == "probing" or self.status.startswith("not yet")
 
     @staticmethod
     def fit_pilot(rows: pd.DataFrame):
         """K(Δ) fitted to the pilot with f* = auto; where a pilot this short cannot place f* (the
         estimate is degenerate), with f* = the losses' lower bound min(0, least loss) instead,
-        which only overstates Δ; a fit-driven schedule keeps that f* for the rest of the run."""
+        which only overstates Δ; a fit that decides keeps that f* for the rest of the run."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             fit = fit_frame(rows, f_star="auto", bootstrap=PILOT_BOOTSTRAP)
@@ -155,34 +176,61 @@ class Pilot:
             fit.f_star_source = "lower bound (the pilot's loss curve cannot place f*)"
         return fit
 
-    def observe(self, step: int, row: dict, scheduler: AdaptiveWarmup) -> AdaptiveWarmup | None:
-        """Keep the step's row; at the pilot's last step fit and return the fit-driven scheduler
-        (or None: keep the current one)."""
+    def due(self, step: int) -> bool:
+        """A refit is due: in the window every PILOT_REFIT steps and at its last step, after it
+        every PILOT_REFIT new probed rows; never with fewer than PILOT_MIN_ROWS probed rows."""
+        probed = sum(1 for r in self.rows if math.isfinite(r.get("secant_K") or math.nan))
+        if probed < PILOT_MIN_ROWS:
+            return False
+        if step < self.steps:
+            return (step + 1) % PILOT_REFIT == 0 or step == self.steps - 1
+        return probed - self._last_fit_rows >= PILOT_REFIT
+
+    def observe(self, step: int, row: dict, scheduler: AdaptiveWarmup) -> bool:
+        """Keep the step's row; on a refit, decide and act on `scheduler`. True when the pilot
+        closed at this step (decided, or the schedule's warm-up ended first)."""
+        if not self.open:
+            return False
         self.rows.append({k: v for k, v in row.items() if isinstance(v, (int, float)) or v is None})
-        if step != self.steps - 1:
-            return None
+        if scheduler.phase != "warmup":
+            self.status = "not yet: the practical warm-up ended before a fit decided"
+            self.decision = {"branch": "not yet", "step": step, "reason": self.status[9:], "refits": self.refits}
+            return True
+        if not self.due(step):
+            return False
+        frame = pd.DataFrame(self.rows)
+        self._last_fit_rows = int(frame["secant_K"].notna().sum()) if "secant_K" in frame else 0
+        self.refits += 1
         try:
-            self.fit = self.fit_pilot(pd.DataFrame(self.rows))
+            self.fit = self.fit_pilot(frame)
         except SmoothprobeError as exc:
-            self.status = f"kept the practical schedule: the pilot's fit failed ({exc})"
-            return None
-        problem = self.fit.schedule_problem()
-        if problem is not None and not self.allow_unsupported:
-            self.status = f"kept the practical schedule: {problem}"
-            return None
+            self.status = f"not yet: the fit failed ({exc})"
+            return False
         smoothed = scheduler.last_record().get("loss_smoothed") or row["loss"]
-        peak = self.lr if self.lr is not None else self.fit.eta_max
-        scale = peak / self.fit.eta_max
-        gap = smoothed - self.fit.f_star
-        start = float(self.fit.eta(gap)) * scale if gap > 0 else peak * self.min_lr_ratio
+        decision = decide(self.fit, smoothed - self.fit.f_star, step)
+        self.decision = {**decision.to_dict(), "refits": self.refits}
+        if not decision.decided and not (self.allow_unsupported and step >= self.steps - 1):
+            self.status = f"not yet: {decision.reason}"
+            return False
+        constants = Constants(self.fit.K0, self.fit.K1, self.fit.K_rho, self.fit.rho)
+        constants, peak = rescaled(constants, decision.delta_range, None if self.own_peak else scheduler.lr)
+        if decision.branch == "no-warmup":
+            scheduler.f_star = self.fit.f_star
+            scheduler.skip_warmup(lr=peak)
+            self.status = "no-warmup"
+            return True
         curve = self.fit.f_star_fit or {}
         bound = crossing_step(curve.get("a"), curve.get("b"), curve.get("t0"), self.rows[0]["step"],
-                              self.fit.delta_peak, step + 1, self.total_steps)
-        new = AdaptiveWarmup.from_fit(
-            scheduler.optimizer, self.fit, lr=self.lr, min_lr_ratio=self.min_lr_ratio,
-            allow_unsupported=self.allow_unsupported, total_steps=self.total_steps, decay=self.decay,
-            initial_lr=min(max(start, peak * self.min_lr_ratio), peak), reduce=scheduler._reduce,
-            max_warmup=bound, cooldown=scheduler.cooldown)
-        new.last_epoch = scheduler.last_epoch  # continue the run's step count (the decay ends at total_steps)
+                              self.fit.delta_peak, step + 1, scheduler.total_steps)
+        scheduler.adopt(constants, self.fit.f_star, lr=peak, delta_range=decision.delta_range, max_warmup=bound)
         self.status = "fit-driven" + ("" if bound is None else f" (warm-up bounded at step {bound})")
-        return new
+        return True
+
+    def state_dict(self) -> dict:
+        """Status, decision and refit count for a checkpoint (rows are refilled from steps.jsonl)."""
+        return {"status": self.status, "decision": self.decision, "refits": self.refits,
+                "last_fit_rows": self._last_fit_rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.status, self.decision = str(state["status"]), state["decision"]
+        self.refits, self._last_fit_rows = int(state["refits"]), int(state["last_fit_rows"])

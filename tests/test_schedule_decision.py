@@ -1,0 +1,45 @@
+"""The closed loop's decision: Δ' interval against the current gap and the measured gaps."""
+
+import math
+
+import pytest
+
+from smoothprobe.schedule.decision import decide
+
+FIT = {"constants": {"rho": 2.0, "K0": 0.5, "K1": 1.0, "K_rho": 1.0}, "f_star": 1.0, "status": "supported",
+       "delta_peak": math.sqrt(0.5), "eta_max": 1 / (1 + 2 * math.sqrt(0.5)), "delta_range": [0.9, 3.0],
+       "intervals": {"delta_peak": [0.95, 1.2]}}
+
+
+@pytest.mark.parametrize("interval, delta, branch", [
+    ([0.95, 1.2], 1.0, "fit-driven"),   # located, and the gap is at the peak
+    ([0.95, 1.2], 0.92, "no-warmup"),   # located above the gap: the rise is over
+    ([5.0, None], 3.0, "no-warmup"),    # Kρ ≈ 0 in resamples: Δ' = ∞ (JSON null), far above every gap
+    ([0.03, 277.0], 2.0, "not yet"),    # reaches below the data: the warm-up's end is an extrapolation
+    ([0.95, 3.5], 2.0, "not yet"),      # reaches above the data while the gap is inside the interval
+    ([0.5, 0.8], 2.0, "not yet"),       # below every measured gap
+])
+def test_the_branch_follows_the_interval(interval, delta, branch):
+    got = decide({**FIT, "intervals": {"delta_peak": interval}}, delta, step=7)
+    assert got.branch == branch and got.step == 7 and got.decided == (branch != "not yet")
+    assert got.to_dict()["delta_range"] == [0.9, 3.0]
+
+
+def test_without_a_current_gap_the_largest_measured_gap_is_used():
+    assert decide({**FIT, "intervals": {"delta_peak": [3.5, 4.0]}}, None).branch == "no-warmup"
+    assert decide(FIT, None).delta == 3.0
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"status": "not identifiable"}, "status is 'not identifiable'"),
+    ({"f_star_fit": {"degenerate": "b at its bound"}}, "b at its bound"),
+    ({"constants": {"rho": 2.0, "K0": 0.0, "K1": 1.0, "K_rho": 1.0}}, "not physical"),
+])
+def test_a_fit_that_must_not_drive_is_not_yet_with_its_reason(change, reason):
+    got = decide({**FIT, **change}, 1.0)
+    assert got.branch == "not yet" and reason in got.reason
+
+
+def test_hand_written_constants_drive():
+    hand = {"constants": FIT["constants"], "f_star": 1.0}
+    assert decide(hand, 2.0).branch == "fit-driven"
