@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
 import re
+import signal
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from click.core import ParameterSource
 
 from smoothprobe import distributed
 from smoothprobe.errors import SmoothprobeError, Terminated, one_line
+from smoothprobe.store import OWN_FILES, disk_full
 
 
 class UsageFailure(click.ClickException):
@@ -61,22 +64,69 @@ def as_flags(message: str) -> str:
                   lambda m: PARAMETER_FLAGS[m.group(1)], message)
 
 
+SEED = click.IntRange(0, 2**32 - 1)
+"""Seeds: what numpy and torch both accept."""
+PACKAGE_DIRS = (str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent))
+"""Where smoothprobe's own code lives: warnings raised from there are the tool's own words."""
+
+
+def ignore_further_signals() -> None:
+    """After the first Ctrl-C or SIGTERM the command is closing: a second one is ignored instead of
+    interrupting the close (or an exit handler) with a traceback."""
+    with contextlib.suppress(ValueError):  # signal handlers live in the main thread only
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def own_warnings() -> Iterator[list[str]]:
+    """Collect the warnings raised inside the block; yields the list that receives, once each, the
+    messages smoothprobe itself raised (as flags). Warnings of other libraries (numpy's "invalid
+    value", torch's, matplotlib's missing glyphs) are not shown."""
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield notes
+        finally:
+            own = [w for w in caught if str(Path(w.filename).resolve()).startswith(PACKAGE_DIRS)]
+            notes.extend(dict.fromkeys(as_flags(" ".join(str(w.message).split())) for w in own))
+
+
 def library_errors(func: Callable) -> Callable:
-    """One line on stderr instead of a traceback: SmoothprobeError exits 2, Ctrl-C 130, SIGTERM 143,
-    any other exception 1 (a run has written its status and reason to run.json by then)."""
+    """One line on stderr instead of a traceback: SmoothprobeError exits 2 (so does an OSError about a
+    path, e.g. a symlink loop, a name too long or a full disk), Ctrl-C 130, SIGTERM 143, any other
+    exception 1 (a run has written its status and reason to run.json by then). Warnings smoothprobe
+    raised are printed once each as `note:` lines after a command that succeeded; others not at all."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with own_warnings() as notes:
+                result = func(*args, **kwargs)
+            for note in notes:
+                click.echo(f"note: {note}", err=True)
+            return result
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except SmoothprobeError as exc:
             raise UsageFailure(as_flags(one_line(exc))) from None
         except KeyboardInterrupt:
+            ignore_further_signals()
             raise UsageFailure("interrupted (Ctrl-C)", exit_code=130) from None
         except Terminated:
+            ignore_further_signals()
             raise UsageFailure("terminated (SIGTERM)", exit_code=143) from None
+        except RecursionError:
+            raise UsageFailure("input nests too deeply to read (not a file smoothprobe wrote)") from None
+        except OSError as exc:
+            if disk_full(exc):
+                where = f" writing {exc.filename}" if exc.filename else ""
+                raise UsageFailure(f"disk full{where}: free some space (a run is closed as crashed, "
+                                   "reason 'disk full'; --resume continues it)") from None
+            if exc.filename is not None:
+                raise UsageFailure(f"cannot use {exc.filename}: {exc.strerror or one_line(exc)}") from None
+            raise UsageFailure(f"{type(exc).__name__}: {one_line(exc)}", exit_code=1) from None
         except Exception as exc:  # noqa: BLE001 - the one place that turns any failure into one line
             raise UsageFailure(f"{type(exc).__name__}: {one_line(exc)}", exit_code=1) from None
 
@@ -112,7 +162,7 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
         click.option("--weight-decay", type=Finite(min=0), default=0.0, show_default=True),
         click.option("--clip", type=Finite(min=0), default=1.0, show_default=True,
                      help="Gradient-norm clipping threshold (0 disables)."),
-        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--seed", type=SEED, default=0, show_default=True),
         click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N]."),
         click.option("--eval-every", type=click.IntRange(min=1), default=50, show_default=True),
         click.option("--checkpoint-every", type=click.IntRange(min=1), default=50, show_default=True),
@@ -170,7 +220,9 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
             click.option("--warmup", type=Finite(min=0), default=0.0, show_default=True,
                          help="Warm-up: a fraction of --steps if below 1, else a number of steps."),
             click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
-            click.option("--overwrite", is_flag=True, help="Replace an existing run in --out."),
+            click.option("--overwrite", is_flag=True,
+                         help="Replace an existing run in --out: deletes only the files smoothprobe writes there "
+                              f"({', '.join(OWN_FILES)}); your own files stay."),
         ]
     for option in reversed(options):
         func = option(func)
@@ -182,6 +234,11 @@ def config_from_options(kw: dict):
     from smoothprobe.train import TrainConfig
 
     renames = {"markov_vocab": "vocab", "markov_order": "order", "noise": "noise", "cond": "cond"}
+    owners = {"markov_vocab": "markov", "markov_order": "markov", "noise": "quadratic", "cond": "quadratic"}
+    wrong = ["--" + k.replace("_", "-") for k, task in owners.items() if kw.get(k) is not None and kw["task"] != task]
+    if wrong:
+        raise click.UsageError(f"{', '.join(wrong)}: not an option of --task {kw['task']} "
+                               f"(--markov-vocab/--markov-order are for markov, --noise/--cond for quadratic)")
     task_options = {new: kw.pop(old) for old, new in renames.items() if kw.get(old) is not None}
     for old in renames:
         kw.pop(old, None)
@@ -414,12 +471,12 @@ def parse_number_or_auto(value: str | None, name: str) -> float | str | None:
 @click.option("--window", default=None, help="Steps START:END to fit (END exclusive; either side may be empty).")
 @click.option("--quantile", type=Finite(0, 1, min_open=True, max_open=True), default=0.9, show_default=True,
               help="Upper-envelope quantile (K is an upper bound).")
-@click.option("--bootstrap", type=click.IntRange(min=0), default=200, show_default=True,
-              help="Block-bootstrap resamples for the intervals (0 disables).")
+@click.option("--bootstrap", type=click.IntRange(0, 10_000), default=200, show_default=True,
+              help="Block-bootstrap resamples for the intervals (0 disables; at most 10000).")
 @click.option("--column", default="secant_K", show_default=True, help="Probe column to model (e.g. secant_K_euclid, curv_hvp).")
 @click.option("--delta-from", type=click.Choice(["loss", "loss_after"]), default="loss", show_default=True,
               help="Delta from the pre-step loss or the post-step loss on the same batch.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="Processes for the bootstrap.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="fit.json to write [default: RUN_DIR/fit.json].")
 @library_errors
@@ -435,12 +492,8 @@ def fit(run_dir, f_star, rho, window, quantile, bootstrap, column, delta_from, s
     run = load_run(run_dir)
     for warning in run.warnings:
         click.echo(f"warning: {warning}", err=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = fit_run(run, column=column, f_star=f_star, rho=rho, window=window, quantile=quantile,
-                         bootstrap=bootstrap, seed=seed, delta_from=delta_from, n_jobs=jobs)
-    for note in dict.fromkeys(as_flags(str(w.message)) for w in caught):
-        click.echo(f"note: {note}", err=True)
+    result = fit_run(run, column=column, f_star=f_star, rho=rho, window=window, quantile=quantile,
+                     bootstrap=bootstrap, seed=seed, delta_from=delta_from, n_jobs=jobs)
     result.to_json(path)
     click.echo(result.summary_table())
     click.echo(f"fit written to {path}")

@@ -26,6 +26,11 @@ MIN_PILOT = 50
 """Shortest pilot window: enough probed rows (one per step) for a fit with five rows above a τ = 0.9
 envelope."""
 ADAPTIVE_DECAYS = ("cosine", "linear", "model")
+LR_MAX = 1e6
+"""Largest peak learning rate accepted (larger ones overflow the schedules' arithmetic)."""
+SEED_MAX = 2**32 - 1
+TOKEN_BYTES = 2
+"""Bytes per token of `.bin` token data (uint16, nanoGPT's format)."""
 NUCLEAR = ("estimate", "exact")
 
 
@@ -34,6 +39,43 @@ def _require(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
             raise SmoothprobeError(message)
+
+
+def _fit_readable(path: str) -> bool:
+    """True when the fit.json at `path` parses (otherwise its one-line SmoothprobeError is raised)."""
+    from smoothprobe.fit.schema import read_fit_json
+
+    read_fit_json(path)
+    return True
+
+
+def _task_options(task: str) -> set[str] | None:
+    """The task-specific options (task_options keys) a built-in task takes; None for an unknown task."""
+    import importlib
+    import inspect
+
+    classes = {"quadratic": "quadratic.QuadraticTask", "markov": "markov.MarkovTask", "lm": "lm.LanguageModelTask"}
+    if task not in classes:
+        return None
+    module, name = classes[task].split(".")
+    cls = getattr(importlib.import_module(f"smoothprobe.tasks.{module}"), name)
+    return set(inspect.signature(cls).parameters) - {"model", "batch_size", "seq_len", "seed", "data", "vocab_size",
+                                                       "shapes", "dtype"}
+
+
+def _token_file_problem(data: str) -> str | None:
+    """Why `.bin` token data at `data` cannot be read as uint16 tokens (None when it can)."""
+    path = Path(data)
+    bins = [path] if path.suffix == ".bin" else sorted(path.glob("*.bin")) if path.is_dir() else []
+    for item in bins:
+        try:
+            size = item.stat().st_size
+        except OSError as exc:
+            return f"cannot read {item}: {exc.strerror}"
+        if size == 0 or size % TOKEN_BYTES:
+            return (f"token file {item} holds {size} bytes, not a whole number of {TOKEN_BYTES}-byte (uint16) tokens"
+                    if size else f"token file {item} is empty")
+    return None
 
 
 def _finite(value: float | None) -> bool:
@@ -161,6 +203,7 @@ class AdaptiveConfig:
         number = isinstance(self.f_star, float)
         _require([
             (self.fit is None or Path(self.fit).is_file(), f"fit file not found: {self.fit}"),
+            (self.fit is None or _fit_readable(self.fit), ""),
             (self.fit is None or self.pilot is None, "fit and pilot exclude each other: a pilot makes its own fit"),
             (self.pilot is None or (_finite(self.pilot) and self.pilot > 0),
              f"pilot must be a fraction in (0, 1) or a number of steps >= 1, got {self.pilot}"),
@@ -183,8 +226,8 @@ class AdaptiveConfig:
             (self.f_star_every is None or self.f_star == "auto", "f_star_every needs f_star 'auto'"),
             (not self.own_peak or self.pilot is not None, "own_peak needs a pilot"),
             (self.fit is None or (self.div == 10.0 and self.delta_peak is None),
-             "div and delta_peak (the practical schedule's shape) come from the fit when one is given: a fit brings "
-             "its own constants (drop them or the fit)"),
+             ("div and delta_peak (the practical schedule's shape) come from the fit when one is given: a fit brings "
+              "its own constants (drop them or the fit)")),
         ])
 
     def pilot_steps(self, steps: int) -> int | None:
@@ -253,7 +296,10 @@ class TrainConfig:
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"),
             (self.schedule in DECAYS, f"unknown schedule {self.schedule!r}; choose from {', '.join(DECAYS)}"),
             (self.warmup_shape in WARMUP_SHAPES, f"warmup_shape must be one of {', '.join(WARMUP_SHAPES)}"),
-            (self.lr is None or (_finite(self.lr) and self.lr > 0), f"lr must be a finite number > 0, got {self.lr}"),
+            (self.lr is None or (_finite(self.lr) and 0 < self.lr <= LR_MAX),
+             f"lr must be a finite number in (0, {LR_MAX:g}], got {self.lr}"),
+            (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= SEED_MAX,
+             f"seed must be an integer in [0, {SEED_MAX}], got {self.seed!r:.40}"),
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (self.accum >= 1, f"accum must be >= 1, got {self.accum}"),
@@ -270,6 +316,13 @@ class TrainConfig:
             raise SmoothprobeError(f"device {self.device} requested but CUDA is not available")
         if self.data is not None and not Path(self.data).exists():
             raise SmoothprobeError(f"data path does not exist: {self.data}")
+        if self.data is not None and (problem := _token_file_problem(self.data)):
+            raise SmoothprobeError(problem)
+        known = _task_options(self.task)
+        unknown = sorted(set(self.task_options) - known) if known is not None else []
+        if unknown:
+            raise SmoothprobeError(f"task {self.task} does not take option(s) {', '.join(unknown)}"
+                                   f"{'; it takes ' + ', '.join(sorted(known)) if known else ''}")
         if self.adaptive is not None and self.adaptive.fit is None and 1 / self.adaptive.div < self.min_lr_ratio:
             raise SmoothprobeError(
                 f"div: the first step would run at lr/div = lr/{self.adaptive.div:g}, below the floor "

@@ -1,5 +1,6 @@
 """The exceptions the CLI turns into a single line and an exit code: SmoothprobeError (bad input
-or an unusable run, exit 2) and Terminated (SIGTERM during a run, exit 143)."""
+or an unusable run, exit 2; RunInUse when another process writes the run) and Terminated
+(SIGTERM during a run, exit 143)."""
 
 
 class SmoothprobeError(ValueError):
@@ -7,6 +8,10 @@ class SmoothprobeError(ValueError):
 
     A ValueError, so code that already guards against bad values catches it too.
     """
+
+
+class RunInUse(SmoothprobeError):
+    """Another live process holds the run directory's writer lock."""
 
 
 class Terminated(BaseException):

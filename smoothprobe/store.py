@@ -19,15 +19,23 @@ written as null and named in the row's `"nonfinite"` object with its value as a 
 are validated when read: a line that is not an object with an integer `step`, or whose field
 holds the wrong type, is an error naming the file, the line and the field.
 
-One writer at a time: the writing RunStore holds an exclusive `flock` on RUN/.lock (its pid
-inside) until `close()`; a second writer is refused, naming that pid. The OS releases the lock
-when the process dies, so a killed run does not block its resume. Files are replaced through
-temporaries (`.run.json.tmp`, `.steps.jsonl.tmp`, `checkpoints/.last.pt.tmp`) that are removed if
-the write fails, and left-overs of a killed writer are removed when the next writer takes the lock.
+One writer at a time: the writing RunStore holds an exclusive `flock` on the run directory itself
+(an open descriptor, so deleting a file cannot release it) until `close()`; a second writer is
+refused, naming the pid the holder wrote to RUN/.lock. The OS releases the lock when the process
+dies, so a killed run does not block its resume. Before every write the writer checks that the
+path still names the directory it locked (a directory removed or replaced under it stops it).
+Files are replaced through temporaries (`.run.json.tmp`, `.steps.jsonl.tmp`,
+`checkpoints/.last.pt.tmp`) that are removed if the write fails, and left-overs of a killed writer
+are removed when the next writer takes the lock.
+
+A full disk: the writer keeps a pre-allocated RUN/.reserve (64 KiB, removed on close); when a
+write fails with ENOSPC it frees the reserve, so the status `crashed` with reason "disk full" still
+reaches run.json.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import math
@@ -41,13 +49,21 @@ from typing import Any
 import pandas as pd
 import torch
 
-from smoothprobe.errors import SmoothprobeError, one_line
+from smoothprobe.errors import RunInUse, SmoothprobeError, one_line
+from smoothprobe.fit.schema import MAX_DEPTH, json_depth_ok
 
 SCHEMA_VERSION = 1
 TABLES = ("steps", "evals", "tensors")
 CHECKPOINT = Path("checkpoints") / "last.pt"
 LOCK = ".lock"
+RESERVE = ".reserve"
+RESERVE_BYTES = 64 * 1024
+"""Space kept free for the final status (run.json is a few kB) when the disk fills up."""
+DISK_FULL = "disk full"
 TEMPORARIES = ("*.tmp", ".run.json.*", "checkpoints/*.tmp")
+OWN_FILES = ("run.json", "steps.jsonl", "evals.jsonl", "tensors.jsonl", "checkpoints", "fit.json",
+             "fit.stale.json", "pilot_fit.json", "mlflow.json", "report.html", RESERVE, "summary.csv")
+"""What smoothprobe writes in a run directory: all that `overwrite` deletes (a user's own files stay)."""
 NONFINITE = "nonfinite"
 NUMERIC = ("loss", "lr", "grad_norm", "update_norm", "step_time_s", "time_s", "val_loss")
 """Columns that hold a number (or null) in every row that has them."""
@@ -91,13 +107,38 @@ def write_json_atomic(path: Path, data: dict) -> None:
     replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n"))
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` is the OS saying the disk (or the user's quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def load_json_text(text: str, source: str) -> Any:
+    """`json.loads`, but a deeply nested file is a one-line SmoothprobeError, not a RecursionError."""
+    if not json_depth_ok(text):
+        raise SmoothprobeError(f"{source} nests deeper than {MAX_DEPTH} levels; not a file smoothprobe wrote")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise SmoothprobeError(f"{source} nests too deeply; not a file smoothprobe wrote") from None
+
+
+def check_split(split: Any, source: str) -> None:
+    """run.json's `optimizer.split`: null or an object mapping each rule to a list of parameter names."""
+    if split is None:
+        return
+    if not isinstance(split, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(n, str) for n in v) for k, v in split.items()):
+        raise SmoothprobeError(f"{source}: field 'optimizer.split' must be null or an object mapping each rule to a "
+                               f"list of parameter names; got {json.dumps(split)[:40]}")
+
+
 def read_run_info(path: Path) -> dict:
     """run.json of a run directory, or a one-line SmoothprobeError saying what is wrong."""
     info_path = Path(path) / "run.json"
     if not Path(path).is_dir():
         raise SmoothprobeError(f"run directory not found: {path}")
     try:
-        info = json.loads(info_path.read_text())
+        info = load_json_text(info_path.read_text(), str(info_path))
     except FileNotFoundError:
         raise SmoothprobeError(f"not a run directory (no run.json): {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -120,7 +161,42 @@ def read_run_info(path: Path) -> dict:
         raise SmoothprobeError(f"{info_path}: field 'config.steps' must be an integer; got {steps!r:.40}")
     if status is not None and not isinstance(status, str):
         raise SmoothprobeError(f"{info_path}: field 'status' must be a string; got {status!r:.40}")
+    check_split((info.get("optimizer") or {}).get("split"), str(info_path))
     return info
+
+
+def make_directory(path: Path) -> None:
+    """mkdir -p, with an unusable path (a symlink loop, a name too long, a file in the way, no
+    permission) refused in one line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise SmoothprobeError(f"cannot create run directory {path}: it exists and is not a directory (a file, a "
+                               "broken symlink or a symlink loop)") from None
+    except OSError as exc:
+        raise SmoothprobeError(f"cannot create run directory {path}: {exc.strerror or exc}") from None
+    if not path.is_dir():
+        raise SmoothprobeError(f"cannot create run directory {path}: not a directory")
+
+
+def lock_holder(path: Path) -> str:
+    """The pid a run directory's writer wrote to RUN/.lock ("unknown" when unreadable)."""
+    try:
+        return (Path(path) / LOCK).read_text().strip()[:20] or "unknown"
+    except (OSError, UnicodeDecodeError):
+        return "unknown"
+
+
+def wait_for_writer(path: Path) -> None:
+    """Block until no writer holds the run directory `path` (returns at once if none does)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    finally:
+        os.close(fd)
 
 
 def _content(path: Path) -> list[Path]:
@@ -134,30 +210,34 @@ class RunStore:
     def __init__(self, path: Path, info: dict, writer: bool = True) -> None:
         self.path, self.info, self.writer = Path(path), info, writer
         self._buffers: dict[str, list[dict]] = {name: [] for name in TABLES}
-        self._lock = None
+        self._lock: int | None = None  # descriptor of the locked run directory
 
     @classmethod
     def create(cls, path: str | Path, info: dict, overwrite: bool = False, writer: bool = True) -> RunStore:
-        """Start a new run directory; refuses a non-empty one unless `overwrite`, which clears
-        everything in it (fit.json and reports included). A store with `writer=False` (ranks
-        other than 0) keeps rows in memory only and touches no file."""
+        """Start a new run directory; refuses a non-empty one unless `overwrite`, which deletes the
+        files smoothprobe wrote there (OWN_FILES: tables, checkpoints, fit.json, reports) and
+        keeps any other file. A store with `writer=False` (ranks other than 0) keeps rows in
+        memory only and touches no file."""
         path = Path(path)
         store = cls(path, {"schema_version": SCHEMA_VERSION, **info}, writer=writer)
         if not writer:
             return store
         if _content(path) and not overwrite:
             raise SmoothprobeError(f"run directory {path} exists; pass resume (to continue it) or overwrite (to replace it)")
-        path.mkdir(parents=True, exist_ok=True)
+        make_directory(path)
         store.lock()
         try:
             if _content(path) and not (path / "run.json").is_file():
                 raise SmoothprobeError(f"{path} holds files but no run.json; refusing to overwrite a directory "
                                        "smoothprobe did not write (choose another directory)")
             for item in _content(path):
+                if item.name not in OWN_FILES:
+                    continue
                 if item.is_dir() and not item.is_symlink():
                     shutil.rmtree(item)
                 else:
                     item.unlink()
+            store.reserve()
             (path / CHECKPOINT.parent).mkdir()
             store.write_info()
             for table in TABLES:
@@ -173,38 +253,101 @@ class RunStore:
         store = cls(Path(path), read_run_info(Path(path)), writer)
         if writer:
             store.lock()
+            try:
+                store.reserve()
+            except BaseException:
+                store.close()
+                raise
         return store
 
     def lock(self) -> None:
-        """Take RUN/.lock for this process (refused, naming the holder's pid, while another writer
-        lives) and remove the temporaries a killed writer left."""
-        handle = open(self.path / LOCK, "a+")  # noqa: SIM115 - held open for the writer's lifetime
+        """Take an exclusive flock on the run directory for this process (refused, naming the
+        holder's pid from RUN/.lock, while another writer lives; deleting RUN/.lock does not
+        release it), write this pid to RUN/.lock and remove the temporaries a killed writer left."""
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise SmoothprobeError(f"cannot open run directory {self.path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise SmoothprobeError(f"run directory {self.path} is in use by another writer (pid {holder}); "
-                                   "wait for it to end or stop it") from None
-        handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._lock = handle
-        for pattern in TEMPORARIES:
-            for leftover in self.path.glob(pattern):
-                leftover.unlink(missing_ok=True)
+            os.close(fd)
+            raise RunInUse(f"run directory {self.path} is in use by another writer (pid {lock_holder(self.path)}); "
+                           "wait for it to end or stop it") from None
+        self._lock = fd
+        try:
+            (self.path / LOCK).write_text(f"{os.getpid()}\n")
+            for pattern in TEMPORARIES:
+                for leftover in self.path.glob(pattern):
+                    leftover.unlink(missing_ok=True)
+        except OSError as exc:
+            self.close()
+            if disk_full(exc):
+                raise SmoothprobeError(f"disk full: cannot start writing {self.path}") from None
+            raise
+
+    def reserve(self) -> None:
+        """Pre-allocate RUN/.reserve, the space the final status needs when the disk fills up
+        (refused in one line when even that does not fit)."""
+        try:
+            with open(self.path / RESERVE, "wb") as f:
+                try:
+                    os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+                except OSError as exc:
+                    if disk_full(exc):
+                        raise
+                    f.write(bytes(RESERVE_BYTES))  # a file system without fallocate
+        except OSError as exc:
+            (self.path / RESERVE).unlink(missing_ok=True)
+            if disk_full(exc):
+                raise SmoothprobeError(f"disk full: no room for a run in {self.path} (it needs at least "
+                                       f"{RESERVE_BYTES // 1024} KiB free)") from None
+            raise
+
+    def check_identity(self) -> None:
+        """Refuse to write unless the path still names the directory this writer locked (it was not
+        removed, moved or replaced while the run wrote to it)."""
+        if self._lock is None:
+            return
+        try:
+            same = os.path.samestat(os.stat(self.path), os.fstat(self._lock))
+        except OSError:
+            same = False
+        if not same:
+            raise SmoothprobeError(f"run directory {self.path} was removed or replaced while this run wrote to it; "
+                                   "stopped without writing into the new one")
 
     def close(self) -> None:
-        """Release the lock (the buffers should have been flushed); a no-op for a closed store."""
+        """Release the lock and the disk reserve (the buffers should have been flushed); a no-op for
+        a closed store."""
         if self._lock is not None:
-            self._lock.close()
+            try:
+                self.check_identity()
+                (self.path / RESERVE).unlink(missing_ok=True)
+            except (OSError, SmoothprobeError):
+                pass
+            os.close(self._lock)
+            self._lock = None
+
+    def __del__(self) -> None:
+        """A store dropped without `close()` releases its lock (like the file object it once was)."""
+        if getattr(self, "_lock", None) is not None:
+            os.close(self._lock)
             self._lock = None
 
     def write_info(self, **updates: Any) -> None:
-        """Merge `updates` into run.json and rewrite it atomically."""
+        """Merge `updates` into run.json and rewrite it atomically; on a full disk the reserve is
+        freed and the write tried once more, so a final status still lands."""
         self.info.update(updates)
-        if self.writer:
+        if not self.writer:
+            return
+        self.check_identity()
+        try:
+            write_json_atomic(self.path / "run.json", self.info)
+        except OSError as exc:
+            if not disk_full(exc) or not (self.path / RESERVE).exists():
+                raise
+            (self.path / RESERVE).unlink()
             write_json_atomic(self.path / "run.json", self.info)
 
     def append(self, table: str, row: dict) -> None:
@@ -219,6 +362,7 @@ class RunStore:
             if not rows:
                 continue
             lines = "".join(encode_row(r) for r in rows)
+            self.check_identity()
             with open(self.path / f"{table}.jsonl", "a") as f:
                 end = f.tell()
                 try:
@@ -229,9 +373,16 @@ class RunStore:
                     raise
             rows.clear()
 
+    def discard(self) -> None:
+        """Drop the buffered rows (they did not fit on a full disk)."""
+        for rows in self._buffers.values():
+            rows.clear()
+
     def truncate(self, step: int) -> None:
         """Keep only what happened before `step` (steps < step, evals <= step): resume from a checkpoint."""
         self.flush()
+        if self.writer:
+            self.check_identity()
         for table in TABLES if self.writer else ():
             rows, _ = read_table(self.path / f"{table}.jsonl")
             limit = step + 1 if table == "evals" else step
@@ -250,12 +401,13 @@ class RunStore:
         self.flush()
         if not self.writer:
             return
+        self.check_identity()
         replace_atomically(self.path / CHECKPOINT, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self) -> dict | None:
         """The last checkpoint (loaded with weights_only=True), or None if there is none."""
         target = self.path / CHECKPOINT
-        if not target.exists():
+        if not target.is_file():
             return None
         try:
             return torch.load(target, map_location="cpu", weights_only=True)

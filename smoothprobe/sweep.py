@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from smoothprobe.errors import SmoothprobeError
-from smoothprobe.store import load_run
-from smoothprobe.train import TrainConfig, stored_config, train
+from smoothprobe.config import SEED_MAX
+from smoothprobe.errors import RunInUse, SmoothprobeError
+from smoothprobe.store import load_run, lock_holder, replace_atomically, wait_for_writer
+from smoothprobe.train import Diverged, TrainConfig, stored_config, train
 
 SUMMARY = "summary.csv"
 
@@ -35,9 +36,14 @@ def sweep(base: TrainConfig, out: str | Path, warmups: list[float], seeds: int,
     """Train every (warm-up, seed) and, with `adaptive`, the adaptive schedule per seed; finished runs
     already in `out` with the same config are reused, so an interrupted sweep continues. A run in
     `out` whose stored config differs is refused before anything is trained, unless `overwrite`
-    (then it is trained again). Writes and returns the summary."""
+    (then it is trained again). A run another process is writing (a second sweep into the same
+    `out`) is waited for, then re-read: its result is used if it finished with this config, else it
+    is trained here. Only a diverged run counts as a result (NaN); any other refusal stops the
+    sweep. Writes and returns the summary."""
     if seeds < 1 or not warmups:
         raise SmoothprobeError("a sweep needs at least one seed and one warm-up value")
+    if not 0 <= base.seed <= SEED_MAX - (seeds - 1):
+        raise SmoothprobeError(f"seed must leave room for {seeds} seeds below {SEED_MAX}; got {base.seed}")
     out = Path(out)
     plan = [(w, s) for w in warmups for s in range(seeds)]
     if adaptive is not None:
@@ -55,15 +61,38 @@ def sweep(base: TrainConfig, out: str | Path, warmups: list[float], seeds: int,
     records = []
     for warmup, seed, path, config, done in tqdm(runs, disable=not progress, desc="sweep", unit="run"):
         if not done:
-            try:
-                train(config, path, overwrite=True, progress=False)
-            except SmoothprobeError as exc:  # a diverged run is a result, not a failure of the sweep
-                tqdm.write(f"{run_label(warmup)} seed {seed}: {exc}")
+            train_once(config, path, f"{run_label(warmup)} seed {seed}")
         records.append({"config": run_label(warmup), "seed": seed, "val_loss": final_val_loss(path)})
     summary = summarise(pd.DataFrame.from_records(records))
     out.mkdir(parents=True, exist_ok=True)
-    summary.to_csv(out / SUMMARY, index=False)
+    replace_atomically(out / SUMMARY, lambda tmp: summary.to_csv(tmp, index=False))
     return summary
+
+
+def finished_with(path: Path, config: TrainConfig) -> bool:
+    """Whether `path` holds a finished run of exactly `config`."""
+    try:
+        return stored_config(path) == config and load_run(path).info.get("status") == "finished"
+    except SmoothprobeError:
+        return False
+
+
+def train_once(config: TrainConfig, path: Path, label: str) -> None:
+    """Train `config` into `path` unless another process is doing so: then wait for it and use its
+    run if it finished with this config (else train it here). A diverged run is a result; every
+    other failure propagates."""
+    while True:
+        try:
+            train(config, path, overwrite=True, progress=False)
+            return
+        except Diverged as exc:  # a diverged run is a result (NaN), not a failure of the sweep
+            tqdm.write(f"{label}: {exc}")
+            return
+        except RunInUse:
+            tqdm.write(f"{label}: {path} is being written by another process (pid {lock_holder(path)}); waiting")
+            wait_for_writer(path)
+            if finished_with(path, config):
+                return
 
 
 def summarise(results: pd.DataFrame) -> pd.DataFrame:

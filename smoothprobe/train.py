@@ -8,6 +8,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,7 @@ class Trainer:
                 isinstance(elapsed, (int, float)) and math.isfinite(elapsed) and elapsed >= 0):
             raise SmoothprobeError(f"checkpoint {path}: step must be an integer >= 0 and elapsed a finite "
                                    f"number >= 0; got step {step!r}, elapsed {elapsed!r}")
+        scheduler_mismatch(self.scheduler.state_dict(), state["scheduler"], f"checkpoint {path}")
         try:
             distributed.load_state_dicts(self.model, self.optimizer, state["model"], state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -165,6 +167,11 @@ class Trainer:
                 self.refit.load_state_dict(state["refit"])
             if "pilot" in state and self.pilot is not None:
                 self.pilot.load_state_dict(state["pilot"])
+            with warnings.catch_warnings():  # a dry run of the restored schedule: it must give finite LRs
+                warnings.simplefilter("ignore")
+                lrs = self.scheduler.get_lr()
+            if not all(math.isfinite(float(lr)) for lr in lrs):
+                raise ValueError(f"the restored schedule gives learning rates {lrs}")
         except Exception as exc:  # noqa: BLE001 - torch raises many types for a state that does not fit
             raise SmoothprobeError(f"checkpoint {path} does not fit this run: {one_line(exc)}") from None
         self.start_step, self.log.elapsed = step, float(elapsed)
@@ -351,25 +358,73 @@ def check_first_gap(trainer: Trainer) -> None:
     """The practical adaptive rule needs f* and Δ' below the first loss: check them on step 0's
     first micro-batch before the run directory exists, instead of failing at the first step."""
     opts = trainer.config.adaptive
-    if opts is None or opts.fit is not None or opts.f_star == "auto":
+    if opts is None or opts.f_star == "auto":
         return
-    f_star = trainer.task.f_star if opts.f_star is None else opts.f_star
+    if opts.fit is not None:  # the fit's f* (or the one given) must pass the same check as --f-star
+        f_star = getattr(trainer.scheduler, "f_star", None)
+    else:
+        f_star = effective_f_star(trainer.config, trainer.task)
+    if not isinstance(f_star, (int, float)) or isinstance(f_star, bool):
+        return
     with torch.no_grad():
         first = trainer.micro_loss(trainer.model, [trainer.task.train_batch(0, 0)]).item()
     if not first - f_star > 0:
         raise SmoothprobeError(f"f_star must lie below the first training loss {first:.6g}; got {f_star:g}")
-    if opts.delta_peak is not None and not opts.delta_peak < first - f_star:
+    if opts.fit is None and opts.delta_peak is not None and not opts.delta_peak < first - f_star:
         raise SmoothprobeError(f"delta_peak must lie below the first loss gap (loss - f*) {first - f_star:.6g}; "
                                f"got {opts.delta_peak:g}")
 
 
+def scheduler_mismatch(fresh: dict, loaded: Any, where: str) -> None:
+    """Refuse a checkpoint's scheduler state whose values have other types than this run's
+    scheduler keeps (e.g. {"last_epoch": "x"}), before anything is loaded or written."""
+    def kind(value: Any) -> str | None:
+        if isinstance(value, bool):
+            return "bool"
+        if isinstance(value, (int, float)):
+            return "number"
+        if isinstance(value, (str, list, tuple, dict)):
+            return {str: "str", list: "list", tuple: "list", dict: "dict"}[type(value)]
+        return None
+
+    if not isinstance(loaded, dict):
+        raise SmoothprobeError(f"{where}: the scheduler state must be an object; got {type(loaded).__name__} "
+                               "(start a new run with overwrite)")
+    strict = ("last_epoch", "_step_count", "base_lrs", "_last_lr")
+    for key, value in fresh.items():
+        if key not in loaded or kind(value) is None or (loaded[key] is None and key not in strict):
+            continue
+        if kind(loaded[key]) != kind(value):
+            raise SmoothprobeError(f"{where}: scheduler field {key!r} must be a {kind(value)}; got "
+                                   f"{loaded[key]!r:.40} (not a checkpoint of this run; start a new run with overwrite)")
+
+
+def refuse_without_checkpoint(store: RunStore) -> None:
+    """Resume without a usable checkpoint: refused in one line saying what was found, unless the
+    run holds no rows a restart from step 0 would discard (then checkpoints/ is made)."""
+    folder = store.path / CHECKPOINT.parent
+    found = ("checkpoints is not a directory" if folder.exists() and not folder.is_dir()
+             else f"no {CHECKPOINT}" if folder.is_dir() else "no checkpoints directory")
+    rows = {table: len(read_table(store.path / f"{table}.jsonl")[0]) for table in ("steps", "evals", "tensors")}
+    if any(rows.values()) or folder.exists() and not folder.is_dir():
+        held = ", ".join(f"{n} {table} rows" for table, n in rows.items() if n) or "no rows"
+        raise SmoothprobeError(f"cannot resume {store.path}: found {found} (the run holds {held}); resuming would "
+                               "discard what it cannot rebuild, so nothing was changed (start a new run with "
+                               "overwrite to discard it)")
+    folder.mkdir(exist_ok=True)
+
+
 def resume_from_checkpoint(trainer: Trainer) -> None:
-    """Restore the last checkpoint, refuse a store that lacks rows before it, drop the rows after it,
-    store the (possibly extended) config and refill the online sources' history."""
+    """Restore the last checkpoint (a run without one is refused if it holds rows), refuse a store
+    that lacks rows before it, drop the rows after it, set a fit.json aside (it describes fewer
+    rows than the run will hold: RUN/fit.stale.json), store the (possibly extended) config and
+    refill the online sources' history."""
     store = trainer.store
     state = store.load_checkpoint()
     if state is not None:
         trainer.restore(state)
+    elif store.writer:
+        refuse_without_checkpoint(store)
     start = trainer.start_step
     steps_file = store.path / "steps.jsonl"
     rows = [row for row in read_table(steps_file)[0] if row["step"] < start]
@@ -378,6 +433,9 @@ def resume_from_checkpoint(trainer: Trainer) -> None:
         raise SmoothprobeError(f"{steps_file} lacks {missing} of the {start} rows before the checkpoint at step "
                                f"{start}; resuming would leave them out (start a new run with overwrite)")
     store.truncate(start)
+    fit = store.path / "fit.json"
+    if store.writer and start < trainer.config.steps and fit.is_file():
+        fit.replace(store.path / "fit.stale.json")
     store.write_info(config=dataclasses.asdict(trainer.config))
     if trainer.pilot is not None:
         trainer.pilot.rows = [dict(row) for row in rows]

@@ -10,10 +10,13 @@ run with a status (finished, diverged, crashed, interrupted) and its reason.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
+import signal
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -23,7 +26,7 @@ from torch import Tensor, nn
 from smoothprobe import distributed
 from smoothprobe.errors import Terminated, one_line
 from smoothprobe.optim import describe_split
-from smoothprobe.store import RunStore
+from smoothprobe.store import DISK_FULL, RunStore, disk_full
 
 ALWAYS = ("step", "loss", "lr", "grad_norm", "update_norm", "step_time_s", "time_s")
 """Columns of every steps.jsonl row, whatever loop wrote it."""
@@ -143,19 +146,50 @@ class StepLog:
 
     def close(self, status: str, reason: str | None = None) -> None:
         """Flush every buffered row, write the final status (and why) to run.json and release the
-        run directory's lock."""
+        run directory's lock. On a full disk the rows that do not fit are dropped, the status
+        becomes `crashed` with reason "disk full" (written into the store's reserve) and the
+        OSError propagates."""
         if self.store is None:
             return
+        full = None
         try:
-            self.store.flush()
+            try:
+                self.store.flush()
+            except OSError as exc:
+                if not disk_full(exc):
+                    raise
+                full, status, reason = exc, "crashed", DISK_FULL
+                self.store.discard()
             self.store.write_info(status=status, status_reason=reason,
                                   finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         finally:
             self.store.close()
+        if full is not None:
+            raise full
 
     def close_after(self, exc: BaseException) -> None:
-        """Close a run that `exc` ended: interrupted (Ctrl-C, SIGTERM) or crashed, with the reason."""
-        if isinstance(exc, (KeyboardInterrupt, Terminated)):
-            self.close("interrupted", "SIGTERM" if isinstance(exc, Terminated) else "KeyboardInterrupt")
-        else:
-            self.close("crashed", f"{type(exc).__name__}: {one_line(exc)}")
+        """Close a run that `exc` ended: interrupted (Ctrl-C, SIGTERM), crashed on a full disk
+        ("disk full") or crashed with the reason. A second Ctrl-C or SIGTERM while closing is
+        ignored, so the status still lands."""
+        with signals_held():
+            if isinstance(exc, (KeyboardInterrupt, Terminated)):
+                self.close("interrupted", "SIGTERM" if isinstance(exc, Terminated) else "KeyboardInterrupt")
+            elif disk_full(exc):
+                self.close("crashed", DISK_FULL)
+            else:
+                self.close("crashed", f"{type(exc).__name__}: {one_line(exc)}")
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM inside the block (the main thread only; elsewhere a no-op) and
+    restore the previous handlers after it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -16,6 +16,7 @@ from smoothprobe.cli.main import main
 SWAPS = ["abc", [1, 2], {"a": 1}, None, True, 1e308, -1e308, 1e-308, 0, -1, 1e300]
 JUNK = ["[1, 2]", "null", "{}", '{"step": "abc"}', '"text"', "1", "{", '{"step": 1.5}', '{"step": 3, "loss": "x"}']
 CASES = 8  # per (file, command)
+pytestmark = pytest.mark.adversarial("traceback")
 
 
 def invoke(*args: str):

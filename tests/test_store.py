@@ -179,8 +179,9 @@ def test_second_writer_is_refused_naming_the_pid_and_a_dead_holder_does_not_bloc
     store.close()
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"
-        f"f = open({str(tmp_path / 'run' / '.lock')!r}, 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
-        "f.truncate(0); f.write(str(os.getpid())); f.flush(); print('locked', flush=True); time.sleep(60)")],
+        f"d = os.open({str(tmp_path / 'run')!r}, os.O_RDONLY); fcntl.flock(d, fcntl.LOCK_EX)\n"
+        f"open({str(tmp_path / 'run' / '.lock')!r}, 'w').write(str(os.getpid()))\n"
+        "print('locked', flush=True); time.sleep(60)")],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -192,13 +193,14 @@ def test_second_writer_is_refused_naming_the_pid_and_a_dead_holder_does_not_bloc
     RunStore.open(tmp_path / "run").close()  # the killed holder's lock is gone with it
 
 
-def test_overwrite_clears_everything_and_refuses_foreign_directories(tmp_path):
+def test_overwrite_clears_what_smoothprobe_wrote_and_refuses_foreign_directories(tmp_path):
     make_store(tmp_path).close()
-    for name in ("fit.json", "report.html", ".steps.jsonl.tmp"):
+    for name in ("fit.json", "fit.stale.json", "report.html", ".steps.jsonl.tmp", "notes.txt"):
         (tmp_path / "run" / name).write_text("stale")
     RunStore.create(tmp_path / "run", {"config": {}}, overwrite=True).close()
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        ".lock", "checkpoints", "evals.jsonl", "run.json", "steps.jsonl", "tensors.jsonl"]
+        ".lock", "checkpoints", "evals.jsonl", "notes.txt", "run.json", "steps.jsonl", "tensors.jsonl"]
+    assert (tmp_path / "run" / "notes.txt").read_text() == "stale"  # a user's own file stays
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     with pytest.raises(SmoothprobeError, match="no run.json; refusing to overwrite"):
@@ -219,3 +221,62 @@ def test_failed_writes_leave_no_temporaries_and_left_overs_are_removed(tmp_path)
     RunStore.open(tmp_path / "run").close()
     leftovers = [p.name for p in (tmp_path / "run").rglob("*") if "tmp" in p.name or ".run.json." in p.name]
     assert leftovers == []
+
+
+def test_deleting_the_lock_file_does_not_admit_a_second_writer(tmp_path):
+    store = make_store(tmp_path)
+    (tmp_path / "run" / ".lock").unlink()
+    with pytest.raises(SmoothprobeError, match="in use by another writer"):
+        RunStore.create(tmp_path / "run", {"config": {}}, overwrite=True)
+    with pytest.raises(SmoothprobeError, match="in use by another writer"):
+        RunStore.open(tmp_path / "run")
+    assert len(load_run(tmp_path / "run").steps) == 5
+    store.close()
+    RunStore.open(tmp_path / "run").close()
+
+
+def test_a_writer_whose_directory_was_replaced_stops_without_writing_into_the_new_one(tmp_path):
+    import shutil
+
+    store = make_store(tmp_path)
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    other = RunStore.create(tmp_path / "run", {"config": {"lr": 2.0}})
+    other.append("steps", {"step": 0, "loss": 5.0})
+    other.flush()
+    store.append("steps", {"step": 5, "loss": 9.0})
+    with pytest.raises(SmoothprobeError, match="removed or replaced"):
+        store.flush()
+    with pytest.raises(SmoothprobeError, match="removed or replaced"):
+        store.write_info(status="finished")
+    store.close()
+    other.close()
+    assert load_run(tmp_path / "run").steps.loss.tolist() == [5.0]  # nothing mixed in
+
+
+def test_disk_full_frees_the_reserve_for_the_status(tmp_path, monkeypatch):
+    import errno
+
+    import smoothprobe.store as store_module
+    from smoothprobe.writer import StepLog
+
+    store = make_store(tmp_path)
+    assert (tmp_path / "run" / ".reserve").stat().st_size == store_module.RESERVE_BYTES
+    real = store_module.write_json_atomic
+    calls = []
+
+    def full_once(path, data):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(store_module, "write_json_atomic", full_once)
+    log = StepLog(store)
+    log.write({"step": 5, "loss": 0.1})
+    monkeypatch.setattr(store, "flush", lambda: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")))
+    with pytest.raises(OSError, match="No space"):
+        log.close("finished")
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["status"] == "crashed" and info["status_reason"] == "disk full" and len(calls) == 2
+    assert not (tmp_path / "run" / ".reserve").exists()
+    assert len(load_run(tmp_path / "run").steps) == 5  # the rows written before are kept

@@ -23,6 +23,7 @@ from smoothprobe.fit.models import (
     time_folds,
 )
 from smoothprobe.fit.result import SmoothnessFit, schedule_problem_of
+from smoothprobe.fit.schema import F_STAR_LIMIT, RHO_RANGE
 from smoothprobe.smoothness import delta_peak, eta_max, is_physical, k_model
 
 __all__ = ["SmoothnessFit", "estimate_f_star", "fit_frame", "fit_run", "schedule_problem_of"]
@@ -32,14 +33,23 @@ SENSITIVITY_WIDTH = 0.1
 """f* band: ± the larger of the f* interval's half-width and this share of the median Δ."""
 
 
-def _check_args(rho: float | str, quantile: float, bootstrap: int, level: float) -> None:
-    """Raise SmoothprobeError naming the first bad argument."""
-    if not (rho == "auto" or (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 1)):
-        raise SmoothprobeError(f"rho must be a finite number > 1 or 'auto'; got {rho!r}")
+MAX_BOOTSTRAP = 10_000
+"""Most block-bootstrap resamples a fit takes (memory and time grow with it; 200 is plenty)."""
+MAX_SEED = 2**32 - 1
+
+
+def _check_args(rho: float | str, quantile: float, bootstrap: int, level: float, seed: int = 0) -> None:
+    """Raise SmoothprobeError naming the first bad argument (ρ within the range a fit.json may
+    hold, so a fit this writes is one a schedule reads)."""
+    if not (rho == "auto" or (isinstance(rho, (int, float)) and math.isfinite(rho)
+                              and RHO_RANGE[0] < rho <= RHO_RANGE[1])):
+        raise SmoothprobeError(f"rho must be a number in ({RHO_RANGE[0]:g}, {RHO_RANGE[1]:g}] or 'auto'; got {rho!r}")
     if not 0 < quantile < 1:
         raise SmoothprobeError(f"quantile must be in (0, 1); got {quantile!r}")
-    if not (isinstance(bootstrap, (int, np.integer)) and bootstrap >= 0):
-        raise SmoothprobeError(f"bootstrap must be an integer >= 0; got {bootstrap!r}")
+    if not (isinstance(bootstrap, (int, np.integer)) and 0 <= bootstrap <= MAX_BOOTSTRAP):
+        raise SmoothprobeError(f"bootstrap must be an integer in [0, {MAX_BOOTSTRAP}]; got {bootstrap!r:.40}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise SmoothprobeError(f"seed must be an integer in [0, {MAX_SEED}]; got {seed!r:.40}")
     if not 0 < level < 1:
         raise SmoothprobeError(f"level must be in (0, 1); got {level!r}")
 
@@ -121,7 +131,7 @@ def fit_frame(
     >>> fit.status
     'supported'
     """
-    _check_args(rho, quantile, bootstrap, level)
+    _check_args(rho, quantile, bootstrap, level, seed)
     estimate: FStarEstimate | None = None
     if isinstance(f_star, str):
         if f_star != "auto":
@@ -134,7 +144,12 @@ def fit_frame(
             warnings.warn(f"f_star='auto' is degenerate: {estimate.degenerate}; pass f_star "
                           "explicitly", RuntimeWarning, stacklevel=2)
     f_star = float(f_star)
+    if not (math.isfinite(f_star) and abs(f_star) <= F_STAR_LIMIT):
+        raise SmoothprobeError(f"f_star must be a finite number with |f*| <= {F_STAR_LIMIT:g}; got {f_star:g}")
     data = fit_data(steps, column, f_star, window, delta_from)
+    if len(data.delta) and np.ptp(data.delta) <= 1e-9 * np.max(data.delta):
+        raise SmoothprobeError(f"f_star {f_star:g} puts every gap at about {np.max(data.delta):.6g}: they differ by "
+                               "less than 1e-9 of their size, too little to fit K(Delta); f* must lie nearer the losses")
     base = rho_design(data.delta, data.k, 2.0 if rho == "auto" else float(rho))
     ls_constants, _ = least_squares(base)
     block = block_length(data.k - k_model(data.delta, *ls_constants, base.rho))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.fit.schema import check_fit
+from smoothprobe.fit.schema import check_fit, json_depth_ok
 from smoothprobe.smoothness import is_physical, k_model, min_k
 
 SCHEMA_VERSION = 1
@@ -213,7 +213,10 @@ class SmoothnessFit:
     def from_json(cls, path: str | Path) -> SmoothnessFit:
         """Read a fit.json written by `to_json`."""
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
+            text = Path(path).read_text()
+            if not json_depth_ok(text):
+                raise SmoothprobeError(f"fit file {path} nests too deeply; not a fit.json smoothprobe wrote")
+            return cls.from_dict(json.loads(text))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError) as err:
             raise SmoothprobeError(f"cannot read fit file {path}: {err!r}") from None
 

@@ -24,6 +24,40 @@ OBJECTS = ("data", "least_squares", "bootstrap", "intervals")
 LISTS = ("comparison", "sensitivity", "window")
 
 
+MAX_DEPTH = 64
+"""Deepest nesting of arrays/objects a fit.json or run.json may have (smoothprobe writes 4)."""
+
+
+def json_depth_ok(text: str, limit: int = MAX_DEPTH) -> bool:
+    """Whether JSON `text` nests at most `limit` arrays/objects deep (checked before parsing, so a
+    hostile file is refused in one line instead of exhausting the parser's recursion)."""
+    depth = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif char in "]}":
+            depth -= 1
+    return True
+
+
+def read_fit_json(path: str, source: str | None = None) -> Any:
+    """A fit.json's parsed content; unreadable, invalid or too deeply nested is one SmoothprobeError line."""
+    source = source or str(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SmoothprobeError(f"cannot read fit file {source}: {err}") from None
+    if not json_depth_ok(text):
+        raise SmoothprobeError(f"{source} nests deeper than {MAX_DEPTH} levels; not a fit.json smoothprobe wrote")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SmoothprobeError(f"cannot read fit file {source}: {err}") from None
+
+
 def _fail(source: str, field: str, wanted: str, value: Any) -> None:
     shown = json.dumps(value, default=str)
     raise SmoothprobeError(f"{source}: field {field!r} must be {wanted}; got {shown if len(shown) <= 40 else shown[:37] + '...'}")
