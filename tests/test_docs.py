@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\s*$")
 DIRECTIVE = re.compile(r"^<!--\s*test:(.*)-->\s*$")
-OTHER_PROGRAMS = {"pytest", "tensorboard", "mlflow"}
+OTHER_PROGRAMS = {"pytest", "tensorboard", "mlflow", "wandb"}
 
 
 @dataclass
@@ -114,9 +114,9 @@ def plain_loop(model, optimizer, run_dir: str, loader, **options) -> None:
 
 
 def recorded() -> dict:
-    """`classifier` after the README's loop wrote runs/mine (20 steps)."""
+    """`classifier` after the README's loop wrote runs/mine (100 steps, every 2nd probed)."""
     setup = classifier()
-    plain_loop(setup["model"], setup["optimizer"], "runs/mine", setup["loader"][:20], every=2)
+    plain_loop(setup["model"], setup["optimizer"], "runs/mine", setup["loader"], every=2)
     return setup
 
 
@@ -190,6 +190,32 @@ def check_amp(ns: dict) -> None:
     assert len(probed) >= 10 and np.isfinite(probed.secant_K).all()
 
 
+def check_exports(ns: dict) -> None:
+    """Exporting twice more adds nothing: one point per step in TensorBoard, MLflow and W&B."""
+    import json
+
+    import mlflow
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    block = PYTHON_BY_CHECK["exports"]
+    for _ in range(2):
+        exec(compile(block.code, block.id, "exec"), ns)  # noqa: S102
+    steps = smoothprobe.load_run("runs/mine").steps.step.tolist()
+    files = list(Path("runs/mine/tb").glob("events.out.tfevents.*"))
+    assert len(files) == 1
+    tb = [e.step for e in EventFileLoader(str(files[0])).Load()
+          for v in e.summary.value if v.tag == "smoothprobe/loss"]
+    assert sorted(tb) == steps
+    run_id = json.loads(Path("runs/mine/mlflow.json").read_text())["run_id"]
+    client = mlflow.tracking.MlflowClient(tracking_uri="sqlite:///mlflow.db")
+    assert sorted(m.step for m in client.get_metric_history(run_id, "smoothprobe/loss")) == steps
+    assert json.loads(Path("runs/mine/wandb.json").read_text())["last_step"] == steps[-1]
+    assert len(list(Path("wandb").glob("offline-run-*"))) == 1
+    import wandb
+
+    wandb.teardown()  # W&B keeps its settings (this directory) per process
+
+
 def check_probed(run_dir: str):
     def check(ns: dict) -> None:
         steps = smoothprobe.load_run(run_dir).steps
@@ -208,6 +234,7 @@ def check_warmup_rises(run_dir: str, lr: float):
 
 
 CHECKS = {"readme_loop": check_readme_loop, "accumulation": check_accumulation, "amp": check_amp,
+          "exports": check_exports,
           "accelerate": check_probed("runs/accelerate"), "compile": check_probed("runs/compiled"),
           "hf_adaptive": check_warmup_rises("runs/hf-adaptive", 3e-3),
           "lightning": check_warmup_rises("runs/pl", 1e-2)}
@@ -237,7 +264,6 @@ def test_every_python_block_declares_a_known_setup():
 @pytest.mark.parametrize("block", [param(b) for b in PYTHON])
 def test_python_block_runs(block, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     page = [b for b in PYTHON if b.page == block.page]
     start = page.index(block)
     while "continue" in page[start].options:

@@ -2,6 +2,7 @@
 and drive AdaptiveWarmup with each step's loss; TensorBoard gets every column back."""
 
 import math
+import time
 import warnings
 
 import numpy as np
@@ -366,16 +367,87 @@ def tensorboard_scalars(log_dir, tag):
     return [(e.step, e.value) for e in acc.Scalars(tag)]
 
 
-def test_hf_resume_logs_each_step_once_to_tensorboard_and_mlflow(hf, tmp_path, monkeypatch):
+def sqlite_uri(path) -> str:
+    """An MLflow tracking URI on a SQLite file (what the docs use: no server, no variable)."""
+    return "sqlite:///" + str(path)
+
+
+WANDB_BLOCK = 32768
+
+
+def wandb_records(path):
+    """The protobuf records of a .wandb transaction log (LevelDB-style 32 KiB blocks, 7-byte headers)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, chunk = path.read_bytes(), 7, b""
+    while pos + 7 <= len(data):
+        left = WANDB_BLOCK - pos % WANDB_BLOCK
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if left < 7 or (length == 0 and kind == 0):
+            pos += left
+            continue
+        if pos + 7 + length > len(data):  # still being written
+            return
+        chunk += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunk)
+            chunk = b""
+            yield record
+
+
+def finished_wandb_logs(wandb_dir, timeout=20.0):
+    """The offline runs' transaction logs under `wandb_dir`, once each holds its exit record
+    (W&B's service writes them in the background: `finish()` can return before the last records)."""
+    paths = sorted(wandb_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    deadline = time.monotonic() + timeout
+    while not all(any(r.WhichOneof("record_type") == "exit" for r in wandb_records(p)) for p in paths):
+        assert time.monotonic() < deadline, "W&B never finished writing its offline runs"
+        time.sleep(0.1)
+    return paths
+
+
+def wandb_points(wandb_dir, key):
+    """(step, value) of `key` over every offline run W&B wrote under `wandb_dir`, in file order."""
+    import json
+
+    points = []
+    for path in finished_wandb_logs(wandb_dir):
+        for record in wandb_records(path):
+            if record.WhichOneof("record_type") != "history":
+                continue
+            row = {item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                   for item in record.history.item}
+            if key in row:
+                points.append((row["smoothprobe/step"], row[key]))
+    return points
+
+
+@pytest.fixture
+def wandb_offline(tmp_path, monkeypatch):
+    """W&B in offline mode writing under tmp_path: no network, no account."""
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    wandb.teardown()  # W&B reads its settings once per process: start from these
+    yield wandb
+    wandb.teardown()
+
+
+def test_hf_resume_logs_each_step_once_to_tensorboard_mlflow_and_wandb(hf, tmp_path, wandb_offline):
     pytest.importorskip("tensorboard")
     mlflow = pytest.importorskip("mlflow")
     from smoothprobe.integrations.huggingface import SmoothprobeCallback, SmoothprobeTrainer
 
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    uri = (tmp_path / "mlruns").as_uri()
+    uri = sqlite_uri(tmp_path / "mlflow.db")
 
     def train(resume=None):
-        probe = SmoothprobeCallback(tmp_path / "run", every=2, tensorboard=tmp_path / "tb", mlflow=uri)
+        probe = SmoothprobeCallback(tmp_path / "run", every=2, tensorboard=tmp_path / "tb", mlflow=uri,
+                                    wandb="smoothprobe-test")
         trainer = SmoothprobeTrainer(model=gpt2(hf), train_dataset=token_data(), callbacks=[probe],
                                      args=hf_args(hf, tmp_path, save_strategy="steps", save_steps=3))
         trainer.train(resume_from_checkpoint=resume)
@@ -400,19 +472,24 @@ def test_hf_resume_logs_each_step_once_to_tensorboard_and_mlflow(hf, tmp_path, m
     secants = client.get_metric_history(runs[0].info.run_id, "smoothprobe/secant_K")
     assert sorted(m.step for m in secants) == [0, 2, 4]
 
+    # W&B: two offline runs with one id (the resume), each step once across both
+    assert len({p.name.split("-")[-1] for p in tmp_path.glob("wandb/offline-run-*")}) == 1
+    loss = wandb_points(tmp_path, "smoothprobe/loss")
+    assert [s for s, _ in loss] == list(range(6))
+    np.testing.assert_allclose([v for _, v in loss], steps.loss, rtol=1e-5)
+    assert [s for s, _ in wandb_points(tmp_path, "smoothprobe/secant_K")] == [0, 2, 4]
 
-def test_mlflow_export_logs_the_tensorboard_names_once(tmp_path, monkeypatch):
-    mlflow = pytest.importorskip("mlflow")
+
+def recorded_run(run_dir, steps=4):
+    """A Recorder run of a linear regression: `steps` steps, every 2nd probed."""
     from smoothprobe import Recorder
-    from smoothprobe.integrations.mlflow import export_mlflow
 
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     torch.manual_seed(0)
     model = nn.Linear(3, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    data = [(torch.randn(8, 3), torch.randn(8, 1)) for _ in range(4)]
+    data = [(torch.randn(8, 3), torch.randn(8, 1)) for _ in range(steps)]
     loss_of = lambda m, b: nn.functional.mse_loss(m(b[0]), b[1])
-    with Recorder(model, opt, tmp_path / "run", loss_fn=loss_of, every=2) as rec:
+    with Recorder(model, opt, run_dir, loss_fn=loss_of, every=2) as rec:
         for step, batch in enumerate(data):
             loss = loss_of(model, batch)
             loss.backward()
@@ -420,16 +497,96 @@ def test_mlflow_export_logs_the_tensorboard_names_once(tmp_path, monkeypatch):
             opt.step()
             opt.zero_grad()
             rec.after_step()
-    uri = (tmp_path / "mlruns").as_uri()
+    return load_run(run_dir).steps
+
+
+def test_mlflow_export_logs_the_tensorboard_names_once_however_often_it_runs(tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    from smoothprobe.integrations.mlflow import export_mlflow
+
+    steps = recorded_run(tmp_path / "run")
+    uri = sqlite_uri(tmp_path / "mlflow.db")
     run_id = export_mlflow(tmp_path / "run", uri)
-    assert export_mlflow(tmp_path / "run", uri) == run_id  # a second export adds nothing
+    assert [export_mlflow(tmp_path / "run", uri) for _ in range(2)] == [run_id, run_id]
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)
-    steps = load_run(tmp_path / "run").steps
+    assert len(client.search_runs([client.get_experiment_by_name("smoothprobe").experiment_id])) == 1
     loss = client.get_metric_history(run_id, "smoothprobe/loss")
     assert [m.step for m in loss] == [0, 1, 2, 3]
     np.testing.assert_allclose([m.value for m in loss], steps.loss, rtol=1e-6)
     assert [m.step for m in client.get_metric_history(run_id, "smoothprobe/secant_K")] == [0, 2]
     assert "smoothprobe/step" not in client.get_run(run_id).data.metrics
+
+
+def test_mlflow_export_after_the_run_was_deleted_starts_a_new_run(tmp_path):
+    mlflow = pytest.importorskip("mlflow")
+    from smoothprobe.integrations.mlflow import export_mlflow
+
+    recorded_run(tmp_path / "run")
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    first = export_mlflow(tmp_path / "run", uri)
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    client.delete_run(first)  # RUN/mlflow.json now names a deleted run
+    second = export_mlflow(tmp_path / "run", uri)
+    assert second != first
+    assert [m.step for m in client.get_metric_history(second, "smoothprobe/loss")] == [0, 1, 2, 3]
+
+
+def test_tensorboard_export_replaces_its_earlier_export(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    from smoothprobe.integrations.tensorboard import export_tensorboard
+
+    steps = recorded_run(tmp_path / "run")
+    for _ in range(3):
+        log_dir = export_tensorboard(tmp_path / "run")
+    files = list(log_dir.glob("events.out.tfevents.*"))
+    raw = [(e.step, v.tag) for f in files for e in EventFileLoader(str(f)).Load()
+           for v in e.summary.value]
+    assert len(files) == 1 and sorted(s for s, tag in raw if tag == "smoothprobe/loss") == [0, 1, 2, 3]
+    shown = tensorboard_scalars(log_dir, "smoothprobe/loss")
+    np.testing.assert_allclose([v for _, v in shown], steps.loss, rtol=1e-6)
+
+
+def test_tensorboard_export_over_a_live_mirror_shows_each_step_once(tmp_path):
+    pytest.importorskip("tensorboard")
+    from smoothprobe.integrations.tensorboard import TensorBoardSink, export_tensorboard
+
+    steps = recorded_run(tmp_path / "run")
+    live = TensorBoardSink(tmp_path / "run" / "tb")
+    for row in steps.to_dict("records"):
+        live.write(int(row["step"]), row)
+    live.close()
+    export_tensorboard(tmp_path / "run")
+    assert [s for s, _ in tensorboard_scalars(tmp_path / "run" / "tb", "smoothprobe/loss")] == [0, 1, 2, 3]
+
+
+def test_wandb_export_logs_each_step_once_however_often_it_runs(tmp_path, wandb_offline):
+    from smoothprobe.integrations.wandb import export_wandb
+
+    steps = recorded_run(tmp_path / "run", steps=6)
+    ids = {export_wandb(tmp_path / "run") for _ in range(3)}
+    assert len(ids) == 1 and len(list(tmp_path.glob("wandb/offline-run-*"))) == 1
+    loss = wandb_points(tmp_path, "smoothprobe/loss")
+    assert [s for s, _ in loss] == list(range(6))
+    np.testing.assert_allclose([v for _, v in loss], steps.loss, rtol=1e-6)
+    assert [s for s, _ in wandb_points(tmp_path, "smoothprobe/secant_K")] == [0, 2, 4]
+    assert wandb_points(tmp_path, "smoothprobe/phase") == []
+
+
+def test_wandb_export_after_a_partial_live_mirror_adds_only_the_missing_steps(tmp_path, wandb_offline):
+    from smoothprobe.integrations.wandb import WandbSink, export_wandb
+
+    steps = recorded_run(tmp_path / "run", steps=6)
+    live = WandbSink(run_dir=tmp_path / "run")
+    for row in steps.to_dict("records")[:3]:  # killed after step 2
+        live.write(int(row["step"]), row)
+    live.close(exit_code=1)
+    time.sleep(1.1)  # W&B names an offline run's folder by the second: a resume must not share it
+    assert export_wandb(tmp_path / "run") == live.run_id
+    loss = wandb_points(tmp_path, "smoothprobe/loss")
+    assert [s for s, _ in loss] == list(range(6))
+    np.testing.assert_allclose([v for _, v in loss], steps.loss, rtol=1e-6)
 
 
 def test_hf_run_directory_has_the_common_shape_and_a_report_without_unknowns(hf, tmp_path):

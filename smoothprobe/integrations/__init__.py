@@ -1,2 +1,3 @@
 """Adapters for other training loops: Hugging Face `Trainer` (`huggingface`), Lightning (`lightning`),
-and TensorBoard export of recorded columns (`tensorboard`); each needs its own extra installed."""
+and mirrors of recorded columns to TensorBoard (`tensorboard`), MLflow (`mlflow`) and Weights &
+Biases (`wandb`); each needs its own extra installed."""

@@ -163,8 +163,8 @@ class SmoothprobeCallback(TrainerCallback):
     `compute_loss` is used. The steps table gets one row per optimizer step: the logged `loss`,
     the `lr` the step used, the pre-clip `grad_norm`, probe columns on probed steps and, with an
     `AdaptiveWarmup`, its record. Only the world-process-zero writes `run_dir`.
-    `tensorboard` (a log directory) and `mlflow` (a tracking URI) mirror each row as the
-    scalars `smoothprobe/<column>`.
+    `tensorboard` (a log directory), `mlflow` (a tracking URI) and `wandb` (a W&B project)
+    mirror each row as the scalars `smoothprobe/<column>`.
     """
 
     def __init__(
@@ -177,11 +177,12 @@ class SmoothprobeCallback(TrainerCallback):
         overhead: float | None = None,
         tensorboard: str | Path | None = None,
         mlflow: str | None = None,
+        wandb: str | None = None,
         overwrite: bool = False,
         **recorder_options: Any,
     ) -> None:
         self.run_dir, self.loss_fn, self.overwrite = run_dir, loss_fn, overwrite
-        self.mirrors = {"tensorboard": tensorboard, "mlflow": mlflow}
+        self.mirrors = {"tensorboard": tensorboard, "mlflow": mlflow, "wandb": wandb}
         self.options = {"preset": preset, "every": every, "overhead": overhead, **recorder_options}
         self.session: ProbeSession | None = None
         self.capture: CapturedStep | None = None

@@ -33,8 +33,8 @@ class SmoothprobeCallback(pl.Callback):
     back-propagated), the `lr` the step used, probe columns on probed steps and, with an
     `AdaptiveWarmup` as first scheduler, its record. Automatic optimisation with one optimizer
     only; gradients are captured before Lightning clips them. Only global rank zero writes.
-    `tensorboard` (a log directory) and `mlflow` (a tracking URI) mirror each row as the
-    scalars `smoothprobe/<column>`.
+    `tensorboard` (a log directory), `mlflow` (a tracking URI) and `wandb` (a W&B project)
+    mirror each row as the scalars `smoothprobe/<column>`.
     """
 
     def __init__(
@@ -47,13 +47,14 @@ class SmoothprobeCallback(pl.Callback):
         overhead: float | None = None,
         tensorboard: str | Path | None = None,
         mlflow: str | None = None,
+        wandb: str | None = None,
         overwrite: bool = False,
         **recorder_options: Any,
     ) -> None:
         if not callable(loss_fn):
             raise SmoothprobeError(f"loss_fn must be callable (module, batch) -> loss, got {loss_fn!r}")
         self.run_dir, self.loss_fn, self.overwrite = run_dir, loss_fn, overwrite
-        self.mirrors = {"tensorboard": tensorboard, "mlflow": mlflow}
+        self.mirrors = {"tensorboard": tensorboard, "mlflow": mlflow, "wandb": wandb}
         self.options = {"preset": preset, "every": every, "overhead": overhead, **recorder_options}
         self.session: ProbeSession | None = None
         self._batches: list[Any] = []

@@ -4,7 +4,8 @@ The same names and values as the TensorBoard view. Use `MlflowSink` live (the ca
 `mlflow=` argument, or `write` from your own loop) or `export_mlflow` on a finished run
 directory. Needs the `mlflow` or `mlflow-skinny` package (`pip install smoothprobe[mlflow]`).
 The sink talks to its tracking URI through an `MlflowClient` and never touches the active run,
-so it sits beside a framework's own MLflow logging.
+so it sits beside a framework's own MLflow logging. Any tracking URI works; a local SQLite
+database (`sqlite:///mlflow.db`) needs no server and no environment variable.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ class MlflowSink:
     """Logs step rows as metrics of one MLflow run.
 
     With `run_dir`, the tracking URI and run id are kept in RUN_DIR/mlflow.json and a later sink
-    on the same directory and URI continues that run. MLflow cannot delete logged points, so a
-    resumed run skips the steps the MLflow run already holds: each step is logged once.
+    on the same directory and URI continues that run (a new one if the stored run is gone).
+    MLflow cannot delete logged points, so a resumed run or a re-export skips the steps the
+    MLflow run already holds: each step is logged once.
     """
 
     def __init__(self, tracking_uri: str, *, run_dir: str | Path | None = None,
@@ -43,6 +45,8 @@ class MlflowSink:
         self._id_file = Path(run_dir) / RUN_ID_FILE if run_dir is not None else None
         self.run_id = self._stored_run_id()
         self._logged_up_to = -1
+        if self.run_id is not None and not self._run_exists():
+            self.run_id = None
         if self.run_id is None:
             found = self._client.get_experiment_by_name(experiment)
             experiment_id = found.experiment_id if found else self._client.create_experiment(experiment)
@@ -62,6 +66,15 @@ class MlflowSink:
             return None
         stored = json.loads(self._id_file.read_text())
         return stored["run_id"] if stored.get("tracking_uri") == self.tracking_uri else None
+
+    def _run_exists(self) -> bool:
+        """True when the tracking store still holds the stored run (not deleted, same database)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._client.get_run(self.run_id).info.lifecycle_stage != "deleted"
+        except MlflowException:
+            return False
 
     def _last_logged_step(self) -> int:
         """The highest step any metric of the run holds (-1 for none)."""
@@ -86,7 +99,11 @@ class MlflowSink:
 
 
 def export_mlflow(run_dir: str | Path, tracking_uri: str, experiment: str = "smoothprobe") -> str:
-    """Log a run directory's steps table to MLflow as one run; returns the MLflow run id."""
+    """Log a run directory's steps table to MLflow as one run; returns the MLflow run id.
+
+    Idempotent: a second export to the same URI continues the run in RUN_DIR/mlflow.json and
+    logs only steps it does not hold yet.
+    """
     run = load_run(run_dir)
     if run.steps.empty:
         raise SmoothprobeError(f"run directory {run_dir} has no steps to export")

@@ -26,7 +26,8 @@ class ProbeSession:
 
     Only the process with `write=True` (rank 0) touches the disk; every process runs the probes
     so that extra forward/backward passes stay in step across ranks. `tensorboard` (a log
-    directory) and `mlflow` (a tracking URI) mirror every numeric column as `smoothprobe/<column>`.
+    directory), `mlflow` (a tracking URI) and `wandb` (a W&B project) mirror every numeric column
+    as `smoothprobe/<column>`.
     A framework that resumed from a checkpoint passes its step as `start_step`: an existing run
     directory is then reopened and cut back to the rows before that step, and the mirrors log
     each re-run step once.
@@ -44,6 +45,7 @@ class ProbeSession:
         write: bool = True,
         tensorboard: str | Path | None = None,
         mlflow: str | None = None,
+        wandb: str | None = None,
         overwrite: bool = False,
         start_step: int = 0,
         **recorder_options: Any,
@@ -74,6 +76,10 @@ class ProbeSession:
             from smoothprobe.integrations.mlflow import MlflowSink
 
             self.sinks.append(MlflowSink(mlflow, run_dir=run_dir))
+        if write and wandb is not None:
+            from smoothprobe.integrations.wandb import WandbSink
+
+            self.sinks.append(WandbSink(wandb, run_dir=run_dir))
         if self.store is not None:
             self.store.write_info(probes=self.recorder.describe(), status="running")
         self._row: dict[str, Any] | None = None

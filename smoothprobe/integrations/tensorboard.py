@@ -30,14 +30,20 @@ def scalars(row: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+EXPORT_SUFFIX = ".smoothprobe-export"
+"""Suffix of the event file `export_tensorboard` writes (an export replaces the previous one)."""
+
+
 class TensorBoardSink:
     """Writes step rows to TensorBoard event files in `log_dir`.
 
     A run resumed at `start_step` opens a new event file that purges the earlier files' events
-    from that step on, so TensorBoard shows each re-run step once.
+    from that step on, so TensorBoard shows each re-run step once; `purge=True` purges from
+    `start_step` even when it is 0 (an export that replaces everything before it).
     """
 
-    def __init__(self, log_dir: str | Path, start_step: int = 0) -> None:
+    def __init__(self, log_dir: str | Path, start_step: int = 0, *, purge: bool = False,
+                 filename_suffix: str = "") -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:
@@ -45,7 +51,9 @@ class TensorBoardSink:
                 "tensorboard logging needs the tensorboard package: pip install tensorboard"
             ) from err
         self.log_dir = Path(log_dir)
-        self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=start_step or None)
+        purge_step = start_step if purge or start_step else None
+        self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=purge_step,
+                                     filename_suffix=filename_suffix)
 
     def write(self, step: int, row: Mapping[str, Any]) -> None:
         """Log every finite numeric column of `row` at global step `step`."""
@@ -58,12 +66,18 @@ class TensorBoardSink:
 
 
 def export_tensorboard(run_dir: str | Path, log_dir: str | Path | None = None) -> Path:
-    """Write a run directory's steps table as TensorBoard scalars; default log dir RUN_DIR/tb."""
+    """Write a run directory's steps table as TensorBoard scalars; default log dir RUN_DIR/tb.
+
+    Idempotent: the event file of an earlier export to the same log dir is deleted first, and
+    the new file purges every earlier point (a live mirror's too), so each step shows once.
+    """
     run = load_run(run_dir)
     target = Path(log_dir) if log_dir is not None else Path(run_dir) / "tb"
     if run.steps.empty:
         raise SmoothprobeError(f"run directory {run_dir} has no steps to export")
-    sink = TensorBoardSink(target)
+    for earlier in target.glob(f"events.out.tfevents.*{EXPORT_SUFFIX}"):
+        earlier.unlink()
+    sink = TensorBoardSink(target, purge=True, filename_suffix=EXPORT_SUFFIX)
     for row in run.steps.to_dict("records"):
         sink.write(int(row["step"]), row)
     sink.close()
