@@ -122,8 +122,8 @@ def library_errors(func: Callable) -> Callable:
         except OSError as exc:
             if disk_full(exc):
                 where = f" writing {exc.filename}" if exc.filename else ""
-                raise UsageFailure(f"disk full{where}: free some space (a run is closed as crashed, "
-                                   "reason 'disk full'; --resume continues it)") from None
+                raise UsageFailure(f"disk full{where}: free some space (a run being written is closed as "
+                                   "crashed, reason 'disk full')") from None
             if exc.filename is not None:
                 raise UsageFailure(f"cannot use {exc.filename}: {exc.strerror or one_line(exc)}") from None
             raise UsageFailure(f"{type(exc).__name__}: {one_line(exc)}", exit_code=1) from None

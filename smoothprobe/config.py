@@ -207,7 +207,7 @@ class AdaptiveConfig:
             (self.fit is None or self.pilot is None, "fit and pilot exclude each other: a pilot makes its own fit"),
             (self.pilot is None or (_finite(self.pilot) and self.pilot > 0),
              f"pilot must be a fraction in (0, 1) or a number of steps >= 1, got {self.pilot}"),
-            (not number or math.isfinite(self.f_star) and abs(self.f_star) < 1e12,
+            (not number or math.isfinite(self.f_star) and abs(self.f_star) <= 1e12,
              f"f_star must be a finite number of sensible size, got {self.f_star}"),
             (self.f_star != "auto" or self.fit is None,
              "f_star 'auto' re-estimates f* without a fit; drop the fit or give a number"),

@@ -107,6 +107,22 @@ def write_json_atomic(path: Path, data: dict) -> None:
     replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n"))
 
 
+def save_torch(state: Any, path: Path) -> None:
+    """`torch.save`, with the writer's failure on a full disk (a RuntimeError "unexpected pos" from
+    its zip writer, not an OSError) raised as OSError ENOSPC naming `path`."""
+    try:
+        torch.save(state, path)
+    except RuntimeError as exc:
+        try:
+            stat = os.statvfs(path.parent)
+            free = stat.f_bavail * stat.f_frsize
+        except OSError:
+            free = None
+        if "unexpected pos" in str(exc) or "write failed" in str(exc) or (free is not None and free < 2**20):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
+        raise
+
+
 def disk_full(exc: BaseException) -> bool:
     """Whether `exc` is the OS saying the disk (or the user's quota) is full."""
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -402,7 +418,7 @@ class RunStore:
         if not self.writer:
             return
         self.check_identity()
-        replace_atomically(self.path / CHECKPOINT, lambda tmp: torch.save(state, tmp))
+        replace_atomically(self.path / CHECKPOINT, lambda tmp: save_torch(state, tmp))
 
     def load_checkpoint(self) -> dict | None:
         """The last checkpoint (loaded with weights_only=True), or None if there is none."""

@@ -246,6 +246,43 @@ def test_disk_full_writing_the_status_still_lands_crashed(tmp_path, monkeypatch)
     assert json.loads((out / "run.json").read_text())["status_reason"] == "disk full"
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A mount point for a small tmpfs (skipped where mounting is not allowed); unmounted after."""
+    mounts = []
+
+    def mount(size: str) -> Path:
+        point = tmp_path / f"disk-{len(mounts)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                              capture_output=True, check=False)
+        if done.returncode != 0:
+            pytest.skip("cannot mount a tmpfs here")
+        mounts.append(point)
+        return point
+
+    yield mount
+    for point in mounts:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+@pytest.mark.adversarial("lost")
+@pytest.mark.parametrize("size, args", [
+    ("200k", ["record", *QUICK[:-1], "--every", "1", "--steps", "3000"]),
+    ("1m", ["train", "--task", "markov", "--steps", "12", "--checkpoint-every", "5"]),
+], ids=["rows", "checkpoint"])
+def test_a_real_full_disk_closes_the_run_as_crashed_disk_full(small_disk, size, args):
+    out = small_disk(size) / "run"
+    done = subprocess.run([sys.executable, "-m", "smoothprobe.cli.main", *args, "--no-progress", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "disk full" in done.stderr, done.stderr
+    info = json.loads((out / "run.json").read_text())
+    assert (info["status"], info["status_reason"]) == ("crashed", "disk full")
+    steps = load_run(out).steps
+    assert steps.step.tolist() == list(range(len(steps)))  # every row that fitted, in order
+
+
 @pytest.mark.adversarial("traceback")
 def test_a_second_signal_while_closing_exits_quietly(tmp_path):
     out = tmp_path / "run"
