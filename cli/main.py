@@ -66,7 +66,7 @@ def as_flags(message: str) -> str:
 
 SEED = click.IntRange(0, 2**32 - 1)
 """Seeds: what numpy and torch both accept."""
-PACKAGE_DIRS = (str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent))
+PACKAGE_DIRS = tuple(str(Path(p).resolve().parent) + "/" for p in (distributed.__file__, __file__))
 """Where smoothprobe's own code lives: warnings raised from there are the tool's own words."""
 
 
@@ -384,7 +384,8 @@ def record(**kw) -> None:
 @click.option("--warmups", "warmup_grid", default="0,0.01,0.02,0.05,0.1,0.2", show_default=True,
               help="Comma-separated warm-up grid (fractions of --steps if below 1, else steps).")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, help="Seeds per configuration.")
-@click.option("--overwrite", is_flag=True, help="Rerun runs in --out whose stored config differs from this sweep's.")
+@click.option("--overwrite", is_flag=True, help="Rerun runs in --out whose stored config differs from this sweep's "
+                                                "(deleting only the files smoothprobe wrote in them).")
 @library_errors
 def sweep(**kw) -> None:
     """Run a warm-up grid (and with --adaptive the adaptive schedule) over seeds; write summary.csv.
@@ -424,10 +425,13 @@ def demo(out, steps) -> None:
                    "else fitted on the fly].")
 @click.option("--label", "labels", multiple=True, help="Name of the i-th run (repeatable) [default: its folder].")
 @click.option("--title", default=None, help="Report title.")
-@click.option("--out", type=click.Path(dir_okay=False), default="report.html", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="HTML file to write [default: RUN_DIR/report.html for one run; for N runs "
+                   "report-N-runs.html in the folder that holds them all, else in the current folder].")
 @library_errors
 def report(run_dirs, fits, labels, title, out) -> None:
-    """Write one self-contained HTML curvature report (no network needed) for one or several runs."""
+    """Write one self-contained HTML curvature report (no network needed) for one or several runs,
+    and print the path written."""
     from smoothprobe.report import write_report
 
     if len(fits) > len(run_dirs):

@@ -332,6 +332,7 @@ def test_deeply_nested_fit_json_is_one_line(source, tmp_path, command):
     (["--rho", "1000"], "--rho must be a number in (1, 100]"),
     (["--f-star", "-1e300"], "|f*| <= 1e+12"),
     (["--f-star", "-1e12"], "too little to fit"),
+    (["--f-star", "-1e6"], "too little to fit"),
     (["--seed", "-1"], "Invalid value for '--seed'"),
     (["--bootstrap", "999999999999999999999"], "Invalid value for '--bootstrap'"),
 ])

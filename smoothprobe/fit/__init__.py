@@ -36,6 +36,9 @@ SENSITIVITY_WIDTH = 0.1
 MAX_BOOTSTRAP = 10_000
 """Most block-bootstrap resamples a fit takes (memory and time grow with it; 200 is plenty)."""
 MAX_SEED = 2**32 - 1
+GAP_SPREAD = 1e-3
+"""Least spread (max − min) of the gaps Δ, relative to the largest, a fit accepts: an f* far below
+the losses makes every Δ about the same and the envelope ill-conditioned."""
 
 
 def _check_args(rho: float | str, quantile: float, bootstrap: int, level: float, seed: int = 0) -> None:
@@ -147,9 +150,10 @@ def fit_frame(
     if not (math.isfinite(f_star) and abs(f_star) <= F_STAR_LIMIT):
         raise SmoothprobeError(f"f_star must be a finite number with |f*| <= {F_STAR_LIMIT:g}; got {f_star:g}")
     data = fit_data(steps, column, f_star, window, delta_from)
-    if len(data.delta) and np.ptp(data.delta) <= 1e-9 * np.max(data.delta):
+    if len(data.delta) and np.ptp(data.delta) <= GAP_SPREAD * np.max(data.delta):
         raise SmoothprobeError(f"f_star {f_star:g} puts every gap at about {np.max(data.delta):.6g}: they differ by "
-                               "less than 1e-9 of their size, too little to fit K(Delta); f* must lie nearer the losses")
+                               f"less than {GAP_SPREAD:g} of their size, too little to fit K(Delta); f* must lie "
+                               "nearer the losses")
     base = rho_design(data.delta, data.k, 2.0 if rho == "auto" else float(rho))
     ls_constants, _ = least_squares(base)
     block = block_length(data.k - k_model(data.delta, *ls_constants, base.rho))
