@@ -558,3 +558,41 @@ def test_fifty_rows_at_tau_0p9_are_enough_to_place_the_envelope():
     steps = planted_steps(50, 3)
     fit = fit_frame(steps, f_star=2.0, bootstrap=0)
     assert "placing it needs" not in fit.verdict
+
+
+def test_block_cover_and_block_total_agree_with_the_drawn_rows(monkeypatch):
+    from smoothprobe.fit import bootstrap as boot
+    from smoothprobe.fit.bootstrap import block_cover, block_total, draw_blocks
+
+    n, block = 1000, 37
+    starts, lengths = draw_blocks(n, block, np.random.default_rng(3))
+    counts = circular_block_counts(n, block, np.random.default_rng(3))  # the same draw, row by row
+    assert lengths.sum() == n and counts.sum() == n
+    rows = np.array([0, 5, 500, 963, 999])
+    np.testing.assert_array_equal(block_cover(rows, starts, lengths, n), counts[rows])
+    np.testing.assert_array_equal(block_cover(np.arange(n), starts, lengths, n), counts)
+    monkeypatch.setattr(boot, "DENSE_PAIRS", 0)  # the searchsorted path of large problems
+    np.testing.assert_array_equal(block_cover(np.arange(n), starts, lengths, n), counts)
+    terms = np.random.default_rng(0).normal(size=(n, 3))
+    prefix = np.vstack([np.zeros((1, 3)), np.cumsum(terms, axis=0)])
+    np.testing.assert_allclose(block_total(prefix, starts, lengths), counts @ terms, atol=1e-9)
+
+
+def test_banded_bootstrap_refits_equal_direct_lp_solves():
+    """Large problems go through the banded solver with block weights and prefix sums; each refit
+    must be the exact LP optimum of its resample."""
+    from smoothprobe.fit import bootstrap as boot
+
+    steps = planted_steps(20_000, 4)
+    d = rho_design(steps["loss"].to_numpy() - 2.0, steps["secant_K"].to_numpy(), 2.0)
+    beta = quantile_regression(d.x, d.y, TAU, g=d.g, h=d.h, cut=d.cut)
+    got = boot._refit(d, beta, TAU, 40, [(7, i) for i in range(3)])
+    compared = 0
+    for i in range(3):
+        counts = circular_block_counts(len(d.y), 40, np.random.default_rng((7, i)))
+        live = counts > 0
+        want = _solve_dual(d.x[live], d.y[live], counts[live], TAU, d.g, d.h, np.zeros(3))
+        if d.cut(want) is None:  # the direct answer is physical: the cutting planes leave it alone
+            np.testing.assert_allclose(got[i], want, atol=1e-6)
+            compared += 1
+    assert compared >= 2

@@ -91,8 +91,10 @@ def _sensitivity(steps: pd.DataFrame, f_star: float, width: float, column: str, 
             out.append({"f_star": f, "delta_peak": np.nan, "eta_max": np.nan,
                         "switch_loss": np.nan, "rows_used": 0})
             continue
-        constants = fitted if offset == 0 else envelope(rho_design(data.delta, data.k, rho),
-                                                        quantile)
+        shift = offset * width  # Δ at f* + shift is Δ − shift: K's constants re-expressed there start it
+        near = fitted if rho != 2.0 else np.array([fitted[0] + fitted[1] * shift + fitted[2] * shift**2,
+                                                   fitted[1] + 2 * fitted[2] * shift, fitted[2]])
+        constants = fitted if offset == 0 else envelope(rho_design(data.delta, data.k, rho), quantile, near)
         peak, top = _peak(constants, rho)
         out.append({"f_star": f, "delta_peak": float(peak), "eta_max": float(top),
                     "switch_loss": f + float(peak), "rows_used": len(data.k)})

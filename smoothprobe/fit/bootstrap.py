@@ -12,6 +12,8 @@ from smoothprobe.fit.quantile import DIRECT_MAX_ROWS, BandedQuantileLP, quantile
 PILOT_RESAMPLES = 20
 BAND_SAFETY = 1.1
 BAND_QUANTILE = 0.9
+DENSE_PAIRS = 4_000_000
+"""Row × block pairs up to which `block_cover` compares them all; above, it binary-searches."""
 
 
 def block_length(resid: np.ndarray) -> int:
@@ -29,15 +31,53 @@ def block_length(resid: np.ndarray) -> int:
     return int(np.clip(np.ceil(raw), 1, max(1, n // 10)))
 
 
-def circular_block_counts(n: int, block: int, rng: np.random.Generator) -> np.ndarray:
-    """How often each of n rows appears in one circular block resample of length n.
+def draw_blocks(n: int, block: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Start and length of each block of one circular block resample of n rows.
 
     Politis & Romano (1992): blocks of `block` consecutive rows, wrapping at the end, start at
-    uniform positions until n rows are drawn, so every row is equally likely to be chosen.
+    uniform positions until n rows are drawn (the last block is cut to fit), so every row is
+    equally likely to be chosen.
     """
     starts = rng.integers(0, n, size=-(-n // block))
-    rows = (starts[:, None] + np.arange(block)).ravel()[:n] % n
+    lengths = np.full(len(starts), block)
+    lengths[-1] = n - block * (len(starts) - 1)
+    return starts, lengths
+
+
+def block_cover(rows: np.ndarray, starts: np.ndarray, lengths: np.ndarray, n: int) -> np.ndarray:
+    """How often each of `rows` is drawn by the blocks (starts, lengths) on a circle of n rows."""
+    rows = np.asarray(rows)
+    offset = (rows[:, None] - starts[None, :]) % n if len(starts) * len(rows) <= DENSE_PAIRS else None
+    if offset is not None:
+        return (offset < lengths).sum(axis=1).astype(float)
+    full = np.sort(starts[lengths == lengths[0]])
+    width = int(lengths[0])
+    counts = (np.searchsorted(full, rows, "right") - np.searchsorted(full, rows - width, "right")
+              + np.searchsorted(full, rows + n, "right") - np.searchsorted(full, rows + n - width, "right"))
+    for start, length in zip(starts[lengths != width], lengths[lengths != width]):
+        counts += (rows - start) % n < length
+    return counts.astype(float)
+
+
+def block_total(prefix: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Σ over the drawn rows of the per-row terms whose prefix sums (n + 1 rows) are `prefix`."""
+    n = len(prefix) - 1
+    ends = starts + lengths
+    inner = prefix[np.minimum(ends, n)] - prefix[starts]
+    wrapped = prefix[np.maximum(ends - n, 0)] - prefix[0]
+    return (inner + wrapped).sum(axis=0)
+
+
+def circular_block_counts(n: int, block: int, rng: np.random.Generator) -> np.ndarray:
+    """How often each of n rows appears in one circular block resample of length n."""
+    starts, lengths = draw_blocks(n, block, rng)
+    rows = np.concatenate([(s + np.arange(length)) % n for s, length in zip(starts, lengths)])
     return np.bincount(rows, minlength=n).astype(float)
+
+
+def _snap(band: float) -> float:
+    """`band` rounded up to a power of 2^(1/4): few distinct bands, so their layouts are reused."""
+    return float(2.0 ** (np.ceil(4 * np.log2(band)) / 4))
 
 
 def _refit(design: RhoDesign, beta: np.ndarray, tau: float, block: int,
@@ -48,21 +88,25 @@ def _refit(design: RhoDesign, beta: np.ndarray, tau: float, block: int,
     solver = BandedQuantileLP(design.x, design.y, tau, design.g, design.h, beta, cut=design.cut)
     needed_seen: list[float] = []
     for i, seed in enumerate(seeds):
-        counts = circular_block_counts(n, block, np.random.default_rng(seed))
+        starts, lengths = draw_blocks(n, block, np.random.default_rng(seed))
         if n <= DIRECT_MAX_ROWS:
+            counts = block_cover(np.arange(n), starts, lengths, n)
             out[i] = quantile_regression(design.x, design.y, tau, g=design.g, h=design.h,
                                          weights=counts, cut=design.cut)
             continue
-        band = BAND_SAFETY * float(np.quantile(needed_seen, BAND_QUANTILE)) if needed_seen else None
-        out[i], needed = solver.solve(counts, band)
+        if needed_seen:
+            band = _snap(BAND_SAFETY * float(np.quantile(needed_seen, BAND_QUANTILE)))
+        else:
+            band = _snap(float(np.quantile(np.abs(solver.reach), DIRECT_MAX_ROWS / n)))
+        out[i], needed = solver.solve_resample(
+            lambda rows, s=starts, lg=lengths: block_cover(rows, s, lg, n),
+            lambda prefix, s=starts, lg=lengths: block_total(prefix, s, lg), band)
         needed_seen.append(needed)
         if i + 1 == PILOT_RESAMPLES:
             shifts = out[: i + 1] - beta
             cov = shifts.T @ shifts / (i + 1) + 1e-12 * np.eye(3)
-            spread = np.sqrt(np.einsum("ij,jk,ik->i", design.x, cov, design.x))
-            solver = BandedQuantileLP(design.x, design.y, tau, solver.g, solver.h, beta, spread,
-                                      design.cut)
-            needed_seen = list(np.max(np.abs(shifts @ design.x.T) / spread, axis=1))
+            solver = BandedQuantileLP(design.x, design.y, tau, solver.g, solver.h, beta, cov, design.cut)
+            needed_seen = [solver.least_band(b) for b in out[: i + 1]]
     return out
 
 
@@ -76,7 +120,10 @@ def bootstrap_envelope(
     residual lies far outside how much the fit moves between resamples are fixed on their side
     (see `quantile_regression`). That movement is learnt from the first PILOT_RESAMPLES fits,
     as the spread √(x_i S x_iᵀ) of the fitted value under their covariance S; the band is then
-    BAND_SAFETY times the BAND_QUANTILE of the bands needed so far (a miss only costs a re-solve).
+    BAND_SAFETY times the BAND_QUANTILE of the bands needed so far (a miss only costs a re-solve),
+    rounded up to a power of 2^(1/4). A resample is kept as its blocks: the LP's rows inside the
+    band are weighed by the blocks covering them and the fixed rows enter through prefix sums, so
+    no resample touches all n rows (`BandedQuantileLP.solve_resample`).
     Resample i is drawn from seed (seed, i), so the result does not depend on `n_jobs`.
     """
     seeds = [(seed, i) for i in range(resamples)]

@@ -44,7 +44,7 @@ def _score(name: str, keys: tuple[str, ...], x: np.ndarray, k: np.ndarray, scale
     eye = np.eye(x.shape[1])
     beta = quantile_regression(x, k / k_scale, tau, g=eye, h=np.zeros(x.shape[1]))
     cover = float(np.mean(k <= k_scale * (x @ beta)))
-    loss = k_scale * cv_pinball(x, k / k_scale, tau, folds, eye, np.zeros(x.shape[1]))
+    loss = k_scale * cv_pinball(x, k / k_scale, tau, folds, eye, np.zeros(x.shape[1]), whole=beta)
     params = {key: float(v) for key, v in zip(keys, k_scale * beta / scale)}
     return ModelScore(name, params, cover, loss)
 
@@ -67,7 +67,7 @@ def compare_models(
                              np.array([1.0, g_scale]), tau, folds[ok]))
     envelope = k_model(data.delta, *constants, design.rho)
     loss = design.k_scale * cv_pinball(design.x, design.y, tau, folds, design.g, design.h,
-                                       design.cut)
+                                       design.cut, whole=constants / design.constants(np.ones(3)))
     scores.append(ModelScore(
         f"(rho={design.rho:g}, K0, K1, K_rho)",
         dict(zip(("K0", "K1", "K_rho"), map(float, constants))),

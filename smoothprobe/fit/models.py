@@ -74,11 +74,13 @@ def rho_design(delta: np.ndarray, k: np.ndarray, rho: float) -> RhoDesign:
                      np.asarray(k, dtype=float) / k_scale, g, h)
 
 
-def envelope(design: RhoDesign, tau: float) -> np.ndarray:
+def envelope(design: RhoDesign, tau: float, near: np.ndarray | None = None) -> np.ndarray:
     """Upper-envelope constants (K0, K1, Kρ): the τ-quantile regression of the ρ-model, physical
-    (K > 0 on every Δ ≥ 0)."""
+    (K > 0 on every Δ ≥ 0). `near`: constants close to the answer (a fit of nearly the same
+    data), which large problems start from; the answer is the exact optimum either way."""
+    start = None if near is None else np.asarray(near) / design.constants(np.ones(3))
     return design.constants(quantile_regression(design.x, design.y, tau, g=design.g, h=design.h,
-                                                cut=design.cut))
+                                                start=start, cut=design.cut))
 
 
 def least_squares(design: RhoDesign) -> tuple[np.ndarray, float]:
@@ -102,15 +104,17 @@ def time_folds(n: int, block: int, n_folds: int = 5) -> np.ndarray:
 def cv_pinball(
     x: np.ndarray, y: np.ndarray, tau: float, folds: np.ndarray,
     g: np.ndarray | None = None, h: np.ndarray | None = None, cut: Cut | None = None,
+    whole: np.ndarray | None = None,
 ) -> float:
     """Held-out pinball loss of the τ-quantile regression of y on x (under Gβ ≥ h and `cut`),
     pooled over folds.
 
-    Large problems warm-start every fold at the all-rows fit, which is close to each of them.
+    Large problems warm-start every fold at the all-rows fit `whole` (fitted here when not
+    given), which is close to each of them.
     """
     total = 0.0
-    whole = quantile_regression(x, y, tau, g=g, h=h, cut=cut) if len(y) > DIRECT_MAX_ROWS \
-        else None
+    if whole is None and len(y) > DIRECT_MAX_ROWS:
+        whole = quantile_regression(x, y, tau, g=g, h=h, cut=cut)
     for fold in np.unique(folds):
         test = folds == fold
         beta = quantile_regression(x[~test], y[~test], tau, g=g, h=h, start=whole, cut=cut)

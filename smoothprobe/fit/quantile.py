@@ -13,6 +13,10 @@ DIRECT_MAX_ROWS = 4000
 """Problems with at most this many weighted rows go to HiGHS whole; larger ones are banded."""
 SIMPLEX_MAX_ROWS = 1000
 """Dual simplex up to this many LP columns, interior point (faster here) above."""
+MIN_BAND_ROWS = 500
+"""Rows a band holds at least: fewer rarely place a 3-parameter quantile fit."""
+SUBSET_SHARE = 0.04
+"""Share of the rows whose fit starts a large problem (1M rows: 40k, which start from 4k)."""
 MAX_CUTS = 200
 """Cutting-plane rounds before a convex constraint is declared unreachable."""
 
@@ -78,46 +82,96 @@ class BandedQuantileLP:
     Preprocessing of Portnoy & Koenker (1997, "The Gaussian hare and the Laplacian tortoise"):
     a row with |y_i − x_i·start| > band·spread_i is fixed on its side of the fit and enters the
     LP through one linear term; the answer is checked and the band doubled until no fixed row
-    changes side, so the result is the exact full-data solution. `spread` (default: leverage
-    √(x_i M⁻¹ x_iᵀ), M = XᵀX/n) says how far the fit may move at each row. Residuals are
-    computed once, so solving many reweightings of the same rows (a bootstrap) is cheap.
+    changes side, so the result is the exact full-data solution. spread_i = √(x_i S x_iᵀ) says how
+    far the fit may move at row i (`metric` S, default M⁻¹ with M = XᵀX/n); by Cauchy–Schwarz no
+    row moves by more than √(δᵀS⁻¹δ)·spread_i for a shift δ of β, so only rows whose |reach|
+    lies below that bound can change side, and checking them (a prefix of the rows sorted by
+    |reach|) gives the exact least band that would have sufficed without touching every row.
+    Residuals, and per band the rows inside and the prefix sums of the fixed rows' terms, are
+    computed once, so many reweightings of the same rows (a bootstrap) cost little beyond their
+    LPs.
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, tau: float, g: np.ndarray, h: np.ndarray,
-                 start: np.ndarray, spread: np.ndarray | None = None, cut: Cut | None = None
+                 start: np.ndarray, metric: np.ndarray | None = None, cut: Cut | None = None
                  ) -> None:
-        if spread is None:
-            spread = np.sqrt(np.einsum("ij,ij->i", x @ np.linalg.pinv(x.T @ x / len(y)), x))
+        if metric is None:
+            metric = np.linalg.pinv(x.T @ x / len(y))
         self.x, self.y, self.tau, self.g, self.h, self.cut = x, y, tau, g, h, cut
-        self.start, self.spread = start, spread
+        self.start, self.inverse = start, np.linalg.pinv(metric)
+        self.spread = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", x, metric, x), 1e-300))
         self.resid = y - x @ start
-        self.reach = self.resid / spread
+        self.reach = self.resid / self.spread
+        self.order = np.argsort(np.abs(self.reach))
+        self.sorted_reach = np.abs(self.reach)[self.order]
+        self._layouts: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+
+    def bound(self, beta: np.ndarray) -> float:
+        """√(δᵀS⁻¹δ) for δ = β − start: no row's fitted value moves by more than this many spreads."""
+        shift = np.asarray(beta) - self.start
+        return float(np.sqrt(max(shift @ self.inverse @ shift, 0.0)))
+
+    def crossing(self, beta: np.ndarray) -> np.ndarray:
+        """The rows on the other side of β's fit than of the start's (only rows with |reach|
+        below `bound(β)` can be, so only those are looked at)."""
+        rows = self.order[: np.searchsorted(self.sorted_reach, self.bound(beta), "right")]
+        shift = self.x[rows] @ (np.asarray(beta) - self.start)
+        resid = self.resid[rows]
+        return rows[((resid > 0) & (resid < shift)) | ((resid < 0) & (resid > shift))]
+
+    def least_band(self, beta: np.ndarray) -> float:
+        """The least band at which no fixed row changes side for β (0 when none would)."""
+        rows = self.crossing(beta)
+        return float(np.max(np.abs(self.reach[rows]))) if len(rows) else 0.0
+
+    def layout(self, band: float) -> tuple[np.ndarray, np.ndarray]:
+        """The rows inside `band` (in order) and the prefix sums over rows of the fixed rows'
+        terms (1−τ)·x_i below the band, −τ·x_i above it (shape (n + 1, p)); the last four kept."""
+        if band not in self._layouts:
+            above, below = self.reach > band, self.reach < -band
+            term = self.x * ((1.0 - self.tau) * below - self.tau * above)[:, None]
+            prefix = np.vstack([np.zeros((1, self.x.shape[1])), np.cumsum(term, axis=0)])
+            if len(self._layouts) >= 4:
+                self._layouts.pop(next(iter(self._layouts)))
+            self._layouts[band] = (np.flatnonzero(~(above | below)), prefix)
+        return self._layouts[band]
 
     def solve(self, weights: np.ndarray, band: float | None = None) -> tuple[np.ndarray, float]:
-        """β for row weights `weights`, and max_i |x_i(β − start)|/spread_i: the least band
-        that would have sufficed, which callers reuse to size the band of similar problems.
-        Cuts found on the way are kept for later solves."""
+        """β for row weights `weights`, and the least band that would have sufficed
+        (`least_band`), which callers reuse to size the band of similar problems. Cuts found on
+        the way are kept for later solves."""
         if band is None:
             band = float(np.quantile(np.abs(self.reach[weights > 0]),
                                      min(1.0, DIRECT_MAX_ROWS / len(weights))))
-        beta, self.g, self.h = cutting_planes(
-            lambda g, h: self._banded(weights, band, g, h), self.g, self.h, self.cut)
-        return beta, float(np.max(np.abs(self.x @ (beta - self.start)) / self.spread))
+        return self.solve_resample(lambda rows: weights[rows],
+                                   lambda prefix: weights @ np.diff(prefix, axis=0), band)
 
-    def _banded(self, w: np.ndarray, band: float, g: np.ndarray, h: np.ndarray) -> np.ndarray:
-        """The exact solution under Gβ ≥ h, doubling the band until no fixed row changes side."""
-        x, tau = self.x, self.tau
+    def solve_resample(self, weigh: Callable[[np.ndarray], np.ndarray],
+                       total: Callable[[np.ndarray], np.ndarray], band: float
+                       ) -> tuple[np.ndarray, float]:
+        """`solve` for weights known only through `weigh(rows)` (the weights of those rows) and
+        `total(prefix)` (the weighted sum of the per-row terms whose prefix sums are given): a
+        block bootstrap answers both from its blocks without a weight per row."""
+        beta, self.g, self.h = cutting_planes(
+            lambda g, h: self._banded(weigh, total, band, g, h), self.g, self.h, self.cut)
+        return beta, self.least_band(beta)
+
+    def _banded(self, weigh: Callable, total: Callable, band: float, g: np.ndarray,
+                h: np.ndarray) -> np.ndarray:
+        """The exact solution under Gβ ≥ h, doubling the band until no fixed row changes side (and
+        starting wide enough for MIN_BAND_ROWS rows)."""
+        band = max(band, float(self.sorted_reach[min(len(self.y), MIN_BAND_ROWS) - 1]))
         while True:
-            above, below = self.reach > band, self.reach < -band
-            inside = ~(above | below) & (w > 0)
-            rhs = (1.0 - tau) * (x.T @ (w * below)) - tau * (x.T @ (w * above))
-            beta = _solve_dual(x[inside], self.y[inside], w[inside], tau, g, h, rhs)
+            inside, prefix = self.layout(band)
+            w = weigh(inside)
+            live = inside[w > 0]
+            beta = _solve_dual(self.x[live], self.y[live], w[w > 0], self.tau, g, h, total(prefix))
             if beta is not None:
-                shift = x @ (beta - self.start)
-                flipped = (above & (self.resid < shift)) | (below & (self.resid > shift))
-                if not np.any(flipped & (w > 0)):
+                flipped = self.crossing(beta)
+                flipped = flipped[np.abs(self.reach[flipped]) > band]
+                if not len(flipped) or not np.any(weigh(flipped) > 0):
                     return beta
-            if not (above | below).any():
+            if len(inside) == len(self.y):
                 raise SmoothprobeError("quantile regression LP failed on the full problem")
             band *= 2.0
 
@@ -137,8 +191,9 @@ def quantile_regression(
     by `cutting_planes`), the exact LP solution.
 
     Up to DIRECT_MAX_ROWS weighted rows go to HiGHS whole; larger problems start from `start`
-    (a nearby fit, if known) or a fit on a random subset of that size, and are finished by
-    `BandedQuantileLP`.
+    (a nearby fit, if known) or the fit of a random SUBSET_SHARE of the rows (itself found the
+    same way, so each stage starts within about 1/√(its rows) of its answer and its band stays
+    narrow), and are finished by `BandedQuantileLP`.
     """
     n, p = x.shape
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
@@ -154,6 +209,7 @@ def quantile_regression(
             return beta
         return cutting_planes(direct, g, h, cut)[0]
     if start is None:
-        sub = np.random.default_rng(0).choice(live, DIRECT_MAX_ROWS, replace=False)
+        size = max(DIRECT_MAX_ROWS, round(SUBSET_SHARE * len(live)))
+        sub = np.sort(np.random.default_rng(0).choice(live, size, replace=False))
         start = quantile_regression(x[sub], y[sub], tau, g=g, h=h, weights=w[sub], cut=cut)
     return BandedQuantileLP(x, y, tau, g, h, start, cut=cut).solve(w)[0]
