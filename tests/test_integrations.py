@@ -608,3 +608,10 @@ def test_hf_run_directory_has_the_common_shape_and_a_report_without_unknowns(hf,
     assert run.steps[list(ALWAYS)].notna().all().all()
     html = write_report([tmp_path / "run"], tmp_path / "report.html").read_text()
     assert ">?<" not in html and "n/a%" not in html
+    assert "<li>no fit: f_star=&#39;auto&#39; needs at least 20 finite losses; got 6" in html  # a warning
+
+    from click.testing import CliRunner
+    from smoothprobe.cli.main import main
+
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "run")])
+    assert result.exit_code == 0 and result.output == f"report written to {tmp_path / 'run' / 'report.html'}\n"

@@ -372,3 +372,80 @@ def test_the_recorded_runs_auto_fit_is_physical_and_its_schedule_drawn(runs):
     assert 0 < fit.delta_peak < math.inf and 0 < fit.eta_max < math.inf
     assert fit.status == "not identifiable" and "only 40 rows" in fit.verdict
     assert fit.schedule_problem() == "the fit's status is 'not identifiable', not 'supported'"
+
+
+# ---------------------------------------------------------------- where users look
+
+
+@pytest.fixture
+def figure_of(monkeypatch):
+    """Figure functions return their matplotlib Figure instead of a PNG, to read axes numbers."""
+    from smoothprobe.report import figures
+
+    monkeypatch.setattr(figures, "data_uri", lambda fig: fig)
+    return figures
+
+
+def test_f_star_line_sits_inside_the_loss_axis_not_on_its_edge(runs, figure_of):
+    view = build_view(load_run(runs[0]), "p", "#000000", None)
+    ax = figure_of.loss_lr([view]).axes[0]
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("f*")]
+    assert line.get_ydata()[0] == 0.0 == view.f_star
+    low, high = ax.get_ylim()
+    assert ax.get_yscale() == "linear"  # f* = 0 cannot be drawn on a log axis
+    assert (0.0 - low) >= 0.06 * (high - low) * (1 - 1e-9)
+
+
+def test_show_level_lifts_a_line_off_the_bottom_of_a_log_axis(figure_of):
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    ax.plot([0, 1], [1.0, 100.0])
+    ax.set_yscale("log")
+    ax.axhline(1.0)
+    figure_of.show_level(ax, 1.0)
+    low, high = np.log10(ax.get_ylim())
+    assert (0.0 - low) == pytest.approx(0.06 * (high - low), rel=1e-9)
+
+
+def test_least_squares_is_drawn_over_the_data_range_and_does_not_move_the_axes(runs, probed_fit,
+                                                                               figure_of):
+    view = build_view(load_run(runs[0]), "p", "#000000", probed_fit)
+    wild = dataclasses.replace(probed_fit, least_squares={**probed_fit.least_squares,
+                                                          "K0": -50.0, "K_rho": 1e9})
+    wild_view = build_view(load_run(runs[0]), "p", "#000000", wild)
+    limits = []
+    for v in (view, wild_view):
+        ax = figure_of.k_vs_delta(v).axes[0]
+        (ls,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("least squares")]
+        x = ls.get_xdata()
+        assert x.min() == pytest.approx(v.points["delta"].min(), rel=1e-12)
+        assert x.max() == pytest.approx(v.points["delta"].max(), rel=1e-12)
+        limits.append(ax.get_ylim())
+    np.testing.assert_allclose(limits[0], limits[1], rtol=1e-12)  # the wild curve is clipped
+
+
+def test_report_command_writes_into_the_run_and_prints_only_its_path(runs, tmp_path):
+    from click.testing import CliRunner
+    from smoothprobe.cli.main import main
+
+    one = tmp_path / "one"
+    shutil.copytree(runs[0], one)
+    result = CliRunner().invoke(main, ["report", str(one)])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"report written to {one / 'report.html'}\n"
+    assert (one / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+    other = tmp_path / "other"
+    shutil.copytree(runs[0], other)
+    result = CliRunner().invoke(main, ["report", str(one), str(other)])
+    assert result.output == f"report written to {tmp_path.resolve() / 'report-2-runs.html'}\n"
+    assert (tmp_path / "report-2-runs.html").is_file()
+
+
+def test_a_run_without_a_fit_says_why_in_the_warnings(tmp_path):
+    few = train(TrainConfig(**{**QUADRATIC, "steps": 5}, probes={"probes": ["secant"], "every": 1}),
+                tmp_path / "few", progress=False)
+    page = Page(write_report([few], tmp_path / "r.html").read_text())
+    warnings = page.section_text("warnings")
+    assert "no fit: too few points to fit: 5 rows" in warnings and "No warnings" not in warnings

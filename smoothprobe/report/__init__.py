@@ -13,17 +13,28 @@ from smoothprobe.report.figures import run_colors
 from smoothprobe.report.html import render
 from smoothprobe.store import load_run
 
-__all__ = ["write_report"]
+__all__ = ["default_report_path", "write_report"]
+
+
+def default_report_path(runs: Sequence[str | Path]) -> Path:
+    """RUN_DIR/report.html for one run; for n runs `report-<n>-runs.html` in the folder that holds
+    them all when they share one, else in the current directory."""
+    if len(runs) == 1:
+        return Path(runs[0]) / "report.html"
+    parents = {Path(r).resolve().parent for r in runs}
+    folder = parents.pop() if len(parents) == 1 else Path.cwd()
+    return folder / f"report-{len(runs)}-runs.html"
 
 
 def write_report(
     runs: Sequence[str | Path],
-    out: str | Path,
+    out: str | Path | None = None,
     fits: Sequence[str | Path | SmoothnessFit | None] | None = None,
     title: str | None = None,
     labels: Sequence[str] | None = None,
 ) -> Path:
-    """Write the HTML report of `runs` to `out` and return its path.
+    """Write the HTML report of `runs` to `out` (default: `default_report_path(runs)`) and return
+    its path.
 
     fits: the i-th entry (a fit.json path or a SmoothnessFit) belongs to the i-th run; runs
     without one (None entries, or beyond the list) are fitted here with the task's f* (else
@@ -38,7 +49,7 @@ def write_report(
     labels = list(labels) if labels is not None else [Path(r).name or str(r) for r in runs]
     if len(labels) != len(runs):
         raise SmoothprobeError(f"labels has {len(labels)} entries for {len(runs)} runs")
-    out = Path(out)
+    out = Path(out) if out is not None else default_report_path(runs)
     if out.is_dir():
         raise SmoothprobeError(f"out must be a file path, not a directory: {out}")
     fits += [None] * (len(runs) - len(fits))

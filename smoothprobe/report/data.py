@@ -204,6 +204,8 @@ def run_warnings(view: RunView) -> list[str]:
             out.append(f"the adaptive schedule skipped {int(steps[column].max())} {what}")
     fit = view.fit
     if fit is None:
+        out.append(view.fit_note if view.fit_note.startswith("no fit") else
+                   f"no fit: {view.fit_note}")
         return out
     if (problem := fit.schedule_problem()) is not None:
         out.append(f"this fit must not drive a learning-rate schedule: {problem}")

@@ -64,6 +64,22 @@ def autoscale(ax, values: Sequence[float] | np.ndarray, axis: str = "y") -> None
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
 
 
+def show_level(ax, y: float, margin: float = 0.06) -> None:
+    """Keep the horizontal line at `y` at least `margin` of the axis height inside the y range,
+    off the bottom and top edges where a spine would hide it (not drawable at y ≤ 0 on log)."""
+    log = ax.get_yscale() == "log"
+    if log and y <= 0:
+        return
+    scale, unscale = (np.log10, lambda v: 10.0 ** v) if log else (float, float)
+    lo, hi = (scale(v) for v in ax.get_ylim())
+    at = scale(y)
+    if at - lo < margin * (hi - lo):  # solve at - lo = margin · (hi - lo) for lo
+        lo = (at - margin * hi) / (1 - margin)
+    if hi - at < margin * (hi - lo):
+        hi = (at - margin * lo) / (1 - margin)
+    ax.set_ylim(unscale(lo), unscale(hi))
+
+
 def loss_unit(views: Sequence[RunView]) -> str:
     """Axis unit of the loss: nats per token for the language tasks."""
     tasks = {v.run.config.get("task") for v in views}
@@ -90,10 +106,12 @@ def loss_lr(views: Sequence[RunView]) -> str:
                 ax_lr.plot(s["step"], s["lr"], color=v.color, lw=1.2, label=text(v.label))
                 lrs += list(s["lr"])
         f_stars = {v.f_star for v in views if v.f_star is not None}
-        if len(f_stars) == 1:
-            ax_loss.axhline(f_stars.pop(), color="0.3", ls=":", lw=1, label="f*")
-        autoscale(ax_loss, losses)
+        f_star = f_stars.pop() if len(f_stars) == 1 else None
+        autoscale(ax_loss, losses + ([f_star] if f_star is not None else []))
         autoscale(ax_lr, lrs)
+        if f_star is not None:
+            ax_loss.axhline(f_star, color="0.15", ls=":", lw=1.6, zorder=3, label=f"f* = {f_star:.4g}")
+            show_level(ax_loss, f_star)
         ax_loss.set(xlabel="step", ylabel="loss" + loss_unit(views), title="loss")
         ax_lr.set(xlabel="step", ylabel="learning rate", title="learning rate used")
         ax_loss.legend(fontsize="small")
@@ -117,7 +135,8 @@ def delta_label(view: RunView) -> str:
 
 
 def k_vs_delta(view: RunView) -> str:
-    """K against Δ coloured by step, with the envelope, its bootstrap band and least squares."""
+    """K against Δ coloured by step, with the envelope, its bootstrap band and least squares
+    (drawn over the data's Δ only, and clipped to the axes the points and envelope set)."""
     pts, fit = view.points, view.fit
     with figure(height=4.2, width=7.5) as (fig, axes):
         ax = axes[0, 0]
@@ -132,14 +151,18 @@ def k_vs_delta(view: RunView) -> str:
                                 label=f"{round(100 * fit.level)}% bootstrap band")
             ax.plot(grid, fit.predict(grid), color=view.color, lw=2,
                     label=f"envelope (τ = {fit.quantile:g}, ρ = {fit.rho:g})")
-            ls = fit.least_squares
-            ax.plot(grid, k_model(grid, ls["K0"], ls["K1"], ls["K_rho"], fit.rho), color="0.2",
-                    ls="--", lw=1.3, label=f"least squares (R² = {ls['r2']:.3f})")
-            ax.legend(fontsize="small")
         autoscale(ax, pts["delta"], "x")
         autoscale(ax, pts["k"])
         if ax.get_yscale() == "log":  # a band reaching towards 0 must not squash the points
             ax.set_ylim(bottom=max(ax.get_ylim()[0], pts["k"].min() / 3))
+        if fit is not None:
+            limits = ax.get_xlim(), ax.get_ylim()
+            ls = fit.least_squares
+            seen = np.geomspace(pts["delta"].min(), pts["delta"].max(), 200)
+            ax.plot(seen, k_model(seen, ls["K0"], ls["K1"], ls["K_rho"], fit.rho), color="0.2",
+                    ls="--", lw=1.3, label=f"least squares (R² = {ls['r2']:.3f}, over the data's Δ)")
+            ax.set(xlim=limits[0], ylim=limits[1])
+            ax.legend(fontsize="small")
         ax.set(xlabel=delta_label(view), ylabel=k_label(view), title=text(view.label))
         return data_uri(fig)
 
