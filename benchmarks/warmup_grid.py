@@ -389,8 +389,8 @@ def lr_star(results: pd.DataFrame, opt: str) -> float | None:
 
 def summarise(results: pd.DataFrame, seeds: list[int]) -> tuple[pd.DataFrame, dict]:
     """Per optimizer, arm and LR: mean/σ over the evaluated seeds; and per optimizer the reference
-    (best grid point over all LRs and warm-ups), its σ (floored by the w0/5-step spread) and the
-    grid median."""
+    (best point of the 2-D grid {lr*/2, lr*, 2·lr*} × warm-ups, among those with every seed when
+    any has), its σ (floored by the w0/5-step spread) and the grid median."""
     res = results[results.seed.isin(seeds) & (results.kind != "record")].copy()
     res["label"] = [k + (f" w{w:g}" if k == "grid" else "") for k, w in zip(res.kind, res.warmup)]
     res["lr_x"] = pd.to_numeric(res.lr)
@@ -400,6 +400,10 @@ def summarise(results: pd.DataFrame, seeds: list[int]) -> tuple[pd.DataFrame, di
     refs = {}
     for opt, part in table.groupby("optimizer", sort=False):
         grid = part[part.label.str.startswith("grid") & (part.lr_factor == 1.0)]
+        star = lr_star(results, opt)
+        if star is not None:  # the 2-D grid: lr*/2, lr*, 2·lr* (the scan's other LRs have one seed)
+            grid = grid[np.isclose(grid.lr_x / star, 0.5) | np.isclose(grid.lr_x / star, 1.0)
+                        | np.isclose(grid.lr_x / star, 2.0)]
         full = grid[grid.seeds >= len(seeds)]
         pool = full if not full.empty else grid
         best = pool.loc[pool.val_mean.idxmin()]
@@ -411,7 +415,7 @@ def summarise(results: pd.DataFrame, seeds: list[int]) -> tuple[pd.DataFrame, di
         sigma = float(np.nanmax([seed_sigma, floor])) if not (math.isnan(seed_sigma) and math.isnan(floor)) else math.nan
         refs[opt] = {"best": float(best.val_mean), "best_label": best.label, "best_lr": float(best.lr_x),
                      "best_seeds": int(best.seeds), "seed_sigma": seed_sigma, "twin_floor": floor, "sigma": sigma,
-                     "median": float(grid.val_mean.median()), "lr_star": lr_star(results, opt)}
+                     "median": float(grid.val_mean.median()), "lr_star": star}
     return table, refs
 
 

@@ -156,12 +156,13 @@ class Pilot:
         self.fit = None
         self.decision: dict | None = None
         self.refits = 0
+        self.closed = False
         self._last_fit_rows = 0
 
     @property
     def open(self) -> bool:
-        """Still probing for a decision."""
-        return self.status == "probing" or self.status.startswith("not yet")
+        """Still probing for a decision (not closed by one, nor by the end of the warm-up)."""
+        return not self.closed
 
     @staticmethod
     def fit_pilot(rows: pd.DataFrame):
@@ -194,7 +195,9 @@ class Pilot:
         self.rows.append({k: v for k, v in row.items() if isinstance(v, (int, float)) or v is None})
         if scheduler.phase != "warmup":
             self.status = "not yet: the practical warm-up ended before a fit decided"
-            self.decision = {"branch": "not yet", "step": step, "reason": self.status[9:], "refits": self.refits}
+            self.decision = {**(self.decision or {}), "branch": "not yet", "step": step,
+                             "reason": "the practical warm-up ended before a fit decided", "refits": self.refits}
+            self.closed = True
             return True
         if not self.due(step):
             return False
@@ -217,20 +220,22 @@ class Pilot:
         if decision.branch == "no-warmup":
             scheduler.f_star = self.fit.f_star
             scheduler.skip_warmup(lr=peak)
-            self.status = "no-warmup"
+            self.status, self.closed = "no-warmup", True
             return True
         curve = self.fit.f_star_fit or {}
         bound = crossing_step(curve.get("a"), curve.get("b"), curve.get("t0"), self.rows[0]["step"],
                               self.fit.delta_peak, step + 1, scheduler.total_steps)
         scheduler.adopt(constants, self.fit.f_star, lr=peak, delta_range=decision.delta_range, max_warmup=bound)
         self.status = "fit-driven" + ("" if bound is None else f" (warm-up bounded at step {bound})")
+        self.closed = True
         return True
 
     def state_dict(self) -> dict:
         """Status, decision and refit count for a checkpoint (rows are refilled from steps.jsonl)."""
         return {"status": self.status, "decision": self.decision, "refits": self.refits,
-                "last_fit_rows": self._last_fit_rows}
+                "last_fit_rows": self._last_fit_rows, "closed": self.closed}
 
     def load_state_dict(self, state: dict) -> None:
         self.status, self.decision = str(state["status"]), state["decision"]
         self.refits, self._last_fit_rows = int(state["refits"]), int(state["last_fit_rows"])
+        self.closed = bool(state["closed"])
