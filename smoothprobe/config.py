@@ -297,7 +297,7 @@ class TrainConfig:
             (self.schedule in DECAYS, f"unknown schedule {self.schedule!r}; choose from {', '.join(DECAYS)}"),
             (self.warmup_shape in WARMUP_SHAPES, f"warmup_shape must be one of {', '.join(WARMUP_SHAPES)}"),
             (self.lr is None or (_finite(self.lr) and 0 < self.lr <= LR_MAX),
-             f"lr must be a finite number in (0, {LR_MAX:g}], got {self.lr}"),
+             f"lr must be a finite number > 0 and at most {LR_MAX:g}, got {self.lr}"),
             (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= SEED_MAX,
              f"seed must be an integer in [0, {SEED_MAX}], got {self.seed!r:.40}"),
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),

@@ -216,8 +216,11 @@ def wait_for_writer(path: Path) -> None:
 
 
 def _content(path: Path) -> list[Path]:
-    """What a run directory holds besides its lock file (nothing for a missing directory)."""
-    return [p for p in path.iterdir() if p.name != LOCK] if path.is_dir() else []
+    """What a run directory holds besides its lock file and disk reserve (nothing for a missing directory)."""
+    try:
+        return [p for p in path.iterdir() if p.name not in (LOCK, RESERVE)] if path.is_dir() else []
+    except OSError as exc:  # a name too long, no permission
+        raise SmoothprobeError(f"cannot use run directory {path}: {exc.strerror or exc}") from None
 
 
 class RunStore:

@@ -409,9 +409,10 @@ def refuse_without_checkpoint(store: RunStore) -> None:
     if any(rows.values()) or folder.exists() and not folder.is_dir():
         held = ", ".join(f"{n} {table} rows" for table, n in rows.items() if n) or "no rows"
         raise SmoothprobeError(f"cannot resume {store.path}: found {found} (the run holds {held}); resuming would "
-                               "discard what it cannot rebuild, so nothing was changed (start a new run with "
-                               "overwrite to discard it)")
-    folder.mkdir(exist_ok=True)
+                               "discard what it cannot rebuild, so nothing was changed (only overwrite (a new run) "
+                               "discards it)")
+    if store.writer:
+        folder.mkdir(exist_ok=True)
 
 
 def resume_from_checkpoint(trainer: Trainer) -> None:
@@ -423,7 +424,7 @@ def resume_from_checkpoint(trainer: Trainer) -> None:
     state = store.load_checkpoint()
     if state is not None:
         trainer.restore(state)
-    elif store.writer:
+    else:  # every rank reads the same files, so every rank refuses alike
         refuse_without_checkpoint(store)
     start = trainer.start_step
     steps_file = store.path / "steps.jsonl"

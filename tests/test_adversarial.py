@@ -343,7 +343,7 @@ def test_fit_overflowing_values_are_refused(source, tmp_path, args, message):
 
 @pytest.mark.adversarial("exit1")
 @pytest.mark.parametrize("args, message", [
-    (["--adaptive", "--lr", "1e308"], "--lr must be a finite number in (0, 1e+06]"),
+    (["--adaptive", "--lr", "1e308"], "--lr must be a finite number > 0 and at most 1e+06"),
     (["--seed", "99999999999999999999999"], "Invalid value for '--seed'"),
     (["--markov-vocab", "50"], "--markov-vocab: not an option of --task quadratic"),
     (["--adaptive", "--f-star", "1000"], "--f-star must lie below the first training loss"),

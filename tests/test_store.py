@@ -280,3 +280,17 @@ def test_disk_full_frees_the_reserve_for_the_status(tmp_path, monkeypatch):
     assert info["status"] == "crashed" and info["status_reason"] == "disk full" and len(calls) == 2
     assert not (tmp_path / "run" / ".reserve").exists()
     assert len(load_run(tmp_path / "run").steps) == 5  # the rows written before are kept
+
+
+def test_left_overs_of_a_killed_creation_do_not_block_a_new_run_and_bad_paths_are_one_line(tmp_path):
+    import os
+
+    (tmp_path / "run").mkdir()
+    for name in (".lock", ".reserve"):
+        (tmp_path / "run" / name).write_text("12345")
+    RunStore.create(tmp_path / "run", {"config": {}}).close()
+    assert load_run(tmp_path / "run").steps.empty
+    os.symlink(tmp_path / "loop", tmp_path / "loop")
+    for path in (tmp_path / "loop", tmp_path / "loop" / "sub", tmp_path / ("x" * 300)):
+        with pytest.raises(SmoothprobeError, match="cannot"):
+            RunStore.create(path, {"config": {}})
