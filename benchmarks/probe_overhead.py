@@ -111,8 +111,8 @@ def oracle_costs(args: argparse.Namespace, root: Path) -> None:
     batch = [trainer.task.train_batch(0)]
     direction = [torch.randn_like(p) * 1e-3 for p in params]
 
-    def oracle() -> GradOracle:
-        return GradOracle(model, lambda: trainer.micro_loss(model, batch), params)
+    def oracle(hvp: str = "exact") -> GradOracle:
+        return GradOracle(model, lambda: trainer.micro_loss(model, batch), params, hvp=hvp)
 
     geometry = Geometry("euclidean", [name for name, _ in model.named_parameters()])
 
@@ -141,6 +141,7 @@ def oracle_costs(args: argparse.Namespace, root: Path) -> None:
         "gradient": wall(lambda: oracle().loss_and_grad()),
         "hvp_fresh": wall(lambda: oracle().hvp(direction)),
         "hvp_kept": kept_graph_hvp,
+        "hvp_forward": wall(lambda: oracle("forward").hvp(direction)),
         "fd_given_g": fd_given_gradient,
     }
     times: dict[str, list[float]] = {name: [] for name in jobs}
@@ -159,6 +160,9 @@ def oracle_costs(args: argparse.Namespace, root: Path) -> None:
           " graph build + one double backward)")
     print(f"  exact HVP, kept graph / gradient         {med['hvp_kept'] / g:7.3f}   (each further"
           " HVP on the same batch: Lanczos, trace)")
+    forward = med["hvp_forward"] / g
+    print(f"  forward-over-reverse HVP / gradient      {forward:7.3f}   (torch.func.jvp of the gradient: no"
+          " kept graph; --hvp forward)")
     graph = (med["hvp_fresh"] - med["hvp_kept"]) / g
     print(f"  fresh minus kept / gradient              {graph:7.3f}   (building the create_graph"
           " gradient: in the Recorder it is the secant's gradient too)")
@@ -233,7 +237,13 @@ def memory(args: argparse.Namespace, root: Path) -> None:
     oracle.release()
     print(f"  one exact HVP alone, peak allocated      {floor.peak / model_bytes:7.3f}   model sizes"
           " (create_graph gradient on the math kernel + one double backward: the floor of HVP probes)")
-    for preset, hvp in (("standard", "exact"), ("full", "exact"), ("full", "fd")):
+    forward = GradOracle(bare.model, lambda: bare.micro_loss(bare.model, [bare.task.train_batch(2)]), params,
+                         hvp="forward")
+    with LiveBytes() as forward_floor:
+        forward.hvp([torch.ones_like(p) for p in params])
+    print(f"  one forward-over-reverse HVP, peak       {forward_floor.peak / model_bytes:7.3f}   model sizes"
+          " (--hvp forward: the JVP of the gradient, nothing kept)")
+    for preset, hvp in (("standard", "exact"), ("full", "exact"), ("full", "fd"), ("full", "forward")):
         probed = make_trainer(args, root, f"mem-{preset}-{hvp}", {"preset": preset, "every": 1, "hvp": hvp})
         preset = f"{preset}/{hvp}"
         recorder = probed.recorder

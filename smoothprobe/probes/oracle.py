@@ -40,8 +40,10 @@ def replay_rng(state: RngState) -> Iterator[None]:
         yield
 
 
-HVP_MODES = ("exact", "fd")
-"""How Hessian-vector products are taken: double backward, or a central difference of gradients."""
+HVP_MODES = ("exact", "fd", "forward")
+"""How Hessian-vector products are taken: double backward, a central difference of gradients, or
+forward-over-reverse (the JVP of the gradient; slower than double backward on the CPU here, see
+benchmarks/probe_overhead.py)."""
 
 class GradOracle:
     """Gradient and HVP of the loss on one fixed batch, at the model's current parameters.
@@ -182,6 +184,8 @@ class GradOracle:
         hvp="fd", a central difference of gradients instead (`fd_hvp`)."""
         if self.hvp_mode == "fd":
             return self.fd_hvp(vectors)
+        if self.hvp_mode == "forward":
+            return self.forward_hvp(vectors)
         grads = self._gradient_graph()[1]
         pairs = [(g, v.to(g.dtype)) for g, v in zip(grads, vectors, strict=True) if g.requires_grad]
         if not pairs:
@@ -213,6 +217,27 @@ class GradOracle:
             self.move_to(saved)
         return [(a - b) / (2 * h) for a, b in zip(plus, minus, strict=True)]
 
+    def forward_hvp(self, vectors: Sequence[Tensor]) -> list[Tensor]:
+        """H·v by forward-over-reverse: `torch.func.jvp` of `torch.func.grad` of the loss along v.
+        Nothing is kept between calls (no create_graph gradient); not under FSDP2."""
+        if self.sharded:
+            raise SmoothprobeError("exact Hessian-vector products are not available under FSDP2; "
+                                   "use the norms, secant and curv_fd probes")
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        keys = [f"model.{names[id(p)]}" for p in self.params]
+        holder = _LossHolder(self.model, self.loss_fn)
+
+        def loss_at(values: tuple[Tensor, ...]) -> Tensor:
+            return torch.func.functional_call(holder, dict(zip(keys, values, strict=True)), ())
+
+        primals = tuple(p.detach() for p in self.params)
+        tangents = tuple(v.to(p.dtype) for p, v in zip(primals, vectors, strict=True))
+        with self._replay(), sdpa_kernel(SDPBackend.MATH), torch.compiler.set_stance("force_eager"):
+            _, hv = torch.func.jvp(torch.func.grad(loss_at), (primals,), (tangents,))
+        hv = [h.detach() for h in hv]
+        all_reduce_grads_(hv)
+        return hv
+
     def hvp_flat(self, vector: Tensor) -> Tensor:
         """H·v for a vector laid out like `flatten(params)`, returned flat in the vector's dtype
         (the form Lanczos and the trace estimators iterate in)."""
@@ -221,6 +246,18 @@ class GradOracle:
     def release(self) -> None:
         """Free the kept gradient graph."""
         self._graph = None
+
+
+class _LossHolder(nn.Module):
+    """The model as a submodule and the batch loss as forward(): lets `functional_call` swap the
+    model's parameters for a closure that calls the model itself."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[], Tensor]) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self) -> Tensor:
+        return self.loss_fn()
 
 
 def _set_buffer(model: nn.Module, name: str, value: Tensor) -> None:
