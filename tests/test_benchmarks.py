@@ -57,7 +57,8 @@ def test_the_lr_scan_extends_until_its_best_lr_is_interior(tmp_path, monkeypatch
     grid = [a for a in plan if a.kind == "grid" and a.lr_factor == 1.0 and a.warmup != wg.TWIN]
     assert {(a.k, a.warmup) for a in grid if a.seed == 1} == {(k, w) for k in (-4, -3, -2) for w in wg.GRID_WARMUPS}
     assert {a.kind for a in plan if a.seed == 2} >= {"practical", "closed", "fitted", "own_peak", "grid"}
-    assert [a for a in plan if a.lr_factor == 10.0 and a.kind == "closed"][0].lr == pytest.approx(10 * 1e-3 / 8)
+    stress = next(a for a in plan if a.lr_factor == 10.0 and a.kind == "closed")
+    assert stress.lr == pytest.approx(10 * 1e-3 / 8)
 
 
 def test_goals_use_the_best_grid_point_and_a_sigma_floored_by_the_twin_spread(tmp_path, monkeypatch):
