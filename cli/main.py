@@ -346,6 +346,13 @@ def train(**kw) -> None:
     run_training(config_from_options(kw), out, resume, overwrite, quiet)
 
 
+def heavy_probes() -> list[str]:
+    """Names of the probes `--heavy-every` governs, from the probe registry (`Probe.heavy`)."""
+    from smoothprobe.probes import PROBES
+
+    return [name for name, probe in PROBES.items() if probe.heavy]
+
+
 @main.command()
 @training_options
 @click.option("--preset", type=click.Choice(["cheap", "standard", "full"]), default="standard", show_default=True,
@@ -358,7 +365,7 @@ def train(**kw) -> None:
 @click.option("--overhead", type=Finite(0, 1, min_open=True, max_open=True), default=None,
               help="Instead of --every: adapt the interval so probes cost this fraction of training time.")
 @click.option("--heavy-every", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Top eigenvalue and trace run on every N-th probed step.")
+              help=f"The heavy probes ({', '.join(heavy_probes())}) run on every N-th probed step.")
 @click.option("--hvp", type=click.Choice(["exact", "fd"]), default="exact", show_default=True,
               help="Hessian-vector products of the heavy probes: exact (double backward) or fd (a central "
                    "difference of gradients: the memory of one gradient, also under --fsdp; fp32 only).")

@@ -162,7 +162,7 @@ def check_accumulation(ns: dict) -> None:
     setup = classifier()
     model, optimizer = setup["model"], setup["optimizer"]
     batches = iter(setup["loader"])
-    with smoothprobe.Recorder(model, optimizer, "runs/big", loss_fn=loss_of, every=2) as rec:
+    with smoothprobe.Recorder(model, optimizer, "runs/big", loss_fn=loss_of, every=1) as rec:
         for step in range(ns["steps"]):
             micro = [next(batches) for _ in range(ns["accumulate"])]
             big = (torch.cat([x for x, _ in micro]), torch.cat([y for _, y in micro]))
@@ -275,6 +275,21 @@ def test_python_block_runs(block, tmp_path, monkeypatch):
         exec(compile(earlier.code, earlier.id, "exec"), ns)  # noqa: S102
     if "check" in block.options:
         CHECKS[block.options["check"]](ns)
+    fit_and_report_every_run(tmp_path)
+
+
+def fit_and_report_every_run(root: Path) -> None:
+    """`smoothprobe fit RUN` and `smoothprobe report RUN`, no flags, accept every run a block wrote."""
+    from click.testing import CliRunner
+
+    for run in sorted(p.parent for p in root.rglob("run.json")):
+        fitted = CliRunner().invoke(cli, ["fit", str(run)])
+        assert fitted.exit_code == 0, f"fit {run.relative_to(root)}: {fitted.output}"
+        rows = smoothprobe.fit.SmoothnessFit.from_json(run / "fit.json").data["rows_used"]
+        assert rows >= 30, f"{run.relative_to(root)}: {rows} rows"
+        reported = CliRunner().invoke(cli, ["report", str(run)])
+        assert reported.exit_code == 0, f"report {run.relative_to(root)}: {reported.output}"
+        assert (run / "report.html").is_file()
 
 
 def commands(code: str) -> list[list[str]]:

@@ -489,3 +489,60 @@ def test_oracle_leaves_batchnorm_statistics_alone():
 def test_docstring_examples_match_their_exact_answers(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def quadratic_task_oracle():
+    """The built-in quadratic (448 parameters, spectrum log-spaced in [0.01, 1]) and its oracle."""
+    from smoothprobe.tasks.quadratic import QuadraticTask
+
+    task = QuadraticTask()
+    model = task.build_model()
+    batch = task.train_batch(0)
+    return task, GradOracle(model, lambda: task.loss(model, batch), list(model.parameters()))
+
+
+def test_lanczos_ends_on_the_quadratic_are_within_one_percent_or_flagged():
+    task, oracle = quadratic_task_oracle()
+    exact = {"top_eig": task.eigenvalues.max().item(), "bottom_eig": task.eigenvalues.min().item()}
+    assert exact == {"top_eig": pytest.approx(1.0), "bottom_eig": pytest.approx(0.01)}
+    flagged = {end: 0 for end in exact}
+    for steps in (10, 20, 40, 80, 300):
+        for seed in range(3):
+            row = LanczosProbe(steps=steps).measure(context_at(oracle, seed=seed)).row
+            for end, value in exact.items():
+                error = abs(row[end] / value - 1)
+                assert row[f"{end}_converged"] == (row[f"{end}_residual"] <= 0.01 * abs(row[end]))
+                assert row[f"{end}_converged"] is False or error <= 0.01, (steps, seed, end, error)
+                flagged[end] += not row[f"{end}_converged"]
+            assert row["bottom_eig"] >= exact["bottom_eig"] * (1 - 1e-6)  # interlacing: bounds
+            assert row["top_eig"] <= exact["top_eig"] * (1 + 1e-6)  # (up to float32 rounding)
+            if steps == 20:  # the default budget: the bottom end is far off and says so
+                assert abs(row["bottom_eig"] / exact["bottom_eig"] - 1) > 0.05
+                assert row["bottom_eig_converged"] is False and row["top_eig_converged"] in (True, False)
+            if steps == 300:  # enough HVPs: both ends converge, and are then within 1 %
+                assert row["top_eig_converged"] and row["bottom_eig_converged"]
+    assert flagged["bottom_eig"] >= 9 and flagged["top_eig"] <= 5
+
+
+def test_recorded_quadratic_run_flags_its_unconverged_bottom_eig(tmp_path):
+    from smoothprobe import TrainConfig, load_run, train
+
+    run = train(TrainConfig(task="quadratic", optimizer="lion", lr=1e-2, steps=3, device="cpu",
+                            probes={"probes": ["top_eig"], "every": 1, "heavy_every": 1}),
+                tmp_path / "q", progress=False)
+    steps = load_run(run).steps
+    assert steps.bottom_eig_converged.tolist() == [False] * 3
+    assert ((steps.bottom_eig - 0.01).abs() / 0.01 > 0.01).all()  # what the flag owns up to
+    assert all(isinstance(v, bool) for v in steps.top_eig_converged)
+
+
+def test_heavy_every_help_names_every_heavy_probe_of_the_registry():
+    from click.testing import CliRunner
+    from smoothprobe.cli.main import main
+
+    from smoothprobe.probes import PROBES
+
+    text = " ".join(CliRunner().invoke(main, ["record", "--help"]).output.split())
+    heavy = [name for name, probe in PROBES.items() if probe.heavy]
+    assert set(heavy) == {"top_eig", "trace", "curv_dual"}
+    assert f"The heavy probes ({', '.join(heavy)}) run on every N-th probed step." in text

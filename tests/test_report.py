@@ -449,3 +449,13 @@ def test_a_run_without_a_fit_says_why_in_the_warnings(tmp_path):
     page = Page(write_report([few], tmp_path / "r.html").read_text())
     warnings = page.section_text("warnings")
     assert "no fit: too few points to fit: 5 rows" in warnings and "No warnings" not in warnings
+
+
+def test_report_says_when_a_spectrum_end_has_not_converged(tmp_path):
+    run = train(TrainConfig(**{**QUADRATIC, "steps": 3},
+                            probes={"probes": ["top_eig"], "every": 1, "heavy_every": 1}),
+                tmp_path / "q", progress=False)
+    page = Page(write_report([run], tmp_path / "r.html").read_text())
+    warnings = page.section_text("warnings")
+    assert ("bottom_eig did not converge on 3 of 3 heavy probe steps (Ritz residual above 1% of |θ|): "
+            "there it is only an upper bound on λ_min") in warnings

@@ -11,6 +11,7 @@ import pandas as pd
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.fit import SmoothnessFit, fit_run, schedule_problem_of
+from smoothprobe.probes.lanczos import CONVERGED_TOL
 from smoothprobe.smoothness import is_physical
 from smoothprobe.store import Run
 
@@ -185,6 +186,24 @@ def probe_costs(steps: pd.DataFrame) -> list[dict]:
     return rows
 
 
+SPECTRUM_ENDS = (("top_eig", "λ_max", "a lower bound on"), ("bottom_eig", "λ_min", "an upper bound on"))
+
+
+def unconverged_ends(rows: pd.DataFrame) -> list[str]:
+    """A warning per Lanczos end whose `<end>_converged` flag is false on some probed step."""
+    out = []
+    for end, name, bound in SPECTRUM_ENDS:
+        column = f"{end}_converged"
+        if column not in rows.columns:
+            continue
+        flags = rows[column].dropna()
+        if (missed := int((~flags.astype(bool)).sum())):
+            out.append(f"{end} did not converge on {missed} of {len(flags)} heavy probe steps (Ritz "
+                       f"residual above {100 * CONVERGED_TOL:g}% of |θ|): there it is only {bound} "
+                       f"{name}")
+    return out
+
+
 def run_warnings(view: RunView) -> list[str]:
     """Everything a reader should distrust: store problems, NaNs, stopped runs, poor fits."""
     run, steps = view.run, view.steps
@@ -199,6 +218,7 @@ def run_warnings(view: RunView) -> list[str]:
     rows = probed(steps)
     if "secant_K" in rows.columns and (bad := int((~np.isfinite(rows["secant_K"])).sum())):
         out.append(f"{bad} probed steps have a non-finite secant K")
+    out += unconverged_ends(rows)
     for column, what in (("nan_count", "non-finite losses"), ("nonpos_count", "losses ≤ f*")):
         if column in steps.columns and steps[column].notna().any() and steps[column].max() > 0:
             out.append(f"the adaptive schedule skipped {int(steps[column].max())} {what}")
