@@ -615,3 +615,19 @@ def test_hf_run_directory_has_the_common_shape_and_a_report_without_unknowns(hf,
 
     result = CliRunner().invoke(main, ["report", str(tmp_path / "run")])
     assert result.exit_code == 0 and result.output == f"report written to {tmp_path / 'run' / 'report.html'}\n"
+
+
+def test_wandb_export_of_an_overwritten_run_directory_starts_a_new_run(tmp_path, wandb_offline):
+    import json
+
+    from smoothprobe.integrations.wandb import export_wandb
+
+    recorded_run(tmp_path / "run", steps=4)
+    first = export_wandb(tmp_path / "run")
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    info["created"] = "2000-01-01T00:00:00+0000"  # what a new run written over it would have
+    (tmp_path / "run" / "run.json").write_text(json.dumps(info))
+    time.sleep(1.1)  # a new offline folder (W&B names them by the second)
+    second = export_wandb(tmp_path / "run")
+    assert second != first
+    assert [s for s, _ in wandb_points(tmp_path, "smoothprobe/loss")] == [0, 1, 2, 3] * 2  # two runs

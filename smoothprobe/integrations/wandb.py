@@ -24,19 +24,27 @@ RUN_ID_FILE = "wandb.json"
 STEP_METRIC = PREFIX + "step"
 
 
+def _created(run_dir: str | Path | None) -> str | None:
+    """When the run directory's run.json was created: tells a replaced (`overwrite`) run apart."""
+    info = Path(run_dir) / "run.json" if run_dir is not None else None
+    return json.loads(info.read_text()).get("created") if info is not None and info.exists() else None
+
+
 def _stored(run_dir: str | Path | None, project: str) -> dict[str, Any]:
-    """What RUN_DIR/wandb.json holds for `project` ({} for nothing, or another project)."""
+    """What RUN_DIR/wandb.json holds for `project` and this run ({} for nothing, another project,
+    or a run directory that was since overwritten)."""
     if run_dir is None or not (Path(run_dir) / RUN_ID_FILE).exists():
         return {}
     stored = json.loads((Path(run_dir) / RUN_ID_FILE).read_text())
-    return stored if stored.get("project") == project else {}
+    same = stored.get("project") == project and stored.get("created") == _created(run_dir)
+    return stored if same else {}
 
 
 class WandbSink:
     """Logs step rows as the history of one W&B run.
 
     With `run_dir`, the project, run id and last logged step are kept in RUN_DIR/wandb.json; a
-    later sink on the same directory and project resumes that run (`resume="allow"`) and skips
+    later sink on the same directory (not overwritten since) and project resumes that run (`resume="allow"`) and skips
     the steps it already logged, so each step is logged once (a deterministic resume re-computes
     the same values for them). `mode`, `entity` and `dir` go to `wandb.init` unchanged.
     """
@@ -48,7 +56,7 @@ class WandbSink:
             import wandb
         except ImportError as err:
             raise SmoothprobeError("wandb logging needs the wandb package: pip install wandb") from err
-        self.project = project
+        self.project, self._created = project, _created(run_dir)
         self._id_file = Path(run_dir) / RUN_ID_FILE if run_dir is not None else None
         stored = _stored(run_dir, project)
         self._logged_up_to = int(stored.get("last_step", -1))
@@ -76,7 +84,8 @@ class WandbSink:
         if self._id_file is None:
             return
         self._id_file.parent.mkdir(parents=True, exist_ok=True)
-        record = {"project": self.project, "run_id": self.run_id, "last_step": self._logged_up_to}
+        record = {"project": self.project, "run_id": self.run_id, "last_step": self._logged_up_to,
+                  "created": self._created}
         partial = self._id_file.with_suffix(".json.tmp")
         partial.write_text(json.dumps(record))
         partial.replace(self._id_file)
