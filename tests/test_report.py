@@ -459,3 +459,15 @@ def test_report_says_when_a_spectrum_end_has_not_converged(tmp_path):
     warnings = page.section_text("warnings")
     assert ("bottom_eig did not converge on 3 of 3 heavy probe steps (Ritz residual above 1% of |θ|): "
             "there it is only an upper bound on λ_min") in warnings
+
+
+def test_curvature_figure_rings_the_unconverged_spectrum_ends(tmp_path, figure_of):
+    run = train(TrainConfig(**{**QUADRATIC, "steps": 3},
+                            probes={"probes": ["top_eig"], "every": 1, "heavy_every": 1}),
+                tmp_path / "q", progress=False)
+    view = build_view(load_run(run), "q", "#000000", None)
+    ax = figure_of.curvature([view]).axes[0]
+    rings = [ln for ln in ax.get_lines() if ln.get_marker() == "o" and ln.get_linestyle() == "None"]
+    bottom = view.steps.bottom_eig.astype(float).tolist()
+    assert any(ln.get_ydata().tolist() == bottom for ln in rings)  # all 3 bottom ends are bounds
+    assert sum(ln.get_label() == "not converged (a bound)" for ln in rings) == 1

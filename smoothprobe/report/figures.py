@@ -287,6 +287,18 @@ def negative_share(steps: pd.DataFrame) -> str | None:
     return f"λ_min < 0 on {int(negative.sum())}/{len(rows)} steps, median |λ_min|/‖H‖₂ {share:.2f}"
 
 
+def mark_unconverged(ax, rows: pd.DataFrame, column: str, color: str) -> None:
+    """Ring the Lanczos values whose `<column>_converged` flag is false: there they are bounds."""
+    flag = f"{column}_converged"
+    if flag not in rows.columns:
+        return
+    missed = rows[rows[flag].notna() & ~rows[flag].fillna(True).astype(bool)]
+    if len(missed):
+        labelled = any(h.get_label() == "not converged (a bound)" for h in ax.get_lines())
+        ax.plot(missed["step"], missed[column].astype(float), ls="none", marker="o", ms=6,
+                mfc="none", mec=color, label=None if labelled else "not converged (a bound)")
+
+
 def curvature(views: Sequence[RunView]) -> str:
     """The curvature probes over time, runs overlaid: spectrum ends, trace, curvature along the
     update, and smoothness in the optimizer's own norm."""
@@ -306,6 +318,7 @@ def curvature(views: Sequence[RunView]) -> str:
                         ax.plot(rows["step"], y, color=v.color, ls=style, lw=1, marker=".", ms=2,
                                 label=text(v.label) if column == columns[0][0] else None)
                     values += list(y)
+                    mark_unconverged(ax, rows, column, v.color)
                     if column == "trace" and "trace_se" in rows.columns:
                         se = rows["trace_se"].astype(float)
                         ax.fill_between(rows["step"], y - 2 * se, y + 2 * se, color=v.color, alpha=0.2)
