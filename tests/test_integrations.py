@@ -631,3 +631,12 @@ def test_wandb_export_of_an_overwritten_run_directory_starts_a_new_run(tmp_path,
     second = export_wandb(tmp_path / "run")
     assert second != first
     assert [s for s, _ in wandb_points(tmp_path, "smoothprobe/loss")] == [0, 1, 2, 3] * 2  # two runs
+
+
+def test_wandb_init_failure_is_one_smoothprobe_error(tmp_path, wandb_offline):
+    from smoothprobe import SmoothprobeError
+    from smoothprobe.integrations.wandb import WandbSink
+
+    with pytest.raises(SmoothprobeError, match=r"^wandb.init failed: .*'offline'.*pass mode='offline'\)$"):
+        WandbSink(run_dir=tmp_path / "run", mode="bogus")
+    assert not (tmp_path / "run" / "wandb.json").exists()

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from smoothprobe.errors import SmoothprobeError
+from smoothprobe.errors import SmoothprobeError, one_line
 from smoothprobe.integrations.tensorboard import PREFIX, scalars
 from smoothprobe.store import load_run
 
@@ -44,9 +44,10 @@ class WandbSink:
     """Logs step rows as the history of one W&B run.
 
     With `run_dir`, the project, run id and last logged step are kept in RUN_DIR/wandb.json; a
-    later sink on the same directory (not overwritten since) and project resumes that run (`resume="allow"`) and skips
-    the steps it already logged, so each step is logged once (a deterministic resume re-computes
-    the same values for them). `mode`, `entity` and `dir` go to `wandb.init` unchanged.
+    later sink on the same directory (not overwritten since) and project resumes that run
+    (`resume="allow"`) and skips the steps it already logged, so each step is logged once (a
+    deterministic resume re-computes the same values for them). `mode`, `entity` and `dir` go to
+    `wandb.init` unchanged.
     """
 
     def __init__(self, project: str = "smoothprobe", *, run_dir: str | Path | None = None,
@@ -69,7 +70,11 @@ class WandbSink:
             options.update(id=stored["run_id"], resume="allow")
         else:
             options["name"] = name or (Path(run_dir).name if run_dir is not None else None)
-        self._run = wandb.init(**{k: v for k, v in options.items() if v is not None})
+        try:
+            self._run = wandb.init(**{k: v for k, v in options.items() if v is not None})
+        except Exception as err:  # wandb raises its own types (login, network, bad settings)
+            raise SmoothprobeError(f"wandb.init failed: {one_line(err)} (log in with `wandb login`, "
+                                   "or pass mode='offline')") from err
         self._run.define_metric(STEP_METRIC, hidden=True)
         self._run.define_metric(PREFIX + "*", step_metric=STEP_METRIC)
         self.run_id: str = self._run.id
