@@ -65,6 +65,11 @@ PILOT = 0.1
 FIT_SEED = 100
 """Seed of the recorded run whose fit drives the `fitted` arm (never an evaluated seed)."""
 PARAM_FREE = ("prodigy", "dadapt", "dog", "schedulefree", "untuned")
+DESIGN = 3
+"""Version of the closed loop's decision rule: arms it drives (closed, own_peak, fitted) rerun when it
+changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
+narrow gap ratio decides)."""
+DECIDED_BY_FIT = ("closed", "own_peak", "fitted")
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,10 @@ class Arm:
 def result_of(out: Path, arm: Arm) -> dict | None:
     """The arm's bench.json (val loss, status, peak LR), or None if it has not finished."""
     marker = out / arm.name / "bench.json"
-    return json.loads(marker.read_text()) if marker.exists() else None
+    if not marker.exists():
+        return None
+    result = json.loads(marker.read_text())
+    return None if arm.kind in DECIDED_BY_FIT and result.get("design") != DESIGN else result
 
 
 def score(result: dict | None) -> float:
@@ -307,7 +315,8 @@ def run_arm(arm: Arm, out: Path, quick: bool) -> None:
         except SmoothprobeError as exc:
             error = str(exc)
         used = effective_lr(trainer) if arm.kind in PARAM_FREE else None
-    result = {**dataclasses.asdict(arm), "lr": arm.lr, "name": arm.name, "status": "refused", "val_loss": math.nan,
+    result = {**dataclasses.asdict(arm), "design": DESIGN, "lr": arm.lr, "name": arm.name, "status": "refused",
+              "val_loss": math.nan,
               "peak_lr": math.nan, "seconds": time.time() - t0, "error": error, "decision": None}
     if trainer is not None:
         run = load_run(path)
@@ -369,6 +378,7 @@ def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]
 def collect(out: Path) -> pd.DataFrame:
     """One row per finished arm (every bench.json under `out`)."""
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("*/*/*/bench.json"))]
+    rows = [r for r in rows if r["kind"] not in DECIDED_BY_FIT or r.get("design") == DESIGN]
     frame = pd.DataFrame.from_records(rows)
     if frame.empty:
         return frame

@@ -6,13 +6,14 @@ import pytest
 
 from smoothprobe.schedule.decision import decide
 
-FIT = {"constants": {"rho": 2.0, "K0": 0.5, "K1": 1.0, "K_rho": 1.0}, "f_star": 1.0, "status": "supported",
-       "delta_peak": math.sqrt(0.5), "eta_max": 1 / (1 + 2 * math.sqrt(0.5)), "delta_range": [0.9, 3.0],
+FIT = {"constants": {"rho": 2.0, "K0": 1.15, "K1": 0.0, "K_rho": 1.0}, "f_star": 1.0, "status": "supported",
+       "delta_peak": math.sqrt(1.15), "eta_max": 1 / (2 * math.sqrt(1.15)), "delta_range": [0.9, 3.0],
        "intervals": {"delta_peak": [0.95, 1.2]}}
+"""Δ' = √1.15 ≈ 1.07; at the gap 2 the LR still has η_max/η(2) − 1 = 20 % to rise."""
 
 
 @pytest.mark.parametrize("interval, delta, branch", [
-    ([0.95, 1.2], 1.0, "fit-driven"),   # located, and the gap is at the peak
+    ([0.95, 1.2], 2.0, "fit-driven"),   # located (the measured gaps reach below it), still ahead
     ([0.95, 1.2], 0.92, "no-warmup"),   # located above the gap: the rise is over
     ([5.0, None], 3.0, "no-warmup"),    # Kρ ≈ 0 in resamples: Δ' = ∞ (JSON null), far above every gap
     ([0.03, 277.0], 2.0, "not yet"),    # reaches below the data: the warm-up's end is an extrapolation
@@ -36,10 +37,29 @@ def test_without_a_current_gap_the_largest_measured_gap_is_used():
     ({"constants": {"rho": 2.0, "K0": 0.0, "K1": 1.0, "K_rho": 1.0}}, "not physical"),
 ])
 def test_a_fit_that_must_not_drive_is_not_yet_with_its_reason(change, reason):
-    got = decide({**FIT, **change}, 1.0)
+    got = decide({**FIT, **change}, 2.0)
     assert got.branch == "not yet" and reason in got.reason
 
 
 def test_hand_written_constants_drive():
     hand = {"constants": FIT["constants"], "f_star": 1.0}
     assert decide(hand, 2.0).branch == "fit-driven"
+
+
+def test_a_warm_up_with_little_left_to_rise_is_over():
+    # K = 1 + Δ² (Δ' = 1): at Δ = 1.2, η/η_max = 2·1.2/(1 + 1.44), so the LR has 1.7 % left to rise
+    fit = {**FIT, "constants": {"rho": 2.0, "K0": 1.0, "K1": 0.0, "K_rho": 1.0}, "delta_peak": 1.0,
+           "eta_max": 0.5, "intervals": {"delta_peak": [0.95, 1.3]}}
+    got = decide(fit, 1.2)
+    assert got.branch == "no-warmup" and "within 1.7% of its peak" in got.reason
+    assert decide(fit, 2.0).branch == "fit-driven"  # η(2)/η_max = 0.8: 25 % left, and Δ' is located
+
+
+def test_a_narrow_gap_ratio_alone_does_not_stop_a_significant_rise_from_deciding():
+    narrow = {**FIT, "status": "not identifiable", "spearman": 0.5, "spearman_p": 1e-8, "quantile": 0.9,
+              "verdict": "… not identifiable: the middle 90% of Δ = loss − f* spans only 4.04..5.12 …",
+              "data": {"rows_used": 100}, "intervals": {"delta_peak": [0.95, 1.2], "growth": [1.0, 2.0]}}
+    assert decide(narrow, 2.0).branch == "fit-driven"
+    for change in ({"spearman_p": 0.2}, {"intervals": {"delta_peak": [0.95, 1.2], "growth": [-1.0, 2.0]}},
+                   {"data": {"rows_used": 40}}, {"verdict": "… not identifiable: the rise is not significant"}):
+        assert decide({**narrow, **change}, 2.0).branch == "not yet"

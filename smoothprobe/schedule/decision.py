@@ -7,13 +7,19 @@ and the measured gap range [Δ_lo, Δ_hi]:
 
 - the whole interval lies above Δ: the peak is behind us (or K grows at most linearly in Δ, Δ' = ∞),
   so no warm-up is needed: go to the peak LR now ("no-warmup");
+- η at Δ is already within RISE_LEFT of its peak η_max (at the upper end of the bootstrap interval
+  of η_max/η(Δ)): what is left of the warm-up is too small to matter ("no-warmup" too);
 - the interval lies inside the measured range: the data locate the peak, the fit drives the
   warm-up ("fit-driven");
 - otherwise ("not yet"): the end of the warm-up would be an extrapolation below what was measured;
   keep measuring.
 
-A fit that must not drive a schedule at all (`schedule_problem_of`: not supported, not physical, a
-degenerate f*) is "not yet" too, with that reason; constants written by hand (no status) drive.
+A fit that must not drive a schedule at all (`schedule_problem_of`: not physical, a degenerate f*,
+a verdict other than "supported") is "not yet" too, with that reason; constants written by hand (no
+status) drive. One verdict is read more closely: "not identifiable" only because the gaps span a
+narrow ratio (often so at the start of a run, where Δ is measured from f*'s lower bound and so
+overstated) still decides when K's rise with Δ is significant by both tests the verdict uses (the
+Spearman trend, and the bootstrap interval of the envelope's rise above 0) over enough rows.
 
 The data can place Δ' only once the gaps have reached it, so on a falling loss a located peak is
 usually already behind the current gap: in practice the closed loop runs the practical warm-up
@@ -22,8 +28,8 @@ until the fit says the rise is over, or that there never was one (docs/design.md
 >>> fit = {"constants": {"rho": 2.0, "K0": 1.0, "K1": 0.0, "K_rho": 1.0}, "status": "supported",
 ...        "f_star": 0.0, "delta_peak": 1.0, "eta_max": 0.5, "delta_range": [0.5, 4.0],
 ...        "intervals": {"delta_peak": [0.8, 1.2]}}
->>> decide(fit, 3.0).branch, decide(fit, 0.6).branch
-('fit-driven', 'no-warmup')
+>>> decide(fit, 3.0).branch, decide(fit, 1.1).branch, decide(fit, 0.6).branch
+('fit-driven', 'no-warmup', 'no-warmup')
 >>> decide({**fit, "intervals": {"delta_peak": [0.1, 1.2]}}, 3.0).branch
 'not yet'
 """
@@ -35,9 +41,15 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
+from smoothprobe.fit.compare import MIN_ROWS_ABOVE, TREND_P
 from smoothprobe.fit.result import SmoothnessFit, schedule_problem_of
+from smoothprobe.smoothness import eta, eta_max
 
 BRANCHES = ("no-warmup", "fit-driven", "not yet")
+RISE_LEFT = 0.1
+"""A warm-up whose LR has at most this share left to rise (η_max/η(Δ) ≤ 1 + RISE_LEFT) is over."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +114,7 @@ def decide(fit: SmoothnessFit | Mapping, delta: float | None, step: int | None =
     def out(branch: str, reason: str) -> Decision:
         return Decision(branch, reason, delta, peak, band, span, step)
 
-    problem = schedule_problem_of(d)
+    problem = schedule_problem_of({**d, "status": "supported"} if _rises(d) else d)
     if problem is not None:
         return out("not yet", problem)
     if d.get("status") is None:
@@ -115,11 +127,43 @@ def decide(fit: SmoothnessFit | Mapping, delta: float | None, step: int | None =
     if low > delta:
         return out("no-warmup", f"the {_fmt(band)} interval of Δ' lies above the current gap {delta:.4g}: "
                                 "the LR is already past its rise")
+    left = _rise_left(d, delta)
+    if left <= 1.0 + RISE_LEFT:
+        return out("no-warmup", f"η at the current gap {delta:.4g} is within {100 * (left - 1):.1f}% of its peak "
+                                f"(upper bound of η_max/η): what is left of the warm-up is too small to matter")
     if span[0] <= low and high <= span[1]:
         return out("fit-driven", f"the data locate Δ': its interval {_fmt(band)} lies inside the measured "
                                  f"range {_fmt(span)}")
     return out("not yet", f"Δ' interval {_fmt(band)} is not inside the measured range {_fmt(span)} nor above "
                           f"the current gap {delta:.4g}: the end of the warm-up would be an extrapolation")
+
+
+def _rises(d: Mapping) -> bool:
+    """A "not identifiable" verdict whose only missing piece is the spread of the gaps: K's rise with
+    Δ is significant (Spearman p < TREND_P, bootstrap interval of the rise above 0) over enough rows."""
+    if d.get("status") != "not identifiable" or "spans only" not in str(d.get("verdict", "")):
+        return False
+    growth = (d.get("intervals") or {}).get("growth")
+    rows = (d.get("data") or {}).get("rows_used", 0) * (1.0 - float(d.get("quantile", 0.9)))
+    return (isinstance(growth, (list, tuple)) and _number(growth[0]) is not None and growth[0] > 0
+            and (_number(d.get("spearman")) or 0.0) > 0 and (_number(d.get("spearman_p")) or 1.0) < TREND_P
+            and round(rows, 9) >= MIN_ROWS_ABOVE)
+
+
+def _rise_left(d: Mapping, delta: float) -> float:
+    """Upper end (at the fit's level) of η_max/η(Δ) over the bootstrap refits, or of the point
+    estimate without them: how far the LR still has to rise from the current gap."""
+    c = d["constants"]
+    rows = (d.get("bootstrap") or {}).get("constants") or [[c["K0"], c["K1"], c["K_rho"]]]
+    k = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
+    k = k[np.all(np.isfinite(k), axis=1)]
+    if not len(k) or not delta > 0:
+        return math.inf
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = eta_max(k[:, 0], k[:, 1], k[:, 2], c["rho"]) / eta(delta, k[:, 0], k[:, 1], k[:, 2], c["rho"])
+    ratio = np.where(np.isfinite(ratio) & (ratio > 0), ratio, np.inf)
+    level = float(d.get("level") or 0.95)
+    return float(np.quantile(ratio, 0.5 + level / 2, method="inverted_cdf"))
 
 
 def _fmt(pair: tuple[float, float]) -> str:
