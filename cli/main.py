@@ -366,9 +366,10 @@ def heavy_probes() -> list[str]:
               help="Instead of --every: adapt the interval so probes cost this fraction of training time.")
 @click.option("--heavy-every", type=click.IntRange(min=1), default=10, show_default=True,
               help=f"The heavy probes ({', '.join(heavy_probes())}) run on every N-th probed step.")
-@click.option("--hvp", type=click.Choice(["exact", "fd"]), default="exact", show_default=True,
-              help="Hessian-vector products of the heavy probes: exact (double backward) or fd (a central "
-                   "difference of gradients: the memory of one gradient, also under --fsdp; fp32 only).")
+@click.option("--hvp", type=click.Choice(["exact", "fd", "forward"]), default="exact", show_default=True,
+              help="Hessian-vector products of the heavy probes: exact (double backward), fd (a central "
+                   "difference of gradients: the memory of one gradient, also under --fsdp; fp32 only) or "
+                   "forward (forward-over-reverse: no kept graph, slower on CPU).")
 @click.option("--nuclear", type=click.Choice(["estimate", "exact"]), default="estimate", show_default=True,
               help="Nuclear norms (Muon's dual) by Gram eigenvalues or exact SVD.")
 @library_errors

@@ -137,6 +137,7 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         from smoothprobe.probes import PRESETS, PROBES
+        from smoothprobe.probes.oracle import HVP_MODES
 
         if self.probes is not None:
             self.probes = tuple(self.probes)
@@ -154,7 +155,7 @@ class ProbeConfig:
             (isinstance(self.heavy_every, int) and self.heavy_every >= 1,
              f"heavy_every must be an integer >= 1, got {self.heavy_every!r}"),
             (self.nuclear in NUCLEAR, f"nuclear must be one of {', '.join(NUCLEAR)}, got {self.nuclear!r}"),
-            (self.hvp in ("exact", "fd"), f"hvp must be exact or fd, got {self.hvp!r}"),
+            (self.hvp in HVP_MODES, f"hvp must be one of {', '.join(HVP_MODES)}, got {self.hvp!r}"),
         ])
 
 

@@ -289,7 +289,9 @@ def fit_and_report_every_run(root: Path) -> None:
         assert rows >= 30, f"{run.relative_to(root)}: {rows} rows"
         reported = CliRunner().invoke(cli, ["report", str(run)])
         assert reported.exit_code == 0, f"report {run.relative_to(root)}: {reported.output}"
-        assert (run / "report.html").is_file()
+        *notes, last = reported.output.splitlines()
+        assert last == f"report written to {run / 'report.html'}" and (run / "report.html").is_file()
+        assert all(n.startswith("note: ") for n in notes), reported.output  # nothing but its own words
 
 
 def commands(code: str) -> list[list[str]]:

@@ -288,7 +288,8 @@ def dense_hessian(model: nn.Module, loss_of_params) -> torch.Tensor:
     return torch.autograd.functional.hessian(loss_of_flat, point, vectorize=True)
 
 
-def test_oracle_hvp_equals_dense_hessian_on_an_mlp():
+@pytest.mark.parametrize("mode", ["exact", "forward"])
+def test_oracle_hvp_equals_dense_hessian_on_an_mlp(mode):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).double()
     x, y = torch.randn(10, 4, dtype=torch.float64), torch.randint(0, 3, (10,))
@@ -297,7 +298,7 @@ def test_oracle_hvp_equals_dense_hessian_on_an_mlp():
         return F.cross_entropy(functional_call(model, values, (x,)), y)
 
     hessian = dense_hessian(model, loss_of_params)
-    oracle = GradOracle(model, lambda: F.cross_entropy(model(x), y), list(model.parameters()))
+    oracle = GradOracle(model, lambda: F.cross_entropy(model(x), y), list(model.parameters()), hvp=mode)
     for seed in range(3):
         v = random_like(model.parameters(), seed)
         expected = hessian @ flat(v)
@@ -453,7 +454,8 @@ def test_norms_probe_matches_geometry_for_every_family():
     assert math.isnan(only_frobenius["grad_norm_dual"])  # the run's family (sign) was not measured
 
 
-def test_oracle_hvp_equals_dense_hessian_on_a_tiny_llama():
+@pytest.mark.parametrize("mode", ["exact", "forward"])
+def test_oracle_hvp_equals_dense_hessian_on_a_tiny_llama(mode):
     torch.manual_seed(0)
     model = Llama(LlamaConfig(vocab_size=11, d_model=8, n_layers=1, n_heads=2, context=6)).double()
     idx = torch.randint(0, 11, (3, 6))
@@ -466,7 +468,7 @@ def test_oracle_hvp_equals_dense_hessian_on_a_tiny_llama():
             model, lambda values: loss_of_logits(functional_call(model, values, (idx,)))
         )
     params = list(model.parameters())
-    oracle = GradOracle(model, lambda: loss_of_logits(model(idx)), params)
+    oracle = GradOracle(model, lambda: loss_of_logits(model(idx)), params, hvp=mode)
     v = random_like(params, 6)
     # RMSNorm and rotary promote to at least float32, so float64 stays float64: compare entrywise.
     torch.testing.assert_close(flat(oracle.hvp(v)), hessian @ flat(v), rtol=1e-5, atol=1e-12)
