@@ -26,6 +26,8 @@ MIN_PILOT = 50
 """Shortest pilot window: enough probed rows (one per step) for a fit with five rows above a τ = 0.9
 envelope."""
 ADAPTIVE_DECAYS = ("cosine", "linear", "model")
+COOLDOWN = 0.2
+"""Default share of the steps kept for the decay (Hägele et al., 2024; docs/design.md §5)."""
 LR_MAX = 1e6
 """Largest peak learning rate accepted (larger ones overflow the schedules' arithmetic)."""
 SEED_MAX = 2**32 - 1
@@ -185,7 +187,7 @@ class AdaptiveConfig:
     delta_peak: float | None = None
     decay: str = "cosine"
     max_warmup: float | None = None
-    cooldown: float | None = 0.2
+    cooldown: float | None = COOLDOWN
     refit_every: int | None = None
     f_star_every: int | None = None
     allow_unsupported: bool = False
@@ -200,6 +202,8 @@ class AdaptiveConfig:
         if isinstance(self.f_star, int):
             self.f_star = float(self.f_star)
         if self.cooldown == 0:  # no cooldown, stored the one way
+            self.cooldown = None
+        if self.decay == "model" and self.cooldown == COOLDOWN:  # the default: 'model' has no decay phase
             self.cooldown = None
         number = isinstance(self.f_star, float)
         _require([
@@ -226,6 +230,12 @@ class AdaptiveConfig:
              f"f_star_every must be an integer >= 1, got {self.f_star_every!r}"),
             (self.f_star_every is None or self.f_star == "auto", "f_star_every needs f_star 'auto'"),
             (not self.own_peak or self.pilot is not None, "own_peak needs a pilot"),
+            (self.decay != "model" or self.cooldown is None,
+             "cooldown needs a decay phase to start, which decay 'model' does not have (it follows eta to the "
+             "end): drop the cooldown or choose decay cosine or linear"),
+            (not self.allow_unsupported or self.fit is not None or self.pilot is not None,
+             "allow_unsupported needs a fit or a pilot: it lets their fit drive the schedule, and without them "
+             "there is none"),
             (self.fit is None or (self.div == 10.0 and self.delta_peak is None),
              ("div and delta_peak (the practical schedule's shape) come from the fit when one is given: a fit brings "
               "its own constants (drop them or the fit)")),

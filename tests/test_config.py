@@ -112,3 +112,11 @@ def test_practical_shape_options_with_a_fit_are_refused(tmp_path):
     for extra in ({"div": 5.0}, {"delta_peak": 0.5}):
         with pytest.raises(SmoothprobeError, match="a fit brings its own constants"):
             TrainConfig(adaptive={"fit": str(fit), **extra})
+
+
+def test_adaptive_options_that_would_do_nothing_are_refused():
+    with pytest.raises(SmoothprobeError, match="cooldown needs a decay phase to start"):
+        TrainConfig(adaptive={"decay": "model", "cooldown": 0.3})
+    assert TrainConfig(adaptive={"decay": "model"}).adaptive.cooldown is None  # the default does not apply
+    with pytest.raises(SmoothprobeError, match="allow_unsupported needs a fit or a pilot"):
+        TrainConfig(adaptive={"allow_unsupported": True})
