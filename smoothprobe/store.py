@@ -62,7 +62,7 @@ RESERVE_BYTES = 64 * 1024
 DISK_FULL = "disk full"
 TEMPORARIES = ("*.tmp", ".run.json.*", "checkpoints/*.tmp")
 OWN_FILES = ("run.json", "steps.jsonl", "evals.jsonl", "tensors.jsonl", "checkpoints", "fit.json",
-             "fit.stale.json", "pilot_fit.json", "mlflow.json", "report.html", RESERVE, "summary.csv")
+             "fit.stale.json", "pilot_fit.json", "mlflow.json", "wandb.json", "report.html", RESERVE, "summary.csv")
 """What smoothprobe writes in a run directory: all that `overwrite` deletes (a user's own files stay)."""
 NONFINITE = "nonfinite"
 NUMERIC = ("loss", "lr", "grad_norm", "update_norm", "step_time_s", "time_s", "val_loss")

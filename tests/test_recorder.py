@@ -111,3 +111,41 @@ def test_cadence_resumed_without_saved_state_keeps_the_first_runs_multiples():
     budget = Cadence(every=10, overhead=0.1)
     budget.resume_at(23)
     assert budget.due(23)
+
+
+def test_rerunning_a_recorder_script_takes_the_options_its_refusal_names(tmp_path):
+    """The refusal names resume and overwrite; both exist: overwrite replaces the run, resume appends
+    to it and drops the rows recorded again."""
+    import inspect
+
+    import smoothprobe
+    from smoothprobe.errors import SmoothprobeError
+
+    model = torch.nn.Linear(4, 1)
+    data = [(torch.randn(8, 4), torch.randn(8, 1)) for _ in range(20)]
+
+    def loss_of(m, b):
+        return torch.nn.functional.mse_loss(m(b[0]), b[1])
+
+    def record(start: int, **options) -> None:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with smoothprobe.Recorder(model, opt, tmp_path / "run", loss_fn=loss_of, every=2, **options) as rec:
+            for step in range(start, 20):
+                loss = loss_of(model, data[step])
+                loss.backward()
+                rec.before_step(step, data[step], loss=loss.item())
+                opt.step()
+                opt.zero_grad()
+                rec.after_step()
+
+    record(0)
+    with pytest.raises(SmoothprobeError, match="pass resume .* or overwrite") as refused:
+        record(0)
+    named = inspect.signature(smoothprobe.Recorder).parameters
+    assert "resume" in named and "overwrite" in named and "resume" in str(refused.value)
+    record(0, overwrite=True)
+    assert smoothprobe.load_run(tmp_path / "run").steps.step.tolist() == list(range(20))
+    record(12, resume=True)  # the loop resumed from its own checkpoint at step 12
+    run = smoothprobe.load_run(tmp_path / "run")
+    assert run.steps.step.tolist() == list(range(20)) and run.info["status"] == "finished"
+    assert int(run.steps.secant_K.notna().sum()) == 10

@@ -107,7 +107,10 @@ class Recorder:
     probed step builds one `ProbeContext` and runs the due probes on it in registry order.
     `hvp` = "exact" takes Hessian-vector products by double backward (its graph is built
     eagerly, so torch.compile'd models work; FSDP2 refuses it), "fd" by central differences of
-    gradients (the memory of one gradient; works under FSDP2; noisy below fp32).
+    gradients (the memory of one gradient; works under FSDP2; noisy below fp32). An existing
+    `run_dir` is refused unless `overwrite` (replace the run; a user's own files stay) or `resume`
+    (append to it: the rows from the first step recorded again on are dropped, so a loop resumed
+    from its own checkpoint continues the table), as the CLI's flags of the same names.
     """
 
     def __init__(
@@ -127,7 +130,12 @@ class Recorder:
         nuclear: str = "estimate",
         hvp: str = "exact",
         seed: int = 0,
+        resume: bool = False,
+        overwrite: bool = False,
     ) -> None:
+        if resume and overwrite:
+            raise SmoothprobeError("resume and overwrite exclude each other (resume continues the run in "
+                                   "run_dir; overwrite replaces it)")
         if preset not in PRESETS:
             raise SmoothprobeError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
         chosen = tuple(probes) if probes is not None else PRESETS[preset]
@@ -159,12 +167,16 @@ class Recorder:
         if run_dir is not None and not isinstance(run_dir, RunStore):
             options = {"preset": preset, "probes": list(chosen), "every": every, "overhead": overhead,
                        "heavy_every": heavy_every, "nuclear": nuclear, "hvp": hvp, "seed": seed}
-            self.store = RunStore.create(run_dir, describe_run(
-                model, optimizer, config={"probes": options}, probes=self.describe(),
-                source="recorder"))
+            if resume:
+                self.store = RunStore.open(run_dir)
+            else:
+                self.store = RunStore.create(run_dir, describe_run(
+                    model, optimizer, config={"probes": options}, probes=self.describe(),
+                    source="recorder"), overwrite=overwrite)
             self.store.write_info(status="running")
             self.log = StepLog(self.store)
         self._rng = capture_rng_state()
+        self._resuming = resume and self.log is not None
         self._pending: dict | None = None
         self._last_end = time.perf_counter()
 
@@ -188,6 +200,9 @@ class Recorder:
         A loop that already keeps copies of the parameters before the step passes them as `x_t`
         (by parameter name), and the Recorder uses those instead of making its own.
         """
+        if self._resuming:  # rows from here on are recorded again
+            self.store.truncate(step)
+            self._resuming = False
         if x_t is None:
             x_t = snapshot(dict(self.model.named_parameters()))
         if grad_norm is None:  # the loop did not say: the norm of the gradients as they are now
