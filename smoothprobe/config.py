@@ -231,11 +231,11 @@ class AdaptiveConfig:
             (self.f_star_every is None or self.f_star == "auto", "f_star_every needs f_star 'auto'"),
             (not self.own_peak or self.pilot is not None, "own_peak needs a pilot"),
             (self.decay != "model" or self.cooldown is None,
-             "cooldown needs a decay phase to start, which decay 'model' does not have (it follows eta to the "
-             "end): drop the cooldown or choose decay cosine or linear"),
+             ("cooldown needs a decay phase to start, which decay 'model' does not have (it follows eta to the "
+              "end): drop the cooldown or choose decay cosine or linear")),
             (not self.allow_unsupported or self.fit is not None or self.pilot is not None,
-             "allow_unsupported needs a fit or a pilot: it lets their fit drive the schedule, and without them "
-             "there is none"),
+             ("allow_unsupported needs a fit or a pilot: it lets their fit drive the schedule, and without them "
+              "there is none")),
             (self.fit is None or (self.div == 10.0 and self.delta_peak is None),
              ("div and delta_peak (the practical schedule's shape) come from the fit when one is given: a fit brings "
               "its own constants (drop them or the fit)")),
