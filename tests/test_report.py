@@ -471,3 +471,17 @@ def test_curvature_figure_rings_the_unconverged_spectrum_ends(tmp_path, figure_o
     bottom = view.steps.bottom_eig.astype(float).tolist()
     assert any(ln.get_ydata().tolist() == bottom for ln in rings)  # all 3 bottom ends are bounds
     assert sum(ln.get_label() == "not converged (a bound)" for ln in rings) == 1
+
+
+def test_the_closed_loops_decision_is_in_the_runs_section(runs, tmp_path):
+    decided = tmp_path / "decided"
+    shutil.copytree(runs[1], decided)
+    info = json.loads((decided / "run.json").read_text())
+    info["decision"] = {"branch": "no-warmup", "step": 60, "reason": "<i>past</i> its rise", "delta": 3.3,
+                        "interval": [3.5491, 3.8487], "delta_range": [3.1012, 5.2023], "refits": 2}
+    (decided / "run.json").write_text(json.dumps(info))
+    page = Page(write_report([decided], tmp_path / "r.html").read_text())
+    text = page.section_text("summary")
+    assert ("the fit decided no-warmup at step 60 (<i>past</i> its rise); Δ' interval [3.549, 3.849], "
+            "measured gaps [3.101, 5.202], after 2 refit(s).") in text
+    assert not page.find("i", "summary")  # the reason is text, not markup
