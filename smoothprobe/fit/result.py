@@ -161,9 +161,13 @@ class SmoothnessFit:
         return low, high
 
     def schedule_problem(self) -> str | None:
-        """Why this fit must not drive a learning-rate schedule (one line), or None if it may;
-        see `schedule_problem_of`."""
-        return schedule_problem_of(self.to_dict())
+        """Why this fit must not drive a learning-rate schedule from the start of a run (one line),
+        or None if it may: `schedule_problem_of`, then the decision at its largest measured gap
+        (`smoothprobe.schedule.decision.decide`), which is what `AdaptiveWarmup.from_fit` applies."""
+        from smoothprobe.schedule.decision import decide  # the schedule layer reads fits, not back
+
+        decision = decide(self, None)
+        return None if decision.decided else decision.reason
 
     def to_dict(self) -> dict:
         """fit.json content: the keys the scheduler reads at top level, the rest in sections."""
