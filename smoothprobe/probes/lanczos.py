@@ -121,6 +121,10 @@ def _ritz(alphas: list[float], betas: list[float], k: int) -> tuple[Tensor, Tens
     largest (all of them when j ≤ 2k), and their residual norms β_j·|s_j|. O(j·k) per call."""
     d, e = np.asarray(alphas, dtype=np.float64), np.asarray(betas[:-1], dtype=np.float64)
     j = len(d)
+    if not (np.isfinite(d).all() and np.isfinite(e).all()):  # a non-finite HVP: no Ritz value to trust
+        width = j if j <= 2 * k else 2 * k
+        return torch.full((width,), float("nan"), dtype=torch.float64), torch.full((width,), float("nan"),
+                                                                                   dtype=torch.float64)
     if j == 1:
         theta, last = d, np.ones(1)
     elif j <= 2 * k:
