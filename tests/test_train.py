@@ -131,6 +131,23 @@ def invoke(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
+def spend_cpu(pid: int, seconds: float, deadline: float) -> None:
+    """Wait until process `pid` has used `seconds` more CPU time (wall time where /proc is absent),
+    so a test that needs some training steps done gets them on a loaded machine too."""
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        time.sleep(seconds)
+        return
+
+    def used() -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    start = used()
+    while time.time() < deadline and used() - start < seconds:
+        time.sleep(0.1)
+
+
 def status(out: Path) -> tuple[str, str | None]:
     info = load_run(out).info
     return info["status"], info["status_reason"]
@@ -144,7 +161,7 @@ def test_signal_flushes_rows_writes_status_and_exits_with_its_code(tmp_path, sig
     deadline = time.time() + 120
     while time.time() < deadline and '"running"' not in ((out / "run.json").read_text() if (out / "run.json").exists() else ""):
         time.sleep(0.05)
-    time.sleep(2)  # some steps, buffered (flush-every is huge)
+    spend_cpu(proc.pid, 3.0, deadline)  # some steps, buffered (flush-every is huge), however loaded the machine
     proc.send_signal(sig)
     assert proc.wait(timeout=60) == code
     stderr = proc.stderr.read()
