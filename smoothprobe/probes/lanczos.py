@@ -122,9 +122,8 @@ def _ritz(alphas: list[float], betas: list[float], k: int) -> tuple[Tensor, Tens
     d, e = np.asarray(alphas, dtype=np.float64), np.asarray(betas[:-1], dtype=np.float64)
     j = len(d)
     if not (np.isfinite(d).all() and np.isfinite(e).all()):  # a non-finite HVP: no Ritz value to trust
-        width = j if j <= 2 * k else 2 * k
-        return torch.full((width,), float("nan"), dtype=torch.float64), torch.full((width,), float("nan"),
-                                                                                   dtype=torch.float64)
+        nan = torch.full((min(j, 2 * k),), float("nan"), dtype=torch.float64)
+        return nan, nan.clone()
     if j == 1:
         theta, last = d, np.ones(1)
     elif j <= 2 * k:
