@@ -302,9 +302,7 @@ class AdaptiveWarmup(LRScheduler):
         to the peak). The optimizer's LR is set at once from the current smoothed gap."""
         constants = check_constants(*constants)
         if lr is not None:
-            if not (math.isfinite(lr) and lr > 0):
-                raise SmoothprobeError(f"lr must be a finite number > 0. Got {lr}.")
-            self.min_lr, self.lr = self.min_lr * lr / self.lr, float(lr)
+            self._set_peak(lr)
         self.set_constants(*constants)
         self.f_star = float(f_star)
         self.delta_range = _check_range(delta_range)
@@ -317,9 +315,7 @@ class AdaptiveWarmup(LRScheduler):
         """End the warm-up now (a "no-warmup" decision): the next step runs at the peak (`lr`, or
         the current peak) and the decay runs from there to `total_steps`."""
         if lr is not None:
-            if not (math.isfinite(lr) and lr > 0):
-                raise SmoothprobeError(f"lr must be a finite number > 0. Got {lr}.")
-            self.min_lr, self.lr = self.min_lr * lr / self.lr, float(lr)
+            self._set_peak(lr)
         step = max(self.last_epoch, 0)
         self._phase, self._switch_step, self._switch_lr = "decay", step, self.lr
         self._lr_now = self._next_lr(0.0, step) if self.decay != "model" else self.lr
@@ -366,6 +362,12 @@ class AdaptiveWarmup(LRScheduler):
         # checkpoints written before the cooldown and the measured range existed had neither
         super().load_state_dict({"cooldown": None, "delta_range": None, "decision": None, **state_dict})
         self._apply_lr()
+
+    def _set_peak(self, lr: float) -> None:
+        """Move the peak LR to `lr`, the floor keeping its ratio to the peak."""
+        if not (math.isfinite(lr) and lr > 0):
+            raise SmoothprobeError(f"lr must be a finite number > 0. Got {lr}.")
+        self.min_lr, self.lr = self.min_lr * lr / self.lr, float(lr)
 
     def _apply_lr(self) -> None:
         """Put the scheduled LR on the optimizer's groups now (after a restore or a decision)."""
