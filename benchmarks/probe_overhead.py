@@ -28,7 +28,7 @@ from torch.utils._pytree import tree_leaves
 
 from smoothprobe.geometry import Geometry
 from smoothprobe.probes.base import ProbeContext
-from smoothprobe.probes.curvature_fd import FDCurvatureProbe
+from smoothprobe.probes.curv_fd import CurvFDProbe
 from smoothprobe.probes.oracle import GradOracle
 from smoothprobe.train import TrainConfig, Trainer, build
 
@@ -120,7 +120,7 @@ def oracle_costs(args: argparse.Namespace, root: Path) -> None:
         context = ProbeContext(oracle(), geometry, direction, direction)
         context.gradient()
         start = time.perf_counter()
-        FDCurvatureProbe().measure(context)
+        CurvFDProbe().measure(context)
         return time.perf_counter() - start
 
     def kept_graph_hvp() -> float:

@@ -10,7 +10,7 @@ from torch import nn
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.geometry import Geometry
 from smoothprobe.probes.base import ProbeContext
-from smoothprobe.probes.dual_curvature import DualCurvatureProbe
+from smoothprobe.probes.curv_dual import CurvDualProbe
 from smoothprobe.probes.oracle import GradOracle
 from smoothprobe.probes.secant import SecantProbe
 
@@ -50,7 +50,7 @@ def curv_dual(model: MatrixQuadratic, family: str, update=None, **options) -> fl
     oracle = GradOracle(model, model, list(model.weights))
     zeros = [torch.zeros_like(w) for w in model.weights]
     context = ProbeContext(oracle, Geometry(family, model.names), zeros, update or zeros, seed=1)
-    return DualCurvatureProbe(**options).measure(context).row["curv_dual"]
+    return CurvDualProbe(**options).measure(context).row["curv_dual"]
 
 
 def linf_to_l1(a: torch.Tensor) -> float:
@@ -108,7 +108,7 @@ def test_secant_below_curv_dual_below_the_exact_norm_on_quadratics(family):
     geometry = Geometry(family, model.names)
     context = ProbeContext(oracle, geometry, grad_before, update, seed=2)
     secant = SecantProbe().measure(context).row["secant_K"]
-    found = DualCurvatureProbe().measure(context).row["curv_dual"]
+    found = CurvDualProbe().measure(context).row["curv_dual"]
     eigenvalues = torch.linalg.eigvalsh(model.A).abs()
     exact = {"sign": linf_to_l1(model.A), "euclidean": eigenvalues.max().item(),
              # Frobenius over two tensors: max_i ‖v_i‖ ≤ 1 allows ‖v‖₂ ≤ √2, and Σ‖(Hv)_i‖ ≤ √2 ‖Hv‖₂
@@ -119,6 +119,6 @@ def test_secant_below_curv_dual_below_the_exact_norm_on_quadratics(family):
 
 def test_options_are_validated():
     with pytest.raises(SmoothprobeError, match="iterations"):
-        DualCurvatureProbe(iterations=0)
+        CurvDualProbe(iterations=0)
     with pytest.raises(SmoothprobeError, match="restarts"):
-        DualCurvatureProbe(restarts=-1)
+        CurvDualProbe(restarts=-1)

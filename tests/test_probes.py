@@ -12,15 +12,16 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.geometry import Geometry
+from smoothprobe.linalg import dual_power, hutchpp, lanczos
 from smoothprobe.model import Llama, LlamaConfig
-from smoothprobe.probes import dual_curvature, lanczos
+from smoothprobe.probes import curv_dual, top_eig
 from smoothprobe.probes.base import ProbeContext
-from smoothprobe.probes.curvature_fd import FDCurvatureProbe
-from smoothprobe.probes.curvature_hvp import HVPCurvatureProbe
-from smoothprobe.probes.lanczos import LanczosProbe
+from smoothprobe.probes.curv_fd import CurvFDProbe
+from smoothprobe.probes.curv_hvp import CurvHVPProbe
 from smoothprobe.probes.norms import NormsProbe
 from smoothprobe.probes.oracle import GradOracle, capture_rng_state
 from smoothprobe.probes.secant import SecantProbe
+from smoothprobe.probes.top_eig import TopEigProbe
 from smoothprobe.probes.trace import TraceProbe
 
 SHAPES = [(4, 3), (3, 3), (5, 2)]
@@ -106,7 +107,7 @@ def test_fd_curvature_on_quadratic_matches_dAd(central):
     model = Quadratic()
     d = random_like(model.parameters(), 2)
     expected = (flat(d) @ model.A @ flat(d) / flat(d).square().sum()).item()
-    row = FDCurvatureProbe(central=central).measure(context_at(quadratic_oracle(model), d)).row
+    row = CurvFDProbe(central=central).measure(context_at(quadratic_oracle(model), d)).row
     assert row["curv_fd"] == pytest.approx(expected, rel=1e-5)
     assert row["curv_fd_step"] > 0
 
@@ -120,9 +121,9 @@ def test_fd_curvature_reuses_the_contexts_gradient_and_restores_parameters_bit_f
     secant = SecantProbe().measure(shared).row  # computes g(x_{t+1}) once, in the context
     calls = []
     oracle.loss_and_grad = lambda *a, f=oracle.loss_and_grad, **k: calls.append(1) or f(*a, **k)
-    with_grad = FDCurvatureProbe().measure(shared).row["curv_fd"]
+    with_grad = CurvFDProbe().measure(shared).row["curv_fd"]
     assert len(calls) == 1  # only g(x + h·d): the secant's g(x) came through the context
-    without = FDCurvatureProbe().measure(context_at(oracle, d)).row["curv_fd"]
+    without = CurvFDProbe().measure(context_at(oracle, d)).row["curv_fd"]
     assert len(calls) == 3 and with_grad == without and math.isfinite(secant["secant_K"])
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
@@ -136,7 +137,7 @@ def test_fd_probe_restores_float32_and_bf16_parameters_bit_for_bit():
         oracle = GradOracle(model, lambda m=model, x=x: m(x).float().square().mean(), params)
         before = [p.detach().clone() for p in params]
         d = [torch.randn_like(p) * 1e-3 for p in params]
-        row = FDCurvatureProbe(central=True).measure(context_at(oracle, d)).row
+        row = CurvFDProbe(central=True).measure(context_at(oracle, d)).row
         assert math.isfinite(row["curv_fd"])
         assert all(torch.equal(p, b) for p, b in zip(params, before))
 
@@ -145,13 +146,13 @@ def test_hvp_curvature_on_quadratic_matches_dAd():
     model = Quadratic()
     d = random_like(model.parameters(), 4)
     expected = (flat(d) @ model.A @ flat(d) / flat(d).square().sum()).item()
-    row = HVPCurvatureProbe().measure(context_at(quadratic_oracle(model), d)).row
+    row = CurvHVPProbe().measure(context_at(quadratic_oracle(model), d)).row
     assert row["curv_hvp"] == pytest.approx(expected, rel=1e-10)
 
 
 def test_lanczos_top_eigenvalues_on_quadratic():
     model = Quadratic()
-    row = LanczosProbe(k=2, steps=N, tol=1e-10).measure(context_at(quadratic_oracle(model))).row
+    row = TopEigProbe(k=2, steps=N, tol=1e-10).measure(context_at(quadratic_oracle(model))).row
     assert row["top_eig"] == pytest.approx(SPECTRUM.max().item(), rel=1e-6)
     assert row["top_eig_2"] == pytest.approx(5.0, rel=1e-6)
     assert row["top_eig_residual"] <= 1e-6
@@ -162,7 +163,7 @@ def test_lanczos_residuals_are_honest_when_stopped_early():
     """Each reported Ritz value θ has an eigenvalue within its residual r (symmetric H)."""
     model = Quadratic()
     for seed in range(5):
-        row = LanczosProbe(steps=3).measure(context_at(quadratic_oracle(model), seed=seed)).row
+        row = TopEigProbe(steps=3).measure(context_at(quadratic_oracle(model), seed=seed)).row
         assert row["lanczos_hvps"] == 3
         assert SPECTRUM.min().item() - 1e-9 <= row["bottom_eig"] <= row["top_eig"] <= SPECTRUM.max().item() + 1e-9
         for end in ("top_eig", "bottom_eig"):
@@ -189,12 +190,12 @@ def test_lanczos_reports_both_ends_of_a_planted_indefinite_spectrum():
     spectrum = torch.cat([torch.tensor([3.0, -10.0]), torch.linspace(-1.0, 2.0, 18)])
     model = PlantedQuadratic(spectrum)
     oracle = GradOracle(model, model, [model.x])
-    row = LanczosProbe(steps=20, tol=1e-10).measure(context_at(oracle)).row
+    row = TopEigProbe(steps=20, tol=1e-10).measure(context_at(oracle)).row
     assert row["top_eig"] == pytest.approx(3.0, rel=1e-8)
     assert row["bottom_eig"] == pytest.approx(-10.0, rel=1e-8)
     assert row["hessian_norm"] == pytest.approx(10.0, rel=1e-8)
     assert max(row["top_eig_residual"], row["bottom_eig_residual"]) <= 1e-8 * 10
-    two = LanczosProbe(k=2, steps=20, tol=1e-10).measure(context_at(oracle)).row
+    two = TopEigProbe(k=2, steps=20, tol=1e-10).measure(context_at(oracle)).row
     assert (two["top_eig_2"], two["bottom_eig_2"]) == (pytest.approx(2.0, rel=1e-8), pytest.approx(-1.0, rel=1e-8))
 
 
@@ -210,7 +211,7 @@ def test_lanczos_both_ends_match_the_dense_hessian_of_an_mlp():
     assert eigenvalues[0] < 0  # indefinite away from a minimum
     oracle = GradOracle(model, lambda: F.mse_loss(model(x), y), list(model.parameters()))
     n = sum(p.numel() for p in model.parameters())
-    row = LanczosProbe(steps=n, tol=1e-9).measure(context_at(oracle)).row
+    row = TopEigProbe(steps=n, tol=1e-9).measure(context_at(oracle)).row
     assert row["top_eig"] == pytest.approx(eigenvalues[-1].item(), rel=1e-6)
     assert row["bottom_eig"] == pytest.approx(eigenvalues[0].item(), rel=1e-6, abs=1e-9)
     assert row["hessian_norm"] == pytest.approx(eigenvalues.abs().max().item(), rel=1e-6)
@@ -240,9 +241,9 @@ def test_trace_vectors_are_fresh_each_step_and_unbiased_over_steps():
 def test_lanczos_start_is_fresh_each_step():
     model = Quadratic()
     oracle = quadratic_oracle(model)
-    first, second = (LanczosProbe(steps=3).measure(context_at(oracle, step=s)).row for s in (0, 1))
+    first, second = (TopEigProbe(steps=3).measure(context_at(oracle, step=s)).row for s in (0, 1))
     assert first["top_eig"] != second["top_eig"]
-    assert LanczosProbe(steps=3).measure(context_at(oracle, step=1)).row == second
+    assert TopEigProbe(steps=3).measure(context_at(oracle, step=1)).row == second
 
 
 @pytest.mark.parametrize("method", ["hutchinson", "hutchpp"])
@@ -269,9 +270,9 @@ def test_probe_options_are_validated():
     with pytest.raises(SmoothprobeError, match="hvps"):
         TraceProbe(method="hutchpp", hvps=3)
     with pytest.raises(SmoothprobeError, match="steps"):
-        LanczosProbe(k=3, steps=5)
+        TopEigProbe(k=3, steps=5)
     with pytest.raises(SmoothprobeError, match="scale"):
-        FDCurvatureProbe(scale=0.0)
+        CurvFDProbe(scale=0.0)
 
 
 def dense_hessian(model: nn.Module, loss_of_params) -> torch.Tensor:
@@ -330,7 +331,7 @@ def test_lanczos_with_fd_hvps_finds_both_ends_of_a_planted_spectrum():
     spectrum = torch.cat([torch.tensor([3.0, -10.0]), torch.linspace(-1.0, 2.0, 18)])
     model = PlantedQuadratic(spectrum)
     oracle = GradOracle(model, model, [model.x], hvp="fd")
-    row = LanczosProbe(steps=20, tol=1e-10).measure(context_at(oracle)).row
+    row = TopEigProbe(steps=20, tol=1e-10).measure(context_at(oracle)).row
     assert row["top_eig"] == pytest.approx(3.0, rel=1e-6)
     assert row["bottom_eig"] == pytest.approx(-10.0, rel=1e-6)
 
@@ -487,7 +488,7 @@ def test_oracle_leaves_batchnorm_statistics_alone():
     assert all(torch.equal(b, s) for b, s in zip(model.buffers(), stats))
 
 
-@pytest.mark.parametrize("module", [lanczos, dual_curvature])
+@pytest.mark.parametrize("module", [top_eig, curv_dual, lanczos, hutchpp, dual_power])
 def test_docstring_examples_match_their_exact_answers(module):
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
@@ -510,7 +511,7 @@ def test_lanczos_ends_on_the_quadratic_are_within_one_percent_or_flagged():
     flagged = {end: 0 for end in exact}
     for steps in (10, 20, 40, 80, 300):
         for seed in range(3):
-            row = LanczosProbe(steps=steps).measure(context_at(oracle, seed=seed)).row
+            row = TopEigProbe(steps=steps).measure(context_at(oracle, seed=seed)).row
             for end, value in exact.items():
                 error = abs(row[end] / value - 1)
                 assert row[f"{end}_converged"] == (row[f"{end}_residual"] <= 0.01 * abs(row[end]))

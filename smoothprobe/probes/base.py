@@ -1,18 +1,22 @@
 """The one interface every probe implements, and the context it measures in (docs/design.md §2).
 
-A probe is a class with a registry `name`, two flags the Recorder schedules by, and
-`measure(context) -> ProbeResult`. The Recorder builds one `ProbeContext` per probed step and
-hands it to every due probe in turn; it never names a probe. A new probe is one new module
-plus one line in the registry (`smoothprobe.probes.PROBES`).
+A probe is a class that describes itself: its registry `name`, the flags the Recorder schedules
+by, its options (the keyword arguments of its constructor, with their defaults), the row columns
+it writes and which of them the fit may take as K, and its part of the report's curvature figure
+(`Panel`); `measure(context) -> ProbeResult` takes the measurement. The Recorder builds one
+`ProbeContext` per probed step and hands it to every due probe in turn; it never names a probe.
+The fit's columns, the report's panels, `ProbeConfig` and the CLI read the registry
+(`smoothprobe.probes`), so a new probe is one new module.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -55,17 +59,56 @@ class ProbeContext:
         return torch.Generator(device=device).manual_seed(int.from_bytes(key, "little") >> 1)
 
 
+@dataclass(frozen=True)
+class Line:
+    """One column drawn in a curvature panel: a matplotlib line style ("." draws dots only), a
+    standard-error column shaded ±2 around it (`band`), and whether the column on its own earns
+    the figure (`alone`; False for a column the report shows elsewhere, drawn here to compare)."""
+
+    column: str
+    style: str = "-"
+    band: str | None = None
+    alone: bool = True
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A probe's part of one panel of the report's curvature figure (runs overlaid, over steps).
+
+    Probes that name the same `title` share the panel. Panels are laid out left to right by the
+    lowest `place` of their parts, and a panel's lines are drawn in the order of their parts'
+    `place`.
+    """
+
+    title: str
+    lines: tuple[Line, ...]
+    place: float = 100.0
+
+
 class Probe(ABC):
-    """One measurement taken at a probed step.
+    """One measurement taken at a probed step, and what it says about itself.
 
     `name` is the registry key; `heavy` probes run only on every `heavy_every`-th probed step;
     `needs_hvp` probes use exact Hessian-vector products (double backward), which FSDP2 cannot
-    give and compiled models give only when run eagerly.
+    give and compiled models give only when run eagerly; `moves_parameters` probes perturb the
+    parameters (which drops a kept HVP graph), so the registry runs them last. `columns` are the
+    row columns it writes with its default options, `k_columns` those the fit may take as K, and
+    `panel` its part of the report's curvature figure (None: it draws none).
     """
 
     name: ClassVar[str]
     heavy: ClassVar[bool] = False
     needs_hvp: ClassVar[bool] = False
+    moves_parameters: ClassVar[bool] = False
+    columns: ClassVar[tuple[str, ...]] = ()
+    k_columns: ClassVar[tuple[str, ...]] = ()
+    panel: ClassVar[Panel | None] = None
+
+    @classmethod
+    def options(cls) -> dict[str, Any]:
+        """The probe's options and their defaults: the keyword arguments of its constructor."""
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
     @abstractmethod
     def measure(self, context: ProbeContext) -> ProbeResult:

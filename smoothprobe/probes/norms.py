@@ -24,6 +24,8 @@ class NormsProbe(Probe):
     """
 
     name = "norms"
+    columns = (*(f"{kind}_{side}_{family}" for family in FAMILIES for kind in ("grad", "update")
+                 for side in ("primal", "dual")), "grad_norm_dual")
 
     def __init__(self, families: Sequence[str] = FAMILIES) -> None:
         for family in families:

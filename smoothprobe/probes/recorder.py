@@ -39,7 +39,7 @@ from typing_extensions import Self
 from smoothprobe.distributed import global_norm, is_sharded
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.geometry import Geometry, default_names, family_for_optimizer
-from smoothprobe.probes import PRESETS, PROBES
+from smoothprobe.probes import PRESETS, PROBES, build
 from smoothprobe.probes.base import ProbeContext
 from smoothprobe.probes.oracle import HVP_MODES, GradOracle, capture_rng_state
 from smoothprobe.probes.vec import sub
@@ -103,7 +103,8 @@ class Recorder:
     optimizer's family over the tensors the norm-constrained optimizer owns (for Muon: its
     matrices). The torch RNG state is captured at construction and after each step, so dropout
     replays exactly provided nothing draws from torch's RNG between `after_step` and the next
-    forward. `probes` names entries of `smoothprobe.probes.PROBES` (`preset` picks a list); each
+    forward. `probes` names entries of `smoothprobe.probes.PROBES` (`preset` picks a list) and
+    `options` gives probes their options by name ({"top_eig": {"steps": 40}}); each
     probed step builds one `ProbeContext` and runs the due probes on it in registry order.
     `hvp` = "exact" takes Hessian-vector products by double backward (its graph is built
     eagerly, so torch.compile'd models work; FSDP2 refuses it), "fd" by central differences of
@@ -130,6 +131,7 @@ class Recorder:
         nuclear: str = "estimate",
         hvp: str = "exact",
         seed: int = 0,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
         resume: bool = False,
         overwrite: bool = False,
     ) -> None:
@@ -153,7 +155,7 @@ class Recorder:
         self.seed = seed
         named = dict(model.named_parameters())
         self.params = [named[n] for n in self.names]
-        self._probes = [probe() for name, probe in PROBES.items() if name in chosen]
+        self._probes = build(chosen, options)
         if hvp not in HVP_MODES:
             raise SmoothprobeError(f"hvp must be one of {', '.join(HVP_MODES)}; got {hvp!r}")
         self.hvp = hvp
@@ -166,7 +168,8 @@ class Recorder:
         self.log: StepLog | None = None
         if run_dir is not None and not isinstance(run_dir, RunStore):
             options = {"preset": preset, "probes": list(chosen), "every": every, "overhead": overhead,
-                       "heavy_every": heavy_every, "nuclear": nuclear, "hvp": hvp, "seed": seed}
+                       "heavy_every": heavy_every, "nuclear": nuclear, "hvp": hvp, "seed": seed,
+                       "options": {name: dict(values) for name, values in (options or {}).items()}}
             if resume:
                 self.store = RunStore.open(run_dir)
             else:

@@ -21,6 +21,9 @@ class SecantProbe(Probe):
     """
 
     name = "secant"
+    columns = ("secant_K", "secant_dg_dual", "secant_dx_primal", "secant_K_euclid", "secant_dg_euclid",
+               "secant_dx_euclid", "loss_after")
+    k_columns = ("secant_K", "secant_K_euclid")
 
     def measure(self, context: ProbeContext) -> ProbeResult:
         """Form the secants from g_t, ∇f_B(x_{t+1}) and the update."""

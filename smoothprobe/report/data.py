@@ -11,7 +11,7 @@ import pandas as pd
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.fit import SmoothnessFit, fit_run, schedule_problem_of
-from smoothprobe.probes.lanczos import CONVERGED_TOL
+from smoothprobe.probes.top_eig import CONVERGED_TOL
 from smoothprobe.smoothness import is_physical
 from smoothprobe.store import Run
 

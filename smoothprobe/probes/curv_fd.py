@@ -8,13 +8,14 @@ import torch
 from torch import Tensor
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.probes.base import Probe, ProbeContext
+from smoothprobe.probes.base import Line, Panel, Probe, ProbeContext
+from smoothprobe.probes.curv_hvp import UPDATE_PANEL
 from smoothprobe.probes.oracle import GradOracle
 from smoothprobe.probes.result import ProbeResult, ratio
 from smoothprobe.probes.vec import dot, sub
 
 
-class FDCurvatureProbe(Probe):
+class CurvFDProbe(Probe):
     """dᵀHd/‖d‖² ≈ ⟨g(x + s₊) − g(x − s₋), s⟩/‖s‖², s = s₊ + s₋, without double backward.
 
     d is the update x_{t+1} − x_t and x = x_{t+1}.
@@ -22,13 +23,17 @@ class FDCurvatureProbe(Probe):
     u the machine epsilon of the coarsest parameter dtype (the usual truncation/rounding
     balance). s is the perturbation actually stored after rounding to the parameter dtype, so
     bf16 parameters measure the curvature along the representable step. Parameters are saved
-    and copied back, bit for bit (which invalidates a kept HVP graph: the registry runs this
-    probe last). Forward difference costs one forward+backward on top of `context.gradient()`,
+    and copied back, bit for bit (which invalidates a kept HVP graph: `moves_parameters`, so the
+    registry runs this probe last). Forward difference costs one forward+backward on top of `context.gradient()`,
     which the secant probe shares; central differences cost two.
     Row columns: curv_fd, curv_fd_step (‖s‖, Euclidean).
     """
 
     name = "curv_fd"
+    moves_parameters = True
+    columns = ("curv_fd", "curv_fd_step")
+    k_columns = ("curv_fd",)
+    panel = Panel(UPDATE_PANEL, (Line("curv_fd"),), place=3)
 
     def __init__(self, central: bool = False, scale: float = 1.0) -> None:
         if not scale > 0:

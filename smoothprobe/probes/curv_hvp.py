@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from smoothprobe.probes.base import Probe, ProbeContext
+from smoothprobe.probes.base import Line, Panel, Probe, ProbeContext
 from smoothprobe.probes.result import ProbeResult, ratio
 from smoothprobe.probes.vec import dot
 
+UPDATE_PANEL = "dᵀHd/‖d‖² on the update: FD —, HVP --"
+"""The report panel curv_hvp shares with curv_fd."""
 
-class HVPCurvatureProbe(Probe):
+
+class CurvHVPProbe(Probe):
     """dᵀHd/‖d‖² at x_{t+1} for the update d, from H·d by double backward (SDPA on the math
     kernel). With `context.keep_graph` the double backward reuses the create_graph gradient the
     secant probe computes, so the probe's own cost is one double backward. Row column: curv_hvp
@@ -16,6 +19,9 @@ class HVPCurvatureProbe(Probe):
 
     name = "curv_hvp"
     needs_hvp = True
+    columns = ("curv_hvp",)
+    k_columns = ("curv_hvp",)
+    panel = Panel(UPDATE_PANEL, (Line("curv_hvp", "--"),), place=3.1)
 
     def measure(self, context: ProbeContext) -> ProbeResult:
         """Curvature along the update at the oracle's parameters."""
