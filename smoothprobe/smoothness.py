@@ -3,8 +3,9 @@ the paper's practical parametrisation with its Δ' search.
 
 Riabinin et al., "Where Does Warm-Up Come From?" (arXiv 2602.05813): under
 ‖∇f(x) − ∇f(y)‖_* ≤ K(Δ)·‖x − y‖ with K(Δ) = K0 + K1·Δ + Kρ·Δ^ρ and Δ = f(x) − f*, the step size
-η(Δ) = Δ / K(Δ) rises while Δ is large and decays near f*. The fit, the scheduler and the report
-all read these functions; derivations are in docs/design.md.
+η(Δ) = Δ / K(Δ) rises while Δ is large and decays near f*. `Constants` is one set of constants with
+all of this as methods (the scheduler's and a fit's); the functions below take arrays of constants
+too (a fit's bootstrap refits). Derivations are in docs/design.md.
 
 >>> round(float(eta_max(1.0, 0.0, 1.0, 2.0)), 6)   # ρ = 2: 1 / (K1 + 2·sqrt(K0·Kρ))
 0.5
@@ -12,15 +13,12 @@ all read these functions; derivations are in docs/design.md.
 1.0
 >>> float(min_k(1.0, -1.0, 1.0, 2.0))               # ρ = 2: K0 − K1²/(4·Kρ) at Δ* = −K1/(2Kρ)
 0.75
->>> bool(is_physical(1.0, -2.5, 1.0, 2.0))          # K1 < −2·sqrt(K0·Kρ): K < 0 near Δ = 1
-False
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -101,50 +99,102 @@ def eta_max(k0, k1, k_rho, rho: float) -> np.ndarray:
         return np.where(inner > 0, 1.0 / inner, np.inf)
 
 
-class Constants(NamedTuple):
-    """(ρ, K0, K1, Kρ)-smoothness constants: K(Δ) = K0 + K1·Δ + Kρ·Δ^ρ."""
+def eta(delta: ArrayLike, k0, k1, k_rho, rho: float) -> np.ndarray:
+    """Step size η(Δ) = Δ / K(Δ) for gaps Δ > 0; constants may be arrays that broadcast against Δ."""
+    delta = np.asarray(delta, dtype=float)
+    return delta / k_model(delta, k0, k1, k_rho, rho)
+
+
+@dataclasses.dataclass(frozen=True)
+class Constants:
+    """(ρ, K0, K1, Kρ)-smoothness constants and what they imply: K(Δ) = K0 + K1·Δ + Kρ·Δ^ρ, the
+    step size η(Δ) = Δ/K(Δ), its peak gap Δ' and height η_max, and the same shape at another peak.
+
+    K(Δ) = 1 + 2Δ + Δ² (ρ = 2) peaks at Δ' = sqrt(K0/Kρ) = 1 with η_max = Δ'/K(Δ') = 1/4; over
+    measured gaps [3, 5] the largest η is η(3) = 3/16, and halving every K doubles every η:
+
+    >>> c = Constants(K0=1.0, K1=2.0, K_rho=1.0, rho=2.0)
+    >>> c.delta_peak, c.eta_max, float(c.K(3.0)), float(c.eta(3.0))
+    (1.0, 0.25, 16.0, 0.1875)
+    >>> c.peak_within((3.0, 5.0))
+    (3.0, 0.1875)
+    >>> c.rescaled(0.375, (3.0, 5.0))
+    Constants(K0=0.5, K1=1.0, K_rho=0.5, rho=2.0)
+    >>> c.physical(), Constants(1.0, -2.5, 1.0, 2.0).physical()   # K1 < −2·sqrt(K0·Kρ): K < 0 at Δ = 1
+    (True, False)
+    """
 
     K0: float
     K1: float
     K_rho: float
     rho: float
 
+    def __post_init__(self) -> None:
+        for name in ("K0", "K1", "K_rho", "rho"):  # plain floats, whatever numeric type came in
+            object.__setattr__(self, name, float(getattr(self, name)))
 
-def eta(delta: ArrayLike, K0: float, K1: float, K_rho: float, rho: float) -> Any:
-    """Step size η(Δ) = Δ / K(Δ) for gaps Δ > 0 (floats, numpy arrays or tensors)."""
-    return delta / (K0 + K1 * delta + K_rho * delta**rho)
+    def K(self, delta: ArrayLike) -> np.ndarray:
+        """K(Δ) = K0 + K1·Δ + Kρ·Δ^ρ."""
+        return k_model(delta, self.K0, self.K1, self.K_rho, self.rho)
 
+    def eta(self, delta: ArrayLike) -> np.ndarray:
+        """The step size η(Δ) = Δ / K(Δ)."""
+        return eta(delta, self.K0, self.K1, self.K_rho, self.rho)
 
-def peak_within(K0: float, K1: float, K_rho: float, rho: float,
-                delta_range: tuple[float, float] | None) -> tuple[float, float]:
-    """(Δ, η(Δ)) at the largest η over the measured gaps `delta_range`: Δ' clipped to the range
-    (η is unimodal), so a peak the data never reached is not extrapolated; (Δ', η_max) without a
-    range.
+    @property
+    def delta_peak(self) -> float:
+        """Δ', the gap where η peaks (+inf when Kρ = 0)."""
+        return float(delta_peak(self.K0, self.K_rho, self.rho))
 
-    >>> peak_within(1.0, 0.0, 1.0, 2.0, (2.0, 4.0))   # Δ' = 1 lies below the range: η(2) = 2/5
-    (2.0, 0.4)
-    """
-    peak = float(delta_peak(K0, K_rho, rho))
-    if delta_range is None:
-        return peak, float(eta_max(K0, K1, K_rho, rho))
-    at = min(max(peak, float(delta_range[0])), float(delta_range[1]))
-    return at, float(eta(at, K0, K1, K_rho, rho))
+    @property
+    def eta_max(self) -> float:
+        """η_max = sup over Δ > 0 of η(Δ) (+inf when K(Δ) ≤ 0 somewhere on Δ > 0)."""
+        return float(eta_max(self.K0, self.K1, self.K_rho, self.rho))
 
+    @property
+    def min_k(self) -> float:
+        """The least K(Δ) over Δ ≥ 0."""
+        return float(min_k(self.K0, self.K1, self.K_rho, self.rho))
 
-def check_constants(K0: float, K1: float, K_rho: float, rho: float) -> Constants:
-    """Validated constants: ρ > 1, K0 > 0, Kρ > 0 and K(Δ) > 0 for every Δ > 0 (η_max > 0)."""
-    values = Constants(float(K0), float(K1), float(K_rho), float(rho))
-    if not all(math.isfinite(v) for v in values):
-        raise SmoothprobeError(f"constants must be finite. Got {values}.")
-    if values.rho <= 1 or values.K0 <= 0 or values.K_rho <= 0:
-        raise SmoothprobeError(
-            f"constants need rho > 1, K0 > 0 and K_rho > 0 for a warm-up peak. Got {values}."
-        )
-    if not 0 < float(eta_max(*values)) < math.inf:
-        raise SmoothprobeError(
-            f"constants give K(Δ) <= 0 near the peak (K1 too negative). Got {values}."
-        )
-    return values
+    def physical(self, floor: float = 0.0) -> bool:
+        """Finite, Kρ > 0 and K(Δ) > floor for every Δ ≥ 0: the warm-up shape (`is_physical`)."""
+        return bool(is_physical(self.K0, self.K1, self.K_rho, self.rho, floor))
+
+    def problem(self) -> str | None:
+        """Why these constants give no warm-up shape, in one line, or None when they are physical."""
+        if not all(math.isfinite(v) for v in dataclasses.astuple(self)):
+            return f"constants must be finite numbers; got {self}"
+        if self.rho <= 1:
+            return f"rho = {self.rho:g} must be > 1"
+        if not self.physical():
+            return (f"K0 = {self.K0:.4g}, K1 = {self.K1:.4g}, K_rho = {self.K_rho:.4g} are not "
+                    f"physical: min over Δ ≥ 0 of K(Δ) is {self.min_k:.4g} (needs > 0, and K_rho > 0)")
+        return None
+
+    def checked(self) -> Constants:
+        """These constants, or a SmoothprobeError saying why they cannot drive a schedule."""
+        problem = self.problem()
+        if problem is not None:
+            raise SmoothprobeError(f"constants need rho > 1, K0 > 0, K_rho > 0 and K(Δ) > 0 for every "
+                                   f"Δ ≥ 0 (a warm-up peak): {problem}")
+        return self
+
+    def peak_within(self, delta_range: tuple[float, float] | None) -> tuple[float, float]:
+        """(Δ, η(Δ)) at the largest η over the measured gaps `delta_range`: Δ' clipped to the range
+        (η is unimodal), so a peak the data never reached is not extrapolated; (Δ', η_max) without
+        a range."""
+        if delta_range is None:
+            return self.delta_peak, self.eta_max
+        at = min(max(self.delta_peak, float(delta_range[0])), float(delta_range[1]))
+        return at, float(self.eta(at))
+
+    def rescaled(self, lr: float, delta_range: tuple[float, float] | None = None) -> Constants:
+        """The same shape with its largest η over `delta_range` (or η_max) at `lr`: every K
+        divided by lr/η there."""
+        if not (math.isfinite(lr) and lr > 0):
+            raise SmoothprobeError(f"lr must be a finite number > 0. Got {lr}.")
+        scale = lr / self.peak_within(delta_range)[1]
+        return Constants(self.K0 / scale, self.K1 / scale, self.K_rho / scale, self.rho)
 
 
 def practical_constants(lr: float, div: float, delta0: float, delta_peak: float) -> Constants:

@@ -37,27 +37,6 @@ def planted_steps(n: int, seed: int, **kwargs) -> pd.DataFrame:
     return planted.planted_steps(n, seed, constants=PLANTED, u_low=U_LOW, **kwargs)
 
 
-# closed forms -------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("rho", [1.5, 2.0, 3.0])
-def test_peak_and_eta_max_match_dense_grid(rho):
-    k0, k1, k_rho = 0.7, 0.4, 1.3
-    grid = np.geomspace(1e-4, 1e3, 2_000_001)
-    eta = grid / k_model(grid, k0, k1, k_rho, rho)
-    assert delta_peak(k0, k_rho, rho) == pytest.approx(grid[np.argmax(eta)], rel=1e-4)
-    assert eta_max(k0, k1, k_rho, rho) == pytest.approx(eta.max(), rel=1e-9)
-
-
-def test_rho2_closed_forms_and_limits():
-    k0, k1, k2 = 2.0, 0.5, 8.0
-    assert delta_peak(k0, k2, 2.0) == pytest.approx(np.sqrt(k0 / k2))
-    assert eta_max(k0, k1, k2, 2.0) == pytest.approx(1 / (k1 + 2 * np.sqrt(k0 * k2)))
-    assert delta_peak(1.0, 0.0, 2.0) == np.inf
-    assert eta_max(1.0, 0.5, 0.0, 2.0) == pytest.approx(2.0)   # sup is 1/K1 as Δ → ∞
-    assert eta_max(0.0, 0.25, 1.0, 2.0) == pytest.approx(4.0)  # sup is 1/K1 as Δ → 0
-    assert eta_max(1.0, -5.0, 1.0, 2.0) == np.inf              # K ≤ 0 somewhere on Δ > 0
-
-
 # the LP -------------------------------------------------------------------------------------
 
 def test_intercept_only_is_the_empirical_quantile():

@@ -16,9 +16,7 @@ from smoothprobe.errors import SmoothprobeError
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.smoothness import (
     Constants,
-    delta_peak,
     eta,
-    eta_max,
     practical_constants,
     practical_delta_peak,
     practical_mismatch,
@@ -67,21 +65,15 @@ def _dense_mismatch(p: float, div: float, delta0: float, kappa: float, n: int) -
 def test_practical_constants_meet_the_three_conditions():
     lr, div, d0, dp = 3e-3, 100.0, 7.8, 0.9
     c = practical_constants(lr, div, d0, dp)
-    assert eta(d0, *c) == pytest.approx(lr / div, rel=1e-12)
-    assert eta(dp, *c) == pytest.approx(lr, rel=1e-12)
+    assert c.eta(d0) == pytest.approx(lr / div, rel=1e-12)
+    assert c.eta(dp) == pytest.approx(lr, rel=1e-12)
     slope = (c.K0 - c.K_rho * dp**2) / (c.K0 + c.K1 * dp + c.K_rho * dp**2) ** 2
     assert abs(slope) * dp / lr < 1e-12
-    assert delta_peak(c.K0, c.K_rho, c.rho) == pytest.approx(dp, rel=1e-12)
-    assert eta_max(*c) == pytest.approx(lr, rel=1e-12)
+    assert c.delta_peak == pytest.approx(dp, rel=1e-12)
+    assert c.eta_max == pytest.approx(lr, rel=1e-12)
     x = np.array([0.05, 0.5, 2.0, 5.0])
     closed = lr / (1 + (div - 1) * (d0 / x) * ((x - dp) / (d0 - dp)) ** 2)
-    np.testing.assert_allclose(eta(x, *c), closed, rtol=1e-12)
-
-
-def test_eta_max_closed_form_for_rho_two():
-    c = Constants(1e-4, 0.3, 1000.0, 2.0)
-    assert eta_max(*c) == pytest.approx(1 / (0.3 + 2 * math.sqrt(1e-4 * 1000)), rel=1e-12)
-    assert delta_peak(2.0, 0.5, 3.0) == pytest.approx((2.0 / (2 * 0.5)) ** (1 / 3), rel=1e-12)
+    np.testing.assert_allclose(c.eta(x), closed, rtol=1e-12)
 
 
 def test_synthetic_one_over_t_peaks_at_3162():
@@ -110,7 +102,7 @@ def test_first_step_runs_at_lr_over_div():
     sched.step(4.0)  # Δ0 = 3 fixes the constants, LR stays at η(Δ0) = lr/div
     assert sched.last_record()["delta0"] == 3.0
     assert opt.param_groups[0]["lr"] == pytest.approx(lr / div, rel=1e-12)
-    assert eta_max(*sched.constants) == pytest.approx(lr, rel=1e-12)
+    assert sched.constants.eta_max == pytest.approx(lr, rel=1e-12)
 
 
 def test_practical_chooses_delta_peak_from_kappa_at_first_loss():
@@ -284,7 +276,7 @@ def test_from_fit_reproduces_eta_exactly(tmp_path):
         want = [eta(x - 1.25, c["K0"], c["K1"], c["K_rho"], 2.0) for x in losses]
         assert lrs == want
     scaled = AdaptiveWarmup.from_fit(_optimizer(0.5), fit, lr=0.01, ema=0.0, decay="model")
-    assert eta_max(*scaled.constants) == pytest.approx(0.01, rel=1e-12)
+    assert scaled.constants.eta_max == pytest.approx(0.01, rel=1e-12)
     ratio = 0.01 / fit["eta_max"]
     want = ratio * eta(0.75, c["K0"], c["K1"], c["K_rho"], 2.0)
     assert _drive(scaled, [2.0]) == [pytest.approx(want, rel=1e-12)]
@@ -360,7 +352,7 @@ def test_all_reduce_mean_under_a_process_group(tmp_path):
         assert float(all_reduce_mean(torch.tensor(3.25))) == 3.25
         c = practical_constants(0.1, 10.0, 2.0, 0.5)
         sched = AdaptiveWarmup(_optimizer(0.1), c, f_star=0.0, ema=0.0, decay="model")
-        assert _drive(sched, [torch.tensor(1.5, dtype=torch.bfloat16)]) == [eta(1.5, *c)]
+        assert _drive(sched, [torch.tensor(1.5, dtype=torch.bfloat16)]) == [float(c.eta(1.5))]
     finally:
         torch.distributed.destroy_process_group()
 
@@ -396,7 +388,7 @@ def test_reduce_hook_is_used():
     sched = AdaptiveWarmup(
         _optimizer(0.1), c, f_star=0.0, ema=0.0, decay="model", reduce=lambda t: t * 0 + 1.0
     )
-    assert _drive(sched, [1.7]) == [eta(1.0, *c)]
+    assert _drive(sched, [1.7]) == [float(c.eta(1.0))]
     assert "_reduce" not in sched.state_dict()
 
 
@@ -424,6 +416,6 @@ def test_set_constants_swaps_mid_run():
     sched = AdaptiveWarmup(_optimizer(0.1), c, f_star=0.0, ema=0.0, decay="model", lr=1.0)
     _drive(sched, [1.5])
     new = Constants(1e-2, 1.0, 3.0, 2.0)
-    sched.set_constants(*new)
-    assert _drive(sched, [1.2]) == [eta(1.2, *new)]
+    sched.set_constants(new)
+    assert _drive(sched, [1.2]) == [float(new.eta(1.2))]
     assert sched.last_record()["K_rho"] == 3.0

@@ -27,9 +27,9 @@ def test_online_estimate_converges_to_planted_f_star_and_keeps_lr_div_at_start()
     first_loss = sched.last_record()["delta0"] + sched.f_star
     assert first_loss == pytest.approx(1.5 + 2.0 * 10.0**-0.7, abs=0.02)
     # the constants were re-derived for the new f*: eta(Delta0) is still lr/div
-    k0, k1, k2, rho = sched.constants
+    c = sched.constants
     d0 = sched.last_record()["delta0"]
-    assert d0 / (k0 + k1 * d0 + k2 * d0**rho) == pytest.approx(0.01, rel=1e-9)
+    assert d0 / (c.K0 + c.K1 * d0 + c.K_rho * d0**c.rho) == pytest.approx(0.01, rel=1e-9)
 
 
 def test_estimate_above_first_loss_is_ignored():
@@ -43,7 +43,6 @@ def test_estimate_above_first_loss_is_ignored():
 
 def test_online_refit_adopts_planted_constants_scaled_to_the_peak_lr():
     from smoothprobe.schedule.online import OnlineRefit
-    from smoothprobe.smoothness import eta_max
 
     steps = planted_steps(3000, seed=0, f_star=0.0)
     sched = make_schedule()
@@ -53,9 +52,9 @@ def test_online_refit_adopts_planted_constants_scaled_to_the_peak_lr():
         if i == 1498:
             assert refit.status == "waiting" or refit.status.startswith("not")  # no refit yet
     assert refit.status == "adopted"
-    k0, k1, k2, rho = sched.constants
-    assert k1 / k0 == pytest.approx(2.0, rel=0.1) and k2 / k0 == pytest.approx(3.0, rel=0.1)
-    assert rho == 2.0 and eta_max(k0, k1, k2, rho) == pytest.approx(sched.lr, rel=1e-9)
+    c = sched.constants
+    assert c.K1 / c.K0 == pytest.approx(2.0, rel=0.1) and c.K_rho / c.K0 == pytest.approx(3.0, rel=0.1)
+    assert c.rho == 2.0 and c.eta_max == pytest.approx(sched.lr, rel=1e-9)
 
 
 def test_online_refit_keeps_constants_when_k_does_not_grow():

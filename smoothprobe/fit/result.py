@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.fit.schema import check_fit, json_depth_ok
-from smoothprobe.smoothness import is_physical, k_model, min_k
+from smoothprobe.fit.schema import check_fit, check_schedule_fit, read_fit_json
+from smoothprobe.smoothness import Constants, k_model
 
 SCHEMA_VERSION = 1
 CONSTANTS = ("K0", "K1", "K_rho")
@@ -65,12 +66,9 @@ def schedule_problem_of(d: Mapping) -> str | None:
     missing = [key for key, value in c.items() if value is None]
     if missing:
         return f"constants {', '.join(missing)} are missing or not finite numbers"
-    if c["rho"] <= 1:
-        return f"rho = {c['rho']:g} must be > 1"
-    if not is_physical(c["K0"], c["K1"], c["K_rho"], c["rho"]):
-        least = float(min_k(c["K0"], c["K1"], c["K_rho"], c["rho"]))
-        return (f"K0 = {c['K0']:.4g}, K1 = {c['K1']:.4g}, K_rho = {c['K_rho']:.4g} are not "
-                f"physical: min over Δ ≥ 0 of K(Δ) is {least:.4g} (needs > 0, and K_rho > 0)")
+    problem = Constants(c["K0"], c["K1"], c["K_rho"], c["rho"]).problem()
+    if problem is not None:
+        return problem
     status = d.get("status")
     if status is None:  # constants written by hand: being physical is all that can be checked
         return None
@@ -125,13 +123,18 @@ class SmoothnessFit:
         """Smallest and largest Δ among the rows used."""
         return tuple(self.data["delta_range"])
 
+    @property
+    def constants(self) -> Constants:
+        """The fitted (ρ, K0, K1, Kρ) with K(Δ), η(Δ), Δ' and η_max as methods."""
+        return Constants(self.K0, self.K1, self.K_rho, self.rho)
+
     def predict(self, delta: np.ndarray | float) -> np.ndarray:
         """The envelope K(Δ)."""
-        return k_model(delta, self.K0, self.K1, self.K_rho, self.rho)
+        return self.constants.K(delta)
 
     def eta(self, delta: np.ndarray | float) -> np.ndarray:
         """The model's step size η(Δ) = Δ / K(Δ)."""
-        return np.asarray(delta, dtype=float) / self.predict(delta)
+        return self.constants.eta(delta)
 
     @property
     def bootstrap_constants(self) -> np.ndarray | None:
@@ -216,13 +219,25 @@ class SmoothnessFit:
     @classmethod
     def from_json(cls, path: str | Path) -> SmoothnessFit:
         """Read a fit.json written by `to_json`."""
+        data = read_fit_json(str(path))
         try:
-            text = Path(path).read_text()
-            if not json_depth_ok(text):
-                raise SmoothprobeError(f"fit file {path} nests too deeply; not a fit.json smoothprobe wrote")
-            return cls.from_dict(json.loads(text))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError) as err:
+            return cls.from_dict(data)
+        except KeyError as err:
             raise SmoothprobeError(f"cannot read fit file {path}: {err!r}") from None
+
+    @staticmethod
+    def schedule_content(source: SmoothnessFit | str | os.PathLike | Mapping) -> Mapping:
+        """What a schedule reads from a fit: this fit's fit.json content, or a fit.json (a path or
+        its loaded content; constants written by hand need only the schedule's keys), refused in
+        one line naming the field."""
+        if isinstance(source, SmoothnessFit):
+            return source.to_dict()
+        if isinstance(source, Mapping):
+            check_schedule_fit(dict(source), "fit")
+            return source
+        data = read_fit_json(str(source))
+        check_schedule_fit(data, str(source))
+        return data
 
     def summary_table(self) -> str:
         """Readable multi-line table of the fit for the terminal."""

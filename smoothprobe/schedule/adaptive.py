@@ -7,7 +7,6 @@ The model's math (K, η, Δ', η_max, the practical constants and the Δ' search
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import warnings
@@ -19,37 +18,13 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from smoothprobe.distributed import all_reduce_mean
-from smoothprobe.errors import SmoothprobeError, one_line
+from smoothprobe.errors import SmoothprobeError
 from smoothprobe.fit.result import SmoothnessFit
-from smoothprobe.fit.schema import check_schedule_fit
+from smoothprobe.schedule.baseline import decay_shape
 from smoothprobe.schedule.decision import decide
-from smoothprobe.smoothness import (
-    SIGMA_F,
-    Constants,
-    PracticalRule,
-    check_constants,
-    delta_peak,
-    eta,
-    eta_max,
-    peak_within,
-)
+from smoothprobe.smoothness import SIGMA_F, Constants, PracticalRule
 
 DECAYS = ("cosine", "linear", "model")
-
-
-def _read_fit(fit: str | os.PathLike | Mapping[str, Any]) -> Mapping[str, Any]:
-    """fit.json content from a path or an already-loaded mapping, refused in one line (naming the
-    field) unless the keys a schedule reads have the right types and sizes."""
-    if isinstance(fit, Mapping):
-        check_schedule_fit(dict(fit), "fit")
-        return fit
-    try:
-        with open(fit, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SmoothprobeError(f"fit: cannot read fit.json at {fit}: {one_line(err)}") from None
-    check_schedule_fit(data, str(fit))
-    return data
 
 
 def _check_range(span: tuple[float, float] | None) -> list[float] | None:
@@ -60,19 +35,6 @@ def _check_range(span: tuple[float, float] | None) -> list[float] | None:
     if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
         raise SmoothprobeError(f"delta_range must be finite with 0 < low <= high. Got {span}.")
     return [lo, hi]
-
-
-def rescaled(constants: Constants, delta_range: tuple[float, float] | None,
-             lr: float | None) -> tuple[Constants, float]:
-    """Constants whose largest η over `delta_range` is `lr` (all K divided by lr/η), and that peak;
-    without `lr`, the constants and their own peak there."""
-    _, top = peak_within(*constants, delta_range)
-    if lr is None:
-        return constants, top
-    if not (math.isfinite(lr) and lr > 0):
-        raise SmoothprobeError(f"lr must be a finite number > 0. Got {lr}.")
-    scale = lr / top
-    return Constants(constants.K0 / scale, constants.K1 / scale, constants.K_rho / scale, constants.rho), lr
 
 
 class AdaptiveWarmup(LRScheduler):
@@ -137,8 +99,8 @@ class AdaptiveWarmup(LRScheduler):
             start = constants.lr / constants.div if initial_lr is None else initial_lr
         else:
             self._rule = None
-            self._set(check_constants(*constants))
-            peak = float(eta_max(*constants)) if lr is None else lr
+            self._set(constants.checked())
+            peak = constants.eta_max if lr is None else lr
             start = initial_lr
         floor = peak * 1e-4 if min_lr is None else min_lr
         if not (math.isfinite(peak) and peak > 0 and 0 <= floor <= peak):
@@ -190,7 +152,7 @@ class AdaptiveWarmup(LRScheduler):
     def from_fit(
         cls,
         optimizer: Optimizer,
-        fit: str | os.PathLike | Mapping[str, Any] | SmoothnessFit,
+        fit: SmoothnessFit | str | os.PathLike | Mapping[str, Any],
         lr: float | None = None,
         min_lr_ratio: float | None = None,
         allow_unsupported: bool = False,
@@ -209,7 +171,7 @@ class AdaptiveWarmup(LRScheduler):
         which warns instead. η is evaluated inside the measured gaps only, and `lr` rescales the
         constants so that the largest η there is `lr`. `decision` keeps what was decided.
         """
-        data = fit.to_dict() if isinstance(fit, SmoothnessFit) else _read_fit(fit)
+        data = SmoothnessFit.schedule_content(fit)
         decision = decide(data, None)
         if not decision.decided:
             if not allow_unsupported:
@@ -217,24 +179,19 @@ class AdaptiveWarmup(LRScheduler):
                                        "(allow_unsupported=True uses it anyway)")
             warnings.warn(f"fit: {decision.reason}; using it anyway (allow_unsupported)", RuntimeWarning,
                           stacklevel=2)
-        if not isinstance(data.get("constants"), Mapping):
-            raise SmoothprobeError("fit: fit.json has no 'constants' object.")
         raw = data["constants"]
-        missing = [k for k in ("K0", "K1", "K_rho", "rho") if k not in raw]
-        if missing:
-            raise SmoothprobeError(f"fit: 'constants' lacks {missing}. Got keys {sorted(raw)}.")
-        constants = check_constants(raw["K0"], raw["K1"], raw["K_rho"], raw["rho"])
-        peak = float(eta_max(*constants))
+        constants = Constants(raw["K0"], raw["K1"], raw["K_rho"], raw["rho"]).checked()
         if data.get("eta_max") is not None and not math.isclose(
-            data["eta_max"], peak, rel_tol=1e-3
+            data["eta_max"], constants.eta_max, rel_tol=1e-3
         ):
             warnings.warn(
-                f"fit.json eta_max={data['eta_max']} differs from its constants' {peak}; "
+                f"fit.json eta_max={data['eta_max']} differs from its constants' {constants.eta_max}; "
                 "using the constants.",
                 stacklevel=2,
             )
         span = decision.delta_range
-        constants, peak = rescaled(constants, span, lr)
+        peak = constants.peak_within(span)[1] if lr is None else lr
+        constants = constants.rescaled(peak, span)
         f_star = kwargs.pop("f_star", None)
         f_star = data.get("f_star") if f_star is None else f_star
         if f_star is None:
@@ -242,7 +199,7 @@ class AdaptiveWarmup(LRScheduler):
         if min_lr_ratio is not None:
             kwargs["min_lr"] = peak * min_lr_ratio
         if kwargs.get("initial_lr") is None and span:
-            kwargs["initial_lr"] = min(eta(span[1], *constants), peak)
+            kwargs["initial_lr"] = min(float(constants.eta(span[1])), peak)
         sched = cls(optimizer, constants, f_star, lr=peak, delta_range=span, **kwargs)
         if decision.branch == "no-warmup":
             sched.skip_warmup()
@@ -277,9 +234,9 @@ class AdaptiveWarmup(LRScheduler):
         sched._record["delta0"] = sched._delta0
         return sched
 
-    def set_constants(self, K0: float, K1: float, K_rho: float, rho: float) -> None:
+    def set_constants(self, constants: Constants) -> None:
         """Swap the constants (e.g. an online refit); used from the next `step(loss)`."""
-        self._set(check_constants(K0, K1, K_rho, rho))
+        self._set(constants.checked())
         self._rule = None
 
     def set_f_star(self, f_star: float) -> None:
@@ -300,10 +257,10 @@ class AdaptiveWarmup(LRScheduler):
         """Hand the schedule to fitted constants (a closed loop's "fit-driven" decision): K, f*
         and the measured gaps from the fit, the peak `lr` (default: kept; the floor keeps its ratio
         to the peak). The optimizer's LR is set at once from the current smoothed gap."""
-        constants = check_constants(*constants)
+        constants.checked()
         if lr is not None:
             self._set_peak(lr)
-        self.set_constants(*constants)
+        self.set_constants(constants)
         self.f_star = float(f_star)
         self.delta_range = _check_range(delta_range)
         self.max_warmup = max_warmup
@@ -379,9 +336,11 @@ class AdaptiveWarmup(LRScheduler):
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def _set(self, constants: Constants | None) -> None:
-        self._K0, self._K1, self._K_rho, self._rho = constants or (None, None, None, None)
+        self._K0, self._K1, self._K_rho, self._rho = (
+            (None,) * 4 if constants is None else dataclasses.astuple(constants)
+        )
         self._delta_peak = (
-            None if constants is None else float(delta_peak(self._K0, self._K_rho, self._rho))
+            None if constants is None else constants.delta_peak
         )
 
     def _scalar(self, loss: float | torch.Tensor) -> float:
@@ -403,7 +362,7 @@ class AdaptiveWarmup(LRScheduler):
             return self.min_lr
         if self.delta_range is not None:  # never extrapolate the model beyond the measured gaps
             delta = min(max(delta, self.delta_range[0]), self.delta_range[1])
-        return self._clip(eta(delta, *self.constants))
+        return self._clip(float(self.constants.eta(delta)))
 
     def _observe(self, loss: float, step: int) -> None:
         self._loss = loss
@@ -457,10 +416,7 @@ class AdaptiveWarmup(LRScheduler):
             return self._model_lr(delta)
         span = self.total_steps - self._switch_step
         progress = 1.0 if span <= 0 else min(1.0, (step - self._switch_step) / span)
-        shape = (
-            0.5 * (1.0 + math.cos(math.pi * progress)) if self.decay == "cosine" else 1 - progress
-        )
-        return self.min_lr + (self._switch_lr - self.min_lr) * shape
+        return self.min_lr + (self._switch_lr - self.min_lr) * decay_shape(self.decay, progress)
 
     def _write(self, delta: float | None) -> None:
         self._record = {

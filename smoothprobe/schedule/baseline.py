@@ -61,12 +61,16 @@ class WarmupDecay(LRScheduler):
                 return 1.0
             return 1 - (1 - self.floor) * min(progress, 1.0)
         progress = min(1.0, (step - w) / max(1, total - w))
-        shape = 0.5 * (1 + math.cos(math.pi * progress)) if self.decay == "cosine" else 1 - progress
-        return self.floor + (1 - self.floor) * shape
+        return self.floor + (1 - self.floor) * decay_shape(self.decay, progress)
 
     def get_lr(self) -> list[float]:
         f = self.factor(self.last_epoch)
         return [base * f for base in self.base_lrs]
+
+
+def decay_shape(kind: str, progress: float) -> float:
+    """Share of the decay left at `progress` (0 → 1): a half cosine for 'cosine', else linear."""
+    return 0.5 * (1 + math.cos(math.pi * progress)) if kind == "cosine" else 1 - progress
 
 
 def warmup_steps(warmup: float, total_steps: int) -> int:

@@ -13,9 +13,8 @@ from smoothprobe.errors import SmoothprobeError
 from smoothprobe.fit import fit_frame
 from smoothprobe.fit.data import MIN_POINTS
 from smoothprobe.fit.fstar import MIN_LOSS_POINTS, estimate_f_star
-from smoothprobe.schedule.adaptive import AdaptiveWarmup, rescaled
+from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.decision import decide
-from smoothprobe.smoothness import Constants
 
 
 class OnlineFStar:
@@ -105,7 +104,7 @@ class OnlineRefit:
         if fit.status != "supported":
             self.status = fit.status
         elif fit.K0 > 0 and fit.K_rho > 0:
-            constants, _ = rescaled(Constants(fit.K0, fit.K1, fit.K_rho, fit.rho), fit.delta_range, self.scheduler.lr)
+            constants = fit.constants.rescaled(self.scheduler.lr, fit.delta_range)
             self.scheduler.adopt(constants, self.scheduler.f_star, delta_range=fit.delta_range,
                                  max_warmup=self.scheduler.max_warmup)
             self.status = "adopted"
@@ -215,8 +214,9 @@ class Pilot:
         if not decision.decided and not (self.allow_unsupported and step >= self.steps - 1):
             self.status = f"not yet: {decision.reason}"
             return False
-        constants = Constants(self.fit.K0, self.fit.K1, self.fit.K_rho, self.fit.rho)
-        constants, peak = rescaled(constants, decision.delta_range, None if self.own_peak else scheduler.lr)
+        own = self.fit.constants
+        peak = own.peak_within(decision.delta_range)[1] if self.own_peak else scheduler.lr
+        constants = own.rescaled(peak, decision.delta_range)
         if decision.branch == "no-warmup":
             scheduler.f_star = self.fit.f_star
             scheduler.skip_warmup(lr=peak)
