@@ -63,3 +63,36 @@ def test_a_narrow_gap_ratio_alone_does_not_stop_a_significant_rise_from_deciding
     for change in ({"spearman_p": 0.2}, {"intervals": {"delta_peak": [0.95, 1.2], "growth": [-1.0, 2.0]}},
                    {"data": {"rows_used": 40}}, {"verdict": "… not identifiable: the rise is not significant"}):
         assert decide({**narrow, **change}, 2.0).branch == "not yet"
+
+
+def test_the_step_test_passes_up_to_the_exact_line_search_step_of_a_quadratic():
+    """f = ½xᵀAx, a gradient step Δx = −ηg: slope ηgᵀg, curvature η²gᵀAg, so the best LR along g is
+    the exact line-search step gᵀg/gᵀAg whatever η the probed steps took."""
+    import numpy as np
+
+    from smoothprobe.schedule.decision import step_test
+
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    a = q @ np.diag([0.1, 0.5, 1.0, 2.0, 5.0, 10.0]) @ q.T
+    x = rng.normal(size=6)
+    rows, best = [], []
+    for lr in (0.01, 0.02, 0.03):
+        g = a @ x
+        dx = -lr * g
+        rows.append({"lr": lr, "secant_slope": float(-g @ dx), "secant_curv": float((a @ dx) @ dx)})
+        best.append(float(g @ g / (g @ a @ g)))
+        x = x + dx
+    exact = float(np.median(best))
+    assert step_test(rows, 0.999 * exact, step=2).branch == "no-warmup"
+    assert step_test(rows, 1.001 * exact).branch == "not yet"
+    assert step_test(rows[:2], 0.0).branch == "not yet"  # too few probed steps
+
+
+def test_the_step_test_treats_negative_curvature_as_room_and_an_ascent_step_as_none():
+    from smoothprobe.schedule.decision import step_test
+
+    concave = [{"lr": 0.1, "secant_slope": 1.0, "secant_curv": -1.0}] * 3
+    ascent = [{"lr": 0.1, "secant_slope": -1.0, "secant_curv": 1.0}] * 3
+    assert step_test(concave, 1e6).branch == "no-warmup"
+    assert step_test(ascent, 1e-9).branch == "not yet"

@@ -37,7 +37,7 @@ until the fit says the rise is over, or that there never was one (docs/design.md
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -50,6 +50,8 @@ from smoothprobe.smoothness import eta, eta_max
 BRANCHES = ("no-warmup", "fit-driven", "not yet")
 RISE_LEFT = 0.1
 """A warm-up whose LR has at most this share left to rise (η_max/η(Δ) ≤ 1 + RISE_LEFT) is over."""
+STEP_TEST_ROWS = 3
+"""Probed steps whose median the step test reads: one batch's curvature along one step is noisy."""
 
 
 @dataclass(frozen=True)
@@ -168,3 +170,37 @@ def _rise_left(d: Mapping, delta: float) -> float:
 
 def _fmt(pair: tuple[float, float]) -> str:
     return f"[{pair[0]:.4g}, {pair[1]:.4g}]"
+
+
+def step_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None) -> Decision:
+    """The sharpness test at the first steps: "no-warmup" when a step at `peak_lr` would be no longer
+    than the best step along the update direction, else "not yet".
+
+    Along a step Δx taken at LR η the batch loss is f(x + τΔx) ≈ f(x) − τ·s + τ²·c/2, with the slope
+    s = −⟨g_t, Δx⟩ and the curvature c = ⟨∇f(x + Δx) − g_t, Δx⟩ that the secant probe records
+    (`secant_slope`, `secant_curv`). Its best multiple is τ* = s/c, so the best LR along this direction
+    is η·s/c (any LR when c ≤ 0). The test passes when the median of that LR over the last
+    STEP_TEST_ROWS probed steps is at least `peak_lr`: the full-LR step would not overshoot, which is
+    the directional form of the descent lemma's step Δ/K (half the stability limit η·c/s < 2).
+
+    >>> rows = [{"lr": 0.1, "secant_slope": 1.0, "secant_curv": 0.5}] * 3   # best LR 0.1·2 = 0.2
+    >>> step_test(rows, 0.2).branch, step_test(rows, 0.3).branch
+    ('no-warmup', 'not yet')
+    """
+    probed = [r for r in rows if _number(r.get("secant_slope")) is not None
+              and _number(r.get("secant_curv")) is not None and (_number(r.get("lr")) or 0.0) > 0]
+    probed = probed[-STEP_TEST_ROWS:]
+
+    def out(branch: str, reason: str) -> Decision:
+        return Decision(branch, reason, None, None, None, None, step)
+
+    if len(probed) < STEP_TEST_ROWS:
+        return out("not yet", f"the step test needs {STEP_TEST_ROWS} probed steps, has {len(probed)}")
+    best = [math.inf if r["secant_curv"] <= 0 < r["secant_slope"] else
+            r["lr"] * r["secant_slope"] / r["secant_curv"] if r["secant_slope"] > 0 else 0.0 for r in probed]
+    median = float(np.median(best))
+    if median >= peak_lr:
+        return out("no-warmup", f"a step at the peak LR {peak_lr:.4g} is within the best step along the update "
+                                f"(best LR {median:.4g}, median of the last {STEP_TEST_ROWS} steps)")
+    return out("not yet", f"a step at the peak LR {peak_lr:.4g} would overshoot the best step along the update "
+                          f"(best LR {median:.4g}, median of the last {STEP_TEST_ROWS} steps)")
