@@ -13,7 +13,10 @@ True
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import inspect
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,6 @@ from smoothprobe.errors import SmoothprobeError
 MIN_PILOT = 50
 """Shortest pilot window: enough probed rows (one per step) for a fit with five rows above a τ = 0.9
 envelope."""
-ADAPTIVE_DECAYS = ("cosine", "linear", "model")
 COOLDOWN = 0.2
 """Default share of the steps kept for the decay (Hägele et al., 2024; docs/design.md §5)."""
 LR_MAX = 1e6
@@ -36,11 +38,49 @@ TOKEN_BYTES = 2
 NUCLEAR = ("estimate", "exact")
 
 
-def _require(checks: list[tuple[bool, str]]) -> None:
-    """Raise SmoothprobeError with the message of the first failed check."""
-    for ok, message in checks:
+@dataclass(frozen=True)
+class Option:
+    """How a config field is offered on the command line, declared next to its default so that the
+    CLI's flag, default, help, range and choices come from one place (`cli/main.py` builds them).
+
+    `help` and `choices` may be callables, read when the CLI is built (registries such as the
+    optimizers are imported then, not here). `flag` defaults to --field-name; `low`/`high` bound a
+    number (open ends excluded); `kind` is "path" or "file" (must exist), "list" (comma-separated)
+    or "number_or_auto"; `default_text` says what a None default means.
+    """
+
+    help: str | Callable[[], str] = ""
+    flag: str | None = None
+    choices: Sequence[str] | Callable[[], Sequence[str]] | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    kind: str | None = None
+    default_text: str | None = None
+
+
+def option(default: Any, help: str | Callable[[], str] = "", **how: Any) -> Any:
+    """A dataclass field with `default` that the CLI offers as described by `Option(help, **how)`."""
+    return field(default=default, metadata={"option": Option(help, **how)})
+
+
+def offered(cls: type) -> list[tuple[dataclasses.Field, Option]]:
+    """The fields of config class `cls` that the CLI offers, with their Option, in declaration order."""
+    return [(f, f.metadata["option"]) for f in dataclasses.fields(cls) if "option" in f.metadata]
+
+
+def defaults(cls: type) -> dict[str, Any]:
+    """The default of each field of config class `cls` that has one."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+def _require(checks: list[tuple]) -> None:
+    """Raise SmoothprobeError with the message of the first failed check `(ok, message, *params)`;
+    `params` are the parameters the message names."""
+    for ok, message, *params in checks:
         if not ok:
-            raise SmoothprobeError(message)
+            raise SmoothprobeError(message, params=params)
 
 
 def _fit_readable(path: str) -> bool:
@@ -51,18 +91,16 @@ def _fit_readable(path: str) -> bool:
     return True
 
 
-def _task_options(task: str) -> set[str] | None:
-    """The task-specific options (task_options keys) a built-in task takes; None for an unknown task."""
-    import importlib
-    import inspect
-
+def task_parameters(task: str) -> dict[str, inspect.Parameter] | None:
+    """The task-specific options (task_options keys) a built-in task takes, with their defaults; None
+    for an unknown task."""
     classes = {"quadratic": "quadratic.QuadraticTask", "markov": "markov.MarkovTask", "lm": "lm.LanguageModelTask"}
     if task not in classes:
         return None
     module, name = classes[task].split(".")
     cls = getattr(importlib.import_module(f"smoothprobe.tasks.{module}"), name)
-    return set(inspect.signature(cls).parameters) - {"model", "batch_size", "seq_len", "seed", "data", "vocab_size",
-                                                       "shapes", "dtype"}
+    return {key: parameter for key, parameter in inspect.signature(cls).parameters.items()
+            if key not in {"model", "batch_size", "seq_len", "seed", "data", "vocab_size", "shapes", "dtype"}}
 
 
 def _token_file_problem(data: str) -> str | None:
@@ -78,6 +116,27 @@ def _token_file_problem(data: str) -> str | None:
             return (f"token file {item} holds {size} bytes, not a whole number of {TOKEN_BYTES}-byte (uint16) tokens"
                     if size else f"token file {item} is empty")
     return None
+
+
+def _names(module: str, registry: str) -> Callable[[], tuple[str, ...]]:
+    """A deferred read of a registry's names: imported when the CLI is built, not with the config."""
+    def names() -> tuple[str, ...]:
+        return tuple(getattr(importlib.import_module(module), registry))
+
+    return names
+
+
+def _probes_help() -> str:
+    from smoothprobe.probes import PROBES
+
+    return f"Comma-separated probe list overriding --preset ({','.join(PROBES)})."
+
+
+def _heavy_every_help() -> str:
+    from smoothprobe.probes import PROBES
+
+    heavy = [name for name, probe in PROBES.items() if probe.heavy]
+    return f"The heavy probes ({', '.join(heavy)}) run on every N-th probed step."
 
 
 def _finite(value: float | None) -> bool:
@@ -127,15 +186,21 @@ class ProbeConfig:
     (memory of one gradient, works under FSDP2) instead of double backward ("exact").
     """
 
-    preset: str = "standard"
-    probes: tuple[str, ...] | None = None
-    every: int = 10
-    overhead: float | None = None
-    heavy_every: int = 10
+    preset: str = option("standard", "cheap: norms only; standard: + secant K; full: + FD/HVP curvature, curvature "
+                                      "in the optimizer's norm (curv_dual), both Hessian spectrum ends, trace.",
+                         choices=_names("smoothprobe.probes", "PRESETS"))
+    probes: tuple[str, ...] | None = option(None, _probes_help, kind="list")
+    every: int = option(10, "Probe every N steps.", low=1)
+    overhead: float | None = option(None, "Instead of --every: adapt the interval so probes cost this fraction of "
+                                          "training time.", low=0, high=1, low_open=True, high_open=True)
+    heavy_every: int = option(10, _heavy_every_help, low=1)
     family: str | None = None
     tensors: tuple[str, ...] | None = None
-    nuclear: str = "estimate"
-    hvp: str = "exact"
+    nuclear: str = option("estimate", "Nuclear norms (Muon's dual) by Gram eigenvalues or exact SVD.", choices=NUCLEAR)
+    hvp: str = option("exact", "Hessian-vector products of the heavy probes: exact (double backward), fd (a central "
+                               "difference of gradients: the memory of one gradient, also under --fsdp; fp32 only) or "
+                               "forward (forward-over-reverse: no kept graph, slower on CPU).",
+                      choices=_names("smoothprobe.probes.oracle", "HVP_MODES"))
 
     def __post_init__(self) -> None:
         from smoothprobe.probes import PRESETS, PROBES
@@ -145,19 +210,20 @@ class ProbeConfig:
             self.probes = tuple(self.probes)
             unknown = [p for p in self.probes if p not in PROBES]
             _require([(not unknown, f"unknown probe {unknown[0]!r}; choose from {', '.join(PROBES)}"
-                       if unknown else "")])
+                       if unknown else "", "probes")])
         if self.tensors is not None:
             self.tensors = tuple(self.tensors)
         _require([
             (self.preset in PRESETS, f"unknown probe preset {self.preset!r}; choose from {', '.join(PRESETS)}"),
-            (self.probes is None or len(self.probes) > 0, "probes must name at least one probe"),
-            (isinstance(self.every, int) and self.every >= 1, f"every must be an integer >= 1, got {self.every!r}"),
+            (self.probes is None or len(self.probes) > 0, "probes must name at least one probe", "probes"),
+            (isinstance(self.every, int) and self.every >= 1, f"every must be an integer >= 1, got {self.every!r}",
+             "every"),
             (self.overhead is None or (_finite(self.overhead) and 0 < self.overhead < 1),
-             f"overhead must lie in (0, 1), got {self.overhead}"),
+             f"overhead must lie in (0, 1), got {self.overhead}", "overhead"),
             (isinstance(self.heavy_every, int) and self.heavy_every >= 1,
-             f"heavy_every must be an integer >= 1, got {self.heavy_every!r}"),
-            (self.nuclear in NUCLEAR, f"nuclear must be one of {', '.join(NUCLEAR)}, got {self.nuclear!r}"),
-            (self.hvp in HVP_MODES, f"hvp must be one of {', '.join(HVP_MODES)}, got {self.hvp!r}"),
+             f"heavy_every must be an integer >= 1, got {self.heavy_every!r}", "heavy_every"),
+            (self.nuclear in NUCLEAR, f"nuclear must be one of {', '.join(NUCLEAR)}, got {self.nuclear!r}", "nuclear"),
+            (self.hvp in HVP_MODES, f"hvp must be one of {', '.join(HVP_MODES)}, got {self.hvp!r}", "hvp"),
         ])
 
 
@@ -180,25 +246,42 @@ class AdaptiveConfig:
     own_peak: after a pilot, run at the fit's own peak η_max instead of rescaling it to the lr.
     """
 
-    fit: str | None = None
-    pilot: float | None = None
-    f_star: float | str | None = None
-    div: float = 10.0
-    delta_peak: float | None = None
-    decay: str = "cosine"
-    max_warmup: float | None = None
-    cooldown: float | None = COOLDOWN
-    refit_every: int | None = None
-    f_star_every: int | None = None
-    allow_unsupported: bool = False
-    own_peak: bool = False
+    fit: str | None = option(None, "Adaptive: constants from this fit.json (implies --adaptive; --lr rescales the peak).",
+                             kind="file")
+    pilot: float | None = option(None, "Adaptive closed loop: record probes for this fraction (below 1) or number of "
+                                       "steps under the practical schedule, fit K(Delta), and let the fit drive the "
+                                       "rest.", low=0, low_open=True)
+    f_star: float | str | None = option(None, "Adaptive without --fit: f* as a number, or 'auto' (re-estimated from the "
+                                              "loss curve during training).", kind="number_or_auto",
+                                        default_text="the task's exact f*")
+    div: float = option(10.0, "Adaptive: the first step runs at lr/div.", low=1, low_open=True)
+    delta_peak: float | None = option(None, "Adaptive: gap Delta' where the lr peaks.", low=0, low_open=True,
+                                      default_text="chosen from the geometry")
+    decay: str = option("cosine", "Adaptive: decay after the peak.", flag="--adaptive-decay",
+                        choices=_names("smoothprobe.schedule.adaptive", "DECAYS"))
+    max_warmup: float | None = option(None, "Adaptive: an explicit bound on the warm-up (fraction of --steps if below 1, "
+                                            "else steps).", low=0, low_open=True,
+                                      default_text="none; the warm-up ends when the loss crosses f* + Delta'")
+    cooldown: float | None = option(COOLDOWN, "Adaptive: the fraction of --steps kept at the end for the decay, from "
+                                              "the lr in use, when the loss has not crossed f* + Delta' by then "
+                                              "(0: none).", low=0, high=1, high_open=True)
+    refit_every: int | None = option(None, "Adaptive, with `record`: refit the constants K(Delta) to the secant probes "
+                                           "every N steps and adopt them once the data supports the model.", low=1)
+    f_star_every: int | None = option(None, "Adaptive with --f-star auto: re-estimate f* from the loss curve every N "
+                                            "steps.", low=1, default_text="steps/20, at least 10")
+    allow_unsupported: bool = option(False, "Adaptive: let a fit whose verdict is not 'supported' drive the schedule "
+                                            "(warns).", flag="--allow-unsupported-fit")
+    own_peak: bool = option(False, "Adaptive with --pilot: once the fit decides, run at its own peak (the largest eta "
+                                   "over the measured gaps) instead of rescaling it to --lr; without --lr the pilot "
+                                   "itself runs from the optimizer's default LR.")
 
     def __post_init__(self) -> None:
         if isinstance(self.f_star, str) and self.f_star != "auto":
             try:
                 self.f_star = float(self.f_star)
             except ValueError:
-                raise SmoothprobeError(f"f_star must be a number or 'auto', got {self.f_star!r}") from None
+                raise SmoothprobeError(f"f_star must be a number or 'auto', got {self.f_star!r}",
+                                       params=["f_star"]) from None
         if isinstance(self.f_star, int):
             self.f_star = float(self.f_star)
         if self.cooldown == 0:  # no cooldown, stored the one way
@@ -206,39 +289,42 @@ class AdaptiveConfig:
         if self.decay == "model" and self.cooldown == COOLDOWN:  # the default: 'model' has no decay phase
             self.cooldown = None
         number = isinstance(self.f_star, float)
+        decays = _names("smoothprobe.schedule.adaptive", "DECAYS")()
         _require([
             (self.fit is None or Path(self.fit).is_file(), f"fit file not found: {self.fit}"),
             (self.fit is None or _fit_readable(self.fit), ""),
-            (self.fit is None or self.pilot is None, "fit and pilot exclude each other: a pilot makes its own fit"),
+            (self.fit is None or self.pilot is None, "fit and pilot exclude each other: a pilot makes its own fit",
+             "fit", "pilot"),
             (self.pilot is None or (_finite(self.pilot) and self.pilot > 0),
-             f"pilot must be a fraction in (0, 1) or a number of steps >= 1, got {self.pilot}"),
+             f"pilot must be a fraction in (0, 1) or a number of steps >= 1, got {self.pilot}", "pilot"),
             (not number or math.isfinite(self.f_star) and abs(self.f_star) <= 1e12,
-             f"f_star must be a finite number of sensible size, got {self.f_star}"),
+             f"f_star must be a finite number of sensible size, got {self.f_star}", "f_star"),
             (self.f_star != "auto" or self.fit is None,
-             "f_star 'auto' re-estimates f* without a fit; drop the fit or give a number"),
-            (_finite(self.div) and self.div > 1, f"div must be a finite number > 1, got {self.div}"),
+             "f_star 'auto' re-estimates f* without a fit; drop the fit or give a number", "f_star", "fit"),
+            (_finite(self.div) and self.div > 1, f"div must be a finite number > 1, got {self.div}", "div"),
             (self.delta_peak is None or (_finite(self.delta_peak) and self.delta_peak > 0),
-             f"delta_peak must be a finite number > 0, got {self.delta_peak}"),
-            (self.decay in ADAPTIVE_DECAYS, f"decay must be one of {', '.join(ADAPTIVE_DECAYS)}, got {self.decay!r}"),
+             f"delta_peak must be a finite number > 0, got {self.delta_peak}", "delta_peak"),
+            (self.decay in decays, f"decay must be one of {', '.join(decays)}, got {self.decay!r}", "decay"),
             (self.max_warmup is None or (_finite(self.max_warmup) and self.max_warmup > 0),
-             f"max_warmup must be a finite number > 0, got {self.max_warmup}"),
+             f"max_warmup must be a finite number > 0, got {self.max_warmup}", "max_warmup"),
             (self.cooldown is None or (_finite(self.cooldown) and 0 <= self.cooldown < 1),
-             f"cooldown must be a fraction in [0, 1) of the steps, got {self.cooldown}"),
+             f"cooldown must be a fraction in [0, 1) of the steps, got {self.cooldown}", "cooldown"),
             (self.refit_every is None or (isinstance(self.refit_every, int) and self.refit_every >= 1),
-             f"refit_every must be an integer >= 1, got {self.refit_every!r}"),
+             f"refit_every must be an integer >= 1, got {self.refit_every!r}", "refit_every"),
             (self.f_star_every is None or (isinstance(self.f_star_every, int) and self.f_star_every >= 1),
-             f"f_star_every must be an integer >= 1, got {self.f_star_every!r}"),
-            (self.f_star_every is None or self.f_star == "auto", "f_star_every needs f_star 'auto'"),
-            (not self.own_peak or self.pilot is not None, "own_peak needs a pilot"),
+             f"f_star_every must be an integer >= 1, got {self.f_star_every!r}", "f_star_every"),
+            (self.f_star_every is None or self.f_star == "auto", "f_star_every needs f_star 'auto'",
+             "f_star_every", "f_star"),
+            (not self.own_peak or self.pilot is not None, "own_peak needs a pilot", "own_peak", "pilot"),
             (self.decay != "model" or self.cooldown is None,
              ("cooldown needs a decay phase to start, which decay 'model' does not have (it follows eta to the "
-              "end): drop the cooldown or choose decay cosine or linear")),
+              "end): drop the cooldown or choose decay cosine or linear"), "cooldown", "decay"),
             (not self.allow_unsupported or self.fit is not None or self.pilot is not None,
              ("allow_unsupported needs a fit or a pilot: it lets their fit drive the schedule, and without them "
-              "there is none")),
-            (self.fit is None or (self.div == 10.0 and self.delta_peak is None),
+              "there is none"), "allow_unsupported", "fit", "pilot"),
+            (self.fit is None or (self.div == defaults(AdaptiveConfig)["div"] and self.delta_peak is None),
              ("div and delta_peak (the practical schedule's shape) come from the fit when one is given: a fit brings "
-              "its own constants (drop them or the fit)")),
+              "its own constants (drop them or the fit)"), "div", "delta_peak"),
         ])
 
     def pilot_steps(self, steps: int) -> int | None:
@@ -256,31 +342,34 @@ class TrainConfig:
     (an AdaptiveConfig or mapping) replaces the baseline `schedule`/`warmup` by AdaptiveWarmup.
     """
 
-    task: str = "markov"
-    model: str = "tiny"
-    optimizer: str = "adamw"
-    lr: float | None = None  # None: the optimizer's default
-    steps: int = 200
-    batch_size: int = 16
-    seq_len: int = 64
-    accum: int = 1
-    schedule: str = "cosine"
-    warmup: float = 0.0  # < 1: fraction of steps; >= 1: steps
-    warmup_shape: str = "linear"
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.0
-    clip: float = 1.0  # 0 disables clipping
-    seed: int = 0
-    device: str = "auto"
-    eval_every: int = 50
-    flush_every: int = 10
-    checkpoint_every: int = 50
-    data: str | None = None
-    vocab_size: int | None = None
+    task: str = option("markov", "Built-in task: quadratic (known Hessian, f*=0), markov (f* = entropy rate), lm "
+                                 "(bytes or --data).", choices=_names("smoothprobe.tasks", "TASKS"))
+    model: str = option("tiny", "LLaMA preset for the markov and lm tasks.", choices=_names("smoothprobe.model", "PRESETS"))
+    optimizer: str = option("adamw", choices=_names("smoothprobe.optim", "OPTIMIZERS"))
+    lr: float | None = option(None, "Peak learning rate.", low=0, low_open=True, default_text="per optimizer")
+    steps: int = option(200, low=1)
+    batch_size: int = option(16, low=1)
+    seq_len: int = option(64, low=2)
+    accum: int = option(1, "Gradient-accumulation micro-batches per step.", low=1)
+    schedule: str = option("cosine", choices=_names("smoothprobe.schedule.baseline", "DECAYS"))
+    warmup: float = option(0.0, "Warm-up: a fraction of --steps if below 1, else a number of steps.", low=0)
+    warmup_shape: str = option("linear", choices=_names("smoothprobe.schedule.baseline", "WARMUP_SHAPES"))
+    min_lr_ratio: float = option(0.1, "Final lr as a fraction of the peak.", low=0, high=1)
+    weight_decay: float = option(0.0, low=0)
+    clip: float = option(1.0, "Gradient-norm clipping threshold (0 disables).", low=0)
+    seed: int = option(0, low=0, high=SEED_MAX)
+    device: str = option("auto", "auto, cpu or cuda[:N].")
+    eval_every: int = option(50, low=1)
+    flush_every: int = option(10, "Steps between appends to disk (a crash loses at most this many).", low=1)
+    checkpoint_every: int = option(50, low=1)
+    data: str | None = option(None, "lm task: a text file or folder, a uint16 .bin token file, or a folder with "
+                                    "train.bin/val.bin.", kind="path")
+    vocab_size: int | None = option(None, "Vocabulary of .bin token data.", low=2)
     task_options: dict = field(default_factory=dict)
     probes: ProbeConfig | None = None
     adaptive: AdaptiveConfig | None = None
-    fsdp: bool = False  # under torchrun: shard the model with FSDP2 instead of replicating it with DDP
+    fsdp: bool = option(False, "Under torchrun: shard the model with FSDP2 instead of replicating it with DDP (probes: "
+                               "norms, secant, curv_fd; the others with --hvp fd).")
 
     def __post_init__(self) -> None:
         self.probes = _build(ProbeConfig, self.probes, "probes")
@@ -306,22 +395,25 @@ class TrainConfig:
             (self.task in TASKS, f"unknown task {self.task!r}; choose from {', '.join(TASKS)}"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"),
             (self.schedule in DECAYS, f"unknown schedule {self.schedule!r}; choose from {', '.join(DECAYS)}"),
-            (self.warmup_shape in WARMUP_SHAPES, f"warmup_shape must be one of {', '.join(WARMUP_SHAPES)}"),
+            (self.warmup_shape in WARMUP_SHAPES, f"warmup_shape must be one of {', '.join(WARMUP_SHAPES)}",
+             "warmup_shape"),
             (self.lr is None or (_finite(self.lr) and 0 < self.lr <= LR_MAX),
-             f"lr must be a finite number > 0 and at most {LR_MAX:g}, got {self.lr}"),
+             f"lr must be a finite number > 0 and at most {LR_MAX:g}, got {self.lr}", "lr"),
             (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= SEED_MAX,
-             f"seed must be an integer in [0, {SEED_MAX}], got {self.seed!r:.40}"),
-            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.accum >= 1, f"accum must be >= 1, got {self.accum}"),
-            (_finite(self.warmup) and self.warmup >= 0, f"warmup must be a finite number >= 0, got {self.warmup}"),
-            (0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}"),
-            (_finite(self.weight_decay) and self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (_finite(self.clip) and self.clip >= 0, f"clip must be >= 0, got {self.clip}"),
+             f"seed must be an integer in [0, {SEED_MAX}], got {self.seed!r:.40}", "seed"),
+            (self.steps >= 1, f"steps must be >= 1, got {self.steps}", "steps"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}", "batch_size"),
+            (self.accum >= 1, f"accum must be >= 1, got {self.accum}", "accum"),
+            (_finite(self.warmup) and self.warmup >= 0, f"warmup must be a finite number >= 0, got {self.warmup}",
+             "warmup"),
+            (0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}", "min_lr_ratio"),
+            (_finite(self.weight_decay) and self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}",
+             "weight_decay"),
+            (_finite(self.clip) and self.clip >= 0, f"clip must be >= 0, got {self.clip}", "clip"),
             (min(self.eval_every, self.flush_every, self.checkpoint_every) >= 1,
-             "eval_every, flush_every and checkpoint_every must be >= 1"),
+             "eval_every, flush_every and checkpoint_every must be >= 1", "eval_every", "flush_every", "checkpoint_every"),
             (self.device in ("auto", "cpu") or self.device.startswith("cuda"),
-             f"device must be auto, cpu or cuda[:N], got {self.device!r}"),
+             f"device must be auto, cpu or cuda[:N], got {self.device!r}", "device"),
         ])
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise SmoothprobeError(f"device {self.device} requested but CUDA is not available")
@@ -329,8 +421,8 @@ class TrainConfig:
             raise SmoothprobeError(f"data path does not exist: {self.data}")
         if self.data is not None and (problem := _token_file_problem(self.data)):
             raise SmoothprobeError(problem)
-        known = _task_options(self.task)
-        unknown = sorted(set(self.task_options) - known) if known is not None else []
+        known = task_parameters(self.task)
+        unknown = sorted(set(self.task_options) - set(known)) if known is not None else []
         if unknown:
             raise SmoothprobeError(f"task {self.task} does not take option(s) {', '.join(unknown)}"
                                    f"{'; it takes ' + ', '.join(sorted(known)) if known else ''}")
@@ -338,12 +430,13 @@ class TrainConfig:
             raise SmoothprobeError(
                 f"div: the first step would run at lr/div = lr/{self.adaptive.div:g}, below the floor "
                 f"lr·min_lr_ratio = lr·{self.min_lr_ratio:g}, which would hold it there; for that div, "
-                f"min_lr_ratio must be <= {1 / self.adaptive.div:.3g} (or choose a smaller div)")
+                f"min_lr_ratio must be <= {1 / self.adaptive.div:.3g} (or choose a smaller div)",
+                params=["div"])
         if self.adaptive is not None and self.adaptive.pilot is not None:
             pilot = self.adaptive.pilot_steps(self.steps)
             message = (f"pilot must be at least {MIN_PILOT} steps and leave steps for the fitted schedule: "
                        f"{pilot} of {self.steps} steps")
-            _require([(MIN_PILOT <= pilot < self.steps, message)])
+            _require([(MIN_PILOT <= pilot < self.steps, message, "pilot")])
 
     @property
     def peak_lr(self) -> float:

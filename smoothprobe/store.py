@@ -242,7 +242,8 @@ class RunStore:
         if not writer:
             return store
         if _content(path) and not overwrite:
-            raise SmoothprobeError(f"run directory {path} exists; pass resume (to continue it) or overwrite (to replace it)")
+            raise SmoothprobeError(f"run directory {path} exists; pass resume (to continue it) or overwrite (to replace it)",
+                                   params=["resume", "overwrite"])
         make_directory(path)
         store.lock()
         try:

@@ -313,7 +313,8 @@ def effective_f_star(config: TrainConfig, task: Task) -> float | str:
     if f_star is None and opts.pilot is not None:
         return "auto"
     if f_star is None:
-        raise SmoothprobeError(f"task {config.task} has no known f*; pass f_star (a number or 'auto') or a fit")
+        raise SmoothprobeError(f"task {config.task} has no known f*; pass f_star (a number or 'auto') or a fit",
+                               params=["f_star", "fit"])
     return f_star
 
 
@@ -350,7 +351,7 @@ def resumed_config(stored: TrainConfig, requested: TrainConfig | None) -> TrainC
                                "(only steps may change; start a new run with overwrite to change the others)")
     if requested.steps < stored.steps:
         raise SmoothprobeError(f"steps must be at least the run's {stored.steps} when resuming (resume extends a "
-                               f"run, it does not shorten it); got {requested.steps}")
+                               f"run, it does not shorten it); got {requested.steps}", params=["steps"])
     return dataclasses.replace(stored, steps=requested.steps)
 
 
@@ -369,10 +370,11 @@ def check_first_gap(trainer: Trainer) -> None:
     with torch.no_grad():
         first = trainer.micro_loss(trainer.model, [trainer.task.train_batch(0, 0)]).item()
     if not first - f_star > 0:
-        raise SmoothprobeError(f"f_star must lie below the first training loss {first:.6g}; got {f_star:g}")
+        raise SmoothprobeError(f"f_star must lie below the first training loss {first:.6g}; got {f_star:g}",
+                               params=["f_star"])
     if opts.fit is None and opts.delta_peak is not None and not opts.delta_peak < first - f_star:
         raise SmoothprobeError(f"delta_peak must lie below the first loss gap (loss - f*) {first - f_star:.6g}; "
-                               f"got {opts.delta_peak:g}")
+                               f"got {opts.delta_peak:g}", params=["delta_peak"])
 
 
 def scheduler_mismatch(fresh: dict, loaded: Any, where: str) -> None:
@@ -410,7 +412,7 @@ def refuse_without_checkpoint(store: RunStore) -> None:
         held = ", ".join(f"{n} {table} rows" for table, n in rows.items() if n) or "no rows"
         raise SmoothprobeError(f"cannot resume {store.path}: found {found} (the run holds {held}); resuming would "
                                "discard what it cannot rebuild, so nothing was changed (only overwrite (a new run) "
-                               "discards it)")
+                               "discards it)", params=["overwrite"])
     if store.writer:
         folder.mkdir(exist_ok=True)
 
@@ -458,7 +460,7 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
     directory is written; a second writer of `out` is refused."""
     if resume and overwrite:
         raise SmoothprobeError("resume and overwrite exclude each other (resume continues the run in out; "
-                               "overwrite replaces it)")
+                               "overwrite replaces it)", params=["resume", "overwrite"])
     if resume:
         config = resumed_config(stored_config(out), config)
     config.validate()
@@ -490,7 +492,7 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
     if adaptive is not None and adaptive.refit_every is not None:
         if trainer.recorder is None or trainer.pilot_recorder or "secant" not in trainer.recorder.probes:
             raise SmoothprobeError("refitting the constants online (refit_every) needs the secant probe: "
-                                   "record the run with probes")
+                                   "record the run with probes", params=["refit_every"])
         trainer.refit = OnlineRefit(scheduler, adaptive.refit_every)
     if resume:
         store = RunStore.open(out, writer=distributed.is_main())

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from smoothprobe.cli.main import as_flags, main
+from smoothprobe.cli.main import main
 
 from smoothprobe import SmoothprobeError, TrainConfig
 from smoothprobe.config import AdaptiveConfig, ProbeConfig
@@ -58,11 +58,20 @@ def test_cli_flags_reach_the_two_refit_intervals(tmp_path, monkeypatch):
     assert trainer.online.every == 7 and trainer.refit.every == 5
 
 
-def test_cli_maps_parameter_names_to_flags():
-    assert as_flags("lr must be a finite number > 0, got -1") == "--lr must be a finite number > 0, got -1"
-    assert as_flags("f_star_every needs f_star 'auto'").startswith("--f-star-every needs")
-    assert as_flags("run directory x exists; pass resume (to continue it) or overwrite (to replace it)") == \
+def test_errors_name_their_parameters_and_the_cli_shows_them_as_flags(tmp_path):
+    exc = SmoothprobeError("run directory x exists; pass resume (to continue it) or overwrite (to replace it)",
+                           params=["resume", "overwrite"])
+    assert exc.worded(lambda name: "--" + name) == \
         "run directory x exists; pass --resume (to continue it) or --overwrite (to replace it)"
+    with pytest.raises(SmoothprobeError) as raised:
+        TrainConfig(adaptive={"f_star_every": 5})
+    assert raised.value.params == ("f_star_every", "f_star")
+    runner = CliRunner()
+    every = runner.invoke(main, ["train", "--adaptive", "--f-star-every", "5", "--out", str(tmp_path / "r")])
+    assert every.exit_code == 2 and "Error: --f-star-every needs --f-star 'auto'" in every.output
+    unsupported = runner.invoke(main, ["train", "--adaptive", "--allow-unsupported-fit", "--out", str(tmp_path / "r")])
+    assert unsupported.exit_code == 2, unsupported.output
+    assert "Error: --allow-unsupported-fit needs a --fit or a --pilot: it lets their fit drive" in unsupported.output
 
 
 def test_adaptive_flags_without_an_adaptive_schedule_are_refused(tmp_path):

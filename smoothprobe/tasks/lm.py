@@ -56,7 +56,7 @@ def load_tokens(data: str | None, vocab_size: int | None) -> tuple[np.ndarray, n
     bins = [path] if path.suffix == ".bin" else sorted(path.glob("*.bin")) if path.is_dir() else []
     if bins:
         if vocab_size is None:
-            raise SmoothprobeError("token .bin data needs vocab_size (e.g. 50304 for GPT-2 tokens)")
+            raise SmoothprobeError("token .bin data needs vocab_size (e.g. 50304 for GPT-2 tokens)", params=["vocab_size"])
         named = {p.stem: p for p in bins}
         if "train" in named and "val" in named:
             train = np.memmap(named["train"], dtype=np.uint16, mode="r")
@@ -100,7 +100,7 @@ class LanguageModelTask(TokenTask):
         window = np.asarray(stream[idx], dtype=np.int64)
         if window.max() >= self.vocab_size:
             raise SmoothprobeError(
-                f"token id {int(window.max())} is not below vocab_size: {self.vocab_size}"
+                f"token id {int(window.max())} is not below vocab_size: {self.vocab_size}", params=["vocab_size"]
             )
         return torch.from_numpy(window)
 
