@@ -75,6 +75,12 @@ def comma_list(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return value.split(",") if value else None
 
 
+def type_names(f: dataclasses.Field) -> set[str]:
+    """The names of the types config field `f` is annotated with ("float | None": float and None)."""
+    annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return {part.strip() for part in annotation.split("|")}
+
+
 def option_type(f: dataclasses.Field, how: Option) -> click.ParamType | None:
     """The click type of config field `f`'s option: its choices, an existing path, or a number in its range."""
     if how.choices is not None:
@@ -83,7 +89,7 @@ def option_type(f: dataclasses.Field, how: Option) -> click.ParamType | None:
         return click.Path(exists=True, dir_okay=how.kind == "path")
     if how.kind == "number_or_auto":
         return NumberOrAuto()
-    kinds = {part.strip() for part in str(f.type).split("|")}
+    kinds = type_names(f)
     bounds = {"min": how.low, "max": how.high, "min_open": how.low_open, "max_open": how.high_open}
     if "int" in kinds:
         return click.IntRange(**bounds)
@@ -97,7 +103,7 @@ def field_option(f: dataclasses.Field, how: Option) -> Callable:
     text = how.help() if callable(how.help) else how.help
     if how.default_text is not None:
         text += f" [default: {how.default_text}]"
-    if str(f.type) == "bool":
+    if type_names(f) == {"bool"}:
         return click.option(flag, f.name, is_flag=True, default=f.default, help=text or None)
     return click.option(flag, f.name, type=option_type(f, how), default=f.default, help=text or None,
                         show_default=True, callback=comma_list if how.kind == "list" else None)

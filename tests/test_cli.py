@@ -1,10 +1,16 @@
 """The command line: complete help, one-line errors with exit code 2, a real training run."""
 
+import dataclasses
+import importlib
+import inspect
 import json
 
 import pytest
 from click.testing import CliRunner
 from smoothprobe.cli.main import main
+
+from smoothprobe import config
+from smoothprobe.config import AdaptiveConfig, ProbeConfig, TrainConfig, option
 
 
 def invoke(*args):
@@ -149,3 +155,66 @@ def test_fit_prints_load_warnings_and_overwrite_clears_the_stale_fit(tmp_path):
     assert (tmp_path / "r" / "fit.json").exists()
     record_quadratic(tmp_path / "r", "--steps", "40", "--overwrite")
     assert not (tmp_path / "r" / "fit.json").exists()
+
+
+@dataclasses.dataclass
+class AdaptiveWithHalflife(AdaptiveConfig):
+    """AdaptiveConfig with one more schedule option, declared as a field only."""
+
+    halflife: float = option(3.0, "Adaptive: a half-life in steps (a field added by a test).", low=0, low_open=True)
+
+
+@pytest.fixture
+def extended_cli(monkeypatch):
+    """The CLI module rebuilt while AdaptiveConfig has the extra field `halflife`."""
+    import smoothprobe.cli.main as cli
+
+    monkeypatch.setattr(config, "AdaptiveConfig", AdaptiveWithHalflife)
+    yield importlib.reload(cli)
+    monkeypatch.undo()
+    importlib.reload(cli)
+
+
+def test_a_field_added_to_adaptive_config_is_a_flag_with_its_default_and_help(extended_cli, tmp_path, monkeypatch):
+    text = " ".join(CliRunner().invoke(extended_cli.main, ["train", "--help"]).output.split())
+    assert "--halflife FINITE FLOAT Adaptive: a half-life in steps (a field added by a test). [default: 3.0; x>0]" in text
+    seen = {}
+    monkeypatch.setattr(importlib.import_module("smoothprobe.train"), "train", lambda config, out, **_: seen.setdefault(
+        "config", config) and out)
+    result = CliRunner().invoke(extended_cli.main, ["train", "--adaptive", "--halflife", "7", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert seen["config"].adaptive.halflife == 7.0
+    alone = CliRunner().invoke(extended_cli.main, ["train", "--halflife", "7", "--out", str(tmp_path)])
+    assert alone.exit_code == 2 and "--halflife: only for an adaptive schedule" in alone.output
+
+
+@pytest.mark.parametrize("command", ["train", "record", "sweep"])
+def test_every_cli_default_is_the_dataclass_default(command):
+    params = {param.name: param for param in main.commands[command].params}
+    classes = (TrainConfig, AdaptiveConfig, ProbeConfig) if command == "record" else (TrainConfig, AdaptiveConfig)
+    for cls in classes:
+        for f, _ in config.offered(cls):
+            if command == "sweep" and f.name == "warmup":  # the sweep's grid sets it
+                continue
+            assert params[f.name].default == f.default, (cls.__name__, f.name)
+    assert "probes" not in params or command == "record"
+
+
+def test_every_fit_default_is_fit_run_default():
+    from smoothprobe.fit import fit_run
+
+    library = inspect.signature(fit_run).parameters
+    for param in main.commands["fit"].params:
+        if param.name in library:
+            assert param.default == library[param.name].default, param.name
+    assert {param.name for param in main.commands["fit"].params} - {"run_dir", "out"} <= set(library)
+
+
+def test_no_flags_build_the_dataclass_defaults(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(importlib.import_module("smoothprobe.train"), "train", lambda config, out, **_: seen.setdefault(
+        "config", config) and out)
+    assert invoke("record", "--out", str(tmp_path)).exit_code == 0
+    assert seen.pop("config") == TrainConfig(probes=ProbeConfig())
+    assert invoke("train", "--adaptive", "--out", str(tmp_path)).exit_code == 0
+    assert seen.pop("config") == TrainConfig(adaptive=AdaptiveConfig())
