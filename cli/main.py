@@ -28,6 +28,7 @@ from smoothprobe.config import (
     task_parameters,
 )
 from smoothprobe.errors import SmoothprobeError, Terminated, one_line
+from smoothprobe.fit.data import LOSS_COLUMNS
 from smoothprobe.store import OWN_FILES, disk_full
 
 
@@ -453,7 +454,7 @@ def fit_option(flag: str, name: str, **how: Any) -> Callable:
 @fit_option("--bootstrap", "bootstrap", type=click.IntRange(0, 10_000),
             help="Block-bootstrap resamples for the intervals (0 disables; at most 10000).")
 @fit_option("--column", "column", help="Probe column to model (e.g. secant_K_euclid, curv_hvp).")
-@fit_option("--delta-from", "delta_from", type=click.Choice(["loss", "loss_after"]),
+@fit_option("--delta-from", "delta_from", type=click.Choice(LOSS_COLUMNS),
             help="Delta from the pre-step loss or the post-step loss on the same batch.")
 @fit_option("--seed", "seed", type=click.IntRange(0, SEED_MAX))
 @fit_option("--jobs", "n_jobs", type=click.IntRange(min=1),
