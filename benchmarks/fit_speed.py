@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-import smoothprobe.fit as fit_module
+import smoothprobe.fit.pipeline as fit_module
 from smoothprobe.fit import fit_frame
 from smoothprobe.fit.bootstrap import bootstrap_envelope
 from smoothprobe.fit.models import rho_design
@@ -31,14 +31,14 @@ from smoothprobe.fit.models import rho_design
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from planted import planted_steps
 
-STAGES = ("estimate_f_star", "fit_data", "envelope", "least_squares", "compare_models", "_sensitivity",
+STAGES = ("estimate_f_star", "fit_data", "envelope", "least_squares", "compare_models", "sensitivity",
           "bootstrap_envelope")
-"""The functions `fit_frame` calls, timed where it looks them up (smoothprobe.fit)."""
+"""The functions `fit_frame`'s stages call, timed where they look them up (smoothprobe.fit.pipeline)."""
 
 
 @contextlib.contextmanager
 def stage_timer(seconds: dict[str, float]):
-    """Wrap each of STAGES in smoothprobe.fit so its calls add their wall time to `seconds`."""
+    """Wrap each of STAGES in smoothprobe.fit.pipeline so its calls add their wall time to `seconds`."""
     saved = {}
     for name in STAGES:
         original = getattr(fit_module, name, None)
