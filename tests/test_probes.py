@@ -96,6 +96,11 @@ def test_secant_on_quadratic_equals_A_d_in_euclidean_and_in_the_geometry():
     assert result.row["secant_K"] == pytest.approx(nuclear / spectral, rel=1e-10)
     assert result.row["loss_after"] == pytest.approx(model().item(), rel=1e-12)
     assert loss_before != pytest.approx(result.row["loss_after"])
+    assert result.row["secant_slope"] == pytest.approx(-(flat(grad_before) @ d).item(), rel=1e-10)
+    assert result.row["secant_curv"] == pytest.approx((d @ ad).item(), rel=1e-10)
+    # a quadratic is its own second-order expansion along the step: f(x + d) = f − slope + curv/2
+    assert result.row["loss_after"] == pytest.approx(
+        float(loss_before) - result.row["secant_slope"] + result.row["secant_curv"] / 2, rel=1e-10)
     first = result.per_tensor[0]
     expected = torch.linalg.svdvals(ad_tensors[0]).sum() / torch.linalg.svdvals(d_tensors[0])[0]
     assert first["tensor"] == "w0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from smoothprobe.geometry import Geometry
 from smoothprobe.probes.base import Probe, ProbeContext
 from smoothprobe.probes.result import ProbeResult, ratio
-from smoothprobe.probes.vec import sub
+from smoothprobe.probes.vec import dot, sub
 
 
 class SecantProbe(Probe):
@@ -16,13 +16,15 @@ class SecantProbe(Probe):
     evaluates the gradient at x_{t+1} on the same batch with the same RNG state: one
     forward+backward, shared with the other probes through `context.gradient()`.
     Row columns: secant_K, secant_dg_dual, secant_dx_primal, secant_K_euclid, secant_dg_euclid,
-    secant_dx_euclid, loss_after. Per-tensor rows: tensor, family, secant_K, secant_dg_dual,
+    secant_dx_euclid, loss_after, and the batch loss's slope −⟨g_t, Δx⟩ and curvature ⟨Δg, Δx⟩ along
+    the step (secant_slope, secant_curv: f(x_t + τΔx) ≈ f − τ·slope + τ²·curv/2, which the closed
+    loop's step test reads). Per-tensor rows: tensor, family, secant_K, secant_dg_dual,
     secant_dx_primal, secant_K_euclid. A zero step gives NaN ratios.
     """
 
     name = "secant"
     columns = ("secant_K", "secant_dg_dual", "secant_dx_primal", "secant_K_euclid", "secant_dg_euclid",
-               "secant_dx_euclid", "loss_after")
+               "secant_dx_euclid", "loss_after", "secant_slope", "secant_curv")
     k_columns = ("secant_K", "secant_K_euclid")
 
     def measure(self, context: ProbeContext) -> ProbeResult:
@@ -42,6 +44,8 @@ class SecantProbe(Probe):
             "secant_dg_euclid": euclid.combine_dual(dg_euclid),
             "secant_dx_euclid": euclid.combine_primal(dx_euclid),
             "loss_after": loss_after,
+            "secant_slope": -float(dot(context.grad_before, dx)),
+            "secant_curv": float(dot(dg, dx)),
         }
         row["secant_K"] = ratio(row["secant_dg_dual"], row["secant_dx_primal"])
         row["secant_K_euclid"] = ratio(row["secant_dg_euclid"], row["secant_dx_euclid"])
