@@ -29,6 +29,7 @@ from smoothprobe.config import (
 )
 from smoothprobe.errors import SmoothprobeError, Terminated, one_line
 from smoothprobe.fit.data import LOSS_COLUMNS
+from smoothprobe.fit.pipeline import MAX_BOOTSTRAP
 from smoothprobe.store import OWN_FILES, disk_full
 
 
@@ -451,8 +452,8 @@ def fit_option(flag: str, name: str, **how: Any) -> Callable:
             help="Steps START:END to fit (END exclusive; either side may be empty).")
 @fit_option("--quantile", "quantile", type=Finite(0, 1, min_open=True, max_open=True),
             help="Upper-envelope quantile (K is an upper bound).")
-@fit_option("--bootstrap", "bootstrap", type=click.IntRange(0, 10_000),
-            help="Block-bootstrap resamples for the intervals (0 disables; at most 10000).")
+@fit_option("--bootstrap", "bootstrap", type=click.IntRange(0, MAX_BOOTSTRAP),
+            help=f"Block-bootstrap resamples for the intervals (0 disables; at most {MAX_BOOTSTRAP}).")
 @fit_option("--column", "column", help="Probe column to model (e.g. secant_K_euclid, curv_hvp).")
 @fit_option("--delta-from", "delta_from", type=click.Choice(LOSS_COLUMNS),
             help="Delta from the pre-step loss or the post-step loss on the same batch.")

@@ -1,6 +1,8 @@
 """Typed configuration of a run: what to train (`TrainConfig`), what to probe (`ProbeConfig`) and how
 to schedule adaptively (`AdaptiveConfig`). Each is parsed and validated once, here; run.json stores
-`dataclasses.asdict(config)` and `TrainConfig.from_dict` reads it back.
+`dataclasses.asdict(config)` and `TrainConfig.from_dict` reads it back. A field the command line
+offers declares its help, flag, range and choices with `option()`; `cli/main.py` builds its options
+from them, so a new option is one field here plus the code that uses it.
 
 >>> cfg = TrainConfig(optimizer="lion", probes={"preset": "standard", "every": 2},
 ...                   adaptive={"f_star": "auto"})

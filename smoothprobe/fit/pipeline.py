@@ -42,13 +42,15 @@ def check_args(rho: float | str, quantile: float, bootstrap: int, level: float, 
     hold, so a fit this writes is one a schedule reads)."""
     if not (rho == "auto" or (isinstance(rho, (int, float)) and math.isfinite(rho)
                               and RHO_RANGE[0] < rho <= RHO_RANGE[1])):
-        raise SmoothprobeError(f"rho must be a number in ({RHO_RANGE[0]:g}, {RHO_RANGE[1]:g}] or 'auto'; got {rho!r}")
+        raise SmoothprobeError(f"rho must be a number in ({RHO_RANGE[0]:g}, {RHO_RANGE[1]:g}] or 'auto'; got {rho!r}",
+                               params=["rho"])
     if not 0 < quantile < 1:
-        raise SmoothprobeError(f"quantile must be in (0, 1); got {quantile!r}")
+        raise SmoothprobeError(f"quantile must be in (0, 1); got {quantile!r}", params=["quantile"])
     if not (isinstance(bootstrap, (int, np.integer)) and 0 <= bootstrap <= MAX_BOOTSTRAP):
-        raise SmoothprobeError(f"bootstrap must be an integer in [0, {MAX_BOOTSTRAP}]; got {bootstrap!r:.40}")
+        raise SmoothprobeError(f"bootstrap must be an integer in [0, {MAX_BOOTSTRAP}]; got {bootstrap!r:.40}",
+                               params=["bootstrap"])
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
-        raise SmoothprobeError(f"seed must be an integer in [0, {MAX_SEED}]; got {seed!r:.40}")
+        raise SmoothprobeError(f"seed must be an integer in [0, {MAX_SEED}]; got {seed!r:.40}", params=["seed"])
     if not 0 < level < 1:
         raise SmoothprobeError(f"level must be in (0, 1); got {level!r}")
 
@@ -59,7 +61,7 @@ def resolve_f_star(steps: pd.DataFrame, f_star: float | str, source: str
     estimate = None
     if isinstance(f_star, str):
         if f_star != "auto":
-            raise SmoothprobeError(f"f_star must be a number or 'auto'; got {f_star!r}")
+            raise SmoothprobeError(f"f_star must be a number or 'auto'; got {f_star!r}", params=["f_star"])
         if "loss" not in steps.columns or "step" not in steps.columns:
             raise SmoothprobeError("f_star='auto' needs 'step' and 'loss' columns")
         estimate = estimate_f_star(steps["step"].to_numpy(), steps["loss"].to_numpy())
@@ -69,7 +71,8 @@ def resolve_f_star(steps: pd.DataFrame, f_star: float | str, source: str
                           "explicitly", RuntimeWarning, stacklevel=3)
     f_star = float(f_star)
     if not (math.isfinite(f_star) and abs(f_star) <= F_STAR_LIMIT):
-        raise SmoothprobeError(f"f_star must be a finite number with |f*| <= {F_STAR_LIMIT:g}; got {f_star:g}")
+        raise SmoothprobeError(f"f_star must be a finite number with |f*| <= {F_STAR_LIMIT:g}; got {f_star:g}",
+                               params=["f_star"])
     return f_star, source, estimate
 
 
