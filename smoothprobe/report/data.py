@@ -12,7 +12,6 @@ import pandas as pd
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.fit import SmoothnessFit, fit_run, schedule_problem_of
 from smoothprobe.probes.top_eig import CONVERGED_TOL
-from smoothprobe.smoothness import is_physical
 from smoothprobe.store import Run
 
 AUTO_BOOTSTRAP = 100
@@ -67,7 +66,7 @@ def numeric_columns(steps: pd.DataFrame) -> pd.DataFrame:
 def schedule_note(fit: SmoothnessFit) -> str | None:
     """Why the fit's η(Δ) = Δ/K(Δ) cannot be drawn as a schedule (K ≤ 0 at some Δ ≥ 0, or no
     finite peak), or None when it can."""
-    if is_physical(fit.K0, fit.K1, fit.K_rho, fit.rho):
+    if fit.constants.physical():
         return None
     return schedule_problem_of(fit.to_dict())
 

@@ -101,15 +101,13 @@ class OnlineRefit:
         except SmoothprobeError as exc:
             self.status = f"failed: {exc}"
             return
-        if fit.status != "supported":
+        if fit.status != "supported":  # a fit's envelope is physical (K0, Kρ > 0): only the verdict can refuse
             self.status = fit.status
-        elif fit.K0 > 0 and fit.K_rho > 0:
-            constants = fit.constants.rescaled(self.scheduler.lr, fit.delta_range)
-            self.scheduler.adopt(constants, self.scheduler.f_star, delta_range=fit.delta_range,
-                                 max_warmup=self.scheduler.max_warmup)
-            self.status = "adopted"
-        else:
-            self.status = "supported but without a warm-up peak (K0 or K_rho is 0): kept"
+            return
+        constants = fit.constants.rescaled(self.scheduler.lr, fit.delta_range)
+        self.scheduler.adopt(constants, self.scheduler.f_star, delta_range=fit.delta_range,
+                             max_warmup=self.scheduler.max_warmup)
+        self.status = "adopted"
 
     def state_dict(self) -> dict:
         """The status for a checkpoint (the probe rows are refilled from steps.jsonl on resume)."""
