@@ -10,9 +10,6 @@ import pandas as pd
 from smoothprobe.errors import SmoothprobeError
 
 MIN_POINTS = 30
-PROBE_COLUMNS = ("secant_K", "secant_K_euclid", "curv_fd", "curv_hvp", "curv_dual", "top_eig",
-                 "hessian_norm", "trace")
-"""Columns `fit` can take as K (any curvature probe; ‖H‖₂ = max |λ| bounds L-smoothness)."""
 LOSS_COLUMNS = ("loss", "loss_after")
 
 
@@ -67,8 +64,10 @@ def fit_data(
     and dropped (never floored), and fewer than MIN_POINTS left is an error."""
     if delta_from not in LOSS_COLUMNS:
         raise SmoothprobeError(f"delta_from must be one of {LOSS_COLUMNS}; got {delta_from!r}")
-    if not any(c in steps.columns for c in PROBE_COLUMNS):
-        raise SmoothprobeError(f"the run has no probe columns (expected one of {PROBE_COLUMNS}); "
+    from smoothprobe.probes import k_columns  # the columns the registered probes offer as K
+
+    if not any(c in steps.columns for c in k_columns()):
+        raise SmoothprobeError(f"the run has no probe columns (expected one of {k_columns()}); "
                                "record it with a probe enabled")
     for name in (column, delta_from):
         if name not in steps.columns:

@@ -18,6 +18,7 @@ import seaborn as sns
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from smoothprobe.probes import panels
 from smoothprobe.report.data import RunView, delta_grid
 from smoothprobe.smoothness import k_model
 
@@ -263,17 +264,6 @@ def tensor_norms(view: RunView, tensors: pd.DataFrame) -> str:
         return data_uri(fig)
 
 
-CURVATURE_PANELS = (
-    ("Lanczos: λ_max —, λ_min --, ‖H‖₂ ··",
-     (("top_eig", "-"), ("bottom_eig", "--"), ("hessian_norm", ":"))),
-    ("trace (Hutch++ ± 2 s.e.)", (("trace", "-"),)),
-    ("dᵀHd/‖d‖² on the update: FD —, HVP --", (("curv_fd", "-"), ("curv_hvp", "--"))),
-    ("optimizer's norm: secant_K • ≤ curv_dual —",
-     (("secant_K", "."), ("curv_dual", "-"))),
-)
-"""Curvature panels: a title and the (column, line style) pairs drawn in it, runs overlaid."""
-
-
 def negative_share(steps: pd.DataFrame) -> str | None:
     """How much negative curvature Lanczos saw: steps with λ_min < 0 and median |λ_min| / ‖H‖₂."""
     if "bottom_eig" not in steps.columns or "hessian_norm" not in steps.columns:
@@ -300,30 +290,33 @@ def mark_unconverged(ax, rows: pd.DataFrame, column: str, color: str) -> None:
 
 
 def curvature(views: Sequence[RunView]) -> str:
-    """The curvature probes over time, runs overlaid: spectrum ends, trace, curvature along the
-    update, and smoothness in the optimizer's own norm."""
-    with figure(1, len(CURVATURE_PANELS), height=3.6, width=WIDTH + 5) as (fig, axes):
-        for ax, (title, columns) in zip(axes[0], CURVATURE_PANELS):
+    """The curvature probes over time, one panel per `smoothprobe.probes.panels()` entry (the
+    built-in ones: spectrum ends, trace, curvature along the update, smoothness in the optimizer's
+    own norm), runs overlaid."""
+    layout = panels()
+    with figure(1, len(layout), height=3.6, width=WIDTH + 5) as (fig, axes):
+        for ax, (title, lines) in zip(axes[0], layout):
             values = []
             for v in views:
                 s = v.steps
-                for column, style in columns:
-                    if column not in s.columns:
+                for line in lines:
+                    if line.column not in s.columns:
                         continue
-                    rows = s[s[column].notna()]
-                    y = rows[column].astype(float)
-                    if style == ".":
+                    rows = s[s[line.column].notna()]
+                    y = rows[line.column].astype(float)
+                    if line.style == ".":
                         ax.plot(rows["step"], y, color=v.color, marker=".", ls="none", ms=3)
                     else:
-                        ax.plot(rows["step"], y, color=v.color, ls=style, lw=1, marker=".", ms=2,
-                                label=text(v.label) if column == columns[0][0] else None)
+                        ax.plot(rows["step"], y, color=v.color, ls=line.style, lw=1, marker=".", ms=2,
+                                label=text(v.label) if line is lines[0] else None)
                     values += list(y)
-                    mark_unconverged(ax, rows, column, v.color)
-                    if column == "trace" and "trace_se" in rows.columns:
-                        se = rows["trace_se"].astype(float)
+                    mark_unconverged(ax, rows, line.column, v.color)
+                    if line.band is not None and line.band in rows.columns:
+                        se = rows[line.band].astype(float)
                         ax.fill_between(rows["step"], y - 2 * se, y + 2 * se, color=v.color, alpha=0.2)
             autoscale(ax, values)
-            notes = [n for v in views if columns[0][0] == "top_eig" and (n := negative_share(v.steps))]
+            lanczos = any(line.column == "bottom_eig" for line in lines)
+            notes = [n for v in views if lanczos and (n := negative_share(v.steps))]
             ax.set(xlabel="step", ylabel="curvature", title=title + ("\n" + notes[0] if notes else ""))
             ax.title.set_fontsize("small")
         if axes[0, 0].get_legend_handles_labels()[0]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jinja2
 
+from smoothprobe.probes import panels
 from smoothprobe.report import figures
 from smoothprobe.report.data import RunView, final_losses, probe_costs, schedule_note
 
@@ -115,8 +116,8 @@ def environment() -> jinja2.Environment:
 def render(views: Sequence[RunView], title: str) -> str:
     """The report page for `views` (one or several runs)."""
     runs = [run_context(v) for v in views]
-    curvature = any(c in v.steps.columns for v in views for _, panel in figures.CURVATURE_PANELS
-                    for c, _ in panel if c != "secant_K")
+    curvature = any(line.column in v.steps.columns for v in views for _, lines in panels()
+                    for line in lines if line.alone)
     finals = [r["summary"]["final_val"] for r in runs if not math.isnan(r["summary"]["final_val"])]
     return environment().get_template("report.html.j2").render(
         title=title,
