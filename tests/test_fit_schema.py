@@ -72,3 +72,22 @@ def test_from_json_refuses_bad_fit_files_in_one_line(tmp_path, full_fit, corrupt
     assert message in str(info.value) and "\n" not in str(info.value)
     path.write_text(json.dumps(full_fit))
     assert SmoothnessFit.from_json(path).rho == full_fit["constants"]["rho"]
+
+
+def test_schedule_reads_a_fit_its_dict_and_its_file_alike(tmp_path, full_fit):
+    """SmoothnessFit reads fit.json for the schedule: the object, its dict and its file give one schedule,
+    whose first step runs at η of the largest gap, 3 / K(3) with K(Δ) = 2 + 0.5·Δ + 3·Δ²."""
+    fit = SmoothnessFit.from_dict(full_fit)
+    fit.to_json(tmp_path / "fit.json")
+    runs = []
+    for source in (fit, full_fit, str(tmp_path / "fit.json")):
+        sched = AdaptiveWarmup.from_fit(optimizer(), source, total_steps=10, decay="model", ema=0.0)
+        lrs = [sched.optimizer.param_groups[0]["lr"]]
+        for loss in (3.5, 2.5, 1.9):
+            sched.optimizer.step()
+            sched.step(loss)
+            lrs.append(sched.optimizer.param_groups[0]["lr"])
+        runs.append(lrs)
+    assert runs[0] == runs[1] == runs[2]
+    assert runs[0][0] == pytest.approx(3.0 / (2.0 + 0.5 * 3.0 + 3.0 * 9.0), rel=1e-6)
+    assert runs[0][3] == pytest.approx(0.9 / (2.0 + 0.5 * 0.9 + 3.0 * 0.81), rel=1e-6)
