@@ -128,6 +128,12 @@ def _names(module: str, registry: str) -> Callable[[], tuple[str, ...]]:
     return names
 
 
+def _preset_help() -> str:
+    from smoothprobe.probes import PRESETS
+
+    return "; ".join(f"{name}: {', '.join(probes)}" for name, probes in PRESETS.items()) + "."
+
+
 def _probes_help() -> str:
     from smoothprobe.probes import PROBES
 
@@ -135,10 +141,9 @@ def _probes_help() -> str:
 
 
 def _heavy_every_help() -> str:
-    from smoothprobe.probes import PROBES
+    from smoothprobe.probes import heavy
 
-    heavy = [name for name, probe in PROBES.items() if probe.heavy]
-    return f"The heavy probes ({', '.join(heavy)}) run on every N-th probed step."
+    return f"The heavy probes ({', '.join(heavy())}) run on every N-th probed step."
 
 
 def _finite(value: float | None) -> bool:
@@ -185,12 +190,12 @@ class ProbeConfig:
     of training time) adapts it; heavy probes (Lanczos, trace) run on every `heavy_every`-th probed
     step. `family`/`tensors` override the optimizer's geometry; `nuclear` picks how Muon's dual
     norm is computed; `hvp` = "fd" takes Hessian-vector products by differences of gradients
-    (memory of one gradient, works under FSDP2) instead of double backward ("exact").
+    (memory of one gradient, works under FSDP2) instead of double backward ("exact"). `options`
+    gives the probes that run their options by name, as each declares them
+    (`smoothprobe.probes.PROBES[name].options()`), e.g. {"top_eig": {"steps": 40}}.
     """
 
-    preset: str = option("standard", "cheap: norms only; standard: + secant K; full: + FD/HVP curvature, curvature "
-                                      "in the optimizer's norm (curv_dual), both Hessian spectrum ends, trace.",
-                         choices=_names("smoothprobe.probes", "PRESETS"))
+    preset: str = option("standard", _preset_help, choices=_names("smoothprobe.probes", "PRESETS"))
     probes: tuple[str, ...] | None = option(None, _probes_help, kind="list")
     every: int = option(10, "Probe every N steps.", low=1)
     overhead: float | None = option(None, "Instead of --every: adapt the interval so probes cost this fraction of "
@@ -203,9 +208,10 @@ class ProbeConfig:
                                "difference of gradients: the memory of one gradient, also under --fsdp; fp32 only) or "
                                "forward (forward-over-reverse: no kept graph, slower on CPU).",
                       choices=_names("smoothprobe.probes.oracle", "HVP_MODES"))
+    options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from smoothprobe.probes import PRESETS, PROBES
+        from smoothprobe.probes import PRESETS, PROBES, build
         from smoothprobe.probes.oracle import HVP_MODES
 
         if self.probes is not None:
@@ -226,7 +232,9 @@ class ProbeConfig:
              f"heavy_every must be an integer >= 1, got {self.heavy_every!r}", "heavy_every"),
             (self.nuclear in NUCLEAR, f"nuclear must be one of {', '.join(NUCLEAR)}, got {self.nuclear!r}", "nuclear"),
             (self.hvp in HVP_MODES, f"hvp must be one of {', '.join(HVP_MODES)}, got {self.hvp!r}", "hvp"),
+            (isinstance(self.options, dict), f"options must be a mapping, got {self.options!r:.40}", "options"),
         ])
+        build(self.probes or PRESETS[self.preset], self.options)  # each probe checks its options
 
 
 

@@ -85,12 +85,14 @@ def panels() -> list[tuple[str, tuple[Line, ...]]]:
     return list(merged.items())
 
 
-def check_options(options: Mapping[str, Mapping[str, Any]]) -> None:
-    """Raise SmoothprobeError naming the first option (probe → option → value) that its probe does
-    not declare, whose value has another type than the default's, or that the probe refuses."""
+def check_options(options: Mapping[str, Mapping[str, Any]], names: tuple[str, ...]) -> None:
+    """Raise SmoothprobeError naming the first option (probe → option → value) for a probe not
+    among `names`, that its probe does not declare, or whose value is not like the default."""
     for name, chosen in options.items():
         if name not in PROBES:
             raise SmoothprobeError(f"options for unknown probe {name!r}; choose from {', '.join(PROBES)}")
+        if name not in names:
+            raise SmoothprobeError(f"options for probe {name}, which does not run (probes: {', '.join(names)})")
         declared = PROBES[name].options()
         if not isinstance(chosen, Mapping):
             raise SmoothprobeError(f"options of probe {name} must be a mapping; got {chosen!r:.40}")
@@ -101,7 +103,6 @@ def check_options(options: Mapping[str, Mapping[str, Any]]) -> None:
             if not _same_kind(value, declared[key]):
                 raise SmoothprobeError(f"option {name}.{key} must be like its default {declared[key]!r}; "
                                        f"got {value!r:.40}")
-        PROBES[name](**chosen)
 
 
 def _same_kind(value: Any, default: Any) -> bool:
@@ -119,10 +120,18 @@ def _same_kind(value: Any, default: Any) -> bool:
 
 
 def build(names: tuple[str, ...], options: Mapping[str, Mapping[str, Any]] | None = None) -> list[Probe]:
-    """The named probes, built with their options, in registry order (the order they run in)."""
+    """The named probes, built with their options (each probe checks their values), in registry
+    order (the order they run in)."""
     options = options or {}
-    check_options(options)
-    return [probe(**options.get(name, {})) for name, probe in PROBES.items() if name in names]
+    check_options(options, names)
+    built = []
+    for name, probe in PROBES.items():
+        if name in names:
+            try:
+                built.append(probe(**options.get(name, {})))
+            except SmoothprobeError as exc:
+                raise SmoothprobeError(f"probe {name}: {exc}") from None
+    return built
 
 
 for _builtin in (NormsProbe, SecantProbe, CurvHVPProbe, TopEigProbe, TraceProbe, CurvDualProbe, CurvFDProbe):
