@@ -346,13 +346,32 @@ def train(**kw) -> None:
     run_training(config_from_options(kw), out, resume, overwrite, quiet)
 
 
+def probe_options(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict:
+    """--probe-option's PROBE.OPTION=VALUE settings as ProbeConfig.options."""
+    from smoothprobe.probes import parse_options
+
+    try:
+        return parse_options(value)
+    except SmoothprobeError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def probe_options_help() -> str:
+    from smoothprobe.probes import options_summary
+
+    return (f"A probe's option as PROBE.OPTION=VALUE (repeatable), e.g. top_eig.steps=40. Options and defaults: "
+            f"{options_summary()}.")
+
+
 @main.command()
 @training_options
 @options(*config_options(ProbeConfig))
+@click.option("--probe-option", "probe_options", multiple=True, callback=probe_options,
+              metavar="PROBE.OPTION=VALUE", help=probe_options_help())
 @library_errors
 def record(**kw) -> None:
     """Train like `train` and record curvature probes (secant K in the optimizer's geometry, ...)."""
-    probes = ProbeConfig(**pop_fields(kw, ProbeConfig))
+    probes = ProbeConfig(**pop_fields(kw, ProbeConfig), options=kw.pop("probe_options"))
     out, resume, overwrite, quiet = (kw.pop(k) for k in ("out", "resume", "overwrite", "no_progress"))
     config = config_from_options(kw)
     config.probes = probes

@@ -135,3 +135,14 @@ def test_each_builtin_probe_writes_the_columns_it_declares():
     for probe in build(tuple(PROBES)):
         assert set(probe.measure(context).row) == set(probe.columns), probe.name
         assert set(probe.k_columns) <= set(probe.columns)
+
+
+def test_record_sets_probe_options_from_the_command_line(tmp_path):
+    args = ["record", "--task", "quadratic", "--steps", "3", "--every", "1", "--heavy-every", "1", "--probes",
+            "norms,top_eig", "--no-progress"]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r"), "--probe-option", "top_eig.steps=4"])
+    assert result.exit_code == 0, result.output
+    run = load_run(tmp_path / "r")
+    assert run.steps["lanczos_hvps"].max() <= 4 and run.config["probes"]["options"] == {"top_eig": {"steps": 4}}
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "s"), "--probe-option", "top_eig.stepz=4"])
+    assert result.exit_code == 2 and "--probe-option" in result.output and "no option 'stepz'" in result.output

@@ -14,7 +14,7 @@ installed package, e.g. in its pyproject.toml::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -103,6 +103,49 @@ def check_options(options: Mapping[str, Mapping[str, Any]], names: tuple[str, ..
             if not _same_kind(value, declared[key]):
                 raise SmoothprobeError(f"option {name}.{key} must be like its default {declared[key]!r}; "
                                        f"got {value!r:.40}")
+
+
+def options_summary() -> str:
+    """Each probe's options with their defaults, on one line (for the CLI's help)."""
+    def shown(value: Any) -> str:
+        return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+    return "; ".join(f"{name}: " + ", ".join(f"{key}={shown(value)}" for key, value in probe.options().items())
+                     for name, probe in PROBES.items() if probe.options())
+
+
+def parse_options(texts: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """PROBE.OPTION=VALUE settings (the CLI's --probe-option) as probe → option → value, each value
+    read like the option's default (true/false for a flag, comma-separated for a sequence).
+
+    >>> parse_options(["top_eig.steps=40", "top_eig.tol=1e-8", "curv_fd.central=true"])
+    {'top_eig': {'steps': 40, 'tol': 1e-08}, 'curv_fd': {'central': True}}
+    """
+    parsed: dict[str, dict[str, Any]] = {}
+    for text in texts:
+        target, equals, value = text.partition("=")
+        name, dot, key = target.partition(".")
+        if not (equals and dot and name and key):
+            raise SmoothprobeError(f"expected PROBE.OPTION=VALUE, got {text!r}")
+        if name not in PROBES or key not in PROBES[name].options():
+            check_options({name: {key: None}}, (name,))  # says which of the two is unknown
+        default = PROBES[name].options()[key]
+        try:
+            parsed.setdefault(name, {})[key] = _read_like(value, default)
+        except ValueError:
+            raise SmoothprobeError(f"option {name}.{key} must be like its default {default!r}; got {value!r}") from None
+    return parsed
+
+
+def _read_like(value: str, default: Any) -> Any:
+    """The text `value` as a value of the default's type (text for a None default)."""
+    if isinstance(default, bool):
+        if value.lower() not in ("true", "false"):
+            raise ValueError(value)
+        return value.lower() == "true"
+    if isinstance(default, (list, tuple)):
+        return [item for item in value.split(",") if item]
+    return value if default is None else type(default)(value)
 
 
 def _same_kind(value: Any, default: Any) -> bool:
