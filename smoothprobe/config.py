@@ -296,6 +296,8 @@ class AdaptiveConfig:
             self.f_star = float(self.f_star)
         if self.cooldown == 0:  # no cooldown, stored the one way
             self.cooldown = None
+    step_test: during a pilot, also end the warm-up as soon as a step at the lr would be no longer than
+    the best step along the update (`decision.step_test`), without waiting for a fit.
         if self.decay == "model" and self.cooldown == COOLDOWN:  # the default: 'model' has no decay phase
             self.cooldown = None
         number = isinstance(self.f_star, float)
@@ -326,6 +328,10 @@ class AdaptiveConfig:
             (self.f_star_every is None or self.f_star == "auto", "f_star_every needs f_star 'auto'",
              "f_star_every", "f_star"),
             (not self.own_peak or self.pilot is not None, "own_peak needs a pilot", "own_peak", "pilot"),
+    step_test: bool = option(False, "Adaptive with --pilot: also end the warm-up as soon as a step at --lr would be "
+                                    "no longer than the best step along the update direction (the batch loss's "
+                                    "slope and curvature along the last 3 steps, from the secant probe), without "
+                                    "waiting for a fit.")
             (self.decay != "model" or self.cooldown is None,
              ("cooldown needs a decay phase to start, which decay 'model' does not have (it follows eta to the "
               "end): drop the cooldown or choose decay cosine or linear"), "cooldown", "decay"),
@@ -354,6 +360,10 @@ class TrainConfig:
 
     task: str = option("markov", "Built-in task: quadratic (known Hessian, f*=0), markov (f* = entropy rate), lm "
                                  "(bytes or --data).", choices=_names("smoothprobe.tasks", "TASKS"))
+            (not self.step_test or self.pilot is not None, "step_test needs a pilot", "step_test", "pilot"),
+            (not (self.step_test and self.own_peak),
+             "step_test tests a step at the lr, and own_peak leaves the peak to the fit: drop one", "step_test",
+             "own_peak"),
     model: str = option("tiny", "LLaMA preset for the markov and lm tasks.", choices=_names("smoothprobe.model", "PRESETS"))
     optimizer: str = option("adamw", choices=_names("smoothprobe.optim", "OPTIMIZERS"))
     lr: float | None = option(None, "Peak learning rate.", low=0, low_open=True, default_text="per optimizer")

@@ -141,3 +141,18 @@ def test_a_loss_that_keeps_falling_leaves_f_star_at_its_bound_and_the_cooldown_a
             assert sched.phase == "warmup" and sched.f_star == 0.0 and online.skipped is not None
     assert sched._switch_step == 800 and sched._switch_lr < 0.1
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 1e-4, rel=1e-6)
+
+
+@pytest.mark.parametrize("curv, closes", [(0.099, True), (0.2, False)])
+def test_the_step_test_ends_the_warm_up_once_a_full_lr_step_is_within_the_best_step(curv, closes):
+    """Steps at LR 0.01 with slope 1 and curvature c along the update: the best LR along it is
+    0.01/c. At c = 0.099 that is just above the peak 0.1, so the third probed step (the median's minimum) ends the
+    warm-up, with no fit and the schedule's own f*; at c = 0.2 (best LR 0.05) the pilot goes on."""
+    rows = planted_steps(40, 0).assign(lr=0.01, secant_slope=1.0, secant_curv=curv)
+    sched, pilot, closed_at = _run_pilot(rows, 60, 200, step_test=True)
+    if closes:
+        assert closed_at == 2 and pilot.status == "no-warmup (step test)" and pilot.fit is None
+        assert pilot.decision["by"] == "step test" and pilot.decision["branch"] == "no-warmup"
+        assert sched.phase == "decay" and sched._switch_lr == pytest.approx(0.1) and sched.f_star == 0.0
+    else:
+        assert closed_at is None and pilot.open and sched.phase == "warmup"

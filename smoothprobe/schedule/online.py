@@ -14,7 +14,7 @@ from smoothprobe.fit import fit_frame
 from smoothprobe.fit.data import MIN_POINTS
 from smoothprobe.fit.fstar import MIN_LOSS_POINTS, estimate_f_star
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
-from smoothprobe.schedule.decision import decide
+from smoothprobe.schedule.decision import decide, step_test
 
 
 class OnlineFStar:
@@ -140,14 +140,17 @@ class Pilot:
     with `own_peak`. A fit-driven warm-up is also bounded by the step at which the pilot's fitted
     loss curve L(t) = f* + a·(t + t0)^(−b) is predicted to reach f* + Δ'. `status` is "probing",
     the branch taken ("no-warmup", "fit-driven …") or "not yet: …"; `decision` says when, at which
-    gap and on what interval.
+    gap and on what interval, and `by` whom: "fit", or "step test" with `step_test`, which also ends
+    the warm-up at any step where a step at the schedule's lr would be no longer than the best step
+    along the update (`decision.step_test`; f* then stays the schedule's own).
     """
 
     def __init__(self, steps: int, *, own_peak: bool = False, allow_unsupported: bool = False,
-                 total_steps: int | None = None) -> None:
+                 total_steps: int | None = None, step_test: bool = False) -> None:
         if steps < 1 or (total_steps is not None and steps >= total_steps):
             raise SmoothprobeError(f"pilot must be between 1 and total_steps - 1 steps, got {steps}")
         self.steps, self.own_peak, self.allow_unsupported = steps, own_peak, allow_unsupported
+        self.step_test = step_test
         self.rows: list[dict] = []
         self.status = "probing"
         self.fit = None
@@ -196,6 +199,13 @@ class Pilot:
                              "reason": "the practical warm-up ended before a fit decided", "refits": self.refits}
             self.closed = True
             return True
+        if self.step_test:
+            verdict = step_test(self.rows, scheduler.lr, step)
+            if verdict.decided:
+                self.decision = {**verdict.to_dict(), "by": "step test", "refits": self.refits}
+                scheduler.skip_warmup()
+                self.status, self.closed = "no-warmup (step test)", True
+                return True
         if not self.due(step):
             return False
         frame = pd.DataFrame(self.rows)
@@ -208,7 +218,7 @@ class Pilot:
             return False
         smoothed = scheduler.last_record().get("loss_smoothed") or row["loss"]
         decision = decide(self.fit, smoothed - self.fit.f_star, step)
-        self.decision = {**decision.to_dict(), "refits": self.refits}
+        self.decision = {**decision.to_dict(), "by": "fit", "refits": self.refits}
         if not decision.decided and not (self.allow_unsupported and step >= self.steps - 1):
             self.status = f"not yet: {decision.reason}"
             return False
