@@ -55,9 +55,9 @@ def silence_writers(store: RunStore) -> None:
 def one_run(config: TrainConfig, out: Path, real_store: bool) -> tuple[float, list[float], dict]:
     """Train `config` into `out`; returns run wall time, per-step times and store time by method."""
     trainer: Trainer = build(config, out, overwrite=True)
-    spent = timed_writers(trainer.store) if real_store else {}
+    spent = timed_writers(trainer.writer.store) if real_store else {}
     if not real_store:
-        silence_writers(trainer.store)
+        silence_writers(trainer.writer.store)
     step_times: list[float] = []
     original_step = trainer.step
 

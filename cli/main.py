@@ -275,8 +275,8 @@ def adaptive_options(on: bool, given: dict) -> AdaptiveConfig | None:
     return AdaptiveConfig(**given)
 
 
-RESUME_KEEPS = ("out", "resume", "overwrite", "no_progress", "steps")
-"""Flags `--resume` accepts besides the stored config (overwrite is refused by the library)."""
+RESUME_KEEPS = ("out", "resume", "overwrite", "no_progress")
+"""Options of the command, not of the run: `--resume` compares the others with the stored config."""
 
 
 def config_path(name: str) -> str:
@@ -287,30 +287,15 @@ def config_path(name: str) -> str:
     return next((f"{section}.{name}" for section, cls in nested.items() if name in defaults(cls)), name)
 
 
-def setting(config: Any, path: str) -> Any:
-    """The value at a dotted `path` of a TrainConfig (a nested config that is set reads as True)."""
-    value = config
-    for part in path.split("."):
-        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
-    return True if dataclasses.is_dataclass(value) else value
-
-
 def resume_config(requested, out: str):
-    """For `--resume`: the stored config, with --steps when given. Flags passed explicitly that
-    differ from the stored config are refused in one line naming them."""
-    from smoothprobe.train import stored_config
+    """For `--resume`: the stored config, with --steps when given. Options passed explicitly that
+    differ from the stored config are refused by the library in one line naming them."""
+    from smoothprobe.train import resumed_config
 
     ctx = click.get_current_context()
-    stored = stored_config(out)
-    explicit = [name for name in ctx.params if name not in RESUME_KEEPS
-                and ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)]
-    changed = [name for name in explicit if setting(requested, config_path(name)) != setting(stored, config_path(name))]
-    if changed:
-        flags = ", ".join(flag_of(name) for name in changed)
-        raise SmoothprobeError(f"--resume continues the run in {out} with its stored settings; {flags} differ "
-                               "from them (only --steps may change; start a new run with --overwrite instead)")
-    steps = ctx.get_parameter_source("steps") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-    return dataclasses.replace(stored, steps=requested.steps) if steps else stored
+    given = {config_path(name): name for name in ctx.params if name not in RESUME_KEEPS
+             and ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    return resumed_config(out, requested, given)
 
 
 def run_training(config, out: str, resume: bool, overwrite: bool, quiet: bool) -> None:

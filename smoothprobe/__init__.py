@@ -8,10 +8,10 @@ framework adapters in `smoothprobe.integrations`.
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.fit import SmoothnessFit, fit_run
-from smoothprobe.probes.recorder import Recorder
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.store import Run, load_run
 from smoothprobe.train import TrainConfig, train
+from smoothprobe.writer import Recorder
 
 __all__ = [
     "AdaptiveWarmup",

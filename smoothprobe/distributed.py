@@ -3,8 +3,9 @@ collectives we use."""
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -129,6 +130,19 @@ def global_norm(tensors: Sequence[Tensor]) -> float:
     else:
         norms = torch._foreach_norm(tensors)
     return torch.linalg.vector_norm(torch.stack(norms)).item()
+
+
+def snapshot(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Detached copies of the parameters (x_t, kept across `optimizer.step()`)."""
+    return {n: p.detach().clone() for n, p in params.items()}
+
+
+def update_norm(params: Mapping[str, Tensor], before: Mapping[str, Tensor]) -> float:
+    """‖x_{t+1} − x_t‖₂ over the parameters in `before` (all ranks' shards together)."""
+    names = [n for n in before if n in params]
+    if not names:
+        return math.nan
+    return global_norm(torch._foreach_sub([params[n].detach() for n in names], [before[n] for n in names]))
 
 
 def state_dicts(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:

@@ -1,4 +1,7 @@
-"""The training loop: task → model → optimizer → schedule, streaming every step into a RunStore."""
+"""The training loop: task → model → optimizer → schedule, streaming every step into a run directory.
+
+`Trainer` is the loop (one step, evaluation, checkpoint); `build` sets a run up, `resume_from_checkpoint`
+continues one, and `schedule_step`/`pilot_moved` are the adaptive schedule's policy between steps."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from smoothprobe.schedule.baseline import WarmupDecay, warmup_steps
 from smoothprobe.schedule.online import OnlineFStar, OnlineRefit, Pilot
 from smoothprobe.store import CHECKPOINT, RunStore, read_run_info, read_table
 from smoothprobe.tasks import Task, make_task
-from smoothprobe.writer import StepLog, describe_run, snapshot, update_norm
+from smoothprobe.writer import RunWriter, describe_run, refuse_resume_with_overwrite
 
 
 def resolve_device(name: str) -> torch.device:
@@ -81,9 +84,8 @@ class Trainer:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
-    store: RunStore | None
+    writer: RunWriter | None
     device: torch.device
-    log: StepLog | None = None
     start_step: int = 0
     recorder: Recorder | None = None
     online: OnlineFStar | None = None
@@ -122,10 +124,11 @@ class Trainer:
         return float(np.mean(losses))
 
     def checkpoint(self, next_step: int) -> None:
+        """Save what a resume at `next_step` needs (model, optimizer, schedule, RNG, probe cadence)."""
         model_state, optimizer_state = distributed.state_dicts(self.model, self.optimizer)
         state = {
             "step": next_step,
-            "elapsed": self.log.elapsed,
+            "elapsed": self.writer.elapsed,
             "model": model_state,
             "optimizer": optimizer_state,
             "scheduler": self.scheduler.state_dict(),
@@ -139,45 +142,11 @@ class Trainer:
             state["refit"] = self.refit.state_dict()
         if self.pilot is not None:
             state["pilot"] = self.pilot.state_dict()
-        self.store.save_checkpoint(state)
-
-    def restore(self, state: Any) -> None:
-        """Load a checkpoint's state; one SmoothprobeError line when it lacks keys or does not fit
-        the run's model, optimizer or schedule."""
-        path = self.store.path / CHECKPOINT
-        missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
-        if missing:
-            raise SmoothprobeError(f"checkpoint {path} lacks {', '.join(missing)}; not a checkpoint of this run "
-                                   "(start a new run with overwrite)")
-        step, elapsed = state["step"], state["elapsed"]
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0 or not (
-                isinstance(elapsed, (int, float)) and math.isfinite(elapsed) and elapsed >= 0):
-            raise SmoothprobeError(f"checkpoint {path}: step must be an integer >= 0 and elapsed a finite "
-                                   f"number >= 0; got step {step!r}, elapsed {elapsed!r}")
-        scheduler_mismatch(self.scheduler.state_dict(), state["scheduler"], f"checkpoint {path}")
-        try:
-            distributed.load_state_dicts(self.model, self.optimizer, state["model"], state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng_cpu"])
-            if "rng_cuda" in state and self.device.type == "cuda":
-                torch.cuda.set_rng_state(state["rng_cuda"], self.device)
-            if "cadence" in state and self.recorder is not None:
-                self.recorder.cadence = Cadence(**state["cadence"])
-            if "refit" in state and self.refit is not None:
-                self.refit.load_state_dict(state["refit"])
-            if "pilot" in state and self.pilot is not None:
-                self.pilot.load_state_dict(state["pilot"])
-            with warnings.catch_warnings():  # a dry run of the restored schedule: it must give finite LRs
-                warnings.simplefilter("ignore")
-                lrs = self.scheduler.get_lr()
-            if not all(math.isfinite(float(lr)) for lr in lrs):
-                raise ValueError(f"the restored schedule gives learning rates {lrs}")
-        except Exception as exc:  # noqa: BLE001 - torch raises many types for a state that does not fit
-            raise SmoothprobeError(f"checkpoint {path} does not fit this run: {one_line(exc)}") from None
-        self.start_step, self.log.elapsed = step, float(elapsed)
+        self.writer.store.save_checkpoint(state)
 
     def step(self, step: int) -> dict:
-        """One optimizer step; returns its record (raises on a non-finite loss, after recording it)."""
+        """One optimizer step, written to the run; returns its row (raises on a non-finite loss, after
+        writing it)."""
         cfg = self.config
         t0 = time.perf_counter()
         first = distributed.rank() * cfg.accum  # ranks take disjoint micro-batches of the global batch
@@ -190,60 +159,26 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         row = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm}
         if not math.isfinite(loss):
-            self.log.write(row)
-            raise Diverged(f"loss became {loss} at step {step}; stopped (steps before it are kept in {self.store.path})")
-        before = snapshot(named)  # x_t, for update_norm and the probes
-        if self.recorder is not None:
-            self.recorder.before_step(step, batches, loss=loss, grad_norm=grad_norm, x_t=before)
+            self.writer.write(row)
+            raise Diverged(f"loss became {loss} at step {step}; stopped (steps before it are kept in {self.writer.path})")
+        before = distributed.snapshot(named)  # x_t, for update_norm and the probes
+        recorder, tensors = self.recorder, []
+        if recorder is not None:
+            recorder.before_step(step, batches, loss=loss, grad_norm=grad_norm, x_t=before)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.recorder is not None:
-            row.update(self.recorder.after_step())
-        row.update(self.schedule_step(row))
+        if recorder is not None:
+            row.update(recorder.after_step())
+            tensors = recorder.tensor_rows
+        row.update(schedule_step(self, row))
         if "update_norm" not in row:
-            row["update_norm"] = update_norm(named, before)
+            row["update_norm"] = distributed.update_norm(named, before)
         row["step_time_s"] = time.perf_counter() - t0
         if distributed.active():
             ranks = distributed.gather_floats([row["step_time_s"], lr])
             row["step_time_max_s"] = float(ranks[:, 0].max())
             row["lr_rank_spread"] = float(ranks[:, 1].max() - ranks[:, 1].min())
-        return row
-
-    def schedule_step(self, row: dict) -> dict:
-        """Advance the schedule; loss-driven schedulers take the step's loss (and online sources its
-        probes) and report their state."""
-        if isinstance(self.scheduler, AdaptiveWarmup):
-            if self.online is not None:
-                self.online.observe(row["step"], row["loss"])
-            extra = {}
-            if self.refit is not None:
-                self.refit.observe(row["step"], row)
-                extra["refit_status"] = self.refit.status
-            self.scheduler.step(row["loss"])
-            columns = {**self.scheduler.step_columns(), **extra}
-            if self.pilot is not None and self.pilot.open:
-                closed = self.pilot.observe(row["step"], row, self.scheduler)
-                if closed or row["step"] == self.pilot.steps - 1:
-                    self.pilot_moved(closed)
-                    columns["pilot_status"] = self.pilot.status
-            return columns
-        self.scheduler.step()
-        return {}
-
-    def pilot_moved(self, closed: bool) -> None:
-        """After the pilot's window or its decision: a decision fixes f* (the fit's) and stops the
-        pilot-only probes; an open pilot past its window thins them to PILOT_OVERHEAD. run.json's
-        `pilot` and `decision` say where it stands; the last fit is kept in pilot_fit.json."""
-        if self.pilot.decision is not None and self.pilot.decision.get("branch") != "not yet":
-            self.online = None  # the fit's constants are fitted to Δ from its own f*
-        if self.pilot.fit is not None and self.store.writer:
-            self.pilot.fit.to_json(self.store.path / "pilot_fit.json")
-        if self.pilot_recorder and closed:
-            self.recorder = None
-        elif self.pilot_recorder:
-            self.recorder.cadence.overhead = PILOT_OVERHEAD
-        self.store.write_info(pilot={"steps": self.pilot.steps, "status": self.pilot.status},
-                              decision=self.pilot.decision)
+        return self.writer.write(row, tensors)
 
     def run(self, progress: bool = True) -> None:
         """Train from `start_step` to `config.steps`, flushing, evaluating and checkpointing on cadence.
@@ -254,27 +189,65 @@ class Trainer:
                    disable=not progress or not distributed.is_main(), desc=cfg.task, unit="step", dynamic_ncols=True)
         with sigterm_raises():
             try:
-                self.store.write_info(status="running")
+                self.writer.update(status="running")
                 for step in bar:
-                    row = self.log.write(self.step(step))
+                    row = self.step(step)
                     done = step + 1
                     if done % cfg.eval_every == 0 or done == cfg.steps:
                         val = self.evaluate()
-                        self.store.append("evals", {"step": done, "val_loss": val, "time_s": self.log.elapsed})
+                        self.writer.append("evals", {"step": done, "val_loss": val, "time_s": self.writer.elapsed})
                         bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", val=f"{val:.4f}")
                     elif done % 10 == 0:
                         bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
                     if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                         self.checkpoint(done)
             except Diverged as exc:
-                self.log.close("diverged", str(exc))
+                self.writer.close("diverged", str(exc))
                 raise
             except BaseException as exc:
-                self.log.close_after(exc)
+                self.writer.close_after(exc)
                 raise
             finally:
                 bar.close()
-            self.log.close("finished")
+            self.writer.close("finished")
+
+
+def schedule_step(trainer: Trainer, row: dict) -> dict:
+    """Advance the schedule after a step; loss-driven schedulers take the step's loss (and online
+    sources its probes) and report their state as columns of the step's row."""
+    if isinstance(trainer.scheduler, AdaptiveWarmup):
+        if trainer.online is not None:
+            trainer.online.observe(row["step"], row["loss"])
+        extra = {}
+        if trainer.refit is not None:
+            trainer.refit.observe(row["step"], row)
+            extra["refit_status"] = trainer.refit.status
+        trainer.scheduler.step(row["loss"])
+        columns = {**trainer.scheduler.step_columns(), **extra}
+        if trainer.pilot is not None and trainer.pilot.open:
+            closed = trainer.pilot.observe(row["step"], row, trainer.scheduler)
+            if closed or row["step"] == trainer.pilot.steps - 1:
+                pilot_moved(trainer, closed)
+                columns["pilot_status"] = trainer.pilot.status
+        return columns
+    trainer.scheduler.step()
+    return {}
+
+
+def pilot_moved(trainer: Trainer, closed: bool) -> None:
+    """After the pilot's window or its decision: a decision fixes f* (the fit's) and stops the
+    pilot-only probes; an open pilot past its window thins them to PILOT_OVERHEAD. run.json's
+    `pilot` and `decision` say where it stands; the last fit is kept in pilot_fit.json."""
+    pilot, writer = trainer.pilot, trainer.writer
+    if pilot.decision is not None and pilot.decision.get("branch") != "not yet":
+        trainer.online = None  # the fit's constants are fitted to Δ from its own f*
+    if pilot.fit is not None and writer.store.writer:
+        pilot.fit.to_json(writer.path / "pilot_fit.json")
+    if trainer.pilot_recorder and closed:
+        trainer.recorder = None
+    elif trainer.pilot_recorder:
+        trainer.recorder.cadence.overhead = PILOT_OVERHEAD
+    writer.update(pilot={"steps": pilot.steps, "status": pilot.status}, decision=pilot.decision)
 
 
 def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model: nn.Module,
@@ -318,16 +291,21 @@ def effective_f_star(config: TrainConfig, task: Task) -> float | str:
     return f_star
 
 
-def create_store(out: str | Path, writer: bool, overwrite: bool, info: dict) -> RunStore:
-    """RunStore.create on rank 0; every rank raises if it failed there, so none waits forever."""
-    failure = None
+def start_run(out: str | Path, describe: Callable[[], dict], *, resume: bool, overwrite: bool,
+              flush_every: int) -> RunWriter:
+    """`RunWriter.start` with rank 0 as the writer; every rank raises if it failed there, so none
+    waits forever."""
+    failure, writer = None, None
     try:
-        store = RunStore.create(out, info, overwrite=overwrite, writer=writer)
+        writer = RunWriter.start(out, describe, resume=resume, overwrite=overwrite, writer=distributed.is_main(),
+                                 flush_every=flush_every)
     except SmoothprobeError as exc:
         failure = exc
     if distributed.gather_floats([float(failure is not None)]).any():
-        raise failure or SmoothprobeError(f"rank 0 could not create the run directory {out}")
-    return store
+        if writer is not None:
+            writer.store.close()
+        raise failure or SmoothprobeError(f"rank 0 could not open the run directory {out}")
+    return writer
 
 
 def stored_config(out: str | Path) -> TrainConfig:
@@ -339,19 +317,50 @@ def stored_config(out: str | Path) -> TrainConfig:
         raise SmoothprobeError(f"{Path(out) / 'run.json'}: {exc}") from None
 
 
-def resumed_config(stored: TrainConfig, requested: TrainConfig | None) -> TrainConfig:
-    """The config a resumed run continues with: the stored one, with `requested.steps` when it
-    extends the run. Any other difference from the stored config is refused, naming the fields."""
+def _setting(config: TrainConfig, path: str) -> Any:
+    """The value at a dotted `path` of a config (a nested config that is set reads as True)."""
+    value: Any = config
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
+    return True if dataclasses.is_dataclass(value) else value
+
+
+def _paths(*configs: TrainConfig) -> list[str]:
+    """The dotted paths of every setting of `configs`: their fields, and the fields of a nested config."""
+    paths = []
+    for f in dataclasses.fields(TrainConfig):
+        paths.append(f.name)
+        nested = next((v for v in (getattr(c, f.name) for c in configs) if dataclasses.is_dataclass(v)), None)
+        paths += [f"{f.name}.{g.name}" for g in dataclasses.fields(nested)] if nested is not None else []
+    return paths
+
+
+def resumed_config(out: str | Path, requested: TrainConfig | None = None,
+                   given: Mapping[str, str] | None = None) -> TrainConfig:
+    """The config a resumed run in `out` continues with: its stored one, with `requested.steps`
+    when the caller set it (a resume extends a run, it does not shorten it). Any other setting the
+    caller set must equal the stored one; a difference is refused, naming it.
+
+    `given` maps the dotted paths of the settings the caller set ("lr", "adaptive.div"; a nested
+    config's name asks only whether it is set) to the parameter names the message uses; None means
+    every setting of `requested`.
+    """
+    stored = stored_config(out)
     if requested is None:
         return stored
-    changed = [f.name for f in dataclasses.fields(TrainConfig)
-               if f.name != "steps" and getattr(requested, f.name) != getattr(stored, f.name)]
+    if given is None:
+        given = {path: path for path in _paths(requested, stored)}
+    changed = [name for path, name in given.items()
+               if path != "steps" and _setting(requested, path) != _setting(stored, path)]
     if changed:
-        raise SmoothprobeError(f"resume continues the stored run, whose config differs in: {', '.join(changed)} "
-                               "(only steps may change; start a new run with overwrite to change the others)")
+        raise SmoothprobeError(f"resume continues the run in {out} with its stored settings; {', '.join(changed)} "
+                               "differ from them (only steps may change; start a new run with overwrite instead)",
+                               params=(*changed, "resume", "steps", "overwrite"))
+    if "steps" not in given:
+        return stored
     if requested.steps < stored.steps:
         raise SmoothprobeError(f"steps must be at least the run's {stored.steps} when resuming (resume extends a "
-                               f"run, it does not shorten it); got {requested.steps}", params=["steps"])
+                               f"run, it does not shorten it); got {requested.steps}", params=("steps",))
     return dataclasses.replace(stored, steps=requested.steps)
 
 
@@ -417,29 +426,67 @@ def refuse_without_checkpoint(store: RunStore) -> None:
         folder.mkdir(exist_ok=True)
 
 
+def restore(trainer: Trainer, state: Any) -> float:
+    """Load a checkpoint's state into the trainer and return the run's clock at it; one
+    SmoothprobeError line when it lacks keys or does not fit the run's model, optimizer or schedule."""
+    path = trainer.writer.path / CHECKPOINT
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise SmoothprobeError(f"checkpoint {path} lacks {', '.join(missing)}; not a checkpoint of this run "
+                               "(start a new run with overwrite)")
+    step, elapsed = state["step"], state["elapsed"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0 or not (
+            isinstance(elapsed, (int, float)) and math.isfinite(elapsed) and elapsed >= 0):
+        raise SmoothprobeError(f"checkpoint {path}: step must be an integer >= 0 and elapsed a finite "
+                               f"number >= 0; got step {step!r}, elapsed {elapsed!r}")
+    scheduler_mismatch(trainer.scheduler.state_dict(), state["scheduler"], f"checkpoint {path}")
+    try:
+        distributed.load_state_dicts(trainer.model, trainer.optimizer, state["model"], state["optimizer"])
+        trainer.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and trainer.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], trainer.device)
+        if "cadence" in state and trainer.recorder is not None:
+            trainer.recorder.cadence = Cadence(**state["cadence"])
+        if "refit" in state and trainer.refit is not None:
+            trainer.refit.load_state_dict(state["refit"])
+        if "pilot" in state and trainer.pilot is not None:
+            trainer.pilot.load_state_dict(state["pilot"])
+        with warnings.catch_warnings():  # a dry run of the restored schedule: it must give finite LRs
+            warnings.simplefilter("ignore")
+            lrs = trainer.scheduler.get_lr()
+        if not all(math.isfinite(float(lr)) for lr in lrs):
+            raise ValueError(f"the restored schedule gives learning rates {lrs}")
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a state that does not fit
+        raise SmoothprobeError(f"checkpoint {path} does not fit this run: {one_line(exc)}") from None
+    trainer.start_step = step
+    return float(elapsed)
+
+
 def resume_from_checkpoint(trainer: Trainer) -> None:
     """Restore the last checkpoint (a run without one is refused if it holds rows), refuse a store
     that lacks rows before it, drop the rows after it, set a fit.json aside (it describes fewer
     rows than the run will hold: RUN/fit.stale.json), store the (possibly extended) config and
     refill the online sources' history."""
-    store = trainer.store
-    state = store.load_checkpoint()
+    writer = trainer.writer
+    state = writer.store.load_checkpoint()
+    elapsed = None
     if state is not None:
-        trainer.restore(state)
+        elapsed = restore(trainer, state)
     else:  # every rank reads the same files, so every rank refuses alike
-        refuse_without_checkpoint(store)
+        refuse_without_checkpoint(writer.store)
     start = trainer.start_step
-    steps_file = store.path / "steps.jsonl"
+    steps_file = writer.path / "steps.jsonl"
     rows = [row for row in read_table(steps_file)[0] if row["step"] < start]
     missing = start - len({row["step"] for row in rows})
     if missing:
         raise SmoothprobeError(f"{steps_file} lacks {missing} of the {start} rows before the checkpoint at step "
                                f"{start}; resuming would leave them out (start a new run with overwrite)")
-    store.truncate(start)
-    fit = store.path / "fit.json"
-    if store.writer and start < trainer.config.steps and fit.is_file():
-        fit.replace(store.path / "fit.stale.json")
-    store.write_info(config=dataclasses.asdict(trainer.config))
+    writer.resume_at(start, elapsed)
+    fit = writer.path / "fit.json"
+    if writer.store.writer and start < trainer.config.steps and fit.is_file():
+        fit.replace(writer.path / "fit.stale.json")
+    writer.update(config=dataclasses.asdict(trainer.config))
     if trainer.pilot is not None:
         trainer.pilot.rows = [dict(row) for row in rows]
         if not trainer.pilot.open:  # decided before the checkpoint: f* is the fit's, its probes are done
@@ -458,11 +505,9 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
     """Set up a run: new, or resumed from its last checkpoint with the stored config (`config` may
     then be None, or the stored config with more steps). Everything is validated before the run
     directory is written; a second writer of `out` is refused."""
-    if resume and overwrite:
-        raise SmoothprobeError("resume and overwrite exclude each other (resume continues the run in out; "
-                               "overwrite replaces it)", params=["resume", "overwrite"])
+    refuse_resume_with_overwrite(resume, overwrite)
     if resume:
-        config = resumed_config(stored_config(out), config)
+        config = resumed_config(out, config)
     config.validate()
     device = distributed.init_from_env(resolve_device(config.device), shard=config.fsdp)
     torch.manual_seed(config.seed)
@@ -494,18 +539,14 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
             raise SmoothprobeError("refitting the constants online (refit_every) needs the secant probe: "
                                    "record the run with probes", params=["refit_every"])
         trainer.refit = OnlineRefit(scheduler, adaptive.refit_every)
-    if resume:
-        store = RunStore.open(out, writer=distributed.is_main())
-    else:
+    if not resume:
         check_first_gap(trainer)
-        store = create_store(out, distributed.is_main(), overwrite, info=describe_run(
-            model, optimizer, config=dataclasses.asdict(config), task=task.describe(),
-            probes=trainer.recorder.describe() if trainer.recorder else None, optimizer_name=config.optimizer))
+    writer = start_run(out, lambda: describe_run(
+        model, optimizer, config=dataclasses.asdict(config), task=task.describe(),
+        probes=trainer.recorder.describe() if trainer.recorder else None, optimizer_name=config.optimizer),
+        resume=resume, overwrite=overwrite, flush_every=config.flush_every)
     try:
-        trainer.store = store
-        trainer.log = StepLog(store if store.writer else None, flush_every=config.flush_every)
-        if trainer.recorder is not None:
-            trainer.recorder.store = store
+        trainer.writer = writer
         if distributed.active() and not config.fsdp:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -513,9 +554,9 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
         if resume:
             resume_from_checkpoint(trainer)
         elif getattr(scheduler, "decision", None) is not None:  # a fit.json decided at the start
-            store.write_info(decision={**scheduler.decision, "step": 0})
+            writer.update(decision={**scheduler.decision, "step": 0})
     except BaseException:
-        store.close()
+        writer.store.close()
         raise
     return trainer
 
@@ -534,4 +575,4 @@ def train(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
     """
     trainer = build(config, out, resume=resume, overwrite=overwrite)
     trainer.run(progress=progress)
-    return trainer.store.path
+    return trainer.writer.path

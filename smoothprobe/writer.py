@@ -1,31 +1,38 @@
-"""The one writer of a run directory's content, shared by `train`/`record`, the Recorder in a user's
-own loop and the Hugging Face / Lightning adapters.
+"""The one writer of a run directory, shared by `train`/`record`, the Recorder in a user's own loop
+and the Hugging Face / Lightning sessions.
 
-`describe_run` gives run.json the same keys whoever trains (config as far as it is known, task
-facts, the optimizer's class and hyper-parameters, its parameter split, the probe geometry,
-versions, status). `StepLog` appends one row per optimizer step with the columns every run has
-(step, loss, lr, grad_norm, update_norm, step_time_s, time_s), flushes on a cadence, and closes the
-run with a status (finished, diverged, crashed, interrupted) and its reason.
+`RunWriter` owns a run directory's lifecycle: create (or reopen to resume), lock, one row per
+optimizer step with the columns every run has (step, loss, lr, grad_norm, update_norm,
+step_time_s, time_s), flushes on a cadence, and the closing status (finished, diverged, crashed,
+interrupted) with its reason. `describe_run` gives run.json the same keys whoever trains, and its
+`config` block the fields of `TrainConfig` (as far as the writer knows them), task facts, the
+optimizer's class and hyper-parameters, its parameter split, the probe geometry and versions.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import platform
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
+from typing_extensions import Self
 
 from smoothprobe import distributed
-from smoothprobe.errors import Terminated, one_line
+from smoothprobe.config import ProbeConfig, TrainConfig
+from smoothprobe.errors import SmoothprobeError, Terminated, one_line
 from smoothprobe.optim import describe_split
+from smoothprobe.probes import recorder as probing
 from smoothprobe.store import DISK_FULL, RunStore, disk_full
 
 ALWAYS = ("step", "loss", "lr", "grad_norm", "update_norm", "step_time_s", "time_s")
@@ -79,15 +86,30 @@ def describe_optimizer(optimizer: torch.optim.Optimizer, name: str | None = None
             "split": describe_split(optimizer) if named else None}
 
 
+def _complete(cls: type, known: Mapping[str, Any]) -> dict:
+    """The fields of config class `cls`, with the values in `known` and None for the others."""
+    return {f.name: known.get(f.name) for f in dataclasses.fields(cls)}
+
+
+def run_config(known: Mapping[str, Any]) -> dict:
+    """run.json's `config` block: the fields of TrainConfig (and of ProbeConfig under `probes`)
+    with the values the writer knows and None for the rest, so it has one shape whoever wrote it."""
+    config = _complete(TrainConfig, known)
+    if isinstance(config["probes"], Mapping):
+        config["probes"] = _complete(ProbeConfig, config["probes"])
+    return config
+
+
 def describe_run(model: nn.Module, optimizer: torch.optim.Optimizer, *, config: Mapping[str, Any],
                  task: Mapping[str, Any] | None = None, probes: Mapping[str, Any] | None = None,
                  optimizer_name: str | None = None, source: str = "train") -> dict:
-    """run.json content, the same keys for every writer. `task` carries facts such as f* (None
-    where unknown); `probes` is the Recorder's `describe()`; `source` says which loop wrote it."""
+    """run.json content, the same keys for every writer. `config` holds the TrainConfig fields the
+    writer knows (`run_config`); `task` carries facts such as f* (None where unknown); `probes` is
+    the Recorder's `describe()`; `source` says which loop wrote it."""
     first = next(model.parameters(), None)
     return {
         "source": source,
-        "config": dict(config),
+        "config": run_config(config),
         "task": {"f_star": None, **(task or {})},
         "optimizer": describe_optimizer(optimizer, optimizer_name),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -100,36 +122,53 @@ def describe_run(model: nn.Module, optimizer: torch.optim.Optimizer, *, config: 
     }
 
 
-def snapshot(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Detached copies of the parameters (x_t, kept across `optimizer.step()`)."""
-    return {n: p.detach().clone() for n, p in params.items()}
+class RunWriter:
+    """One run directory from start to close, for every loop that writes one (`train`, the Recorder
+    in a user's loop, the Hugging Face / Lightning sessions).
 
-
-def update_norm(params: Mapping[str, Tensor], before: Mapping[str, Tensor]) -> float:
-    """‖x_{t+1} − x_t‖₂ over the parameters in `before` (all ranks' shards together)."""
-    names = [n for n in before if n in params]
-    if not names:
-        return math.nan
-    return distributed.global_norm(torch._foreach_sub([params[n].detach() for n in names],
-                                                      [before[n] for n in names]))
-
-
-class StepLog:
-    """Appends the step rows of one run: fills the timing columns, flushes every `flush_every`
-    rows, and closes the run with a status. `store=None` (ranks other than 0) keeps nothing.
+    `start` creates the directory (or reopens it to resume) and takes its lock; `write` appends a
+    step row with the columns every run has and flushes every `flush_every` rows; `update` merges
+    fields into run.json; `close` flushes, writes the final status and reason and releases the lock.
+    A store that is not the writer (ranks other than 0) keeps nothing and touches no file.
 
     A row that already holds `step_time_s` (the built-in loop times its step itself) keeps it;
-    otherwise the time since the previous row counts as the step's. `elapsed` continues a
-    resumed run's clock.
+    otherwise the time since the previous row counts as the step's. `elapsed` is the run's clock.
     """
 
-    def __init__(self, store: RunStore | None, flush_every: int = 10, elapsed: float = 0.0) -> None:
-        self.store, self.flush_every, self.elapsed = store, flush_every, elapsed
+    def __init__(self, store: RunStore, flush_every: int = 10) -> None:
+        self.store, self.flush_every, self.elapsed = store, flush_every, 0.0
         self._last = time.perf_counter()
         self._written = 0
 
-    def write(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Complete `row` with the always-present columns and append it; returns it."""
+    @classmethod
+    def start(cls, path: str | Path, describe: Callable[[], dict], *, resume: bool = False,
+              overwrite: bool = False, writer: bool = True, flush_every: int = 10) -> RunWriter:
+        """Create the run directory `path` with run.json from `describe()` (a directory that holds a
+        run is refused unless `overwrite`), or with `resume` reopen the run there to append to it."""
+        refuse_resume_with_overwrite(resume, overwrite)
+        if resume:
+            return cls(RunStore.open(path, writer=writer), flush_every)
+        return cls(RunStore.create(path, describe(), overwrite=overwrite, writer=writer), flush_every)
+
+    @property
+    def path(self) -> Path:
+        """The run directory."""
+        return self.store.path
+
+    def update(self, **fields: Any) -> None:
+        """Merge `fields` into run.json."""
+        self.store.write_info(**fields)
+
+    def resume_at(self, step: int, elapsed: float | None = None) -> None:
+        """Continue the run at `step`: drop the rows from `step` on, add `step` to run.json's
+        `resumed_at`, and go on with the clock at `elapsed` (default: the last kept row's time_s)."""
+        self.store.truncate(step)
+        self.elapsed = self.store.last_time() if elapsed is None else elapsed
+        self.store.write_info(resumed_at=[*self.store.info.get("resumed_at", []), step])
+
+    def write(self, row: dict[str, Any], tensors: Sequence[dict] = ()) -> dict[str, Any]:
+        """Complete the step row `row` with the always-present columns and append it, with the
+        step's per-tensor rows `tensors`; returns it."""
         now = time.perf_counter()
         row.setdefault("step_time_s", now - self._last)
         self._last = now
@@ -137,20 +176,23 @@ class StepLog:
         row["time_s"] = self.elapsed
         for column in ALWAYS:
             row.setdefault(column, None)
-        if self.store is not None:
-            self.store.append("steps", row)
-            self._written += 1
-            if self._written % self.flush_every == 0:
-                self.store.flush()
+        for entry in tensors:
+            self.store.append("tensors", {"step": row["step"], **entry})
+        self.store.append("steps", row)
+        self._written += 1
+        if self._written % self.flush_every == 0:
+            self.store.flush()
         return row
+
+    def append(self, table: str, row: dict[str, Any]) -> None:
+        """Buffer a row of another table (evals); it reaches disk with the next flush."""
+        self.store.append(table, row)
 
     def close(self, status: str, reason: str | None = None) -> None:
         """Flush every buffered row, write the final status (and why) to run.json and release the
         run directory's lock. On a full disk the rows that do not fit are dropped, the status
         becomes `crashed` with reason "disk full" (written into the store's reserve) and the
         OSError propagates."""
-        if self.store is None:
-            return
         full = None
         try:
             try:
@@ -178,6 +220,72 @@ class StepLog:
                 self.close("crashed", DISK_FULL)
             else:
                 self.close("crashed", f"{type(exc).__name__}: {one_line(exc)}")
+
+
+def refuse_resume_with_overwrite(resume: bool, overwrite: bool) -> None:
+    """resume (continue the run) and overwrite (replace it) exclude each other."""
+    if resume and overwrite:
+        raise SmoothprobeError("resume and overwrite exclude each other (resume continues the run in the run "
+                               "directory; overwrite replaces it)", params=("resume", "overwrite"))
+
+
+class Recorder(probing.Recorder):
+    """The Recorder in a user's own loop: runs the probes around `optimizer.step()` (options as in
+    `smoothprobe.probes.recorder.Recorder`) and writes one row per step into `run_dir`.
+
+    An existing `run_dir` is refused unless `overwrite` (replace the run; a user's own files stay)
+    or `resume` (append to it: the rows from the first step recorded again on are dropped, so a loop
+    resumed from its own checkpoint continues the table), as the CLI's flags of the same names.
+    Without `run_dir` nothing is written. As a context manager it closes the run with status
+    finished, interrupted (Ctrl-C, SIGTERM) or crashed (any other exception).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, run_dir: str | Path | None = None,
+                 *, loss_fn: probing.LossFn, resume: bool = False, overwrite: bool = False,
+                 **options: Any) -> None:
+        refuse_resume_with_overwrite(resume, overwrite)
+        super().__init__(model, optimizer, loss_fn=loss_fn, **options)
+        self.run: RunWriter | None = None
+        if run_dir is not None:
+            self.run = RunWriter.start(run_dir, lambda: describe_run(
+                model, optimizer, config={"seed": self.seed, "probes": self.config}, probes=self.describe(),
+                source="recorder"), resume=resume, overwrite=overwrite)
+            self.run.update(status="running")
+        self._resume = resume
+        self._row: dict[str, Any] = {}
+
+    def before_step(self, step: int, batch: Any, *, loss: float | None = None, grad_norm: float | None = None,
+                    x_t: Mapping[str, torch.Tensor] | None = None) -> None:
+        if self._resume and self.run is not None:  # the rows from this step on are recorded again
+            self.run.resume_at(step)
+        self._resume = False
+        lr = self.optimizer.param_groups[0]["lr"]
+        super().before_step(step, batch, loss=loss, grad_norm=grad_norm, x_t=x_t)
+        self._row = {"step": step, "loss": loss, "lr": lr, "grad_norm": self._pending["grad_norm"]}
+
+    def after_step(self, skipped: bool = False) -> dict:
+        row = super().after_step(skipped)
+        if self.run is not None:
+            self.run.write({**self._row, **row}, self.tensor_rows)
+        return row
+
+    def close(self, status: str = "finished", reason: str | None = None) -> None:
+        """Flush the rows and mark the run `status` (nothing to do without a run directory)."""
+        if self.run is not None:
+            self.run.close(status, reason)
+            self.run = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        """Close with status finished, interrupted (Ctrl-C, SIGTERM) or crashed (any other exception)."""
+        if exc is None or self.run is None:
+            self.close()
+        else:
+            self.run.close_after(exc)
+            self.run = None
 
 
 @contextlib.contextmanager

@@ -95,7 +95,7 @@ def test_cooldown_flag_reaches_the_scheduler_and_is_checked(tmp_path):
     assert info["config"]["adaptive"]["cooldown"] == 0.25
     trainer = build(TrainConfig.from_dict(info["config"]), tmp_path / "s")
     assert trainer.scheduler.cooldown == 5  # of 20 steps
-    trainer.store.close()
+    trainer.writer.store.close()
     off = runner.invoke(main, ["train", "--task", "quadratic", "--optimizer", "normsgd", "--steps", "20",
                                "--adaptive", "--cooldown", "0", "--no-progress", "--out", str(tmp_path / "o")])
     assert off.exit_code == 0 and json.loads((tmp_path / "o" / "run.json").read_text())["config"]["adaptive"][

@@ -617,6 +617,33 @@ def test_hf_run_directory_has_the_common_shape_and_a_report_without_unknowns(hf,
     assert result.exit_code == 0 and result.output == f"report written to {tmp_path / 'run' / 'report.html'}\n"
 
 
+def test_train_recorder_hf_and_lightning_write_run_json_and_its_config_in_one_shape(hf, pl, tmp_path):
+    """Whichever entry point writes a run, run.json has the same keys, and so has its `config` block:
+    TrainConfig's fields (None where the writer does not know them), ProbeConfig's under `probes`."""
+    import dataclasses
+
+    from smoothprobe.config import ProbeConfig, TrainConfig
+    from smoothprobe.integrations import huggingface, lightning
+
+    smoothprobe.train(TrainConfig(task="quadratic", steps=2, probes={"every": 1}), tmp_path / "train",
+                      progress=False)
+    recorded_run(tmp_path / "recorder", steps=2)
+    huggingface.SmoothprobeTrainer(model=gpt2(hf), args=hf_args(hf, tmp_path, max_steps=2), train_dataset=token_data(),
+                                   callbacks=[huggingface.SmoothprobeCallback(tmp_path / "hf", every=1)]).train()
+    probe = lightning.SmoothprobeCallback(tmp_path / "pl", loss_fn=lambda m, b: m.loss(b), every=1)
+    lightning_trainer(pl, [probe], max_steps=2).fit(quadratic_module(pl), regression_data())
+
+    infos = {name: load_run(tmp_path / name).info for name in ("train", "recorder", "hf", "pl")}
+    assert [info["source"] for info in infos.values()] == ["train", "recorder", "transformers", "lightning"]
+    assert all(info["status"] == "finished" for info in infos.values())
+    for shape in (set, lambda info: set(info["config"]), lambda info: set(info["config"]["probes"])):
+        assert len({frozenset(shape(info)) for info in infos.values()}) == 1
+    assert list(infos["hf"]["config"]) == [f.name for f in dataclasses.fields(TrainConfig)]
+    assert set(infos["pl"]["config"]["probes"]) == {f.name for f in dataclasses.fields(ProbeConfig)}
+    assert infos["hf"]["config"]["steps"] == infos["pl"]["config"]["steps"] == 2
+    assert infos["hf"]["config"]["task"] is None and infos["train"]["config"]["task"] == "quadratic"
+
+
 def test_wandb_export_of_an_overwritten_run_directory_starts_a_new_run(tmp_path, wandb_offline):
     import json
 

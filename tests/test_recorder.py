@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from smoothprobe import SmoothprobeError, TrainConfig, load_run, train
-from smoothprobe.probes.recorder import Cadence, Recorder
+from smoothprobe import Recorder, SmoothprobeError, TrainConfig, load_run, train
+from smoothprobe.probes.recorder import Cadence
 from smoothprobe.tasks.quadratic import QuadraticTask
 
 

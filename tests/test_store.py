@@ -257,7 +257,7 @@ def test_disk_full_frees_the_reserve_for_the_status(tmp_path, monkeypatch):
     import errno
 
     import smoothprobe.store as store_module
-    from smoothprobe.writer import StepLog
+    from smoothprobe.writer import RunWriter
 
     store = make_store(tmp_path)
     assert (tmp_path / "run" / ".reserve").stat().st_size == store_module.RESERVE_BYTES
@@ -271,7 +271,7 @@ def test_disk_full_frees_the_reserve_for_the_status(tmp_path, monkeypatch):
         real(path, data)
 
     monkeypatch.setattr(store_module, "write_json_atomic", full_once)
-    log = StepLog(store)
+    log = RunWriter(store)
     log.write({"step": 5, "loss": 0.1})
     monkeypatch.setattr(store, "flush", lambda: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left")))
     with pytest.raises(OSError, match="No space"):

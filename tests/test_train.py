@@ -14,7 +14,7 @@ import torch
 
 from smoothprobe import SmoothprobeError, TrainConfig, load_run, train
 from smoothprobe.store import CHECKPOINT, read_run_info
-from smoothprobe.train import PILOT_OVERHEAD, build
+from smoothprobe.train import PILOT_OVERHEAD, build, pilot_moved
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_MARKOV = ["--task", "markov", "--batch-size", "4", "--seq-len", "24", "--steps", "40",
@@ -270,7 +270,7 @@ def test_refit_status_survives_a_resume(tmp_path):
     assert torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)["refit"] == {"status": last}
     resumed = build(dataclasses.replace(cfg, steps=31), tmp_path / "run", resume=True)
     assert resumed.refit.status == last and resumed.start_step == 30
-    resumed.store.close()
+    resumed.writer.store.close()
 
 
 @pytest.mark.parametrize("flag", ["--f-star", "--delta-peak"])
@@ -286,13 +286,13 @@ def test_a_pilot_decision_fixes_f_star_stops_its_probes_and_is_stored(tmp_path):
                       adaptive={"pilot": 0.5, "f_star": "auto", "cooldown": 0.2})
     trainer = build(cfg, tmp_path / "run")
     assert trainer.online is not None and trainer.scheduler.cooldown == 20 and trainer.pilot_recorder
-    trainer.pilot_moved(closed=False)  # the window ended undecided: probes thin to the overhead budget
+    pilot_moved(trainer, closed=False)  # the window ended undecided: probes thin to the overhead budget
     assert trainer.recorder.cadence.overhead == PILOT_OVERHEAD and trainer.online is not None
     trainer.pilot.status, trainer.pilot.decision = "no-warmup", {"branch": "no-warmup", "step": 60}
-    trainer.pilot_moved(closed=True)
+    pilot_moved(trainer, closed=True)
     assert trainer.online is None and trainer.recorder is None
     assert read_run_info(tmp_path / "run")["decision"] == {"branch": "no-warmup", "step": 60}
-    trainer.store.close()
+    trainer.writer.store.close()
 
 
 def test_a_config_stored_before_cooldown_existed_resumes_without_one():

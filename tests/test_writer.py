@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from smoothprobe import Recorder, TrainConfig, load_run, train
+from smoothprobe.distributed import update_norm
 from smoothprobe.tasks.quadratic import QuadraticTask
-from smoothprobe.writer import ALWAYS, describe_optimizer, update_norm
+from smoothprobe.writer import ALWAYS, describe_optimizer
 
 RUN_KEYS = {"source", "config", "task", "optimizer", "parameters", "device", "environment", "created",
             "world_size", "probes", "status", "status_reason", "finished", "schema_version"}

@@ -193,11 +193,9 @@ class SmoothprobeCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         if model is None or optimizer is None:
             raise SmoothprobeError("SmoothprobeCallback: the Trainer passed no model or optimizer")
-        config = {"max_steps": state.max_steps, "learning_rate": args.learning_rate,
-                  "max_grad_norm": args.max_grad_norm,
-                  "gradient_accumulation_steps": args.gradient_accumulation_steps,
-                  "per_device_train_batch_size": args.per_device_train_batch_size,
-                  "world_size": args.world_size, "seed": args.seed}
+        config = {"steps": state.max_steps, "lr": args.learning_rate, "clip": args.max_grad_norm,
+                  "accum": args.gradient_accumulation_steps, "batch_size": args.per_device_train_batch_size,
+                  "seed": args.seed}  # TrainConfig's names; run.json's world_size says how many devices
         self.session = ProbeSession(model, optimizer, self.run_dir, self._loss, config=config,
                                     source="transformers",
                                     write=state.is_world_process_zero, **self.mirrors,

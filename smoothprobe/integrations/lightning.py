@@ -72,10 +72,8 @@ class SmoothprobeCallback(pl.Callback):
             raise SmoothprobeError("SmoothprobeCallback supports automatic optimization with one "
                                    f"optimizer; got {len(trainer.optimizers)} optimizers")
         self._forward_context = trainer.precision_plugin.forward_context
-        config = {"max_steps": trainer.max_steps,
-                  "accumulate_grad_batches": trainer.accumulate_grad_batches,
-                  "gradient_clip_val": trainer.gradient_clip_val,
-                  "precision": str(trainer.precision), "world_size": trainer.world_size}
+        config = {"steps": trainer.max_steps if trainer.max_steps > 0 else None,  # TrainConfig's names
+                  "accum": trainer.accumulate_grad_batches, "clip": trainer.gradient_clip_val}
         self.session = ProbeSession(pl_module, trainer.optimizers[0], self.run_dir, self._probe_loss,
                                     config=config, source="lightning", write=trainer.is_global_zero,
                                     **self.mirrors, overwrite=self.overwrite,

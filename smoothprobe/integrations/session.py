@@ -17,8 +17,7 @@ from torch import nn
 
 from smoothprobe.probes.recorder import LossFn, Recorder
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
-from smoothprobe.store import RunStore
-from smoothprobe.writer import StepLog, describe_run
+from smoothprobe.writer import RunWriter, describe_run
 
 
 class ProbeSession:
@@ -27,7 +26,8 @@ class ProbeSession:
     Only the process with `write=True` (rank 0) touches the disk; every process runs the probes
     so that extra forward/backward passes stay in step across ranks. `tensorboard` (a log
     directory), `mlflow` (a tracking URI) and `wandb` (a W&B project) mirror every numeric column
-    as `smoothprobe/<column>`.
+    as `smoothprobe/<column>`. `config` holds the TrainConfig fields the framework's settings
+    give (steps, lr, ...).
     A framework that resumed from a checkpoint passes its step as `start_step`: an existing run
     directory is then reopened and cut back to the rows before that step, and the mirrors log
     each re-run step once.
@@ -50,20 +50,13 @@ class ProbeSession:
         start_step: int = 0,
         **recorder_options: Any,
     ) -> None:
-        self.store = None
-        elapsed = 0.0
-        if write and start_step > 0 and (Path(run_dir) / "run.json").exists():
-            self.store = RunStore.open(run_dir)
-            self.store.truncate(start_step)
-            self.store.write_info(resumed_at=[*self.store.info.get("resumed_at", []), start_step])
-            elapsed = self.store.last_time()
-        self.recorder = Recorder(model, optimizer, None, loss_fn=loss_fn, **recorder_options)
-        if write and self.store is None:
-            described = describe_run(model, optimizer, config={**config, "probes": recorder_options},
-                                     probes=self.recorder.describe(), source=source)
-            self.store = RunStore.create(run_dir, described, overwrite=overwrite)
-        self.recorder.store = self.store
-        self.log = StepLog(self.store, elapsed=elapsed)
+        self.recorder = Recorder(model, optimizer, loss_fn=loss_fn, **recorder_options)
+        resume = write and start_step > 0 and (Path(run_dir) / "run.json").exists()
+        self.run = RunWriter.start(run_dir, lambda: describe_run(
+            model, optimizer, config={**config, "probes": self.recorder.config},
+            probes=self.recorder.describe(), source=source), resume=resume, overwrite=overwrite, writer=write)
+        if resume:
+            self.run.resume_at(start_step)
         if start_step > 0:
             self.recorder.cadence.resume_at(start_step)
         self.optimizer = optimizer
@@ -80,8 +73,7 @@ class ProbeSession:
             from smoothprobe.integrations.wandb import WandbSink
 
             self.sinks.append(WandbSink(wandb, run_dir=run_dir))
-        if self.store is not None:
-            self.store.write_info(probes=self.recorder.describe(), status="running")
+        self.run.update(probes=self.recorder.describe(), status="running")
         self._row: dict[str, Any] | None = None
 
     def before(self, step: int, batch: Any, loss: float | None, grad_norm: float | None) -> None:
@@ -110,13 +102,13 @@ class ProbeSession:
         row, self._row = self._row, None
         if isinstance(scheduler, AdaptiveWarmup):
             row.update(scheduler.step_columns())
-        self.log.write(row)
+        self.run.write(row, self.recorder.tensor_rows)
         for sink in self.sinks:
             sink.write(row["step"], row)
         return row
 
     def close(self, status: str = "finished", reason: str | None = None) -> None:
         """Flush the run directory and mark it `status`; close the mirrors."""
-        self.log.close(status, reason)
+        self.run.close(status, reason)
         for sink in self.sinks:
             sink.close()

@@ -1,7 +1,9 @@
 """The Recorder: runs the probes around `optimizer.step()` on a cadence or an overhead budget.
 
 Two calls fit any PyTorch loop (the points of HF `on_pre_optimizer_step` / `on_optimizer_step`);
-probes run at x_{t+1} on step t's batch, so the secant compares gradients on the same data:
+probes run at x_{t+1} on step t's batch, so the secant compares gradients on the same data. The
+Recorder produces each step's row; `smoothprobe.Recorder` (`smoothprobe.writer.Recorder`) writes
+the rows into a run directory:
 
 >>> import torch, smoothprobe
 >>> model = torch.nn.Linear(4, 1)
@@ -28,23 +30,18 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from typing_extensions import Self
 
-from smoothprobe.distributed import global_norm, is_sharded
+from smoothprobe.distributed import global_norm, is_sharded, snapshot, update_norm
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.geometry import Geometry, default_names, family_for_optimizer
 from smoothprobe.probes import PRESETS, PROBES, build
 from smoothprobe.probes.base import ProbeContext
 from smoothprobe.probes.oracle import HVP_MODES, GradOracle, capture_rng_state
 from smoothprobe.probes.vec import sub
-from smoothprobe.store import RunStore
-from smoothprobe.writer import StepLog, describe_run, snapshot, update_norm
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 
@@ -95,7 +92,7 @@ class Cadence:
 
 
 class Recorder:
-    """Measures curvature along the trajectory and writes it to a run directory.
+    """Measures curvature along the trajectory: the probes' columns of each optimizer step.
 
     `loss_fn(model, batch)` must return the mean loss the training step differentiated (the probes
     re-evaluate it on the same batch). Pass `grad_norm` (what `clip_grad_norm_` returned) so the
@@ -108,17 +105,16 @@ class Recorder:
     probed step builds one `ProbeContext` and runs the due probes on it in registry order.
     `hvp` = "exact" takes Hessian-vector products by double backward (its graph is built
     eagerly, so torch.compile'd models work; FSDP2 refuses it), "fd" by central differences of
-    gradients (the memory of one gradient; works under FSDP2; noisy below fp32). An existing
-    `run_dir` is refused unless `overwrite` (replace the run; a user's own files stay) or `resume`
-    (append to it: the rows from the first step recorded again on are dropped, so a loop resumed
-    from its own checkpoint continues the table), as the CLI's flags of the same names.
+    gradients (the memory of one gradient; works under FSDP2; noisy below fp32).
+    `after_step` returns the step's columns and leaves its per-tensor rows in `tensor_rows`; the
+    run directory's writer (`smoothprobe.writer`) writes them. `config` holds the options as
+    run.json's `config.probes` keeps them.
     """
 
     def __init__(
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        run_dir: str | Path | RunStore | None = None,
         *,
         loss_fn: LossFn,
         preset: str = "standard",
@@ -132,12 +128,7 @@ class Recorder:
         hvp: str = "exact",
         seed: int = 0,
         options: Mapping[str, Mapping[str, Any]] | None = None,
-        resume: bool = False,
-        overwrite: bool = False,
     ) -> None:
-        if resume and overwrite:
-            raise SmoothprobeError("resume and overwrite exclude each other (resume continues the run in "
-                                   "run_dir; overwrite replaces it)")
         if preset not in PRESETS:
             raise SmoothprobeError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
         chosen = tuple(probes) if probes is not None else PRESETS[preset]
@@ -149,6 +140,10 @@ class Recorder:
         if overhead is not None and not 0 < overhead < 1:
             raise SmoothprobeError(f"overhead must lie in (0, 1), got {overhead}")
         self.model, self.optimizer, self.loss_fn, self.probes = model, optimizer, loss_fn, chosen
+        self.config = {"preset": preset, "probes": None if probes is None else list(probes), "every": every,
+                       "overhead": overhead, "heavy_every": heavy_every, "family": family,
+                       "tensors": None if tensors is None else list(tensors), "nuclear": nuclear, "hvp": hvp,
+                       "options": {name: dict(values) for name, values in (options or {}).items()}}
         self.cadence = Cadence(every=every, overhead=overhead, heavy_every=heavy_every)
         self.geometry = optimizer_geometry(model, optimizer, family, tensors, nuclear)
         self.family, self.names = self.geometry.family, self.geometry.names
@@ -164,22 +159,8 @@ class Recorder:
             raise SmoothprobeError(f"probes {', '.join(exact)} need exact Hessian-vector "
                                    "products, which FSDP2 cannot give; choose probes among norms, secant, curv_fd, "
                                    "or hvp='fd'")
-        self.store = run_dir if isinstance(run_dir, RunStore) or run_dir is None else None
-        self.log: StepLog | None = None
-        if run_dir is not None and not isinstance(run_dir, RunStore):
-            options = {"preset": preset, "probes": list(chosen), "every": every, "overhead": overhead,
-                       "heavy_every": heavy_every, "nuclear": nuclear, "hvp": hvp, "seed": seed,
-                       "options": {name: dict(values) for name, values in (options or {}).items()}}
-            if resume:
-                self.store = RunStore.open(run_dir)
-            else:
-                self.store = RunStore.create(run_dir, describe_run(
-                    model, optimizer, config={"probes": options}, probes=self.describe(),
-                    source="recorder"), overwrite=overwrite)
-            self.store.write_info(status="running")
-            self.log = StepLog(self.store)
+        self.tensor_rows: list[dict] = []
         self._rng = capture_rng_state()
-        self._resuming = resume and self.log is not None
         self._pending: dict | None = None
         self._last_end = time.perf_counter()
 
@@ -203,15 +184,11 @@ class Recorder:
         A loop that already keeps copies of the parameters before the step passes them as `x_t`
         (by parameter name), and the Recorder uses those instead of making its own.
         """
-        if self._resuming:  # rows from here on are recorded again
-            self.store.truncate(step)
-            self._resuming = False
         if x_t is None:
             x_t = snapshot(dict(self.model.named_parameters()))
         if grad_norm is None:  # the loop did not say: the norm of the gradients as they are now
             grad_norm = global_norm([p.grad for p in self.model.parameters() if p.grad is not None])
-        self._pending = {"step": step, "loss": loss, "grad_norm": grad_norm, "probe": self.cadence.due(step),
-                         "x_t": x_t, "lr": self.optimizer.param_groups[0]["lr"]}
+        self._pending = {"step": step, "grad_norm": grad_norm, "probe": self.cadence.due(step), "x_t": x_t}
         if not self._pending["probe"]:
             return
         grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in self.params]
@@ -224,7 +201,7 @@ class Recorder:
 
     def after_step(self, skipped: bool = False) -> dict:
         """Call after `optimizer.step()`: runs the due probes at x_{t+1}; returns the row's columns
-        (update_norm and the probes'). A Recorder that owns its run directory writes the row.
+        (update_norm and the probes') and keeps the probes' per-tensor rows in `tensor_rows`.
 
         `skipped=True` marks a step the optimizer did not take (a GradScaler skip on inf/NaN
         gradients): the row says `skipped` and holds no curvature; a due probe moves to the next
@@ -236,25 +213,19 @@ class Recorder:
         moved = update_norm(dict(self.model.named_parameters()), pending["x_t"])
         row: dict[str, Any] = {"skipped": True} if skipped else {}
         probe_seconds = None
+        self.tensor_rows = []
         if pending["probe"] and not skipped and not all(torch.isfinite(g).all() for g in pending["grads"]):
             row["probe_note"] = "non-finite gradient: probes skipped"
         elif pending["probe"] and not skipped:
             start = time.perf_counter()
-            row, tensor_rows = self._measure(pending)
+            row, self.tensor_rows = self._measure(pending)
             probe_seconds = time.perf_counter() - start
             row["probe_time_s"] = probe_seconds
-            if self.store is not None:
-                for entry in tensor_rows:
-                    self.store.append("tensors", {"step": pending["step"], **entry})
         now = time.perf_counter()
         self.cadence.update(pending["step"], probe_seconds, now - self._last_end - (probe_seconds or 0.0))
         self._last_end = now
         self._rng = capture_rng_state()
-        row = {"update_norm": moved, **row}
-        if self.log is not None:
-            self.log.write({"step": pending["step"], "loss": pending["loss"], "lr": pending["lr"],
-                            "grad_norm": pending["grad_norm"], **row})
-        return row
+        return {"update_norm": moved, **row}
 
     def _measure(self, pending: dict) -> tuple[dict, list[dict]]:
         """Run every due probe once on one shared context; returns the row columns and per-tensor rows."""
@@ -280,28 +251,6 @@ class Recorder:
         oracle.release()
         row.update(timings)
         return row, tensor_rows
-
-    def close(self, status: str = "finished", reason: str | None = None) -> None:
-        """Flush what the Recorder wrote and, when it owns the run directory, mark it `status`."""
-        if self.log is not None:
-            self.log.close(status, reason)
-            self.log = None
-        elif self.store is not None:
-            self.store.flush()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        """Close with status finished, interrupted (Ctrl-C, SIGTERM) or crashed (any other exception)."""
-        if exc is None:
-            self.close()
-        elif self.log is not None:
-            self.log.close_after(exc)
-            self.log = None
-        else:
-            self.close()
 
 
 def optimizer_geometry(model: nn.Module, optimizer: torch.optim.Optimizer, family: str | None = None,
