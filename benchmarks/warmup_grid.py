@@ -11,7 +11,9 @@ Stages, each run only when the one before it has the results it needs (per optim
    warm-up at lr* (a schedule that differs from "no warm-up" in five steps only: the spread between
    the two is the noise floor of one score).
 3. **adaptive** (at lr*, every seed): the practical schedule (f* = auto), the closed loop
-   (`--pilot 0.1`: probes and refits decide warm-up / no warm-up / not yet), the previous run's fit
+   (`--pilot 0.1`: probes and refits decide warm-up / no warm-up / not yet), the closed loop with the
+   step test (`--step-test`: no warm-up as soon as a step at lr* is within the best step along the
+   update), the previous run's fit
    (`record` one run at lr* on seed 100, `fit`, then `train --fit` on each seed), and the closed
    loop at the fit's own η_max with no LR given (`--own-peak`). Parameter-free baselines, each at its
    documented defaults: Prodigy (lr 1, cosine), D-Adaptation Adam (lr 1, cosine), DoG (lr 1,
@@ -69,7 +71,9 @@ DESIGN = 3
 """Version of the closed loop's decision rule: arms it drives (closed, own_peak, fitted) rerun when it
 changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
 narrow gap ratio decides)."""
-DECIDED_BY_FIT = ("closed", "own_peak", "fitted")
+CLOSED = ("closed", "closed_step", "own_peak")
+"""The closed-loop arms (a pilot decides in the run)."""
+DECIDED_BY_FIT = (*CLOSED, "fitted")
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class Arm:
     given) for one seed."""
 
     optimizer: str
-    kind: str  # grid, practical, closed, fitted, own_peak, record, or one of PARAM_FREE
+    kind: str  # grid, practical, closed, closed_step, fitted, own_peak, record, or one of PARAM_FREE
     k: int | None
     warmup: float
     seed: int
@@ -137,7 +141,7 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
     def tier(opt: str, k: int, seed: int) -> list[Arm]:
         arms = []
         if "adaptive" in stages:
-            arms += [Arm(opt, kind, k, 0.0, seed) for kind in ("closed", "practical", "fitted")]
+            arms += [Arm(opt, kind, k, 0.0, seed) for kind in ("closed", "closed_step", "practical", "fitted")]
             arms.append(Arm(opt, "own_peak", None, 0.0, seed))
             if opt == "adamw":
                 arms += [Arm(opt, kind, None if kind != "untuned" else k, 0.0, seed) for kind in PARAM_FREE]
@@ -160,7 +164,7 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
     if "stress" in stages:
         for opt in found:
             order += [Arm(opt, "grid", stars[opt], w, seeds[0], 10.0) for w in SCAN_WARMUPS]
-            order += [Arm(opt, kind, stars[opt], 0.0, seeds[0], 10.0) for kind in ("practical", "closed")]
+            order += [Arm(opt, kind, stars[opt], 0.0, seeds[0], 10.0) for kind in ("practical", "closed", "closed_step")]
     return list(dict.fromkeys(order))
 
 
@@ -192,9 +196,10 @@ def config_of(arm: Arm, base, out: Path):
         return dataclasses.replace(cfg, warmup=0.10, probes={"preset": "standard", "every": 5})
     if arm.kind == "practical":
         return dataclasses.replace(cfg, adaptive={"f_star": "auto"})
-    if arm.kind in ("closed", "own_peak"):
+    if arm.kind in CLOSED:
         return dataclasses.replace(cfg, lr=None if arm.kind == "own_peak" else lr,
-                                   adaptive={"pilot": PILOT, "f_star": "auto", "own_peak": arm.kind == "own_peak"})
+                                   adaptive={"pilot": PILOT, "f_star": "auto", "own_peak": arm.kind == "own_peak",
+                                             "step_test": arm.kind == "closed_step"})
     if arm.kind == "fitted":
         return dataclasses.replace(cfg, adaptive={"fit": str(out / needs(arm).name / "fit.json")})
     return cfg
@@ -441,7 +446,7 @@ def _verdict(diff: float, sigma: float, within: float = 1.0) -> str:
 
 def decided(results: pd.DataFrame) -> tuple[int, int]:
     """Closed-loop runs whose fit decided (any branch but 'not yet') before their warm-up ended."""
-    closed = results[results.kind.isin(("closed", "own_peak"))]
+    closed = results[results.kind.isin(CLOSED)]
     hits = 0
     for d in closed.decision:
         if isinstance(d, dict) and d.get("branch") in ("no-warmup", "fit-driven") and d.get("before_warmup_end", True):
@@ -465,7 +470,8 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
         lines.append(head)
         at = part[part.lr_factor == 1.0]
         rows = {label: r for label, r in zip(at.label, at.itertuples())}
-        for label, within in (("closed", 1.0), ("fitted", 1.0), ("own_peak", 2.0), ("practical", 1.0)):
+        for label, within in (("closed", 1.0), ("closed_step", 1.0), ("fitted", 1.0), ("own_peak", 2.0),
+                              ("practical", 1.0)):
             if label in rows:
                 r = rows[label]
                 lines.append(f"  - {label}: {r.val_mean:.4f} ({r.seeds} seed(s), max lr {r.peak_lr:.3g}) vs reference: "
@@ -508,7 +514,7 @@ def write_outputs(table: pd.DataFrame, refs: dict, results: pd.DataFrame, name: 
                    & (results.lr_factor == 1.0)]
     scan_table = scan.pivot_table(index=["optimizer", "lr"], columns="warmup", values="score").reset_index()
     scan_table.columns = [f"w{c:g}" if isinstance(c, float) else c for c in scan_table.columns]
-    decisions = results[results.kind.isin(("closed", "own_peak", "fitted"))]
+    decisions = results[results.kind.isin(DECIDED_BY_FIT)]
     lines = [f"# {name}", "",
              (f"{len(results)} runs finished; evaluated seeds {seeds}. Score = validation loss at the last step, "
               "mean over seeds (inf = diverged). The fit decided in "

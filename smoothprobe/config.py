@@ -18,6 +18,7 @@ import dataclasses
 import importlib
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,47 @@ def offered(cls: type) -> list[tuple[dataclasses.Field, Option]]:
 def defaults(cls: type) -> dict[str, Any]:
     """The default of each field of config class `cls` that has one."""
     return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+def type_names(f: dataclasses.Field) -> set[str]:
+    """The names of the types field `f` is annotated with ("float | None": float and None)."""
+    annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return {part.strip() for part in annotation.split("|")}
+
+
+def _wanted(value: Any, how: Option, integer: bool) -> str | None:
+    """What a value outside the choices or range `how` declares should be (None when it is inside)."""
+    if how.choices is not None:
+        choices = how.choices() if callable(how.choices) else how.choices
+        return None if value in choices else f"one of {', '.join(choices)}"
+    kind = "an integer" if integer else "a finite number"
+    low, high = (bound if isinstance(bound, int) else f"{bound:g}" if bound is not None else None
+                 for bound in (how.low, how.high))
+    if low is not None and high is not None:
+        interval = f"{'(' if how.low_open else '['}{low}, {high}{')' if how.high_open else ']'}"
+        wanted = f"{'a fraction' if 0 <= how.low and how.high <= 1 and not integer else kind} in {interval}"
+    elif low is not None or high is not None:
+        wanted = (f"{kind} {'>' if how.low_open else '>='} {low}" if low is not None
+                  else f"{kind} {'<' if how.high_open else '<='} {high}")
+    else:
+        return None
+    number = isinstance(value, numbers.Integral if integer else numbers.Real) and not isinstance(value, bool)
+    inside = number and math.isfinite(value) and (
+        how.low is None or (value > how.low if how.low_open else value >= how.low)) and (
+        how.high is None or (value < how.high if how.high_open else value <= how.high))
+    return None if inside else wanted
+
+
+def _check_options(config: Any) -> None:
+    """Raise SmoothprobeError naming the first field of `config` whose value lies outside the range or
+    choices its Option declares (the CLI's limits, so the library holds the same ones)."""
+    for f, how in offered(type(config)):
+        value, kinds = getattr(config, f.name), type_names(f)
+        if how.kind is not None or kinds == {"bool"} or (value is None and "None" in kinds):
+            continue
+        wanted = _wanted(value, how, "int" in kinds)
+        if wanted is not None:
+            raise SmoothprobeError(f"{f.name} must be {wanted}, got {value!r:.40}", params=[f.name])
 
 
 def _require(checks: list[tuple]) -> None:
@@ -254,6 +296,8 @@ class AdaptiveConfig:
     cosine (Hägele et al., 2024).
     allow_unsupported: let a fit whose verdict is not "supported" drive the schedule (warns).
     own_peak: after a pilot, run at the fit's own peak η_max instead of rescaling it to the lr.
+    step_test: during a pilot, also end the warm-up as soon as a step at the lr would be no longer than
+    the best step along the update (`decision.step_test`), without waiting for a fit.
     """
 
     fit: str | None = option(None, "Adaptive: constants from this fit.json (implies --adaptive; --lr rescales the peak).",
@@ -284,6 +328,10 @@ class AdaptiveConfig:
     own_peak: bool = option(False, "Adaptive with --pilot: once the fit decides, run at its own peak (the largest eta "
                                    "over the measured gaps) instead of rescaling it to --lr; without --lr the pilot "
                                    "itself runs from the optimizer's default LR.")
+    step_test: bool = option(False, "Adaptive with --pilot: also end the warm-up as soon as a step at --lr would be "
+                                    "no longer than the best step along the update direction (the batch loss's "
+                                    "slope and curvature along the last 3 steps, from the secant probe), without "
+                                    "waiting for a fit.")
 
     def __post_init__(self) -> None:
         if isinstance(self.f_star, str) and self.f_star != "auto":
@@ -296,42 +344,26 @@ class AdaptiveConfig:
             self.f_star = float(self.f_star)
         if self.cooldown == 0:  # no cooldown, stored the one way
             self.cooldown = None
-    step_test: during a pilot, also end the warm-up as soon as a step at the lr would be no longer than
-    the best step along the update (`decision.step_test`), without waiting for a fit.
         if self.decay == "model" and self.cooldown == COOLDOWN:  # the default: 'model' has no decay phase
             self.cooldown = None
         number = isinstance(self.f_star, float)
-        decays = _names("smoothprobe.schedule.adaptive", "DECAYS")()
+        _check_options(self)
         _require([
             (self.fit is None or Path(self.fit).is_file(), f"fit file not found: {self.fit}"),
             (self.fit is None or _fit_readable(self.fit), ""),
             (self.fit is None or self.pilot is None, "fit and pilot exclude each other: a pilot makes its own fit",
              "fit", "pilot"),
-            (self.pilot is None or (_finite(self.pilot) and self.pilot > 0),
-             f"pilot must be a fraction in (0, 1) or a number of steps >= 1, got {self.pilot}", "pilot"),
             (not number or math.isfinite(self.f_star) and abs(self.f_star) <= 1e12,
              f"f_star must be a finite number of sensible size, got {self.f_star}", "f_star"),
             (self.f_star != "auto" or self.fit is None,
              "f_star 'auto' re-estimates f* without a fit; drop the fit or give a number", "f_star", "fit"),
-            (_finite(self.div) and self.div > 1, f"div must be a finite number > 1, got {self.div}", "div"),
-            (self.delta_peak is None or (_finite(self.delta_peak) and self.delta_peak > 0),
-             f"delta_peak must be a finite number > 0, got {self.delta_peak}", "delta_peak"),
-            (self.decay in decays, f"decay must be one of {', '.join(decays)}, got {self.decay!r}", "decay"),
-            (self.max_warmup is None or (_finite(self.max_warmup) and self.max_warmup > 0),
-             f"max_warmup must be a finite number > 0, got {self.max_warmup}", "max_warmup"),
-            (self.cooldown is None or (_finite(self.cooldown) and 0 <= self.cooldown < 1),
-             f"cooldown must be a fraction in [0, 1) of the steps, got {self.cooldown}", "cooldown"),
-            (self.refit_every is None or (isinstance(self.refit_every, int) and self.refit_every >= 1),
-             f"refit_every must be an integer >= 1, got {self.refit_every!r}", "refit_every"),
-            (self.f_star_every is None or (isinstance(self.f_star_every, int) and self.f_star_every >= 1),
-             f"f_star_every must be an integer >= 1, got {self.f_star_every!r}", "f_star_every"),
             (self.f_star_every is None or self.f_star == "auto", "f_star_every needs f_star 'auto'",
              "f_star_every", "f_star"),
             (not self.own_peak or self.pilot is not None, "own_peak needs a pilot", "own_peak", "pilot"),
-    step_test: bool = option(False, "Adaptive with --pilot: also end the warm-up as soon as a step at --lr would be "
-                                    "no longer than the best step along the update direction (the batch loss's "
-                                    "slope and curvature along the last 3 steps, from the secant probe), without "
-                                    "waiting for a fit.")
+            (not self.step_test or self.pilot is not None, "step_test needs a pilot", "step_test", "pilot"),
+            (not (self.step_test and self.own_peak),
+             "step_test tests a step at the lr, and own_peak leaves the peak to the fit: drop one", "step_test",
+             "own_peak"),
             (self.decay != "model" or self.cooldown is None,
              ("cooldown needs a decay phase to start, which decay 'model' does not have (it follows eta to the "
               "end): drop the cooldown or choose decay cosine or linear"), "cooldown", "decay"),
@@ -360,10 +392,6 @@ class TrainConfig:
 
     task: str = option("markov", "Built-in task: quadratic (known Hessian, f*=0), markov (f* = entropy rate), lm "
                                  "(bytes or --data).", choices=_names("smoothprobe.tasks", "TASKS"))
-            (not self.step_test or self.pilot is not None, "step_test needs a pilot", "step_test", "pilot"),
-            (not (self.step_test and self.own_peak),
-             "step_test tests a step at the lr, and own_peak leaves the peak to the fit: drop one", "step_test",
-             "own_peak"),
     model: str = option("tiny", "LLaMA preset for the markov and lm tasks.", choices=_names("smoothprobe.model", "PRESETS"))
     optimizer: str = option("adamw", choices=_names("smoothprobe.optim", "OPTIMIZERS"))
     lr: float | None = option(None, "Peak learning rate.", low=0, low_open=True, default_text="per optimizer")
@@ -408,33 +436,19 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise SmoothprobeError naming the first bad field (checks that need the registries)."""
         from smoothprobe.optim import OPTIMIZERS
-        from smoothprobe.schedule.baseline import DECAYS, WARMUP_SHAPES
+        from smoothprobe.schedule.baseline import DECAYS
         from smoothprobe.tasks import TASKS
 
         _require([
             (self.task in TASKS, f"unknown task {self.task!r}; choose from {', '.join(TASKS)}"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"),
             (self.schedule in DECAYS, f"unknown schedule {self.schedule!r}; choose from {', '.join(DECAYS)}"),
-            (self.warmup_shape in WARMUP_SHAPES, f"warmup_shape must be one of {', '.join(WARMUP_SHAPES)}",
-             "warmup_shape"),
             (self.lr is None or (_finite(self.lr) and 0 < self.lr <= LR_MAX),
              f"lr must be a finite number > 0 and at most {LR_MAX:g}, got {self.lr}", "lr"),
-            (isinstance(self.seed, int) and not isinstance(self.seed, bool) and 0 <= self.seed <= SEED_MAX,
-             f"seed must be an integer in [0, {SEED_MAX}], got {self.seed!r:.40}", "seed"),
-            (self.steps >= 1, f"steps must be >= 1, got {self.steps}", "steps"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}", "batch_size"),
-            (self.accum >= 1, f"accum must be >= 1, got {self.accum}", "accum"),
-            (_finite(self.warmup) and self.warmup >= 0, f"warmup must be a finite number >= 0, got {self.warmup}",
-             "warmup"),
-            (0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}", "min_lr_ratio"),
-            (_finite(self.weight_decay) and self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}",
-             "weight_decay"),
-            (_finite(self.clip) and self.clip >= 0, f"clip must be >= 0, got {self.clip}", "clip"),
-            (min(self.eval_every, self.flush_every, self.checkpoint_every) >= 1,
-             "eval_every, flush_every and checkpoint_every must be >= 1", "eval_every", "flush_every", "checkpoint_every"),
             (self.device in ("auto", "cpu") or self.device.startswith("cuda"),
              f"device must be auto, cpu or cuda[:N], got {self.device!r}", "device"),
         ])
+        _check_options(self)
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise SmoothprobeError(f"device {self.device} requested but CUDA is not available")
         if self.data is not None and not Path(self.data).exists():

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from smoothprobe.cli.main import main
 
-from smoothprobe import config
+from smoothprobe import SmoothprobeError, config
 from smoothprobe.config import AdaptiveConfig, ProbeConfig, TrainConfig, option
 
 
@@ -186,6 +186,8 @@ def test_a_field_added_to_adaptive_config_is_a_flag_with_its_default_and_help(ex
     assert seen["config"].adaptive.halflife == 7.0
     alone = CliRunner().invoke(extended_cli.main, ["train", "--halflife", "7", "--out", str(tmp_path)])
     assert alone.exit_code == 2 and "--halflife: only for an adaptive schedule" in alone.output
+    with pytest.raises(SmoothprobeError, match="halflife must be a finite number > 0, got -1.0"):
+        AdaptiveWithHalflife(halflife=-1.0)  # the library holds the range the option declares
 
 
 @pytest.mark.parametrize("command", ["train", "record", "sweep"])
