@@ -26,6 +26,7 @@ from smoothprobe.config import (
     defaults,
     offered,
     task_parameters,
+    type_names,
 )
 from smoothprobe.errors import SmoothprobeError, Terminated, one_line
 from smoothprobe.fit.data import LOSS_COLUMNS
@@ -75,12 +76,6 @@ class NumberOrAuto(click.ParamType):
 def comma_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
     """A comma-separated option's items (None when it is not given or empty)."""
     return value.split(",") if value else None
-
-
-def type_names(f: dataclasses.Field) -> set[str]:
-    """The names of the types config field `f` is annotated with ("float | None": float and None)."""
-    annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    return {part.strip() for part in annotation.split("|")}
 
 
 def option_type(f: dataclasses.Field, how: Option) -> click.ParamType | None:
