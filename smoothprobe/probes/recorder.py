@@ -2,8 +2,8 @@
 
 Two calls fit any PyTorch loop (the points of HF `on_pre_optimizer_step` / `on_optimizer_step`);
 probes run at x_{t+1} on step t's batch, so the secant compares gradients on the same data. The
-Recorder produces each step's row; `smoothprobe.Recorder` (`smoothprobe.writer.Recorder`) writes
-the rows into a run directory:
+Recorder produces each step's row; `smoothprobe.Recorder` writes the rows into a run directory
+through a RunWriter:
 
 >>> import torch, smoothprobe
 >>> model = torch.nn.Linear(4, 1)
@@ -107,7 +107,7 @@ class Recorder:
     eagerly, so torch.compile'd models work; FSDP2 refuses it), "fd" by central differences of
     gradients (the memory of one gradient; works under FSDP2; noisy below fp32).
     `after_step` returns the step's columns and leaves its per-tensor rows in `tensor_rows`; the
-    run directory's writer (`smoothprobe.writer`) writes them. `config` holds the options as
+    run directory's writer (RunWriter) writes them. `config` holds the options as
     run.json's `config.probes` keeps them.
     """
 
