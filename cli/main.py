@@ -270,16 +270,14 @@ def adaptive_options(on: bool, given: dict) -> AdaptiveConfig | None:
     return AdaptiveConfig(**given)
 
 
-RESUME_KEEPS = ("out", "resume", "overwrite", "no_progress")
-"""Options of the command, not of the run: `--resume` compares the others with the stored config."""
-
-
-def config_path(name: str) -> str:
-    """Where the value of the option named `name` lives in a TrainConfig (a dotted path)."""
+def config_path(name: str) -> str | None:
+    """Where the value of the option named `name` lives in a TrainConfig (a dotted path); None for the
+    command's own options (--out, --resume, --overwrite, --no-progress)."""
     if name in TASK_OPTIONS:
         return f"task_options.{TASK_OPTIONS[name][1]}"
     nested = {"adaptive": AdaptiveConfig, "probes": ProbeConfig}
-    return next((f"{section}.{name}" for section, cls in nested.items() if name in defaults(cls)), name)
+    path = next((f"{section}.{name}" for section, cls in nested.items() if name in defaults(cls)), name)
+    return path if path.split(".")[0] in {f.name for f in dataclasses.fields(TrainConfig)} else None
 
 
 def resume_config(requested, out: str):
@@ -288,7 +286,7 @@ def resume_config(requested, out: str):
     from smoothprobe.train import resumed_config
 
     ctx = click.get_current_context()
-    given = {config_path(name): name for name in ctx.params if name not in RESUME_KEEPS
+    given = {path: name for name in ctx.params if (path := config_path(name)) is not None
              and ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
     return resumed_config(out, requested, given)
 
