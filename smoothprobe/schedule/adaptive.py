@@ -252,31 +252,40 @@ class AdaptiveWarmup(LRScheduler):
             self._set(PracticalRule(**self._rule).constants(self._delta0))
         self.f_star = float(f_star)
 
-    def adopt(self, constants: Constants, f_star: float, *, lr: float | None = None,
-              delta_range: tuple[float, float] | None = None, max_warmup: int | None = None) -> None:
-        """Hand the schedule to fitted constants (a closed loop's "fit-driven" decision): K, f*
-        and the measured gaps from the fit, the peak `lr` (default: kept; the floor keeps its ratio
-        to the peak). The optimizer's LR is set at once from the current smoothed gap."""
-        constants.checked()
+    def adopt(self, fit: SmoothnessFit, *, lr: float | None = None, max_warmup: int | None = None) -> None:
+        """Hand the schedule to a fit (a closed loop's "fit-driven" decision): its K rescaled so that
+        the largest η over its measured gaps is the peak `lr` (default: kept; the floor keeps its
+        ratio to the peak), its f* and its measured gaps; the warm-up bounded at `max_warmup`. The
+        optimizer's LR is set at once from the current smoothed gap."""
         if lr is not None:
             self._set_peak(lr)
-        self.set_constants(constants)
-        self.f_star = float(f_star)
-        self.delta_range = _check_range(delta_range)
+        self.set_constants(fit.constants.rescaled(self.lr, fit.delta_range))
+        self.f_star = float(fit.f_star)
+        self.delta_range = _check_range(fit.delta_range)
         self.max_warmup = max_warmup
         if self._smoothed is not None and self._phase == "warmup":
             self._lr_now = self._next_lr(self._smoothed - self.f_star, self.last_epoch)
             self._apply_lr()
 
-    def skip_warmup(self, lr: float | None = None) -> None:
+    def skip_warmup(self, lr: float | None = None, f_star: float | None = None) -> None:
         """End the warm-up now (a "no-warmup" decision): the next step runs at the peak (`lr`, or
-        the current peak) and the decay runs from there to `total_steps`."""
+        the current peak) and the decay runs from there to `total_steps`, measuring gaps from
+        `f_star` (default: kept; the constants stay as they are)."""
         if lr is not None:
             self._set_peak(lr)
+        if f_star is not None:
+            if not math.isfinite(f_star):
+                raise SmoothprobeError(f"f_star must be finite. Got {f_star}.")
+            self.f_star = float(f_star)
         step = max(self.last_epoch, 0)
         self._phase, self._switch_step, self._switch_lr = "decay", step, self.lr
         self._lr_now = self._next_lr(0.0, step) if self.decay != "model" else self.lr
         self._apply_lr()
+
+    def bound_warmup(self, step: int | None) -> None:
+        """End the warm-up at `step` at the latest (None: no bound), e.g. where a loss curve fitted
+        so far is predicted to reach f* + Δ'."""
+        self.max_warmup = step
 
     @property
     def phase(self) -> str:

@@ -59,9 +59,9 @@ class OnlineFStar:
                           stacklevel=2)
             return
         if self.bound_warmup and self.scheduler.constants is not None and self.scheduler.phase == "warmup":
-            self.scheduler.max_warmup = crossing_step(estimate.a, estimate.b, estimate.t0, self.steps[0],
-                                                      self.scheduler.last_record()["delta_peak"],
-                                                      step + 1, self.scheduler.total_steps)
+            self.scheduler.bound_warmup(crossing_step(estimate.a, estimate.b, estimate.t0, self.steps[0],
+                                                        self.scheduler.last_record()["delta_peak"],
+                                                        step + 1, self.scheduler.total_steps))
 
 
 def crossing_step(a: float, b: float, t0: float, first_step: int, gap: float, now: int,
@@ -104,9 +104,7 @@ class OnlineRefit:
         if fit.status != "supported":  # a fit's envelope is physical (K0, Kρ > 0): only the verdict can refuse
             self.status = fit.status
             return
-        constants = fit.constants.rescaled(self.scheduler.lr, fit.delta_range)
-        self.scheduler.adopt(constants, self.scheduler.f_star, delta_range=fit.delta_range,
-                             max_warmup=self.scheduler.max_warmup)
+        self.scheduler.adopt(fit, max_warmup=self.scheduler.max_warmup)
         self.status = "adopted"
 
     def state_dict(self) -> dict:
@@ -222,18 +220,15 @@ class Pilot:
         if not decision.decided and not (self.allow_unsupported and step >= self.steps - 1):
             self.status = f"not yet: {decision.reason}"
             return False
-        own = self.fit.constants
-        peak = own.peak_within(decision.delta_range)[1] if self.own_peak else scheduler.lr
-        constants = own.rescaled(peak, decision.delta_range)
+        peak = self.fit.constants.peak_within(decision.delta_range)[1] if self.own_peak else scheduler.lr
         if decision.branch == "no-warmup":
-            scheduler.f_star = self.fit.f_star
-            scheduler.skip_warmup(lr=peak)
+            scheduler.skip_warmup(lr=peak, f_star=self.fit.f_star)
             self.status, self.closed = "no-warmup", True
             return True
         curve = self.fit.f_star_fit or {}
         bound = crossing_step(curve.get("a"), curve.get("b"), curve.get("t0"), self.rows[0]["step"],
                               self.fit.delta_peak, step + 1, scheduler.total_steps)
-        scheduler.adopt(constants, self.fit.f_star, lr=peak, delta_range=decision.delta_range, max_warmup=bound)
+        scheduler.adopt(self.fit, lr=peak, max_warmup=bound)
         self.status = "fit-driven" + ("" if bound is None else f" (warm-up bounded at step {bound})")
         self.closed = True
         return True
