@@ -239,7 +239,8 @@ def pilot_moved(trainer: Trainer, closed: bool) -> None:
     pilot-only probes; an open pilot past its window thins them to PILOT_OVERHEAD. run.json's
     `pilot` and `decision` say where it stands; the last fit is kept in pilot_fit.json."""
     pilot, writer = trainer.pilot, trainer.writer
-    if pilot.decision is not None and pilot.decision.get("branch") != "not yet":
+    decision = pilot.decision or {}
+    if decision.get("branch") != "not yet" and decision.get("by") == "fit":
         trainer.online = None  # the fit's constants are fitted to Δ from its own f*
     if pilot.fit is not None and writer.store.writer:
         pilot.fit.to_json(writer.path / "pilot_fit.json")
@@ -527,7 +528,7 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
     pilot_steps = None if adaptive is None else adaptive.pilot_steps(config.steps)
     if pilot_steps is not None:
         trainer.pilot = Pilot(pilot_steps, own_peak=adaptive.own_peak, total_steps=config.steps,
-                              allow_unsupported=adaptive.allow_unsupported)
+                              allow_unsupported=adaptive.allow_unsupported, step_test=adaptive.step_test)
         if trainer.recorder is None:
             trainer.recorder = Recorder(model, optimizer, loss_fn=trainer.micro_loss, seed=config.seed,
                                         preset="standard", every=max(1, pilot_steps // PILOT_ROWS))
