@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from smoothprobe.errors import SmoothprobeError
+from smoothprobe.smoothness import FStar
 
 MIN_PILOT = 50
 """Shortest pilot window: enough probed rows (one per step) for a fit with five rows above a τ = 0.9
@@ -334,30 +335,22 @@ class AdaptiveConfig:
                                     "waiting for a fit.")
 
     def __post_init__(self) -> None:
-        if isinstance(self.f_star, str) and self.f_star != "auto":
-            try:
-                self.f_star = float(self.f_star)
-            except ValueError:
-                raise SmoothprobeError(f"f_star must be a number or 'auto', got {self.f_star!r}",
-                                       params=["f_star"]) from None
-        if isinstance(self.f_star, int):
-            self.f_star = float(self.f_star)
+        f_star = FStar.parse(self.f_star)  # the one reader of f*; stored as the user writes it
+        self.f_star = None if f_star is None else f_star.to_json()
+        auto = f_star is not None and f_star.auto
         if self.cooldown == 0:  # no cooldown, stored the one way
             self.cooldown = None
         if self.decay == "model" and self.cooldown == COOLDOWN:  # the default: 'model' has no decay phase
             self.cooldown = None
-        number = isinstance(self.f_star, float)
         _check_options(self)
         _require([
             (self.fit is None or Path(self.fit).is_file(), f"fit file not found: {self.fit}"),
             (self.fit is None or _fit_readable(self.fit), ""),
             (self.fit is None or self.pilot is None, "fit and pilot exclude each other: a pilot makes its own fit",
              "fit", "pilot"),
-            (not number or math.isfinite(self.f_star) and abs(self.f_star) <= 1e12,
-             f"f_star must be a finite number of sensible size, got {self.f_star}", "f_star"),
-            (self.f_star != "auto" or self.fit is None,
+            (not auto or self.fit is None,
              "f_star 'auto' re-estimates f* without a fit; drop the fit or give a number", "f_star", "fit"),
-            (self.f_star_every is None or self.f_star == "auto", "f_star_every needs f_star 'auto'",
+            (self.f_star_every is None or auto, "f_star_every needs f_star 'auto'",
              "f_star_every", "f_star"),
             (not self.own_peak or self.pilot is not None, "own_peak needs a pilot", "own_peak", "pilot"),
             (not self.step_test or self.pilot is not None, "step_test needs a pilot", "step_test", "pilot"),

@@ -27,6 +27,53 @@ from scipy.optimize import minimize_scalar
 from smoothprobe.errors import SmoothprobeError
 
 SIGMA_F = 1e-3
+F_STAR_LIMIT = 1e12
+"""|f*| above this is a typo or an overflow, not a loss."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FStar:
+    """f*, the optimum that every gap Δ = f − f* is measured from: a number (`source` "given", or
+    "task" for a task's exact value) or "auto", estimated from the loss curve (by a fit, or online
+    during training) and so without a value until then. `parse` is the one reader of a user's f*.
+
+    >>> FStar.parse("auto").auto, FStar.parse("2.5"), FStar.parse(None)
+    (True, FStar(value=2.5, source='given'), None)
+    >>> FStar.parse(1.0, source="task").to_json()
+    1.0
+    """
+
+    value: float | None
+    source: str = "given"
+
+    @classmethod
+    def parse(cls, value: float | str | FStar | None, source: str = "given") -> FStar | None:
+        """A number (or its text), "auto", an FStar (kept) or None (not given); anything else is refused
+        in one line naming f_star."""
+        if value is None or isinstance(value, FStar):
+            return value
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return cls(None, "auto")
+        try:
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(value, str) and math.isnan(number):
+            raise SmoothprobeError(f"f_star must be a number or 'auto', got {value!r:.40}", params=["f_star"])
+        if not (math.isfinite(number) and abs(number) <= F_STAR_LIMIT):
+            raise SmoothprobeError(f"f_star must be a finite number with |f*| <= {F_STAR_LIMIT:g}, got {value!r:.40}",
+                                   params=["f_star"])
+        return cls(number, source)
+
+    @property
+    def auto(self) -> bool:
+        """Estimated from the loss curve rather than known."""
+        return self.value is None
+
+    def to_json(self) -> float | str:
+        """As a user writes it: the number, or "auto"."""
+        return "auto" if self.value is None else self.value
+
 _GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(16)
 _PANELS = 64
 _WINDOW = 10.0  # half-width of the quadrature window around Δ', in Gaussian standard deviations

@@ -30,6 +30,7 @@ from smoothprobe.probes.recorder import Cadence, Recorder, optimizer_geometry
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.baseline import WarmupDecay, warmup_steps
 from smoothprobe.schedule.online import OnlineFStar, OnlineRefit, Pilot
+from smoothprobe.smoothness import FStar
 from smoothprobe.store import CHECKPOINT, RunStore, read_run_info, read_table
 from smoothprobe.tasks import Task, make_task
 from smoothprobe.writer import RunWriter, describe_run, refuse_resume_with_overwrite
@@ -252,8 +253,9 @@ def pilot_moved(trainer: Trainer, closed: bool) -> None:
 
 
 def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model: nn.Module,
-                    task: Task) -> WarmupDecay | AdaptiveWarmup:
-    """The baseline schedule, or AdaptiveWarmup from a fit.json or the practical parametrisation."""
+                    f_star: FStar | None) -> WarmupDecay | AdaptiveWarmup:
+    """The baseline schedule, or AdaptiveWarmup from a fit.json or the practical parametrisation,
+    with the run's f* (`run_f_star`; None: the fit's)."""
     if config.adaptive is None:
         return WarmupDecay(optimizer, config.steps, warmup_steps(config.warmup, config.steps),
                            decay=config.schedule, warmup_shape=config.warmup_shape, floor=config.min_lr_ratio)
@@ -262,14 +264,13 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model
               "max_warmup": None if opts.max_warmup is None else warmup_steps(opts.max_warmup, config.steps),
               "cooldown": None if opts.cooldown is None else min(round(opts.cooldown * config.steps), config.steps - 1)}
     if opts.fit is not None:
-        if isinstance(opts.f_star, float):
-            common["f_star"] = opts.f_star
+        if f_star is not None:
+            common["f_star"] = f_star.value
         return AdaptiveWarmup.from_fit(optimizer, opts.fit, lr=config.lr, min_lr_ratio=config.min_lr_ratio,
                                        allow_unsupported=opts.allow_unsupported, **common)
-    f_star = effective_f_star(config, task)
     geometry = optimizer_geometry(model, optimizer)
     kappa = geometry.kappa([dict(model.named_parameters())[n] for n in geometry.names])
-    return AdaptiveWarmup.practical(optimizer, config.peak_lr, opts.div, 0.0 if f_star == "auto" else float(f_star),
+    return AdaptiveWarmup.practical(optimizer, config.peak_lr, opts.div, 0.0 if f_star.auto else f_star.value,
                                     opts.delta_peak, kappa=kappa, min_lr=config.peak_lr * config.min_lr_ratio,
                                     **common)
 
@@ -280,16 +281,21 @@ PILOT_OVERHEAD = 0.05
 """Probe budget (fraction of train time) of a pilot still undecided after its window."""
 
 
-def effective_f_star(config: TrainConfig, task: Task) -> float | str:
-    """f* of a practical schedule: the given one, else the task's, else 'auto' under a pilot."""
+def run_f_star(config: TrainConfig, task: Task) -> FStar | None:
+    """The run's f*, resolved once: the given one, else (with a fit) the fit's (None), else the
+    task's exact one, else "auto" under a pilot; None for a run without an adaptive schedule."""
     opts = config.adaptive
-    f_star = task.f_star if opts.f_star is None else opts.f_star
-    if f_star is None and opts.pilot is not None:
-        return "auto"
-    if f_star is None:
-        raise SmoothprobeError(f"task {config.task} has no known f*; pass f_star (a number or 'auto') or a fit",
-                               params=["f_star", "fit"])
-    return f_star
+    if opts is None:
+        return None
+    given = FStar.parse(opts.f_star)
+    if given is not None or opts.fit is not None:
+        return given
+    if task.f_star is not None:
+        return FStar(float(task.f_star), "task")
+    if opts.pilot is not None:
+        return FStar(None, "auto")
+    raise SmoothprobeError(f"task {config.task} has no known f*; pass f_star (a number or 'auto') or a fit",
+                           params=["f_star", "fit"])
 
 
 def start_run(out: str | Path, describe: Callable[[], dict], *, resume: bool, overwrite: bool,
@@ -365,18 +371,14 @@ def resumed_config(out: str | Path, requested: TrainConfig | None = None,
     return dataclasses.replace(stored, steps=requested.steps)
 
 
-def check_first_gap(trainer: Trainer) -> None:
+def check_first_gap(trainer: Trainer, run_f_star: FStar | None) -> None:
     """The practical adaptive rule needs f* and Δ' below the first loss: check them on step 0's
     first micro-batch before the run directory exists, instead of failing at the first step."""
     opts = trainer.config.adaptive
-    if opts is None or opts.f_star == "auto":
+    if opts is None or (run_f_star is not None and run_f_star.auto):
         return
-    if opts.fit is not None:  # the fit's f* (or the one given) must pass the same check as --f-star
-        f_star = getattr(trainer.scheduler, "f_star", None)
-    else:
-        f_star = effective_f_star(trainer.config, trainer.task)
-    if not isinstance(f_star, (int, float)) or isinstance(f_star, bool):
-        return
+    # with a fit, the fit's f* (or the one given) must pass the same check as --f-star
+    f_star = trainer.scheduler.f_star if run_f_star is None else run_f_star.value
     with torch.no_grad():
         first = trainer.micro_loss(trainer.model, [trainer.task.train_batch(0, 0)]).item()
     if not first - f_star > 0:
@@ -519,7 +521,8 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
     if config.fsdp:
         distributed.shard(model)
     optimizer = make_optimizer(config.optimizer, model, lr=config.peak_lr, weight_decay=config.weight_decay)
-    scheduler = build_scheduler(config, optimizer, model, task)
+    f_star = run_f_star(config, task)
+    scheduler = build_scheduler(config, optimizer, model, f_star)
     trainer = Trainer(config, task, model, optimizer, scheduler, None, device)
     if config.probes is not None:
         trainer.recorder = Recorder(model, optimizer, loss_fn=trainer.micro_loss, seed=config.seed,
@@ -533,7 +536,7 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
             trainer.recorder = Recorder(model, optimizer, loss_fn=trainer.micro_loss, seed=config.seed,
                                         preset="standard", every=max(1, pilot_steps // PILOT_ROWS))
             trainer.pilot_recorder = True
-    if adaptive is not None and adaptive.fit is None and effective_f_star(config, task) == "auto":
+    if f_star is not None and f_star.auto and adaptive.fit is None:
         trainer.online = OnlineFStar(scheduler, adaptive.f_star_every or max(10, config.steps // 20))
     if adaptive is not None and adaptive.refit_every is not None:
         if trainer.recorder is None or trainer.pilot_recorder or "secant" not in trainer.recorder.probes:
@@ -541,7 +544,7 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
                                    "record the run with probes", params=["refit_every"])
         trainer.refit = OnlineRefit(scheduler, adaptive.refit_every)
     if not resume:
-        check_first_gap(trainer)
+        check_first_gap(trainer, f_star)
     writer = start_run(out, lambda: describe_run(
         model, optimizer, config=dataclasses.asdict(config), task=task.describe(),
         probes=trainer.recorder.describe() if trainer.recorder else None, optimizer_name=config.optimizer),

@@ -12,6 +12,7 @@ from smoothprobe import smoothness
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.smoothness import (
     Constants,
+    FStar,
     delta_peak,
     eta_max,
     is_physical,
@@ -129,3 +130,19 @@ def test_checked_refuses_constants_without_a_warm_up_peak():
         assert reason in Constants(*bad).problem()
         with pytest.raises(SmoothprobeError, match="K0 > 0"):
             Constants(*bad).checked()
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("auto", (None, "auto")), ("AUTO", (None, "auto")), (2, (2.0, "given")), ("-1.5", (-1.5, "given")),
+])
+def test_f_star_parses_a_number_or_auto_once(value, expected):
+    got = FStar.parse(value)
+    assert (got.value, got.source) == expected and got.auto == (expected[0] is None)
+    assert FStar.parse(got) is got and FStar.parse(None) is None
+
+
+@pytest.mark.parametrize("value", ["two", float("nan"), float("inf"), 1e13, True, [1.0]])
+def test_f_star_refuses_what_is_not_a_finite_number_or_auto_and_names_it(value):
+    with pytest.raises(SmoothprobeError, match="f_star must be") as err:
+        FStar.parse(value)
+    assert err.value.params == ("f_star",)

@@ -10,6 +10,7 @@ from smoothprobe.fit import pipeline as stage
 from smoothprobe.fit.fstar import estimate_f_star
 from smoothprobe.fit.models import RHO_GRID
 from smoothprobe.fit.result import SmoothnessFit, schedule_problem_of
+from smoothprobe.smoothness import FStar
 
 __all__ = ["SmoothnessFit", "estimate_f_star", "fit_frame", "fit_run", "schedule_problem_of"]
 
@@ -17,7 +18,7 @@ __all__ = ["SmoothnessFit", "estimate_f_star", "fit_frame", "fit_run", "schedule
 def fit_frame(
     steps: pd.DataFrame,
     *,
-    f_star: float | str,
+    f_star: float | str | FStar,
     column: str = "secant_K",
     rho: float | str = 2.0,
     window: tuple[int | None, int | None] | None = None,
@@ -28,11 +29,11 @@ def fit_frame(
     level: float = 0.95,
     rho_grid: tuple[float, ...] = RHO_GRID,
     n_jobs: int = 1,
-    f_star_source: str = "given",
 ) -> SmoothnessFit:
     """Fit the smoothness envelope to a step table (columns as written by the recorder).
 
-    f_star: a number, or "auto" to estimate it from the `loss` curve of the whole table.
+    f_star: a number, or "auto" to estimate it from the `loss` curve of the whole table (or an
+    `FStar`, which also says where a number came from).
     rho: fixed, or "auto" for the grid value with the least time-blocked CV pinball loss.
     window: steps start ≤ step < end (None ends are open). Δ = `delta_from` − f*; rows with NaN
     or Δ ≤ 0 are dropped and counted. Bootstrap intervals are conditional on ρ and f*. The stages
@@ -51,7 +52,7 @@ def fit_frame(
     'supported'
     """
     stage.check_args(rho, quantile, bootstrap, level, seed)
-    f_star, f_star_source, estimate = stage.resolve_f_star(steps, f_star, f_star_source)
+    f_star, f_star_source, estimate = stage.resolve_f_star(steps, FStar.parse(f_star))
     data = stage.gaps(steps, column, f_star, window, delta_from)
     design, block, folds, profile = stage.design_at_rho(data, rho, quantile, rho_grid)
     constants = stage.fit_envelope(design, quantile)
@@ -95,14 +96,12 @@ def fit_run(
     f_star None takes the task's exact f* from `run.info["task"]["f_star"]`, or "auto" (with a
     warning) when the task does not know it; a number or "auto" is passed on.
     """
-    source = "given"
-    if f_star is None:
-        f_star = ((getattr(run, "info", None) or {}).get("task") or {}).get("f_star")
-        source = "task"
-        if f_star is None:
+    given = FStar.parse(f_star)
+    if given is None:
+        known = ((getattr(run, "info", None) or {}).get("task") or {}).get("f_star")
+        given = FStar.parse(known, source="task") or FStar(None, "auto")
+        if given.auto:
             warnings.warn("f* is unknown for this run (no built-in task knows it): estimating it from the "
                           "loss curve (f_star='auto'); pass a number to fix it", UserWarning, stacklevel=2)
-            f_star = "auto"
-    return fit_frame(run.steps, f_star=f_star, column=column, rho=rho, window=window,
-                     quantile=quantile, bootstrap=bootstrap, seed=seed, delta_from=delta_from,
-                     n_jobs=n_jobs, f_star_source=source)
+    return fit_frame(run.steps, f_star=given, column=column, rho=rho, window=window,
+                     quantile=quantile, bootstrap=bootstrap, seed=seed, delta_from=delta_from, n_jobs=n_jobs)

@@ -23,8 +23,8 @@ from smoothprobe.fit.models import (
     select_rho,
     time_folds,
 )
-from smoothprobe.fit.schema import F_STAR_LIMIT, RHO_RANGE
-from smoothprobe.smoothness import delta_peak, eta_max, is_physical, k_model
+from smoothprobe.fit.schema import RHO_RANGE
+from smoothprobe.smoothness import FStar, delta_peak, eta_max, is_physical, k_model
 
 SENSITIVITY_OFFSETS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 SENSITIVITY_WIDTH = 0.1
@@ -55,25 +55,19 @@ def check_args(rho: float | str, quantile: float, bootstrap: int, level: float, 
         raise SmoothprobeError(f"level must be in (0, 1); got {level!r}")
 
 
-def resolve_f_star(steps: pd.DataFrame, f_star: float | str, source: str
-                   ) -> tuple[float, str, FStarEstimate | None]:
+def resolve_f_star(steps: pd.DataFrame, f_star: FStar | None) -> tuple[float, str, FStarEstimate | None]:
     """f* as a number with its source: the given one, or "auto" estimated from the loss curve."""
-    estimate = None
-    if isinstance(f_star, str):
-        if f_star != "auto":
-            raise SmoothprobeError(f"f_star must be a number or 'auto'; got {f_star!r}", params=["f_star"])
-        if "loss" not in steps.columns or "step" not in steps.columns:
-            raise SmoothprobeError("f_star='auto' needs 'step' and 'loss' columns")
-        estimate = estimate_f_star(steps["step"].to_numpy(), steps["loss"].to_numpy())
-        f_star, source = estimate.value, "auto"
-        if estimate.degenerate is not None:
-            warnings.warn(f"f_star='auto' is degenerate: {estimate.degenerate}; pass f_star "
-                          "explicitly", RuntimeWarning, stacklevel=3)
-    f_star = float(f_star)
-    if not (math.isfinite(f_star) and abs(f_star) <= F_STAR_LIMIT):
-        raise SmoothprobeError(f"f_star must be a finite number with |f*| <= {F_STAR_LIMIT:g}; got {f_star:g}",
-                               params=["f_star"])
-    return f_star, source, estimate
+    if f_star is None:
+        raise SmoothprobeError("f_star must be a number or 'auto', got None", params=["f_star"])
+    if not f_star.auto:
+        return f_star.value, f_star.source, None
+    if "loss" not in steps.columns or "step" not in steps.columns:
+        raise SmoothprobeError("f_star='auto' needs 'step' and 'loss' columns", params=["f_star"])
+    estimate = estimate_f_star(steps["step"].to_numpy(), steps["loss"].to_numpy())
+    if estimate.degenerate is not None:
+        warnings.warn(f"f_star='auto' is degenerate: {estimate.degenerate}; pass f_star "
+                      "explicitly", RuntimeWarning, stacklevel=3)
+    return FStar.parse(estimate.value).value, "auto", estimate
 
 
 def gaps(steps: pd.DataFrame, column: str, f_star: float, window, delta_from: str) -> FitData:

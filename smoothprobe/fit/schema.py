@@ -14,10 +14,10 @@ import math
 from typing import Any
 
 from smoothprobe.errors import SmoothprobeError
+from smoothprobe.smoothness import F_STAR_LIMIT
 
 MAGNITUDE = (1e-30, 1e30)
 """Smallest and largest |value| of a non-zero constant, Δ or η."""
-F_STAR_LIMIT = 1e12
 RHO_RANGE = (1.0, 100.0)
 STRINGS = ("f_star_source", "column", "delta_from", "verdict", "status")
 OBJECTS = ("data", "least_squares", "bootstrap", "intervals")

@@ -15,6 +15,7 @@ from smoothprobe.fit.data import MIN_POINTS
 from smoothprobe.fit.fstar import MIN_LOSS_POINTS, estimate_f_star
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.decision import decide, step_test
+from smoothprobe.smoothness import FStar
 
 
 class OnlineFStar:
@@ -171,8 +172,8 @@ class Pilot:
             warnings.simplefilter("ignore", RuntimeWarning)
             fit = fit_frame(rows, f_star="auto", bootstrap=PILOT_BOOTSTRAP)
         if (fit.f_star_fit or {}).get("degenerate"):
-            fit = fit_frame(rows, f_star=min(0.0, float(rows["loss"].min())), bootstrap=PILOT_BOOTSTRAP)
-            fit.f_star_source = "lower bound (the pilot's loss curve cannot place f*)"
+            bound = FStar(min(0.0, float(rows["loss"].min())), "lower bound (the pilot's loss curve cannot place f*)")
+            fit = fit_frame(rows, f_star=bound, bootstrap=PILOT_BOOTSTRAP)
         return fit
 
     def due(self, step: int) -> bool:
