@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -74,6 +75,8 @@ narrow gap ratio decides)."""
 CLOSED = ("closed", "closed_step", "own_peak")
 """The closed-loop arms (a pilot decides in the run)."""
 DECIDED_BY_FIT = (*CLOSED, "fitted")
+HEAD_TO_HEAD = (("grid", 0.0), ("grid", TWIN), ("closed", 0.0), ("closed_step", 0.0), ("practical", 0.0))
+"""The arms at lr* run on a second seed right after the first seed's tier."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,9 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
         order += arms
         if stars[opt] is not None:
             order += tier(opt, stars[opt], seeds[0])
+            # a second seed of the head-to-head at lr* early: one seed's gaps are not evidence
+            order += [Arm(opt, kind, stars[opt], w, seed) for seed in seeds[1:2] for kind, w in HEAD_TO_HEAD
+                      if kind == "grid" and "grid" in stages or kind != "grid" and "adaptive" in stages]
     found = [opt for opt in optimizers if stars[opt] is not None]
     for seed in seeds[1:]:
         for opt in found:
@@ -166,6 +172,21 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
             order += [Arm(opt, "grid", stars[opt], w, seeds[0], 10.0) for w in SCAN_WARMUPS]
             order += [Arm(opt, kind, stars[opt], 0.0, seeds[0], 10.0) for kind in ("practical", "closed", "closed_step")]
     return list(dict.fromkeys(order))
+
+
+def running_elsewhere(out: Path, arm: Arm) -> bool:
+    """Another process (say, a child of an earlier launcher) holds the arm's run directory's lock now."""
+    path = out / arm.name
+    if not path.is_dir():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def needs(arm: Arm) -> Arm | None:
@@ -345,14 +366,16 @@ def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]
     start, running, failures = time.time(), {}, {}
     while True:
         arms = plan(out, optimizers, seeds, stages)
-        busy = {a.name for a in running.values()}
+        elsewhere = {a.name for a in arms if result_of(out, a) is None and running_elsewhere(out, a)} - {
+            a.name for a in running.values()}
+        busy = {a.name for a in running.values()} | elsewhere
         todo = [a for a in arms if result_of(out, a) is None and a.name not in busy and failures.get(a.name, 0) < 2
                 and (needs(a) is None or result_of(out, needs(a)) is not None)]
         waiting = [a for a in arms if needs(a) is not None and result_of(out, needs(a)) is None]
         todo += [needs(a) for a in waiting if needs(a).name not in busy and result_of(out, needs(a)) is None]
         todo = list(dict.fromkeys(todo))
         late = budget_s is not None and time.time() - start > budget_s
-        while todo and len(running) < jobs and not late:
+        while todo and len(running) + len(elsewhere) < jobs and not late:
             arm = todo.pop(0)
             cmd = [sys.executable, __file__, "--run-arm", json.dumps(dataclasses.asdict(arm)), "--out", str(out)]
             cmd += ["--quick"] if quick else []
@@ -362,7 +385,7 @@ def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]
             log = open(logfile, "w")  # noqa: SIM115 - the child process owns it
             running[subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)] = arm
             print(f"start {arm.name} (lr {arm.lr})", flush=True)
-        if not running:
+        if not running and not elsewhere:
             done = sum(result_of(out, a) is not None for a in arms)
             print(f"{done} of {len(arms)} planned arms done" + ("; time budget spent" if late else ""), flush=True)
             return
