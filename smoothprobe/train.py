@@ -241,7 +241,7 @@ def pilot_moved(trainer: Trainer, closed: bool) -> None:
     `pilot` and `decision` say where it stands; the last fit is kept in pilot_fit.json."""
     pilot, writer = trainer.pilot, trainer.writer
     decision = pilot.decision or {}
-    if decision.get("branch") != "not yet" and decision.get("by") == "fit":
+    if decision.get("branch") in ("no-warmup", "fit-driven") and decision.get("by", "fit") == "fit":
         trainer.online = None  # the fit's constants are fitted to Δ from its own f*
     if pilot.fit is not None and writer.store.writer:
         pilot.fit.to_json(writer.path / "pilot_fit.json")

@@ -286,6 +286,10 @@ def test_a_pilot_decision_fixes_f_star_stops_its_probes_and_is_stored(tmp_path):
                       adaptive={"pilot": 0.5, "f_star": "auto", "cooldown": 0.2})
     trainer = build(cfg, tmp_path / "run")
     assert trainer.online is not None and trainer.scheduler.cooldown == 20 and trainer.pilot_recorder
+    trainer.pilot.decision = {"branch": "no-warmup", "step": 3, "by": "step test"}
+    pilot_moved(trainer, closed=False)  # the step test decides without a fit: the online f* goes on
+    assert trainer.online is not None
+    trainer.pilot.decision = None
     pilot_moved(trainer, closed=False)  # the window ended undecided: probes thin to the overhead budget
     assert trainer.recorder.cadence.overhead == PILOT_OVERHEAD and trainer.online is not None
     trainer.pilot.status, trainer.pilot.decision = "no-warmup", {"branch": "no-warmup", "step": 60}
