@@ -275,6 +275,8 @@ def config_path(name: str) -> str | None:
     command's own options (--out, --resume, --overwrite, --no-progress)."""
     if name in TASK_OPTIONS:
         return f"task_options.{TASK_OPTIONS[name][1]}"
+    if name == "probe_options":  # --probe-option fills ProbeConfig.options
+        return "probes.options"
     nested = {"adaptive": AdaptiveConfig, "probes": ProbeConfig}
     path = next((f"{section}.{name}" for section, cls in nested.items() if name in defaults(cls)), name)
     return path if path.split(".")[0] in {f.name for f in dataclasses.fields(TrainConfig)} else None

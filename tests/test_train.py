@@ -237,6 +237,16 @@ def test_resume_refuses_changed_flags_a_live_run_and_resume_with_overwrite(tmp_p
     assert shorter.exit_code == 2 and "--steps must be at least the run's 15" in shorter.output
 
 
+def test_resume_refuses_a_changed_probe_option(tmp_path):
+    out = tmp_path / "run"
+    first = invoke("record", *QUICK, "--steps", "10", "--checkpoint-every", "5", "--probes", "norms,secant,curv_fd",
+                   "--probe-option", "curv_fd.central=true", "--out", str(out))
+    assert first.exit_code == 0, first.output
+    changed = invoke("record", "--out", str(out), "--resume", "--probes", "norms,secant,curv_fd", "--probe-option",
+                     "curv_fd.central=false")
+    assert changed.exit_code == 2 and "--probe-option differ" in changed.output, changed.output
+
+
 def test_resume_refuses_rows_missing_before_the_checkpoint_and_checkpoints_that_do_not_fit(tmp_path):
     out = tmp_path / "run"
     assert invoke("train", *QUICK, "--steps", "10", "--checkpoint-every", "5", "--out", str(out)).exit_code == 0
