@@ -146,3 +146,19 @@ def test_record_sets_probe_options_from_the_command_line(tmp_path):
     assert run.steps["lanczos_hvps"].max() <= 4 and run.config["probes"]["options"] == {"top_eig": {"steps": 4}}
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "s"), "--probe-option", "top_eig.stepz=4"])
     assert result.exit_code == 2 and "--probe-option" in result.output and "no option 'stepz'" in result.output
+
+
+def test_a_plugin_that_fails_to_load_is_skipped_with_a_warning(monkeypatch):
+    import smoothprobe.probes as registry
+
+    class Broken:
+        name, value = "broken", "nowhere.module:Probe"
+
+        def load(self):
+            raise ImportError("No module named 'nowhere'")
+
+    monkeypatch.setattr(registry, "entry_points", lambda group: [Broken()])
+    before = dict(registry.PROBES)
+    with pytest.warns(RuntimeWarning, match=r"probe plugin 'broken' \(nowhere.module:Probe\) skipped: ImportError"):
+        registry.discover()
+    assert registry.PROBES == before

@@ -14,6 +14,7 @@ installed package, e.g. in its pyproject.toml::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any
@@ -60,9 +61,15 @@ def register(probe: type[Probe]) -> type[Probe]:
 
 
 def discover() -> None:
-    """Register the probes installed packages name under the `smoothprobe.probes` entry points."""
+    """Register the probes installed packages name under the `smoothprobe.probes` entry points; a
+    plugin that fails to load or register is skipped with a warning that says why, so one broken
+    package does not break smoothprobe."""
     for entry in entry_points(group=ENTRY_POINTS):
-        register(entry.load())
+        try:
+            register(entry.load())
+        except Exception as exc:  # noqa: BLE001 - anything a third-party import raises
+            warnings.warn(f"probe plugin {entry.name!r} ({entry.value}) skipped: {type(exc).__name__}: {exc}",
+                          RuntimeWarning, stacklevel=2)
 
 
 def k_columns() -> tuple[str, ...]:
