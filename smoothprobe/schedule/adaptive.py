@@ -176,7 +176,7 @@ class AdaptiveWarmup(LRScheduler):
         if not decision.decided:
             if not allow_unsupported:
                 raise SmoothprobeError(f"fit: {decision.reason}; refusing to drive the schedule with it "
-                                       "(allow_unsupported=True uses it anyway)")
+                                       "(allow_unsupported uses it anyway)", params=["fit", "allow_unsupported"])
             warnings.warn(f"fit: {decision.reason}; using it anyway (allow_unsupported)", RuntimeWarning,
                           stacklevel=2)
         raw = data["constants"]
@@ -195,7 +195,7 @@ class AdaptiveWarmup(LRScheduler):
         f_star = kwargs.pop("f_star", None)
         f_star = data.get("f_star") if f_star is None else f_star
         if f_star is None:
-            raise SmoothprobeError("fit: fit.json has no 'f_star'; pass f_star=...")
+            raise SmoothprobeError("fit: fit.json has no 'f_star'; pass f_star=...", params=["fit", "f_star"])
         if min_lr_ratio is not None:
             kwargs["min_lr"] = peak * min_lr_ratio
         if kwargs.get("initial_lr") is None and span:
