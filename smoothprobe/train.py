@@ -236,8 +236,8 @@ def schedule_step(trainer: Trainer, row: dict) -> dict:
 
 
 def pilot_moved(trainer: Trainer, closed: bool) -> None:
-    """After the pilot's window or its decision: a decision fixes f* (the fit's) and stops the
-    pilot-only probes; an open pilot past its window thins them to PILOT_OVERHEAD. run.json's
+    """After the pilot's window or its decision: a fit's decision fixes f* (the fit's; the step
+    test's keeps the online estimate), and any decision stops the pilot-only probes; an open pilot past its window thins them to PILOT_OVERHEAD. run.json's
     `pilot` and `decision` say where it stands; the last fit is kept in pilot_fit.json."""
     pilot, writer = trainer.pilot, trainer.writer
     decision = pilot.decision or {}
