@@ -366,10 +366,11 @@ def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]
     start, running, failures = time.time(), {}, {}
     while True:
         arms = plan(out, optimizers, seeds, stages)
-        elsewhere = {a.name for a in arms if result_of(out, a) is None and running_elsewhere(out, a)} - {
-            a.name for a in running.values()}
-        busy = {a.name for a in running.values()} | elsewhere
-        todo = [a for a in arms if result_of(out, a) is None and a.name not in busy and failures.get(a.name, 0) < 2
+        pending = [a for a in arms if result_of(out, a) is None]
+        mine = {a.name for a in running.values()}
+        elsewhere = {a.name for a in pending if a.name not in mine and running_elsewhere(out, a)}
+        busy = mine | elsewhere
+        todo = [a for a in pending if a.name not in busy and failures.get(a.name, 0) < 2
                 and (needs(a) is None or result_of(out, needs(a)) is not None)]
         waiting = [a for a in arms if needs(a) is not None and result_of(out, needs(a)) is None]
         todo += [needs(a) for a in waiting if needs(a).name not in busy and result_of(out, needs(a)) is None]

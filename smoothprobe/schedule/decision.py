@@ -187,20 +187,30 @@ def step_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None) 
     >>> step_test(rows, 0.2).branch, step_test(rows, 0.3).branch
     ('no-warmup', 'not yet')
     """
-    probed = [r for r in rows if _number(r.get("secant_slope")) is not None
-              and _number(r.get("secant_curv")) is not None and (_number(r.get("lr")) or 0.0) > 0]
-    probed = probed[-STEP_TEST_ROWS:]
+    best = []
+    for row in reversed(rows):  # the last probed steps; a pilot's rows grow by one every step
+        lr, slope, curv = (_number(row.get(key)) for key in ("lr", "secant_slope", "secant_curv"))
+        if slope is not None and curv is not None and (lr or 0.0) > 0:
+            best.append(_best_lr(lr, slope, curv))
+        if len(best) == STEP_TEST_ROWS:
+            break
 
     def out(branch: str, reason: str) -> Decision:
         return Decision(branch, reason, None, None, None, None, step)
 
-    if len(probed) < STEP_TEST_ROWS:
-        return out("not yet", f"the step test needs {STEP_TEST_ROWS} probed steps, has {len(probed)}")
-    best = [math.inf if r["secant_curv"] <= 0 < r["secant_slope"] else
-            r["lr"] * r["secant_slope"] / r["secant_curv"] if r["secant_slope"] > 0 else 0.0 for r in probed]
+    if len(best) < STEP_TEST_ROWS:
+        return out("not yet", f"the step test needs {STEP_TEST_ROWS} probed steps, has {len(best)}")
     median = float(np.median(best))
     if median >= peak_lr:
         return out("no-warmup", f"a step at the peak LR {peak_lr:.4g} is within the best step along the update "
                                 f"(best LR {median:.4g}, median of the last {STEP_TEST_ROWS} steps)")
     return out("not yet", f"a step at the peak LR {peak_lr:.4g} would overshoot the best step along the update "
                           f"(best LR {median:.4g}, median of the last {STEP_TEST_ROWS} steps)")
+
+
+def _best_lr(lr: float, slope: float, curv: float) -> float:
+    """The LR of the best step along an update taken at `lr`: lr·slope/curv; any LR (inf) where the
+    batch loss curves down along it, none (0) where the step went uphill."""
+    if slope <= 0:
+        return 0.0
+    return math.inf if curv <= 0 else lr * slope / curv
