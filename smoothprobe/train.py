@@ -291,7 +291,7 @@ def run_f_star(config: TrainConfig, task: Task) -> FStar | None:
     if given is not None or opts.fit is not None:
         return given
     if task.f_star is not None:
-        return FStar(float(task.f_star), "task")
+        return FStar.parse(task.f_star, source="task")
     if opts.pilot is not None:
         return FStar(None, "auto")
     raise SmoothprobeError(f"task {config.task} has no known f*; pass f_star (a number or 'auto') or a fit",
@@ -371,14 +371,14 @@ def resumed_config(out: str | Path, requested: TrainConfig | None = None,
     return dataclasses.replace(stored, steps=requested.steps)
 
 
-def check_first_gap(trainer: Trainer, run_f_star: FStar | None) -> None:
+def check_first_gap(trainer: Trainer, resolved: FStar | None) -> None:
     """The practical adaptive rule needs f* and Δ' below the first loss: check them on step 0's
     first micro-batch before the run directory exists, instead of failing at the first step."""
     opts = trainer.config.adaptive
-    if opts is None or (run_f_star is not None and run_f_star.auto):
+    if opts is None or (resolved is not None and resolved.auto):
         return
     # with a fit, the fit's f* (or the one given) must pass the same check as --f-star
-    f_star = trainer.scheduler.f_star if run_f_star is None else run_f_star.value
+    f_star = trainer.scheduler.f_star if resolved is None else resolved.value
     with torch.no_grad():
         first = trainer.micro_loss(trainer.model, [trainer.task.train_batch(0, 0)]).item()
     if not first - f_star > 0:
