@@ -226,9 +226,13 @@ def schedule_step(trainer: Trainer, row: dict) -> dict:
         trainer.scheduler.step(row["loss"])
         columns = {**trainer.scheduler.step_columns(), **extra}
         if trainer.pilot is not None and trainer.pilot.open:
+            decisions = len(trainer.pilot.history)
             closed = trainer.pilot.observe(row["step"], row, trainer.scheduler)
             if closed or row["step"] == trainer.pilot.steps - 1:
                 pilot_moved(trainer, closed)
+            elif len(trainer.pilot.history) > decisions:  # a refit said "not yet": run.json keeps it
+                trainer.writer.update(pilot=pilot_block(trainer.pilot), decision=trainer.pilot.decision)
+            if closed or len(trainer.pilot.history) > decisions or row["step"] == trainer.pilot.steps - 1:
                 columns["pilot_status"] = trainer.pilot.status
         return columns
     trainer.scheduler.step()
@@ -249,7 +253,12 @@ def pilot_moved(trainer: Trainer, closed: bool) -> None:
         trainer.recorder = None
     elif trainer.pilot_recorder:
         trainer.recorder.cadence.overhead = PILOT_OVERHEAD
-    writer.update(pilot={"steps": pilot.steps, "status": pilot.status}, decision=pilot.decision)
+    writer.update(pilot=pilot_block(pilot), decision=pilot.decision)
+
+
+def pilot_block(pilot: Pilot) -> dict:
+    """run.json's `pilot`: its window, where it stands, and every decision its refits took."""
+    return {"steps": pilot.steps, "status": pilot.status, "history": pilot.history}
 
 
 def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model: nn.Module,

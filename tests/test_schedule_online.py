@@ -125,6 +125,24 @@ def test_pilot_says_not_yet_when_the_fit_cannot_drive_it():
     assert sched.phase == "warmup" and sched.delta_range is None  # the practical schedule goes on
 
 
+def test_every_refit_is_kept_and_a_warm_up_that_ends_first_says_what_the_last_fit_said():
+    rows = planted_steps(80, 0)
+    rows["secant_K"] = 5.0  # no trend in Δ: every fit is refused
+    sched, pilot, _ = _run_pilot(rows.iloc[:70], 60, 200)
+    assert [d["step"] for d in pilot.history] == [49, 59, 69]  # window refits at 49, 59 (its end); then 10 rows on
+    assert all(d["branch"] == "not yet" and d["by"] == "fit" and d["fit_status"] != "supported" for d in pilot.history)
+    assert [d["refits"] for d in pilot.history] == [1, 2, 3] and pilot.decision == pilot.history[-1]
+    sched.skip_warmup()  # the practical warm-up ends before any fit decided
+    row = rows.iloc[70].to_dict()
+    sched.step(row["loss"])
+    assert pilot.observe(70, row, sched) and not pilot.open
+    closing = pilot.decision
+    assert closing["branch"] == "not yet" and closing["step"] == 70 and closing["last_fit"] == pilot.history[-1]
+    assert closing["delta"] == sched.last_record()["delta"] != pilot.history[-1]["delta"]  # the gap at step 70
+    assert "the last fit (step 69) said: " + pilot.history[-1]["reason"] in closing["reason"]
+    assert closing["interval"] == pilot.history[-1]["interval"] and len(pilot.history) == 3
+
+
 def test_a_loss_that_keeps_falling_leaves_f_star_at_its_bound_and_the_cooldown_anneals():
     # a fast drop onto a slow linear decline (as in language-model training): every online estimate
     # drifts, so f* stays 0, the warm-up does not "cross" early, and the cooldown starts the decay

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from smoothprobe import SmoothprobeError, TrainConfig, load_run, train
-from smoothprobe.store import CHECKPOINT, read_run_info
+from smoothprobe.store import CHECKPOINT, read_run_info, read_table
 from smoothprobe.train import PILOT_OVERHEAD, build, pilot_moved
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -307,6 +307,20 @@ def test_a_pilot_decision_fixes_f_star_stops_its_probes_and_is_stored(tmp_path):
     assert trainer.online is None and trainer.recorder is None
     assert read_run_info(tmp_path / "run")["decision"] == {"branch": "no-warmup", "step": 60}
     trainer.writer.store.close()
+
+
+def test_run_json_keeps_every_refit_of_the_pilot_as_the_run_goes(tmp_path):
+    cfg = TrainConfig(task="quadratic", optimizer="normsgd", steps=120, eval_every=60,
+                      adaptive={"pilot": 0.5, "f_star": "auto"})
+    trainer = build(cfg, tmp_path / "run")
+    trainer.run(progress=False)
+    info = read_run_info(tmp_path / "run")
+    history = info["pilot"]["history"]
+    assert history and history == trainer.pilot.history and len(history) == trainer.pilot.refits
+    assert history[0]["step"] == 49 and all(d["by"] == "fit" for d in history)  # the first refit: 50 probed rows
+    assert info["decision"]["refits"] == len(history)
+    rows, _ = read_table(tmp_path / "run" / "steps.jsonl")
+    assert {r["step"] for r in rows if r.get("pilot_status")} >= {d["step"] for d in history}
 
 
 def test_a_config_stored_before_cooldown_existed_resumes_without_one():

@@ -141,7 +141,8 @@ class Pilot:
     the branch taken ("no-warmup", "fit-driven …") or "not yet: …"; `decision` says when, at which
     gap and on what interval, and `by` whom: "fit", or "step test" with `step_test`, which also ends
     the warm-up at any step where a step at the schedule's lr would be no longer than the best step
-    along the update (`decision.step_test`; f* then stays the schedule's own).
+    along the update (`decision.step_test`; f* then stays the schedule's own). `history` keeps every
+    refit's decision (and the step test's), so a run says what each fit said, not only the last.
     """
 
     def __init__(self, steps: int, *, own_peak: bool = False, allow_unsupported: bool = False,
@@ -154,6 +155,7 @@ class Pilot:
         self.status = "probing"
         self.fit = None
         self.decision: dict | None = None
+        self.history: list[dict] = []
         self.refits = 0
         self.closed = False
         self._last_fit_rows = 0
@@ -194,14 +196,13 @@ class Pilot:
         self.rows.append({k: v for k, v in row.items() if isinstance(v, (int, float)) or v is None})
         if scheduler.phase != "warmup":
             self.status = "not yet: the practical warm-up ended before a fit decided"
-            self.decision = {**(self.decision or {}), "branch": "not yet", "step": step,
-                             "reason": "the practical warm-up ended before a fit decided", "refits": self.refits}
+            self.decision = self._warmup_ended(step, scheduler.last_record().get("delta"))
             self.closed = True
             return True
         if self.step_test:
             verdict = step_test(self.rows, scheduler.lr, step)
             if verdict.decided:
-                self.decision = {**verdict.to_dict(), "by": "step test", "refits": self.refits}
+                self.decision = self._log(verdict.to_dict(), "step test")
                 scheduler.skip_warmup()
                 self.status, self.closed = "no-warmup (step test)", True
                 return True
@@ -217,7 +218,7 @@ class Pilot:
             return False
         smoothed = scheduler.last_record().get("loss_smoothed") or row["loss"]
         decision = decide(self.fit, smoothed - self.fit.f_star, step)
-        self.decision = {**decision.to_dict(), "by": "fit", "refits": self.refits}
+        self.decision = self._log({**decision.to_dict(), "fit_status": self.fit.status}, "fit")
         if not decision.decided and not (self.allow_unsupported and step >= self.steps - 1):
             self.status = f"not yet: {decision.reason}"
             return False
@@ -234,12 +235,31 @@ class Pilot:
         self.closed = True
         return True
 
+    def _log(self, decision: dict, by: str) -> dict:
+        """Add a decision to `history`; returns it as `decision` (with who took it and the refit count)."""
+        entry = {**decision, "by": by, "refits": self.refits}
+        self.history.append(entry)
+        return entry
+
+    def _warmup_ended(self, step: int, delta: float | None) -> dict:
+        """"not yet" at the step the practical warm-up ended, at the gap then; the last fit's interval
+        and range, and what it said, are kept beside it (`last_fit`)."""
+        last = next((d for d in reversed(self.history) if d.get("by") == "fit"), None)
+        reason = "the practical warm-up ended before a fit decided"
+        if last is not None:
+            reason += f"; the last fit (step {last['step']}) said: {last['reason']}"
+        keep = ("delta_peak", "interval", "delta_range")
+        return {"branch": "not yet", "reason": reason, "step": step, "delta": delta,
+                **{k: (last or {}).get(k) for k in keep}, "by": None if last is None else "fit",
+                "last_fit": last, "refits": self.refits}
+
     def state_dict(self) -> dict:
-        """Status, decision and refit count for a checkpoint (rows are refilled from steps.jsonl)."""
-        return {"status": self.status, "decision": self.decision, "refits": self.refits,
+        """Status, decisions and refit count for a checkpoint (rows are refilled from steps.jsonl)."""
+        return {"status": self.status, "decision": self.decision, "history": self.history, "refits": self.refits,
                 "last_fit_rows": self._last_fit_rows, "closed": self.closed}
 
     def load_state_dict(self, state: dict) -> None:
         self.status, self.decision = str(state["status"]), state["decision"]
+        self.history = list(state.get("history", []))  # checkpoints before the history have none
         self.refits, self._last_fit_rows = int(state["refits"]), int(state["last_fit_rows"])
         self.closed = bool(state["closed"])
