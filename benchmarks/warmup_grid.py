@@ -367,14 +367,14 @@ def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]
     while True:
         arms = plan(out, optimizers, seeds, stages)
         pending = [a for a in arms if result_of(out, a) is None]
+        # an arm that reads another's output (the fitted arm, the recorded run) waits for it in its
+        # place: the recorded run is started there, not after the whole plan
+        ready = list(dict.fromkeys(a if needs(a) is None or result_of(out, needs(a)) is not None else needs(a)
+                                   for a in pending))
         mine = {a.name for a in running.values()}
-        elsewhere = {a.name for a in pending if a.name not in mine and running_elsewhere(out, a)}
+        elsewhere = {a.name for a in ready if a.name not in mine and running_elsewhere(out, a)}
         busy = mine | elsewhere
-        todo = [a for a in pending if a.name not in busy and failures.get(a.name, 0) < 2
-                and (needs(a) is None or result_of(out, needs(a)) is not None)]
-        waiting = [a for a in arms if needs(a) is not None and result_of(out, needs(a)) is None]
-        todo += [needs(a) for a in waiting if needs(a).name not in busy and result_of(out, needs(a)) is None]
-        todo = list(dict.fromkeys(todo))
+        todo = [a for a in ready if a.name not in busy and failures.get(a.name, 0) < 2]
         late = budget_s is not None and time.time() - start > budget_s
         while todo and len(running) + len(elsewhere) < jobs and not late:
             arm = todo.pop(0)
