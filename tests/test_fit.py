@@ -24,6 +24,7 @@ from smoothprobe.fit.compare import ModelScore, verdict
 from smoothprobe.fit.data import FitData
 from smoothprobe.fit.models import POSITIVITY_FLOOR, envelope, rho_design, select_rho, time_folds
 from smoothprobe.fit.quantile import BandedQuantileLP, _solve_dual, pinball, quantile_regression
+from smoothprobe.fit.vertex import descend
 from smoothprobe.smoothness import delta_peak, eta_max, is_physical, k_model, min_k
 
 PLANTED = (1.0, 2.0, 3.0)
@@ -68,6 +69,31 @@ def test_banded_solution_is_exact():
     live = counts > 0
     exact = _solve_dual(d.x[live], d.y[live], counts[live], TAU, d.g, d.h, np.zeros(3))
     np.testing.assert_allclose(reweighted, exact, atol=1e-7)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_vertex_walk_reaches_the_lp_optimum_from_afar_under_active_constraints(seed):
+    """descend from a far start equals HiGHS on the dual, with a linear term c and bounds Gβ ≥ h
+    that bind (the unconstrained curvature of this data is negative)."""
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(0, 1, 3000)
+    x = np.column_stack([np.ones_like(t), t, t**2])
+    y = 1.0 + 2.0 * t - 3.0 * t**2 + rng.standard_t(3, t.size)
+    w = rng.integers(1, 4, t.size).astype(float)
+    g = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]])
+    h = np.array([0.1, 0.2, 0.0])
+    c = rng.normal(0, 2, 3)   # the fixed rows' linear term of a banded problem
+    got = descend(x, y, w, TAU, g, h, c, np.array([5.0, -3.0, 4.0]))
+    want = _solve_dual(x, y, w, TAU, g, h, c)
+    assert got is not None
+    assert got[2] == pytest.approx(0.2)   # the curvature bound binds
+    np.testing.assert_allclose(got, want, atol=1e-7)
+
+
+def test_vertex_walk_declines_a_start_outside_the_constraints():
+    x = np.column_stack([np.ones(50), np.linspace(0, 1, 50)])
+    assert descend(x, x[:, 1], np.ones(50), TAU, np.array([[0.0, 1.0]]), np.array([1.0]),
+                   np.zeros(2), np.zeros(2)) is None
 
 
 # envelope, ρ, f* ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import numpy as np
 from scipy.optimize import linprog
 
 from smoothprobe.errors import SmoothprobeError
+from smoothprobe.fit.vertex import descend
 
 DIRECT_MAX_ROWS = 4000
 """Problems with at most this many weighted rows go to HiGHS whole; larger ones are banded."""
@@ -89,7 +90,7 @@ class BandedQuantileLP:
     |reach|) gives the exact least band that would have sufficed without touching every row.
     Residuals, and per band the rows inside and the prefix sums of the fixed rows' terms, are
     computed once, so many reweightings of the same rows (a bootstrap) cost little beyond their
-    LPs.
+    LPs, and each LP starts at `start`, a few edges from its answer (`smoothprobe.fit.vertex`).
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, tau: float, g: np.ndarray, h: np.ndarray,
@@ -159,14 +160,20 @@ class BandedQuantileLP:
     def _banded(self, weigh: Callable, total: Callable, band: float, g: np.ndarray,
                 h: np.ndarray) -> np.ndarray:
         """The exact solution under Gβ ≥ h, doubling the band until no fixed row changes side (and
-        starting wide enough for MIN_BAND_ROWS rows)."""
+        starting wide enough for MIN_BAND_ROWS rows). Each band's LP is walked to from the start
+        (or the narrower band's answer) by `descend`, and handed to HiGHS whole when the walk
+        cannot certify its answer."""
         band = max(band, float(self.sorted_reach[min(len(self.y), MIN_BAND_ROWS) - 1]))
+        near = self.start
         while True:
             inside, prefix = self.layout(band)
             w = weigh(inside)
             live = inside[w > 0]
-            beta = _solve_dual(self.x[live], self.y[live], w[w > 0], self.tau, g, h, total(prefix))
+            problem = (self.x[live], self.y[live], w[w > 0], self.tau, g, h, total(prefix))
+            beta = descend(*problem, near)
+            beta = _solve_dual(*problem) if beta is None else beta
             if beta is not None:
+                near = beta
                 flipped = self.crossing(beta)
                 flipped = flipped[np.abs(self.reach[flipped]) > band]
                 if not len(flipped) or not np.any(weigh(flipped) > 0):
