@@ -8,7 +8,13 @@ import numpy as np
 from scipy.optimize import lsq_linear
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.fit.quantile import DIRECT_MAX_ROWS, Cut, pinball, quantile_regression
+from smoothprobe.fit.quantile import (
+    DIRECT_MAX_ROWS,
+    BandedQuantileLP,
+    Cut,
+    pinball,
+    quantile_regression,
+)
 from smoothprobe.smoothness import k_argmin, min_k
 
 RHO_GRID = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0)
@@ -102,22 +108,27 @@ def time_folds(n: int, block: int, n_folds: int = 5) -> np.ndarray:
 
 
 def cv_pinball(
-    x: np.ndarray, y: np.ndarray, tau: float, folds: np.ndarray,
-    g: np.ndarray | None = None, h: np.ndarray | None = None, cut: Cut | None = None,
-    whole: np.ndarray | None = None,
+    x: np.ndarray, y: np.ndarray, tau: float, folds: np.ndarray, g: np.ndarray, h: np.ndarray,
+    cut: Cut | None = None, whole: np.ndarray | None = None,
 ) -> float:
     """Held-out pinball loss of the τ-quantile regression of y on x (under Gβ ≥ h and `cut`),
     pooled over folds.
 
-    Large problems warm-start every fold at the all-rows fit `whole` (fitted here when not
-    given), which is close to each of them.
+    A fold with more than DIRECT_MAX_ROWS training rows is solved as a reweighting of all rows
+    (held-out rows weigh 0) by one `BandedQuantileLP` started at the all-rows fit `whole`
+    (fitted here when not given), which is close to every fold's: the rows are ordered and
+    their residuals found once for all folds.
     """
-    total = 0.0
-    if whole is None and len(y) > DIRECT_MAX_ROWS:
-        whole = quantile_regression(x, y, tau, g=g, h=h, cut=cut)
+    total, solver = 0.0, None
     for fold in np.unique(folds):
         test = folds == fold
-        beta = quantile_regression(x[~test], y[~test], tau, g=g, h=h, start=whole, cut=cut)
+        if np.count_nonzero(~test) > DIRECT_MAX_ROWS:
+            if solver is None:
+                whole = quantile_regression(x, y, tau, g=g, h=h, cut=cut) if whole is None else whole
+                solver = BandedQuantileLP(x, y, tau, g, h, whole, cut=cut)
+            beta = solver.solve((~test).astype(float))[0]
+        else:
+            beta = quantile_regression(x[~test], y[~test], tau, g=g, h=h, cut=cut)
         total += pinball(y[test] - x[test] @ beta, tau) * test.sum()
     return total / len(y)
 

@@ -18,6 +18,10 @@ MIN_BAND_ROWS = 500
 """Rows a band holds at least: fewer rarely place a 3-parameter quantile fit."""
 SUBSET_SHARE = 0.04
 """Share of the rows whose fit starts a large problem (1M rows: 40k, which start from 4k)."""
+SORTED_SHARE = 1 / 16
+SORTED_MIN_ROWS = 16_000
+"""`BandedQuantileLP` sorts by |reach| only the nearest rows, this share of them (at least this
+many): side changes are looked for among them, and a bound beyond them scans every row."""
 MAX_CUTS = 200
 """Cutting-plane rounds before a convex constraint is declared unreachable."""
 
@@ -100,11 +104,16 @@ class BandedQuantileLP:
             metric = np.linalg.pinv(x.T @ x / len(y))
         self.x, self.y, self.tau, self.g, self.h, self.cut = x, y, tau, g, h, cut
         self.start, self.inverse = start, np.linalg.pinv(metric)
-        self.spread = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", x, metric, x), 1e-300))
+        # x_i S x_iᵀ as S·Xᵀ: BLAS multiplies a tall n × p matrix by a p × p one far slower
+        self.spread = np.sqrt(np.maximum(np.einsum("ji,ji->i", metric @ x.T, x.T), 1e-300))
         self.resid = y - x @ start
         self.reach = self.resid / self.spread
-        self.order = np.argsort(np.abs(self.reach))
-        self.sorted_reach = np.abs(self.reach)[self.order]
+        size = np.abs(self.reach)
+        count = min(len(y), max(SORTED_MIN_ROWS, round(SORTED_SHARE * len(y))))
+        nearest = np.argpartition(size, count - 1)[:count] if count < len(y) else np.arange(len(y))
+        self.order = nearest[np.argsort(size[nearest])]
+        self.sorted_reach = size[self.order]
+        self._sorted_x, self._sorted_resid = x[self.order], self.resid[self.order]
         self._layouts: dict[float, tuple[np.ndarray, np.ndarray]] = {}
 
     def bound(self, beta: np.ndarray) -> float:
@@ -114,10 +123,16 @@ class BandedQuantileLP:
 
     def crossing(self, beta: np.ndarray) -> np.ndarray:
         """The rows on the other side of β's fit than of the start's (only rows with |reach|
-        below `bound(β)` can be, so only those are looked at)."""
-        rows = self.order[: np.searchsorted(self.sorted_reach, self.bound(beta), "right")]
-        shift = self.x[rows] @ (np.asarray(beta) - self.start)
-        resid = self.resid[rows]
+        below `bound(β)` can be, so only those are looked at: a prefix of the sorted nearest
+        rows, or a scan of all when the bound reaches past them)."""
+        bound = self.bound(beta)
+        last = int(np.searchsorted(self.sorted_reach, bound, "right"))
+        if last < len(self.order):
+            rows, x, resid = self.order[:last], self._sorted_x[:last], self._sorted_resid[:last]
+        else:
+            rows = np.flatnonzero(np.abs(self.reach) <= bound)
+            x, resid = self.x[rows], self.resid[rows]
+        shift = x @ (np.asarray(beta) - self.start)
         return rows[((resid > 0) & (resid < shift)) | ((resid < 0) & (resid > shift))]
 
     def least_band(self, beta: np.ndarray) -> float:
@@ -130,8 +145,9 @@ class BandedQuantileLP:
         terms (1−τ)·x_i below the band, −τ·x_i above it (shape (n + 1, p)); the last four kept."""
         if band not in self._layouts:
             above, below = self.reach > band, self.reach < -band
-            term = self.x * ((1.0 - self.tau) * below - self.tau * above)[:, None]
-            prefix = np.vstack([np.zeros((1, self.x.shape[1])), np.cumsum(term, axis=0)])
+            prefix = np.zeros((len(self.y) + 1, self.x.shape[1]))
+            np.cumsum(self.x * ((1.0 - self.tau) * below - self.tau * above)[:, None], axis=0,
+                      out=prefix[1:])
             if len(self._layouts) >= 4:
                 self._layouts.pop(next(iter(self._layouts)))
             self._layouts[band] = (np.flatnonzero(~(above | below)), prefix)
@@ -141,9 +157,8 @@ class BandedQuantileLP:
         """β for row weights `weights`, and the least band that would have sufficed
         (`least_band`), which callers reuse to size the band of similar problems. Cuts found on
         the way are kept for later solves."""
-        if band is None:
-            band = float(np.quantile(np.abs(self.reach[weights > 0]),
-                                     min(1.0, DIRECT_MAX_ROWS / len(weights))))
+        if band is None:  # DIRECT_MAX_ROWS rows inside, as many live as the weights leave
+            band = float(self.sorted_reach[min(len(self.sorted_reach), DIRECT_MAX_ROWS) - 1])
         return self.solve_resample(lambda rows: weights[rows],
                                    lambda prefix: weights @ np.diff(prefix, axis=0), band)
 

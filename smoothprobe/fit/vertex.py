@@ -39,6 +39,8 @@ TOLERANCE = 1e-9
 relative to each constraint's size (well inside HiGHS's 1e-7)."""
 ROUNDING = 1e3 * np.finfo(float).eps
 """Rounding of a multiplier relative to the sums it is solved from (c and Σ w_i|x_i|)."""
+FITTED = 1e-12
+"""A start's residual below this share of |y| counts as a row the start fits (a vertex's own rows)."""
 
 
 def _slope(r: np.ndarray, u: np.ndarray, w: np.ndarray, tau: float) -> float:
@@ -48,30 +50,28 @@ def _slope(r: np.ndarray, u: np.ndarray, w: np.ndarray, tau: float) -> float:
 
 
 def _line_search(r: np.ndarray, u: np.ndarray, w: np.ndarray, slack: np.ndarray, v: np.ndarray,
-                 slope: float, descend_only: bool) -> tuple[float, str, int] | None:
-    """The least step t ≥ 0 along a direction at which F stops falling, or the first constraint
-    that blocks it: (t, "row" or "con", index). Rows i cross the fit at t = r_i/u_i, raising the
-    slope by w_i|u_i|; constraint k (slack s_k, rate v_k = g_k·d) blocks at s_k/(−v_k) when
-    v_k < 0. With `descend_only` False a non-negative slope stops at the first crossing (a step
-    to the nearest vertex). None when F falls without bound."""
-    cross = ((r > 0) & (u > 0)) | ((r < 0) & (u < 0))
-    idx = np.flatnonzero(cross)
+                 slope: float) -> tuple[float, int] | None:
+    """Where a line search along a direction stops: (t, the item that becomes tight there; rows
+    0..n-1, constraints n + k). Rows i cross the fit at t = r_i/u_i, raising the slope by
+    w_i|u_i|; constraint k (slack s_k, rate v_k = g_k·d) blocks at s_k/(−v_k) when v_k < 0. A
+    falling F (slope < 0) is followed to where it stops falling, a rising one only to the first
+    crossing (a step to the nearest vertex). None when F falls without bound."""
+    idx = np.flatnonzero(((r > 0) & (u > 0)) | ((r < 0) & (u < 0)))
     t_rows = r[idx] / u[idx]
-    order = np.argsort(t_rows, kind="stable")
-    if slope < 0 or not descend_only:
+    order = np.argsort(t_rows)
+    stop = 0
+    if slope < 0:
         rises = slope + np.cumsum(w[idx[order]] * np.abs(u[idx[order]]))
-        stop = int(np.searchsorted(rises, 0.0, "left")) if slope < 0 else 0
-    else:
-        stop = len(order)
+        stop = int(np.searchsorted(rises, 0.0, "left"))
     blocking = np.flatnonzero(v < 0)
     t_con = np.maximum(slack[blocking], 0.0) / -v[blocking]
     best_con = int(np.argmin(t_con)) if len(t_con) else -1
     if stop < len(order):
         t_row = float(t_rows[order[stop]])
         if best_con < 0 or t_row <= t_con[best_con]:
-            return t_row, "row", int(idx[order[stop]])
+            return t_row, int(idx[order[stop]])
     if best_con >= 0:
-        return float(t_con[best_con]), "con", int(blocking[best_con])
+        return float(t_con[best_con]), len(r) + int(blocking[best_con])
     return None
 
 
@@ -79,82 +79,91 @@ def descend(x: np.ndarray, y: np.ndarray, w: np.ndarray, tau: float, g: np.ndarr
             c: np.ndarray, start: np.ndarray) -> np.ndarray | None:
     """β minimising Σ w_i ρ_τ(y_i − x_iβ) + c·β subject to Gβ ≥ h, walked to from `start`.
 
-    Weights must be positive. First up to p line searches from `start` reach a vertex (each
-    adds one tight item); then edges are walked, leaving the tight item whose multiplier is most
-    out of bounds per unit length of its edge (steepest edge), until the certificate holds.
-    None when the start violates Gβ ≥ h, a vertex turns out degenerate, or MAX_EDGES is reached.
+    Weights must be positive. Rows that `start` already fits (to rounding: a neighbouring
+    problem's vertex) are tight from the outset; line searches along directions that keep the
+    tight items tight add the rest until p are (a vertex). Then edges are walked, leaving the
+    tight item whose multiplier is most out of bounds per unit length of its edge (steepest
+    edge), until the certificate holds. None when the start violates Gβ ≥ h, a vertex turns out
+    degenerate, or MAX_EDGES is reached.
     """
     n, p = x.shape
-    scale_g = np.abs(g).sum(axis=1) * (np.abs(start).max() + 1.0) + np.abs(h)
-    if np.any(g @ start - h < -TOLERANCE * scale_g):
+    beta = np.array(start, dtype=float)
+    size_g = np.abs(g).sum(axis=1) * (np.abs(beta).max() + 1.0) + np.abs(h)
+    if np.any(g @ beta - h < -TOLERANCE * size_g):
         return None
-    tight: list[tuple[str, int]] = []
-    beta = np.asarray(start, dtype=float).copy()
+    items = np.vstack([x, g])   # rows 0..n-1, then the constraints
+    targets = np.concatenate([y, h])
     scale = float(np.abs(c).sum() + np.sum(w * np.abs(x).sum(axis=1)))  # of the sums behind μ
     w_max = float(np.max(w, initial=1.0))
+    tight = _fitted(items[:n], y - x @ beta, y, p)
+    if len(tight) == p:
+        beta = np.linalg.solve(items[tight], targets[tight])
     for _ in range(MAX_EDGES):
-        rows = np.array([i for kind, i in tight if kind == "row"], dtype=int)
-        cons = np.array([k for kind, k in tight if kind == "con"], dtype=int)
+        rows = [i for i in tight if i < n]
+        cons = [i - n for i in tight if i >= n]
         r = y - x @ beta
         r[rows] = 0.0
-        slack = g @ beta - h
-        free = np.ones(n, dtype=bool)
-        free[rows] = False
-        open_ = np.ones(len(h), dtype=bool)
-        open_[cons] = False
         if len(tight) < p:
-            d = _null_direction(tight, x, g, p)
-            slope_up = c @ d + _slope(r[free], (x @ d)[free], w[free], tau)
-            slope_down = -c @ d + _slope(r[free], -(x @ d)[free], w[free], tau)
-            if slope_down < slope_up:
-                d, slope_up = -d, slope_down
-            descend_only = False
+            d = _null_direction(items[tight], p)
+            u = x @ d
+            u[rows] = 0.0
+            up, down = c @ d + _slope(r, u, w, tau), -c @ d + _slope(r, -u, w, tau)
+            if down < up:
+                d, u, up = -d, -u, down
         else:
-            basis = np.vstack([x[i] if kind == "row" else g[i] for kind, i in tight])
+            basis = items[tight]
             a = np.where(r > 0, tau * w, -(1.0 - tau) * w)
-            a[~free] = 0.0
+            a[rows] = 0.0
             mu = np.linalg.solve(basis.T, c - a @ x)
             edges = np.linalg.inv(basis)  # column j: the direction leaving item j at unit rate
             lengths = np.linalg.norm(edges, axis=0)
-            excess = np.empty(p)
-            sign = np.empty(p)
-            for j, (kind, i) in enumerate(tight):
-                if kind == "row":
+            excess, sign = np.empty(p), np.ones(p)
+            for j, i in enumerate(tight):
+                if i < n:
                     high, low = mu[j] - tau * w[i], -(1.0 - tau) * w[i] - mu[j]
                     excess[j], sign[j] = (high, -1.0) if high > low else (low, 1.0)
                 else:
-                    excess[j], sign[j] = -mu[j], 1.0
+                    excess[j] = -mu[j]
             excess -= TOLERANCE * w_max + ROUNDING * scale * lengths
             if np.all(excess <= 0):
                 return beta
             worst = int(np.argmax(excess / lengths))
             d = sign[worst] * edges[:, worst]
-            kind, i = tight.pop(worst)  # it moves off its bound and stays off: no breakpoint
-            leaving = (tau * w[i] if sign[worst] < 0 else (1.0 - tau) * w[i]) if kind == "row" else 0.0
-            slope_up = c @ d + leaving + _slope(r[free], (x @ d)[free], w[free], tau)
-            if slope_up >= 0:
+            tight.pop(worst)   # it moves off its bound (r = 0, u = ±1) and never crosses back
+            u = x @ d
+            u[[i for i in tight if i < n]] = 0.0
+            up = c @ d + _slope(r, u, w, tau)
+            if up >= 0:
                 return None  # the multipliers say descent, the slope does not: degenerate
-            descend_only = True
-        u = x @ d
-        found = _line_search(r[free], u[free], w[free], slack[open_], (g @ d)[open_], slope_up,
-                             descend_only)
+        v = g @ d
+        v[cons] = 0.0
+        found = _line_search(r, u, w, g @ beta - h, v, up)
         if found is None:
             return None
-        _, kind, k = found
-        index = np.flatnonzero(free)[k] if kind == "row" else np.flatnonzero(open_)[k]
-        tight.append((kind, int(index)))
-        basis = np.vstack([x[i] if kd == "row" else g[i] for kd, i in tight])
-        target = np.array([y[i] if kd == "row" else h[i] for kd, i in tight])
+        step, index = found
+        tight.append(index)
         if len(tight) == p:
-            beta = np.linalg.solve(basis, target)
+            beta = np.linalg.solve(items[tight], targets[tight])
         else:
-            beta = beta + found[0] * d
+            beta = beta + step * d
     return None
 
 
-def _null_direction(tight: list[tuple[str, int]], x: np.ndarray, g: np.ndarray, p: int) -> np.ndarray:
-    """A unit direction along which every tight item stays tight."""
-    if not tight:
+def _fitted(x: np.ndarray, r: np.ndarray, y: np.ndarray, p: int) -> list[int]:
+    """Up to p rows with linearly independent x_i that lie on the fit to rounding (|r_i| within
+    FITTED of |y_i|), the smallest residuals first."""
+    near = np.flatnonzero(np.abs(r) <= FITTED * (np.abs(y) + 1.0))
+    chosen: list[int] = []
+    for i in near[np.argsort(np.abs(r[near]))]:
+        if np.linalg.matrix_rank(x[chosen + [int(i)]]) > len(chosen):
+            chosen.append(int(i))
+            if len(chosen) == p:
+                break
+    return chosen
+
+
+def _null_direction(tight: np.ndarray, p: int) -> np.ndarray:
+    """A unit direction along which every tight item (a row of `tight`) stays tight."""
+    if not len(tight):
         return np.eye(p)[0]
-    basis = np.vstack([x[i] if kind == "row" else g[i] for kind, i in tight])
-    return np.linalg.svd(basis)[2][len(tight)]
+    return np.linalg.svd(tight)[2][len(tight)]
