@@ -1,25 +1,45 @@
 """The prepared GPU check runs its whole code path on CPU (`--dry-run`), so it does not rot."""
 
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
 
 import pytest
 
+from smoothprobe.probes import PRESETS, PROBES
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 
-def test_gpu_check_dry_run_covers_both_presets_and_the_adaptive_run(capsys, monkeypatch):
+def test_gpu_check_dry_run_covers_every_preset_the_overhead_figures_ddp_and_the_adaptive_run(
+        capsys, monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run as a script: it imports probe_overhead
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     gpu_check = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "gpu_check", gpu_check)  # dataclasses look their module up there
     spec.loader.exec_module(gpu_check)
-    assert gpu_check.main(["--dry-run", "--optimizer", "lion"]) == 0  # lion: cheap LMOs, the same code path
+    path = tmp_path / "summary.json"
+    # lion: cheap LMOs, the same code path
+    assert gpu_check.main(["--dry-run", "--optimizer", "lion", "--json", str(path)]) == 0
     out = capsys.readouterr().out
     for probe in ("time_secant", "time_curv_hvp", "time_top_eig", "time_trace", "time_curv_dual", "time_curv_fd"):
         assert f"{probe} " in out
-    assert "adaptive run:" in out and "2 steps in" in out and out.rstrip().endswith("ok")
+    assert "adaptive run: 2 steps in" in out and "ddp: 2 processes" in out and out.rstrip().endswith("ok")
+    summary = json.loads(path.read_text())
+    assert {"device", "torch", "presets", "overhead", "adaptive", "ddp", "checks", "ok"} <= set(summary)
+    assert summary["ok"] and summary["checks"] == dict.fromkeys(("presets", "overhead", "adaptive", "ddp"), "pass")
+    presets = summary["presets"]
+    assert set(PRESETS) <= set(presets) and presets["full"]["probes"] == list(PROBES)
+    ratios = [r for name in PRESETS for r in presets[name]["time_over_forward_backward"].values()]
+    figures = summary["overhead"]["figures"]
+    assert {"cheap / bare step", "secant minus bare / forward+backward",
+            "secant+curv_hvp minus secant / gradient"} <= set(figures)
+    ratios += [f[key] for f in figures.values() for key in ("value", "sigma") if key in f]
+    ratios += [summary["ddp"]["step_time_s"], summary["adaptive"]["loss_last"]]
+    assert ratios and all(isinstance(r, float) and math.isfinite(r) for r in ratios)
+    assert presets["full"]["peak_over_bare"] is None  # memory is counted on CUDA only
 
 
 def load_warmup_grid(monkeypatch):
