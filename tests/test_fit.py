@@ -565,18 +565,16 @@ def test_fifty_rows_at_tau_0p9_are_enough_to_place_the_envelope():
     assert "placing it needs" not in fit.verdict
 
 
-def test_block_cover_and_block_total_agree_with_the_drawn_rows(monkeypatch):
-    from smoothprobe.fit import bootstrap as boot
+@pytest.mark.parametrize("block", [37, 50])   # a short last block, or none
+def test_block_cover_and_block_total_agree_with_the_drawn_rows(block):
     from smoothprobe.fit.bootstrap import block_cover, block_total, draw_blocks
 
-    n, block = 1000, 37
+    n = 1000
     starts, lengths = draw_blocks(n, block, np.random.default_rng(3))
     counts = circular_block_counts(n, block, np.random.default_rng(3))  # the same draw, row by row
     assert lengths.sum() == n and counts.sum() == n
     rows = np.array([0, 5, 500, 963, 999])
     np.testing.assert_array_equal(block_cover(rows, starts, lengths, n), counts[rows])
-    np.testing.assert_array_equal(block_cover(np.arange(n), starts, lengths, n), counts)
-    monkeypatch.setattr(boot, "DENSE_PAIRS", 0)  # the searchsorted path of large problems
     np.testing.assert_array_equal(block_cover(np.arange(n), starts, lengths, n), counts)
     terms = np.random.default_rng(0).normal(size=(n, 3))
     prefix = np.vstack([np.zeros((1, 3)), np.cumsum(terms, axis=0)])

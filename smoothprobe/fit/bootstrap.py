@@ -12,8 +12,6 @@ from smoothprobe.fit.quantile import DIRECT_MAX_ROWS, BandedQuantileLP, quantile
 PILOT_RESAMPLES = 20
 BAND_SAFETY = 1.1
 BAND_QUANTILE = 0.9
-DENSE_PAIRS = 4_000_000
-"""Row × block pairs up to which `block_cover` compares them all; above, it binary-searches."""
 
 
 def block_length(resid: np.ndarray) -> int:
@@ -45,13 +43,15 @@ def draw_blocks(n: int, block: int, rng: np.random.Generator) -> tuple[np.ndarra
 
 
 def block_cover(rows: np.ndarray, starts: np.ndarray, lengths: np.ndarray, n: int) -> np.ndarray:
-    """How often each of `rows` is drawn by the blocks (starts, lengths) on a circle of n rows."""
+    """How often each of `rows` is drawn by the blocks (starts, lengths) on a circle of n rows.
+
+    A full-width block (width L) starting at s covers row r when s lies in (r − L, r] or, wrapped,
+    in (r + n − L, r + n]: binary searches among the sorted starts count those; the short last
+    block is checked row by row. (Comparing every row with every block costs rows × blocks.)
+    """
     rows = np.asarray(rows)
-    offset = (rows[:, None] - starts[None, :]) % n if len(starts) * len(rows) <= DENSE_PAIRS else None
-    if offset is not None:
-        return (offset < lengths).sum(axis=1).astype(float)
-    full = np.sort(starts[lengths == lengths[0]])
     width = int(lengths[0])
+    full = np.sort(starts[lengths == width])
     counts = (np.searchsorted(full, rows, "right") - np.searchsorted(full, rows - width, "right")
               + np.searchsorted(full, rows + n, "right") - np.searchsorted(full, rows + n - width, "right"))
     for start, length in zip(starts[lengths != width], lengths[lengths != width]):
