@@ -90,6 +90,19 @@ def test_vertex_walk_reaches_the_lp_optimum_from_afar_under_active_constraints(s
     np.testing.assert_allclose(got, want, atol=1e-7)
 
 
+@pytest.mark.parametrize("p", [1, 2])
+def test_vertex_walk_with_one_or_two_coefficients_equals_the_lp(p):
+    """The comparison models' shapes: a constant L (the weighted τ-quantile) and (L0, L1), both
+    nonnegative."""
+    rng = np.random.default_rng(p)
+    x = np.column_stack([np.ones(2000), rng.uniform(0.5, 3.0, 2000)])[:, :p]
+    y = x @ np.array([1.0, 2.0])[:p] * rng.uniform(U_LOW, 1.0, 2000)
+    w = rng.integers(1, 5, 2000).astype(float)
+    got = descend(x, y, w, TAU, np.eye(p), np.zeros(p), np.zeros(p), np.ones(p))
+    np.testing.assert_allclose(got, _solve_dual(x, y, w, TAU, np.eye(p), np.zeros(p), np.zeros(p)),
+                               atol=1e-9)
+
+
 def test_vertex_walk_declines_a_start_outside_the_constraints():
     x = np.column_stack([np.ones(50), np.linspace(0, 1, 50)])
     assert descend(x, x[:, 1], np.ones(50), TAU, np.array([[0.0, 1.0]]), np.array([1.0]),
