@@ -13,8 +13,9 @@ Stages, each run only when the one before it has the results it needs (per optim
 3. **adaptive** (at lr*, every seed): the practical schedule (f* = auto), the closed loop
    (`--pilot 0.1`: probes and refits decide warm-up / no warm-up / not yet), the closed loop with the
    step test (`--step-test`: no warm-up as soon as a step at lr* is within the best step along the
-   update), the previous run's fit
-   (`record` one run at lr* on seed 100, `fit`, then `train --fit` on each seed), and the closed
+   update), the previous run's fit (`record` one run at lr* on seed 100, fit it with f* as the pilot
+   takes it: auto, or the losses' lower bound where the estimate drifts; then `train --fit` on each
+   seed; a refused fit is a miss), and the closed
    loop at the fit's own η_max with no LR given (`--own-peak`). Parameter-free baselines, each at its
    documented defaults: Prodigy (lr 1, cosine), D-Adaptation Adam (lr 1, cosine), DoG (lr 1,
    constant), schedule-free AdamW (lr 0.0025, 5 % warm-up), and pytorch_warmup's untuned linear
@@ -318,7 +319,7 @@ def run_arm(arm: Arm, out: Path, quick: bool) -> None:
     import torch
 
     from smoothprobe.errors import SmoothprobeError
-    from smoothprobe.fit import fit_run
+    from smoothprobe.schedule.online import fit_or_lower_bound
     from smoothprobe.store import load_run
     from smoothprobe.train import build
 
@@ -352,10 +353,11 @@ def run_arm(arm: Arm, out: Path, quick: bool) -> None:
         result.update(status=status, val_loss=val, peak_lr=used if used is not None else peak,
                       decision=run.info.get("decision"))
         if arm.kind == "record" and status == "finished":
-            try:
-                fit_run(run, f_star="auto", bootstrap=200).to_json(path / "fit.json")
+            try:  # f* as the closed loop's pilot takes it: auto, or the losses' lower bound where it drifts
+                fit_or_lower_bound(run.steps, 200).to_json(path / "fit.json")
             except SmoothprobeError as exc:  # the `fitted` arms then report the miss
                 result["error"] = f"fit: {exc}"
+    path.mkdir(parents=True, exist_ok=True)  # a refused `fitted` arm never created its run directory
     (path / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
 
 

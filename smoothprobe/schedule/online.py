@@ -124,6 +124,20 @@ PILOT_MIN_ROWS = 50
 """Probed rows before the pilot's first fit: five above a τ = 0.9 envelope (the fit's minimum)."""
 
 
+def fit_or_lower_bound(rows: pd.DataFrame, bootstrap: int):
+    """K(Δ) fitted to `rows` with f* = auto; where the loss curve cannot place f* (the estimate is
+    degenerate: it drifts, or the curve does not yet saturate), with f* = the losses' lower bound
+    min(0, least loss) instead, which only overstates every gap. The closed loop's pilot fits this
+    way, and so does the benchmark's recorded run whose fit drives `train --fit`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fit = fit_frame(rows, f_star="auto", bootstrap=bootstrap)
+    if (fit.f_star_fit or {}).get("degenerate"):
+        bound = FStar(min(0.0, float(rows["loss"].min())), "lower bound (the loss curve cannot place f*)")
+        fit = fit_frame(rows, f_star=bound, bootstrap=bootstrap)
+    return fit
+
+
 class Pilot:
     """The closed loop in one run: probe from the first step under the practical schedule, refit
     K(Δ) with f* = auto every `PILOT_REFIT` steps once there are enough rows, and let each fit
@@ -134,7 +148,7 @@ class Pilot:
     every `PILOT_REFIT` new probed rows, until a decision or until the schedule leaves its warm-up.
 
     f* is estimated from the pilot's losses, or set to their lower bound where the pilot is too
-    short to place it (`fit_pilot`); a fit that decides keeps its f* for the rest of the run. The
+    short to place it (`fit_or_lower_bound`); a fit that decides keeps its f* for the rest of the run. The
     fit's peak over the measured gaps is rescaled to the schedule's `lr`, or kept (its own η there)
     with `own_peak`. A fit-driven warm-up is also bounded by the step at which the pilot's fitted
     loss curve L(t) = f* + a·(t + t0)^(−b) is predicted to reach f* + Δ'. `status` is "probing",
@@ -164,19 +178,6 @@ class Pilot:
     def open(self) -> bool:
         """Still probing for a decision (not closed by one, nor by the end of the warm-up)."""
         return not self.closed
-
-    @staticmethod
-    def fit_pilot(rows: pd.DataFrame):
-        """K(Δ) fitted to the pilot with f* = auto; where a pilot this short cannot place f* (the
-        estimate is degenerate), with f* = the losses' lower bound min(0, least loss) instead,
-        which only overstates Δ; a fit that decides keeps that f* for the rest of the run."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            fit = fit_frame(rows, f_star="auto", bootstrap=PILOT_BOOTSTRAP)
-        if (fit.f_star_fit or {}).get("degenerate"):
-            bound = FStar(min(0.0, float(rows["loss"].min())), "lower bound (the pilot's loss curve cannot place f*)")
-            fit = fit_frame(rows, f_star=bound, bootstrap=PILOT_BOOTSTRAP)
-        return fit
 
     def due(self, step: int) -> bool:
         """A refit is due: in the window every PILOT_REFIT steps and at its last step, after it
@@ -212,7 +213,7 @@ class Pilot:
         self._last_fit_rows = int(frame["secant_K"].notna().sum()) if "secant_K" in frame else 0
         self.refits += 1
         try:
-            self.fit = self.fit_pilot(frame)
+            self.fit = fit_or_lower_bound(frame, PILOT_BOOTSTRAP)
         except SmoothprobeError as exc:
             self.status = f"not yet: the fit failed ({exc})"
             return False
