@@ -233,7 +233,8 @@ class ProbeConfig:
     of training time) adapts it; heavy probes (Lanczos, trace) run on every `heavy_every`-th probed
     step. `family`/`tensors` override the optimizer's geometry; `nuclear` picks how Muon's dual
     norm is computed; `hvp` = "fd" takes Hessian-vector products by differences of gradients
-    (memory of one gradient, works under FSDP2) instead of double backward ("exact"). `options`
+    (memory of one gradient, works under FSDP2) instead of double backward ("exact"); `hvp_chunks`
+    takes exact HVPs over that many row pieces of the batch (less memory). `options`
     gives the probes that run their options by name, as each declares them
     (`smoothprobe.probes.PROBES[name].options()`), e.g. {"top_eig": {"steps": 40}}.
     """
@@ -251,6 +252,9 @@ class ProbeConfig:
                                "difference of gradients: the memory of one gradient, also under --fsdp; fp32 only) or "
                                "forward (forward-over-reverse: no kept graph, slower on CPU).",
                       choices=_names("smoothprobe.probes.oracle", "HVP_MODES"))
+    hvp_chunks: int = option(1, "Take exact HVPs over this many row pieces of the batch, one piece's graph alive at "
+                                "a time: about 1/N of the memory; curv_hvp about 0.3 gradients slower with 4, "
+                                "Lanczos and trace 1.6-1.8x slower (no graph kept between their HVPs).", low=1)
     options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -275,6 +279,8 @@ class ProbeConfig:
              f"heavy_every must be an integer >= 1, got {self.heavy_every!r}", "heavy_every"),
             (self.nuclear in NUCLEAR, f"nuclear must be one of {', '.join(NUCLEAR)}, got {self.nuclear!r}", "nuclear"),
             (self.hvp in HVP_MODES, f"hvp must be one of {', '.join(HVP_MODES)}, got {self.hvp!r}", "hvp"),
+            (isinstance(self.hvp_chunks, int) and not isinstance(self.hvp_chunks, bool) and self.hvp_chunks >= 1,
+             f"hvp_chunks must be an integer >= 1, got {self.hvp_chunks!r}", "hvp_chunks"),
             (isinstance(self.options, dict), f"options must be a mapping, got {self.options!r:.40}", "options"),
         ])
         build(self.probes or PRESETS[self.preset], self.options)  # each probe checks its options

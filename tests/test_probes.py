@@ -1,7 +1,9 @@
 """Probes against analytic answers: a planted quadratic, dense Hessians of an MLP and attention."""
 
 import doctest
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,10 +22,12 @@ from smoothprobe.probes.curv_fd import CurvFDProbe
 from smoothprobe.probes.curv_hvp import CurvHVPProbe
 from smoothprobe.probes.norms import NormsProbe
 from smoothprobe.probes.oracle import GradOracle, capture_rng_state
+from smoothprobe.probes.pieces import split_rows
 from smoothprobe.probes.secant import SecantProbe
 from smoothprobe.probes.top_eig import TopEigProbe
 from smoothprobe.probes.trace import TraceProbe
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SHAPES = [(4, 3), (3, 3), (5, 2)]
 N = sum(r * c for r, c in SHAPES)
 SPECTRUM = torch.cat([torch.tensor([10.0, 5.0]), torch.linspace(0.1, 3.0, N - 2)]).double()
@@ -554,3 +558,90 @@ def test_heavy_every_help_names_every_heavy_probe_of_the_registry():
     heavy = [name for name, probe in PROBES.items() if probe.heavy]
     assert set(heavy) == {"top_eig", "trace", "curv_dual"}
     assert f"The heavy probes ({', '.join(heavy)}) run on every N-th probed step." in text
+
+
+def tiny_llama_pieces(pieces: int):
+    """A float64 tiny LLaMA, a 5-row batch, its row-mean loss and the loss of each row piece."""
+    torch.manual_seed(0)
+    model = Llama(LlamaConfig(vocab_size=11, d_model=8, n_layers=1, n_heads=2, context=6)).double()
+    idx = torch.randint(0, 11, (5, 6))
+
+    def loss_of(model_or_values, rows):
+        logits = (model(rows) if model_or_values is model else functional_call(model, model_or_values, (rows,)))
+        return F.cross_entropy(logits[:, :-1].reshape(-1, 11), rows[:, 1:].reshape(-1))
+
+    parts = [(w, lambda rows=rows: loss_of(model, rows)) for w, rows in split_rows(idx, pieces)]
+    return model, idx, loss_of, parts
+
+
+@pytest.mark.parametrize("mode", ["exact", "forward"])
+def test_hvp_over_an_odd_split_of_the_batch_equals_the_dense_hessian(mode):
+    """5 rows in 3 pieces (2, 2, 1): Σ (rows/5)·H_piece·v is the whole batch's H·v."""
+    model, idx, loss_of, parts = tiny_llama_pieces(3)
+    assert [w for w, _ in parts] == [0.4, 0.4, 0.2]
+    with sdpa_kernel(SDPBackend.MATH):
+        hessian = dense_hessian(model, lambda values: loss_of(values, idx))
+    params = list(model.parameters())
+    oracle = GradOracle(model, lambda: loss_of(model, idx), params, hvp=mode, pieces=parts)
+    for seed in (7, 8):
+        v = random_like(params, seed)
+        torch.testing.assert_close(flat(oracle.hvp(v)), hessian @ flat(v), rtol=1e-6, atol=1e-12)
+    assert oracle._graph is None  # nothing kept between calls
+
+
+def test_gradient_and_hvp_from_the_same_pieces_match_the_whole_batch():
+    model, idx, loss_of, parts = tiny_llama_pieces(2)
+    params = list(model.parameters())
+    whole = GradOracle(model, lambda: loss_of(model, idx), params)
+    pieced = GradOracle(model, lambda: loss_of(model, idx), params, pieces=parts)
+    v = random_like(params, 3)
+    loss, grads, hv = pieced.loss_grad_and_hvp(v)
+    want_loss, want_grads = whole.loss_and_grad()
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    torch.testing.assert_close(flat(grads), flat(want_grads), rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(flat(hv), flat(whole.hvp(v)), rtol=1e-8, atol=1e-14)
+    assert all(p.grad is None for p in params)
+
+
+def test_curv_hvp_takes_its_hvp_from_the_gradients_pieces():
+    model, idx, loss_of, parts = tiny_llama_pieces(2)
+    params = list(model.parameters())
+    update = random_like(params, 4)
+    calls = []
+    oracle = GradOracle(model, lambda: loss_of(model, idx), params, pieces=parts)
+    oracle.hvp = lambda vectors: calls.append(vectors)  # must not be called: the gradient's pass gives H·d
+    context = context_at(oracle, update=update, keep_graph=True, hvp_with_gradient=True)
+    SecantProbe().measure(context)
+    row = CurvHVPProbe().measure(context).row
+    expected = GradOracle(model, lambda: loss_of(model, idx), params).hvp(update)
+    want = float(sum((h * d).sum() for h, d in zip(expected, update)) / sum((d * d).sum() for d in update))
+    assert calls == [] and row["curv_hvp"] == pytest.approx(want, rel=1e-9)
+
+
+def test_pieces_divide_the_transient_memory_of_an_exact_hvp():
+    """A wide MLP whose graph is its 4096×512 activations: 4 pieces hold a quarter of them at once."""
+    spec = importlib.util.spec_from_file_location("probe_overhead", BENCHMARKS / "probe_overhead.py")
+    live_bytes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(live_bytes)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 512), nn.Tanh(), nn.Linear(512, 1)).double()
+    x, y = torch.randn(4096, 4, dtype=torch.float64), torch.randn(4096, 1, dtype=torch.float64)
+    params = list(model.parameters())
+    v = random_like(params, 0)
+
+    def peak(pieces):
+        parts = [(w, lambda b=b: F.mse_loss(model(b[0]), b[1])) for w, b in split_rows((x, y), pieces)]
+        oracle = GradOracle(model, lambda: F.mse_loss(model(x), y), params, pieces=parts)
+        with live_bytes.LiveBytes() as tracker:
+            oracle.hvp(v)
+        return tracker.peak
+
+    whole, quarter = peak(1), peak(4)
+    assert 0.2 < quarter / whole < 0.3
+
+
+def test_split_rows_refuses_batches_it_cannot_cut():
+    with pytest.raises(SmoothprobeError, match="exceeds the batch's 2 rows"):
+        split_rows(torch.zeros(2, 3), 3)
+    with pytest.raises(SmoothprobeError, match="share one number of rows"):
+        split_rows((torch.zeros(4, 3), torch.zeros(5)), 2)

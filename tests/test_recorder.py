@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from smoothprobe import Recorder, SmoothprobeError, TrainConfig, load_run, train
+from smoothprobe.config import ProbeConfig
 from smoothprobe.probes.recorder import Cadence
 from smoothprobe.tasks.quadratic import QuadraticTask
 
@@ -99,6 +100,38 @@ def test_bad_recorder_options_are_clear_errors(tmp_path):
         Recorder(model, opt, loss_fn=lambda m, b: m(b).sum(), probes=["magic"])
     with pytest.raises(SmoothprobeError, match="overhead must lie in"):
         Recorder(model, opt, loss_fn=lambda m, b: m(b).sum(), overhead=2.0)
+    with pytest.raises(SmoothprobeError, match="hvp_chunks must be an integer >= 1, got 0"):
+        Recorder(model, opt, loss_fn=lambda m, b: m(b).sum(), hvp_chunks=0)
+    with pytest.raises(SmoothprobeError, match="hvp_chunks must be an integer >= 1"):
+        ProbeConfig(hvp_chunks=1.5)
+
+
+def test_hvp_chunks_give_the_probes_of_the_whole_batch():
+    """Two Recorders on one loop, whole batch and 3 row pieces of 7 rows: the same secant,
+    curv_hvp and Lanczos ends."""
+    from smoothprobe.probes.recorder import Recorder as PlainRecorder
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def loss_of(m, batch):
+        return torch.nn.functional.mse_loss(m(batch[0]), batch[1])
+
+    options = {"probes": ["secant", "curv_hvp", "top_eig"], "every": 1, "heavy_every": 1,
+               "options": {"top_eig": {"steps": 6, "tol": 1e-12}}}
+    recorders = [PlainRecorder(model, opt, loss_fn=loss_of, hvp_chunks=n, **options) for n in (1, 3)]
+    for step in range(3):
+        batch = (torch.randn(7, 3, dtype=torch.float64), torch.randn(7, 2, dtype=torch.float64))
+        loss_of(model, batch).backward()
+        for rec in recorders:
+            rec.before_step(step, batch)
+        opt.step()
+        opt.zero_grad()
+        whole, pieced = (rec.after_step() for rec in recorders)
+        for column in ("secant_K", "curv_hvp", "top_eig", "bottom_eig"):
+            assert pieced[column] == pytest.approx(whole[column], rel=1e-9), column
+    assert recorders[1].describe()["hvp_chunks"] == 3
 
 
 def test_cadence_resumed_without_saved_state_keeps_the_first_runs_multiples():
@@ -149,3 +182,15 @@ def test_rerunning_a_recorder_script_takes_the_options_its_refusal_names(tmp_pat
     run = smoothprobe.load_run(tmp_path / "run")
     assert run.steps.step.tolist() == list(range(20)) and run.info["status"] == "finished"
     assert int(run.steps.secant_K.notna().sum()) == 10
+
+
+def test_a_recorded_run_with_hvp_chunks_splits_the_trainers_micro_batches(tmp_path):
+    """The Trainer's batch is a list of micro-batches; 3 pieces of its 4 rows give the whole
+    batch's curv_hvp and Lanczos end (float32, so to 1e-4)."""
+    base = {"task": "markov", "batch_size": 4, "seq_len": 16, "steps": 2, "optimizer": "lion", "lr": 1e-3}
+    probes = {"probes": ["secant", "curv_hvp", "top_eig"], "every": 1, "heavy_every": 1,
+              "options": {"top_eig": {"steps": 4}}}
+    runs = [load_run(train(TrainConfig(**base, probes={**probes, "hvp_chunks": n}), tmp_path / str(n),
+                           progress=False)).steps for n in (1, 3)]
+    for column in ("secant_K", "curv_hvp", "top_eig"):
+        np.testing.assert_allclose(runs[1][column], runs[0][column], rtol=1e-4)

@@ -34,6 +34,9 @@ class ProbeContext:
     `grad_before` is g_t = ∇f_B(x_t), unclipped; `update` is x_{t+1} − x_t. `gradient()` is
     the one place g(x_{t+1}) is computed, so the secant and the FD probe share it; with
     `keep_graph` it is computed with `create_graph`, and HVP probes reuse that backward.
+    `update_hvp()` gives H·d (d the update); with `hvp_with_gradient` it comes from the
+    gradient's own create_graph backward (`GradOracle.loss_grad_and_hvp`), which lets an oracle
+    with `pieces` take both from one graph per piece without keeping one.
     `generator(name)` gives each probe fresh random vectors at every step, reproducibly.
     """
 
@@ -44,13 +47,27 @@ class ProbeContext:
     step: int = 0
     seed: int = 0
     keep_graph: bool = False
+    hvp_with_gradient: bool = False
     _gradient: tuple[float, list[Tensor]] | None = field(default=None, repr=False)
+    _update_hvp: list[Tensor] | None = field(default=None, repr=False)
 
     def gradient(self) -> tuple[float, list[Tensor]]:
         """The batch loss and ∇f_B(x_{t+1}), evaluated once per context."""
         if self._gradient is None:
-            self._gradient = self.oracle.loss_and_grad(create_graph=self.keep_graph)
+            if self.hvp_with_gradient:
+                loss, grads, self._update_hvp = self.oracle.loss_grad_and_hvp(self.update)
+                self._gradient = (loss, grads)
+            else:
+                self._gradient = self.oracle.loss_and_grad(create_graph=self.keep_graph)
         return self._gradient
+
+    def update_hvp(self) -> list[Tensor]:
+        """H·d at x_{t+1} for the update d: handed over (and no longer held) if the gradient's
+        pass computed it, else computed now."""
+        if self.hvp_with_gradient:
+            self.gradient()
+        hd, self._update_hvp = self._update_hvp, None
+        return hd if hd is not None else self.oracle.hvp(self.update)
 
     def generator(self, name: str) -> torch.Generator:
         """A generator on the parameters' device seeded by (seed, step, name)."""
@@ -90,15 +107,18 @@ class Probe(ABC):
 
     `name` is the registry key; `heavy` probes run only on every `heavy_every`-th probed step;
     `needs_hvp` probes use exact Hessian-vector products (double backward), which FSDP2 cannot
-    give and compiled models give only when run eagerly; `moves_parameters` probes perturb the
-    parameters (which drops a kept HVP graph), so the registry runs them last. `columns` are the
-    row columns it writes with its default options, `k_columns` those the fit may take as K, and
-    `panel` its part of the report's curvature figure (None: it draws none).
+    give and compiled models give only when run eagerly; `hvp_of_update` probes read H·d for the
+    update d (`ProbeContext.update_hvp`), which the gradient's pass can give along;
+    `moves_parameters` probes perturb the parameters (which drops a kept HVP graph), so the
+    registry runs them last. `columns` are the row columns it writes with its default options,
+    `k_columns` those the fit may take as K, and `panel` its part of the report's curvature
+    figure (None: it draws none).
     """
 
     name: ClassVar[str]
     heavy: ClassVar[bool] = False
     needs_hvp: ClassVar[bool] = False
+    hvp_of_update: ClassVar[bool] = False
     moves_parameters: ClassVar[bool] = False
     columns: ClassVar[tuple[str, ...]] = ()
     k_columns: ClassVar[tuple[str, ...]] = ()

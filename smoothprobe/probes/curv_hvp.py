@@ -12,13 +12,14 @@ UPDATE_PANEL = "dᵀHd/‖d‖² on the update: FD —, HVP --"
 
 class CurvHVPProbe(Probe):
     """dᵀHd/‖d‖² at x_{t+1} for the update d, from H·d by double backward (SDPA on the math
-    kernel). With `context.keep_graph` the double backward reuses the create_graph gradient the
-    secant probe computes, so the probe's own cost is one double backward. Row column: curv_hvp
-    (NaN for a zero update).
+    kernel). Under the Recorder H·d comes from the create_graph backward of the gradient the
+    secant probe reads (`ProbeContext.update_hvp`), so the probe's own cost is one double
+    backward. Row column: curv_hvp (NaN for a zero update).
     """
 
     name = "curv_hvp"
     needs_hvp = True
+    hvp_of_update = True
     columns = ("curv_hvp",)
     k_columns = ("curv_hvp",)
     panel = Panel(UPDATE_PANEL, (Line("curv_hvp", "--"),), place=3.1)
@@ -26,6 +27,6 @@ class CurvHVPProbe(Probe):
     def measure(self, context: ProbeContext) -> ProbeResult:
         """Curvature along the update at the oracle's parameters."""
         direction = context.update
-        hd = context.oracle.hvp(direction)
+        hd = context.update_hvp()
         curv = ratio(dot(hd, direction).item(), dot(direction, direction).item())
         return ProbeResult({"curv_hvp": curv})
