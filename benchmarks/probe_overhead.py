@@ -4,9 +4,12 @@ Goals (issue 4): `cheap` preset <= 1.05x a bare step; secant and FD curvature ex
 one forward+backward; exact HVP <= 2.5x one gradient; `overhead=0.10` lands at 10 % +- 3 %;
 memory the Recorder keeps <= 2 model-size buffers, its transient peak <= 2x a bare step's. FD and
 HVP curvature are measured next to the secant (standard preset), whose gradient at x_{t+1} they
-share: FD reuses it, the HVP reuses its create_graph backward; alone each pays for it. Variants
-run in lockstep (one step of each per round, order rotated) so that load from other processes
-hits them alike; medians and standard deviations over the rounds.
+share: FD reuses it, the HVP reuses its create_graph backward; alone each pays for it. `/4`
+takes the HVP over 4 row pieces of the batch (`--hvp-chunks 4`: a quarter of the graph's memory,
+H·d from the secant's pieces). Variants run in lockstep (one step of each per round, order
+rotated) so that load from other processes hits them alike; medians and standard deviations over
+the rounds. The oracle section splits one HVP's time (math SDPA kernel, create_graph gradient,
+double backward, pieces, forward-over-reverse); the memory section the peaks per HVP mode.
 
 Run from the repository root: PYTHONPATH=. python benchmarks/probe_overhead.py [--threads 2]
 """
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -30,6 +34,7 @@ from smoothprobe.geometry import Geometry
 from smoothprobe.probes.base import ProbeContext
 from smoothprobe.probes.curv_fd import CurvFDProbe
 from smoothprobe.probes.oracle import GradOracle
+from smoothprobe.probes.pieces import split_rows
 from smoothprobe.train import TrainConfig, Trainer, build
 
 VARIANTS: dict[str, dict | None] = {
@@ -38,6 +43,7 @@ VARIANTS: dict[str, dict | None] = {
     "secant": {"probes": ["secant"], "every": 1},
     "secant+curv_fd": {"probes": ["secant", "curv_fd"], "every": 1},
     "secant+curv_hvp": {"probes": ["secant", "curv_hvp"], "every": 1},
+    "secant+curv_hvp/4": {"probes": ["secant", "curv_hvp"], "every": 1, "hvp_chunks": 4},
     "curv_fd": {"probes": ["curv_fd"], "every": 1},
     "curv_hvp": {"probes": ["curv_hvp"], "every": 1},
 }
@@ -45,6 +51,7 @@ COMPARISONS = [  # (variant, baseline, goal, what the goal is measured in units 
     ("secant", "bare", 1.15, "forward+backward"),
     ("secant+curv_fd", "secant", 1.15, "forward+backward"),
     ("secant+curv_hvp", "secant", 2.5, "gradient"),
+    ("secant+curv_hvp/4", "secant", 2.5, "gradient"),
     ("curv_fd", "bare", None, "forward+backward"),
     ("curv_hvp", "bare", None, "gradient"),
 ]
@@ -100,7 +107,7 @@ def lockstep(args: argparse.Namespace, root: Path) -> None:
         ratios = [(v - b) / fb for v, b in zip(times[name], times[base])]
         ratio, sigma = statistics.median(ratios), statistics.stdev(ratios)
         figure = verdict(ratio, ratio <= goal) if goal is not None else f"{ratio:7.3f}       "
-        print(f"  {name:<15} minus {base:<6} / one {unit:<16} {figure} +- {sigma:.3f}  "
+        print(f"  {name:<17} minus {base:<6} / one {unit:<16} {figure} +- {sigma:.3f}  "
               + (f"(goal <= {goal}x)" if goal is not None else "(alone: pays for g(x_{t+1}) itself)"))
 
 
@@ -111,8 +118,9 @@ def oracle_costs(args: argparse.Namespace, root: Path) -> None:
     batch = [trainer.task.train_batch(0)]
     direction = [torch.randn_like(p) * 1e-3 for p in params]
 
-    def oracle(hvp: str = "exact") -> GradOracle:
-        return GradOracle(model, lambda: trainer.micro_loss(model, batch), params, hvp=hvp)
+    def oracle(hvp: str = "exact", chunks: int = 1) -> GradOracle:
+        pieces = [(w, lambda part=part: trainer.micro_loss(model, part)) for w, part in split_rows(batch, chunks)]
+        return GradOracle(model, lambda: trainer.micro_loss(model, batch), params, hvp=hvp, pieces=pieces)
 
     geometry = Geometry("euclidean", [name for name, _ in model.named_parameters()])
 
@@ -137,9 +145,17 @@ def oracle_costs(args: argparse.Namespace, root: Path) -> None:
             return time.perf_counter() - start
         return timed
 
+    def math_gradient() -> None:
+        with sdpa_kernel(SDPBackend.MATH):
+            oracle().loss_and_grad()
+
     jobs = {
         "gradient": wall(lambda: oracle().loss_and_grad()),
+        "gradient_math": wall(math_gradient),
+        "gradient_graph": wall(lambda: oracle().loss_and_grad(create_graph=True)),
         "hvp_fresh": wall(lambda: oracle().hvp(direction)),
+        "hvp_pieces2": wall(lambda: oracle(chunks=2).hvp(direction)),
+        "hvp_pieces4": wall(lambda: oracle(chunks=4).hvp(direction)),
         "hvp_kept": kept_graph_hvp,
         "hvp_forward": wall(lambda: oracle("forward").hvp(direction)),
         "fd_given_g": fd_given_gradient,
@@ -155,6 +171,10 @@ def oracle_costs(args: argparse.Namespace, root: Path) -> None:
     med = {name: statistics.median(values) for name, values in times.items()}
     g = med["gradient"]
     print(f"oracle: {args.repeats} interleaved repeats; one gradient (forward+backward) {g * 1e3:.1f} ms")
+    print(f"  gradient, SDPA math kernel / gradient    {med['gradient_math'] / g:7.3f}   (the kernel double"
+          " backward needs; the default CPU kernel is flash attention)")
+    print(f"  create_graph gradient / gradient         {med['gradient_graph'] / g:7.3f}   (math kernel + the"
+          " recorded backward: what the secant pays when an HVP probe is due)")
     fresh = med["hvp_fresh"] / g
     print(f"  exact HVP, fresh graph / gradient        {verdict(fresh, fresh <= 2.5)}  (goal <= 2.5x;"
           " graph build + one double backward)")
@@ -163,6 +183,10 @@ def oracle_costs(args: argparse.Namespace, root: Path) -> None:
     forward = med["hvp_forward"] / g
     print(f"  forward-over-reverse HVP / gradient      {forward:7.3f}   (torch.func.jvp of the gradient: no"
           " kept graph; --hvp forward)")
+    for chunks in (2, 4):
+        pieced = med[f"hvp_pieces{chunks}"] / g
+        print(f"  exact HVP in {chunks} row pieces / gradient     {pieced:7.3f}   (--hvp-chunks {chunks}: a graph"
+              f" per piece, 1/{chunks} of the memory, nothing kept)")
     graph = (med["hvp_fresh"] - med["hvp_kept"]) / g
     print(f"  fresh minus kept / gradient              {graph:7.3f}   (building the create_graph"
           " gradient: in the Recorder it is the secant's gradient too)")
@@ -237,15 +261,24 @@ def memory(args: argparse.Namespace, root: Path) -> None:
     oracle.release()
     print(f"  one exact HVP alone, peak allocated      {floor.peak / model_bytes:7.3f}   model sizes"
           " (create_graph gradient on the math kernel + one double backward: the floor of HVP probes)")
-    forward = GradOracle(bare.model, lambda: bare.micro_loss(bare.model, [bare.task.train_batch(2)]), params,
-                         hvp="forward")
+    batch = [bare.task.train_batch(2)]
+    for chunks in (2, 4):
+        pieces = [(w, lambda part=part: bare.micro_loss(bare.model, part)) for w, part in split_rows(batch, chunks)]
+        pieced = GradOracle(bare.model, lambda: bare.micro_loss(bare.model, batch), params, pieces=pieces)
+        with LiveBytes() as pieced_floor:
+            pieced.hvp([torch.ones_like(p) for p in params])
+        print(f"  one exact HVP in {chunks} row pieces, peak      {pieced_floor.peak / model_bytes:7.3f}   model sizes"
+              f" (--hvp-chunks {chunks}: one piece's graph at a time)")
+    forward = GradOracle(bare.model, lambda: bare.micro_loss(bare.model, batch), params, hvp="forward")
     with LiveBytes() as forward_floor:
         forward.hvp([torch.ones_like(p) for p in params])
     print(f"  one forward-over-reverse HVP, peak       {forward_floor.peak / model_bytes:7.3f}   model sizes"
           " (--hvp forward: the JVP of the gradient, nothing kept)")
-    for preset, hvp in (("standard", "exact"), ("full", "exact"), ("full", "fd"), ("full", "forward")):
-        probed = make_trainer(args, root, f"mem-{preset}-{hvp}", {"preset": preset, "every": 1, "hvp": hvp})
-        preset = f"{preset}/{hvp}"
+    for preset, hvp, chunks in (("standard", "exact", 1), ("full", "exact", 1), ("full", "exact", 4),
+                                ("full", "fd", 1), ("full", "forward", 1)):
+        probed = make_trainer(args, root, f"mem-{preset}-{hvp}-{chunks}",
+                              {"preset": preset, "every": 1, "hvp": hvp, "hvp_chunks": chunks})
+        preset = f"{preset}/{hvp}" + (f"/{chunks}" if chunks > 1 else "")
         recorder = probed.recorder
         before_step, after_step = recorder.before_step, recorder.after_step
         seen: dict[str, object] = {}
@@ -267,12 +300,12 @@ def memory(args: argparse.Namespace, root: Path) -> None:
         recorder.before_step, recorder.after_step = capture, measured
         probed.step(0)
         held = seen["held"] / model_bytes
-        print(f"  {preset:<10} held across optimizer.step()   {verdict(held, held <= 2)}  model sizes"
+        print(f"  {preset:<14} held across optimizer.step(){verdict(held, held <= 2)}  model sizes"
               " (goal <= 2; its clone of g_t, x_t shared with the loop)")
         peak = seen["peak"] / model_bytes
-        print(f"  {preset:<10} peak allocated in after_step   {peak:7.3f}   model"
+        print(f"  {preset:<14} peak allocated in after_step{peak:7.3f}   model"
               " sizes (transient: probe passes, HVP graph, Lanczos/Hutch++ vectors)")
-        print(f"  {preset:<10} peak / bare step's peak        {verdict(peak / bare_peak, peak <= 2 * bare_peak)}"
+        print(f"  {preset:<14} peak / bare step's peak     {verdict(peak / bare_peak, peak <= 2 * bare_peak)}"
               "  (goal <= 2)")
 
 
