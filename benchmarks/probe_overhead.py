@@ -303,7 +303,7 @@ def memory(args: argparse.Namespace, root: Path) -> None:
         print(f"  {preset:<14} held across optimizer.step(){verdict(held, held <= 2)}  model sizes"
               " (goal <= 2; its clone of g_t, x_t shared with the loop)")
         peak = seen["peak"] / model_bytes
-        print(f"  {preset:<14} peak allocated in after_step{peak:7.3f}   model"
+        print(f"  {preset:<14} peak allocated in after_step {peak:7.3f}   model"
               " sizes (transient: probe passes, HVP graph, Lanczos/Hutch++ vectors)")
         print(f"  {preset:<14} peak / bare step's peak     {verdict(peak / bare_peak, peak <= 2 * bare_peak)}"
               "  (goal <= 2)")
