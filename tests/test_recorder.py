@@ -106,6 +106,22 @@ def test_bad_recorder_options_are_clear_errors(tmp_path):
         ProbeConfig(hvp_chunks=1.5)
 
 
+@pytest.mark.parametrize("layer, hvp, words", [
+    (torch.nn.BatchNorm1d(2), "exact", "module '1' is BatchNorm1d: its statistics would be each piece's"),
+    (torch.nn.Dropout(0.1), "exact", "module '1' is Dropout: dropout \\(p = 0.1\\) would draw other masks"),
+    (torch.nn.Identity(), "fd", "hvp='fd' keeps no graph to split"),
+])
+def test_hvp_chunks_refuse_a_loss_that_pieces_would_change(layer, hvp, words):
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), layer)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(SmoothprobeError, match=f"hvp_chunks=2 .*{words}") as caught:
+        Recorder(model, opt, loss_fn=lambda m, b: m(b).sum(), hvp_chunks=2, hvp=hvp)
+    assert "hvp_chunks" in caught.value.params
+    Recorder(model, opt, loss_fn=lambda m, b: m(b).sum(), hvp_chunks=1, hvp=hvp)  # one piece is the whole batch
+    quiet = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.0))  # p = 0 draws nothing: allowed
+    Recorder(quiet, torch.optim.SGD(quiet.parameters(), lr=0.1), loss_fn=lambda m, b: m(b).sum(), hvp_chunks=2)
+
+
 def test_hvp_chunks_give_the_probes_of_the_whole_batch():
     """Two Recorders on one loop, whole batch and 3 row pieces of 7 rows: the same secant,
     curv_hvp and Lanczos ends."""

@@ -112,8 +112,8 @@ class Recorder:
     whole-batch graph; curv_hvp takes H·d from the secant's pieces (about 0.3 gradients more with
     4 pieces: the same flops in more, smaller operations), Lanczos and trace 1.6–1.8× the time
     (no graph is kept between their HVPs). It needs a
-    loss that is the mean of per-row terms (no BatchNorm statistics), and dropout draws other
-    masks than in the training step.
+    loss that is the mean of per-row terms drawn alike in every piece: models with BatchNorm (the
+    statistics are per piece) or active dropout (other masks than the training step's) are refused.
     `after_step` returns the step's columns and leaves its per-tensor rows in `tensor_rows`; the
     run directory's writer (RunWriter) writes them. `config` holds the options as
     run.json's `config.probes` keeps them.
@@ -150,6 +150,8 @@ class Recorder:
             raise SmoothprobeError(f"overhead must lie in (0, 1), got {overhead}")
         if isinstance(hvp_chunks, bool) or not isinstance(hvp_chunks, int) or hvp_chunks < 1:
             raise SmoothprobeError(f"hvp_chunks must be an integer >= 1, got {hvp_chunks!r}")
+        if hvp_chunks > 1:
+            refuse_pieces(model, hvp, hvp_chunks)
         self.model, self.optimizer, self.loss_fn, self.probes = model, optimizer, loss_fn, chosen
         self.config = {"preset": preset, "probes": None if probes is None else list(probes), "every": every,
                        "overhead": overhead, "heavy_every": heavy_every, "family": family,
@@ -306,3 +308,22 @@ def unclip_factor(model: nn.Module, grad_norm: float | None) -> float:
         return 1.0
     current = global_norm([p.grad for p in model.parameters() if p.grad is not None])
     return grad_norm / current if 0 < current < grad_norm * (1 - 1e-6) else 1.0
+
+
+def refuse_pieces(model: nn.Module, hvp: str, pieces: int) -> None:
+    """Raise where HVPs over `pieces` row pieces would not be the whole batch's: `hvp` = "fd" (no
+    graph to split), BatchNorm (its statistics would be each piece's) or dropout with p > 0 (each
+    piece would draw other masks than the training step did)."""
+    if hvp == "fd":
+        raise SmoothprobeError(f"hvp_chunks={pieces} splits exact HVPs; hvp='fd' keeps no graph to split "
+                               "(use hvp_chunks=1)", params=["hvp_chunks", "hvp"])
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            why = "its statistics would be each piece's, not the batch's"
+        elif isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            why = f"dropout (p = {module.p:g}) would draw other masks in each piece than in the training step"
+        else:
+            continue
+        raise SmoothprobeError(f"hvp_chunks={pieces} needs a loss that is a mean over rows, alike in every "
+                               f"piece; module {name!r} is {type(module).__name__}: {why} (use hvp_chunks=1, "
+                               "or hvp='fd' for the memory of one gradient)", params=["hvp_chunks"])
