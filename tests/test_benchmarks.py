@@ -98,3 +98,27 @@ def test_goals_use_the_best_grid_point_and_a_sigma_floored_by_the_twin_spread(tm
     lines = "\n".join(wg.goals(table, refs, results))
     assert "closed: 1.9300 (3 seed(s), max lr 0.02) vs reference: MISSED (+1.5 σ)" in lines
     assert "closed loop at least as good as practical: met (-1.0 σ)" in lines
+
+
+def test_a_timing_missed_on_a_loaded_machine_is_not_measured_but_bytes_and_met_times_stand(monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import fit_speed
+    import machine
+    import probe_overhead
+
+    load = [1.0]
+    monkeypatch.setattr(machine.os, "getloadavg", lambda: (load[0], 0.0, 0.0))
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    watch = machine.LoadWatch()
+    assert watch.cores == 2 and not watch.loaded and "(loaded)" not in watch.describe()
+    load[0] = 2.5
+    assert watch.loaded and watch.describe() == "load average up to 2.5 on 2 cores (loaded)"
+    load[0] = 0.5
+    assert watch.loaded and watch.peak == 2.5  # once loaded, the run's timings stay suspect
+    monkeypatch.setattr(probe_overhead, "WATCH", watch)
+    assert probe_overhead.verdict(2.6, False).endswith("not measured (loaded)")
+    assert probe_overhead.verdict(4.5, False, timed=False).endswith("MISS")  # bytes: load changes nothing
+    assert probe_overhead.verdict(2.2, True).endswith("ok")
+    assert fit_speed.verdict(40.0, 30.0, loaded=True).startswith("not measured (loaded; 1.33×")
+    assert fit_speed.verdict(7.0, 30.0, loaded=True) == "met (0.23× the 30 s goal)"
+    assert fit_speed.verdict(40.0, 30.0, loaded=False) == "MISSED (1.33× the 30 s goal)"
