@@ -76,7 +76,8 @@ narrow gap ratio decides)."""
 CLOSED = ("closed", "closed_step", "own_peak")
 """The closed-loop arms (a pilot decides in the run)."""
 DECIDED_BY_FIT = (*CLOSED, "fitted")
-HEAD_TO_HEAD = (("grid", 0.0), ("grid", TWIN), ("closed", 0.0), ("closed_step", 0.0), ("practical", 0.0))
+HEAD_TO_HEAD = (("grid", 0.0), ("grid", TWIN), ("closed", 0.0), ("closed_step", 0.0), ("practical", 0.0),
+                ("fitted", 0.0))
 """The arms at lr* run on a second seed right after the first seed's tier."""
 
 
