@@ -26,6 +26,7 @@ from smoothprobe import distributed
 from smoothprobe.config import TrainConfig
 from smoothprobe.errors import SmoothprobeError, Terminated, one_line
 from smoothprobe.optim import make_optimizer
+from smoothprobe.probes.pieces import split_rows
 from smoothprobe.probes.recorder import Cadence, Recorder, optimizer_geometry
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.baseline import WarmupDecay, warmup_steps
@@ -398,6 +399,18 @@ def check_first_gap(trainer: Trainer, resolved: FStar | None) -> None:
                                f"got {opts.delta_peak:g}", params=["delta_peak"])
 
 
+def check_pieces(trainer: Trainer) -> None:
+    """`hvp_chunks` > 1 needs batches of examples with at least that many rows: check step 0's batch
+    before the run directory exists, instead of at the first probed step."""
+    probes, task = trainer.config.probes, trainer.task
+    if probes is None or probes.hvp_chunks <= 1:
+        return
+    if not task.rows:
+        raise SmoothprobeError(f"hvp_chunks={probes.hvp_chunks} splits a batch into row pieces, but a {task.name} "
+                               "batch is one draw, not rows of examples: take HVPs whole (one piece)", params=["hvp_chunks"])
+    split_rows([task.train_batch(0, micro) for micro in range(trainer.config.accum)], probes.hvp_chunks)
+
+
 def scheduler_mismatch(fresh: dict, loaded: Any, where: str) -> None:
     """Refuse a checkpoint's scheduler state whose values have other types than this run's
     scheduler keeps (e.g. {"last_epoch": "x"}), before anything is loaded or written."""
@@ -554,6 +567,7 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
         trainer.refit = OnlineRefit(scheduler, adaptive.refit_every)
     if not resume:
         check_first_gap(trainer, f_star)
+    check_pieces(trainer)
     writer = start_run(out, lambda: describe_run(
         model, optimizer, config=dataclasses.asdict(config), task=task.describe(),
         probes=trainer.recorder.describe() if trainer.recorder else None, optimizer_name=config.optimizer),

@@ -612,3 +612,16 @@ def test_banded_bootstrap_refits_equal_direct_lp_solves():
             np.testing.assert_allclose(got[i], want, atol=1e-6)
             compared += 1
     assert compared >= 2
+
+
+def test_a_large_weighted_fit_does_not_depend_on_the_scale_of_its_weights():
+    """Scaling every weight by c scales the LP's objective by c and leaves its optimum: the banded
+    path (above DIRECT_MAX_ROWS rows) must find the same β with weights of 1e-9 as with weights of 1."""
+    rng = np.random.default_rng(3)
+    n = 6000
+    x = np.column_stack([np.ones(n), rng.uniform(0, 4, n), rng.uniform(0, 16, n)])
+    y = x @ np.array([1.0, 2.0, 0.5]) * rng.uniform(0.6, 1.0, n)
+    w = rng.integers(0, 3, n).astype(float)
+    base = quantile_regression(x, y, 0.9, weights=w)
+    for scale in (1e-9, 1e-10):
+        assert quantile_regression(x, y, 0.9, weights=w * scale) == pytest.approx(base, rel=1e-7, abs=1e-9)

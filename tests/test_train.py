@@ -328,3 +328,13 @@ def test_a_config_stored_before_cooldown_existed_resumes_without_one():
     del stored["adaptive"]["cooldown"]
     assert TrainConfig.from_dict(stored).adaptive.cooldown is None
     assert TrainConfig.from_dict(dataclasses.asdict(TrainConfig(adaptive={}))).adaptive.cooldown == 0.2
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--task", "quadratic", "--hvp-chunks", "2"], "--hvp-chunks=2 splits a batch into row pieces, but a quadratic batch"),
+    (["--task", "markov", "--batch-size", "2", "--hvp-chunks", "4"], "--hvp-chunks=4 exceeds the batch's 2 rows"),
+])
+def test_hvp_chunks_a_batch_cannot_take_are_refused_before_the_run_directory_exists(tmp_path, args, words):
+    result = invoke("record", *args, "--preset", "full", "--steps", "3", "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()

@@ -94,7 +94,7 @@ def descend(x: np.ndarray, y: np.ndarray, w: np.ndarray, tau: float, g: np.ndarr
     items = np.vstack([x, g])   # rows 0..n-1, then the constraints
     targets = np.concatenate([y, h])
     scale = float(np.abs(c).sum() + np.sum(w * np.abs(x).sum(axis=1)))  # of the sums behind μ
-    w_max = float(np.max(w, initial=1.0))
+    w_max = float(w.max()) if len(w) else 1.0  # the tolerance scales with the weights, below 1 too
     tight = _fitted(items[:n], y - x @ beta, y, p)
     if len(tight) == p:
         beta = np.linalg.solve(items[tight], targets[tight])

@@ -33,7 +33,8 @@ class ProbeContext:
     `oracle` evaluates the loss at x_{t+1} on the batch of step t with that step's RNG state;
     `grad_before` is g_t = ∇f_B(x_t), unclipped; `update` is x_{t+1} − x_t. `gradient()` is
     the one place g(x_{t+1}) is computed, so the secant and the FD probe share it; with
-    `keep_graph` it is computed with `create_graph`, and HVP probes reuse that backward.
+    `keep_graph` it is computed with `create_graph`, and HVP probes reuse that backward (an oracle
+    with `pieces` keeps no graph: its gradient is a plain one, and each HVP rebuilds its pieces').
     `update_hvp()` gives H·d (d the update); with `hvp_with_gradient` it comes from the
     gradient's own create_graph backward (`GradOracle.loss_grad_and_hvp`), which lets an oracle
     with `pieces` take both from one graph per piece without keeping one.

@@ -30,10 +30,10 @@ def split_rows(batch: Any, pieces: int) -> list[tuple[float, Any]]:
     if len(rows) != 1:
         found = ", ".join(map(str, sorted(rows))) or "none"
         raise SmoothprobeError(f"hvp_chunks={pieces} needs the batch's tensors to share one number of rows "
-                               f"(dim 0); found {found}")
+                               f"(dim 0); found {found}", params=["hvp_chunks"])
     total = rows.pop()
     if total < pieces:
-        raise SmoothprobeError(f"hvp_chunks={pieces} exceeds the batch's {total} rows")
+        raise SmoothprobeError(f"hvp_chunks={pieces} exceeds the batch's {total} rows", params=["hvp_chunks"])
     cut = [torch.tensor_split(leaf, pieces) if isinstance(leaf, torch.Tensor) and leaf.dim() > 0 else None
            for leaf in leaves]
     parts = []

@@ -111,9 +111,10 @@ class Recorder:
     (`smoothprobe.probes.pieces.split_rows`): about 1/hvp_chunks of the transient memory of a
     whole-batch graph; curv_hvp takes H·d from the secant's pieces (about 0.3 gradients more with
     4 pieces: the same flops in more, smaller operations), Lanczos and trace 1.6–1.8× the time
-    (no graph is kept between their HVPs). It needs a
-    loss that is the mean of per-row terms drawn alike in every piece: models with BatchNorm (the
-    statistics are per piece) or active dropout (other masks than the training step's) are refused.
+    (no graph is kept between their HVPs). It needs a loss that is the mean of per-row terms drawn
+    alike in every piece: models with BatchNorm (the statistics are per piece) or dropout modules
+    (other masks than the training step's) are refused; functional dropout (SDPA's `dropout_p`)
+    cannot be seen from the modules, so take HVPs whole for such models.
     `after_step` returns the step's columns and leaves its per-tensor rows in `tensor_rows`; the
     run directory's writer (RunWriter) writes them. `config` holds the options as
     run.json's `config.probes` keeps them.
@@ -316,7 +317,7 @@ def refuse_pieces(model: nn.Module, hvp: str, pieces: int) -> None:
     piece would draw other masks than the training step did)."""
     if hvp == "fd":
         raise SmoothprobeError(f"hvp_chunks={pieces} splits exact HVPs; hvp='fd' keeps no graph to split "
-                               "(use hvp_chunks=1)", params=["hvp_chunks", "hvp"])
+                               "(take HVPs whole: one piece)", params=["hvp_chunks", "hvp"])
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             why = "its statistics would be each piece's, not the batch's"
@@ -325,5 +326,5 @@ def refuse_pieces(model: nn.Module, hvp: str, pieces: int) -> None:
         else:
             continue
         raise SmoothprobeError(f"hvp_chunks={pieces} needs a loss that is a mean over rows, alike in every "
-                               f"piece; module {name!r} is {type(module).__name__}: {why} (use hvp_chunks=1, "
-                               "or hvp='fd' for the memory of one gradient)", params=["hvp_chunks"])
+                               f"piece; module {name!r} is {type(module).__name__}: {why} (take HVPs whole, in one piece, "
+                               "or by hvp='fd' for the memory of one gradient)", params=["hvp_chunks"])

@@ -22,6 +22,9 @@ class Task(ABC):
 
     name: str
     f_star: float | None = None
+    rows: bool = True
+    """Batches hold examples along dim 0 and the loss is their mean, so exact HVPs may be taken over
+    row pieces (`hvp_chunks`); False where a batch is one draw (the quadratic task's noise vector)."""
 
     @abstractmethod
     def build_model(self) -> nn.Module:

@@ -37,6 +37,8 @@ class QuadraticTask(Task):
     matrix, so A is dense. The noise term leaves every batch's Hessian equal to A.
     """
 
+    rows = False  # a batch is one noise vector ξ, not examples
+
     name = "quadratic"
     f_star = 0.0
 
