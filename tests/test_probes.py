@@ -618,8 +618,9 @@ def test_curv_hvp_takes_its_hvp_from_the_gradients_pieces():
     assert calls == [] and row["curv_hvp"] == pytest.approx(want, rel=1e-9)
 
 
-def test_pieces_divide_the_transient_memory_of_an_exact_hvp():
+def test_pieces_divide_the_transient_memory_of_an_exact_hvp(monkeypatch):
     """A wide MLP whose graph is its 4096×512 activations: 4 pieces hold a quarter of them at once."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # as when run as a script: it imports benchmarks/machine.py
     spec = importlib.util.spec_from_file_location("probe_overhead", BENCHMARKS / "probe_overhead.py")
     live_bytes = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(live_bytes)
