@@ -422,8 +422,8 @@ def lr_star(results: pd.DataFrame, opt: str) -> float | None:
     """The scan's best peak LR for `opt` (None while its scan is open)."""
     part = results[(results.optimizer == opt) & (results.kind == "grid") & (results.seed == 0)
                    & results.warmup.isin(SCAN_WARMUPS) & (results.lr_factor == 1.0)]
-    if part.empty:
-        return None
+    if part.empty or any((part.k == k).sum() < len(SCAN_WARMUPS) for k in SCAN_K):
+        return None  # the scan's first range is not finished: its best may still move
     best = part.groupby("k").score.min()
     k = best.idxmin()
     return None if k in (best.index.min(), best.index.max()) else float(GUESS[opt] * 2.0**k)
@@ -438,7 +438,8 @@ def summarise(results: pd.DataFrame, seeds: list[int]) -> tuple[pd.DataFrame, di
     res["lr_x"] = pd.to_numeric(res.lr)
     table = res.groupby(["optimizer", "label", "lr_x", "lr_factor"], sort=False, dropna=False).agg(
         val_mean=("score", "mean"), val_std=("score", "std"), seeds=("score", "size"),
-        diverged=("status", lambda s: int((s != "finished").sum())), peak_lr=("peak_lr", "max")).reset_index()
+        diverged=("status", lambda s: int(((s != "finished") & (s != "refused")).sum())),
+        refused=("status", lambda s: int((s == "refused").sum())), peak_lr=("peak_lr", "max")).reset_index()
     refs = {}
     for opt, part in table.groupby("optimizer", sort=False):
         grid = part[part.label.str.startswith("grid") & (part.lr_factor == 1.0)]
@@ -499,7 +500,10 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
         rows = {label: r for label, r in zip(at.label, at.itertuples())}
         for label, within in (("closed", 1.0), ("closed_step", 1.0), ("fitted", 1.0), ("own_peak", 2.0),
                               ("practical", 1.0)):
-            if label in rows:
+            if label in rows and rows[label].refused == rows[label].seeds:
+                lines.append(f"  - {label}: MISSED (refused on {rows[label].seeds} seed(s): the schedule would not "
+                             "run, see the decisions below)")
+            elif label in rows:
                 r = rows[label]
                 lines.append(f"  - {label}: {r.val_mean:.4f} ({r.seeds} seed(s), max lr {r.peak_lr:.3g}) vs reference: "
                              f"{_verdict(r.val_mean - ref['best'], sigma, within)}; below the grid median: "

@@ -90,6 +90,7 @@ def test_goals_use_the_best_grid_point_and_a_sigma_floored_by_the_twin_spread(tm
         _finish(wg, tmp_path, wg.Arm("muon", "grid", 0, wg.TWIN, seed), 2.02 + noise)  # twin spread 0.02
         _finish(wg, tmp_path, wg.Arm("muon", "closed", 0, 0.0, seed), 1.93 + noise)
         _finish(wg, tmp_path, wg.Arm("muon", "practical", 0, 0.0, seed), 1.95 + noise)
+        _finish(wg, tmp_path, wg.Arm("muon", "fitted", 0, 0.0, seed), math.nan, "refused")
     results = wg.collect(tmp_path)
     table, refs = wg.summarise(results, [0, 1, 2])
     ref = refs["muon"]
@@ -98,6 +99,8 @@ def test_goals_use_the_best_grid_point_and_a_sigma_floored_by_the_twin_spread(tm
     lines = "\n".join(wg.goals(table, refs, results))
     assert "closed: 1.9300 (3 seed(s), max lr 0.02) vs reference: MISSED (+1.5 σ)" in lines
     assert "closed loop at least as good as practical: met (-1.0 σ)" in lines
+    assert "fitted: MISSED (refused on 3 seed(s)" in lines and "diverged" not in lines
+    assert "**muon**: scan open" in lines  # k = 0, 1 only: the scan's range −3 … 3 is not finished
 
 
 def test_a_timing_missed_on_a_loaded_machine_is_not_measured_but_bytes_and_met_times_stand(monkeypatch):
