@@ -22,6 +22,7 @@ import tempfile
 import time
 import weakref
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -34,7 +35,7 @@ from smoothprobe.geometry import Geometry
 from smoothprobe.probes.base import ProbeContext
 from smoothprobe.probes.curv_fd import CurvFDProbe
 from smoothprobe.probes.oracle import GradOracle
-from smoothprobe.probes.pieces import split_rows
+from smoothprobe.probes.pieces import piece_losses
 from smoothprobe.train import TrainConfig, Trainer, build
 
 VARIANTS: dict[str, dict | None] = {
@@ -127,8 +128,8 @@ def oracle_costs(args: argparse.Namespace, root: Path) -> None:
     direction = [torch.randn_like(p) * 1e-3 for p in params]
 
     def oracle(hvp: str = "exact", chunks: int = 1) -> GradOracle:
-        pieces = [(w, lambda part=part: trainer.micro_loss(model, part)) for w, part in split_rows(batch, chunks)]
-        return GradOracle(model, lambda: trainer.micro_loss(model, batch), params, hvp=hvp, pieces=pieces)
+        return GradOracle(model, lambda: trainer.micro_loss(model, batch), params, hvp=hvp,
+                          pieces=piece_losses(partial(trainer.micro_loss, model), batch, chunks))
 
     geometry = Geometry("euclidean", [name for name, _ in model.named_parameters()])
 
@@ -271,8 +272,8 @@ def memory(args: argparse.Namespace, root: Path) -> None:
           " (create_graph gradient on the math kernel + one double backward: the floor of HVP probes)")
     batch = [bare.task.train_batch(2)]
     for chunks in (2, 4):
-        pieces = [(w, lambda part=part: bare.micro_loss(bare.model, part)) for w, part in split_rows(batch, chunks)]
-        pieced = GradOracle(bare.model, lambda: bare.micro_loss(bare.model, batch), params, pieces=pieces)
+        pieced = GradOracle(bare.model, lambda: bare.micro_loss(bare.model, batch), params,
+                            pieces=piece_losses(partial(bare.micro_loss, bare.model), batch, chunks))
         with LiveBytes() as pieced_floor:
             pieced.hvp([torch.ones_like(p) for p in params])
         print(f"  one exact HVP in {chunks} row pieces, peak      {pieced_floor.peak / model_bytes:7.3f}   model sizes"

@@ -8,9 +8,12 @@ exact HVP falls by about the number of pieces, at the same flops for each produc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from smoothprobe.errors import SmoothprobeError
@@ -42,3 +45,13 @@ def split_rows(batch: Any, pieces: int) -> list[tuple[float, Any]]:
         size = next(split[i].shape[0] for split in cut if split is not None)
         parts.append((size / total, tree_unflatten(part, spec)))
     return parts
+
+
+def piece_losses(loss_of: Callable[[Any], Tensor], batch: Any, pieces: int) -> list[tuple[float, Callable[[], Tensor]]]:
+    """The (weight, loss) pairs `GradOracle(pieces=...)` takes: `loss_of` on each part of
+    `split_rows(batch, pieces)`, with the part's share of the rows as weight.
+
+    >>> [(w, loss()) for w, loss in piece_losses(len, torch.zeros(3, 2), 2)]
+    [(0.6666666666666666, 2), (0.3333333333333333, 1)]
+    """
+    return [(weight, partial(loss_of, part)) for weight, part in split_rows(batch, pieces)]

@@ -30,6 +30,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -41,7 +42,7 @@ from smoothprobe.geometry import Geometry, default_names, family_for_optimizer
 from smoothprobe.probes import PRESETS, PROBES, build
 from smoothprobe.probes.base import ProbeContext
 from smoothprobe.probes.oracle import HVP_MODES, GradOracle, capture_rng_state
-from smoothprobe.probes.pieces import split_rows
+from smoothprobe.probes.pieces import piece_losses
 from smoothprobe.probes.vec import sub
 
 LossFn = Callable[[nn.Module, Any], Tensor]
@@ -247,8 +248,7 @@ class Recorder:
         """Run every due probe once on one shared context; returns the row columns and per-tensor rows."""
         pieces = None
         if self.hvp_chunks > 1:
-            pieces = [(weight, lambda part=part: self.loss_fn(self.model, part))
-                      for weight, part in split_rows(pending["batch"], self.hvp_chunks)]
+            pieces = piece_losses(partial(self.loss_fn, self.model), pending["batch"], self.hvp_chunks)
         oracle = GradOracle(self.model, lambda: self.loss_fn(self.model, pending["batch"]), self.params, self._rng,
                             hvp=self.hvp, pieces=pieces)
         due = [p for p in self._probes if not p.heavy or self.cadence.heavy_due()]
