@@ -186,11 +186,15 @@ class GradOracle:
             self._versions = versions
         return self._graph
 
-    def _build_graph(self, loss_fn: Callable[[], Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """One loss and its create_graph gradient, built eagerly on the math SDPA kernel."""
+    def _refuse_sharded(self) -> None:
+        """Exact HVPs (double backward, forward-over-reverse) do not pass through FSDP2's all-gather."""
         if self.sharded:
             raise SmoothprobeError("exact Hessian-vector products are not available under FSDP2; "
                                    "use the norms, secant and curv_fd probes")
+
+    def _build_graph(self, loss_fn: Callable[[], Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """One loss and its create_graph gradient, built eagerly on the math SDPA kernel."""
+        self._refuse_sharded()
         with self._replay(), sdpa_kernel(SDPBackend.MATH), torch.compiler.set_stance("force_eager"):
             loss = loss_fn()
             return loss, list(self._grad(loss, create_graph=True))
@@ -273,9 +277,7 @@ class GradOracle:
         """H·v by forward-over-reverse: `torch.func.jvp` of `torch.func.grad` of the loss along v
         (of each piece's loss, weighted, with `pieces`). Nothing is kept between calls (no
         create_graph gradient); not under FSDP2."""
-        if self.sharded:
-            raise SmoothprobeError("exact Hessian-vector products are not available under FSDP2; "
-                                   "use the norms, secant and curv_fd probes")
+        self._refuse_sharded()
         names = {id(p): n for n, p in self.model.named_parameters()}
         keys = [f"model.{names[id(p)]}" for p in self.params]
         primals = tuple(p.detach() for p in self.params)
