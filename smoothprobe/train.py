@@ -226,15 +226,17 @@ def schedule_step(trainer: Trainer, row: dict) -> dict:
             extra["refit_status"] = trainer.refit.status
         trainer.scheduler.step(row["loss"])
         columns = {**trainer.scheduler.step_columns(), **extra}
-        if trainer.pilot is not None and trainer.pilot.open:
-            decisions = len(trainer.pilot.history)
-            closed = trainer.pilot.observe(row["step"], row, trainer.scheduler)
-            if closed or row["step"] == trainer.pilot.steps - 1:
+        pilot = trainer.pilot
+        if pilot is not None and pilot.open:
+            decisions = len(pilot.history)
+            closed = pilot.observe(row["step"], row, trainer.scheduler)
+            window_ended, refitted = row["step"] == pilot.steps - 1, len(pilot.history) > decisions
+            if closed or window_ended:
                 pilot_moved(trainer, closed)
-            elif len(trainer.pilot.history) > decisions:  # a refit said "not yet": run.json keeps it
-                trainer.writer.update(pilot=pilot_block(trainer.pilot), decision=trainer.pilot.decision)
-            if closed or len(trainer.pilot.history) > decisions or row["step"] == trainer.pilot.steps - 1:
-                columns["pilot_status"] = trainer.pilot.status
+            elif refitted:  # a refit said "not yet": run.json keeps it
+                trainer.writer.update(pilot=pilot_block(pilot), decision=pilot.decision)
+            if closed or window_ended or refitted:
+                columns["pilot_status"] = pilot.status
         return columns
     trainer.scheduler.step()
     return {}
