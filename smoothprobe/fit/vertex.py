@@ -40,7 +40,7 @@ relative to each constraint's size (well inside HiGHS's 1e-7)."""
 ROUNDING = 1e3 * np.finfo(float).eps
 """Rounding of a multiplier relative to the sums it is solved from (c and Σ w_i|x_i|)."""
 FITTED = 1e-12
-"""A start's residual below this share of |y| counts as a row the start fits (a vertex's own rows)."""
+"""A start's residual below this share of |y| + 1 counts as a row the start fits (a vertex's own rows)."""
 
 
 def _slope(r: np.ndarray, u: np.ndarray, w: np.ndarray, tau: float) -> float:
@@ -95,7 +95,7 @@ def descend(x: np.ndarray, y: np.ndarray, w: np.ndarray, tau: float, g: np.ndarr
     targets = np.concatenate([y, h])
     scale = float(np.abs(c).sum() + np.sum(w * np.abs(x).sum(axis=1)))  # of the sums behind μ
     w_max = float(w.max()) if len(w) else 1.0  # the tolerance scales with the weights, below 1 too
-    tight = _fitted(items[:n], y - x @ beta, y, p)
+    tight = _fitted(x, y - x @ beta, y, p)
     if len(tight) == p:
         beta = np.linalg.solve(items[tight], targets[tight])
     for _ in range(MAX_EDGES):
