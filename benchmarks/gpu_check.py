@@ -53,7 +53,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from probe_overhead import COMPARISONS, VARIANTS, forward_backward
+from probe_overhead import (
+    CHEAP_GOAL,
+    COMPARISONS,
+    VARIANTS,
+    forward_backward,
+    lockstep_figures,
+    rotate,
+)
 
 from smoothprobe import load_run
 from smoothprobe.probes import PRESETS, PROBES
@@ -61,7 +68,6 @@ from smoothprobe.tasks.lm import read_text_corpus, stdlib_files
 from smoothprobe.train import TrainConfig, Trainer, build
 
 ROOT = Path(__file__).resolve().parents[1]
-CHEAP_GOAL = 1.05  # issue 25: the cheap preset's step over a bare step
 MEMORY_GOAL = 2.0  # issue 25: the full preset's transient peak over a bare step's
 
 
@@ -279,22 +285,13 @@ def overhead(s: Settings, optimizer: str, data: Path, root: Path, clock: Clock) 
     jobs: list[tuple[str, Callable[[int], float]]] = [
         (name, lambda step, t=trainer: step_time(s.device, t, step)) for name, trainer in trainers.items()]
     jobs.append(("fb", lambda step, t=trainers["bare"]: timed(s.device, lambda: forward_backward(t, step))))
-    times: dict[str, list[float]] = {name: [] for name, _ in jobs}
-    for step in range(s.round_warmup + s.rounds):
-        if clock.left() <= 0:
-            print(f"  stopped at the deadline after {len(times['fb'])} measured rounds")
-            break
-        shift = step % len(jobs)
-        for name, job in jobs[shift:] + jobs[:shift]:
-            elapsed = job(step)
-            if step >= s.round_warmup:
-                times[name].append(elapsed)
+    times = rotate(jobs, s.round_warmup, s.rounds, stop=lambda: clock.left() <= 0)
+    if len(times["fb"]) < s.rounds:
+        print(f"  stopped at the deadline after {len(times['fb'])} measured rounds")
     if not times["fb"]:
         raise OutOfTime("the deadline passed before the first measured round")
-    fb = statistics.median(times["fb"])
-    every = VARIANTS["cheap"]["every"]
-    bare = times["bare"]
-    blocks = [sum(times["cheap"][i:i + every]) / sum(bare[i:i + every]) for i in range(0, len(bare) - every + 1, every)]
+    fb, blocks, extra = lockstep_figures(times)
+    every, bare = VARIANTS["cheap"]["every"], times["bare"]
     cheap = statistics.median(blocks) if blocks else math.nan
     figures = {"cheap / bare step": {"value": cheap, "goal": CHEAP_GOAL, "met": cheap <= CHEAP_GOAL,
                                      "blocks": len(blocks)}}
@@ -303,9 +300,7 @@ def overhead(s: Settings, optimizer: str, data: Path, root: Path, clock: Clock) 
     print(f"  cheap preset (every {every}) / bare step  {cheap:7.3f}  (goal <= {CHEAP_GOAL}x, median of "
           f"{len(blocks)} blocks)")
     for name, base, goal, unit in COMPARISONS:
-        ratios = [(v - b) / fb for v, b in zip(times[name], times[base])]
-        ratio = statistics.median(ratios)
-        sigma = statistics.stdev(ratios) if len(ratios) > 1 else math.nan
+        ratio, sigma = extra[name]
         figures[f"{name} minus {base} / {unit}"] = {"value": ratio, "sigma": sigma, "goal": goal,
                                                     "met": None if goal is None else ratio <= goal}
         print(f"  {name:<17} minus {base:<6} / one {unit:<16} {ratio:7.3f} +- {sigma:.3f}"

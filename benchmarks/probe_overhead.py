@@ -58,6 +58,39 @@ COMPARISONS = [  # (variant, baseline, goal, what the goal is measured in units 
 ]
 
 
+CHEAP_GOAL = 1.05
+"""The cheap preset's step over a bare step (compared in blocks of its probing interval)."""
+
+
+def rotate(jobs: list[tuple[str, Callable[[int], float]]], warmup: int, rounds: int,
+           stop: Callable[[], bool] = lambda: False) -> dict[str, list[float]]:
+    """Each job's seconds per step, one step of each per round with the order rotated (so that load
+    from other processes hits them alike), after `warmup` rounds; ends early once `stop()` says so."""
+    times: dict[str, list[float]] = {name: [] for name, _ in jobs}
+    for step in range(warmup + rounds):
+        if stop():
+            break
+        shift = step % len(jobs)
+        for name, job in jobs[shift:] + jobs[:shift]:
+            elapsed = job(step)
+            if step >= warmup:
+                times[name].append(elapsed)
+    return times
+
+
+def lockstep_figures(times: dict[str, list[float]]) -> tuple[float, list[float], dict[str, tuple[float, float]]]:
+    """From `rotate`'s times (VARIANTS and "fb"): one forward+backward (median), the cheap preset's
+    time over a bare step's in blocks of its interval, and each of COMPARISONS as (median, σ) of
+    the variant's extra time per step over its baseline's, in forward+backward units."""
+    fb, bare, every = statistics.median(times["fb"]), times["bare"], VARIANTS["cheap"]["every"]
+    blocks = [sum(times["cheap"][i:i + every]) / sum(bare[i:i + every]) for i in range(0, len(bare) - every + 1, every)]
+    extra = {}
+    for name, base, _, _ in COMPARISONS:
+        ratios = [(v - b) / fb for v, b in zip(times[name], times[base])]
+        extra[name] = (statistics.median(ratios), statistics.stdev(ratios) if len(ratios) > 1 else float("nan"))
+    return fb, blocks, extra
+
+
 WATCH = LoadWatch()
 """The load since the start: a timing taken on a loaded machine is not a measurement (benchmarks/machine.py)."""
 
@@ -90,31 +123,20 @@ def forward_backward(trainer: Trainer, step: int) -> float:
 def lockstep(args: argparse.Namespace, root: Path) -> None:
     """Per-step costs of each probe variant against a bare step and one forward+backward."""
     trainers = {name: make_trainer(args, root, name, probes) for name, probes in VARIANTS.items()}
-    times: dict[str, list[float]] = {name: [] for name in [*VARIANTS, "fb"]}
     jobs: list[tuple[str, Callable[[int], float]]] = [
         (name, lambda s, t=trainer: t.step(s)["step_time_s"]) for name, trainer in trainers.items()
     ]
     jobs.append(("fb", lambda s: forward_backward(trainers["bare"], s)))
-    total = args.warmup + args.steps
-    for step in range(total):
-        shift = step % len(jobs)
-        for name, job in jobs[shift:] + jobs[:shift]:
-            elapsed = job(step)
-            if step >= args.warmup:
-                times[name].append(elapsed)
-    fb = statistics.median(times["fb"])
-    bare = times["bare"]
-    blocks = [sum(times["cheap"][i:i + 10]) / sum(bare[i:i + 10])
-              for i in range(0, len(bare) - 9, 10)]
+    times = rotate(jobs, args.warmup, args.steps)
+    fb, blocks, extra = lockstep_figures(times)
     cheap = statistics.median(blocks)
     print(f"lockstep: {args.steps} steps after {args.warmup} warm-up, optimizer {args.optimizer}; "
-          f"median bare step {statistics.median(bare) * 1e3:.1f} ms, "
+          f"median bare step {statistics.median(times['bare']) * 1e3:.1f} ms, "
           f"forward+backward {fb * 1e3:.1f} ms")
-    print(f"  cheap preset (every 10) / bare step       {verdict(cheap, cheap <= 1.05)}  (goal <= 1.05x,"
-          f" median of {len(blocks)} 10-step blocks)")
+    print(f"  cheap preset (every 10) / bare step       {verdict(cheap, cheap <= CHEAP_GOAL)}  (goal <= "
+          f"{CHEAP_GOAL}x, median of {len(blocks)} 10-step blocks)")
     for name, base, goal, unit in COMPARISONS:
-        ratios = [(v - b) / fb for v, b in zip(times[name], times[base])]
-        ratio, sigma = statistics.median(ratios), statistics.stdev(ratios)
+        ratio, sigma = extra[name]
         figure = verdict(ratio, ratio <= goal) if goal is not None else f"{ratio:7.3f}       "
         print(f"  {name:<17} minus {base:<6} / one {unit:<16} {figure} +- {sigma:.3f}  "
               + (f"(goal <= {goal}x)" if goal is not None else "(alone: pays for g(x_{t+1}) itself)"))
