@@ -125,9 +125,10 @@ def scan_state(out: Path, opt: str) -> tuple[list[Arm], int | None]:
     ks = list(SCAN_K)
     while True:
         arms = [Arm(opt, "grid", k, w, 0) for k in ks for w in SCAN_WARMUPS]
-        scores = {k: min(score(result_of(out, a)) for a in arms if a.k == k) for k in ks}
-        if any(math.isnan(s) for s in scores.values()):
+        runs = {k: [score(result_of(out, a)) for a in arms if a.k == k] for k in ks}
+        if any(math.isnan(s) for values in runs.values() for s in values):  # min() would skip a NaN
             return arms, None
+        scores = {k: min(values) for k, values in runs.items()}
         best = min(ks, key=lambda k: scores[k])
         if best == ks[0]:
             ks.insert(0, ks[0] - 1)

@@ -82,6 +82,17 @@ def test_the_lr_scan_extends_until_its_best_lr_is_interior(tmp_path, monkeypatch
     assert stress.lr == pytest.approx(10 * 1e-3 / 8)
 
 
+def test_the_lr_scan_stays_open_until_both_warmups_ran_at_every_lr(tmp_path, monkeypatch):
+    wg = load_warmup_grid(monkeypatch)
+    arms, _ = wg.scan_state(tmp_path, "muon")
+    for arm in arms:  # best at k = 0, interior; warm-up 10 % at k = 3 still running
+        if arm.k != 3 or not arm.warmup:
+            _finish(wg, tmp_path, arm, 2.0 + 0.1 * abs(arm.k))
+    assert wg.scan_state(tmp_path, "muon")[1] is None
+    _finish(wg, tmp_path, wg.Arm("muon", "grid", 3, 0.1, 0), 2.3)
+    assert wg.scan_state(tmp_path, "muon")[1] == 0
+
+
 def test_goals_use_the_best_grid_point_and_a_sigma_floored_by_the_twin_spread(tmp_path, monkeypatch):
     wg = load_warmup_grid(monkeypatch)
     for seed, noise in enumerate((0.0, 0.002, -0.002)):  # seed σ 0.002 at every point
