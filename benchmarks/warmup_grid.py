@@ -73,6 +73,9 @@ DESIGN = 3
 """Version of the closed loop's decision rule: arms it drives (closed, own_peak, fitted) rerun when it
 changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
 narrow gap ratio decides)."""
+OWN_PEAK_DESIGN = 4
+"""Version of own_peak's peak (4: the median best step along the update over the pilot's window, not
+the fit's η_max); its arms rerun when either version changes."""
 CLOSED = ("closed", "closed_step", "own_peak")
 """The closed-loop arms (a pilot decides in the run)."""
 DECIDED_BY_FIT = (*CLOSED, "fitted")
@@ -104,13 +107,18 @@ class Arm:
         return f"{self.optimizer}/{self.kind}{extra}-lr{lr}/seed-{self.seed}"
 
 
+def design_of(kind: str) -> int | str:
+    """The design version an arm of this kind is run under (bench.json's `design`)."""
+    return f"{DESIGN}, peak {OWN_PEAK_DESIGN}" if kind == "own_peak" else DESIGN
+
+
 def result_of(out: Path, arm: Arm) -> dict | None:
     """The arm's bench.json (val loss, status, peak LR), or None if it has not finished."""
     marker = out / arm.name / "bench.json"
     if not marker.exists():
         return None
     result = json.loads(marker.read_text())
-    return None if arm.kind in DECIDED_BY_FIT and result.get("design") != DESIGN else result
+    return None if arm.kind in DECIDED_BY_FIT and result.get("design") != design_of(arm.kind) else result
 
 
 def score(result: dict | None) -> float:
@@ -344,7 +352,7 @@ def run_arm(arm: Arm, out: Path, quick: bool) -> None:
         except SmoothprobeError as exc:
             error = str(exc)
         used = effective_lr(trainer) if arm.kind in PARAM_FREE else None
-    result = {**dataclasses.asdict(arm), "design": DESIGN, "lr": arm.lr, "name": arm.name, "status": "refused",
+    result = {**dataclasses.asdict(arm), "design": design_of(arm.kind), "lr": arm.lr, "name": arm.name, "status": "refused",
               "val_loss": math.nan,
               "peak_lr": math.nan, "seconds": time.time() - t0, "error": error, "decision": None}
     if trainer is not None:
@@ -411,7 +419,7 @@ def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]
 def collect(out: Path) -> pd.DataFrame:
     """One row per finished arm (every bench.json under `out`)."""
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("*/*/*/bench.json"))]
-    rows = [r for r in rows if r["kind"] not in DECIDED_BY_FIT or r.get("design") == DESIGN]
+    rows = [r for r in rows if r["kind"] not in DECIDED_BY_FIT or r.get("design") == design_of(r["kind"])]
     frame = pd.DataFrame.from_records(rows)
     if frame.empty:
         return frame

@@ -302,7 +302,8 @@ class AdaptiveConfig:
     crosses Δ' (None or 0: none); 0.2 is the cool-down length at which warm-up-stable-decay runs match a
     cosine (Hägele et al., 2024).
     allow_unsupported: let a fit whose verdict is not "supported" drive the schedule (warns).
-    own_peak: after a pilot, run at the fit's own peak η_max instead of rescaling it to the lr.
+    own_peak: the pilot measures the peak LR (the median best step along the update over its window)
+    instead of taking the lr; the lr, or the optimizer's default, is only where it starts.
     step_test: during a pilot, also end the warm-up as soon as a step at the lr would be no longer than
     the best step along the update (`decision.step_test`), without waiting for a fit.
     """
@@ -332,9 +333,10 @@ class AdaptiveConfig:
                                             "steps.", low=1, default_text="steps/20, at least 10")
     allow_unsupported: bool = option(False, "Adaptive: let a fit whose verdict is not 'supported' drive the schedule "
                                             "(warns).", flag="--allow-unsupported-fit")
-    own_peak: bool = option(False, "Adaptive with --pilot: once the fit decides, run at its own peak (the largest eta "
-                                   "over the measured gaps) instead of rescaling it to --lr; without --lr the pilot "
-                                   "itself runs from the optimizer's default LR.")
+    own_peak: bool = option(False, "Adaptive with --pilot: measure the peak LR instead of taking --lr: at every step "
+                                   "of the pilot's window the peak moves to the median best LR along the update over "
+                                   "the probed steps so far (secant slope and curvature); --lr, or the optimizer's "
+                                   "default, is only where the pilot starts.")
     step_test: bool = option(False, "Adaptive with --pilot: also end the warm-up as soon as a step at --lr would be "
                                     "no longer than the best step along the update direction (the batch loss's "
                                     "slope and curvature along the last 3 steps, from the secant probe), without "
@@ -361,7 +363,7 @@ class AdaptiveConfig:
             (not self.own_peak or self.pilot is not None, "own_peak needs a pilot", "own_peak", "pilot"),
             (not self.step_test or self.pilot is not None, "step_test needs a pilot", "step_test", "pilot"),
             (not (self.step_test and self.own_peak),
-             "step_test tests a step at the lr, and own_peak leaves the peak to the fit: drop one", "step_test",
+             "step_test tests a step at the lr, and own_peak measures the lr from the same best steps: drop one", "step_test",
              "own_peak"),
             (self.decay != "model" or self.cooldown is None,
              ("cooldown needs a decay phase to start, which decay 'model' does not have (it follows eta to the "

@@ -260,8 +260,9 @@ def pilot_moved(trainer: Trainer, closed: bool) -> None:
 
 
 def pilot_block(pilot: Pilot) -> dict:
-    """run.json's `pilot`: its window, where it stands, and every decision its refits took."""
-    return {"steps": pilot.steps, "status": pilot.status, "history": pilot.history}
+    """run.json's `pilot`: its window, where it stands, every decision its refits took, and with
+    own_peak the peak LR it measured."""
+    return {"steps": pilot.steps, "status": pilot.status, "history": pilot.history, "peak_lr": pilot.peak}
 
 
 def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model: nn.Module,

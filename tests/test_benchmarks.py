@@ -54,7 +54,7 @@ def load_warmup_grid(monkeypatch):
 def _finish(wg, out, arm, loss, status="finished"):
     path = out / arm.name
     path.mkdir(parents=True, exist_ok=True)
-    result = {**wg.dataclasses.asdict(arm), "design": wg.DESIGN, "lr": arm.lr, "name": arm.name, "status": status,
+    result = {**wg.dataclasses.asdict(arm), "design": wg.design_of(arm.kind), "lr": arm.lr, "name": arm.name, "status": status,
               "val_loss": loss,
               "peak_lr": arm.lr, "seconds": 1.0, "error": None, "decision": None}
     (path / "bench.json").write_text(wg.json.dumps(result))

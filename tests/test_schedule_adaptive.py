@@ -419,3 +419,26 @@ def test_set_constants_swaps_mid_run():
     sched.set_constants(new)
     assert _drive(sched, [1.2]) == [float(new.eta(1.2))]
     assert sched.last_record()["K_rho"] == 3.0
+
+
+def test_set_peak_scales_eta_the_floor_and_the_lr_in_use_and_keeps_delta_peak():
+    """K(Δ) = 1 + 2Δ + Δ²: η(3) = 3/16 at peak η_max = 1/4. Moving the peak to 1/2 doubles η at
+    every gap, at once and on the next step, while Δ' = 1 stays."""
+    opt = _optimizer(1.0, 0.5)
+    sched = AdaptiveWarmup(opt, Constants(1.0, 2.0, 1.0, 2.0), f_star=0.0, min_lr=0.01, ema=0.0, consecutive=1,
+                           decay="linear", total_steps=10, reduce=None)
+    assert _drive(sched, [3.0]) == [pytest.approx(3 / 16)]
+    sched.set_peak(0.5)
+    assert [g["lr"] for g in opt.param_groups] == [pytest.approx(3 / 8), pytest.approx(3 / 16)]  # groups keep ratio
+    assert _drive(sched, [3.0]) == [pytest.approx(3 / 8)]
+    assert sched.lr == 0.5 and sched.min_lr == pytest.approx(0.02) and sched.constants.delta_peak == pytest.approx(1.0)
+
+
+def test_set_peak_on_the_practical_schedule_keeps_its_start_at_lr_over_div():
+    sched = AdaptiveWarmup.practical(_optimizer(0.1), lr=0.1, div=10.0, f_star=0.0, delta_peak=0.5, ema=0.0,
+                                     total_steps=100, reduce=None)
+    assert _drive(sched, [3.0]) == [pytest.approx(0.01)]
+    sched.set_peak(0.3)
+    assert _drive(sched, [3.0]) == [pytest.approx(0.03)]
+    sched.set_f_star(-1.0)  # Δ0 = 4 now: the constants are re-derived from the moved peak
+    assert _drive(sched, [3.0]) == [pytest.approx(0.03)] and sched.constants.delta_peak == pytest.approx(0.5)

@@ -174,3 +174,24 @@ def test_the_step_test_ends_the_warm_up_once_a_full_lr_step_is_within_the_best_s
         assert sched.phase == "decay" and sched._switch_lr == pytest.approx(0.1) and sched.f_star == 0.0
     else:
         assert closed_at is None and pilot.open and sched.phase == "warmup"
+
+
+def test_own_peak_measures_the_peak_as_the_median_best_step_over_the_window():
+    """Steps at LR 0.01 with slope 1 and curvature cycling over 0.02, 0.04, 0.08: the best LR along
+    them (0.01/c) cycles over 0.5, 0.25, 0.125, so the measured peak is their median 0.25 from the
+    third probed step on; after the window (60 steps) other curvatures no longer move it."""
+    rows = planted_steps(80, 0).assign(lr=0.01, secant_slope=1.0, secant_K=5.0)  # K flat: no fit decides
+    rows["secant_curv"] = [(0.02, 0.04, 0.08)[i % 3] if i < 60 else 1.0 for i in range(80)]
+    sched = make_schedule(cooldown=40)
+    sched.total_steps = 200
+    pilot = Pilot(60, total_steps=200, own_peak=True)
+    lrs = []
+    for row in rows.to_dict("records"):
+        sched.step(row["loss"])
+        before = sched.get_last_lr()[0]
+        pilot.observe(int(row["step"]), row, sched)
+        lrs.append((sched.lr, before, sched.optimizer.param_groups[0]["lr"]))
+    assert lrs[1][0] == 0.1 and pilot.peak == pytest.approx(0.25) and sched.lr == pytest.approx(0.25)
+    assert lrs[2][0] == pytest.approx(0.25) and lrs[2][2] == pytest.approx(2.5 * lrs[2][1])  # the shape scales
+    assert all(peak == pytest.approx(0.25) for peak, _, _ in lrs[59:])  # frozen after the window
+    assert pilot.state_dict()["peak"] == pytest.approx(0.25) and pilot.open

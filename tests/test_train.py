@@ -323,6 +323,21 @@ def test_run_json_keeps_every_refit_of_the_pilot_as_the_run_goes(tmp_path):
     assert {r["step"] for r in rows if r.get("pilot_status")} >= {d["step"] for d in history}
 
 
+def test_own_peak_runs_at_the_median_best_step_its_window_measured(tmp_path):
+    cfg = TrainConfig(task="quadratic", optimizer="normsgd", steps=80, eval_every=80,
+                      adaptive={"pilot": 50, "f_star": 0.0, "own_peak": True})
+    trainer = build(cfg, tmp_path / "run")
+    trainer.run(progress=False)
+    info = read_run_info(tmp_path / "run")
+    peak, closed = info["pilot"]["peak_lr"], info["decision"]["step"]  # the warm-up's end closed the pilot
+    rows, _ = read_table(tmp_path / "run" / "steps.jsonl")
+    measured = [r for r in rows if r["step"] < min(closed, 50)]
+    best = [r["lr"] * r["secant_slope"] / r["secant_curv"] for r in measured]  # normsgd on a quadratic: c > 0
+    assert peak == pytest.approx(float(np.median(best)), rel=1e-9) and peak != cfg.peak_lr
+    assert trainer.scheduler.lr == pytest.approx(peak)
+    assert all(r["lr"] <= peak * (1 + 1e-9) for r in rows if r["step"] > closed)
+
+
 def test_a_config_stored_before_cooldown_existed_resumes_without_one():
     stored = dataclasses.asdict(TrainConfig(task="quadratic", adaptive={"f_star": 0.0}))
     del stored["adaptive"]["cooldown"]

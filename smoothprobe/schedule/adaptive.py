@@ -282,6 +282,21 @@ class AdaptiveWarmup(LRScheduler):
         self._lr_now = self._next_lr(0.0, step) if self.decay != "model" else self.lr
         self._apply_lr()
 
+    def set_peak(self, lr: float) -> None:
+        """Move the peak LR to `lr` keeping the schedule's shape: η(Δ), the floor and the LR in use
+        all scale by lr/peak, Δ' stays (a closed loop that measures its own peak, `Pilot(own_peak=True)`).
+        The optimizer's LR is set at once."""
+        factor = lr / self.lr
+        self._set_peak(lr)
+        if self._rule is not None:
+            self._rule["lr"] *= factor
+        if self._K0 is not None:  # η = Δ/K: every K divided by the factor
+            self._set(Constants(self._K0 / factor, self._K1 / factor, self._K_rho / factor, self._rho))
+        if self._switch_lr is not None:
+            self._switch_lr *= factor
+        self._lr_now = self._clip(self._lr_now * factor)
+        self._apply_lr()
+
     def bound_warmup(self, step: int | None) -> None:
         """End the warm-up at `step` at the latest (None: no bound), e.g. where a loss curve fitted
         so far is predicted to reach f* + Δ'."""

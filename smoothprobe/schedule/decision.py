@@ -187,25 +187,35 @@ def step_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None) 
     >>> step_test(rows, 0.2).branch, step_test(rows, 0.3).branch
     ('no-warmup', 'not yet')
     """
-    best = []
-    for row in reversed(rows):  # the last probed steps; a pilot's rows grow by one every step
-        lr, slope, curv = (_number(row.get(key)) for key in ("lr", "secant_slope", "secant_curv"))
-        if slope is not None and curv is not None and (lr or 0.0) > 0:
-            best.append(_best_lr(lr, slope, curv))
-        if len(best) == STEP_TEST_ROWS:
-            break
+    median, read = best_step_lr(rows, STEP_TEST_ROWS)
 
     def out(branch: str, reason: str) -> Decision:
         return Decision(branch, reason, None, None, None, None, step)
 
-    if len(best) < STEP_TEST_ROWS:
-        return out("not yet", f"the step test needs {STEP_TEST_ROWS} probed steps, has {len(best)}")
-    median = float(np.median(best))
+    if read < STEP_TEST_ROWS:
+        return out("not yet", f"the step test needs {STEP_TEST_ROWS} probed steps, has {read}")
     if median >= peak_lr:
         return out("no-warmup", f"a step at the peak LR {peak_lr:.4g} is within the best step along the update "
                                 f"(best LR {median:.4g}, median of the last {STEP_TEST_ROWS} steps)")
     return out("not yet", f"a step at the peak LR {peak_lr:.4g} would overshoot the best step along the update "
                           f"(best LR {median:.4g}, median of the last {STEP_TEST_ROWS} steps)")
+
+
+def best_step_lr(rows: Sequence[Mapping], last: int | None = None) -> tuple[float, int]:
+    """The median best LR along the update (`_best_lr`) over the probed steps among `rows` (the last
+    `last` of them; all when None), and how many probed steps it read (NaN when none).
+
+    >>> best_step_lr([{"lr": 0.1, "secant_slope": 1.0, "secant_curv": c} for c in (0.5, 1.0, 2.0)])
+    (0.1, 3)
+    """
+    best = []
+    for row in reversed(rows):  # the last probed steps first
+        lr, slope, curv = (_number(row.get(key)) for key in ("lr", "secant_slope", "secant_curv"))
+        if slope is not None and curv is not None and (lr or 0.0) > 0:
+            best.append(_best_lr(lr, slope, curv))
+        if last is not None and len(best) == last:
+            break
+    return (float(np.median(best)) if best else math.nan), len(best)
 
 
 def _best_lr(lr: float, slope: float, curv: float) -> float:

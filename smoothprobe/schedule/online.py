@@ -14,7 +14,7 @@ from smoothprobe.fit import fit_frame
 from smoothprobe.fit.data import MIN_POINTS
 from smoothprobe.fit.fstar import MIN_LOSS_POINTS, estimate_f_star
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
-from smoothprobe.schedule.decision import decide, step_test
+from smoothprobe.schedule.decision import STEP_TEST_ROWS, best_step_lr, decide, step_test
 from smoothprobe.smoothness import FStar
 
 
@@ -149,8 +149,12 @@ class Pilot:
 
     f* is estimated from the pilot's losses, or set to their lower bound where the pilot is too
     short to place it (`fit_or_lower_bound`); a fit that decides keeps its f* for the rest of the run. The
-    fit's peak over the measured gaps is rescaled to the schedule's `lr`, or kept (its own η there)
-    with `own_peak`. A fit-driven warm-up is also bounded by the step at which the pilot's fitted
+    fit's peak over the measured gaps is rescaled to the schedule's `lr`. With `own_peak` that lr is
+    measured, not given: at every step of the window the peak moves to the median best LR along the
+    update over the probed steps so far (`decision.best_step_lr`, from the secant probe's slope and
+    curvature; `AdaptiveWarmup.set_peak` keeps the schedule's shape), and it stays where the window
+    or a decision leaves it (`peak`). The fit's own η_max is no LR: Δ/K carries the scale of the
+    loss over the curvature, not of a step (docs/design.md §5). A fit-driven warm-up is also bounded by the step at which the pilot's fitted
     loss curve L(t) = f* + a·(t + t0)^(−b) is predicted to reach f* + Δ'. `status` is "probing",
     the branch taken ("no-warmup", "fit-driven …") or "not yet: …"; `decision` says when, at which
     gap and on what interval, and `by` whom: "fit", or "step test" with `step_test`, which also ends
@@ -171,6 +175,7 @@ class Pilot:
         self.decision: dict | None = None
         self.history: list[dict] = []
         self.refits = 0
+        self.peak: float | None = None
         self.closed = False
         self._last_fit_rows = 0
 
@@ -200,6 +205,8 @@ class Pilot:
             self.decision = self._warmup_ended(step, scheduler.last_record().get("delta"))
             self.closed = True
             return True
+        if self.own_peak and step < self.steps:
+            self._measure_peak(scheduler)
         if self.step_test:
             verdict = step_test(self.rows, scheduler.lr, step)
             if verdict.decided:
@@ -223,18 +230,25 @@ class Pilot:
         if not decision.decided and not (self.allow_unsupported and step >= self.steps - 1):
             self.status = f"not yet: {decision.reason}"
             return False
-        peak = self.fit.constants.peak_within(decision.delta_range)[1] if self.own_peak else scheduler.lr
         if decision.branch == "no-warmup":
-            scheduler.skip_warmup(lr=peak, f_star=self.fit.f_star)
+            scheduler.skip_warmup(f_star=self.fit.f_star)
             self.status, self.closed = "no-warmup", True
             return True
         curve = self.fit.f_star_fit or {}
         bound = crossing_step(curve.get("a"), curve.get("b"), curve.get("t0"), self.rows[0]["step"],
                               self.fit.delta_peak, step + 1, scheduler.total_steps)
-        scheduler.adopt(self.fit, lr=peak, max_warmup=bound)
+        scheduler.adopt(self.fit, max_warmup=bound)
         self.status = "fit-driven" + ("" if bound is None else f" (warm-up bounded at step {bound})")
         self.closed = True
         return True
+
+    def _measure_peak(self, scheduler: AdaptiveWarmup) -> None:
+        """Move the schedule's peak to the median best LR along the update over the probed steps so
+        far, once STEP_TEST_ROWS of them exist (an LR that is not finite and positive is no peak)."""
+        peak, read = best_step_lr(self.rows)
+        if read >= STEP_TEST_ROWS and math.isfinite(peak) and peak > 0:
+            scheduler.set_peak(peak)
+            self.peak = peak
 
     def _log(self, decision: dict, by: str) -> dict:
         """Add a decision to `history`; returns it as `decision` (with who took it and the refit count)."""
@@ -257,10 +271,11 @@ class Pilot:
     def state_dict(self) -> dict:
         """Status, decisions and refit count for a checkpoint (rows are refilled from steps.jsonl)."""
         return {"status": self.status, "decision": self.decision, "history": self.history, "refits": self.refits,
-                "last_fit_rows": self._last_fit_rows, "closed": self.closed}
+                "last_fit_rows": self._last_fit_rows, "closed": self.closed, "peak": self.peak}
 
     def load_state_dict(self, state: dict) -> None:
         self.status, self.decision = str(state["status"]), state["decision"]
         self.history = list(state.get("history", []))  # checkpoints before the history have none
         self.refits, self._last_fit_rows = int(state["refits"]), int(state["last_fit_rows"])
         self.closed = bool(state["closed"])
+        self.peak = state.get("peak")  # checkpoints before the measured peak have none
