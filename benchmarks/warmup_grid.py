@@ -10,16 +10,16 @@ Stages, each run only when the one before it has the results it needs (per optim
 2. **grid**: {lr*/2, lr*, 2·lr*} × linear warm-up (then cosine decay) {0, 2, 5, 10, 25 %} × seeds, plus a 5-step linear
    warm-up at lr* (a schedule that differs from "no warm-up" in five steps only: the spread between
    the two is the noise floor of one score).
-3. **adaptive** (at lr*, every seed): the practical schedule (f* = auto), the closed loop
-   (`--pilot 0.1`: probes and refits decide warm-up / no warm-up / not yet), the closed loop with the
-   step test (`--step-test`: no warm-up as soon as a step at lr* is within the best step along the
-   update), the previous run's fit (`record` one run at lr* on seed 100, fit it with f* as the pilot
-   takes it: auto, or the losses' lower bound where the estimate drifts; then `train --fit` on each
-   seed; a refused fit is a miss), and the closed
-   loop at the fit's own η_max with no LR given (`--own-peak`). Parameter-free baselines, each at its
-   documented defaults: Prodigy (lr 1, cosine), D-Adaptation Adam (lr 1, cosine), DoG (lr 1,
-   constant), schedule-free AdamW (lr 0.0025, 5 % warm-up), and pytorch_warmup's untuned linear
-   warm-up on the cosine at lr*.
+3. **adaptive** (at lr*, every seed): the practical schedule (f* = auto), the closed loop (`--pilot
+   0.1`: probes and refits decide warm-up / no warm-up / not yet), the closed loop with the step test
+   (`--step-test`: no warm-up when a step at lr* is within the stability limit along the update at the
+   first 3 steps), the previous run's fit (`record` one run at lr* on seed 100, fit it with f* as the
+   pilot takes it: auto, or the losses' lower bound where the estimate drifts; then `train --fit` on
+   each seed; a refused fit is a miss), and the closed loop with no LR given (`--own-peak`: the peak is
+   the median best step along the update over the pilot's window). Parameter-free baselines, each at
+   its documented defaults: Prodigy (lr 1, cosine), D-Adaptation Adam (lr 1, cosine), DoG (lr 1,
+   constant), schedule-free AdamW (lr 0.0025, 5 % warm-up), and pytorch_warmup's untuned linear warm-up
+   on the cosine at lr*.
 4. **stress** (seed 0): 10·lr* with warm-up {0, 10 %}, practical and closed loop: the adaptive arms
    must not diverge where a warm-up converges.
 
@@ -73,9 +73,11 @@ DESIGN = 3
 """Version of the closed loop's decision rule: arms it drives (closed, own_peak, fitted) rerun when it
 changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
 narrow gap ratio decides)."""
-OWN_PEAK_DESIGN = 4
-"""Version of own_peak's peak (4: the median best step along the update over the pilot's window, not
-the fit's η_max); its arms rerun when either version changes."""
+ARM_DESIGN = {"own_peak": "peak 4", "closed_step": "stability 2"}
+"""Versions of what one kind of arm adds to the decision rule; its arms rerun when either changes.
+own_peak: the median best step along the update over the pilot's window (not the fit's η_max).
+closed_step: the step test, once at the first 3 probed steps, against the stability limit (twice
+the best step; version 1 tested the best step itself at every step)."""
 CLOSED = ("closed", "closed_step", "own_peak")
 """The closed-loop arms (a pilot decides in the run)."""
 DECIDED_BY_FIT = (*CLOSED, "fitted")
@@ -109,7 +111,7 @@ class Arm:
 
 def design_of(kind: str) -> int | str:
     """The design version an arm of this kind is run under (bench.json's `design`)."""
-    return f"{DESIGN}, peak {OWN_PEAK_DESIGN}" if kind == "own_peak" else DESIGN
+    return f"{DESIGN}, {ARM_DESIGN[kind]}" if kind in ARM_DESIGN else DESIGN
 
 
 def result_of(out: Path, arm: Arm) -> dict | None:

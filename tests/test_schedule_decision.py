@@ -65,9 +65,10 @@ def test_a_narrow_gap_ratio_alone_does_not_stop_a_significant_rise_from_deciding
         assert decide({**narrow, **change}, 2.0).branch == "not yet"
 
 
-def test_the_step_test_passes_up_to_the_exact_line_search_step_of_a_quadratic():
+def test_the_step_test_passes_up_to_twice_the_exact_line_search_step_of_a_quadratic():
     """f = ½xᵀAx, a gradient step Δx = −ηg: slope ηgᵀg, curvature η²gᵀAg, so the best LR along g is
-    the exact line-search step gᵀg/gᵀAg whatever η the probed steps took."""
+    the exact line-search step gᵀg/gᵀAg whatever η the probed steps took, and a step at twice it
+    returns the loss to where it was: the stability limit."""
     import numpy as np
 
     from smoothprobe.schedule.decision import step_test
@@ -84,8 +85,11 @@ def test_the_step_test_passes_up_to_the_exact_line_search_step_of_a_quadratic():
         best.append(float(g @ g / (g @ a @ g)))
         x = x + dx
     exact = float(np.median(best))
-    assert step_test(rows, 0.999 * exact, step=2).branch == "no-warmup"
-    assert step_test(rows, 1.001 * exact).branch == "not yet"
+    assert step_test(rows, 2 * 0.999 * exact, step=2).branch == "no-warmup"
+    assert step_test(rows, 2 * 1.001 * exact).branch == "not yet"
+    g = a @ x  # a step at twice the best LR along g leaves the loss where it was
+    tau = 2 * float(g @ g / (g @ a @ g))
+    assert (x - tau * g) @ a @ (x - tau * g) == pytest.approx(x @ a @ x, rel=1e-9)
     assert step_test(rows[:2], 0.0).branch == "not yet"  # too few probed steps
 
 

@@ -161,19 +161,24 @@ def test_a_loss_that_keeps_falling_leaves_f_star_at_its_bound_and_the_cooldown_a
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 1e-4, rel=1e-6)
 
 
-@pytest.mark.parametrize("curv, closes", [(0.099, True), (0.2, False)])
-def test_the_step_test_ends_the_warm_up_once_a_full_lr_step_is_within_the_best_step(curv, closes):
+@pytest.mark.parametrize("curv, closes", [(0.199, True), (0.201, False)])
+def test_the_step_test_ends_the_warm_up_when_the_first_steps_are_within_the_stability_limit(curv, closes):
     """Steps at LR 0.01 with slope 1 and curvature c along the update: the best LR along it is
-    0.01/c. At c = 0.099 that is just above the peak 0.1, so the third probed step (the median's minimum) ends the
-    warm-up, with no fit and the schedule's own f*; at c = 0.2 (best LR 0.05) the pilot goes on."""
+    0.01/c and the stability limit twice that. At c = 0.199 the limit is just above the peak 0.1, so
+    the third probed step (the median's minimum) ends the warm-up, with no fit and the schedule's own
+    f*; at c = 0.201 a warm-up is needed, and the test is not repeated when later steps would pass."""
     rows = planted_steps(40, 0).assign(lr=0.01, secant_slope=1.0, secant_curv=curv)
+    rows.loc[10:, "secant_curv"] = 0.01  # best LR 1 from step 10 on: too late to count
     sched, pilot, closed_at = _run_pilot(rows, 60, 200, step_test=True)
+    tests = [d for d in pilot.history if d["by"] == "step test"]
+    assert len(tests) == 1 and tests[0]["step"] == 2 and pilot.step_tested
     if closes:
         assert closed_at == 2 and pilot.status == "no-warmup (step test)" and pilot.fit is None
-        assert pilot.decision["by"] == "step test" and pilot.decision["branch"] == "no-warmup"
+        assert pilot.decision == tests[0] and pilot.decision["branch"] == "no-warmup"
         assert sched.phase == "decay" and sched._switch_lr == pytest.approx(0.1) and sched.f_star == 0.0
     else:
         assert closed_at is None and pilot.open and sched.phase == "warmup"
+        assert tests[0]["branch"] == "not yet" and "a warm-up is needed" in tests[0]["reason"]
 
 
 def test_own_peak_measures_the_peak_as_the_median_best_step_over_the_window():

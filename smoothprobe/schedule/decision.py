@@ -52,6 +52,8 @@ RISE_LEFT = 0.1
 """A warm-up whose LR has at most this share left to rise (η_max/η(Δ) ≤ 1 + RISE_LEFT) is over."""
 STEP_TEST_ROWS = 3
 """Probed steps whose median the step test reads: one batch's curvature along one step is noisy."""
+STABILITY_LIMIT = 2.0
+"""A step longer than this multiple of the best step along its direction raises the loss (quadratic model)."""
 
 
 @dataclass(frozen=True)
@@ -173,18 +175,18 @@ def _fmt(pair: tuple[float, float]) -> str:
 
 
 def step_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None) -> Decision:
-    """The sharpness test at the first steps: "no-warmup" when a step at `peak_lr` would be no longer
-    than the best step along the update direction, else "not yet".
+    """The sharpness test at the start: "no-warmup" when a step at `peak_lr` would stay within the
+    stability limit along the update direction, else "not yet" (a warm-up is needed).
 
     Along a step Δx taken at LR η the batch loss is f(x + τΔx) ≈ f(x) − τ·s + τ²·c/2, with the slope
     s = −⟨g_t, Δx⟩ and the curvature c = ⟨∇f(x + Δx) − g_t, Δx⟩ that the secant probe records
     (`secant_slope`, `secant_curv`). Its best multiple is τ* = s/c, so the best LR along this direction
-    is η·s/c (any LR when c ≤ 0). The test passes when the median of that LR over the last
-    STEP_TEST_ROWS probed steps is at least `peak_lr`: the full-LR step would not overshoot, which is
-    the directional form of the descent lemma's step Δ/K (half the stability limit η·c/s < 2).
+    is η·s/c (any LR when c ≤ 0), and a step longer than STABILITY_LIMIT times it raises the loss
+    (η·c/s > 2, the stability limit of the quadratic model). The test passes when the peak LR is
+    within that limit for the median of the last STEP_TEST_ROWS probed steps.
 
     >>> rows = [{"lr": 0.1, "secant_slope": 1.0, "secant_curv": 0.5}] * 3   # best LR 0.1·2 = 0.2
-    >>> step_test(rows, 0.2).branch, step_test(rows, 0.3).branch
+    >>> step_test(rows, 0.4).branch, step_test(rows, 0.5).branch
     ('no-warmup', 'not yet')
     """
     median, read = best_step_lr(rows, STEP_TEST_ROWS)
@@ -194,11 +196,12 @@ def step_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None) 
 
     if read < STEP_TEST_ROWS:
         return out("not yet", f"the step test needs {STEP_TEST_ROWS} probed steps, has {read}")
-    if median >= peak_lr:
-        return out("no-warmup", f"a step at the peak LR {peak_lr:.4g} is within the best step along the update "
-                                f"(best LR {median:.4g}, median of the last {STEP_TEST_ROWS} steps)")
-    return out("not yet", f"a step at the peak LR {peak_lr:.4g} would overshoot the best step along the update "
-                          f"(best LR {median:.4g}, median of the last {STEP_TEST_ROWS} steps)")
+    said = f"(best LR along the update {median:.4g}, median of the last {STEP_TEST_ROWS} steps)"
+    if STABILITY_LIMIT * median >= peak_lr:
+        return out("no-warmup", f"a step at the peak LR {peak_lr:.4g} is within the stability limit, "
+                                f"{STABILITY_LIMIT:g}× the best step along the update {said}")
+    return out("not yet", f"a step at the peak LR {peak_lr:.4g} would pass the stability limit, "
+                          f"{STABILITY_LIMIT:g}× the best step along the update {said}: a warm-up is needed")
 
 
 def best_step_lr(rows: Sequence[Mapping], last: int | None = None) -> tuple[float, int]:

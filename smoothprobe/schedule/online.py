@@ -157,10 +157,13 @@ class Pilot:
     loss over the curvature, not of a step (docs/design.md §5). A fit-driven warm-up is also bounded by the step at which the pilot's fitted
     loss curve L(t) = f* + a·(t + t0)^(−b) is predicted to reach f* + Δ'. `status` is "probing",
     the branch taken ("no-warmup", "fit-driven …") or "not yet: …"; `decision` says when, at which
-    gap and on what interval, and `by` whom: "fit", or "step test" with `step_test`, which also ends
-    the warm-up at any step where a step at the schedule's lr would be no longer than the best step
-    along the update (`decision.step_test`; f* then stays the schedule's own). `history` keeps every
-    refit's decision (and the step test's), so a run says what each fit said, not only the last.
+    gap and on what interval, and `by` whom: "fit", or "step test" with `step_test`, which tests once,
+    at the first STEP_TEST_ROWS probed steps, whether a step at the schedule's lr is within the
+    stability limit along the update (`decision.step_test`): if so there is no warm-up (f* then stays
+    the schedule's own); if not, a warm-up is needed and the fits decide its length. Later steps are
+    not tested: the best step grows as the loss falls even where the warm-up matters for longer
+    (AdamW, docs/design.md §5). `history` keeps every refit's decision (and the step test's), so a
+    run says what each fit said, not only the last.
     """
 
     def __init__(self, steps: int, *, own_peak: bool = False, allow_unsupported: bool = False,
@@ -168,7 +171,7 @@ class Pilot:
         if steps < 1 or (total_steps is not None and steps >= total_steps):
             raise SmoothprobeError(f"pilot must be between 1 and total_steps - 1 steps, got {steps}")
         self.steps, self.own_peak, self.allow_unsupported = steps, own_peak, allow_unsupported
-        self.step_test = step_test
+        self.step_test, self.step_tested = step_test, False
         self.rows: list[dict] = []
         self.status = "probing"
         self.fit = None
@@ -207,13 +210,15 @@ class Pilot:
             return True
         if self.own_peak and step < self.steps:
             self._measure_peak(scheduler)
-        if self.step_test:
+        if self.step_test and not self.step_tested and best_step_lr(self.rows, STEP_TEST_ROWS)[1] == STEP_TEST_ROWS:
             verdict = step_test(self.rows, scheduler.lr, step)
+            self.step_tested = True
+            self.decision = self._log(verdict.to_dict(), "step test")
             if verdict.decided:
-                self.decision = self._log(verdict.to_dict(), "step test")
                 scheduler.skip_warmup()
                 self.status, self.closed = "no-warmup (step test)", True
                 return True
+            self.status = f"not yet: {verdict.reason}"
         if not self.due(step):
             return False
         frame = pd.DataFrame(self.rows)
@@ -271,7 +276,8 @@ class Pilot:
     def state_dict(self) -> dict:
         """Status, decisions and refit count for a checkpoint (rows are refilled from steps.jsonl)."""
         return {"status": self.status, "decision": self.decision, "history": self.history, "refits": self.refits,
-                "last_fit_rows": self._last_fit_rows, "closed": self.closed, "peak": self.peak}
+                "last_fit_rows": self._last_fit_rows, "closed": self.closed, "peak": self.peak,
+                "step_tested": self.step_tested}
 
     def load_state_dict(self, state: dict) -> None:
         self.status, self.decision = str(state["status"]), state["decision"]
@@ -279,3 +285,4 @@ class Pilot:
         self.refits, self._last_fit_rows = int(state["refits"]), int(state["last_fit_rows"])
         self.closed = bool(state["closed"])
         self.peak = state.get("peak")  # checkpoints before the measured peak have none
+        self.step_tested = bool(state.get("step_tested", False))
