@@ -157,7 +157,7 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
     def tier(opt: str, k: int, seed: int) -> list[Arm]:
         arms = []
         if "adaptive" in stages:
-            arms += [Arm(opt, kind, k, 0.0, seed) for kind in ("fitted", "closed", "practical", "closed_step")]
+            arms += [Arm(opt, kind, k, 0.0, seed) for kind in ("fitted", "closed_step", "practical", "closed")]
             arms.append(Arm(opt, "own_peak", None, 0.0, seed))
             if opt == "adamw":
                 arms += [Arm(opt, kind, None if kind != "untuned" else k, 0.0, seed) for kind in PARAM_FREE]
