@@ -12,8 +12,8 @@ Stages, each run only when the one before it has the results it needs (per optim
    the two is the noise floor of one score).
 3. **adaptive** (at lr*, every seed): the practical schedule (f* = auto), the closed loop (`--pilot
    0.1`: probes and refits decide warm-up / no warm-up / not yet), the closed loop with the step test
-   (`--step-test`: no warm-up when a step at lr* is within the stability limit along the update at the
-   first 3 steps), the previous run's fit (`record` one run at lr* on seed 100, fit it with f* as the
+   (`--step-test`: the first 3 steps run at lr*; no warm-up if they stayed within the stability limit
+   along the update), the previous run's fit (`record` one run at lr* on seed 100, fit it with f* as the
    pilot takes it: auto, or the losses' lower bound where the estimate drifts; then `train --fit` on
    each seed; a refused fit is a miss), and the closed loop with no LR given (`--own-peak`: the peak is
    the median best step along the update over the pilot's window). Parameter-free baselines, each at
@@ -73,11 +73,12 @@ DESIGN = 3
 """Version of the closed loop's decision rule: arms it drives (closed, own_peak, fitted) rerun when it
 changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
 narrow gap ratio decides)."""
-ARM_DESIGN = {"own_peak": "peak 4", "closed_step": "stability 2"}
+ARM_DESIGN = {"own_peak": "peak 4", "closed_step": "stability 3"}
 """Versions of what one kind of arm adds to the decision rule; its arms rerun when either changes.
 own_peak: the median best step along the update over the pilot's window (not the fit's η_max).
-closed_step: the step test, once at the first 3 probed steps, against the stability limit (twice
-the best step; version 1 tested the best step itself at every step)."""
+closed_step: the step test, once at the first 3 probed steps, which run at the peak, against the
+stability limit (twice the best step). Version 1 tested the best step itself at every step of an
+lr/10 start; version 2 the stability limit once, still after an lr/10 start."""
 CLOSED = ("closed", "closed_step", "own_peak")
 """The closed-loop arms (a pilot decides in the run)."""
 DECIDED_BY_FIT = (*CLOSED, "fitted")

@@ -169,7 +169,17 @@ def test_the_step_test_ends_the_warm_up_when_the_first_steps_are_within_the_stab
     f*; at c = 0.201 a warm-up is needed, and the test is not repeated when later steps would pass."""
     rows = planted_steps(40, 0).assign(lr=0.01, secant_slope=1.0, secant_curv=curv)
     rows.loc[10:, "secant_curv"] = 0.01  # best LR 1 from step 10 on: too late to count
-    sched, pilot, closed_at = _run_pilot(rows, 60, 200, step_test=True)
+    sched = make_schedule(cooldown=40)
+    pilot = Pilot(60, total_steps=400, step_test=True)
+    closed_at, lrs = None, []
+    for row in rows.to_dict("records"):
+        sched.step(row["loss"])
+        if pilot.observe(int(row["step"]), row, sched) and closed_at is None:
+            closed_at = int(row["step"])
+        lrs.append(sched.optimizer.param_groups[0]["lr"])
+        if row["step"] == 2:
+            eta_now = float(sched.constants.eta(sched.last_record()["delta"]))
+    assert lrs[:2] == [0.1, 0.1]  # the steps the test reads run at the peak
     tests = [d for d in pilot.history if d["by"] == "step test"]
     assert len(tests) == 1 and tests[0]["step"] == 2 and pilot.step_tested
     if closes:
@@ -179,6 +189,7 @@ def test_the_step_test_ends_the_warm_up_when_the_first_steps_are_within_the_stab
     else:
         assert closed_at is None and pilot.open and sched.phase == "warmup"
         assert tests[0]["branch"] == "not yet" and "a warm-up is needed" in tests[0]["reason"]
+        assert lrs[2] == pytest.approx(eta_now) and lrs[2] < 0.1 / 2  # back to η at the current gap
 
 
 def test_own_peak_measures_the_peak_as_the_median_best_step_over_the_window():
