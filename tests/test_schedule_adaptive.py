@@ -454,3 +454,18 @@ def test_hold_sets_the_next_lr_by_hand_and_lets_go_to_eta_at_the_current_gap():
     assert sched.optimizer.param_groups[0]["lr"] == 0.1
     sched.hold(None)
     assert sched.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)  # η(Δ0) = lr/div again
+
+
+def test_a_fit_whose_k_falls_with_the_gap_starts_at_the_peak_and_decays():
+    """K = 1 − 2Δ + 0.5Δ² dips below 0 (no η(Δ) to follow) and falls significantly as Δ grows over
+    the data: no warm-up, so the run starts at the given lr and decays to its floor; without an lr
+    there is no peak to start from, which is said in one line."""
+    fit = {"constants": {"rho": 2.0, "K0": 1.0, "K1": -2.0, "K_rho": 0.5}, "f_star": 0.0, "status": "not supported",
+           "delta_peak": 1.4, "eta_max": 1.0, "delta_range": [0.5, 3.0], "intervals": {"delta_peak": [1.0, 2.0]},
+           "spearman": -0.4, "spearman_p": 1e-4, "data": {"rows_used": 500}}
+    sched = AdaptiveWarmup.from_fit(_optimizer(1.0), fit, lr=0.02, min_lr_ratio=0.1, decay="linear", total_steps=10,
+                                    ema=0.0, reduce=None)
+    assert sched.optimizer.param_groups[0]["lr"] == pytest.approx(0.02) and sched.phase == "decay"
+    assert _drive(sched, [3.0] * 10)[-1] == pytest.approx(0.002) and sched.decision["branch"] == "no-warmup"
+    with pytest.raises(SmoothprobeError, match="K falls as Δ grows .* pass lr"):
+        AdaptiveWarmup.from_fit(_optimizer(1.0), fit, total_steps=10)

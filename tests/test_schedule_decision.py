@@ -41,6 +41,21 @@ def test_a_fit_that_must_not_drive_is_not_yet_with_its_reason(change, reason):
     assert got.branch == "not yet" and reason in got.reason
 
 
+FALLING = {**FIT, "status": "not supported", "spearman": -0.19, "spearman_p": 0.008, "data": {"rows_used": 1000},
+           "constants": {"rho": 2.0, "K0": 851.3, "K1": -484.6, "K_rho": 123.6},
+           "verdict": "On steps 0..999, K falls as Δ grows (Spearman -0.19, p = 0.0078)"}
+"""A full-run fit whose K falls as Δ grows (Muon on the tiny LLaMA): the model cannot follow it."""
+
+
+def test_a_k_that_falls_as_the_gap_grows_means_no_warm_up():
+    """K non-increasing in Δ makes η = Δ/K strictly increasing in Δ: largest at the start."""
+    got = decide(FALLING, None)
+    assert got.branch == "no-warmup" and "K falls as Δ grows (Spearman -0.19, p = 0.008)" in got.reason
+    for change in ({"spearman_p": 0.2}, {"spearman": 0.19, "verdict": "…"}, {"data": {"rows_used": 40}},
+                   {"f_star_fit": {"degenerate": "b at its bound"}}):
+        assert decide({**FALLING, **change}, None).branch == "not yet", change
+
+
 def test_hand_written_constants_drive():
     hand = {"constants": FIT["constants"], "f_star": 1.0}
     assert decide(hand, 2.0).branch == "fit-driven"

@@ -77,7 +77,7 @@ class AdaptiveWarmup(LRScheduler):
     def __init__(
         self,
         optimizer: Optimizer,
-        constants: Constants | PracticalRule,
+        constants: Constants | PracticalRule | None,
         f_star: float,
         *,
         lr: float | None = None,
@@ -97,6 +97,12 @@ class AdaptiveWarmup(LRScheduler):
             self._set(None)
             peak = constants.lr if lr is None else lr
             start = constants.lr / constants.div if initial_lr is None else initial_lr
+        elif constants is None:  # no η(Δ) to follow: from_fit's "no warm-up" for a K that falls with Δ
+            if lr is None or decay == "model":
+                raise SmoothprobeError("a schedule without constants needs lr and a decay other than 'model'")
+            self._rule = None
+            self._set(None)
+            peak, start = lr, lr
         else:
             self._rule = None
             self._set(constants.checked())
@@ -165,7 +171,8 @@ class AdaptiveWarmup(LRScheduler):
         may be overridden; the first step runs at η at the largest fitted gap (`delta_range`).
         `min_lr_ratio` sets the floor relative to the peak (which `min_lr` would need in advance).
         The fit decides at its largest measured gap (`decision.decide`): a Δ' interval above every
-        measured gap means no warm-up (the schedule starts at the peak and decays), one inside the
+        measured gap, or a K that falls significantly as Δ grows (then `lr` is needed: such constants
+        have no peak η), means no warm-up (the schedule starts at the peak and decays), one inside the
         measured range drives the warm-up; anything else (a verdict that is not "supported", a
         degenerate f*, a Δ' below the data) is refused in one line unless `allow_unsupported`,
         which warns instead. η is evaluated inside the measured gaps only, and `lr` rescales the
@@ -180,7 +187,23 @@ class AdaptiveWarmup(LRScheduler):
             warnings.warn(f"fit: {decision.reason}; using it anyway (allow_unsupported)", RuntimeWarning,
                           stacklevel=2)
         raw = data["constants"]
-        constants = Constants(raw["K0"], raw["K1"], raw["K_rho"], raw["rho"]).checked()
+        constants = Constants(raw["K0"], raw["K1"], raw["K_rho"], raw["rho"])
+        f_star = kwargs.pop("f_star", None)
+        f_star = data.get("f_star") if f_star is None else f_star
+        if f_star is None:
+            raise SmoothprobeError("fit: fit.json has no 'f_star'; pass f_star=...", params=["fit", "f_star"])
+        if decision.branch == "no-warmup" and constants.problem() is not None:  # K falls as Δ grows
+            if lr is None:
+                raise SmoothprobeError(f"fit: {decision.reason}, but its constants give no peak η to run at; pass "
+                                       "lr, the peak to decay from", params=["fit", "lr"])
+            if min_lr_ratio is not None:
+                kwargs["min_lr"] = lr * min_lr_ratio
+            kwargs.pop("initial_lr", None)
+            sched = cls(optimizer, None, f_star, lr=lr, **kwargs)
+            sched.skip_warmup()
+            sched.decision = decision.to_dict()
+            return sched
+        constants = constants.checked()
         if data.get("eta_max") is not None and not math.isclose(
             data["eta_max"], constants.eta_max, rel_tol=1e-3
         ):
@@ -192,10 +215,6 @@ class AdaptiveWarmup(LRScheduler):
         span = decision.delta_range
         peak = constants.peak_within(span)[1] if lr is None else lr
         constants = constants.rescaled(peak, span)
-        f_star = kwargs.pop("f_star", None)
-        f_star = data.get("f_star") if f_star is None else f_star
-        if f_star is None:
-            raise SmoothprobeError("fit: fit.json has no 'f_star'; pass f_star=...", params=["fit", "f_star"])
         if min_lr_ratio is not None:
             kwargs["min_lr"] = peak * min_lr_ratio
         if kwargs.get("initial_lr") is None and span:

@@ -7,6 +7,8 @@ and the measured gap range [Δ_lo, Δ_hi]:
 
 - the whole interval lies above Δ: the peak is behind us (or K grows at most linearly in Δ, Δ' = ∞),
   so no warm-up is needed: go to the peak LR now ("no-warmup");
+- K falls significantly as Δ grows (a fit the model cannot follow): η = Δ/K then rises with Δ at
+  every gap and is largest at the start: "no-warmup" too;
 - η at Δ is already within RISE_LEFT of its peak η_max (at the upper end of the bootstrap interval
   of η_max/η(Δ)): what is left of the warm-up is too small to matter ("no-warmup" too);
 - the interval lies inside the measured range: the data locate the peak, the fit drives the
@@ -43,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from smoothprobe.fit.compare import MIN_ROWS_ABOVE, TREND_P
+from smoothprobe.fit.compare import MIN_ROWS_ABOVE, TREND_P, trend
 from smoothprobe.fit.result import SmoothnessFit, schedule_problem_of
 from smoothprobe.smoothness import eta, eta_max
 
@@ -118,6 +120,9 @@ def decide(fit: SmoothnessFit | Mapping, delta: float | None, step: int | None =
     def out(branch: str, reason: str) -> Decision:
         return Decision(branch, reason, delta, peak, band, span, step)
 
+    if _falls(d):
+        return out("no-warmup", f"{trend(d['spearman'], d['spearman_p'])}: η = Δ/K rises with Δ at every "
+                                "measured gap, so it is largest at the start")
     problem = schedule_problem_of({**d, "status": "supported"} if _rises(d) else d)
     if problem is not None:
         return out("not yet", problem)
@@ -148,10 +153,26 @@ def _rises(d: Mapping) -> bool:
     if d.get("status") != "not identifiable" or "spans only" not in str(d.get("verdict", "")):
         return False
     growth = (d.get("intervals") or {}).get("growth")
-    rows = (d.get("data") or {}).get("rows_used", 0) * (1.0 - float(d.get("quantile", 0.9)))
     return (isinstance(growth, (list, tuple)) and _number(growth[0]) is not None and growth[0] > 0
-            and (_number(d.get("spearman")) or 0.0) > 0 and (_number(d.get("spearman_p")) or 1.0) < TREND_P
-            and round(rows, 9) >= MIN_ROWS_ABOVE)
+            and _trend(d) > 0)
+
+
+def _falls(d: Mapping) -> bool:
+    """A fit that may not drive (not "supported") because K falls significantly as Δ grows, over
+    enough rows and with gaps from an f* that is not degenerate: then η = Δ/K(Δ) rises with Δ at
+    every measured gap, and its largest value is at the start, which is the answer "no warm-up"."""
+    degenerate = (d.get("f_star_fit") or {}).get("degenerate")
+    return d.get("status") not in (None, "supported") and not degenerate and _trend(d) < 0
+
+
+def _trend(d: Mapping) -> int:
+    """+1 / −1 where K rises / falls with Δ by the Spearman test (p < TREND_P) over at least
+    MIN_ROWS_ABOVE rows above the envelope; 0 otherwise."""
+    rho, p = _number(d.get("spearman")), _number(d.get("spearman_p"))
+    rows = (d.get("data") or {}).get("rows_used", 0) * (1.0 - float(d.get("quantile", 0.9)))
+    if rho is None or p is None or p >= TREND_P or round(rows, 9) < MIN_ROWS_ABOVE:
+        return 0
+    return 1 if rho > 0 else -1 if rho < 0 else 0
 
 
 def _rise_left(d: Mapping, delta: float) -> float:
