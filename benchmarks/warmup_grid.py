@@ -338,6 +338,7 @@ def run_arm(arm: Arm, out: Path, quick: bool) -> None:
 
     torch.set_num_threads(1)
     path = out / arm.name
+    (path / "bench.json").unlink(missing_ok=True)  # an earlier design's result; a refused arm left nothing else
     t0 = time.time()
     error, used = None, None
     try:
