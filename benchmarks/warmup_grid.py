@@ -183,8 +183,9 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
             order += tier(opt, stars[opt], seed)
     if "stress" in stages:
         for opt in found:
+            order.append(Arm(opt, "closed_step", stars[opt], 0.0, seeds[0], 10.0))  # its first steps run at 10·lr*
             order += [Arm(opt, "grid", stars[opt], w, seeds[0], 10.0) for w in SCAN_WARMUPS]
-            order += [Arm(opt, kind, stars[opt], 0.0, seeds[0], 10.0) for kind in ("practical", "closed", "closed_step")]
+            order += [Arm(opt, kind, stars[opt], 0.0, seeds[0], 10.0) for kind in ("practical", "closed")]
     return list(dict.fromkeys(order))
 
 
