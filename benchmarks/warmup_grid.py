@@ -162,9 +162,9 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
             arms.append(Arm(opt, "own_peak", None, 0.0, seed))
             if opt == "adamw":
                 arms += [Arm(opt, kind, None if kind != "untuned" else k, 0.0, seed) for kind in PARAM_FREE]
-        if "grid" in stages:
-            arms += [Arm(opt, "grid", k + d, w, seed) for d in (0, -1, 1) for w in GRID_WARMUPS]
+        if "grid" in stages:  # the twin first: every σ verdict needs its noise floor
             arms.append(Arm(opt, "grid", k, TWIN, seed))
+            arms += [Arm(opt, "grid", k + d, w, seed) for d in (0, -1, 1) for w in GRID_WARMUPS]
         return arms
 
     order: list[Arm] = []
