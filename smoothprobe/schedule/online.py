@@ -139,32 +139,32 @@ def fit_or_lower_bound(rows: pd.DataFrame, bootstrap: int):
 
 
 class Pilot:
-    """The closed loop in one run: probe from the first step under the practical schedule, refit
-    K(Δ) with f* = auto every `PILOT_REFIT` steps once there are enough rows, and let each fit
-    decide (`decision.decide`) at the current gap: "no-warmup" skips the rest of the warm-up,
-    "fit-driven" hands the schedule to the fit (`AdaptiveWarmup.adopt`), "not yet" keeps the
-    practical schedule and goes on probing. The first `steps` steps are the probing window (every
-    step probed); a trainer then thins the probes to an overhead budget and the pilot refits after
-    every `PILOT_REFIT` new probed rows, until a decision or until the schedule leaves its warm-up.
+    """The closed loop in one run: probe from the first step under the practical schedule, refit K(Δ) with
+    f* = auto every `PILOT_REFIT` steps once there are enough rows, and let each fit decide
+    (`decision.decide`) at the current gap: "no-warmup" skips the rest of the warm-up, "fit-driven"
+    hands the schedule to the fit (`AdaptiveWarmup.adopt`), "not yet" keeps the practical schedule and
+    goes on probing. The first `steps` steps are the probing window (every step probed); a trainer then
+    thins the probes to an overhead budget and the pilot refits after every `PILOT_REFIT` new probed
+    rows, until a decision or until the schedule leaves its warm-up.
 
-    f* is estimated from the pilot's losses, or set to their lower bound where the pilot is too
-    short to place it (`fit_or_lower_bound`); a fit that decides keeps its f* for the rest of the run. The
-    fit's peak over the measured gaps is rescaled to the schedule's `lr`. With `own_peak` that lr is
-    measured, not given: at every step of the window the peak moves to the median best LR along the
-    update over the probed steps so far (`decision.best_step_lr`, from the secant probe's slope and
-    curvature; `AdaptiveWarmup.set_peak` keeps the schedule's shape), and it stays where the window
-    or a decision leaves it (`peak`). The fit's own η_max is no LR: Δ/K carries the scale of the
-    loss over the curvature, not of a step (docs/design.md §5). A fit-driven warm-up is also bounded by the step at which the pilot's fitted
-    loss curve L(t) = f* + a·(t + t0)^(−b) is predicted to reach f* + Δ'. `status` is "probing",
-    the branch taken ("no-warmup", "fit-driven …") or "not yet: …"; `decision` says when, at which
-    gap and on what interval, and `by` whom: "fit", or "step test" with `step_test`, which runs the
-    first STEP_TEST_ROWS probed steps at the schedule's lr (the schedule starts there, and `hold`s
-    it) and tests once whether those steps stayed within the stability limit along the update
-    (`decision.step_test`): if so there is no warm-up (f* then stays the schedule's own); if not, a
-    warm-up is needed, the schedule drops to its own η at the current gap and the fits decide the
-    warm-up's length. Later steps are not tested: the best step grows as the loss falls even where
-    the warm-up matters for longer (AdamW, docs/design.md §5). `history` keeps every refit's decision (and the step test's), so a
-    run says what each fit said, not only the last.
+    f* is estimated from the pilot's losses, or set to their lower bound where the pilot is too short to
+    place it (`fit_or_lower_bound`); a fit that decides keeps its f* for the rest of the run. The fit's
+    peak over the measured gaps is rescaled to the schedule's `lr`. With `own_peak` that lr is measured,
+    not given: at every step of the window the peak moves to the median best LR along the update over
+    the probed steps so far (`decision.best_step_lr`, from the secant probe's slope and curvature;
+    `AdaptiveWarmup.set_peak` keeps the schedule's shape), and it stays where the window or a decision
+    leaves it (`peak`). The fit's own η_max is no LR: Δ/K carries the scale of the loss over the
+    curvature, not of a step (docs/design.md §5). A fit-driven warm-up is also bounded by the step at
+    which the pilot's fitted loss curve L(t) = f* + a·(t + t0)^(−b) is predicted to reach f* + Δ'.
+    `status` is "probing", the branch taken ("no-warmup", "fit-driven …") or "not yet: …"; `decision`
+    says when, at which gap and on what interval, and `by` whom: "fit", or "step test" with `step_test`,
+    which runs the first STEP_TEST_ROWS probed steps at the schedule's lr (the schedule starts there,
+    and `hold`s it) and tests once whether those steps stayed within the stability limit along the
+    update (`decision.step_test`): if so there is no warm-up (f* then stays the schedule's own); if not,
+    a warm-up is needed, the schedule drops to its own η at the current gap and the fits decide the
+    warm-up's length. Later steps are not tested: the best step grows as the loss falls even where the
+    warm-up matters for longer (AdamW, docs/design.md §5). `history` keeps every refit's decision (and
+    the step test's), so a run says what each fit said, not only the last.
     """
 
     def __init__(self, steps: int, *, own_peak: bool = False, allow_unsupported: bool = False,
