@@ -12,8 +12,8 @@ Stages, each run only when the one before it has the results it needs (per optim
    the two is the noise floor of one score).
 3. **adaptive** (at lr*, every seed): the practical schedule (f* = auto), the closed loop (`--pilot
    0.1`: probes and refits decide warm-up / no warm-up / not yet), the closed loop with the step test
-   (`--step-test`: the first 3 steps run at lr*; no warm-up if they stayed within the stability limit
-   along the update), the previous run's fit (`record` one run at lr* on seed 100, fit it with f* as the
+   (`--step-test`: no warm-up when a step at lr* is within the stability limit along the update at the
+   first 3 steps of the lr/10 start), the previous run's fit (`record` one run at lr* on seed 100, fit it with f* as the
    pilot takes it: auto, or the losses' lower bound where the estimate drifts; then `train --fit` on
    each seed; a refused fit is a miss), and the closed loop with no LR given (`--own-peak`: the peak is
    the median best step along the update over the pilot's window). Parameter-free baselines, each at
@@ -73,12 +73,13 @@ DESIGN = 4
 """Version of the closed loop's decision rule: arms it drives (closed, own_peak, fitted) rerun when it
 changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
 narrow gap ratio decides; 4: a K that falls significantly as Δ grows means no warm-up)."""
-ARM_DESIGN = {"own_peak": "peak 4", "closed_step": "stability 3"}
+ARM_DESIGN = {"own_peak": "peak 4", "closed_step": "stability 4"}
 """Versions of what one kind of arm adds to the decision rule; its arms rerun when either changes.
 own_peak: the median best step along the update over the pilot's window (not the fit's η_max).
-closed_step: the step test, once at the first 3 probed steps, which run at the peak, against the
-stability limit (twice the best step). Version 1 tested the best step itself at every step of an
-lr/10 start; version 2 the stability limit once, still after an lr/10 start."""
+closed_step: the step test, once at the first 3 probed steps of the lr/10 start, against the
+stability limit (twice the best step). Version 1 tested the best step itself at every step of the
+start; 2 was this one; 3 ran the tested steps at the peak, where the test passes at any LR (the step
+measures its own LR as the best one), so 4 is 2 again."""
 CLOSED = ("closed", "closed_step", "own_peak")
 """The closed-loop arms (a pilot decides in the run)."""
 DECIDED_BY_FIT = (*CLOSED, "fitted")
@@ -183,9 +184,8 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
             order += tier(opt, stars[opt], seed)
     if "stress" in stages:
         for opt in found:
-            order.append(Arm(opt, "closed_step", stars[opt], 0.0, seeds[0], 10.0))  # its first steps run at 10·lr*
             order += [Arm(opt, "grid", stars[opt], w, seeds[0], 10.0) for w in SCAN_WARMUPS]
-            order += [Arm(opt, kind, stars[opt], 0.0, seeds[0], 10.0) for kind in ("practical", "closed")]
+            order += [Arm(opt, kind, stars[opt], 0.0, seeds[0], 10.0) for kind in ("practical", "closed", "closed_step")]
     return list(dict.fromkeys(order))
 
 

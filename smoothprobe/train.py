@@ -283,8 +283,6 @@ def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model
                                        allow_unsupported=opts.allow_unsupported, **common)
     geometry = optimizer_geometry(model, optimizer)
     kappa = geometry.kappa([dict(model.named_parameters())[n] for n in geometry.names])
-    if opts.step_test:  # the step test measures steps at the peak itself (`Pilot`)
-        common["initial_lr"] = config.peak_lr
     return AdaptiveWarmup.practical(optimizer, config.peak_lr, opts.div, 0.0 if f_star.auto else f_star.value,
                                     opts.delta_peak, kappa=kappa, min_lr=config.peak_lr * config.min_lr_ratio,
                                     **common)

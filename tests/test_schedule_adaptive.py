@@ -444,18 +444,6 @@ def test_set_peak_on_the_practical_schedule_keeps_its_start_at_lr_over_div():
     assert _drive(sched, [3.0]) == [pytest.approx(0.03)] and sched.constants.delta_peak == pytest.approx(0.5)
 
 
-def test_hold_sets_the_next_lr_by_hand_and_lets_go_to_eta_at_the_current_gap():
-    sched = AdaptiveWarmup.practical(_optimizer(0.1), lr=0.1, div=10.0, f_star=0.0, delta_peak=0.5, ema=0.0,
-                                     total_steps=100, reduce=None)
-    assert _drive(sched, [3.0]) == [pytest.approx(0.01)]
-    sched.hold(0.1)
-    assert sched.optimizer.param_groups[0]["lr"] == 0.1
-    sched.hold(1.0)  # never above the peak
-    assert sched.optimizer.param_groups[0]["lr"] == 0.1
-    sched.hold(None)
-    assert sched.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)  # η(Δ0) = lr/div again
-
-
 def test_a_fit_whose_k_falls_with_the_gap_starts_at_the_peak_and_decays():
     """K = 1 − 2Δ + 0.5Δ² dips below 0 (no η(Δ) to follow) and falls significantly as Δ grows over
     the data: no warm-up, so the run starts at the given lr and decays to its floor; without an lr

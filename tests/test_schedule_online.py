@@ -179,7 +179,7 @@ def test_the_step_test_ends_the_warm_up_when_the_first_steps_are_within_the_stab
         lrs.append(sched.optimizer.param_groups[0]["lr"])
         if row["step"] == 2:
             eta_now = float(sched.constants.eta(sched.last_record()["delta"]))
-    assert lrs[:2] == [0.1, 0.1]  # the steps the test reads run at the peak
+    assert max(lrs[:2]) < 0.1 / 5  # the steps the test reads run at the practical start (η(Δ0) = lr/10)
     tests = [d for d in pilot.history if d["by"] == "step test"]
     assert len(tests) == 1 and tests[0]["step"] == 2 and pilot.step_tested
     if closes:
@@ -189,7 +189,7 @@ def test_the_step_test_ends_the_warm_up_when_the_first_steps_are_within_the_stab
     else:
         assert closed_at is None and pilot.open and sched.phase == "warmup"
         assert tests[0]["branch"] == "not yet" and "a warm-up is needed" in tests[0]["reason"]
-        assert lrs[2] == pytest.approx(eta_now) and lrs[2] < 0.1 / 2  # back to η at the current gap
+        assert lrs[2] == pytest.approx(eta_now) and lrs[2] < 0.1 / 2  # the practical schedule goes on
 
 
 def test_own_peak_measures_the_peak_as_the_median_best_step_over_the_window():

@@ -323,14 +323,6 @@ def test_run_json_keeps_every_refit_of_the_pilot_as_the_run_goes(tmp_path):
     assert {r["step"] for r in rows if r.get("pilot_status")} >= {d["step"] for d in history}
 
 
-def test_a_step_test_pilot_starts_at_the_peak(tmp_path):
-    cfg = TrainConfig(task="quadratic", optimizer="normsgd", steps=100, lr=0.3,
-                      adaptive={"pilot": 50, "f_star": 0.0, "step_test": True})
-    trainer = build(cfg, tmp_path / "run")
-    assert trainer.optimizer.param_groups[0]["lr"] == 0.3
-    trainer.writer.store.close()
-
-
 def test_own_peak_runs_at_the_median_best_step_its_window_measured(tmp_path):
     cfg = TrainConfig(task="quadratic", optimizer="normsgd", steps=80, eval_every=80,
                       adaptive={"pilot": 50, "f_star": 0.0, "own_peak": True})

@@ -316,16 +316,6 @@ class AdaptiveWarmup(LRScheduler):
         self._lr_now = self._clip(self._lr_now * factor)
         self._apply_lr()
 
-    def hold(self, lr: float | None) -> None:
-        """Set the next step's LR by hand: `lr` (within [min_lr, lr]), or with None the schedule's own
-        at the current smoothed gap. A pilot whose step test runs its first steps at the peak holds it
-        there until the test, and lets go if a warm-up is needed. Set on the optimizer at once."""
-        if lr is not None:
-            self._lr_now = self._clip(lr)
-        elif self._smoothed is not None:
-            self._lr_now = self._next_lr(self._smoothed - self.f_star, max(self.last_epoch, 0))
-        self._apply_lr()
-
     def bound_warmup(self, step: int | None) -> None:
         """End the warm-up at `step` at the latest (None: no bound), e.g. where a loss curve fitted
         so far is predicted to reach f* + Δ'."""

@@ -158,13 +158,14 @@ class Pilot:
     which the pilot's fitted loss curve L(t) = f* + a·(t + t0)^(−b) is predicted to reach f* + Δ'.
     `status` is "probing", the branch taken ("no-warmup", "fit-driven …") or "not yet: …"; `decision`
     says when, at which gap and on what interval, and `by` whom: "fit", or "step test" with `step_test`,
-    which runs the first STEP_TEST_ROWS probed steps at the schedule's lr (the schedule starts there,
-    and `hold`s it) and tests once whether those steps stayed within the stability limit along the
-    update (`decision.step_test`): if so there is no warm-up (f* then stays the schedule's own); if not,
-    a warm-up is needed, the schedule drops to its own η at the current gap and the fits decide the
-    warm-up's length. Later steps are not tested: the best step grows as the loss falls even where the
-    warm-up matters for longer (AdamW, docs/design.md §5). `history` keeps every refit's decision (and
-    the step test's), so a run says what each fit said, not only the last.
+    which tests once, at the first STEP_TEST_ROWS probed steps of the practical start, whether a step at
+    the schedule's lr is within the stability limit along the update (`decision.step_test`): if so
+    there is no warm-up (f* then stays the schedule's own); if not, a warm-up is needed and the fits
+    decide its length. The test reads steps taken at the start's small LR on purpose: taken at the
+    peak, a step beyond the region where the loss along it is quadratic measures its own LR as the best
+    one (docs/design.md §5). Later steps are not tested: the best step grows as the loss falls even
+    where the warm-up matters for longer (AdamW). `history` keeps every refit's decision (and the step
+    test's), so a run says what each fit said, not only the last.
     """
 
     def __init__(self, steps: int, *, own_peak: bool = False, allow_unsupported: bool = False,
@@ -211,10 +212,7 @@ class Pilot:
             return True
         if self.own_peak and step < self.steps:
             self._measure_peak(scheduler)
-        if self.step_test and not self.step_tested:
-            if best_step_lr(self.rows, STEP_TEST_ROWS)[1] < STEP_TEST_ROWS:
-                scheduler.hold(scheduler.lr)  # the steps the test reads run at the peak
-                return False
+        if self.step_test and not self.step_tested and best_step_lr(self.rows, STEP_TEST_ROWS)[1] == STEP_TEST_ROWS:
             verdict = step_test(self.rows, scheduler.lr, step)
             self.step_tested = True
             self.decision = self._log(verdict.to_dict(), "step test")
@@ -222,7 +220,6 @@ class Pilot:
                 scheduler.skip_warmup()
                 self.status, self.closed = "no-warmup (step test)", True
                 return True
-            scheduler.hold(None)  # a warm-up is needed: the schedule's own LR from the next step
             self.status = f"not yet: {verdict.reason}"
         if not self.due(step):
             return False
