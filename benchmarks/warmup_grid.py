@@ -533,9 +533,12 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
         stress = part[part.lr_factor == 10.0]
         if not stress.empty:
             converged_grid = stress[stress.label.str.startswith("grid") & (stress.diverged == 0)]
+            best = None if converged_grid.empty else converged_grid.loc[converged_grid.val_mean.idxmin()]
+            against = "" if best is None else f" (the grid's best there: {best.label} {best.val_mean:.4f})"
             for r in stress[~stress.label.str.startswith("grid")].itertuples():
-                bad = r.diverged and not converged_grid.empty
-                lines.append(f"  - 10·lr*: {r.label} {r.val_mean:.4f}" + (" DIVERGED where a warm-up converged" if bad else ""))
+                bad = r.diverged and best is not None
+                lines.append(f"  - 10·lr*: {r.label} {r.val_mean:.4f}{against}"
+                             + (" DIVERGED where a warm-up converged" if bad else ""))
     return lines
 
 
