@@ -70,7 +70,7 @@ FIT_SEED = 100
 """Seed of the recorded run whose fit drives the `fitted` arm (never an evaluated seed)."""
 PARAM_FREE = ("prodigy", "dadapt", "dog", "schedulefree", "untuned")
 DESIGN = 4
-"""Version of the closed loop's decision rule: arms it drives (closed, own_peak, fitted) rerun when it
+"""Version of the closed loop's decision rule: arms it drives (closed, closed_step, own_peak, fitted) rerun when it
 changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
 narrow gap ratio decides; 4: a K that falls significantly as Δ grows means no warm-up)."""
 ARM_DESIGN = {"own_peak": "peak 4", "closed_step": "stability 4"}

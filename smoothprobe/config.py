@@ -303,7 +303,7 @@ class AdaptiveConfig:
     cosine (Hägele et al., 2024).
     allow_unsupported: let a fit whose verdict is not "supported" drive the schedule (warns).
     own_peak: the pilot measures the peak LR (the median best step along the update over its window)
-    instead of taking the lr; the lr, or the optimizer's default, is only where it starts.
+    instead of taking the lr; the lr, or the optimizer's default, only sets the first steps (lr/div).
     step_test: during a pilot, test once at the first probed steps whether a step at the lr is within the
     stability limit along the update (`decision.step_test`): if so, no warm-up, without waiting for a fit.
     """
@@ -336,7 +336,7 @@ class AdaptiveConfig:
     own_peak: bool = option(False, "Adaptive with --pilot: measure the peak LR instead of taking --lr: at every step "
                                    "of the pilot's window the peak moves to the median best LR along the update over "
                                    "the probed steps so far (secant slope and curvature); --lr, or the optimizer's "
-                                   "default, is only where the pilot starts.")
+                                   "default, only sets the first steps (the practical start at lr/div).")
     step_test: bool = option(False, "Adaptive with --pilot: test once, at the first 3 probed steps, whether a step at "
                                     "--lr stays within the stability limit along the update direction (twice the "
                                     "best step, from the secant probe's slope and curvature); if so, skip the "

@@ -457,3 +457,14 @@ def test_a_fit_whose_k_falls_with_the_gap_starts_at_the_peak_and_decays():
     assert _drive(sched, [3.0] * 10)[-1] == pytest.approx(0.002) and sched.decision["branch"] == "no-warmup"
     with pytest.raises(SmoothprobeError, match="K falls as Δ grows .* pass lr"):
         AdaptiveWarmup.from_fit(_optimizer(1.0), fit, total_steps=10)
+    with pytest.raises(SmoothprobeError, match="no η\\(Δ\\) for decay 'model'"):
+        AdaptiveWarmup.from_fit(_optimizer(1.0), fit, lr=0.02, decay="model")
+
+
+def test_a_schedule_without_constants_decays_from_its_first_step():
+    sched = AdaptiveWarmup(_optimizer(1.0), None, 0.0, lr=0.1, min_lr=0.0, decay="linear", total_steps=4,
+                           ema=0.0, reduce=None)
+    assert sched.phase == "decay" and sched.constants is None
+    assert _drive(sched, [3.0, 2.0, 1.0, 0.5]) == pytest.approx([0.075, 0.05, 0.025, 0.0])
+    with pytest.raises(SmoothprobeError, match="needs lr"):
+        AdaptiveWarmup(_optimizer(1.0), None, 0.0, decay="linear", total_steps=4)

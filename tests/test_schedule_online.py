@@ -182,6 +182,12 @@ def test_the_step_test_ends_the_warm_up_when_the_first_steps_are_within_the_stab
     assert max(lrs[:2]) < 0.1 / 5  # the steps the test reads run at the practical start (η(Δ0) = lr/10)
     tests = [d for d in pilot.history if d["by"] == "step test"]
     assert len(tests) == 1 and tests[0]["step"] == 2 and pilot.step_tested
+    restored = Pilot(60, total_steps=400, step_test=True)
+    restored.load_state_dict(pilot.state_dict())
+    assert restored.step_tested and restored.history == pilot.history
+    old = {k: v for k, v in pilot.state_dict().items() if k != "step_tested"}  # a checkpoint from before the key
+    restored.load_state_dict(old)
+    assert restored.step_tested  # its pilot had logged a decision: past its first steps
     if closes:
         assert closed_at == 2 and pilot.status == "no-warmup (step test)" and pilot.fit is None
         assert pilot.decision == tests[0] and pilot.decision["branch"] == "no-warmup"
@@ -194,8 +200,9 @@ def test_the_step_test_ends_the_warm_up_when_the_first_steps_are_within_the_stab
 
 def test_own_peak_measures_the_peak_as_the_median_best_step_over_the_window():
     """Steps at LR 0.01 with slope 1 and curvature cycling over 0.02, 0.04, 0.08: the best LR along
-    them (0.01/c) cycles over 0.5, 0.25, 0.125, so the measured peak is their median 0.25 from the
-    third probed step on; after the window (60 steps) other curvatures no longer move it."""
+    them (0.01/c) cycles over 0.5, 0.25, 0.125, so the measured peak is the running median of those
+    from the third probed step on (0.25 at every third step); after the window (60 steps) other
+    curvatures no longer move it, and a checkpoint keeps it."""
     rows = planted_steps(80, 0).assign(lr=0.01, secant_slope=1.0, secant_K=5.0)  # K flat: no fit decides
     rows["secant_curv"] = [(0.02, 0.04, 0.08)[i % 3] if i < 60 else 1.0 for i in range(80)]
     sched = make_schedule(cooldown=40)
@@ -209,5 +216,9 @@ def test_own_peak_measures_the_peak_as_the_median_best_step_over_the_window():
         lrs.append((sched.lr, before, sched.optimizer.param_groups[0]["lr"]))
     assert lrs[1][0] == 0.1 and pilot.peak == pytest.approx(0.25) and sched.lr == pytest.approx(0.25)
     assert lrs[2][0] == pytest.approx(0.25) and lrs[2][2] == pytest.approx(2.5 * lrs[2][1])  # the shape scales
+    best = [0.01 / (0.02, 0.04, 0.08)[i % 3] for i in range(60)]
+    assert [peak for peak, _, _ in lrs[2:60]] == pytest.approx([np.median(best[:i + 1]) for i in range(2, 60)])
     assert all(peak == pytest.approx(0.25) for peak, _, _ in lrs[59:])  # frozen after the window
-    assert pilot.state_dict()["peak"] == pytest.approx(0.25) and pilot.open
+    restored = Pilot(60, total_steps=200, own_peak=True)
+    restored.load_state_dict(pilot.state_dict())
+    assert restored.peak == pytest.approx(0.25) and restored.open and not restored.step_tested

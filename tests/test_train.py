@@ -1,6 +1,7 @@
 """The training loop: reproducibility, exact resume after SIGKILL, crash-safe store, NaN handling."""
 
 import dataclasses
+import math
 import os
 import signal
 import subprocess
@@ -332,7 +333,8 @@ def test_own_peak_runs_at_the_median_best_step_its_window_measured(tmp_path):
     peak, closed = info["pilot"]["peak_lr"], info["decision"]["step"]  # the warm-up's end closed the pilot
     rows, _ = read_table(tmp_path / "run" / "steps.jsonl")
     measured = [r for r in rows if r["step"] < min(closed, 50)]
-    best = [r["lr"] * r["secant_slope"] / r["secant_curv"] for r in measured]  # normsgd on a quadratic: c > 0
+    best = [0.0 if r["secant_slope"] <= 0 else math.inf if r["secant_curv"] <= 0 else
+            r["lr"] * r["secant_slope"] / r["secant_curv"] for r in measured]  # decision._best_lr's rule
     assert peak == pytest.approx(float(np.median(best)), rel=1e-9) and peak != cfg.peak_lr
     assert trainer.scheduler.lr == pytest.approx(peak)
     assert all(r["lr"] <= peak * (1 + 1e-9) for r in rows if r["step"] > closed)

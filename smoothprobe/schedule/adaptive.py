@@ -97,9 +97,10 @@ class AdaptiveWarmup(LRScheduler):
             self._set(None)
             peak = constants.lr if lr is None else lr
             start = constants.lr / constants.div if initial_lr is None else initial_lr
-        elif constants is None:  # no η(Δ) to follow: from_fit's "no warm-up" for a K that falls with Δ
+        elif constants is None:  # no η(Δ) to follow: decay from the first step (`from_fit`, K falling with Δ)
             if lr is None or decay == "model":
-                raise SmoothprobeError("a schedule without constants needs lr and a decay other than 'model'")
+                raise SmoothprobeError("a schedule without constants (no warm-up) needs lr and a decay other than "
+                                       "'model'", params=["lr", "decay"])
             self._rule = None
             self._set(None)
             peak, start = lr, lr
@@ -151,6 +152,8 @@ class AdaptiveWarmup(LRScheduler):
         self._record: dict[str, Any] = {}
         self._loss: float | None = None
         self._smoothed: float | None = None
+        if constants is None:  # no warm-up at all: the decay runs from the first step
+            self._phase, self._switch_step, self._switch_lr = "decay", 0, self.lr
         self._write(None)
         super().__init__(optimizer)
 
@@ -196,11 +199,13 @@ class AdaptiveWarmup(LRScheduler):
             if lr is None:
                 raise SmoothprobeError(f"fit: {decision.reason}, but its constants give no peak η to run at; pass "
                                        "lr, the peak to decay from", params=["fit", "lr"])
+            if kwargs.get("decay") == "model":
+                raise SmoothprobeError(f"fit: {decision.reason}, but its constants give no η(Δ) for decay 'model' "
+                                       "to follow; choose decay cosine or linear", params=["fit", "decay"])
             if min_lr_ratio is not None:
                 kwargs["min_lr"] = lr * min_lr_ratio
             kwargs.pop("initial_lr", None)
             sched = cls(optimizer, None, f_star, lr=lr, **kwargs)
-            sched.skip_warmup()
             sched.decision = decision.to_dict()
             return sched
         constants = constants.checked()
@@ -271,13 +276,11 @@ class AdaptiveWarmup(LRScheduler):
             self._set(PracticalRule(**self._rule).constants(self._delta0))
         self.f_star = float(f_star)
 
-    def adopt(self, fit: SmoothnessFit, *, lr: float | None = None, max_warmup: int | None = None) -> None:
+    def adopt(self, fit: SmoothnessFit, *, max_warmup: int | None = None) -> None:
         """Hand the schedule to a fit (a closed loop's "fit-driven" decision): its K rescaled so that
-        the largest η over its measured gaps is the peak `lr` (default: kept; the floor keeps its
-        ratio to the peak), its f* and its measured gaps; the warm-up bounded at `max_warmup`. The
-        optimizer's LR is set at once from the current smoothed gap."""
-        if lr is not None:
-            self._set_peak(lr)
+        the largest η over its measured gaps is the schedule's peak `lr`, its f* and its measured
+        gaps; the warm-up bounded at `max_warmup`. The optimizer's LR is set at once from the
+        current smoothed gap."""
         self.set_constants(fit.constants.rescaled(self.lr, fit.delta_range))
         self.f_star = float(fit.f_star)
         self.delta_range = _check_range(fit.delta_range)
@@ -286,12 +289,10 @@ class AdaptiveWarmup(LRScheduler):
             self._lr_now = self._next_lr(self._smoothed - self.f_star, self.last_epoch)
             self._apply_lr()
 
-    def skip_warmup(self, lr: float | None = None, f_star: float | None = None) -> None:
-        """End the warm-up now (a "no-warmup" decision): the next step runs at the peak (`lr`, or
-        the current peak) and the decay runs from there to `total_steps`, measuring gaps from
-        `f_star` (default: kept; the constants stay as they are)."""
-        if lr is not None:
-            self._set_peak(lr)
+    def skip_warmup(self, f_star: float | None = None) -> None:
+        """End the warm-up now (a "no-warmup" decision): the next step runs at the peak `lr` and the
+        decay runs from there to `total_steps`, measuring gaps from `f_star` (default: kept; the
+        constants stay as they are)."""
         if f_star is not None:
             if not math.isfinite(f_star):
                 raise SmoothprobeError(f"f_star must be finite. Got {f_star}.")
@@ -328,7 +329,8 @@ class AdaptiveWarmup(LRScheduler):
 
     @property
     def constants(self) -> Constants | None:
-        """Constants in use (None until a practical schedule has seen its first loss)."""
+        """Constants in use (None until a practical schedule has seen its first loss, and for a
+        schedule without a warm-up built with none)."""
         return None if self._K0 is None else Constants(self._K0, self._K1, self._K_rho, self._rho)
 
     def last_record(self) -> dict[str, Any]:

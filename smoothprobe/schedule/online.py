@@ -287,4 +287,5 @@ class Pilot:
         self.refits, self._last_fit_rows = int(state["refits"]), int(state["last_fit_rows"])
         self.closed = bool(state["closed"])
         self.peak = state.get("peak")  # checkpoints before the measured peak have none
-        self.step_tested = bool(state.get("step_tested", False))
+        # checkpoints before the one-shot test: a pilot that has refitted or decided is past its first steps
+        self.step_tested = bool(state.get("step_tested", self.refits > 0 or bool(self.history)))
