@@ -116,13 +116,19 @@ def design_of(kind: str) -> int | str:
     return f"{DESIGN}, {ARM_DESIGN[kind]}" if kind in ARM_DESIGN else DESIGN
 
 
+def current(result: dict) -> bool:
+    """A bench.json that still counts: any arm the decision rule does not drive, or one run under
+    its kind's present design."""
+    return result["kind"] not in DECIDED_BY_FIT or result.get("design") == design_of(result["kind"])
+
+
 def result_of(out: Path, arm: Arm) -> dict | None:
     """The arm's bench.json (val loss, status, peak LR), or None if it has not finished."""
     marker = out / arm.name / "bench.json"
     if not marker.exists():
         return None
     result = json.loads(marker.read_text())
-    return None if arm.kind in DECIDED_BY_FIT and result.get("design") != design_of(arm.kind) else result
+    return result if current(result) else None
 
 
 def score(result: dict | None) -> float:
@@ -424,7 +430,7 @@ def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]
 def collect(out: Path) -> pd.DataFrame:
     """One row per finished arm (every bench.json under `out`)."""
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("*/*/*/bench.json"))]
-    rows = [r for r in rows if r["kind"] not in DECIDED_BY_FIT or r.get("design") == design_of(r["kind"])]
+    rows = [r for r in rows if current(r)]
     frame = pd.DataFrame.from_records(rows)
     if frame.empty:
         return frame
