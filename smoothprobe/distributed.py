@@ -3,6 +3,7 @@ collectives we use."""
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -48,7 +49,15 @@ def init_from_env(device: torch.device, *, shard: bool = False) -> torch.device:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    atexit.register(_leave)
     return device
+
+
+def _leave() -> None:
+    """End the group init_from_env made while the interpreter is still whole: left to the interpreter's
+    own teardown, gloo's worker threads now and then abort the process (SIGABRT/SIGSEGV) after its work."""
+    if active():
+        dist.destroy_process_group()
 
 
 def _buffer(value: torch.Tensor) -> torch.Tensor:
