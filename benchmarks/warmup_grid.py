@@ -73,13 +73,14 @@ DESIGN = 4
 """Version of the closed loop's decision rule: arms it drives (closed, closed_step, own_peak, fitted) rerun when it
 changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
 narrow gap ratio decides; 4: a K that falls significantly as Δ grows means no warm-up)."""
-ARM_DESIGN = {"own_peak": "peak 4", "closed_step": "stability 4"}
+ARM_DESIGN = {"own_peak": "peak 4", "closed_step": "stability 5"}
 """Versions of what one kind of arm adds to the decision rule; its arms rerun when either changes.
 own_peak: the median best step along the update over the pilot's window (not the fit's η_max).
-closed_step: the step test, once at the first 3 probed steps of the lr/10 start, against the
-stability limit (twice the best step). Version 1 tested the best step itself at every step of the
-start; 2 was this one; 3 ran the tested steps at the peak, where the test passes at any LR (the step
-measures its own LR as the best one), so 4 is 2 again."""
+closed_step: the step test, once before the first step on 3 trial steps at the lr/10 start that are
+undone, against the stability limit (twice the best step). Version 1 tested the best step itself at
+every step of the start; 2 tested once at the first 3 probed steps of the start, taken (Lion lost about
+2.5 σ to those three slow steps); 3 ran the tested steps at the peak, where the test passes at any LR
+(the step measures its own LR as the best one); 4 was 2 again."""
 CLOSED = ("closed", "closed_step", "own_peak")
 """The closed-loop arms (a pilot decides in the run)."""
 DECIDED_BY_FIT = (*CLOSED, "fitted")

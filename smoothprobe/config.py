@@ -304,8 +304,9 @@ class AdaptiveConfig:
     allow_unsupported: let a fit whose verdict is not "supported" drive the schedule (warns).
     own_peak: the pilot measures the peak LR (the median best step along the update over its window)
     instead of taking the lr; the lr, or the optimizer's default, only sets the first steps (lr/div).
-    step_test: during a pilot, test once at the first probed steps whether a step at the lr is within the
-    stability limit along the update (`decision.step_test`): if so, no warm-up, without waiting for a fit.
+    step_test: with a pilot, test once before the first step, on trial steps at lr/div that are undone,
+    whether a step at the lr is within the stability limit along the update (`decision.step_test`): if
+    so, no warm-up at all, without waiting for a fit.
     """
 
     fit: str | None = option(None, "Adaptive: constants from this fit.json (implies --adaptive; --lr rescales the peak).",
@@ -337,10 +338,11 @@ class AdaptiveConfig:
                                    "of the pilot's window the peak moves to the median best LR along the update over "
                                    "the probed steps so far (secant slope and curvature); --lr, or the optimizer's "
                                    "default, only sets the first steps (the practical start at lr/div).")
-    step_test: bool = option(False, "Adaptive with --pilot: test once, at the first 3 probed steps, whether a step at "
-                                    "--lr stays within the stability limit along the update direction (twice the "
-                                    "best step, from the secant probe's slope and curvature); if so, skip the "
-                                    "warm-up without waiting for a fit, if not, the fits decide its length.")
+    step_test: bool = option(False, "Adaptive with --pilot: before the first step, take 3 trial steps at lr/div and "
+                                    "undo them, and test whether a step at --lr stays within the stability limit "
+                                    "along the update direction (twice the best step, from the secant probe's slope "
+                                    "and curvature); if so, start at --lr with no warm-up, if not, the fits decide "
+                                    "its length.")
 
     def __post_init__(self) -> None:
         f_star = FStar.parse(self.f_star)  # the one reader of f*; stored as the user writes it

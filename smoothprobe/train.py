@@ -6,6 +6,7 @@ continues one, and `schedule_step`/`pilot_moved` are the adaptive schedule's pol
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import signal
@@ -30,6 +31,7 @@ from smoothprobe.probes.pieces import split_rows
 from smoothprobe.probes.recorder import Cadence, Recorder, optimizer_geometry
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.baseline import WarmupDecay, warmup_steps
+from smoothprobe.schedule.decision import STEP_TEST_ROWS
 from smoothprobe.schedule.online import OnlineFStar, OnlineRefit, Pilot
 from smoothprobe.smoothness import FStar
 from smoothprobe.store import CHECKPOINT, RunStore, read_run_info, read_table
@@ -146,18 +148,50 @@ class Trainer:
             state["pilot"] = self.pilot.state_dict()
         self.writer.store.save_checkpoint(state)
 
-    def step(self, step: int) -> dict:
-        """One optimizer step, written to the run; returns its row (raises on a non-finite loss, after
-        writing it)."""
+    def gradient(self, step: int) -> tuple[list, float, dict[str, Tensor], float]:
+        """Forward and backward on step `step`'s batches, p.grad clipped to `config.clip`: the batches,
+        the global mean loss, the parameters that got a gradient (by name) and the norm before clipping."""
         cfg = self.config
-        t0 = time.perf_counter()
         first = distributed.rank() * cfg.accum  # ranks take disjoint micro-batches of the global batch
         batches = [self.task.train_batch(step, first + micro) for micro in range(cfg.accum)]
         loss = self.accumulate(batches)
         named = {n: p for n, p in self.model.named_parameters() if p.grad is not None}
-        params = list(named.values())
         max_norm = cfg.clip if cfg.clip > 0 else math.inf
-        grad_norm = distributed.full(torch.nn.utils.clip_grad_norm_(params, max_norm)).item()
+        grad_norm = distributed.full(torch.nn.utils.clip_grad_norm_(list(named.values()), max_norm)).item()
+        return batches, loss, named, grad_norm
+
+    def trial_rows(self, count: int) -> list[dict]:
+        """The secant probe's rows of the next `count` steps, each taken from the current point at the LR
+        in use and then undone (parameters, optimizer state, RNG): the step test reads small steps
+        without training on them (docs/design.md §5)."""
+        recorder = Recorder(self.model, self.optimizer, loss_fn=self.micro_loss, seed=self.config.seed,
+                            probes=["secant"], every=1)
+        params = dict(self.model.named_parameters())
+        start, optimizer_state = distributed.snapshot(params), copy.deepcopy(self.optimizer.state_dict())
+        rng = torch.get_rng_state()
+        rng_cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        rows = []
+        for step in range(self.start_step, self.start_step + count):
+            batches, loss, named, grad_norm = self.gradient(step)
+            lr = self.optimizer.param_groups[0]["lr"]
+            recorder.before_step(step, batches, loss=loss, grad_norm=grad_norm, x_t={n: start[n] for n in named})
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            rows.append({"step": step, "loss": loss, "lr": lr, **recorder.after_step()})
+            with torch.no_grad():
+                for name, param in params.items():
+                    param.copy_(start[name])
+            self.optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+            torch.set_rng_state(rng)
+            if rng_cuda is not None:
+                torch.cuda.set_rng_state(rng_cuda, self.device)
+        return rows
+
+    def step(self, step: int) -> dict:
+        """One optimizer step, written to the run; returns its row (raises on a non-finite loss, after
+        writing it)."""
+        t0 = time.perf_counter()
+        batches, loss, named, grad_norm = self.gradient(step)
         lr = self.optimizer.param_groups[0]["lr"]
         row = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm}
         if not math.isfinite(loss):
@@ -192,6 +226,8 @@ class Trainer:
         with sigterm_raises():
             try:
                 self.writer.update(status="running")
+                if self.start_step == 0:
+                    test_first_steps(self)
                 for step in bar:
                     row = self.step(step)
                     done = step + 1
@@ -240,6 +276,18 @@ def schedule_step(trainer: Trainer, row: dict) -> dict:
         return columns
     trainer.scheduler.step()
     return {}
+
+
+def test_first_steps(trainer: Trainer) -> None:
+    """A pilot's step test (`Pilot.test`) before the first step, on STEP_TEST_ROWS trial steps at the
+    start's LR that are undone (`Trainer.trial_rows`); run.json says what it decided."""
+    pilot = trainer.pilot
+    if pilot is None or not pilot.step_test or pilot.step_tested:
+        return
+    if pilot.test(trainer.trial_rows(STEP_TEST_ROWS), trainer.scheduler):
+        pilot_moved(trainer, True)
+    else:
+        trainer.writer.update(pilot=pilot_block(pilot), decision=pilot.decision)
 
 
 def pilot_moved(trainer: Trainer, closed: bool) -> None:

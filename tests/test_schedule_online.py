@@ -162,26 +162,19 @@ def test_a_loss_that_keeps_falling_leaves_f_star_at_its_bound_and_the_cooldown_a
 
 
 @pytest.mark.parametrize("curv, closes", [(0.199, True), (0.201, False)])
-def test_the_step_test_ends_the_warm_up_when_the_first_steps_are_within_the_stability_limit(curv, closes):
-    """Steps at LR 0.01 with slope 1 and curvature c along the update: the best LR along it is
-    0.01/c and the stability limit twice that. At c = 0.199 the limit is just above the peak 0.1, so
-    the third probed step (the median's minimum) ends the warm-up, with no fit and the schedule's own
-    f*; at c = 0.201 a warm-up is needed, and the test is not repeated when later steps would pass."""
-    rows = planted_steps(40, 0).assign(lr=0.01, secant_slope=1.0, secant_curv=curv)
-    rows.loc[10:, "secant_curv"] = 0.01  # best LR 1 from step 10 on: too late to count
+def test_the_step_test_ends_the_warm_up_when_the_trial_steps_are_within_the_stability_limit(curv, closes):
+    """Trial steps at LR 0.01 with slope 1 and curvature c along the update: the best LR along them
+    is 0.01/c and the stability limit twice that. At c = 0.199 the limit is just above the peak 0.1,
+    so the test ends the warm-up before the first step, with no fit and the schedule's own f*; at
+    c = 0.201 a warm-up is needed, and the pilot's steps go on under the practical schedule (the test
+    is not repeated: observe does not test)."""
+    trial = [{"step": s, "lr": 0.01, "loss": 4.0, "secant_slope": 1.0, "secant_curv": curv} for s in range(3)]
     sched = make_schedule(cooldown=40)
     pilot = Pilot(60, total_steps=400, step_test=True)
-    closed_at, lrs = None, []
-    for row in rows.to_dict("records"):
-        sched.step(row["loss"])
-        if pilot.observe(int(row["step"]), row, sched) and closed_at is None:
-            closed_at = int(row["step"])
-        lrs.append(sched.optimizer.param_groups[0]["lr"])
-        if row["step"] == 2:
-            eta_now = float(sched.constants.eta(sched.last_record()["delta"]))
-    assert max(lrs[:2]) < 0.1 / 5  # the steps the test reads run at the practical start (η(Δ0) = lr/10)
+    closed = pilot.test(trial, sched)
     tests = [d for d in pilot.history if d["by"] == "step test"]
-    assert len(tests) == 1 and tests[0]["step"] == 2 and pilot.step_tested
+    assert len(tests) == 1 and tests[0]["step"] == 0 and pilot.step_tested and closed == closes
+    assert [r["secant_curv"] for r in tests[0]["trial"]] == [curv] * 3
     restored = Pilot(60, total_steps=400, step_test=True)
     restored.load_state_dict(pilot.state_dict())
     assert restored.step_tested and restored.history == pilot.history
@@ -189,13 +182,18 @@ def test_the_step_test_ends_the_warm_up_when_the_first_steps_are_within_the_stab
     restored.load_state_dict(old)
     assert restored.step_tested  # its pilot had logged a decision: past its first steps
     if closes:
-        assert closed_at == 2 and pilot.status == "no-warmup (step test)" and pilot.fit is None
+        assert pilot.status == "no-warmup (step test)" and pilot.fit is None and not pilot.open
         assert pilot.decision == tests[0] and pilot.decision["branch"] == "no-warmup"
         assert sched.phase == "decay" and sched._switch_lr == pytest.approx(0.1) and sched.f_star == 0.0
-    else:
-        assert closed_at is None and pilot.open and sched.phase == "warmup"
-        assert tests[0]["branch"] == "not yet" and "a warm-up is needed" in tests[0]["reason"]
-        assert lrs[2] == pytest.approx(eta_now) and lrs[2] < 0.1 / 2  # the practical schedule goes on
+        assert sched.optimizer.param_groups[0]["lr"] == pytest.approx(0.1)  # the first step runs at the peak
+        return
+    assert pilot.open and sched.phase == "warmup" and "a warm-up is needed" in tests[0]["reason"]
+    assert sched.optimizer.param_groups[0]["lr"] < 0.1 / 5  # the practical start (η(Δ0) = lr/10)
+    rows = planted_steps(40, 0).assign(lr=0.01, secant_slope=1.0, secant_curv=0.01)  # best LR 1: too late
+    for row in rows.to_dict("records"):
+        sched.step(row["loss"])
+        pilot.observe(int(row["step"]), row, sched)
+    assert len([d for d in pilot.history if d["by"] == "step test"]) == 1 and sched.phase == "warmup"
 
 
 def test_own_peak_measures_the_peak_as_the_median_best_step_over_the_window():

@@ -355,3 +355,52 @@ def test_hvp_chunks_a_batch_cannot_take_are_refused_before_the_run_directory_exi
     result = invoke("record", *args, "--preset", "full", "--steps", "3", "--out", str(tmp_path / "run"))
     assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_trial_steps_leave_parameters_optimizer_state_and_rng_where_they_were(tmp_path):
+    cfg = TrainConfig(task="quadratic", optimizer="adamw", lr=0.05, steps=10, clip=0.0, schedule="constant",
+                      warmup=0.0)
+    trainer = build(cfg, tmp_path / "run")
+    for step in range(2):  # AdamW now holds moments and a step count
+        trainer.step(step)
+    trainer.start_step = 2
+    x, state, rng = trainer.model().detach().clone(), trainer.optimizer.state_dict(), torch.get_rng_state()
+    moments = {k: v.clone() for k, v in state["state"][0].items()}
+    rows = trainer.trial_rows(3)
+    assert [r["step"] for r in rows] == [2, 3, 4] and all(r["lr"] == 0.05 for r in rows)
+    assert torch.equal(trainer.model().detach(), x) and torch.equal(torch.get_rng_state(), rng)
+    after = trainer.optimizer.state_dict()["state"][0]
+    assert after.keys() == moments.keys() and all(torch.equal(after[k], v) for k, v in moments.items())
+    trainer.writer.store.close()
+
+
+@pytest.mark.parametrize("factor, passes", [(1.999, True), (2.001, False)])
+def test_the_step_test_reads_undone_trial_steps_against_the_exact_line_search_step(tmp_path, factor, passes):
+    """f = ½dᵀAd with d = x − x*; SGD's first step from x0 is −η·g, so each trial step's best LR along
+    it (lr·slope/curvature) is the exact line-search step gᵀg/gᵀAg, and the test passes up to twice
+    it. A peak just below that skips the warm-up before step 0, and step 1's loss is that of one
+    gradient step at the peak from x0 (the trial steps left no trace); just above it the practical
+    start (lr/10) runs."""
+    probe = build(TrainConfig(task="quadratic", steps=80), tmp_path / "probe")
+    a, d = probe.task.hessian, probe.model().detach() - probe.task.x_star
+    probe.writer.store.close()
+    g = a @ d
+    exact = float(g @ g / (g @ a @ g))
+    lr = factor * exact
+    cfg = TrainConfig(task="quadratic", optimizer="sgd", lr=lr, steps=80, clip=0.0, weight_decay=0.0,
+                      adaptive={"pilot": 50, "f_star": 0.0, "step_test": True})
+    trainer = build(cfg, tmp_path / "run")
+    trainer.run(progress=False)
+    info = read_run_info(tmp_path / "run")
+    test = info["pilot"]["history"][0]
+    assert test["by"] == "step test" and test["step"] == 0 and len(test["trial"]) == 3
+    assert all(r["lr"] * r["secant_slope"] / r["secant_curv"] == pytest.approx(exact, rel=1e-6)
+               for r in test["trial"])
+    steps = load_run(tmp_path / "run").steps
+    if passes:
+        assert info["decision"] == test and test["branch"] == "no-warmup"
+        assert steps.lr[0] == pytest.approx(lr, rel=1e-9)
+        d1 = d - lr * g
+        assert steps.loss[1] == pytest.approx(0.5 * float(d1 @ a @ d1), rel=1e-6)
+    else:
+        assert test["branch"] == "not yet" and steps.lr[0] == pytest.approx(lr / 10, rel=1e-6)

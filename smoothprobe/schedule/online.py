@@ -158,12 +158,13 @@ class Pilot:
     which the pilot's fitted loss curve L(t) = f* + a·(t + t0)^(−b) is predicted to reach f* + Δ'.
     `status` is "probing", the branch taken ("no-warmup", "fit-driven …") or "not yet: …"; `decision`
     says when, at which gap and on what interval, and `by` whom: "fit", or "step test" with `step_test`,
-    which tests once, at the first STEP_TEST_ROWS probed steps of the practical start, whether a step at
-    the schedule's lr is within the stability limit along the update (`decision.step_test`): if so
-    there is no warm-up (f* then stays the schedule's own); if not, a warm-up is needed and the fits
-    decide its length. The test reads steps taken at the start's small LR on purpose: taken at the
-    peak, a step beyond the region where the loss along it is quadratic measures its own LR as the best
-    one (docs/design.md §5). Later steps are not tested: the best step grows as the loss falls even
+    which tests once (`test`), before the first step, whether a step at the schedule's lr is within the
+    stability limit along the update (`decision.step_test`) on STEP_TEST_ROWS trial steps at the
+    practical start's LR that the trainer undoes: if so there is no warm-up (f* then stays the
+    schedule's own); if not, a warm-up is needed and the fits decide its length. The test reads steps
+    at the start's small LR on purpose: taken at the peak, a step beyond the region where the loss along
+    it is quadratic measures its own LR as the best one; and it undoes them because even three slow
+    steps cost Lion about 2 σ (docs/design.md §5). Later steps are not tested: the best step grows as the loss falls even
     where the warm-up matters for longer (AdamW). `history` keeps every refit's decision (and the step
     test's), so a run says what each fit said, not only the last.
     """
@@ -212,15 +213,6 @@ class Pilot:
             return True
         if self.own_peak and step < self.steps:
             self._measure_peak(scheduler)
-        if self.step_test and not self.step_tested and best_step_lr(self.rows, STEP_TEST_ROWS)[1] == STEP_TEST_ROWS:
-            verdict = step_test(self.rows, scheduler.lr, step)
-            self.step_tested = True
-            self.decision = self._log(verdict.to_dict(), "step test")
-            if verdict.decided:
-                scheduler.skip_warmup()
-                self.status, self.closed = "no-warmup (step test)", True
-                return True
-            self.status = f"not yet: {verdict.reason}"
         if not self.due(step):
             return False
         frame = pd.DataFrame(self.rows)
@@ -247,6 +239,22 @@ class Pilot:
         scheduler.adopt(self.fit, max_warmup=bound)
         self.status = "fit-driven" + ("" if bound is None else f" (warm-up bounded at step {bound})")
         self.closed = True
+        return True
+
+    def test(self, rows: list[dict], scheduler: AdaptiveWarmup) -> bool:
+        """The step test (`decision.step_test`) on trial steps at the start's LR that were undone
+        (`Trainer.trial_rows`), before the first step: "no-warmup" skips the warm-up and closes the
+        pilot (True); otherwise the fits decide its length. The decision keeps the rows it read."""
+        verdict = step_test(rows, scheduler.lr, rows[0]["step"] if rows else None)
+        keep = ("step", "lr", "loss", "secant_slope", "secant_curv")
+        self.step_tested = True
+        self.decision = self._log({**verdict.to_dict(), "trial": [{k: r.get(k) for k in keep} for r in rows]},
+                                  "step test")
+        if not verdict.decided:
+            self.status = f"not yet: {verdict.reason}"
+            return False
+        scheduler.skip_warmup()
+        self.status, self.closed = "no-warmup (step test)", True
         return True
 
     def _measure_peak(self, scheduler: AdaptiveWarmup) -> None:
