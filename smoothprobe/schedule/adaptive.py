@@ -195,37 +195,31 @@ class AdaptiveWarmup(LRScheduler):
         f_star = data.get("f_star") if f_star is None else f_star
         if f_star is None:
             raise SmoothprobeError("fit: fit.json has no 'f_star'; pass f_star=...", params=["fit", "f_star"])
-        if decision.branch == "no-warmup" and constants.problem() is not None:  # K falls as Δ grows
+        falling = decision.branch == "no-warmup" and constants.problem() is not None  # K falls as Δ grows
+        if falling:
             if lr is None:
                 raise SmoothprobeError(f"fit: {decision.reason}, but its constants give no peak η to run at; pass "
                                        "lr, the peak to decay from", params=["fit", "lr"])
             if kwargs.get("decay") == "model":
                 raise SmoothprobeError(f"fit: {decision.reason}, but its constants give no η(Δ) for decay 'model' "
                                        "to follow; choose decay cosine or linear", params=["fit", "decay"])
-            if min_lr_ratio is not None:
-                kwargs["min_lr"] = lr * min_lr_ratio
             kwargs.pop("initial_lr", None)
-            sched = cls(optimizer, None, f_star, lr=lr, **kwargs)
-            sched.decision = decision.to_dict()
-            return sched
-        constants = constants.checked()
-        if data.get("eta_max") is not None and not math.isclose(
-            data["eta_max"], constants.eta_max, rel_tol=1e-3
-        ):
-            warnings.warn(
-                f"fit.json eta_max={data['eta_max']} differs from its constants' {constants.eta_max}; "
-                "using the constants.",
-                stacklevel=2,
-            )
-        span = decision.delta_range
-        peak = constants.peak_within(span)[1] if lr is None else lr
-        constants = constants.rescaled(peak, span)
+            peak, constants, span = lr, None, None  # no constants: the schedule starts in its decay
+        else:
+            constants = constants.checked()
+            if data.get("eta_max") is not None and not math.isclose(data["eta_max"], constants.eta_max,
+                                                                    rel_tol=1e-3):
+                warnings.warn(f"fit.json eta_max={data['eta_max']} differs from its constants' "
+                              f"{constants.eta_max}; using the constants.", stacklevel=2)
+            span = decision.delta_range
+            peak = constants.peak_within(span)[1] if lr is None else lr
+            constants = constants.rescaled(peak, span)
+            if kwargs.get("initial_lr") is None and span:
+                kwargs["initial_lr"] = min(float(constants.eta(span[1])), peak)
         if min_lr_ratio is not None:
             kwargs["min_lr"] = peak * min_lr_ratio
-        if kwargs.get("initial_lr") is None and span:
-            kwargs["initial_lr"] = min(float(constants.eta(span[1])), peak)
         sched = cls(optimizer, constants, f_star, lr=peak, delta_range=span, **kwargs)
-        if decision.branch == "no-warmup":
+        if decision.branch == "no-warmup" and not falling:
             sched.skip_warmup()
         sched.decision = decision.to_dict()
         return sched
