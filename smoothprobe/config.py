@@ -306,7 +306,8 @@ class AdaptiveConfig:
     instead of taking the lr; the lr, or the optimizer's default, only sets the first steps (lr/div).
     step_test: with a pilot, test once before the first step, on trial steps at lr/div that are undone,
     whether a step at the lr is within the stability limit along the update (`decision.step_test`): if
-    so, no warm-up at all, without waiting for a fit.
+    so, no warm-up at all, without waiting for a fit. None (the default): on with a pilot, unless
+    own_peak (`tests_first_step`); False: the fits alone decide.
     """
 
     fit: str | None = option(None, "Adaptive: constants from this fit.json (implies --adaptive; --lr rescales the peak).",
@@ -338,11 +339,12 @@ class AdaptiveConfig:
                                    "of the pilot's window the peak moves to the median best LR along the update over "
                                    "the probed steps so far (secant slope and curvature); --lr, or the optimizer's "
                                    "default, only sets the first steps (the practical start at lr/div).")
-    step_test: bool = option(False, "Adaptive with --pilot: before the first step, take 3 trial steps at lr/div and "
-                                    "undo them, and test whether a step at --lr stays within the stability limit "
-                                    "along the update direction (twice the best step, from the secant probe's slope "
-                                    "and curvature); if so, start at --lr with no warm-up, if not, the fits decide "
-                                    "its length.")
+    step_test: bool | None = option(None, "Adaptive with --pilot: before the first step, take 3 trial steps at lr/div "
+                                           "and undo them, and test whether a step at --lr stays within the stability "
+                                           "limit along the update direction (twice the best step, from the secant "
+                                           "probe's slope and curvature); if so, start at --lr with no warm-up, if not, "
+                                           "the fits decide its length. --no-step-test: the fits alone decide.",
+                                    default_text="on with --pilot, off with --own-peak")
 
     def __post_init__(self) -> None:
         f_star = FStar.parse(self.f_star)  # the one reader of f*; stored as the user writes it
@@ -363,8 +365,9 @@ class AdaptiveConfig:
             (self.f_star_every is None or auto, "f_star_every needs f_star 'auto'",
              "f_star_every", "f_star"),
             (not self.own_peak or self.pilot is not None, "own_peak needs a pilot", "own_peak", "pilot"),
-            (not self.step_test or self.pilot is not None, "step_test needs a pilot", "step_test", "pilot"),
-            (not (self.step_test and self.own_peak),
+            (self.step_test is None or self.pilot is not None, "step_test (on or off) needs a pilot", "step_test",
+             "pilot"),
+            (not (self.step_test is True and self.own_peak),
              "step_test tests a step at the lr, and own_peak measures the lr from the same best steps: drop one", "step_test",
              "own_peak"),
             (self.decay != "model" or self.cooldown is None,
@@ -377,6 +380,11 @@ class AdaptiveConfig:
              ("div and delta_peak (the practical schedule's shape) come from the fit when one is given: a fit brings "
               "its own constants (drop them or the fit)"), "div", "delta_peak"),
         ])
+
+    @property
+    def tests_first_step(self) -> bool:
+        """Whether the pilot runs the step test: as set, else with a pilot that does not measure its peak."""
+        return self.step_test if self.step_test is not None else self.pilot is not None and not self.own_peak
 
     def pilot_steps(self, steps: int) -> int | None:
         """The pilot's length in steps for a run of `steps` (None without a pilot)."""
