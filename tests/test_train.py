@@ -312,7 +312,7 @@ def test_a_pilot_decision_fixes_f_star_stops_its_probes_and_is_stored(tmp_path):
 
 def test_run_json_keeps_every_refit_of_the_pilot_as_the_run_goes(tmp_path):
     cfg = TrainConfig(task="quadratic", optimizer="normsgd", steps=120, eval_every=60,
-                      adaptive={"pilot": 0.5, "f_star": "auto"})
+                      adaptive={"pilot": 0.5, "f_star": "auto", "step_test": False})
     trainer = build(cfg, tmp_path / "run")
     trainer.run(progress=False)
     info = read_run_info(tmp_path / "run")
