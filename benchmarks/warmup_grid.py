@@ -51,6 +51,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,14 +142,15 @@ def score(result: dict | None) -> float:
     return result["val_loss"] if result["status"] == "finished" and math.isfinite(result["val_loss"]) else math.inf
 
 
-def scan_state(out: Path, opt: str) -> tuple[list[Arm], int | None]:
-    """The scan arms planned so far for `opt` and lr*'s exponent (None while the scan is open)."""
+def scan_walk(scores_at: Callable[[int], list[float]]) -> tuple[list[int], int | None]:
+    """The scan's exponents k so far and lr*'s (None while it is open), from `scores_at(k)` (a score
+    per scan warm-up; NaN: not run): SCAN_K, extended one factor of 2 at a time on the side where the
+    best sits until the best is interior (or the range spans 2^16: the edge)."""
     ks = list(SCAN_K)
     while True:
-        arms = [Arm(opt, "grid", k, w, 0) for k in ks for w in SCAN_WARMUPS]
-        runs = {k: [score(result_of(out, a)) for a in arms if a.k == k] for k in ks}
+        runs = {k: scores_at(k) for k in ks}
         if any(math.isnan(s) for values in runs.values() for s in values):  # min() would skip a NaN
-            return arms, None
+            return ks, None
         scores = {k: min(values) for k, values in runs.items()}
         best = min(ks, key=lambda k: scores[k])
         if best == ks[0]:
@@ -156,9 +158,16 @@ def scan_state(out: Path, opt: str) -> tuple[list[Arm], int | None]:
         elif best == ks[-1]:
             ks.append(ks[-1] + 1)
         else:
-            return arms, best
-        if len(ks) > 16:  # no interior optimum over a 2^16 range: report the edge
-            return arms, best
+            return ks, best
+        if len(ks) > 16:
+            return ks, best
+
+
+def scan_state(out: Path, opt: str) -> tuple[list[Arm], int | None]:
+    """The scan arms planned so far for `opt` (from its run folders) and lr*'s exponent (None while
+    the scan is open)."""
+    ks, best = scan_walk(lambda k: [score(result_of(out, Arm(opt, "grid", k, w, 0))) for w in SCAN_WARMUPS])
+    return [Arm(opt, "grid", k, w, 0) for k in ks for w in SCAN_WARMUPS], best
 
 
 def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -> list[Arm]:
@@ -442,14 +451,16 @@ def collect(out: Path) -> pd.DataFrame:
 
 
 def lr_star(results: pd.DataFrame, opt: str) -> float | None:
-    """The scan's best peak LR for `opt` (None while its scan is open)."""
+    """The scan's best peak LR for `opt` from the results table (None while its scan is open)."""
     part = results[(results.optimizer == opt) & (results.kind == "grid") & (results.seed == 0)
                    & results.warmup.isin(SCAN_WARMUPS) & (results.lr_factor == 1.0)]
-    if part.empty or any((part.k == k).sum() < len(SCAN_WARMUPS) for k in SCAN_K):
-        return None  # the scan's first range is not finished: its best may still move
-    best = part.groupby("k").score.min()
-    k = best.idxmin()
-    return None if k in (best.index.min(), best.index.max()) else float(GUESS[opt] * 2.0**k)
+
+    def scores_at(k: int) -> list[float]:
+        at = part[part.k == k]
+        return [float(at[at.warmup == w].score.min()) if (at.warmup == w).any() else math.nan for w in SCAN_WARMUPS]
+
+    k = scan_walk(scores_at)[1]
+    return None if k is None else float(GUESS[opt] * 2.0**k)
 
 
 def summarise(results: pd.DataFrame, seeds: list[int]) -> tuple[pd.DataFrame, dict]:
