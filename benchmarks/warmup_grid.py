@@ -120,10 +120,15 @@ def design_of(kind: str) -> int | str:
     return f"{DESIGN}, {ARM_DESIGN[kind]}" if kind in ARM_DESIGN else DESIGN
 
 
+RETIRED = ("closed_step",)
+"""Kinds of arm no longer run (closed_step is the closed loop's default now: `closed`)."""
+
+
 def current(result: dict) -> bool:
     """A bench.json that still counts: any arm the decision rule does not drive, or one run under
-    its kind's present design."""
-    return result["kind"] not in DECIDED_BY_FIT or result.get("design") == design_of(result["kind"])
+    its kind's present design; never a retired kind."""
+    kind = result["kind"]
+    return kind not in RETIRED and (kind not in DECIDED_BY_FIT or result.get("design") == design_of(kind))
 
 
 def result_of(out: Path, arm: Arm) -> dict | None:

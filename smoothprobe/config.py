@@ -441,7 +441,11 @@ class TrainConfig:
             raise SmoothprobeError(f"config must be a mapping, got {type(data).__name__}")
         adaptive = data.get("adaptive")
         if isinstance(adaptive, dict) and "cooldown" not in adaptive:  # written before cooldown existed
-            data = {**data, "adaptive": {**adaptive, "cooldown": None}}
+            adaptive = {**adaptive, "cooldown": None}
+        if isinstance(adaptive, dict) and adaptive.get("step_test") is False and adaptive.get("pilot") is None:
+            adaptive = {**adaptive, "step_test": None}  # written when False was the default: no pilot, no test
+        if isinstance(adaptive, dict):
+            data = {**data, "adaptive": adaptive}
         return _build(cls, data, "config")
 
     def validate(self) -> None:

@@ -162,29 +162,34 @@ class Trainer:
 
     def trial_rows(self, count: int) -> list[dict]:
         """The secant probe's rows of the next `count` steps, each taken from the current point at the LR
-        in use and then undone (parameters, optimizer state, RNG): the step test reads small steps
-        without training on them (docs/design.md §5)."""
-        recorder = Recorder(self.model, self.optimizer, loss_fn=self.micro_loss, seed=self.config.seed,
-                            probes=["secant"], every=1)
-        params = dict(self.model.named_parameters())
-        start, optimizer_state = distributed.snapshot(params), copy.deepcopy(self.optimizer.state_dict())
+        in use and then undone (parameters, buffers, optimizer state, RNG): the step test reads small
+        steps without training on them (docs/design.md §5)."""
+        tensors = dict(self.model.named_parameters()) | {f"buffer:{n}": b for n, b in self.model.named_buffers()}
+        start, optimizer_state = distributed.snapshot(tensors), copy.deepcopy(self.optimizer.state_dict())
         rng = torch.get_rng_state()
         rng_cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
         rows = []
         for step in range(self.start_step, self.start_step + count):
-            batches, loss, named, grad_norm = self.gradient(step)
-            lr = self.optimizer.param_groups[0]["lr"]
-            recorder.before_step(step, batches, loss=loss, grad_norm=grad_norm, x_t={n: start[n] for n in named})
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            rows.append({"step": step, "loss": loss, "lr": lr, **recorder.after_step()})
-            with torch.no_grad():
-                for name, param in params.items():
-                    param.copy_(start[name])
-            self.optimizer.load_state_dict(copy.deepcopy(optimizer_state))
-            torch.set_rng_state(rng)
-            if rng_cuda is not None:
-                torch.cuda.set_rng_state(rng_cuda, self.device)
+            # a Recorder per trial: it captures the RNG at construction, so the probe replays this trial's dropout
+            recorder = Recorder(self.model, self.optimizer, loss_fn=self.micro_loss, seed=self.config.seed,
+                                probes=["secant"], every=1)
+            try:
+                batches, loss, named, grad_norm = self.gradient(step)
+                lr = self.optimizer.param_groups[0]["lr"]
+                recorder.before_step(step, batches, loss=loss, grad_norm=grad_norm,
+                                     x_t={n: start[n] for n in named})
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                rows.append({"step": step, "loss": loss, "lr": lr, **recorder.after_step()})
+            finally:
+                self.optimizer.zero_grad(set_to_none=True)
+                with torch.no_grad():
+                    for name, tensor in tensors.items():
+                        tensor.copy_(start[name])
+                self.optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+                torch.set_rng_state(rng)
+                if rng_cuda is not None:
+                    torch.cuda.set_rng_state(rng_cuda, self.device)
         return rows
 
     def step(self, step: int) -> dict:
@@ -227,7 +232,7 @@ class Trainer:
             try:
                 self.writer.update(status="running")
                 if self.start_step == 0:
-                    test_first_steps(self)
+                    run_step_test(self)
                 for step in bar:
                     row = self.step(step)
                     done = step + 1
@@ -278,7 +283,7 @@ def schedule_step(trainer: Trainer, row: dict) -> dict:
     return {}
 
 
-def test_first_steps(trainer: Trainer) -> None:
+def run_step_test(trainer: Trainer) -> None:
     """A pilot's step test (`Pilot.test`) before the first step, on STEP_TEST_ROWS trial steps at the
     start's LR that are undone (`Trainer.trial_rows`); run.json says what it decided."""
     pilot = trainer.pilot
@@ -295,9 +300,8 @@ def pilot_moved(trainer: Trainer, closed: bool) -> None:
     test's keeps the online estimate), and any decision stops the pilot-only probes; an open pilot past its window thins them to PILOT_OVERHEAD. run.json's
     `pilot` and `decision` say where it stands; the last fit is kept in pilot_fit.json."""
     pilot, writer = trainer.pilot, trainer.writer
-    decision = pilot.decision or {}
-    if decision.get("branch") in ("no-warmup", "fit-driven") and decision.get("by", "fit") == "fit":
-        trainer.online = None  # the fit's constants are fitted to Δ from its own f*
+    if pilot.fixed_f_star:
+        trainer.online = None
     if pilot.fit is not None and writer.store.writer:
         pilot.fit.to_json(writer.path / "pilot_fit.json")
     if trainer.pilot_recorder and closed:
@@ -565,8 +569,9 @@ def resume_from_checkpoint(trainer: Trainer) -> None:
     writer.update(config=dataclasses.asdict(trainer.config))
     if trainer.pilot is not None:
         trainer.pilot.rows = [dict(row) for row in rows]
-        if not trainer.pilot.open:  # decided before the checkpoint: f* is the fit's, its probes are done
-            trainer.online = None
+        if not trainer.pilot.open:  # closed before the checkpoint: its probes are done
+            if trainer.pilot.fixed_f_star:
+                trainer.online = None
             if trainer.pilot_recorder:
                 trainer.recorder = None
     for row in rows:  # the online sources' history

@@ -140,8 +140,15 @@ def test_the_step_test_is_on_with_a_pilot_unless_turned_off_or_the_peak_is_measu
     assert TrainConfig(steps=1000, adaptive=adaptive).adaptive.tests_first_step is tests
 
 
-def test_step_test_flags_reach_the_config_and_are_refused_where_they_would_do_nothing(tmp_path):
+def test_step_test_flags_reach_the_config_and_are_refused_where_they_would_do_nothing(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(importlib.import_module("smoothprobe.train"), "train",
+                        lambda config, out, **_: seen.append(config.adaptive) or out)
     runner = CliRunner()
+    for flags, value in (([], None), (["--step-test"], True), (["--no-step-test"], False)):
+        given = runner.invoke(main, ["train", "--steps", "1000", "--pilot", "0.1", *flags, "--out", str(tmp_path / "g")])
+        assert given.exit_code == 0, given.output
+        assert seen[-1].step_test is value and seen[-1].tests_first_step is (value is not False)
     off = runner.invoke(main, ["train", "--adaptive", "--no-step-test", "--out", str(tmp_path / "r")])
     assert off.exit_code == 2 and "Error: --step-test (on or off) needs a --pilot" in off.output
     bare = runner.invoke(main, ["train", "--no-step-test", "--out", str(tmp_path / "r")])

@@ -347,6 +347,14 @@ def test_a_config_stored_before_cooldown_existed_resumes_without_one():
     assert TrainConfig.from_dict(dataclasses.asdict(TrainConfig(adaptive={}))).adaptive.cooldown == 0.2
 
 
+def test_a_config_stored_when_the_step_test_was_off_by_default_still_loads():
+    stored = dataclasses.asdict(TrainConfig(task="quadratic", adaptive={"f_star": 0.0}))
+    stored["adaptive"]["step_test"] = False  # the default then, stored with every adaptive run
+    assert TrainConfig.from_dict(stored).adaptive.step_test is None
+    piloted = dataclasses.asdict(TrainConfig(steps=1000, adaptive={"pilot": 0.1, "step_test": False}))
+    assert TrainConfig.from_dict(piloted).adaptive.tests_first_step is False  # a pilot without the test stays so
+
+
 @pytest.mark.parametrize("args, words", [
     (["--task", "quadratic", "--hvp-chunks", "2"], "--hvp-chunks=2 splits a batch into row pieces, but a quadratic batch"),
     (["--task", "markov", "--batch-size", "2", "--hvp-chunks", "4"], "--hvp-chunks=4 exceeds the batch's 2 rows"),
@@ -366,9 +374,12 @@ def test_trial_steps_leave_parameters_optimizer_state_and_rng_where_they_were(tm
     trainer.start_step = 2
     x, state, rng = trainer.model().detach().clone(), trainer.optimizer.state_dict(), torch.get_rng_state()
     moments = {k: v.clone() for k, v in state["state"][0].items()}
+    groups = [dict(g, params=None) for g in trainer.optimizer.param_groups]
     rows = trainer.trial_rows(3)
     assert [r["step"] for r in rows] == [2, 3, 4] and all(r["lr"] == 0.05 for r in rows)
     assert torch.equal(trainer.model().detach(), x) and torch.equal(torch.get_rng_state(), rng)
+    assert all(p.grad is None for p in trainer.model.parameters())
+    assert [dict(g, params=None) for g in trainer.optimizer.param_groups] == groups
     after = trainer.optimizer.state_dict()["state"][0]
     assert after.keys() == moments.keys() and all(torch.equal(after[k], v) for k, v in moments.items())
     trainer.writer.store.close()
@@ -404,3 +415,24 @@ def test_the_step_test_reads_undone_trial_steps_against_the_exact_line_search_st
         assert steps.loss[1] == pytest.approx(0.5 * float(d1 @ a @ d1), rel=1e-6)
     else:
         assert test["branch"] == "not yet" and steps.lr[0] == pytest.approx(lr / 10, rel=1e-6)
+
+
+def test_trial_steps_replay_their_own_dropout_so_identical_trials_read_identically(tmp_path, monkeypatch):
+    """Dropout on the quadratic's d: every trial starts from x0 with the RNG rewound, so the three
+    trials draw the same mask, and the secant probe must replay that mask each time: three identical
+    slopes and curvatures (a Recorder that kept the RNG of the first trial read other masks after it)."""
+    cfg = TrainConfig(task="quadratic", optimizer="normsgd", lr=0.05, steps=10, clip=0.0, schedule="constant",
+                      warmup=0.0)
+    trainer = build(cfg, tmp_path / "run")
+    a, x_star = trainer.task.hessian, trainer.task.x_star
+
+    def dropped(model, batch):
+        d = torch.nn.functional.dropout(model() - x_star, p=0.5, training=True)
+        return 0.5 * d @ (a @ d)
+
+    monkeypatch.setattr(trainer.task, "loss", dropped)
+    rows = trainer.trial_rows(3)
+    for key in ("secant_slope", "secant_curv"):
+        assert rows[1][key] == pytest.approx(rows[0][key], rel=1e-12)
+        assert rows[2][key] == pytest.approx(rows[0][key], rel=1e-12)
+    trainer.writer.store.close()

@@ -186,6 +186,13 @@ class Pilot:
         self._last_fit_rows = 0
 
     @property
+    def fixed_f_star(self) -> bool:
+        """Whether a fit's decision fixed f* (its constants are fitted to Δ from its own f*); the step
+        test's, or a warm-up that ended undecided, leave the schedule's f* as it is."""
+        decision = self.decision or {}
+        return decision.get("branch") in ("no-warmup", "fit-driven") and decision.get("by", "fit") == "fit"
+
+    @property
     def open(self) -> bool:
         """Still probing for a decision (not closed by one, nor by the end of the warm-up)."""
         return not self.closed
