@@ -487,3 +487,10 @@ def test_the_closed_loops_decision_is_in_the_runs_section(runs, tmp_path):
     assert ("the fit decided no-warmup at step 60 (<i>past</i> its rise); Δ' interval [3.549, 3.849], "
             "measured gaps [3.101, 5.202], after 2 refit(s). Each decision, by step: 49 not yet; 60 no-warmup.") in text
     assert not page.find("i", "summary")  # the reason is text, not markup
+    info["decision"] = {"branch": "no-warmup", "step": 0, "reason": "within the stability limit", "by": "step test",
+                        "trial": [{"step": s} for s in range(3)]}
+    info["pilot"]["history"] = [info["decision"]]
+    (decided / "run.json").write_text(json.dumps(info))
+    text = Page(write_report([decided], tmp_path / "r.html").read_text()).section_text("summary")
+    assert ("the step test decided no-warmup before step 0, from 3 trial steps it undid (within the stability "
+            "limit). Each decision, by step: 0 no-warmup (step test).") in text
