@@ -67,6 +67,27 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path):
     np.testing.assert_allclose(probed.loss_after, b.steps.dropna(subset=["secant_K"]).loss_after, rtol=1e-5)
 
 
+@needs_torchrun
+def test_the_step_test_reads_the_same_trial_steps_on_two_ranks_as_on_one_process(tmp_path):
+    """--pilot's trial steps under DDP: the same slopes, curvatures and verdict as one process with the
+    same global batch, and the run after them is that process's run (the trials were undone on every rank)."""
+    two, one = tmp_path / "two", tmp_path / "one"
+    args = ["train", "--task", "markov", "--batch-size", "4", "--seq-len", "16", "--steps", "52", "--pilot", "50",
+            "--optimizer", "lion", "--lr", "3e-4", "--eval-every", "52", "--no-progress"]
+    ddp = run(*args, "--out", str(two))
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    single = run(*args, "--accum", "2", "--out", str(one), launcher=[sys.executable, "-m", "smoothprobe.cli.main"])
+    assert single.returncode == 0, single.stderr[-2000:]
+    a, b = load_run(two), load_run(one)
+    test_a, test_b = a.info["pilot"]["history"][0], b.info["pilot"]["history"][0]
+    assert test_a["by"] == "step test" and test_a["branch"] == test_b["branch"] == "no-warmup"
+    for key in ("secant_slope", "secant_curv", "loss"):
+        np.testing.assert_allclose([r[key] for r in test_a["trial"]], [r[key] for r in test_b["trial"]], rtol=1e-4)
+    np.testing.assert_allclose(a.steps.loss, b.steps.loss, rtol=1e-5)
+    assert a.steps.lr[0] == pytest.approx(3e-4)
+    assert a.steps.loss[0] == pytest.approx(test_a["trial"][0]["loss"], rel=1e-7)  # step 0 starts where trial 0 did
+
+
 # Muon's Newton-Schulz runs in bf16, where the sharded matmuls' summation order shows at ~1e-3.
 @needs_torchrun
 @pytest.mark.parametrize(("optimizer", "accum", "rtol"), [
