@@ -11,9 +11,9 @@ Stages, each run only when the one before it has the results it needs (per optim
    warm-up at lr* (a schedule that differs from "no warm-up" in five steps only: the spread between
    the two is the noise floor of one score).
 3. **adaptive** (at lr*, every seed): the practical schedule (f* = auto), the closed loop (`--pilot
-   0.1`: first the step test, no warm-up when a step at lr* is within the stability limit along the
-   update of 3 trial steps at lr/10 that are undone; then probes and refits decide warm-up / no
-   warm-up / not yet), the closed loop on its fits alone (`--no-step-test`), the previous run's fit (`record` one run at lr* on seed 100, fit it with f* as the
+   0.1`: probes and refits decide warm-up / no warm-up / not yet), the closed loop with the step test
+   first (`--step-test`: no warm-up when a step at lr* is within the stability limit along the update
+   of 3 trial steps at lr/10 that are undone), the previous run's fit (`record` one run at lr* on seed 100, fit it with f* as the
    pilot takes it: auto, or the losses' lower bound where the estimate drifts; then `train --fit` on
    each seed; a refused fit is a miss), and the closed loop with no LR given (`--own-peak`: the peak is
    the median best step along the update over the pilot's window). Parameter-free baselines, each at
@@ -71,23 +71,21 @@ FIT_SEED = 100
 """Seed of the recorded run whose fit drives the `fitted` arm (never an evaluated seed)."""
 PARAM_FREE = ("prodigy", "dadapt", "dog", "schedulefree", "untuned")
 DESIGN = 4
-"""Version of the closed loop's decision rule: arms it drives (closed, closed_fits, own_peak, fitted) rerun when it
+"""Version of the closed loop's decision rule: arms it drives (closed, closed_step, own_peak, fitted) rerun when it
 changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
 narrow gap ratio decides; 4: a K that falls significantly as Δ grows means no warm-up)."""
-ARM_DESIGN = {"own_peak": "peak 4", "closed": "stability 5"}
+ARM_DESIGN = {"own_peak": "peak 4", "closed_step": "stability 5"}
 """Versions of what one kind of arm adds to the decision rule; its arms rerun when either changes.
 own_peak: the median best step along the update over the pilot's window (not the fit's η_max).
-closed: the closed loop as `--pilot` runs it, the step test first (on by default with a pilot): once,
-before the first step, on 3 trial steps at the lr/10 start that are undone, against the stability
-limit (twice the best step). Version 1 tested the best step itself at every step of the start; 2
-tested once at the first 3 probed steps of the start, taken (Lion lost about 2.5 σ to those three slow
-steps); 3 ran the tested steps at the peak, where the test passes at any LR (the step measures its own
-LR as the best one); 4 was 2 again. Versions 1-4 ran as the arm `closed_step` beside `closed`, which
-had no step test: that arm is `closed_fits` now (`--no-step-test`, the fits alone)."""
-CLOSED = ("closed", "closed_fits", "own_peak")
+closed_step: the closed loop with `--step-test`: once, before the first step, on 3 trial steps at the
+lr/10 start that are undone, against the stability limit (twice the best step). Version 1 tested the
+best step itself at every step of the start; 2 tested once at the first 3 probed steps of the start,
+taken (Lion lost about 2.5 σ to those three slow steps); 3 ran the tested steps at the peak, where the
+test passes at any LR (the step measures its own LR as the best one); 4 was 2 again."""
+CLOSED = ("closed", "closed_step", "own_peak")
 """The closed-loop arms (a pilot decides in the run)."""
 DECIDED_BY_FIT = (*CLOSED, "fitted")
-HEAD_TO_HEAD = (("grid", 0.0), ("grid", TWIN), ("closed", 0.0), ("closed_fits", 0.0), ("practical", 0.0),
+HEAD_TO_HEAD = (("grid", 0.0), ("grid", TWIN), ("closed", 0.0), ("closed_step", 0.0), ("practical", 0.0),
                 ("fitted", 0.0))
 """The arms at lr* run on a second seed right after the first seed's tier."""
 
@@ -98,7 +96,7 @@ class Arm:
     given) for one seed."""
 
     optimizer: str
-    kind: str  # grid, practical, closed, closed_fits, fitted, own_peak, record, or one of PARAM_FREE
+    kind: str  # grid, practical, closed, closed_step, fitted, own_peak, record, or one of PARAM_FREE
     k: int | None
     warmup: float
     seed: int
@@ -120,15 +118,10 @@ def design_of(kind: str) -> int | str:
     return f"{DESIGN}, {ARM_DESIGN[kind]}" if kind in ARM_DESIGN else DESIGN
 
 
-RETIRED = ("closed_step",)
-"""Kinds of arm no longer run (closed_step is the closed loop's default now: `closed`)."""
-
-
 def current(result: dict) -> bool:
     """A bench.json that still counts: any arm the decision rule does not drive, or one run under
-    its kind's present design; never a retired kind."""
-    kind = result["kind"]
-    return kind not in RETIRED and (kind not in DECIDED_BY_FIT or result.get("design") == design_of(kind))
+    its kind's present design."""
+    return result["kind"] not in DECIDED_BY_FIT or result.get("design") == design_of(result["kind"])
 
 
 def result_of(out: Path, arm: Arm) -> dict | None:
@@ -182,7 +175,7 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
     def tier(opt: str, k: int, seed: int) -> list[Arm]:
         arms = []
         if "adaptive" in stages:
-            arms += [Arm(opt, kind, k, 0.0, seed) for kind in ("fitted", "closed", "practical", "closed_fits")]
+            arms += [Arm(opt, kind, k, 0.0, seed) for kind in ("fitted", "closed_step", "practical", "closed")]
             arms.append(Arm(opt, "own_peak", None, 0.0, seed))
             if opt == "adamw":
                 arms += [Arm(opt, kind, None if kind != "untuned" else k, 0.0, seed) for kind in PARAM_FREE]
@@ -208,7 +201,7 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
     if "stress" in stages:
         for opt in found:
             order += [Arm(opt, "grid", stars[opt], w, seeds[0], 10.0) for w in SCAN_WARMUPS]
-            order += [Arm(opt, kind, stars[opt], 0.0, seeds[0], 10.0) for kind in ("practical", "closed", "closed_fits")]
+            order += [Arm(opt, kind, stars[opt], 0.0, seeds[0], 10.0) for kind in ("practical", "closed", "closed_step")]
     return list(dict.fromkeys(order))
 
 
@@ -258,7 +251,7 @@ def config_of(arm: Arm, base, out: Path):
     if arm.kind in CLOSED:
         return dataclasses.replace(cfg, lr=None if arm.kind == "own_peak" else lr,
                                    adaptive={"pilot": PILOT, "f_star": "auto", "own_peak": arm.kind == "own_peak",
-                                             **({"step_test": False} if arm.kind == "closed_fits" else {})})
+                                             "step_test": arm.kind == "closed_step"})
     if arm.kind == "fitted":
         return dataclasses.replace(cfg, adaptive={"fit": str(out / needs(arm).name / "fit.json")})
     return cfg
@@ -537,7 +530,7 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
         lines.append(head)
         at = part[part.lr_factor == 1.0]
         rows = {label: r for label, r in zip(at.label, at.itertuples())}
-        for label, within in (("closed", 1.0), ("closed_fits", 1.0), ("fitted", 1.0), ("own_peak", 2.0),
+        for label, within in (("closed", 1.0), ("closed_step", 1.0), ("fitted", 1.0), ("own_peak", 2.0),
                               ("practical", 1.0)):
             if label in rows and rows[label].refused == rows[label].seeds:
                 lines.append(f"  - {label}: MISSED (refused on {rows[label].seeds} seed(s): the schedule would not "

@@ -102,8 +102,6 @@ def field_option(f: dataclasses.Field, how: Option) -> Callable:
         text += f" [default: {how.default_text}]"
     if type_names(f) == {"bool"}:
         return click.option(flag, f.name, is_flag=True, default=f.default, help=text or None)
-    if type_names(f) == {"bool", "None"}:  # on, off, or left to the library (None)
-        return click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=text or None)
     return click.option(flag, f.name, type=option_type(f, how), default=f.default, help=text or None,
                         show_default=True, callback=comma_list if how.kind == "list" else None)
 

@@ -306,8 +306,8 @@ class AdaptiveConfig:
     instead of taking the lr; the lr, or the optimizer's default, only sets the first steps (lr/div).
     step_test: with a pilot, test once before the first step, on trial steps at lr/div that are undone,
     whether a step at the lr is within the stability limit along the update (`decision.step_test`): if
-    so, no warm-up at all, without waiting for a fit. None (the default): on with a pilot, unless
-    own_peak (`tests_first_step`); False: the fits alone decide.
+    so, no warm-up at all, without waiting for a fit. Off by default: on normalised SGD it passed and
+    the run lost against a warm-up (docs/design.md §5).
     """
 
     fit: str | None = option(None, "Adaptive: constants from this fit.json (implies --adaptive; --lr rescales the peak).",
@@ -339,12 +339,11 @@ class AdaptiveConfig:
                                    "of the pilot's window the peak moves to the median best LR along the update over "
                                    "the probed steps so far (secant slope and curvature); --lr, or the optimizer's "
                                    "default, only sets the first steps (the practical start at lr/div).")
-    step_test: bool | None = option(None, "Adaptive with --pilot: before the first step, take 3 trial steps at lr/div "
-                                           "and undo them, and test whether a step at --lr stays within the stability "
-                                           "limit along the update direction (twice the best step, from the secant "
-                                           "probe's slope and curvature); if so, start at --lr with no warm-up, if not, "
-                                           "the fits decide its length. --no-step-test: the fits alone decide.",
-                                    default_text="on with --pilot, off with --own-peak")
+    step_test: bool = option(False, "Adaptive with --pilot: before the first step, take 3 trial steps at lr/div and "
+                                    "undo them, and test whether a step at --lr stays within the stability limit "
+                                    "along the update direction (twice the best step, from the secant probe's slope "
+                                    "and curvature); if so, start at --lr with no warm-up, if not, the fits decide "
+                                    "its length.")
 
     def __post_init__(self) -> None:
         f_star = FStar.parse(self.f_star)  # the one reader of f*; stored as the user writes it
@@ -365,9 +364,8 @@ class AdaptiveConfig:
             (self.f_star_every is None or auto, "f_star_every needs f_star 'auto'",
              "f_star_every", "f_star"),
             (not self.own_peak or self.pilot is not None, "own_peak needs a pilot", "own_peak", "pilot"),
-            (self.step_test is None or self.pilot is not None, "step_test (on or off) needs a pilot", "step_test",
-             "pilot"),
-            (not (self.step_test is True and self.own_peak),
+            (not self.step_test or self.pilot is not None, "step_test needs a pilot", "step_test", "pilot"),
+            (not (self.step_test and self.own_peak),
              "step_test tests a step at the lr, and own_peak measures the lr from the same best steps: drop one", "step_test",
              "own_peak"),
             (self.decay != "model" or self.cooldown is None,
@@ -380,11 +378,6 @@ class AdaptiveConfig:
              ("div and delta_peak (the practical schedule's shape) come from the fit when one is given: a fit brings "
               "its own constants (drop them or the fit)"), "div", "delta_peak"),
         ])
-
-    @property
-    def tests_first_step(self) -> bool:
-        """Whether the pilot runs the step test: as set, else with a pilot that does not measure its peak."""
-        return self.step_test if self.step_test is not None else self.pilot is not None and not self.own_peak
 
     def pilot_steps(self, steps: int) -> int | None:
         """The pilot's length in steps for a run of `steps` (None without a pilot)."""
@@ -441,11 +434,7 @@ class TrainConfig:
             raise SmoothprobeError(f"config must be a mapping, got {type(data).__name__}")
         adaptive = data.get("adaptive")
         if isinstance(adaptive, dict) and "cooldown" not in adaptive:  # written before cooldown existed
-            adaptive = {**adaptive, "cooldown": None}
-        if isinstance(adaptive, dict) and adaptive.get("step_test") is False and adaptive.get("pilot") is None:
-            adaptive = {**adaptive, "step_test": None}  # written when False was the default: no pilot, no test
-        if isinstance(adaptive, dict):
-            data = {**data, "adaptive": adaptive}
+            data = {**data, "adaptive": {**adaptive, "cooldown": None}}
         return _build(cls, data, "config")
 
     def validate(self) -> None:

@@ -138,9 +138,8 @@ def test_a_timing_missed_on_a_loaded_machine_is_not_measured_but_bytes_and_met_t
     assert fit_speed.verdict(40.0, 30.0, loaded=False) == "MISSED (1.33× the 30 s goal)"
 
 
-def test_a_result_counts_only_under_its_kinds_present_design_and_never_when_retired(monkeypatch):
+def test_a_result_counts_only_under_its_kinds_present_design(monkeypatch):
     wg = load_warmup_grid(monkeypatch)
-    assert wg.current({"kind": "closed", "design": wg.design_of("closed")})
-    assert not wg.current({"kind": "closed", "design": wg.DESIGN})  # run before the step test was its default
+    assert wg.current({"kind": "closed_step", "design": wg.design_of("closed_step")})
+    assert not wg.current({"kind": "closed_step", "design": "4, stability 4"})  # the test's slow steps were taken
     assert wg.current({"kind": "grid", "design": None})  # the decision rule does not drive the grid
-    assert not wg.current({"kind": "closed_step", "design": "4, stability 5"})

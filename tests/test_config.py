@@ -28,7 +28,7 @@ def test_mappings_become_dataclasses_and_round_trip():
     ({"adaptive": {"refit_constants": 3}}, "unknown option(s) refit_constants"),
     ({"adaptive": {"f_star_every": 5}}, "f_star_every needs f_star 'auto'"),
     ({"adaptive": {"own_peak": True}}, "own_peak needs a pilot"),
-    ({"adaptive": {"step_test": False}}, "step_test (on or off) needs a pilot"),
+    ({"adaptive": {"step_test": True}}, "step_test needs a pilot"),
     ({"adaptive": {"pilot": 0.1, "own_peak": True, "step_test": True}}, "step_test tests a step at the lr"),
     ({"probes": {"every": 0}}, "every must be an integer >= 1"),
     ({"probes": {"probes": ["magic"]}}, "unknown probe 'magic'"),
@@ -133,24 +133,17 @@ def test_adaptive_options_that_would_do_nothing_are_refused():
         TrainConfig(adaptive={"allow_unsupported": True})
 
 
-@pytest.mark.parametrize("adaptive, tests", [
-    ({"pilot": 0.1}, True), ({"pilot": 0.1, "step_test": False}, False), ({"pilot": 0.1, "own_peak": True}, False),
-    ({"pilot": 0.1, "step_test": True}, True), ({"f_star": 1.0}, False)])
-def test_the_step_test_is_on_with_a_pilot_unless_turned_off_or_the_peak_is_measured(adaptive, tests):
-    assert TrainConfig(steps=1000, adaptive=adaptive).adaptive.tests_first_step is tests
-
-
-def test_step_test_flags_reach_the_config_and_are_refused_where_they_would_do_nothing(tmp_path, monkeypatch):
+def test_the_step_test_flag_reaches_the_config_and_is_refused_where_it_would_do_nothing(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(importlib.import_module("smoothprobe.train"), "train",
                         lambda config, out, **_: seen.append(config.adaptive) or out)
     runner = CliRunner()
-    for flags, value in (([], None), (["--step-test"], True), (["--no-step-test"], False)):
+    for flags, value in (([], False), (["--step-test"], True)):
         given = runner.invoke(main, ["train", "--steps", "1000", "--pilot", "0.1", *flags, "--out", str(tmp_path / "g")])
         assert given.exit_code == 0, given.output
-        assert seen[-1].step_test is value and seen[-1].tests_first_step is (value is not False)
-    off = runner.invoke(main, ["train", "--adaptive", "--no-step-test", "--out", str(tmp_path / "r")])
-    assert off.exit_code == 2 and "Error: --step-test (on or off) needs a --pilot" in off.output
-    bare = runner.invoke(main, ["train", "--no-step-test", "--out", str(tmp_path / "r")])
+        assert seen[-1].step_test is value
+    alone = runner.invoke(main, ["train", "--adaptive", "--step-test", "--out", str(tmp_path / "r")])
+    assert alone.exit_code == 2 and "Error: --step-test needs a --pilot" in alone.output
+    bare = runner.invoke(main, ["train", "--step-test", "--out", str(tmp_path / "r")])
     assert bare.exit_code == 2 and "--step-test: only for an adaptive schedule" in bare.output
     assert not (tmp_path / "r").exists()

@@ -69,11 +69,11 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path):
 
 @needs_torchrun
 def test_the_step_test_reads_the_same_trial_steps_on_two_ranks_as_on_one_process(tmp_path):
-    """--pilot's trial steps under DDP: the same slopes, curvatures and verdict as one process with the
+    """--step-test's trial steps under DDP: the same slopes, curvatures and verdict as one process with the
     same global batch, and the run after them is that process's run (the trials were undone on every rank)."""
     two, one = tmp_path / "two", tmp_path / "one"
     args = ["train", "--task", "markov", "--batch-size", "4", "--seq-len", "16", "--steps", "52", "--pilot", "50",
-            "--optimizer", "lion", "--lr", "3e-4", "--eval-every", "52", "--no-progress"]
+            "--optimizer", "lion", "--lr", "3e-4", "--step-test", "--eval-every", "52", "--no-progress"]
     ddp = run(*args, "--out", str(two))
     assert ddp.returncode == 0, ddp.stderr[-2000:]
     single = run(*args, "--accum", "2", "--out", str(one), launcher=[sys.executable, "-m", "smoothprobe.cli.main"])

@@ -312,7 +312,7 @@ def test_a_pilot_decision_fixes_f_star_stops_its_probes_and_is_stored(tmp_path):
 
 def test_run_json_keeps_every_refit_of_the_pilot_as_the_run_goes(tmp_path):
     cfg = TrainConfig(task="quadratic", optimizer="normsgd", steps=120, eval_every=60,
-                      adaptive={"pilot": 0.5, "f_star": "auto", "step_test": False})
+                      adaptive={"pilot": 0.5, "f_star": "auto"})
     trainer = build(cfg, tmp_path / "run")
     trainer.run(progress=False)
     info = read_run_info(tmp_path / "run")
@@ -345,14 +345,6 @@ def test_a_config_stored_before_cooldown_existed_resumes_without_one():
     del stored["adaptive"]["cooldown"]
     assert TrainConfig.from_dict(stored).adaptive.cooldown is None
     assert TrainConfig.from_dict(dataclasses.asdict(TrainConfig(adaptive={}))).adaptive.cooldown == 0.2
-
-
-def test_a_config_stored_when_the_step_test_was_off_by_default_still_loads():
-    stored = dataclasses.asdict(TrainConfig(task="quadratic", adaptive={"f_star": 0.0}))
-    stored["adaptive"]["step_test"] = False  # the default then, stored with every adaptive run
-    assert TrainConfig.from_dict(stored).adaptive.step_test is None
-    piloted = dataclasses.asdict(TrainConfig(steps=1000, adaptive={"pilot": 0.1, "step_test": False}))
-    assert TrainConfig.from_dict(piloted).adaptive.tests_first_step is False  # a pilot without the test stays so
 
 
 @pytest.mark.parametrize("args, words", [
