@@ -13,9 +13,9 @@ Stages, each run only when the one before it has the results it needs (per optim
 3. **adaptive** (at lr*, every seed): the practical schedule (f* = auto), the closed loop (`--pilot
    0.1`: probes and refits decide warm-up / no warm-up / not yet), the closed loop with the step test
    first (`--step-test`: no warm-up when a step at lr* is within the stability limit along the update
-   of 3 trial steps at lr/10 that are undone), the previous run's fit (`record` one run at lr* on seed 100, fit it with f* as the
-   pilot takes it: auto, or the losses' lower bound where the estimate drifts; then `train --fit` on
-   each seed; a refused fit is a miss), and the closed loop with no LR given (`--own-peak`: the peak is
+   of 3 trial steps at lr/10 that are undone), the previous run's fit (`record` one run at lr* on seed
+   100, fit it with f* as the pilot takes it: auto, or the losses' lower bound where the estimate
+   drifts; then `train --fit` on each seed; a refused fit is a miss), and the closed loop with no LR given (`--own-peak`: the peak is
    the median best step along the update over the pilot's window). Parameter-free baselines, each at
    its documented defaults: Prodigy (lr 1, cosine), D-Adaptation Adam (lr 1, cosine), DoG (lr 1,
    constant), schedule-free AdamW (lr 0.0025, 5 % warm-up), and pytorch_warmup's untuned linear warm-up
@@ -71,8 +71,8 @@ FIT_SEED = 100
 """Seed of the recorded run whose fit drives the `fitted` arm (never an evaluated seed)."""
 PARAM_FREE = ("prodigy", "dadapt", "dog", "schedulefree", "untuned")
 DESIGN = 4
-"""Version of the closed loop's decision rule: arms it drives (closed, closed_step, own_peak, fitted) rerun when it
-changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
+"""Version of the closed loop's decision rule: arms it drives (closed, closed_step, own_peak, fitted)
+rerun when it changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
 narrow gap ratio decides; 4: a K that falls significantly as Δ grows means no warm-up)."""
 ARM_DESIGN = {"own_peak": "peak 4", "closed_step": "stability 5"}
 """Versions of what one kind of arm adds to the decision rule; its arms rerun when either changes.

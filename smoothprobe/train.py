@@ -179,7 +179,6 @@ class Trainer:
                 recorder.before_step(step, batches, loss=loss, grad_norm=grad_norm,
                                      x_t={n: start[n] for n in named})
                 self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
                 rows.append({"step": step, "loss": loss, "lr": lr, **recorder.after_step()})
             finally:
                 self.optimizer.zero_grad(set_to_none=True)

@@ -164,9 +164,9 @@ class Pilot:
     schedule's own); if not, a warm-up is needed and the fits decide its length. The test reads steps
     at the start's small LR on purpose: taken at the peak, a step beyond the region where the loss along
     it is quadratic measures its own LR as the best one; and it undoes them because even three slow
-    steps cost Lion about 2 σ (docs/design.md §5). Later steps are not tested: the best step grows as the loss falls even
-    where the warm-up matters for longer (AdamW). `history` keeps every refit's decision (and the step
-    test's), so a run says what each fit said, not only the last.
+    steps cost Lion about 2 σ (docs/design.md §5). Later steps are not tested: the best step grows as
+    the loss falls even where the warm-up matters for longer (AdamW). `history` keeps every refit's
+    decision (and the step test's), so a run says what each fit said, not only the last.
     """
 
     def __init__(self, steps: int, *, own_peak: bool = False, allow_unsupported: bool = False,
