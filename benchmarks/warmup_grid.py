@@ -74,7 +74,11 @@ DESIGN = 4
 """Version of the closed loop's decision rule: arms it drives (closed, closed_step, own_peak, fitted)
 rerun when it changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
 narrow gap ratio decides; 4: a K that falls significantly as Δ grows means no warm-up)."""
-ARM_DESIGN = {"own_peak": "peak 4", "closed_step": "stability 5"}
+GUARD = 1
+"""Version of the pilot's stability guard on a fit's decision (`decision.within_stability`, 1: the
+step test at the peak on the last 3 probed steps); the pilot's arms (CLOSED) rerun when it changes."""
+ARM_DESIGN = {"closed": f"guard {GUARD}", "own_peak": f"peak 4, guard {GUARD}",
+              "closed_step": f"stability 5, guard {GUARD}"}
 """Versions of what one kind of arm adds to the decision rule; its arms rerun when either changes.
 own_peak: the median best step along the update over the pilot's window (not the fit's η_max).
 closed_step: the closed loop with `--step-test`: once, before the first step, on 3 trial steps at the

@@ -117,6 +117,23 @@ def test_pilot_skips_the_warm_up_when_k_grows_linearly():
     assert sched.optimizer.param_groups[0]["lr"] < 0.1 and sched.get_last_lr()[0] > 0.099
 
 
+@pytest.mark.parametrize("curv, decides", [(0.0199, True), (0.0201, False)])
+def test_a_fit_that_says_no_warm_up_is_held_to_the_stability_limit_at_the_peak(curv, decides):
+    """The linear-K rows above, whose fit says "no-warmup", with steps at LR 1e-3 of slope 1 and
+    curvature c along the update: the stability limit is 2·1e-3/c, just above the peak 0.1 at
+    c = 0.0199 (the decision stands) and just below it at c = 0.0201 ("not yet", the practical
+    warm-up goes on, the fit's reason kept beside the limit's)."""
+    rows = planted_steps(200, 0, constants=(1.0, 2.0, 0.0)).assign(secant_slope=1.0, secant_curv=curv)
+    sched, pilot, closed_at = _run_pilot(rows.iloc[:80], 100, 1000)
+    first = pilot.history[0]
+    if decides:
+        assert pilot.status == "no-warmup" and closed_at == first["step"] and sched.phase == "decay"
+        return
+    assert closed_at is None and pilot.open and sched.phase == "warmup" and len(pilot.history) >= 2
+    assert all(d["branch"] == "not yet" for d in pilot.history)
+    assert first["reason"].startswith("the fit said no-warmup (") and "would pass the stability limit" in first["reason"]
+
+
 def test_pilot_says_not_yet_when_the_fit_cannot_drive_it():
     rows = planted_steps(60, 0)
     rows["secant_K"] = 5.0  # no trend in Δ: the model is not supported

@@ -16,6 +16,10 @@ and the measured gap range [Δ_lo, Δ_hi]:
 - otherwise ("not yet"): the end of the warm-up would be an extrapolation below what was measured;
   keep measuring.
 
+A fit's branch is only half the decision in a run: the pilot holds it to the stability limit at the
+peak LR, measured on the last probed steps (`within_stability`), since the fit reads the gap, not the
+step.
+
 A fit that must not drive a schedule at all (`schedule_problem_of`: not physical, a degenerate f*,
 a verdict other than "supported") is "not yet" too, with that reason; constants written by hand (no
 status) drive. One verdict is read more closely: "not identifiable" only because the gaps span a
@@ -40,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -223,6 +227,28 @@ def step_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None) 
                                 f"{STABILITY_LIMIT:g}× the best step along the update {said}")
     return out("not yet", f"a step at the peak LR {peak_lr:.4g} would pass the stability limit, "
                           f"{STABILITY_LIMIT:g}× the best step along the update {said}: a warm-up is needed")
+
+
+def within_stability(decision: Decision, rows: Sequence[Mapping], peak_lr: float) -> Decision:
+    """A fit's decision held to the stability limit: a branch that takes the LR to `peak_lr` (now, or
+    at the end of a fit-driven warm-up) stands only while the step test (`step_test`) passes at
+    `peak_lr` on the last probed `rows`; otherwise it is "not yet" with both reasons. A fit reads the
+    gap, not the step: at 10·lr* Lion's pilot fit drove the LR to 3× its stability limit and lost to
+    the practical schedule it replaced (docs/design.md §5). Rows without the secant's slope and
+    curvature (a real pilot always records them) leave the decision as it is.
+
+    >>> d = Decision("no-warmup", "Δ' = ∞", 1.0, None, None, None, 50)
+    >>> rows = [{"lr": 0.1, "secant_slope": 1.0, "secant_curv": 0.5}] * 3   # stability limit 0.4
+    >>> within_stability(d, rows, 0.4).branch, within_stability(d, rows, 0.5).branch
+    ('no-warmup', 'not yet')
+    """
+    if not decision.decided or best_step_lr(rows, STEP_TEST_ROWS)[1] < STEP_TEST_ROWS:
+        return decision
+    test = step_test(rows, peak_lr, decision.step)
+    if test.decided:
+        return decision
+    return replace(decision, branch="not yet", reason=f"the fit said {decision.branch} ({decision.reason}), "
+                                                      f"but {test.reason}")
 
 
 def best_step_lr(rows: Sequence[Mapping], last: int | None = None) -> tuple[float, int]:

@@ -14,7 +14,13 @@ from smoothprobe.fit import fit_frame
 from smoothprobe.fit.data import MIN_POINTS
 from smoothprobe.fit.fstar import MIN_LOSS_POINTS, estimate_f_star
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
-from smoothprobe.schedule.decision import STEP_TEST_ROWS, best_step_lr, decide, step_test
+from smoothprobe.schedule.decision import (
+    STEP_TEST_ROWS,
+    best_step_lr,
+    decide,
+    step_test,
+    within_stability,
+)
 from smoothprobe.smoothness import FStar
 
 
@@ -141,7 +147,8 @@ def fit_or_lower_bound(rows: pd.DataFrame, bootstrap: int):
 class Pilot:
     """The closed loop in one run: probe from the first step under the practical schedule, refit K(Δ) with
     f* = auto every `PILOT_REFIT` steps once there are enough rows, and let each fit decide
-    (`decision.decide`) at the current gap: "no-warmup" skips the rest of the warm-up, "fit-driven"
+    (`decision.decide`) at the current gap, held to the stability limit at the peak LR on the last
+    probed steps (`decision.within_stability`): "no-warmup" skips the rest of the warm-up, "fit-driven"
     hands the schedule to the fit (`AdaptiveWarmup.adopt`), "not yet" keeps the practical schedule and
     goes on probing. The first `steps` steps are the probing window (every step probed); a trainer then
     thins the probes to an overhead budget and the pilot refits after every `PILOT_REFIT` new probed
@@ -231,7 +238,7 @@ class Pilot:
             self.status = f"not yet: the fit failed ({exc})"
             return False
         smoothed = scheduler.last_record().get("loss_smoothed") or row["loss"]
-        decision = decide(self.fit, smoothed - self.fit.f_star, step)
+        decision = within_stability(decide(self.fit, smoothed - self.fit.f_star, step), self.rows, scheduler.lr)
         self.decision = self._log({**decision.to_dict(), "fit_status": self.fit.status}, "fit")
         if not decision.decided and not (self.allow_unsupported and step >= self.steps - 1):
             self.status = f"not yet: {decision.reason}"
