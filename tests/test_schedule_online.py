@@ -130,8 +130,31 @@ def test_a_fit_that_says_no_warm_up_is_held_to_the_stability_limit_at_the_peak(c
         assert pilot.status == "no-warmup" and closed_at == first["step"] and sched.phase == "decay"
         return
     assert closed_at is None and pilot.open and sched.phase == "warmup" and len(pilot.history) >= 2
-    assert all(d["branch"] == "not yet" for d in pilot.history)
-    assert first["reason"].startswith("the fit said no-warmup (") and "would pass the stability limit" in first["reason"]
+    assert all(d["branch"] == "not yet" and d["held"] == "no-warmup" for d in pilot.history)
+    assert first["reason"].startswith("the stability limit held back the fit's no-warmup: a step at the peak LR 0.1 "
+                                      "would pass 2× the best step along the update (0.04975, median")
+    assert "the fit said: the [" in first["reason"]  # the fit's own reason: Δ' lies above the gap
+    sched.skip_warmup()  # the practical warm-up ends with the fit still held back
+    row = rows.iloc[80].to_dict()
+    sched.step(row["loss"])
+    assert pilot.observe(80, row, sched) and pilot.status == (
+        "not yet: the practical warm-up ended before a fit decided within the stability limit")
+    forced = Pilot(60, total_steps=1000, allow_unsupported=True)  # forcing never passes the stability limit
+    sched = make_schedule(cooldown=200)
+    sched.total_steps = 1000
+    for row in rows.iloc[:61].to_dict("records"):
+        sched.step(row["loss"])
+        forced.observe(int(row["step"]), row, sched)
+    assert forced.open and sched.phase == "warmup" and forced.history[-1]["held"] == "no-warmup"
+
+
+def test_allow_unsupported_forces_the_windows_last_fit_and_says_so():
+    rows = planted_steps(80, 0)
+    rows["secant_K"] = 5.0  # no trend in Δ: every fit is refused
+    sched, pilot, closed_at = _run_pilot(rows.iloc[:60], 60, 200, allow_unsupported=True)
+    assert closed_at == 59 and pilot.status.startswith("fit-driven") and sched.delta_range is not None
+    assert [d["branch"] for d in pilot.history] == ["not yet", "fit-driven"]
+    assert pilot.decision["reason"].startswith("forced by allow_unsupported (") and pilot.decision["held"] is None
 
 
 def test_pilot_says_not_yet_when_the_fit_cannot_drive_it():

@@ -65,7 +65,8 @@ STABILITY_LIMIT = 2.0
 @dataclass(frozen=True)
 class Decision:
     """The branch a fit takes at gap `delta`, why, and on what: Δ' (`delta_peak`), its interval and
-    the measured gap range. `step` is the training step it was taken at (None outside a run)."""
+    the measured gap range. `step` is the training step it was taken at (None outside a run); `held`,
+    the branch the stability limit held back (`within_stability`; None when it held nothing back)."""
 
     branch: str
     reason: str
@@ -74,6 +75,7 @@ class Decision:
     interval: tuple[float, float] | None
     delta_range: tuple[float, float] | None
     step: int | None = None
+    held: str | None = None
 
     @property
     def decided(self) -> bool:
@@ -231,24 +233,26 @@ def step_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None) 
 
 def within_stability(decision: Decision, rows: Sequence[Mapping], peak_lr: float) -> Decision:
     """A fit's decision held to the stability limit: a branch that takes the LR to `peak_lr` (now, or
-    at the end of a fit-driven warm-up) stands only while the step test (`step_test`) passes at
-    `peak_lr` on the last probed `rows`; otherwise it is "not yet" with both reasons. A fit reads the
-    gap, not the step: at 10·lr* Lion's pilot fit drove the LR to 3× its stability limit and lost to
-    the practical schedule it replaced (docs/design.md §5). Rows without the secant's slope and
-    curvature (a real pilot always records them) leave the decision as it is.
+    at the end of a fit-driven warm-up) stands only while a step at `peak_lr` is within STABILITY_LIMIT
+    times the median best step along the update over the last STEP_TEST_ROWS probed `rows` (the step
+    test's rule, `step_test`); otherwise it is "not yet", `held` names the branch held back and the
+    reason keeps the fit's. A fit reads the gap, not the step: at 10·lr* Lion's pilot fit drove the LR
+    to 3× its stability limit and lost to the practical schedule it replaced (docs/design.md §5). Rows
+    without the secant's slope and curvature (a real pilot always records them) leave it as it is.
 
     >>> d = Decision("no-warmup", "Δ' = ∞", 1.0, None, None, None, 50)
     >>> rows = [{"lr": 0.1, "secant_slope": 1.0, "secant_curv": 0.5}] * 3   # stability limit 0.4
-    >>> within_stability(d, rows, 0.4).branch, within_stability(d, rows, 0.5).branch
-    ('no-warmup', 'not yet')
+    >>> within_stability(d, rows, 0.4).branch, within_stability(d, rows, 0.5).held
+    ('no-warmup', 'no-warmup')
     """
-    if not decision.decided or best_step_lr(rows, STEP_TEST_ROWS)[1] < STEP_TEST_ROWS:
+    median, read = best_step_lr(rows, STEP_TEST_ROWS)
+    if not decision.decided or read < STEP_TEST_ROWS or STABILITY_LIMIT * median >= peak_lr:
         return decision
-    test = step_test(rows, peak_lr, decision.step)
-    if test.decided:
-        return decision
-    return replace(decision, branch="not yet", reason=f"the fit said {decision.branch} ({decision.reason}), "
-                                                      f"but {test.reason}")
+    return replace(decision, branch="not yet", held=decision.branch,
+                   reason=f"the stability limit held back the fit's {decision.branch}: a step at the peak LR "
+                          f"{peak_lr:.4g} would pass {STABILITY_LIMIT:g}× the best step along the update "
+                          f"({median:.4g}, median of the last {STEP_TEST_ROWS} probed steps); the fit said: "
+                          f"{decision.reason}")
 
 
 def best_step_lr(rows: Sequence[Mapping], last: int | None = None) -> tuple[float, int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -171,8 +172,9 @@ class Pilot:
     schedule's own); if not, a warm-up is needed and the fits decide its length. The test reads steps
     at the start's small LR on purpose: taken at the peak, a step beyond the region where the loss along
     it is quadratic measures its own LR as the best one; and it undoes them because even three slow
-    steps cost Lion about 2 σ (docs/design.md §5). Later steps are not tested: the best step grows as
-    the loss falls even where the warm-up matters for longer (AdamW). `history` keeps every refit's
+    steps cost Lion about 2 σ (docs/design.md §5). Later steps get no test of their own (only a fit's
+    decision is held to the limit): the best step grows as the loss falls even where the warm-up
+    matters for longer (AdamW). `history` keeps every refit's
     decision (and the step test's), so a run says what each fit said, not only the last.
     """
 
@@ -221,8 +223,8 @@ class Pilot:
             return False
         self.rows.append({k: v for k, v in row.items() if isinstance(v, (int, float)) or v is None})
         if scheduler.phase != "warmup":
-            self.status = "not yet: the practical warm-up ended before a fit decided"
             self.decision = self._warmup_ended(step, scheduler.last_record().get("delta"))
+            self.status = "not yet: " + self.decision["reason"].split(";")[0]
             self.closed = True
             return True
         if self.own_peak and step < self.steps:
@@ -239,8 +241,12 @@ class Pilot:
             return False
         smoothed = scheduler.last_record().get("loss_smoothed") or row["loss"]
         decision = within_stability(decide(self.fit, smoothed - self.fit.f_star, step), self.rows, scheduler.lr)
+        # allow_unsupported forces the window's last fit past its own "not yet", never past the stability limit
+        forced = not decision.decided and decision.held is None and self.allow_unsupported and step >= self.steps - 1
+        if forced:
+            decision = replace(decision, branch="fit-driven", reason=f"forced by allow_unsupported ({decision.reason})")
         self.decision = self._log({**decision.to_dict(), "fit_status": self.fit.status}, "fit")
-        if not decision.decided and not (self.allow_unsupported and step >= self.steps - 1):
+        if not decision.decided:
             self.status = f"not yet: {decision.reason}"
             return False
         if decision.branch == "no-warmup":
@@ -289,7 +295,9 @@ class Pilot:
         """"not yet" at the step the practical warm-up ended, at the gap then; the last fit's interval
         and range, and what it said, are kept beside it (`last_fit`)."""
         last = next((d for d in reversed(self.history) if d.get("by") == "fit"), None)
-        reason = "the practical warm-up ended before a fit decided"
+        held = any(d.get("held") for d in self.history)
+        reason = "the practical warm-up ended before a fit " + (
+            "decided within the stability limit" if held else "decided")
         if last is not None:
             reason += f"; the last fit (step {last['step']}) said: {last['reason']}"
         keep = ("delta_peak", "interval", "delta_range")
