@@ -274,7 +274,7 @@ def schedule_step(trainer: Trainer, row: dict) -> dict:
             if closed or window_ended:
                 pilot_moved(trainer, closed)
             elif refitted:  # a refit said "not yet": run.json keeps it
-                trainer.writer.update(pilot=pilot_block(pilot), decision=pilot.decision)
+                write_pilot(trainer)
             if closed or window_ended or refitted:
                 columns["pilot_status"] = pilot.status
         return columns
@@ -291,7 +291,7 @@ def run_step_test(trainer: Trainer) -> None:
     if pilot.test(trainer.trial_rows(STEP_TEST_ROWS), trainer.scheduler):
         pilot_moved(trainer, True)
     else:
-        trainer.writer.update(pilot=pilot_block(pilot), decision=pilot.decision)
+        write_pilot(trainer)
 
 
 def pilot_moved(trainer: Trainer, closed: bool) -> None:
@@ -307,13 +307,15 @@ def pilot_moved(trainer: Trainer, closed: bool) -> None:
         trainer.recorder = None
     elif trainer.pilot_recorder:
         trainer.recorder.cadence.overhead = PILOT_OVERHEAD
-    writer.update(pilot=pilot_block(pilot), decision=pilot.decision)
+    write_pilot(trainer)
 
 
-def pilot_block(pilot: Pilot) -> dict:
-    """run.json's `pilot`: its window, where it stands, every decision its refits took, and with
-    own_peak the peak LR it measured."""
-    return {"steps": pilot.steps, "status": pilot.status, "history": pilot.history, "peak_lr": pilot.peak}
+def write_pilot(trainer: Trainer) -> None:
+    """run.json's `pilot` (its window, where it stands, every decision its refits took, and with
+    own_peak the peak LR it measured) and `decision` (the latest)."""
+    pilot = trainer.pilot
+    trainer.writer.update(pilot={"steps": pilot.steps, "status": pilot.status, "history": pilot.history,
+                                 "peak_lr": pilot.peak}, decision=pilot.decision)
 
 
 def build_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, model: nn.Module,
