@@ -216,15 +216,15 @@ def step_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None) 
     >>> step_test(rows, 0.4).branch, step_test(rows, 0.5).branch
     ('no-warmup', 'not yet')
     """
-    median, read = best_step_lr(rows, STEP_TEST_ROWS)
+    stable, median, read = _within_limit(rows, peak_lr)
 
     def out(branch: str, reason: str) -> Decision:
         return Decision(branch, reason, None, None, None, None, step)
 
-    if read < STEP_TEST_ROWS:
+    if stable is None:
         return out("not yet", f"the step test needs {STEP_TEST_ROWS} probed steps, has {read}")
     said = f"(best LR along the update {median:.4g}, median of the last {STEP_TEST_ROWS} steps)"
-    if STABILITY_LIMIT * median >= peak_lr:
+    if stable:
         return out("no-warmup", f"a step at the peak LR {peak_lr:.4g} is within the stability limit, "
                                 f"{STABILITY_LIMIT:g}× the best step along the update {said}")
     return out("not yet", f"a step at the peak LR {peak_lr:.4g} would pass the stability limit, "
@@ -245,14 +245,22 @@ def within_stability(decision: Decision, rows: Sequence[Mapping], peak_lr: float
     >>> within_stability(d, rows, 0.4).branch, within_stability(d, rows, 0.5).held
     ('no-warmup', 'no-warmup')
     """
-    median, read = best_step_lr(rows, STEP_TEST_ROWS)
-    if not decision.decided or read < STEP_TEST_ROWS or STABILITY_LIMIT * median >= peak_lr:
+    stable, median, _ = _within_limit(rows, peak_lr)
+    if not decision.decided or stable is not False:
         return decision
     return replace(decision, branch="not yet", held=decision.branch,
                    reason=f"the stability limit held back the fit's {decision.branch}: a step at the peak LR "
                           f"{peak_lr:.4g} would pass {STABILITY_LIMIT:g}× the best step along the update "
                           f"({median:.4g}, median of the last {STEP_TEST_ROWS} probed steps); the fit said: "
                           f"{decision.reason}")
+
+
+def _within_limit(rows: Sequence[Mapping], peak_lr: float) -> tuple[bool | None, float, int]:
+    """The stability rule `step_test` and `within_stability` share: whether a step at `peak_lr` is
+    within STABILITY_LIMIT times the median best step along the update over the last STEP_TEST_ROWS
+    probed `rows` (None with fewer probed rows), that median, and how many probed rows it read."""
+    median, read = best_step_lr(rows, STEP_TEST_ROWS)
+    return (None if read < STEP_TEST_ROWS else STABILITY_LIMIT * median >= peak_lr), median, read
 
 
 def best_step_lr(rows: Sequence[Mapping], last: int | None = None) -> tuple[float, int]:

@@ -224,7 +224,7 @@ class Pilot:
         self.rows.append({k: v for k, v in row.items() if isinstance(v, (int, float)) or v is None})
         if scheduler.phase != "warmup":
             self.decision = self._warmup_ended(step, scheduler.last_record().get("delta"))
-            self.status = "not yet: " + self.decision["reason"].split(";")[0]
+            self.status = f"not yet: {self._ended_undecided()}"
             self.closed = True
             return True
         if self.own_peak and step < self.steps:
@@ -291,13 +291,16 @@ class Pilot:
         self.history.append(entry)
         return entry
 
+    def _ended_undecided(self) -> str:
+        """Why a warm-up that ended first is "not yet": no fit decided, or none within the stability limit."""
+        held = any(d.get("held") for d in self.history)
+        return "the practical warm-up ended before a fit " + ("decided within the stability limit" if held else "decided")
+
     def _warmup_ended(self, step: int, delta: float | None) -> dict:
         """"not yet" at the step the practical warm-up ended, at the gap then; the last fit's interval
         and range, and what it said, are kept beside it (`last_fit`)."""
         last = next((d for d in reversed(self.history) if d.get("by") == "fit"), None)
-        held = any(d.get("held") for d in self.history)
-        reason = "the practical warm-up ended before a fit " + (
-            "decided within the stability limit" if held else "decided")
+        reason = self._ended_undecided()
         if last is not None:
             reason += f"; the last fit (step {last['step']}) said: {last['reason']}"
         keep = ("delta_peak", "interval", "delta_range")
