@@ -27,6 +27,9 @@ DEFAULT_LRS: dict[str, float] = {
     "adamw": 1e-3, "sgd": 0.1,
 }
 HEAD_NAMES = frozenset({"lm_head", "head", "output"})
+MOMENTUM_STATE = ("exp_avg", "momentum_buffer")
+"""State keys that hold a running average of gradients (a first moment): Lion's and torch's Adam/AdamW
+`exp_avg`, torch's SGD/Muon's and this module's `momentum_buffer`."""
 
 Closure = Callable[[], Tensor] | None
 
@@ -339,6 +342,27 @@ def make_optimizer(name: str, model: nn.Module, *, lr: float, weight_decay: floa
     momentum_default = 0.0 if name == "signsgd" else 0.9
     cls = {"signum": Signum, "signsgd": Signum, "normsgd": NormSGD, "sgd": SGD}[name]
     return cls(groups, lr=lr, momentum=momentum_default if momentum is None else momentum)
+
+
+def restart_momentum(optimizer: Optimizer) -> int:
+    """Zero the optimizer's first-moment buffers (MOMENTUM_STATE) in place; returns how many. Second
+    moments, step counts and all else stay. After the LR jumps, momentum averaged over the short
+    steps before it would steer the long ones by gradients from where the run was (docs/design.md §5).
+
+    >>> p = torch.nn.Parameter(torch.ones(2))
+    >>> opt = torch.optim.AdamW([p], lr=0.1)
+    >>> p.grad = torch.ones(2); opt.step()
+    >>> restart_momentum(opt), opt.state[p]["exp_avg"].tolist(), opt.state[p]["exp_avg_sq"].tolist()
+    (1, [0.0, 0.0], [0.0010000000474974513, 0.0010000000474974513])
+    """
+    zeroed = 0
+    for state in optimizer.state.values():
+        for key in MOMENTUM_STATE:
+            buffer = state.get(key)
+            if isinstance(buffer, Tensor):
+                buffer.zero_()
+                zeroed += 1
+    return zeroed
 
 
 def describe_split(optimizer: Optimizer) -> dict[str, list[str]]:

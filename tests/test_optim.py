@@ -11,12 +11,14 @@ from torch import nn
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.optim import (
     ADAMW_LR_RATIO,
+    MOMENTUM_STATE,
     OPTIMIZERS,
     MuonWithAdamW,
     default_lr,
     describe_split,
     make_optimizer,
     muon_split,
+    restart_momentum,
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -285,6 +287,39 @@ def test_state_dict_round_trip_gives_bit_identical_steps(name: str) -> None:
     for (n, p), q in zip(model.named_parameters(), resumed.parameters(), strict=True):
         assert torch.equal(p, q), n
     assert describe_split(resumed_opt) == describe_split(opt)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_restart_momentum_zeroes_the_first_moments_only(name: str) -> None:
+    """Every first-moment buffer is zeroed (none for signSGD, which keeps no state); Adam's second
+    moments and step counts stay."""
+    torch.manual_seed(0)
+    model = TiedLM()
+    opt = make_optimizer(name, model, lr=0.01)
+    for step in range(2):
+        _loss_step(model, opt, step)
+    kept = {(id(p), k): v.clone() for p, s in opt.state.items() for k, v in s.items() if k not in MOMENTUM_STATE}
+    zeroed = restart_momentum(opt)
+    firsts = [s[k] for s in opt.state.values() for k in MOMENTUM_STATE if isinstance(s.get(k), torch.Tensor)]
+    assert zeroed == len(firsts) == (0 if name == "signsgd" else len(list(model.parameters())))
+    assert all(not t.any() for t in firsts)
+    assert all(torch.equal(opt.state[p][k], kept[id(p), k]) for p, s in opt.state.items() for k in s
+               if k not in MOMENTUM_STATE)
+
+
+def test_lion_after_a_restart_steps_by_lr_times_the_gradients_sign() -> None:
+    """With m = 0, Lion's direction sign(b1·m + (1 − b1)·g) is sign(g): x moves by exactly lr·sign(g)."""
+    torch.manual_seed(0)
+    model = TiedLM()
+    opt = make_optimizer("lion", model, lr=0.01)
+    for step in range(3):
+        _loss_step(model, opt, step)
+    restart_momentum(opt)
+    before = _snapshot(model)
+    _random_grads(model)
+    opt.step()
+    for n, p in model.named_parameters():
+        assert torch.allclose(before[n] - p.detach(), 0.01 * p.grad.sign()), n
 
 
 def test_muon_deepcopy_keeps_inner_optimizers_linked() -> None:

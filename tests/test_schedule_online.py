@@ -117,6 +117,27 @@ def test_pilot_skips_the_warm_up_when_k_grows_linearly():
     assert sched.optimizer.param_groups[0]["lr"] < 0.1 and sched.get_last_lr()[0] > 0.099
 
 
+@pytest.mark.parametrize("div, restarted", [(10.0, 2), (1.05, 0)])
+def test_a_decision_that_raises_the_lr_at_once_restarts_the_momentum(div, restarted):
+    """The linear-K rows, whose first refit says "no-warmup", under SGD with momentum: from the
+    practical start at lr/10 the jump to the peak zeroes both momentum buffers (weight and bias);
+    from lr/1.05, a rise within RISE_LEFT (10 %), they are kept."""
+    rows = planted_steps(200, 0, constants=(1.0, 2.0, 0.0))
+    layer = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+    layer(torch.ones(1, 2)).sum().backward()
+    opt.step()  # fills the momentum buffers
+    sched = AdaptiveWarmup.practical(opt, lr=0.1, div=div, f_star=0.0, delta_peak=0.2, ema=0.0, total_steps=1000)
+    pilot = Pilot(100, total_steps=1000)
+    for row in rows.iloc[:80].to_dict("records"):
+        sched.step(row["loss"])
+        if pilot.observe(int(row["step"]), row, sched):
+            break
+    assert pilot.status == "no-warmup" and pilot.decision["momentum_restarted"] == restarted
+    buffers = [opt.state[p]["momentum_buffer"].abs().sum().item() for p in layer.parameters()]
+    assert max(buffers) == 0.0 if restarted else min(buffers) > 0.0
+
+
 @pytest.mark.parametrize("curv, decides", [(0.0199, True), (0.0201, False)])
 def test_a_fit_that_says_no_warm_up_is_held_to_the_stability_limit_at_the_peak(curv, decides):
     """The linear-K rows above, whose fit says "no-warmup", with steps at LR 1e-3 of slope 1 and

@@ -14,8 +14,10 @@ from smoothprobe.errors import SmoothprobeError
 from smoothprobe.fit import fit_frame
 from smoothprobe.fit.data import MIN_POINTS
 from smoothprobe.fit.fstar import MIN_LOSS_POINTS, estimate_f_star
+from smoothprobe.optim import restart_momentum
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.decision import (
+    RISE_LEFT,
     STEP_TEST_ROWS,
     best_step_lr,
     decide,
@@ -145,13 +147,19 @@ def fit_or_lower_bound(rows: pd.DataFrame, bootstrap: int):
     return fit
 
 
+def _lr_of(scheduler: AdaptiveWarmup) -> float:
+    """The LR the optimizer's first group will step at next."""
+    return float(scheduler.optimizer.param_groups[0]["lr"])
+
+
 class Pilot:
     """The closed loop in one run: probe from the first step under the practical schedule, refit K(Δ) with
     f* = auto every `PILOT_REFIT` steps once there are enough rows, and let each fit decide
     (`decision.decide`) at the current gap, held to the stability limit at the peak LR on the last
     probed steps (`decision.within_stability`): "no-warmup" skips the rest of the warm-up, "fit-driven"
     hands the schedule to the fit (`AdaptiveWarmup.adopt`), "not yet" keeps the practical schedule and
-    goes on probing. The first `steps` steps are the probing window (every step probed); a trainer then
+    goes on probing; a decision that raises the LR at once also restarts the optimizer's momentum
+    (`_restart_on_jump`). The first `steps` steps are the probing window (every step probed); a trainer then
     thins the probes to an overhead budget and the pilot refits after every `PILOT_REFIT` new probed
     rows, until a decision or until the schedule leaves its warm-up.
 
@@ -249,15 +257,17 @@ class Pilot:
         if not decision.decided:
             self.status = f"not yet: {decision.reason}"
             return False
+        before = _lr_of(scheduler)
         if decision.branch == "no-warmup":
             scheduler.skip_warmup(f_star=self.fit.f_star)
-            self.status, self.closed = "no-warmup", True
-            return True
-        curve = self.fit.f_star_fit or {}
-        bound = crossing_step(curve.get("a"), curve.get("b"), curve.get("t0"), self.rows[0]["step"],
-                              self.fit.delta_peak, step + 1, scheduler.total_steps)
-        scheduler.adopt(self.fit, max_warmup=bound)
-        self.status = "fit-driven" + ("" if bound is None else f" (warm-up bounded at step {bound})")
+            self.status = "no-warmup"
+        else:
+            curve = self.fit.f_star_fit or {}
+            bound = crossing_step(curve.get("a"), curve.get("b"), curve.get("t0"), self.rows[0]["step"],
+                                  self.fit.delta_peak, step + 1, scheduler.total_steps)
+            scheduler.adopt(self.fit, max_warmup=bound)
+            self.status = "fit-driven" + ("" if bound is None else f" (warm-up bounded at step {bound})")
+        self._restart_on_jump(scheduler, before)
         self.closed = True
         return True
 
@@ -273,7 +283,9 @@ class Pilot:
         if not verdict.decided:
             self.status = f"not yet: {verdict.reason}"
             return False
+        before = _lr_of(scheduler)
         scheduler.skip_warmup()
+        self._restart_on_jump(scheduler, before)
         self.status, self.closed = "no-warmup (step test)", True
         return True
 
@@ -284,6 +296,15 @@ class Pilot:
         if read >= STEP_TEST_ROWS and math.isfinite(peak) and peak > 0:
             scheduler.set_peak(peak)
             self.peak = peak
+
+    def _restart_on_jump(self, scheduler: AdaptiveWarmup, before: float) -> None:
+        """A decision that raised the LR by more than RISE_LEFT at once restarts the optimizer's
+        momentum (`optim.restart_momentum`): averaged over the steps at the old LR, it would steer the
+        longer ones by gradients from where the run was. Lion at lr* after 50 steps at lr/10 ended at
+        1.768 with its momentum kept, 1.677 restarted (docs/design.md §5). The decision records the
+        buffers zeroed (`momentum_restarted`; 0 before the first step, where there are none)."""
+        jumped = _lr_of(scheduler) > (1.0 + RISE_LEFT) * before
+        self.decision["momentum_restarted"] = restart_momentum(scheduler.optimizer) if jumped else 0
 
     def _log(self, decision: dict, by: str) -> dict:
         """Add a decision to `history`; returns it as `decision` (with who took it and the refit count)."""
