@@ -117,25 +117,44 @@ def test_pilot_skips_the_warm_up_when_k_grows_linearly():
     assert sched.optimizer.param_groups[0]["lr"] < 0.1 and sched.get_last_lr()[0] > 0.099
 
 
-@pytest.mark.parametrize("div, restarted", [(10.0, 2), (1.05, 0)])
-def test_a_decision_that_raises_the_lr_at_once_restarts_the_momentum(div, restarted):
-    """The linear-K rows, whose first refit says "no-warmup", under SGD with momentum: from the
-    practical start at lr/10 the jump to the peak zeroes both momentum buffers (weight and bias);
-    from lr/1.05, a rise within RISE_LEFT (10 %), they are kept."""
+def _decide_no_warmup(opt, div):
+    """The linear-K rows, whose first refit says "no-warmup", under `opt` from the practical start at lr/div."""
     rows = planted_steps(200, 0, constants=(1.0, 2.0, 0.0))
-    layer = torch.nn.Linear(2, 2)
-    opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
-    layer(torch.ones(1, 2)).sum().backward()
-    opt.step()  # fills the momentum buffers
     sched = AdaptiveWarmup.practical(opt, lr=0.1, div=div, f_star=0.0, delta_peak=0.2, ema=0.0, total_steps=1000)
     pilot = Pilot(100, total_steps=1000)
     for row in rows.iloc[:80].to_dict("records"):
         sched.step(row["loss"])
         if pilot.observe(int(row["step"]), row, sched):
             break
-    assert pilot.status == "no-warmup" and pilot.decision["momentum_restarted"] == restarted
-    buffers = [opt.state[p]["momentum_buffer"].abs().sum().item() for p in layer.parameters()]
-    assert max(buffers) == 0.0 if restarted else min(buffers) > 0.0
+    assert pilot.status == "no-warmup"
+    return pilot
+
+
+@pytest.mark.parametrize("div, restarted", [(10.0, 2), (1.05, None)])
+def test_a_decision_that_raises_the_lr_at_once_restarts_the_momentum(div, restarted):
+    """Under SGD with momentum, the jump from the practical start at lr/10 to the peak zeroes both
+    momentum buffers (weight and bias) in place; from lr/1.05, a rise within RISE_LEFT (10 %), they
+    are kept and the decision says there was no jump (None)."""
+    layer = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+    layer(torch.ones(1, 2)).sum().backward()
+    opt.step()  # fills the momentum buffers
+    buffers = [opt.state[p]["momentum_buffer"] for p in layer.parameters()]
+    addresses = [b.data_ptr() for b in buffers]
+    pilot = _decide_no_warmup(opt, div)
+    assert pilot.decision["momentum_restarted"] == pilot.history[-1]["momentum_restarted"] == restarted
+    assert [opt.state[p]["momentum_buffer"].data_ptr() for p in layer.parameters()] == addresses
+    assert all(not b.any() for b in buffers) if restarted else all(b.all() for b in buffers)
+
+
+def test_a_jump_warns_when_the_optimizer_keeps_its_momentum_under_another_name():
+    layer = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adagrad(layer.parameters(), lr=0.1)  # state: "sum" and "step"
+    layer(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    with pytest.warns(RuntimeWarning, match="Adagrad keeps no first moment under exp_avg, momentum_buffer"):
+        pilot = _decide_no_warmup(opt, 10.0)
+    assert pilot.decision["momentum_restarted"] == 0
 
 
 @pytest.mark.parametrize("curv, decides", [(0.0199, True), (0.0201, False)])

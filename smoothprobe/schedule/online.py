@@ -14,7 +14,7 @@ from smoothprobe.errors import SmoothprobeError
 from smoothprobe.fit import fit_frame
 from smoothprobe.fit.data import MIN_POINTS
 from smoothprobe.fit.fstar import MIN_LOSS_POINTS, estimate_f_star
-from smoothprobe.optim import restart_momentum
+from smoothprobe.optim import MOMENTUM_STATE, restart_momentum
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.decision import (
     RISE_LEFT,
@@ -302,9 +302,16 @@ class Pilot:
         momentum (`optim.restart_momentum`): averaged over the steps at the old LR, it would steer the
         longer ones by gradients from where the run was. Lion at lr* after 50 steps at lr/10 ended at
         1.768 with its momentum kept, 1.677 restarted (docs/design.md §5). The decision records the
-        buffers zeroed (`momentum_restarted`; 0 before the first step, where there are none)."""
-        jumped = _lr_of(scheduler) > (1.0 + RISE_LEFT) * before
-        self.decision["momentum_restarted"] = restart_momentum(scheduler.optimizer) if jumped else 0
+        buffers zeroed (`momentum_restarted`: None without a jump, 0 before the first step, where there are
+        none); a jump under an optimizer whose state holds none of MOMENTUM_STATE warns."""
+        zeroed = None
+        if _lr_of(scheduler) > (1.0 + RISE_LEFT) * before:
+            zeroed = restart_momentum(scheduler.optimizer)
+            if zeroed == 0 and any(scheduler.optimizer.state.values()):
+                warnings.warn(f"the pilot's decision raised the LR at once, but {type(scheduler.optimizer).__name__} "
+                              f"keeps no first moment under {', '.join(MOMENTUM_STATE)}: its momentum was not "
+                              "restarted", RuntimeWarning, stacklevel=2)
+        self.decision["momentum_restarted"] = zeroed
 
     def _log(self, decision: dict, by: str) -> dict:
         """Add a decision to `history`; returns it as `decision` (with who took it and the refit count)."""
