@@ -77,9 +77,10 @@ narrow gap ratio decides; 4: a K that falls significantly as Δ grows means no w
 GUARD = 1
 """Version of the pilot's stability guard on a fit's decision (`decision.within_stability`, 1: the
 step test at the peak on the last 3 probed steps); the pilot's arms (CLOSED) rerun when it changes."""
-RESTART = 1
-"""Version of what a pilot's decision does to the optimizer's state (1: a decision that raises the LR at
-once restarts its momentum, `Pilot._restart_on_jump`); the pilot's arms (CLOSED) rerun when it changes."""
+RESTART = 2
+"""Version of what a pilot's decision does to the optimizer's state (`Pilot._restart_on_jump`; 1: a
+decision that raises the LR at once restarts the momentum, 2: only a momentum whose memory is longer
+than the run so far); the pilot's arms (CLOSED) rerun when it changes."""
 ARM_DESIGN = {"closed": f"guard {GUARD}, restart {RESTART}", "own_peak": f"peak 4, guard {GUARD}, restart {RESTART}",
               "closed_step": f"stability 5, guard {GUARD}, restart {RESTART}"}
 """Versions of what one kind of arm adds to the decision rule; its arms rerun when either changes.

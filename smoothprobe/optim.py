@@ -365,6 +365,27 @@ def restart_momentum(optimizer: Optimizer) -> int:
     return zeroed
 
 
+def momentum_memory(optimizer: Optimizer) -> float:
+    """Steps over which the first param group's first moment averages its gradients, 1/(1 − β): β is
+    Lion's β2 (its buffer's rate), Adam's β1, `momentum` elsewhere (Muon, SGD, normSGD, Signum); 1 where
+    there is none.
+
+    >>> x = [torch.nn.Parameter(torch.ones(1))]
+    >>> round(momentum_memory(Lion(x))), round(momentum_memory(NormSGD(x))), round(momentum_memory(torch.optim.AdamW(x)))
+    (100, 10, 10)
+    """
+    group = optimizer.param_groups[0]
+    if isinstance(optimizer, Lion):
+        beta = group["betas"][1]
+    elif "momentum" in group:
+        beta = group["momentum"]
+    elif "betas" in group:
+        beta = group["betas"][0]
+    else:
+        beta = 0.0
+    return 1.0 / (1.0 - float(beta))
+
+
 def describe_split(optimizer: Optimizer) -> dict[str, list[str]]:
     """Map each group's ``"algo"`` to the names of the parameters it steps (for run.json)."""
     split: dict[str, list[str]] = {}

@@ -17,6 +17,7 @@ from smoothprobe.optim import (
     default_lr,
     describe_split,
     make_optimizer,
+    momentum_memory,
     muon_split,
     restart_momentum,
 )
@@ -305,6 +306,13 @@ def test_restart_momentum_zeroes_the_first_moments_only(name: str) -> None:
     assert all(not t.any() for t in firsts)
     assert all(torch.equal(opt.state[p][k], kept[id(p), k]) for p, s in opt.state.items() for k in s
                if k not in MOMENTUM_STATE)
+
+
+@pytest.mark.parametrize("name, memory", [("lion", 100), ("adamw", 10), ("muon", 20), ("normsgd", 10),
+                                          ("signum", 10), ("signsgd", 1), ("sgd", 10)])
+def test_momentum_memory_is_one_over_one_minus_the_first_moments_rate(name: str, memory: int) -> None:
+    """Lion's buffer moves at β2 = 0.99, AdamW's at β1 = 0.9, Muon's at 0.95; signSGD keeps none."""
+    assert momentum_memory(make_optimizer(name, TiedLM(), lr=0.01)) == pytest.approx(memory)
 
 
 def test_lion_after_a_restart_steps_by_lr_times_the_gradients_sign() -> None:

@@ -130,13 +130,14 @@ def _decide_no_warmup(opt, div):
     return pilot
 
 
-@pytest.mark.parametrize("div, restarted", [(10.0, 2), (1.05, None)])
-def test_a_decision_that_raises_the_lr_at_once_restarts_the_momentum(div, restarted):
-    """Under SGD with momentum, the jump from the practical start at lr/10 to the peak zeroes both
-    momentum buffers (weight and bias) in place; from lr/1.05, a rise within RISE_LEFT (10 %), they
-    are kept and the decision says there was no jump (None)."""
+@pytest.mark.parametrize("div, momentum, restarted", [(10.0, 0.99, 2), (1.05, 0.99, None), (10.0, 0.9, None)])
+def test_a_jump_restarts_a_momentum_whose_memory_is_longer_than_the_run_so_far(div, momentum, restarted):
+    """The decision comes at step 49 or 59. From the practical start at lr/10 the jump to the peak
+    zeroes both buffers (weight and bias) in place under momentum 0.99 (memory 100 steps); from lr/1.05,
+    a rise within RISE_LEFT (10 %), or under momentum 0.9 (memory 10 steps, shorter than the run so
+    far), they are kept and the decision says nothing was restarted (None)."""
     layer = torch.nn.Linear(2, 2)
-    opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=0.9)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1, momentum=momentum)
     layer(torch.ones(1, 2)).sum().backward()
     opt.step()  # fills the momentum buffers
     buffers = [opt.state[p]["momentum_buffer"] for p in layer.parameters()]
@@ -147,12 +148,26 @@ def test_a_decision_that_raises_the_lr_at_once_restarts_the_momentum(div, restar
     assert all(not b.any() for b in buffers) if restarted else all(b.all() for b in buffers)
 
 
-def test_a_jump_warns_when_the_optimizer_keeps_its_momentum_under_another_name():
+class _Velocity(torch.optim.Optimizer):
+    """Heavy-ball SGD that keeps its momentum under a name restart_momentum does not know."""
+
+    def __init__(self, params):
+        super().__init__(params, {"lr": 0.1, "momentum": 0.99})
+
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                v = self.state[p].setdefault("velocity", torch.zeros_like(p))
+                v.mul_(group["momentum"]).add_(p.grad)
+                p.data.add_(v, alpha=-group["lr"])
+
+
+def test_a_restart_warns_when_the_optimizer_keeps_its_momentum_under_another_name():
     layer = torch.nn.Linear(2, 2)
-    opt = torch.optim.Adagrad(layer.parameters(), lr=0.1)  # state: "sum" and "step"
+    opt = _Velocity(layer.parameters())
     layer(torch.ones(1, 2)).sum().backward()
     opt.step()
-    with pytest.warns(RuntimeWarning, match="Adagrad keeps no first moment under exp_avg, momentum_buffer"):
+    with pytest.warns(RuntimeWarning, match="_Velocity keeps no first moment under exp_avg, momentum_buffer"):
         pilot = _decide_no_warmup(opt, 10.0)
     assert pilot.decision["momentum_restarted"] == 0
 

@@ -14,7 +14,7 @@ from smoothprobe.errors import SmoothprobeError
 from smoothprobe.fit import fit_frame
 from smoothprobe.fit.data import MIN_POINTS
 from smoothprobe.fit.fstar import MIN_LOSS_POINTS, estimate_f_star
-from smoothprobe.optim import MOMENTUM_STATE, restart_momentum
+from smoothprobe.optim import MOMENTUM_STATE, momentum_memory, restart_momentum
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.decision import (
     RISE_LEFT,
@@ -158,8 +158,8 @@ class Pilot:
     (`decision.decide`) at the current gap, held to the stability limit at the peak LR on the last
     probed steps (`decision.within_stability`): "no-warmup" skips the rest of the warm-up, "fit-driven"
     hands the schedule to the fit (`AdaptiveWarmup.adopt`), "not yet" keeps the practical schedule and
-    goes on probing; a decision that raises the LR at once also restarts the optimizer's momentum
-    (`_restart_on_jump`). The first `steps` steps are the probing window (every step probed); a trainer then
+    goes on probing; a decision that raises the LR at once also restarts a momentum whose memory is
+    longer than the run so far (`_restart_on_jump`). The first `steps` steps are the probing window (every step probed); a trainer then
     thins the probes to an overhead budget and the pilot refits after every `PILOT_REFIT` new probed
     rows, until a decision or until the schedule leaves its warm-up.
 
@@ -267,7 +267,7 @@ class Pilot:
                                   self.fit.delta_peak, step + 1, scheduler.total_steps)
             scheduler.adopt(self.fit, max_warmup=bound)
             self.status = "fit-driven" + ("" if bound is None else f" (warm-up bounded at step {bound})")
-        self._restart_on_jump(scheduler, before)
+        self._restart_on_jump(scheduler, before, step + 1)
         self.closed = True
         return True
 
@@ -285,7 +285,7 @@ class Pilot:
             return False
         before = _lr_of(scheduler)
         scheduler.skip_warmup()
-        self._restart_on_jump(scheduler, before)
+        self._restart_on_jump(scheduler, before, 0)
         self.status, self.closed = "no-warmup (step test)", True
         return True
 
@@ -297,20 +297,24 @@ class Pilot:
             scheduler.set_peak(peak)
             self.peak = peak
 
-    def _restart_on_jump(self, scheduler: AdaptiveWarmup, before: float) -> None:
-        """A decision that raised the LR by more than RISE_LEFT at once restarts the optimizer's
-        momentum (`optim.restart_momentum`): averaged over the steps at the old LR, it would steer the
-        longer ones by gradients from where the run was. Lion at lr* after 50 steps at lr/10 ended at
-        1.768 with its momentum kept, 1.677 restarted (docs/design.md §5). The decision records the
-        buffers zeroed (`momentum_restarted`: None without a jump, 0 before the first step, where there are
-        none); a jump under an optimizer whose state holds none of MOMENTUM_STATE warns."""
-        zeroed = None
-        if _lr_of(scheduler) > (1.0 + RISE_LEFT) * before:
-            zeroed = restart_momentum(scheduler.optimizer)
-            if zeroed == 0 and any(scheduler.optimizer.state.values()):
-                warnings.warn(f"the pilot's decision raised the LR at once, but {type(scheduler.optimizer).__name__} "
-                              f"keeps no first moment under {', '.join(MOMENTUM_STATE)}: its momentum was not "
-                              "restarted", RuntimeWarning, stacklevel=2)
+    def _restart_on_jump(self, scheduler: AdaptiveWarmup, before: float, taken: int) -> None:
+        """A decision that raised the LR by more than RISE_LEFT at once, after `taken` steps, restarts
+        the optimizer's momentum (`optim.restart_momentum`) where its memory (`optim.momentum_memory`)
+        is longer than those steps: the buffer then holds nothing but the slow start and would steer the
+        long steps by it for as long again (Lion at lr* after 50 steps at lr/10: 1.768 kept, 1.677
+        restarted). A shorter buffer has turned over already and does so again within a few long steps;
+        zeroing it only makes the first steps at the peak follow single-batch gradients, which is the
+        start that costs normSGD its warm-up (1.888 kept, 2.058 restarted; no warm-up: 2.039;
+        docs/design.md §5). The decision records the buffers zeroed (`momentum_restarted`: None where
+        nothing was restarted, 0 before the first step, where there are none); a restart under an
+        optimizer whose state holds none of MOMENTUM_STATE warns."""
+        optimizer, zeroed = scheduler.optimizer, None
+        if _lr_of(scheduler) > (1.0 + RISE_LEFT) * before and momentum_memory(optimizer) > taken:
+            zeroed = restart_momentum(optimizer)
+            if zeroed == 0 and any(optimizer.state.values()):
+                warnings.warn(f"the pilot's decision raised the LR at once, but {type(optimizer).__name__} keeps "
+                              f"no first moment under {', '.join(MOMENTUM_STATE)}: its momentum was not restarted",
+                              RuntimeWarning, stacklevel=2)
         self.decision["momentum_restarted"] = zeroed
 
     def _log(self, decision: dict, by: str) -> dict:
