@@ -159,9 +159,9 @@ class Pilot:
     probed steps (`decision.within_stability`): "no-warmup" skips the rest of the warm-up, "fit-driven"
     hands the schedule to the fit (`AdaptiveWarmup.adopt`), "not yet" keeps the practical schedule and
     goes on probing; a decision that raises the LR at once also restarts a momentum whose memory is
-    longer than the run so far (`_restart_on_jump`). The first `steps` steps are the probing window (every step probed); a trainer then
-    thins the probes to an overhead budget and the pilot refits after every `PILOT_REFIT` new probed
-    rows, until a decision or until the schedule leaves its warm-up.
+    longer than the run so far (`_restart_on_jump`). The first `steps` steps are the probing window
+    (every step probed); a trainer then thins the probes to an overhead budget and the pilot refits
+    after every `PILOT_REFIT` new probed rows, until a decision or until the schedule leaves its warm-up.
 
     f* is estimated from the pilot's losses, or set to their lower bound where the pilot is too short to
     place it (`fit_or_lower_bound`); a fit that decides keeps its f* for the rest of the run. The fit's
@@ -315,7 +315,7 @@ class Pilot:
                 warnings.warn(f"the pilot's decision raised the LR at once, but {type(optimizer).__name__} keeps "
                               f"no first moment under {', '.join(MOMENTUM_STATE)}: its momentum was not restarted",
                               RuntimeWarning, stacklevel=2)
-        self.decision["momentum_restarted"] = zeroed
+        self.decision["momentum_restarted"] = self.history[-1]["momentum_restarted"] = zeroed
 
     def _log(self, decision: dict, by: str) -> dict:
         """Add a decision to `history`; returns it as `decision` (with who took it and the refit count)."""
