@@ -147,11 +147,6 @@ def fit_or_lower_bound(rows: pd.DataFrame, bootstrap: int):
     return fit
 
 
-def _lr_of(scheduler: AdaptiveWarmup) -> float:
-    """The LR the optimizer's first group will step at next."""
-    return float(scheduler.optimizer.param_groups[0]["lr"])
-
-
 class Pilot:
     """The closed loop in one run: probe from the first step under the practical schedule, refit K(Δ) with
     f* = auto every `PILOT_REFIT` steps once there are enough rows, and let each fit decide
@@ -257,7 +252,7 @@ class Pilot:
         if not decision.decided:
             self.status = f"not yet: {decision.reason}"
             return False
-        before = _lr_of(scheduler)
+        before = float(scheduler.get_last_lr()[0])
         if decision.branch == "no-warmup":
             scheduler.skip_warmup(f_star=self.fit.f_star)
             self.status = "no-warmup"
@@ -283,7 +278,7 @@ class Pilot:
         if not verdict.decided:
             self.status = f"not yet: {verdict.reason}"
             return False
-        before = _lr_of(scheduler)
+        before = float(scheduler.get_last_lr()[0])
         scheduler.skip_warmup()
         self._restart_on_jump(scheduler, before, 0)
         self.status, self.closed = "no-warmup (step test)", True
@@ -309,7 +304,7 @@ class Pilot:
         nothing was restarted, 0 before the first step, where there are none); a restart under an
         optimizer whose state holds none of MOMENTUM_STATE warns."""
         optimizer, zeroed = scheduler.optimizer, None
-        if _lr_of(scheduler) > (1.0 + RISE_LEFT) * before and momentum_memory(optimizer) > taken:
+        if float(scheduler.get_last_lr()[0]) > (1.0 + RISE_LEFT) * before and momentum_memory(optimizer) > taken:
             zeroed = restart_momentum(optimizer)
             if zeroed == 0 and any(optimizer.state.values()):
                 warnings.warn(f"the pilot's decision raised the LR at once, but {type(optimizer).__name__} keeps "
