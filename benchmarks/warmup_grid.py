@@ -81,8 +81,13 @@ RESTART = 2
 """Version of what a pilot's decision does to the optimizer's state (`Pilot._restart_on_jump`; 1: a
 decision that raises the LR at once restarts the momentum, 2: only a momentum whose memory is longer
 than the run so far); the pilot's arms (CLOSED) rerun when it changes."""
-ARM_DESIGN = {"closed": f"guard {GUARD}, restart {RESTART}", "own_peak": f"peak 4, guard {GUARD}, restart {RESTART}",
-              "closed_step": f"stability 5, guard {GUARD}, restart {RESTART}"}
+CADENCE = 2
+"""Version of an undecided pilot's probes past its window (1: a 5 % time budget, so the refits' steps
+followed the machine's load; 2: every `train.PILOT_EVERY`-th step); the pilot's arms (CLOSED) rerun when
+it changes. Arms decided within the window never reach it: their version-1 results were relabelled 2
+once a rerun of one (Lion, seed 10) gave the same validation loss to the last digit."""
+PILOT_STATE = f"guard {GUARD}, restart {RESTART}, cadence {CADENCE}"
+ARM_DESIGN = {"closed": PILOT_STATE, "own_peak": f"peak 4, {PILOT_STATE}", "closed_step": f"stability 5, {PILOT_STATE}"}
 """Versions of what one kind of arm adds to the decision rule; its arms rerun when either changes.
 own_peak: the median best step along the update over the pilot's window (not the fit's η_max).
 closed_step: the closed loop with `--step-test`: once, before the first step, on 3 trial steps at the

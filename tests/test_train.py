@@ -15,7 +15,7 @@ import torch
 
 from smoothprobe import SmoothprobeError, TrainConfig, load_run, train
 from smoothprobe.store import CHECKPOINT, read_run_info, read_table
-from smoothprobe.train import PILOT_OVERHEAD, build, pilot_moved
+from smoothprobe.train import PILOT_EVERY, build, pilot_moved
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_MARKOV = ["--task", "markov", "--batch-size", "4", "--seq-len", "24", "--steps", "40",
@@ -301,8 +301,9 @@ def test_a_pilot_decision_fixes_f_star_stops_its_probes_and_is_stored(tmp_path):
     pilot_moved(trainer, closed=False)  # the step test decides without a fit: the online f* goes on
     assert trainer.online is not None
     trainer.pilot.decision = None
-    pilot_moved(trainer, closed=False)  # the window ended undecided: probes thin to the overhead budget
-    assert trainer.recorder.cadence.overhead == PILOT_OVERHEAD and trainer.online is not None
+    pilot_moved(trainer, closed=False)  # the window ended undecided: probes thin to a fixed interval
+    assert trainer.recorder.cadence.every == PILOT_EVERY and trainer.recorder.cadence.overhead is None
+    assert trainer.online is not None
     trainer.pilot.status, trainer.pilot.decision = "no-warmup", {"branch": "no-warmup", "step": 60}
     pilot_moved(trainer, closed=True)
     assert trainer.online is None and trainer.recorder is None

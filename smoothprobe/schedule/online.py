@@ -155,7 +155,7 @@ class Pilot:
     hands the schedule to the fit (`AdaptiveWarmup.adopt`), "not yet" keeps the practical schedule and
     goes on probing; a decision that raises the LR at once also restarts a momentum whose memory is
     longer than the run so far (`_restart_on_jump`). The first `steps` steps are the probing window
-    (every step probed); a trainer then thins the probes to an overhead budget and the pilot refits
+    (every step probed); a trainer then thins the probes to a fixed interval and the pilot refits
     after every `PILOT_REFIT` new probed rows, until a decision or until the schedule leaves its warm-up.
 
     f* is estimated from the pilot's losses, or set to their lower bound where the pilot is too short to
