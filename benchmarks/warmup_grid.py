@@ -98,6 +98,14 @@ test passes at any LR (the step measures its own LR as the best one); 4 was 2 ag
 CLOSED = ("closed", "closed_step", "own_peak")
 """The closed-loop arms (a pilot decides in the run)."""
 DECIDED_BY_FIT = (*CLOSED, "fitted")
+ADAPTIVE = ("practical", *DECIDED_BY_FIT)
+"""The arms `AdaptiveWarmup` schedules."""
+SCHEDULE = 2
+"""Version of `AdaptiveWarmup` the ADAPTIVE arms run (1: a gap below Δ' in the warm-up ran η's falling
+side until the crossing was confirmed, so an f* update far past Δ' dropped the LR about 8-fold for
+3 steps: AdamW, normSGD; 2: such a gap runs at the peak). They rerun when it changes; arms whose warm-up
+never had a gap at or below Δ' (steps.jsonl) cannot differ and were relabelled 2 after a rerun of
+one (Lion practical, seed 0) gave the same validation loss to the last digit."""
 HEAD_TO_HEAD = (("grid", 0.0), ("grid", TWIN), ("closed", 0.0), ("closed_step", 0.0), ("practical", 0.0),
                 ("fitted", 0.0))
 """The arms at lr* run on a second seed right after the first seed's tier."""
@@ -128,13 +136,17 @@ class Arm:
 
 def design_of(kind: str) -> int | str:
     """The design version an arm of this kind is run under (bench.json's `design`)."""
-    return f"{DESIGN}, {ARM_DESIGN[kind]}" if kind in ARM_DESIGN else DESIGN
+    if kind == "practical":
+        return f"schedule {SCHEDULE}"
+    if kind not in DECIDED_BY_FIT:
+        return DESIGN
+    return f"{DESIGN}, schedule {SCHEDULE}" + (f", {ARM_DESIGN[kind]}" if kind in ARM_DESIGN else "")
 
 
 def current(result: dict) -> bool:
-    """A bench.json that still counts: any arm the decision rule does not drive, or one run under
+    """A bench.json that still counts: any arm the adaptive schedule does not drive, or one run under
     its kind's present design."""
-    return result["kind"] not in DECIDED_BY_FIT or result.get("design") == design_of(result["kind"])
+    return result["kind"] not in ADAPTIVE or result.get("design") == design_of(result["kind"])
 
 
 def result_of(out: Path, arm: Arm) -> dict | None:

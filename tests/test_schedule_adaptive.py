@@ -82,7 +82,8 @@ def test_synthetic_one_over_t_peaks_at_3162():
         _optimizer(0.1), c, f_star=0.0, lr=10.0, min_lr=0.0, ema=0.0, decay="model"
     )
     lrs = _drive(sched, [1.0 / t for t in range(1, 10001)])
-    assert int(np.argmax(lrs)) + 1 == 3162
+    # Δ' = √(K0/Kρ) = 1/3162.28: the first loss 1/t at or below it (t = 3163) runs at η_max itself
+    assert int(np.argmax(lrs)) + 1 == 3163 and lrs[3161] < lrs[3162]
     assert max(lrs) == pytest.approx(1 / (2 * math.sqrt(1e-4 * 1000)), rel=1e-6)
     assert max(lrs) == pytest.approx(1.5811388, rel=1e-6)
     assert lrs[0] == pytest.approx(1 / (1e-4 + 1000), rel=1e-12)
@@ -127,6 +128,19 @@ def test_single_outlier_batch_does_not_switch():
     assert sched._switch_step == 16
 
 
+def test_an_f_star_update_past_delta_peak_holds_the_peak_until_the_decay():
+    # K = 1 + 2Δ + Δ²: η_max = 0.25 at Δ' = 1. A new f* that moves the gap from 3 to 0.05 is the
+    # crossing: the peak, not η(0.05) = 0.0454 on the falling side, for the steps that confirm it
+    sched = AdaptiveWarmup(_optimizer(1.0), Constants(1.0, 2.0, 1.0, 2.0), f_star=0.0, ema=0.0,
+                           consecutive=3, decay="linear", total_steps=100, reduce=None)
+    assert _drive(sched, [3.0]) == [pytest.approx(3 / 16, rel=1e-12)]
+    sched.set_f_star(2.95)
+    lrs = _drive(sched, [3.0] * 4)
+    assert lrs[:3] == [pytest.approx(0.25, rel=1e-12)] * 3 and sched.phase == "decay"
+    floor = sched.min_lr  # the linear decay runs from the peak at the switch (step 4) to the floor at step 100
+    assert sched._switch_step == 4 and lrs[3] == pytest.approx(floor + (0.25 - floor) * (1 - 1 / 96), rel=1e-12)
+
+
 def test_default_ema_absorbs_an_outlier():
     c = practical_constants(0.1, 10.0, 2.0, 0.5)
     sched = AdaptiveWarmup(_optimizer(0.1), c, f_star=0.0, consecutive=1, total_steps=50)
@@ -160,7 +174,8 @@ def test_nonpositive_gap_is_counted_and_sends_lr_to_floor():
     assert len([w for w in caught if "at or below" in str(w.message)]) == 1  # once, then counted
     rec = sched.last_record()
     assert rec["nonpos_count"] == 2 and rec["delta"] == 0.0
-    assert lrs[1:] == [1e-5, 1e-5]
+    # the first gap at or below f* is a crossing of Δ' in the warm-up (the peak); once confirmed, the floor
+    assert lrs[1:] == [pytest.approx(0.1, rel=1e-12), 1e-5]
     assert sched.phase == "decay"
 
 
@@ -285,9 +300,12 @@ def test_from_fit_reproduces_eta_exactly(tmp_path):
     assert floored.min_lr == pytest.approx(1e-3, rel=1e-12)
     exact = AdaptiveWarmup.from_fit(_optimizer(0.5), fit, min_lr_ratio=0.1, decay="model")
     assert exact.min_lr == pytest.approx(0.1 * fit["eta_max"], rel=1e-12)
-    # η is evaluated inside the measured gaps only: below them it stays at η(0.005)
+    # η is evaluated inside the measured gaps only: below them it stays at η(0.005), once the crossing
+    # is confirmed (during the warm-up a gap below Δ' runs at the peak η(Δ'))
     clipped = AdaptiveWarmup.from_fit(_optimizer(0.5), fit, ema=0.0, decay="model", min_lr=0.0)
-    assert _drive(clipped, [1.251]) == [eta(0.005, c["K0"], c["K1"], c["K_rho"], 2.0)]
+    lrs = _drive(clipped, [1.251] * clipped.consecutive)
+    assert lrs[:-1] == [pytest.approx(fit["eta_max"], rel=1e-12)] * (clipped.consecutive - 1)
+    assert lrs[-1] == eta(0.005, c["K0"], c["K1"], c["K_rho"], 2.0) and clipped.phase == "decay"
 
 
 def test_from_fit_decides_at_the_largest_measured_gap(tmp_path):

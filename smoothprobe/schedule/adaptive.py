@@ -48,9 +48,10 @@ class AdaptiveWarmup(LRScheduler):
     that LR × base_lr_i / base_lr_0, keeping the ratio of the optimizer's LRs (e.g. Muon + AdamW).
     The loss is all-reduced by `reduce` (default `all_reduce_mean`), smoothed by a bias-corrected
     EMA (`ema` = β; 0 means raw). Non-finite losses keep the LR and are counted; Δ̂ <= 0 counts
-    as "at or below f*" (LR min_lr under decay='model'). After Δ̂ <= Δ' for `consecutive` steps
-    the decay starts for good from the peak `lr` = η(Δ'), where the crossing puts the LR (an f*
-    update can move Δ̂ past Δ' at once, which would otherwise start the decay from a stale LR):
+    as "at or below f*" (LR min_lr under decay='model'). The warm-up follows η's rising side only: a
+    gap at or below Δ' puts the LR at the peak `lr` = η(Δ'), and after Δ̂ <= Δ' for `consecutive`
+    steps the decay starts from there for good (an f* update can move Δ̂ far past Δ' at once, which
+    would otherwise drop the LR to η's falling side for those steps, then start the decay from it):
     'cosine' or 'linear' to min_lr at `total_steps`, or 'model' (keep following η). `max_warmup`
     (steps) bounds the warm-up for short budgets: the LR is never below a linear ramp reaching `lr`
     at step `max_warmup`, and the decay starts there even without a crossing. `cooldown` (steps)
@@ -449,9 +450,16 @@ class AdaptiveWarmup(LRScheduler):
         self._write(delta)
 
     def _next_lr(self, delta: float, step: int) -> float:
-        if self._phase == "warmup" and self.max_warmup:
-            return max(self._model_lr(delta), self._clip(self.lr * min(1.0, (step + 1) / self.max_warmup)))
-        if self._phase == "warmup" or self.decay == "model":
+        if self._phase == "warmup":
+            # the warm-up is η's rising side: a gap at or below Δ' is the crossing, at the peak η(Δ') = lr,
+            # not a point on its falling side (an f* update that moves the gap far below Δ' would
+            # otherwise drop the LR towards the floor for the steps that confirm the crossing)
+            if self._delta_peak is not None and math.isfinite(self._delta_peak):
+                delta = max(delta, self._delta_peak)
+            if self.max_warmup:
+                return max(self._model_lr(delta), self._clip(self.lr * min(1.0, (step + 1) / self.max_warmup)))
+            return self._model_lr(delta)
+        if self.decay == "model":
             return self._model_lr(delta)
         span = self.total_steps - self._switch_step
         progress = 1.0 if span <= 0 else min(1.0, (step - self._switch_step) / span)
