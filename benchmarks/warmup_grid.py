@@ -103,7 +103,7 @@ ADAPTIVE = ("practical", *DECIDED_BY_FIT)
 SCHEDULE = 2
 """Version of `AdaptiveWarmup` the ADAPTIVE arms run (1: a gap below Δ' in the warm-up ran η's falling
 side until the crossing was confirmed, so an f* update far past Δ' dropped the LR about 8-fold for
-3 steps: AdamW, normSGD; 2: such a gap runs at the peak). They rerun when it changes; arms whose warm-up
+4 steps: AdamW, normSGD; 2: such a gap runs at the peak). They rerun when it changes; arms whose warm-up
 never had a gap at or below Δ' (steps.jsonl) cannot differ and were relabelled 2 after a rerun of
 one (Lion practical, seed 0) gave the same validation loss to the last digit."""
 HEAD_TO_HEAD = (("grid", 0.0), ("grid", TWIN), ("closed", 0.0), ("closed_step", 0.0), ("practical", 0.0),

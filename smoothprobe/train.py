@@ -297,7 +297,7 @@ def run_step_test(trainer: Trainer) -> None:
 def pilot_moved(trainer: Trainer, closed: bool) -> None:
     """After the pilot's window or its decision: a fit's decision fixes f* (the fit's; the step
     test's keeps the online estimate), and any decision stops the pilot-only probes; an open pilot past its window
-    thins them to every PILOT_EVERY-th step. run.json's
+    thins them to every PILOT_EVERY-th step (a window probed more sparsely keeps its interval). run.json's
     `pilot` and `decision` say where it stands; the last fit is kept in pilot_fit.json."""
     pilot, writer = trainer.pilot, trainer.writer
     if pilot.fixed_f_star:
@@ -307,7 +307,7 @@ def pilot_moved(trainer: Trainer, closed: bool) -> None:
     if trainer.pilot_recorder and closed:
         trainer.recorder = None
     elif trainer.pilot_recorder:
-        trainer.recorder.cadence.every = PILOT_EVERY
+        trainer.recorder.cadence.every = max(PILOT_EVERY, trainer.recorder.cadence.every)
     write_pilot(trainer)
 
 

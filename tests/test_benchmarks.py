@@ -143,3 +143,6 @@ def test_a_result_counts_only_under_its_kinds_present_design(monkeypatch):
     assert wg.current({"kind": "closed_step", "design": wg.design_of("closed_step")})
     assert not wg.current({"kind": "closed_step", "design": "4, stability 4"})  # the test's slow steps were taken
     assert wg.current({"kind": "grid", "design": None})  # the decision rule does not drive the grid
+    assert wg.current({"kind": "record", "design": 4})  # nor the recorded run (a fixed warm-up)
+    for kind in wg.ADAPTIVE:  # the schedule's version reaches every arm AdaptiveWarmup drives
+        assert not wg.current({"kind": kind, "design": 4}) and f"schedule {wg.SCHEDULE}" in wg.design_of(kind)

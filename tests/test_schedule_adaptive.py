@@ -164,7 +164,7 @@ def test_nan_loss_keeps_lr_and_leaves_the_ema_untouched():
     assert lrs[:3] + lrs[5:] == clean
 
 
-def test_nonpositive_gap_is_counted_and_sends_lr_to_floor():
+def test_nonpositive_gap_is_counted_and_sends_lr_to_floor_once_the_crossing_is_confirmed():
     c = practical_constants(0.1, 10.0, 2.0, 0.5)
     sched = AdaptiveWarmup(
         _optimizer(0.1), c, f_star=1.0, ema=0.0, decay="model", min_lr=1e-5, consecutive=2

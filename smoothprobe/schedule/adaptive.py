@@ -51,7 +51,8 @@ class AdaptiveWarmup(LRScheduler):
     as "at or below f*" (LR min_lr under decay='model'). The warm-up follows η's rising side only: a
     gap at or below Δ' puts the LR at the peak `lr` = η(Δ'), and after Δ̂ <= Δ' for `consecutive`
     steps the decay starts from there for good (an f* update can move Δ̂ far past Δ' at once, which
-    would otherwise drop the LR to η's falling side for those steps, then start the decay from it):
+    would otherwise drop the LR to η's falling side for those steps, then start the decay from it;
+    under 'model' the LR follows η's falling side once the crossing is confirmed):
     'cosine' or 'linear' to min_lr at `total_steps`, or 'model' (keep following η). `max_warmup`
     (steps) bounds the warm-up for short budgets: the LR is never below a linear ramp reaching `lr`
     at step `max_warmup`, and the decay starts there even without a crossing. `cooldown` (steps)
