@@ -453,10 +453,8 @@ class AdaptiveWarmup(LRScheduler):
     def _next_lr(self, delta: float, step: int) -> float:
         if self._phase == "warmup":
             # the warm-up is η's rising side: a gap at or below Δ' is the crossing, at the peak η(Δ') = lr,
-            # not a point on its falling side (an f* update that moves the gap far below Δ' would
-            # otherwise drop the LR towards the floor for the steps that confirm the crossing)
-            if self._delta_peak is not None and math.isfinite(self._delta_peak):
-                delta = max(delta, self._delta_peak)
+            # not a point on its falling side (checked constants have a finite Δ' > 0)
+            delta = max(delta, self._delta_peak)
             if self.max_warmup:
                 return max(self._model_lr(delta), self._clip(self.lr * min(1.0, (step + 1) / self.max_warmup)))
             return self._model_lr(delta)
