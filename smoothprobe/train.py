@@ -312,10 +312,12 @@ def pilot_moved(trainer: Trainer, closed: bool) -> None:
 
 
 def write_pilot(trainer: Trainer) -> None:
-    """run.json's `pilot` (its window, where it stands, every decision its refits took, and with
-    own_peak the peak LR it measured) and `decision` (the latest)."""
-    pilot = trainer.pilot
+    """run.json's `pilot` (its window, where it stands, every decision its refits took, the probe
+    interval now, None once probing stopped, and with own_peak the peak LR it measured) and
+    `decision` (the latest)."""
+    pilot, recorder = trainer.pilot, trainer.recorder
     trainer.writer.update(pilot={"steps": pilot.steps, "status": pilot.status, "history": pilot.history,
+                                 "probe_every": None if recorder is None else recorder.cadence.every,
                                  "peak_lr": pilot.peak}, decision=pilot.decision)
 
 

@@ -303,11 +303,13 @@ def test_a_pilot_decision_fixes_f_star_stops_its_probes_and_is_stored(tmp_path):
     trainer.pilot.decision = None
     pilot_moved(trainer, closed=False)  # the window ended undecided: probes thin to a fixed interval
     assert trainer.recorder.cadence.every == PILOT_EVERY and trainer.recorder.cadence.overhead is None
+    assert read_run_info(tmp_path / "run")["pilot"]["probe_every"] == PILOT_EVERY
     assert trainer.online is not None
     trainer.pilot.status, trainer.pilot.decision = "no-warmup", {"branch": "no-warmup", "step": 60}
     pilot_moved(trainer, closed=True)
     assert trainer.online is None and trainer.recorder is None
-    assert read_run_info(tmp_path / "run")["decision"] == {"branch": "no-warmup", "step": 60}
+    info = read_run_info(tmp_path / "run")
+    assert info["decision"] == {"branch": "no-warmup", "step": 60} and info["pilot"]["probe_every"] is None
     trainer.writer.store.close()
 
 
