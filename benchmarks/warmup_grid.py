@@ -32,7 +32,7 @@ point over all LRs and warm-ups (mean over seeds); σ is that point's seed σ, f
 Full size: tiny LLaMA on `lm`, 1,000 steps of 16×64 tokens, 3 seeds: about 6 CPU-minutes a run.
 Arms run `--jobs` at a time (one thread each) in subprocesses; each finished arm leaves
 `bench.json` and is skipped on restart, so every session moves the benchmark forward: rerun the
-same command. `--seeds 3 --seed-offset 10` evaluates held-out seeds.
+same command. `--seeds 4 --seed-offset 10` evaluates held-out seeds (reports/warmup_grid_heldout.*).
 
     python benchmarks/warmup_grid.py --jobs 2                 # everything, resumable
     python benchmarks/warmup_grid.py --stages scan,grid       # the reference only
@@ -489,7 +489,7 @@ def lr_star(results: pd.DataFrame, opt: str) -> float | None:
 def summarise(results: pd.DataFrame, seeds: list[int]) -> tuple[pd.DataFrame, dict]:
     """Per optimizer, arm and LR: mean/σ over the evaluated seeds; and per optimizer the reference
     (best point of the 2-D grid {lr*/2, lr*, 2·lr*} × warm-ups, among those with every seed when
-    any has), its σ (floored by the w0/5-step spread) and the grid median."""
+    any has), its σ (floored by the w0/5-step spread), its score on each seed and the grid median."""
     res = results[results.seed.isin(seeds) & (results.kind != "record")].copy()
     res["label"] = [k + (f" w{w:g}" if k == "grid" else "") for k, w in zip(res.kind, res.warmup)]
     res["lr_x"] = pd.to_numeric(res.lr)
@@ -513,9 +513,12 @@ def summarise(results: pd.DataFrame, seeds: list[int]) -> tuple[pd.DataFrame, di
         floor = float((pairs[0.0] - pairs[TWIN]).abs().mean()) if TWIN in pairs and len(pairs) else math.nan
         seed_sigma = float(best.val_std) if best.seeds > 1 else math.nan
         sigma = float(np.nanmax([seed_sigma, floor])) if not (math.isnan(seed_sigma) and math.isnan(floor)) else math.nan
+        at_best = res[(res.optimizer == opt) & (res.label == best.label) & np.isclose(res.lr_x, best.lr_x)
+                      & (res.lr_factor == 1.0)]
         refs[opt] = {"best": float(best.val_mean), "best_label": best.label, "best_lr": float(best.lr_x),
                      "best_seeds": int(best.seeds), "seed_sigma": seed_sigma, "twin_floor": floor, "sigma": sigma,
-                     "median": float(grid.val_mean.median()), "lr_star": star}
+                     "median": float(grid.val_mean.median()), "median_points": len(grid), "lr_star": star,
+                     "per_seed": dict(zip(at_best.seed.astype(int), at_best.score.astype(float)))}
     return table, refs
 
 
@@ -538,6 +541,18 @@ def decided(results: pd.DataFrame) -> tuple[int, int, int]:
     return len(hits), sum(d.get("by", "fit") == "fit" for d in hits), len(closed)
 
 
+def paired(results: pd.DataFrame, opt: str, kind: str, ref: dict) -> str:
+    """`kind`'s score minus the reference point's on each seed both ran (same data, same init):
+    what the means hide when one schedule is ahead on every seed by less than the seed σ."""
+    arm = results[(results.optimizer == opt) & (results.kind == kind) & (results.lr_factor == 1.0)]
+    diffs = {int(seed): score - ref["per_seed"][seed] for seed, score in zip(arm.seed, arm.score)
+             if seed in ref["per_seed"] and math.isfinite(score)}
+    if not diffs:
+        return ""
+    each = ", ".join(f"s{seed} {d:+.4f}" for seed, d in sorted(diffs.items()))
+    return f"; paired with the reference: {np.mean(list(diffs.values())):+.4f} ({each})"
+
+
 def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
     """The issue's goals per optimizer: met, MISSED (by how much, in σ) or open."""
     lines = []
@@ -551,7 +566,7 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
         head = (f"- **{opt}**: lr* = {ref['lr_star']:.4g}" if ref["lr_star"] else f"- **{opt}**: scan open") + (
             f"; reference = {ref['best_label']} at lr {ref['best_lr']:.4g}: {ref['best']:.4f} ({ref['best_seeds']} "
             f"seed(s)), σ = {sigma:.4f} (seed σ {ref['seed_sigma']:.4f}, twin floor {ref['twin_floor']:.4f}); "
-            f"grid median {ref['median']:.4f}")
+            f"grid median {ref['median']:.4f} over {ref['median_points']} point(s)")
         lines.append(head)
         at = part[part.lr_factor == 1.0]
         rows = {label: r for label, r in zip(at.label, at.itertuples())}
@@ -564,7 +579,7 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
                 r = rows[label]
                 lines.append(f"  - {label}: {r.val_mean:.4f} ({r.seeds} seed(s), max lr {r.peak_lr:.3g}) vs reference: "
                              f"{_verdict(r.val_mean - ref['best'], sigma, within)}; below the grid median: "
-                             f"{'yes' if r.val_mean < ref['median'] else 'NO'}")
+                             f"{'yes' if r.val_mean < ref['median'] else 'NO'}{paired(results, opt, label, ref)}")
         if "closed" in rows and "practical" in rows:
             lines.append(f"  - closed loop at least as good as practical: "
                          f"{_verdict(rows['closed'].val_mean - rows['practical'].val_mean, sigma)}")
@@ -653,7 +668,7 @@ def main() -> None:
         print("no finished runs yet")
         return
     table, refs = summarise(results, seeds)
-    write_outputs(table, refs, results, name, seeds)
+    write_outputs(table, refs, results, name + ("_heldout" if args.seed_offset else ""), seeds)
     print("\n".join(goals(table, refs, results)))
 
 

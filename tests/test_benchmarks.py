@@ -109,6 +109,9 @@ def test_goals_use_the_best_grid_point_and_a_sigma_floored_by_the_twin_spread(tm
     assert ref["twin_floor"] == pytest.approx(0.02) and ref["sigma"] == pytest.approx(0.02)
     lines = "\n".join(wg.goals(table, refs, results))
     assert "closed: 1.9300 (3 seed(s), max lr 0.02) vs reference: MISSED (+1.5 σ)" in lines
+    # paired on each seed with the reference point: +0.03 everywhere, where the means' σ is 0.02
+    assert "paired with the reference: +0.0300 (s0 +0.0300, s1 +0.0300, s2 +0.0300)" in lines
+    assert ref["per_seed"] == pytest.approx({0: 1.90, 1: 1.902, 2: 1.898})
     assert "closed loop at least as good as practical: met (-1.0 σ)" in lines
     assert "fitted: MISSED (refused on 3 seed(s)" in lines and "diverged" not in lines
     assert "**muon**: scan open" in lines  # k = 0, 1 only: the scan's range −3 … 3 is not finished
