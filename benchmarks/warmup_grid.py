@@ -621,21 +621,23 @@ def write_outputs(table: pd.DataFrame, refs: dict, results: pd.DataFrame, name: 
     scan_table = scan.pivot_table(index=["optimizer", "lr"], columns="warmup", values="score").reset_index()
     scan_table.columns = [f"w{c:g}" if isinstance(c, float) else c for c in scan_table.columns]
     decisions = results[results.kind.isin(DECIDED_BY_FIT)]
-    lines = [f"# {name}", "",
-             (f"{len(results)} runs finished; evaluated seeds {seeds}. Score = validation loss at the last step, "
-              f"mean over seeds (inf = diverged). A decision was taken in {hits} of {total} closed-loop runs "
-              f"(by the fit in {by_fit}). Tiers still open are labelled open; misses are misses."), "",
-             "## Goals", "", *goals(table, refs, results), "", "## LR scan (seed 0)", "", *markdown(scan_table), "",
+    headline = (f"{len(results)} runs finished; evaluated seeds {seeds}. Score = validation loss at the last step, "
+                f"mean over seeds (inf = diverged). A decision was taken in {hits} of {total} closed-loop runs "
+                f"(by the fit in {by_fit}). Tiers still open are labelled open; misses are misses.")
+    goal_lines = goals(table, refs, results)
+    lines = [f"# {name}", "", headline, "",
+             "## Goals", "", *goal_lines, "", "## LR scan (seed 0)", "", *markdown(scan_table), "",
              "## All arms", "", *markdown(table), "", "## What each adaptive run decided", "",
              *(f"- {r.name}: {json.dumps(r.decision) if isinstance(r.decision, dict) else r.error or 'no decision'}"
                for r in decisions.itertuples()), ""]
-    grid_like = results[results.kind != "record"]
-    for opt in dict.fromkeys(results.optimizer):
+    grid_like = results[(results.kind != "record") & results.seed.isin(seeds)]  # the seeds the table averages
+    for opt in dict.fromkeys(grid_like.optimizer):
         png = reports / f"{name}_{opt}.png"
         png.write_bytes(base64.b64decode(heatmap(grid_like, opt).split(",", 1)[1]))
         lines.append(f"![{opt}]({png.name})")
     (reports / f"{name}.md").write_text("\n".join(lines) + "\n")
-    write_grid_report(grid_like, table, reports / f"{name}.html", f"smoothprobe benchmark: {name}")
+    write_grid_report(grid_like, table, reports / f"{name}.html", f"smoothprobe benchmark: {name}",
+                      notes=[f"- {headline}", *goal_lines])
 
 
 def main() -> None:

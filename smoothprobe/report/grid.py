@@ -3,13 +3,16 @@ beside the grid, and the table behind them, in one self-contained HTML file.
 
 Input is one row per finished run: optimizer, kind ("grid" or an adaptive/alternative schedule),
 lr (the peak LR it was given; NaN for a schedule that picks its own), warmup, seed, status and
-val_loss. Cells average over seeds; a cell where any seed diverged shows "div".
+val_loss. Cells average over seeds; a cell where any seed diverged shows "div", one whose schedule
+was refused on every seed (it never ran: a miss of another kind) shows "refused".
 """
 
 from __future__ import annotations
 
 import html
 import math
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ import pandas as pd
 from smoothprobe.report.figures import data_uri, figure
 
 DIVERGED = "div"
+REFUSED = "refused"
 
 
 def cell_table(results: pd.DataFrame, optimizer: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -25,15 +29,18 @@ def cell_table(results: pd.DataFrame, optimizer: str) -> tuple[pd.DataFrame, pd.
     part = results[results.optimizer == optimizer].copy()
     part["column"] = [f"{w:g}" if k == "grid" else k for k, w in zip(part.kind, part.warmup)]
     part["row"] = pd.to_numeric(part.lr).map(lambda m: "own peak" if pd.isna(m) else f"{m:.3g}")
-    part["bad"] = part.status != "finished"
+    part["bad"] = ~part.status.isin(("finished", "refused"))
+    part["refused"] = part.status == "refused"
     grouped = part.groupby(["row", "column"], sort=False)
     means = grouped.val_loss.mean().unstack("column")
-    bad = grouped.bad.any().unstack("column").fillna(False).astype(bool)
+    bad = grouped.bad.any().unstack("column")
+    refused = grouped.refused.all().unstack("column")
     grid_cols = sorted({c for c, k in zip(part.column, part.kind) if k == "grid"}, key=float)
     other = [c for c in dict.fromkeys(part.column) if c not in grid_cols]
     order = sorted(means.index, key=lambda r: math.inf if r == "own peak" else float(r))
     means = means.reindex(index=order, columns=grid_cols + other)
     labels = means.map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    labels = labels.where(~refused.reindex_like(means).fillna(False).astype(bool), REFUSED)
     labels = labels.where(~bad.reindex_like(means).fillna(False).astype(bool), DIVERGED)
     return means, labels
 
@@ -63,15 +70,30 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def write_grid_report(results: pd.DataFrame, summary: pd.DataFrame, out: str | Path, title: str) -> Path:
-    """One HTML page: a heatmap per optimizer and the summary table (no network needed)."""
+def _bullets(notes: Sequence[str]) -> str:
+    """Markdown bullet lines ("- " at the top, "  - " nested under it; **bold**) as nested HTML lists."""
+    parts, depth = [], 0
+    for line in notes:
+        level = (len(line) - len(line.lstrip(" "))) // 2 + 1
+        parts += ["</li></ul>"] * (depth - level) + (["</li>"] if 0 < level <= depth else [])
+        parts += ["<ul>"] * (level - depth)
+        depth = level
+        text = html.escape(line.strip().removeprefix("- "))
+        parts.append("<li>" + re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text))
+    return "".join(parts + ["</li></ul>"] * depth)
+
+
+def write_grid_report(results: pd.DataFrame, summary: pd.DataFrame, out: str | Path, title: str,
+                      notes: Sequence[str] = ()) -> Path:
+    """One HTML page: the notes (markdown bullets: the goals), a heatmap per optimizer and the summary
+    table (no network needed)."""
     style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}"
              "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px}"
              "td.n{text-align:right}")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{style}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
-             f"<p>{len(results)} runs. Cells: final validation loss, mean over seeds.</p>"]
+             f"<p>{len(results)} runs. Cells: final validation loss, mean over seeds.</p>", _bullets(notes)]
     for optimizer in dict.fromkeys(results.optimizer):
         parts.append(f"<h2>{html.escape(optimizer)}</h2><img alt='heatmap' src='{heatmap(results, optimizer)}'>")
     parts.append("<h2>Summary</h2><table><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in summary.columns)
