@@ -29,15 +29,19 @@ validation loss; a diverged run scores as diverged. The reference for every goal
 point over all LRs and warm-ups (mean over seeds); σ is that point's seed σ, floored by the mean
 |w0 − w5-steps| spread.
 
-Full size: tiny LLaMA on `lm`, 1,000 steps of 16×64 tokens, 3 seeds: about 6 CPU-minutes a run.
-Arms run `--jobs` at a time (one thread each) in subprocesses; each finished arm leaves
+Full size: tiny LLaMA on `lm`, 1,000 steps of 16×64 tokens, 3 seeds: 3-6 CPU-minutes a run (Muon
+about 15). Arms run `--jobs` at a time (one thread each) in subprocesses; each finished arm leaves
 `bench.json` and is skipped on restart, so every session moves the benchmark forward: rerun the
 same command. `--seeds 4 --seed-offset 10` evaluates held-out seeds (reports/warmup_grid_heldout.*).
+On a GPU, `--device cuda` runs the same plan under bf16 autocast into its own folder and report
+(runs/warmup_grid_cuda, reports/warmup_grid_cuda*): bf16 scores are not fp32's, so a folder holds
+one device's results and the benchmark refuses to mix them.
 
     python benchmarks/warmup_grid.py --jobs 2                 # everything, resumable
     python benchmarks/warmup_grid.py --stages scan,grid       # the reference only
     python benchmarks/warmup_grid.py --summary-only           # tables and heatmaps so far
     python benchmarks/warmup_grid.py --quick                  # 200 steps, AdamW and Lion: minutes
+    python benchmarks/warmup_grid.py --device cuda --jobs 16  # a GPU: many arms at once
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ PILOT = 0.1
 FIT_SEED = 100
 """Seed of the recorded run whose fit drives the `fitted` arm (never an evaluated seed)."""
 PARAM_FREE = ("prodigy", "dadapt", "dog", "schedulefree", "untuned")
+DEVICES = ("cpu", "cuda")
 DESIGN = 4
 """Version of the closed loop's decision rule: arms it drives (closed, closed_step, own_peak, fitted)
 rerun when it changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
@@ -252,14 +257,14 @@ def needs(arm: Arm) -> Arm | None:
     return None
 
 
-def base_config(quick: bool):
+def base_config(quick: bool, device: str):
     from smoothprobe.train import TrainConfig
 
     if quick:
         return TrainConfig(task="lm", model="tiny", steps=200, batch_size=16, seq_len=64, eval_every=50,
-                           checkpoint_every=10**6)
+                           checkpoint_every=10**6, device=device)
     return TrainConfig(task="lm", model="tiny", steps=1000, batch_size=16, seq_len=64, eval_every=100,
-                       checkpoint_every=250)
+                       checkpoint_every=250, device=device)
 
 
 def config_of(arm: Arm, base, out: Path):
@@ -369,7 +374,7 @@ def effective_lr(trainer) -> float | None:
     return None
 
 
-def run_arm(arm: Arm, out: Path, quick: bool) -> None:
+def run_arm(arm: Arm, out: Path, quick: bool, device: str) -> None:
     """Train one arm into its folder and write bench.json (a diverged run is a result)."""
     import torch
 
@@ -384,7 +389,7 @@ def run_arm(arm: Arm, out: Path, quick: bool) -> None:
     t0 = time.time()
     error, used = None, None
     try:
-        trainer = build(config_of(arm, base_config(quick), out), path, overwrite=True)
+        trainer = build(config_of(arm, base_config(quick, device), out), path, overwrite=True)
     except SmoothprobeError as exc:
         if arm.kind != "fitted":
             raise
@@ -399,7 +404,7 @@ def run_arm(arm: Arm, out: Path, quick: bool) -> None:
             error = str(exc)
         used = effective_lr(trainer) if arm.kind in PARAM_FREE else None
     result = {**dataclasses.asdict(arm), "design": design_of(arm.kind), "lr": arm.lr, "name": arm.name, "status": "refused",
-              "val_loss": math.nan,
+              "device": device, "val_loss": math.nan,
               "peak_lr": math.nan, "seconds": time.time() - t0, "error": error, "decision": None}
     if trainer is not None:
         run = load_run(path)
@@ -418,7 +423,7 @@ def run_arm(arm: Arm, out: Path, quick: bool) -> None:
 
 
 def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str], jobs: int, quick: bool,
-            budget_s: float | None) -> None:
+            device: str, budget_s: float | None) -> None:
     """Run the plan `jobs` arms at a time in subprocesses, re-planning as results arrive, until done
     or the time budget is spent (then running arms finish; the rest wait for the next session)."""
     start, running, failures = time.time(), {}, {}
@@ -436,7 +441,8 @@ def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]
         late = budget_s is not None and time.time() - start > budget_s
         while todo and len(running) + len(elsewhere) < jobs and not late:
             arm = todo.pop(0)
-            cmd = [sys.executable, __file__, "--run-arm", json.dumps(dataclasses.asdict(arm)), "--out", str(out)]
+            cmd = [sys.executable, __file__, "--run-arm", json.dumps(dataclasses.asdict(arm)), "--out", str(out),
+                   "--device", device]
             cmd += ["--quick"] if quick else []
             env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
             logfile = out / "_logs" / f"{arm.name.replace('/', '__')}.log"
@@ -462,8 +468,13 @@ def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]
                       f"{result['peak_lr']:.3g} ({result['seconds']:.0f} s)", flush=True)
 
 
+def devices_in(out: Path) -> set[str]:
+    """The devices the results in `out` ran on (a result that names none ran on the CPU)."""
+    return {json.loads(p.read_text()).get("device", "cpu") for p in out.glob("*/*/*/bench.json")}
+
+
 def collect(out: Path) -> pd.DataFrame:
-    """One row per finished arm (every bench.json under `out`)."""
+    """One row per finished arm (every bench.json under `out`) of the present design."""
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("*/*/*/bench.json"))]
     rows = [r for r in rows if current(r)]
     frame = pd.DataFrame.from_records(rows)
@@ -648,22 +659,29 @@ def main() -> None:
     parser.add_argument("--seed-offset", type=int, default=0, help="first evaluated seed (held-out seeds: 10)")
     parser.add_argument("--stages", default="scan,grid,adaptive,stress")
     parser.add_argument("--jobs", type=int, default=2, help="arms run at once, one thread each")
-    parser.add_argument("--out", default=None, help="run folder [default: runs/warmup_grid(_quick)]")
+    parser.add_argument("--device", default="cpu", choices=DEVICES,
+                        help="cpu (fp32: the published tables) or cuda (bf16 autocast; its own run folder and "
+                             "report, never mixed with CPU scores; many arms fit at once: --jobs 16)")
+    parser.add_argument("--out", default=None, help="run folder [default: runs/warmup_grid(_quick)(_cuda)]")
     parser.add_argument("--budget-min", type=float, default=None, help="stop starting runs after this long")
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--run-arm", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    name = "warmup_grid_quick" if args.quick else "warmup_grid"
+    name = ("warmup_grid_quick" if args.quick else "warmup_grid") + ("_cuda" if args.device == "cuda" else "")
     out = Path(args.out or REPO / "runs" / name)
+    others = devices_in(out) - {args.device}
+    if others:  # bf16 on CUDA, fp32 on CPU: scores that must not meet in one table
+        parser.error(f"{out} holds results run on {', '.join(sorted(others))}; give --device {args.device} "
+                     "its own --out folder")
     if args.run_arm is not None:
-        run_arm(Arm(**json.loads(args.run_arm)), out, args.quick)
+        run_arm(Arm(**json.loads(args.run_arm)), out, args.quick, args.device)
         return
     optimizers = (args.optimizers or ("adamw,lion" if args.quick else "adamw,lion,muon,normsgd")).split(",")
     seeds = list(range(args.seed_offset, args.seed_offset + (args.seeds or (1 if args.quick else 3))))
     if 0 not in seeds and args.seed_offset == 0:
         seeds = [0, *seeds]
     if not args.summary_only:
-        execute(out, optimizers, seeds, set(args.stages.split(",")), args.jobs, args.quick,
+        execute(out, optimizers, seeds, set(args.stages.split(",")), args.jobs, args.quick, args.device,
                 None if args.budget_min is None else 60 * args.budget_min)
     results = collect(out)
     if results.empty:

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -149,3 +150,12 @@ def test_a_result_counts_only_under_its_kinds_present_design(monkeypatch):
     assert wg.current({"kind": "record", "design": 4})  # nor the recorded run (a fixed warm-up)
     for kind in wg.ADAPTIVE:  # the schedule's version reaches every arm AdaptiveWarmup drives
         assert not wg.current({"kind": kind, "design": 4}) and f"schedule {wg.SCHEDULE}" in wg.design_of(kind)
+
+
+def test_a_run_folder_holds_one_devices_results(tmp_path, monkeypatch):
+    wg = load_warmup_grid(monkeypatch)
+    _finish(wg, tmp_path, wg.Arm("lion", "grid", 0, 0.0, 0), 1.7)  # written before results named a device
+    assert wg.devices_in(tmp_path) == {"cpu"}
+    done = subprocess.run([sys.executable, str(SCRIPT.parent / "warmup_grid.py"), "--summary-only",
+                           "--device", "cuda", "--out", str(tmp_path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "holds results run on cpu; give --device cuda its own --out" in done.stderr
