@@ -75,6 +75,9 @@ FIT_SEED = 100
 """Seed of the recorded run whose fit drives the `fitted` arm (never an evaluated seed)."""
 PARAM_FREE = ("prodigy", "dadapt", "dog", "schedulefree", "untuned")
 DEVICES = ("cpu", "cuda")
+"""fp32 on the CPU, bf16 autocast on CUDA: one run folder holds one device's results."""
+HELD_OUT = 10
+"""The first held-out seed: no choice was made on seeds from here on (reports/warmup_grid_heldout.*)."""
 DESIGN = 4
 """Version of the closed loop's decision rule: arms it drives (closed, closed_step, own_peak, fitted)
 rerun when it changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
@@ -419,7 +422,9 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str) -> None:
             except SmoothprobeError as exc:  # the `fitted` arms then report the miss
                 result["error"] = f"fit: {exc}"
     path.mkdir(parents=True, exist_ok=True)  # a refused `fitted` arm never created its run directory
-    (path / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
+    partial = path / "bench.json.partial"  # whole or absent: other processes read bench.json at any time
+    partial.write_text(json.dumps(result, indent=1) + "\n")
+    os.replace(partial, path / "bench.json")
 
 
 def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str], jobs: int, quick: bool,
@@ -552,20 +557,26 @@ def decided(results: pd.DataFrame) -> tuple[int, int, int]:
     return len(hits), sum(d.get("by", "fit") == "fit" for d in hits), len(closed)
 
 
-def paired(results: pd.DataFrame, opt: str, kind: str, ref: dict) -> str:
-    """`kind`'s score minus the reference point's on each seed both ran (same data, same init):
-    what the means hide when one schedule is ahead on every seed by less than the seed σ."""
-    arm = results[(results.optimizer == opt) & (results.kind == kind) & (results.lr_factor == 1.0)]
-    diffs = {int(seed): score - ref["per_seed"][seed] for seed, score in zip(arm.seed, arm.score)
-             if seed in ref["per_seed"] and math.isfinite(score)}
-    if not diffs:
+def paired(results: pd.DataFrame, opt: str, kind: str, lr: float, ref: dict) -> str:
+    """`kind`'s score at peak LR `lr` (NaN: its own) minus the reference point's on each seed both
+    ran (same data, same init): what the means hide when one schedule is ahead on every seed by less
+    than the seed σ. A seed where either run diverged or was refused is named, not averaged."""
+    arm = results[(results.optimizer == opt) & (results.kind == kind) & (results.lr_factor == 1.0)
+                  & (np.isclose(pd.to_numeric(results.lr), lr) | (math.isnan(lr) & results.lr.isna()))]
+    both = {int(seed): (score, ref["per_seed"][seed]) for seed, score in zip(arm.seed, arm.score)
+            if seed in ref["per_seed"]}
+    diffs = {seed: a - b for seed, (a, b) in both.items() if math.isfinite(a) and math.isfinite(b)}
+    if not both:
         return ""
-    each = ", ".join(f"s{seed} {d:+.4f}" for seed, d in sorted(diffs.items()))
-    return f"; paired with the reference: {np.mean(list(diffs.values())):+.4f} ({each})"
+    each = ", ".join(f"s{seed} {diffs[seed]:+.4f}" if seed in diffs else f"s{seed} not finished"
+                     for seed in sorted(both))
+    mean = f"{np.mean(list(diffs.values())):+.4f}" if diffs else "none finished"
+    return f"; paired with the reference: {mean} ({each})"
 
 
 def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
-    """The issue's goals per optimizer: met, MISSED (by how much, in σ) or open."""
+    """The issue's goals per optimizer: met, MISSED (by how much, in σ) or open; `results` are the
+    evaluated seeds' (the decisions counted are theirs)."""
     lines = []
     hits, by_fit, total = decided(results)
     lines.append(f"- A decision (no warm-up or fit-driven, not 'not yet') in {hits} of {total} closed-loop runs"
@@ -590,7 +601,7 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
                 r = rows[label]
                 lines.append(f"  - {label}: {r.val_mean:.4f} ({r.seeds} seed(s), max lr {r.peak_lr:.3g}) vs reference: "
                              f"{_verdict(r.val_mean - ref['best'], sigma, within)}; below the grid median: "
-                             f"{'yes' if r.val_mean < ref['median'] else 'NO'}{paired(results, opt, label, ref)}")
+                             f"{'yes' if r.val_mean < ref['median'] else 'NO'}{paired(results, opt, label, r.lr_x, ref)}")
         if "closed" in rows and "practical" in rows:
             lines.append(f"  - closed loop at least as good as practical: "
                          f"{_verdict(rows['closed'].val_mean - rows['practical'].val_mean, sigma)}")
@@ -618,30 +629,32 @@ def markdown(table: pd.DataFrame) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in cells)]
 
 
-def write_outputs(table: pd.DataFrame, refs: dict, results: pd.DataFrame, name: str, seeds: list[int]) -> None:
+def write_outputs(table: pd.DataFrame, refs: dict, results: pd.DataFrame, name: str, seeds: list[int]) -> list[str]:
     """reports/<name>.md (goals, LR scan, table, decisions), reports/<name>_<optimizer>.png (LR ×
-    warm-up heatmaps) and reports/<name>.html (the same as one page)."""
+    warm-up heatmaps) and reports/<name>.html (the same as one page), all on the evaluated seeds but
+    the scan (seed 0); returns the goal lines."""
     import base64
 
     from smoothprobe.report.grid import heatmap, write_grid_report
 
     reports = REPO / "reports"
-    hits, by_fit, total = decided(results)
+    evaluated = results[results.seed.isin(seeds)]
+    hits, by_fit, total = decided(evaluated)
     scan = results[(results.kind == "grid") & (results.seed == 0) & results.warmup.isin(SCAN_WARMUPS)
                    & (results.lr_factor == 1.0)]
     scan_table = scan.pivot_table(index=["optimizer", "lr"], columns="warmup", values="score").reset_index()
     scan_table.columns = [f"w{c:g}" if isinstance(c, float) else c for c in scan_table.columns]
-    decisions = results[results.kind.isin(DECIDED_BY_FIT)]
-    headline = (f"{len(results)} runs finished; evaluated seeds {seeds}. Score = validation loss at the last step, "
+    decisions = evaluated[evaluated.kind.isin(DECIDED_BY_FIT)]
+    headline = (f"{len(evaluated)} runs finished on the evaluated seeds {seeds}. Score = validation loss at the last step, "
                 f"mean over seeds (inf = diverged). A decision was taken in {hits} of {total} closed-loop runs "
                 f"(by the fit in {by_fit}). Tiers still open are labelled open; misses are misses.")
-    goal_lines = goals(table, refs, results)
+    goal_lines = goals(table, refs, evaluated)
     lines = [f"# {name}", "", headline, "",
              "## Goals", "", *goal_lines, "", "## LR scan (seed 0)", "", *markdown(scan_table), "",
              "## All arms", "", *markdown(table), "", "## What each adaptive run decided", "",
              *(f"- {r.name}: {json.dumps(r.decision) if isinstance(r.decision, dict) else r.error or 'no decision'}"
                for r in decisions.itertuples()), ""]
-    grid_like = results[(results.kind != "record") & results.seed.isin(seeds)]  # the seeds the table averages
+    grid_like = evaluated[evaluated.kind != "record"]
     for opt in dict.fromkeys(grid_like.optimizer):
         png = reports / f"{name}_{opt}.png"
         png.write_bytes(base64.b64decode(heatmap(grid_like, opt).split(",", 1)[1]))
@@ -649,6 +662,7 @@ def write_outputs(table: pd.DataFrame, refs: dict, results: pd.DataFrame, name: 
     (reports / f"{name}.md").write_text("\n".join(lines) + "\n")
     write_grid_report(grid_like, table, reports / f"{name}.html", f"smoothprobe benchmark: {name}",
                       notes=[f"- {headline}", *goal_lines])
+    return goal_lines
 
 
 def main() -> None:
@@ -656,7 +670,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="200 steps, AdamW and Lion, 1 seed: minutes")
     parser.add_argument("--optimizers", default=None, help="comma-separated [full: all four; quick: adamw,lion]")
     parser.add_argument("--seeds", type=int, default=None, help="evaluated seeds [3; quick: 1]")
-    parser.add_argument("--seed-offset", type=int, default=0, help="first evaluated seed (held-out seeds: 10)")
+    parser.add_argument("--seed-offset", type=int, default=0, help=f"first evaluated seed (held-out: {HELD_OUT})")
     parser.add_argument("--stages", default="scan,grid,adaptive,stress")
     parser.add_argument("--jobs", type=int, default=2, help="arms run at once, one thread each")
     parser.add_argument("--device", default="cpu", choices=DEVICES,
@@ -669,7 +683,7 @@ def main() -> None:
     args = parser.parse_args()
     name = ("warmup_grid_quick" if args.quick else "warmup_grid") + ("_cuda" if args.device == "cuda" else "")
     out = Path(args.out or REPO / "runs" / name)
-    others = devices_in(out) - {args.device}
+    others = set() if args.run_arm is not None else devices_in(out) - {args.device}  # --run-arm: checked by its parent
     if others:  # bf16 on CUDA, fp32 on CPU: scores that must not meet in one table
         parser.error(f"{out} holds results run on {', '.join(sorted(others))}; give --device {args.device} "
                      "its own --out folder")
@@ -688,8 +702,8 @@ def main() -> None:
         print("no finished runs yet")
         return
     table, refs = summarise(results, seeds)
-    write_outputs(table, refs, results, name + ("_heldout" if args.seed_offset else ""), seeds)
-    print("\n".join(goals(table, refs, results)))
+    print("\n".join(write_outputs(table, refs, results, name + ("_heldout" if min(seeds) >= HELD_OUT else ""),
+                                  seeds)))
 
 
 if __name__ == "__main__":

@@ -313,11 +313,12 @@ def pilot_moved(trainer: Trainer, closed: bool) -> None:
 
 def write_pilot(trainer: Trainer) -> None:
     """run.json's `pilot` (its window, where it stands, every decision its refits took, the probe
-    interval now, None once probing stopped, and with own_peak the peak LR it measured) and
-    `decision` (the latest)."""
+    interval in steps now: None once probing stopped or where `record`'s time budget sets it, and
+    with own_peak the peak LR it measured) and `decision` (the latest)."""
     pilot, recorder = trainer.pilot, trainer.recorder
+    fixed = recorder is not None and recorder.cadence.overhead is None
     trainer.writer.update(pilot={"steps": pilot.steps, "status": pilot.status, "history": pilot.history,
-                                 "probe_every": None if recorder is None else recorder.cadence.every,
+                                 "probe_every": recorder.cadence.every if fixed else None,
                                  "peak_lr": pilot.peak}, decision=pilot.decision)
 
 

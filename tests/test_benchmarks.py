@@ -3,7 +3,6 @@
 import importlib.util
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -103,6 +102,10 @@ def test_goals_use_the_best_grid_point_and_a_sigma_floored_by_the_twin_spread(tm
         _finish(wg, tmp_path, wg.Arm("muon", "closed", 0, 0.0, seed), 1.93 + noise)
         _finish(wg, tmp_path, wg.Arm("muon", "practical", 0, 0.0, seed), 1.95 + noise)
         _finish(wg, tmp_path, wg.Arm("muon", "fitted", 0, 0.0, seed), math.nan, "refused")
+        if seed == 1:  # a measured peak that diverged on one seed
+            _finish(wg, tmp_path, wg.Arm("muon", "own_peak", None, 0.0, seed), math.inf, "diverged")
+        else:
+            _finish(wg, tmp_path, wg.Arm("muon", "own_peak", None, 0.0, seed), 1.95 + noise)
     results = wg.collect(tmp_path)
     table, refs = wg.summarise(results, [0, 1, 2])
     ref = refs["muon"]
@@ -112,9 +115,10 @@ def test_goals_use_the_best_grid_point_and_a_sigma_floored_by_the_twin_spread(tm
     assert "closed: 1.9300 (3 seed(s), max lr 0.02) vs reference: MISSED (+1.5 σ)" in lines
     # paired on each seed with the reference point: +0.03 everywhere, where the means' σ is 0.02
     assert "paired with the reference: +0.0300 (s0 +0.0300, s1 +0.0300, s2 +0.0300)" in lines
+    assert "own_peak: inf" in lines and "(s0 +0.0500, s1 not finished, s2 +0.0500)" in lines
     assert ref["per_seed"] == pytest.approx({0: 1.90, 1: 1.902, 2: 1.898})
     assert "closed loop at least as good as practical: met (-1.0 σ)" in lines
-    assert "fitted: MISSED (refused on 3 seed(s)" in lines and "diverged" not in lines
+    assert "fitted: MISSED (refused on 3 seed(s)" in lines and lines.count("diverged") == 1  # own_peak's only
     assert "**muon**: scan open" in lines  # k = 0, 1 only: the scan's range −3 … 3 is not finished
 
 
@@ -152,10 +156,35 @@ def test_a_result_counts_only_under_its_kinds_present_design(monkeypatch):
         assert not wg.current({"kind": kind, "design": 4}) and f"schedule {wg.SCHEDULE}" in wg.design_of(kind)
 
 
-def test_a_run_folder_holds_one_devices_results(tmp_path, monkeypatch):
+def test_a_run_folder_holds_one_devices_results(tmp_path, monkeypatch, capsys):
     wg = load_warmup_grid(monkeypatch)
-    _finish(wg, tmp_path, wg.Arm("lion", "grid", 0, 0.0, 0), 1.7)  # written before results named a device
-    assert wg.devices_in(tmp_path) == {"cpu"}
-    done = subprocess.run([sys.executable, str(SCRIPT.parent / "warmup_grid.py"), "--summary-only",
-                           "--device", "cuda", "--out", str(tmp_path)], capture_output=True, text=True, check=False)
-    assert done.returncode == 2 and "holds results run on cpu; give --device cuda its own --out" in done.stderr
+    monkeypatch.setattr(wg, "REPO", tmp_path)
+
+    def main(*args):
+        monkeypatch.setattr(sys, "argv", ["warmup_grid.py", "--summary-only", "--out", str(tmp_path / "runs"), *args])
+        wg.main()
+
+    main("--device", "cuda")  # a fresh folder takes any device
+    assert "no finished runs yet" in capsys.readouterr().out
+    _finish(wg, tmp_path / "runs", wg.Arm("lion", "grid", 0, 0.0, 0), 1.7)  # written before results named a device
+    assert wg.devices_in(tmp_path / "runs") == {"cpu"}
+    with pytest.raises(SystemExit) as refused:
+        main("--device", "cuda")
+    assert refused.value.code == 2 and "holds results run on cpu; give --device cuda its own --out" in capsys.readouterr().err
+
+
+def test_held_out_seeds_get_their_own_report(tmp_path, monkeypatch, capsys):
+    wg = load_warmup_grid(monkeypatch)
+    monkeypatch.setattr(wg, "REPO", tmp_path)
+    (tmp_path / "reports").mkdir()
+    for seed in (0, wg.HELD_OUT):
+        for w, loss in ((0.0, 2.0), (0.1, 1.9)):
+            _finish(wg, tmp_path / "runs", wg.Arm("lion", "grid", 0, w, seed), loss + seed / 1000)
+    for offset in (0, wg.HELD_OUT):
+        monkeypatch.setattr(sys, "argv", ["warmup_grid.py", "--summary-only", "--out", str(tmp_path / "runs"),
+                                          "--seeds", "1", "--seed-offset", str(offset)])
+        wg.main()
+    dev, held = (tmp_path / "reports" / f"warmup_grid{s}.md" for s in ("", "_heldout"))
+    assert "reference = grid w0.1 at lr 0.001: 1.9000" in dev.read_text()
+    assert "2 runs finished on the evaluated seeds [10]" in held.read_text()
+    assert "reference = grid w0.1 at lr 0.001: 1.9100" in held.read_text()

@@ -68,3 +68,11 @@ def test_the_page_lists_the_notes_nested_as_written(tmp_path):
     assert parser.items == [[1, "lion: reference 1.9"], [2, "closed: 1.8 met"], [2, "fitted: MISSED (refused)"],
                             [1, "decisions: 2 of 2"]]
     assert "<b>lion</b>" in page and parser.depth == 0 and not parser.open and not parser.stray
+
+
+def test_an_indented_first_note_opens_one_list_not_two(tmp_path):
+    summary = pd.DataFrame({"optimizer": ["lion"]})
+    page = write_grid_report(rows(), summary, tmp_path / "r.html", "bench", notes=["  - a", "- b"]).read_text()
+    parser = _Items()
+    parser.feed(page)
+    assert parser.items == [[1, "a"], [1, "b"]] and not parser.stray and parser.depth == 0

@@ -3,8 +3,8 @@ beside the grid, and the table behind them, in one self-contained HTML file.
 
 Input is one row per finished run: optimizer, kind ("grid" or an adaptive/alternative schedule),
 lr (the peak LR it was given; NaN for a schedule that picks its own), warmup, seed, status and
-val_loss. Cells average over seeds; a cell where any seed diverged shows "div", one whose schedule
-was refused on every seed (it never ran: a miss of another kind) shows "refused".
+val_loss. Cells average over seeds; a cell where any seed diverged shows "div", one where a seed's
+schedule was refused (it never ran: a miss of another kind) shows "refused".
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def cell_table(results: pd.DataFrame, optimizer: str) -> tuple[pd.DataFrame, pd.
     grouped = part.groupby(["row", "column"], sort=False)
     means = grouped.val_loss.mean().unstack("column")
     bad = grouped.bad.any().unstack("column")
-    refused = grouped.refused.all().unstack("column")
+    refused = grouped.refused.any().unstack("column")
     grid_cols = sorted({c for c, k in zip(part.column, part.kind) if k == "grid"}, key=float)
     other = [c for c in dict.fromkeys(part.column) if c not in grid_cols]
     order = sorted(means.index, key=lambda r: math.inf if r == "own peak" else float(r))
@@ -58,7 +58,8 @@ def heatmap(results: pd.DataFrame, optimizer: str) -> str:
         ax.axvline(n_grid, color="black", lw=2.5)
         ax.set_xlabel("warm-up (fraction of steps)  |  adaptive and alternative schedules")
         ax.set_ylabel("peak LR given")
-        ax.set_title(f"{optimizer}: lower is better; '{DIVERGED}' = a seed diverged")
+        ax.set_title(f"{optimizer}: lower is better; '{DIVERGED}' = a seed diverged, '{REFUSED}' = a seed's "
+                     "schedule was refused")
         return data_uri(fig)
 
 
@@ -74,7 +75,7 @@ def _bullets(notes: Sequence[str]) -> str:
     """Markdown bullet lines ("- " at the top, "  - " nested under it; **bold**) as nested HTML lists."""
     parts, depth = [], 0
     for line in notes:
-        level = (len(line) - len(line.lstrip(" "))) // 2 + 1
+        level = min((len(line) - len(line.lstrip(" "))) // 2 + 1, depth + 1)
         parts += ["</li></ul>"] * (depth - level) + (["</li>"] if 0 < level <= depth else [])
         parts += ["<ul>"] * (level - depth)
         depth = level
