@@ -22,6 +22,7 @@ from smoothprobe import SmoothprobeError, TrainConfig, load_run, train
 from smoothprobe.demo import demo
 from smoothprobe.fit import SmoothnessFit, fit_run
 from smoothprobe.report import write_report
+from smoothprobe.schedule.decision import decide
 
 HERE = Path(__file__).resolve().parent
 COMMON = {"task": "markov", "optimizer": "lion", "lr": 1e-3, "eval_every": 50, "seed": 0}
@@ -31,12 +32,14 @@ SECANT = {"preset": "standard", "every": 5}
 
 
 def adaptive_options(fit: SmoothnessFit, fit_path: Path) -> tuple[dict, str]:
-    """Schedule from the fit (peak rescaled to the run's lr) when it may drive one, else the
-    paper's practical parametrisation with the task's f* (and say why)."""
-    problem = fit.schedule_problem()
-    if problem is None:
+    """Schedule from the fit (peak rescaled to the run's lr) when it decides one, else the paper's
+    practical parametrisation with the task's f* (and say why), with the label the report shows."""
+    decision = decide(fit, None)
+    if decision.branch == "fit-driven":
         return {"fit": str(fit_path)}, "adaptive η(Δ) from the fit"
-    print(f"the fit cannot drive a schedule ({problem}); using the practical parametrisation "
+    if decision.branch == "no-warmup":
+        return {"fit": str(fit_path)}, "the fit's decision: no warm-up"
+    print(f"the fit cannot drive a schedule ({decision.reason}); using the practical parametrisation "
           "(div 10) instead")
     return {"div": 10.0}, "adaptive η(Δ), practical parametrisation"
 

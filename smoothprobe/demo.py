@@ -7,6 +7,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from smoothprobe.fit import fit_run
+from smoothprobe.schedule.decision import decide
 from smoothprobe.store import load_run
 from smoothprobe.train import TrainConfig, train
 
@@ -26,16 +27,20 @@ def demo(out: str | Path, steps: int = 300, progress: bool = True) -> Path:
     baseline = TrainConfig(**DEMO_BASE, steps=steps, warmup=0.05)
     say(f"1/4 recording {steps} steps of a tiny LLaMA on a Markov chain (lion, cosine with 5% warm-up)")
     train(baseline, out / "baseline", overwrite=True, progress=progress)
-    say("2/4 fitting K(Delta) = K0 + K1 Delta + K2 Delta^2 to the secant smoothness")
+    say("2/4 fitting K(Delta) = K0 + K1 Delta + K_rho Delta^rho to the secant smoothness")
     fit = fit_run(load_run(out / "baseline"), bootstrap=100, n_jobs=1)
     fit.to_json(out / "baseline" / "fit.json")
     say(f"    {fit.verdict}")
-    problem = fit.schedule_problem()
-    if problem is None:
-        say("3/4 training with eta(Delta) of the fit (peak rescaled to the baseline's lr)")
+    decision = decide(fit, None)  # what `train --fit` decides with it, at its largest measured gap
+    if decision.branch == "fit-driven":
+        say("3/4 fit-driven: training with eta(Delta) of the fit (peak rescaled to the baseline's lr)")
+        schedule = {"fit": str(out / "baseline" / "fit.json")}
+    elif decision.branch == "no-warmup":
+        say(f"3/4 no-warmup, the fit says ({decision.reason}): training at the baseline's lr from "
+            "step 0, then the decay")
         schedule = {"fit": str(out / "baseline" / "fit.json")}
     else:
-        say(f"3/4 the fit cannot drive a schedule ({problem}): training with the paper's practical "
+        say(f"3/4 not yet: the fit cannot drive a schedule ({decision.reason}); training with the paper's practical "
             "eta(Delta) instead (f* = the chain's entropy rate)")
         schedule = {"div": 10.0}
     train(TrainConfig(**DEMO_BASE, steps=steps, adaptive=schedule), out / "adaptive", overwrite=True,
