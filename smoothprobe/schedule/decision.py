@@ -127,8 +127,9 @@ def decide(fit: SmoothnessFit | Mapping, delta: float | None, step: int | None =
         return Decision(branch, reason, delta, peak, band, span, step)
 
     if _falls(d):
-        return out("no-warmup", f"{trend(d['spearman'], d['spearman_p'])}: η = Δ/K rises with Δ at every "
-                                "measured gap, so it is largest at the start")
+        return out("no-warmup", f"{trend(d['spearman'], d['spearman_p'])} in the measured points: with K "
+                                "non-increasing, η = Δ/K rises with Δ, so it is largest at the start (the "
+                                "envelope's own peak Δ' is not followed: the model does not describe this K)")
     problem = schedule_problem_of({**d, "status": "supported"} if _rises(d) else d)
     if problem is not None:
         return out("not yet", problem)
