@@ -19,10 +19,9 @@ import tempfile
 from pathlib import Path
 
 from smoothprobe import SmoothprobeError, TrainConfig, load_run, train
-from smoothprobe.demo import demo
-from smoothprobe.fit import SmoothnessFit, fit_run
+from smoothprobe.demo import adaptive_schedule, demo
+from smoothprobe.fit import fit_run
 from smoothprobe.report import write_report
-from smoothprobe.schedule.decision import decide
 
 HERE = Path(__file__).resolve().parent
 COMMON = {"task": "markov", "optimizer": "lion", "lr": 1e-3, "eval_every": 50, "seed": 0}
@@ -31,17 +30,9 @@ PROBED = {"probes": ["norms", "secant", "curv_fd", "top_eig", "trace"], "every":
 SECANT = {"preset": "standard", "every": 5}
 
 
-def adaptive_options(fit: SmoothnessFit, fit_path: Path) -> tuple[dict, str]:
-    """Schedule from the fit (peak rescaled to the run's lr) when it decides one, else the paper's
-    practical parametrisation with the task's f* (and say why), with the label the report shows."""
-    decision = decide(fit, None)
-    if decision.branch == "fit-driven":
-        return {"fit": str(fit_path)}, "adaptive η(Δ) from the fit"
-    if decision.branch == "no-warmup":
-        return {"fit": str(fit_path)}, "the fit's decision: no warm-up"
-    print(f"the fit cannot drive a schedule ({decision.reason}); using the practical parametrisation "
-          "(div 10) instead")
-    return {"div": 10.0}, "adaptive η(Δ), practical parametrisation"
+LABELS = {"fit-driven": "adaptive η(Δ) from the fit", "no-warmup": "the fit's decision: no warm-up",
+          "not yet": "adaptive η(Δ), practical parametrisation"}
+"""The adaptive run's label in the report, by the branch its fit took (`demo.adaptive_schedule`)."""
 
 
 def main() -> None:
@@ -59,7 +50,11 @@ def main() -> None:
     fit.to_json(fit_path)
     print(fit.verdict)
 
-    options, adaptive_label = adaptive_options(fit, fit_path)
+    options, decision = adaptive_schedule(fit, fit_path)
+    if not decision.decided:
+        print(f"the fit cannot drive a schedule ({decision.reason}); using the practical parametrisation "
+              "(div 10) instead")
+    adaptive_label = LABELS[decision.branch]
     print("training the adaptive schedule and a 10% linear warm-up baseline")
     try:
         adaptive = train(TrainConfig(**steps, adaptive=options, probes=SECANT), runs / "adaptive",

@@ -6,13 +6,21 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from smoothprobe.fit import fit_run
-from smoothprobe.schedule.decision import decide
+from smoothprobe.fit import SmoothnessFit, fit_run
+from smoothprobe.schedule.decision import Decision, decide
 from smoothprobe.store import load_run
 from smoothprobe.train import TrainConfig, train
 
 DEMO_BASE = {"task": "markov", "optimizer": "lion", "lr": 2e-3, "batch_size": 16, "seq_len": 64,
              "eval_every": 25, "probes": {"preset": "standard", "every": 2}}
+
+
+def adaptive_schedule(fit: SmoothnessFit, fit_path: str | Path) -> tuple[dict, Decision]:
+    """The adaptive options a recorded fit leads to, and the decision behind them: the fit itself
+    where it decides (`train --fit` decides at its largest measured gap), else the paper's practical
+    parametrisation (div 10, f* the task's)."""
+    decision = decide(fit, None)
+    return ({"fit": str(fit_path)} if decision.decided else {"div": 10.0}), decision
 
 
 def demo(out: str | Path, steps: int = 300, progress: bool = True) -> Path:
@@ -31,18 +39,15 @@ def demo(out: str | Path, steps: int = 300, progress: bool = True) -> Path:
     fit = fit_run(load_run(out / "baseline"), bootstrap=100, n_jobs=1)
     fit.to_json(out / "baseline" / "fit.json")
     say(f"    {fit.verdict}")
-    decision = decide(fit, None)  # what `train --fit` decides with it, at its largest measured gap
+    schedule, decision = adaptive_schedule(fit, out / "baseline" / "fit.json")
     if decision.branch == "fit-driven":
         say("3/4 fit-driven: training with eta(Delta) of the fit (peak rescaled to the baseline's lr)")
-        schedule = {"fit": str(out / "baseline" / "fit.json")}
     elif decision.branch == "no-warmup":
         say(f"3/4 no-warmup, the fit says ({decision.reason}): training at the baseline's lr from "
             "step 0, then the decay")
-        schedule = {"fit": str(out / "baseline" / "fit.json")}
     else:
         say(f"3/4 not yet: the fit cannot drive a schedule ({decision.reason}); training with the paper's practical "
             "eta(Delta) instead (f* = the chain's entropy rate)")
-        schedule = {"div": 10.0}
     train(TrainConfig(**DEMO_BASE, steps=steps, adaptive=schedule), out / "adaptive", overwrite=True,
           progress=progress)
     say("4/4 writing the report")
