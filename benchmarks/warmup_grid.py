@@ -31,8 +31,10 @@ point over all LRs and warm-ups (mean over seeds); σ is that point's seed σ, f
 
 Full size: tiny LLaMA on `lm`, 1,000 steps of 16×64 tokens, 3 seeds: 3-6 CPU-minutes a run (Muon
 about 15). Arms run `--jobs` at a time (one thread each) in subprocesses; each finished arm leaves
-`bench.json` and is skipped on restart, so every session moves the benchmark forward: rerun the
-same command. `--seeds 4 --seed-offset 10` evaluates held-out seeds (reports/warmup_grid_heldout.*).
+its result (`results_dir`) and is skipped on restart, so every session moves the benchmark forward:
+rerun the same command. The results of the default run folders are committed
+(benchmarks/results/warmup_grid*/): a new checkout keeps every finished arm, while the run folders
+(steps, checkpoints) stay local. `--seeds 4 --seed-offset 10` evaluates held-out seeds (reports/warmup_grid_heldout.*).
 On a GPU, `--device cuda` runs the same plan under bf16 autocast into its own folder and report
 (runs/warmup_grid_cuda, reports/warmup_grid_cuda*): bf16 scores are not fp32's, so a folder holds
 one device's results and the benchmark refuses to mix them.
@@ -78,10 +80,11 @@ DEVICES = ("cpu", "cuda")
 """fp32 on the CPU, bf16 autocast on CUDA: one run folder holds one device's results."""
 HELD_OUT = 10
 """The first held-out seed: no choice was made on seeds from here on (reports/warmup_grid_heldout.*)."""
-DESIGN = 4
+DESIGN = 5
 """Version of the closed loop's decision rule: arms it drives (closed, closed_step, own_peak, fitted)
 rerun when it changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
-narrow gap ratio decides; 4: a K that falls significantly as Δ grows means no warm-up)."""
+narrow gap ratio decides; 4: a K that falls significantly as Δ grows means no warm-up; 5: 3 again, a
+falling K is "not yet": as "no warm-up" it cost normSGD 0.13 on seed 13 and won Lion about 0.006)."""
 GUARD = 1
 """Version of the pilot's stability guard on a fit's decision (`decision.within_stability`, 1: the
 step test at the peak on the last 3 probed steps); the pilot's arms (CLOSED) rerun when it changes."""
@@ -143,7 +146,7 @@ class Arm:
 
 
 def design_of(kind: str) -> int | str:
-    """The design version an arm of this kind is run under (bench.json's `design`)."""
+    """The design version an arm of this kind is run under (its result's `design`)."""
     if kind == "practical":
         return f"schedule {SCHEDULE}"
     if kind not in DECIDED_BY_FIT:
@@ -152,14 +155,37 @@ def design_of(kind: str) -> int | str:
 
 
 def current(result: dict) -> bool:
-    """A bench.json that still counts: any arm the adaptive schedule does not drive, or one run under
+    """A result that still counts: any arm the adaptive schedule does not drive, or one run under
     its kind's present design."""
     return result["kind"] not in ADAPTIVE or result.get("design") == design_of(result["kind"])
 
 
+def results_dir(out: Path) -> Path:
+    """Where the arms of run folder `out` keep their results: benchmarks/results/NAME for the
+    repository's runs/NAME (committed: the run folders are not, and a new checkout starts without
+    them), `out`/results for any other folder."""
+    out = out.resolve()
+    return REPO / "benchmarks" / "results" / out.name if out.parent == REPO / "runs" else out / "results"
+
+
+def result_path(out: Path, arm: Arm) -> Path:
+    """The arm's result file (val loss, status, peak LR, decision)."""
+    return results_dir(out) / f"{arm.name}.json"
+
+
+def fit_path(out: Path, arm: Arm) -> Path:
+    """A recorded run's fit, kept beside its result (the `fitted` arms read it)."""
+    return results_dir(out) / f"{arm.name}.fit.json"
+
+
+def result_files(out: Path) -> list[Path]:
+    """Every arm's result file under `out`'s results folder, sorted."""
+    return sorted(p for p in results_dir(out).glob("*/*/*.json") if not p.name.endswith(".fit.json"))
+
+
 def result_of(out: Path, arm: Arm) -> dict | None:
-    """The arm's bench.json (val loss, status, peak LR), or None if it has not finished."""
-    marker = out / arm.name / "bench.json"
+    """The arm's result (val loss, status, peak LR), or None if it has not finished."""
+    marker = result_path(out, arm)
     if not marker.exists():
         return None
     result = json.loads(marker.read_text())
@@ -254,7 +280,7 @@ def running_elsewhere(out: Path, arm: Arm) -> bool:
 
 
 def needs(arm: Arm) -> Arm | None:
-    """The arm whose output this one reads (the `fitted` arm reads the recorded run's fit.json)."""
+    """The arm whose output this one reads (the `fitted` arm reads the recorded run's fit)."""
     if arm.kind == "fitted":
         return Arm(arm.optimizer, "record", arm.k, 0.0, FIT_SEED)
     return None
@@ -286,7 +312,7 @@ def config_of(arm: Arm, base, out: Path):
                                    adaptive={"pilot": PILOT, "f_star": "auto", "own_peak": arm.kind == "own_peak",
                                              "step_test": arm.kind == "closed_step"})
     if arm.kind == "fitted":
-        return dataclasses.replace(cfg, adaptive={"fit": str(out / needs(arm).name / "fit.json")})
+        return dataclasses.replace(cfg, adaptive={"fit": str(fit_path(out, needs(arm)))})
     return cfg
 
 
@@ -378,7 +404,7 @@ def effective_lr(trainer) -> float | None:
 
 
 def run_arm(arm: Arm, out: Path, quick: bool, device: str) -> None:
-    """Train one arm into its folder and write bench.json (a diverged run is a result)."""
+    """Train one arm into its folder and write its result (a diverged run is a result)."""
     import torch
 
     from smoothprobe.errors import SmoothprobeError
@@ -388,7 +414,7 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str) -> None:
 
     torch.set_num_threads(1)
     path = out / arm.name
-    (path / "bench.json").unlink(missing_ok=True)  # an earlier design's result; a refused arm left nothing else
+    result_path(out, arm).unlink(missing_ok=True)  # an earlier design's result; a refused arm left nothing else
     t0 = time.time()
     error, used = None, None
     try:
@@ -418,13 +444,15 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str) -> None:
                       decision=run.info.get("decision"))
         if arm.kind == "record" and status == "finished":
             try:  # f* as the closed loop's pilot takes it: auto, or the losses' lower bound where it drifts
-                fit_or_lower_bound(run.steps, 200).to_json(path / "fit.json")
+                fit_path(out, arm).parent.mkdir(parents=True, exist_ok=True)
+                fit_or_lower_bound(run.steps, 200).to_json(fit_path(out, arm))
             except SmoothprobeError as exc:  # the `fitted` arms then report the miss
                 result["error"] = f"fit: {exc}"
-    path.mkdir(parents=True, exist_ok=True)  # a refused `fitted` arm never created its run directory
-    partial = path / "bench.json.partial"  # whole or absent: other processes read bench.json at any time
+    target = result_path(out, arm)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")  # whole or absent: other processes read results at any time
     partial.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(partial, path / "bench.json")
+    os.replace(partial, target)
 
 
 def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str], jobs: int, quick: bool,
@@ -475,12 +503,12 @@ def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]
 
 def devices_in(out: Path) -> set[str]:
     """The devices the results in `out` ran on (a result that names none ran on the CPU)."""
-    return {json.loads(p.read_text()).get("device", "cpu") for p in out.glob("*/*/*/bench.json")}
+    return {json.loads(p.read_text()).get("device", "cpu") for p in result_files(out)}
 
 
 def collect(out: Path) -> pd.DataFrame:
-    """One row per finished arm (every bench.json under `out`) of the present design."""
-    rows = [json.loads(p.read_text()) for p in sorted(out.glob("*/*/*/bench.json"))]
+    """One row per finished arm (every result of `out`) of the present design."""
+    rows = [json.loads(p.read_text()) for p in result_files(out)]
     rows = [r for r in rows if current(r)]
     frame = pd.DataFrame.from_records(rows)
     if frame.empty:

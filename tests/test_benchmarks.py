@@ -52,12 +52,12 @@ def load_warmup_grid(monkeypatch):
 
 
 def _finish(wg, out, arm, loss, status="finished"):
-    path = out / arm.name
-    path.mkdir(parents=True, exist_ok=True)
+    path = wg.result_path(out, arm)
+    path.parent.mkdir(parents=True, exist_ok=True)
     result = {**wg.dataclasses.asdict(arm), "design": wg.design_of(arm.kind), "lr": arm.lr, "name": arm.name, "status": status,
               "val_loss": loss,
               "peak_lr": arm.lr, "seconds": 1.0, "error": None, "decision": None}
-    (path / "bench.json").write_text(wg.json.dumps(result))
+    path.write_text(wg.json.dumps(result))
 
 
 def test_the_lr_scan_extends_until_its_best_lr_is_interior(tmp_path, monkeypatch):
@@ -188,3 +188,19 @@ def test_held_out_seeds_get_their_own_report(tmp_path, monkeypatch, capsys):
     assert "reference = grid w0.1 at lr 0.001: 1.9000" in dev.read_text()
     assert "2 runs finished on the evaluated seeds [10]" in held.read_text()
     assert "reference = grid w0.1 at lr 0.001: 1.9100" in held.read_text()
+
+
+def test_results_of_the_repositorys_run_folders_are_kept_where_they_are_committed(tmp_path, monkeypatch):
+    """runs/ is not committed and a new checkout starts without it: an arm's result (and a recorded
+    run's fit) lives in benchmarks/results/NAME, and every reader looks there."""
+    wg = load_warmup_grid(monkeypatch)
+    monkeypatch.setattr(wg, "REPO", tmp_path)
+    out, arm = tmp_path / "runs" / "warmup_grid", wg.Arm("lion", "grid", -1, 0.0, 0)
+    assert wg.result_path(out, arm) == tmp_path / "benchmarks/results/warmup_grid/lion/grid-w0-lr0.0005/seed-0.json"
+    assert wg.results_dir(tmp_path / "elsewhere") == tmp_path / "elsewhere" / "results"
+    record = wg.needs(wg.Arm("lion", "fitted", -1, 0.0, 0))
+    assert wg.fit_path(out, record) == tmp_path / "benchmarks/results/warmup_grid/lion/record-lr0.0005/seed-100.fit.json"
+    _finish(wg, out, arm, 1.7)
+    wg.fit_path(out, record).parent.mkdir(parents=True)
+    wg.fit_path(out, record).write_text("{}")  # a recorded run's fit is not a result
+    assert list(wg.collect(out).name) == [arm.name] and wg.result_of(out, arm)["val_loss"] == 1.7

@@ -326,13 +326,13 @@ def test_a_fit_with_k_negative_near_zero_gets_a_sentence_not_a_schedule(runs, pr
     assert page.find("img", "k-vs-delta") and page.find("img", "residuals")
 
 
-def test_a_falling_k_fit_that_decides_no_warmup_is_still_flagged_not_supported(runs, probed_fit, tmp_path):
+def test_a_falling_k_fit_is_flagged_as_one_that_must_not_drive(runs, probed_fit, tmp_path):
     falling = dataclasses.replace(probed_fit, status="not supported", spearman=-0.6, spearman_p=1e-6,
                                   data={**probed_fit.data, "rows_used": 100})  # 10 rows above a 0.9 envelope
-    assert falling.schedule_problem() is None  # it decides: no warm-up
+    assert falling.schedule_problem() == "the fit's status is 'not supported', not 'supported'"
     page = Page(write_report([runs[0]], tmp_path / "r.html", fits=[falling]).read_text())
-    assert "the model is not supported on this run" in page.section_text("warnings")
-    assert "No warnings" not in page.section_text("warnings")
+    assert ("this fit must not drive a learning-rate schedule: the fit's status is 'not supported'"
+            in page.section_text("warnings"))
 
 
 def test_a_physical_fit_with_k1_negative_draws_its_schedule_with_the_peak(runs, probed_fit,

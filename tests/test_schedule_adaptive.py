@@ -462,27 +462,17 @@ def test_set_peak_on_the_practical_schedule_keeps_its_start_at_lr_over_div():
     assert _drive(sched, [3.0]) == [pytest.approx(0.03)] and sched.constants.delta_peak == pytest.approx(0.5)
 
 
-def test_a_fit_whose_k_falls_with_the_gap_starts_at_the_peak_and_decays():
-    """K = 1 − 2Δ + 0.5Δ² dips below 0 (no η(Δ) to follow) and falls significantly as Δ grows over
-    the data: no warm-up, so the run starts at the given lr and decays to its floor; without an lr
-    there is no peak to start from, which is said in one line."""
+def test_a_fit_whose_k_falls_with_the_gap_is_refused_in_one_line():
+    """K = 1 − 2Δ + 0.5Δ² falls significantly as Δ grows over the data: a fit the model cannot follow
+    (read as "no warm-up", it cost more than it won on the benchmark) and whose constants are not
+    physical (K dips below 0): refused, with the reason, forced or not."""
     fit = {"constants": {"rho": 2.0, "K0": 1.0, "K1": -2.0, "K_rho": 0.5}, "f_star": 0.0, "status": "not supported",
            "delta_peak": 1.4, "eta_max": 1.0, "delta_range": [0.5, 3.0], "intervals": {"delta_peak": [1.0, 2.0]},
            "spearman": -0.4, "spearman_p": 1e-4, "data": {"rows_used": 500}}
-    sched = AdaptiveWarmup.from_fit(_optimizer(1.0), fit, lr=0.02, min_lr_ratio=0.1, decay="linear", total_steps=10,
-                                    ema=0.0, reduce=None)
-    assert sched.optimizer.param_groups[0]["lr"] == pytest.approx(0.02) and sched.phase == "decay"
-    assert _drive(sched, [3.0] * 10)[-1] == pytest.approx(0.002) and sched.decision["branch"] == "no-warmup"
-    with pytest.raises(SmoothprobeError, match="K falls as Δ grows .* pass lr"):
-        AdaptiveWarmup.from_fit(_optimizer(1.0), fit, total_steps=10)
-    with pytest.raises(SmoothprobeError, match="no η\\(Δ\\) for decay 'model'"):
-        AdaptiveWarmup.from_fit(_optimizer(1.0), fit, lr=0.02, decay="model")
-
-
-def test_a_schedule_without_constants_decays_from_its_first_step():
-    sched = AdaptiveWarmup(_optimizer(1.0), None, 0.0, lr=0.1, min_lr=0.0, decay="linear", total_steps=4,
-                           ema=0.0, reduce=None)
-    assert sched.phase == "decay" and sched.constants is None
-    assert _drive(sched, [3.0, 2.0, 1.0, 0.5]) == pytest.approx([0.075, 0.05, 0.025, 0.0])
-    with pytest.raises(SmoothprobeError, match="needs lr"):
-        AdaptiveWarmup(_optimizer(1.0), None, 0.0, decay="linear", total_steps=4)
+    with pytest.raises(SmoothprobeError, match="not physical.*refusing"):
+        AdaptiveWarmup.from_fit(_optimizer(1.0), fit, lr=0.02, decay="linear", total_steps=10)
+    with pytest.warns(RuntimeWarning), pytest.raises(SmoothprobeError, match="not physical"):
+        AdaptiveWarmup.from_fit(_optimizer(1.0), fit, lr=0.02, decay="linear", total_steps=10, allow_unsupported=True)
+    physical = {**fit, "constants": {"rho": 2.0, "K0": 1.0, "K1": 0.5, "K_rho": 1.0}}  # but K still fell in the data
+    with pytest.raises(SmoothprobeError, match="status is 'not supported'.*refusing"):
+        AdaptiveWarmup.from_fit(_optimizer(1.0), physical, lr=0.02, decay="linear", total_steps=10)

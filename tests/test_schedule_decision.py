@@ -47,13 +47,12 @@ FALLING = {**FIT, "status": "not supported", "spearman": -0.19, "spearman_p": 0.
 """A full-run fit whose K falls as Δ grows (Muon on the tiny LLaMA): the model cannot follow it."""
 
 
-def test_a_k_that_falls_as_the_gap_grows_means_no_warm_up():
-    """K non-increasing in Δ makes η = Δ/K strictly increasing in Δ: largest at the start."""
+def test_a_k_that_falls_as_the_gap_grows_is_not_yet():
+    """K falling with Δ makes η = Δ/K largest at the start, but the model does not describe such a K,
+    and read as "no warm-up" it cost more than it won on the benchmark (docs/design.md §5): not yet."""
     got = decide(FALLING, None)
-    assert got.branch == "no-warmup" and "K falls as Δ grows (Spearman -0.19, p = 0.008)" in got.reason
-    for change in ({"spearman_p": 0.2}, {"spearman": 0.19, "verdict": "…"}, {"data": {"rows_used": 40}},
-                   {"f_star_fit": {"degenerate": "b at its bound"}}):
-        assert decide({**FALLING, **change}, None).branch == "not yet", change
+    assert got.branch == "not yet" and "status is 'not supported'" in got.reason
+    assert decide(FALLING, 0.01).branch == "not yet"  # whatever the gap
 
 
 def test_hand_written_constants_drive():

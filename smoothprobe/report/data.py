@@ -228,9 +228,9 @@ def run_warnings(view: RunView) -> list[str]:
         return out
     if (problem := fit.schedule_problem()) is not None:
         out.append(f"this fit must not drive a learning-rate schedule: {problem}")
-    elif fit.status not in (None, "supported"):  # a falling K: read only as "no warm-up"
-        out.append(f"the model is {fit.status} on this run, so its constants and Δ' describe nothing here; "
-                   "`train --fit` reads it only as \"no warm-up\" (K falls as Δ grows)")
+    elif fit.status not in (None, "supported"):  # `decision._rises`: the gaps' ratio is all that is missing
+        out.append(f"the model is {fit.status} on this run: `train --fit` drives a schedule from it only because "
+                   "K's rise with Δ is significant while the gaps span a narrow ratio")
     data = fit.data
     dropped = data["dropped_nonpositive_delta"]
     if dropped:

@@ -79,7 +79,7 @@ class AdaptiveWarmup(LRScheduler):
     def __init__(
         self,
         optimizer: Optimizer,
-        constants: Constants | PracticalRule | None,
+        constants: Constants | PracticalRule,
         f_star: float,
         *,
         lr: float | None = None,
@@ -99,13 +99,6 @@ class AdaptiveWarmup(LRScheduler):
             self._set(None)
             peak = constants.lr if lr is None else lr
             start = constants.lr / constants.div if initial_lr is None else initial_lr
-        elif constants is None:  # no η(Δ) to follow: decay from the first step (`from_fit`, K falling with Δ)
-            if lr is None or decay == "model":
-                raise SmoothprobeError("a schedule without constants (no warm-up) needs lr and a decay other than "
-                                       "'model'", params=["lr", "decay"])
-            self._rule = None
-            self._set(None)
-            peak, start = lr, lr
         else:
             self._rule = None
             self._set(constants.checked())
@@ -154,8 +147,6 @@ class AdaptiveWarmup(LRScheduler):
         self._record: dict[str, Any] = {}
         self._loss: float | None = None
         self._smoothed: float | None = None
-        if constants is None:  # no warm-up at all: the decay runs from the first step
-            self._phase, self._switch_step, self._switch_lr = "decay", 0, self.lr
         self._write(None)
         super().__init__(optimizer)
 
@@ -176,8 +167,7 @@ class AdaptiveWarmup(LRScheduler):
         may be overridden; the first step runs at η at the largest fitted gap (`delta_range`).
         `min_lr_ratio` sets the floor relative to the peak (which `min_lr` would need in advance).
         The fit decides at its largest measured gap (`decision.decide`): a Δ' interval above every
-        measured gap, or a K that falls significantly as Δ grows (then `lr` is needed: such constants
-        have no peak η), means no warm-up (the schedule starts at the peak and decays), one inside the
+        measured gap means no warm-up (the schedule starts at the peak and decays), one inside the
         measured range drives the warm-up; anything else (a verdict that is not "supported", a
         degenerate f*, a Δ' below the data) is refused in one line unless `allow_unsupported`,
         which warns instead. η is evaluated inside the measured gaps only, and `lr` rescales the
@@ -197,31 +187,19 @@ class AdaptiveWarmup(LRScheduler):
         f_star = data.get("f_star") if f_star is None else f_star
         if f_star is None:
             raise SmoothprobeError("fit: fit.json has no 'f_star'; pass f_star=...", params=["fit", "f_star"])
-        falling = decision.branch == "no-warmup" and constants.problem() is not None  # K falls as Δ grows
-        if falling:
-            if lr is None:
-                raise SmoothprobeError(f"fit: {decision.reason}, but its constants give no peak η to run at; pass "
-                                       "lr, the peak to decay from", params=["fit", "lr"])
-            if kwargs.get("decay") == "model":
-                raise SmoothprobeError(f"fit: {decision.reason}, but its constants give no η(Δ) for decay 'model' "
-                                       "to follow; choose decay cosine or linear", params=["fit", "decay"])
-            kwargs.pop("initial_lr", None)
-            peak, constants, span = lr, None, None  # no constants: the schedule starts in its decay
-        else:
-            constants = constants.checked()
-            if data.get("eta_max") is not None and not math.isclose(data["eta_max"], constants.eta_max,
-                                                                    rel_tol=1e-3):
-                warnings.warn(f"fit.json eta_max={data['eta_max']} differs from its constants' "
-                              f"{constants.eta_max}; using the constants.", stacklevel=2)
-            span = decision.delta_range
-            peak = constants.peak_within(span)[1] if lr is None else lr
-            constants = constants.rescaled(peak, span)
-            if kwargs.get("initial_lr") is None and span:
-                kwargs["initial_lr"] = min(float(constants.eta(span[1])), peak)
+        constants = constants.checked()
+        if data.get("eta_max") is not None and not math.isclose(data["eta_max"], constants.eta_max, rel_tol=1e-3):
+            warnings.warn(f"fit.json eta_max={data['eta_max']} differs from its constants' "
+                          f"{constants.eta_max}; using the constants.", stacklevel=2)
+        span = decision.delta_range
+        peak = constants.peak_within(span)[1] if lr is None else lr
+        constants = constants.rescaled(peak, span)
+        if kwargs.get("initial_lr") is None and span:
+            kwargs["initial_lr"] = min(float(constants.eta(span[1])), peak)
         if min_lr_ratio is not None:
             kwargs["min_lr"] = peak * min_lr_ratio
         sched = cls(optimizer, constants, f_star, lr=peak, delta_range=span, **kwargs)
-        if decision.branch == "no-warmup" and not falling:
+        if decision.branch == "no-warmup":
             sched.skip_warmup()
         sched.decision = decision.to_dict()
         return sched

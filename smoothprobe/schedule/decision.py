@@ -7,8 +7,6 @@ and the measured gap range [Δ_lo, Δ_hi]:
 
 - the whole interval lies above Δ: the peak is behind us (or K grows at most linearly in Δ, Δ' = ∞),
   so no warm-up is needed: go to the peak LR now ("no-warmup");
-- K falls significantly as Δ grows (a fit the model cannot follow): η = Δ/K then rises with Δ at
-  every gap and is largest at the start: "no-warmup" too;
 - η at Δ is already within RISE_LEFT of its peak η_max (at the upper end of the bootstrap interval
   of η_max/η(Δ)): what is left of the warm-up is too small to matter ("no-warmup" too);
 - the interval lies inside the measured range: the data locate the peak, the fit drives the
@@ -25,7 +23,9 @@ a verdict other than "supported") is "not yet" too, with that reason; constants 
 status) drive. One verdict is read more closely: "not identifiable" only because the gaps span a
 narrow ratio (often so at the start of a run, where Δ is measured from f*'s lower bound and so
 overstated) still decides when K's rise with Δ is significant by both tests the verdict uses (the
-Spearman trend, and the bootstrap interval of the envelope's rise above 0) over enough rows.
+Spearman trend, and the bootstrap interval of the envelope's rise above 0) over enough rows. A K
+that falls as Δ grows is "not supported" and so "not yet": read as "no warm-up", it cost more than it
+won on the benchmark (docs/design.md §5).
 
 The data can place Δ' only once the gaps have reached it, so on a falling loss a located peak is
 usually already behind the current gap: in practice the closed loop runs the practical warm-up
@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from smoothprobe.fit.compare import MIN_ROWS_ABOVE, TREND_P, trend
+from smoothprobe.fit.compare import MIN_ROWS_ABOVE, TREND_P
 from smoothprobe.fit.result import SmoothnessFit, schedule_problem_of
 from smoothprobe.smoothness import eta, eta_max
 
@@ -126,10 +126,6 @@ def decide(fit: SmoothnessFit | Mapping, delta: float | None, step: int | None =
     def out(branch: str, reason: str) -> Decision:
         return Decision(branch, reason, delta, peak, band, span, step)
 
-    if _falls(d):
-        return out("no-warmup", f"{trend(d['spearman'], d['spearman_p'])} in the measured points: with K "
-                                "non-increasing, η = Δ/K rises with Δ, so it is largest at the start (the "
-                                "envelope's own peak Δ' is not followed: the model does not describe this K)")
     problem = schedule_problem_of({**d, "status": "supported"} if _rises(d) else d)
     if problem is not None:
         return out("not yet", problem)
@@ -156,30 +152,15 @@ def decide(fit: SmoothnessFit | Mapping, delta: float | None, step: int | None =
 
 def _rises(d: Mapping) -> bool:
     """A "not identifiable" verdict whose only missing piece is the spread of the gaps: K's rise with
-    Δ is significant (Spearman p < TREND_P, bootstrap interval of the rise above 0) over enough rows."""
+    Δ is significant by the Spearman test (p < TREND_P, over at least MIN_ROWS_ABOVE rows above the
+    envelope) and by the bootstrap interval of the rise, which lies above 0."""
     if d.get("status") != "not identifiable" or "spans only" not in str(d.get("verdict", "")):
         return False
     growth = (d.get("intervals") or {}).get("growth")
-    return (isinstance(growth, (list, tuple)) and _number(growth[0]) is not None and growth[0] > 0
-            and _trend(d) > 0)
-
-
-def _falls(d: Mapping) -> bool:
-    """A fit that may not drive (not "supported") because K falls significantly as Δ grows, over
-    enough rows and with gaps from an f* that is not degenerate: then η = Δ/K(Δ) rises with Δ at
-    every measured gap, and its largest value is at the start, which is the answer "no warm-up"."""
-    degenerate = (d.get("f_star_fit") or {}).get("degenerate")
-    return d.get("status") not in (None, "supported") and not degenerate and _trend(d) < 0
-
-
-def _trend(d: Mapping) -> int:
-    """+1 / −1 where K rises / falls with Δ by the Spearman test (p < TREND_P) over at least
-    MIN_ROWS_ABOVE rows above the envelope; 0 otherwise."""
     rho, p = _number(d.get("spearman")), _number(d.get("spearman_p"))
     rows = (d.get("data") or {}).get("rows_used", 0) * (1.0 - float(d.get("quantile", 0.9)))
-    if rho is None or p is None or p >= TREND_P or round(rows, 9) < MIN_ROWS_ABOVE:
-        return 0
-    return 1 if rho > 0 else -1 if rho < 0 else 0
+    return (isinstance(growth, (list, tuple)) and _number(growth[0]) is not None and growth[0] > 0
+            and rho is not None and rho > 0 and p is not None and p < TREND_P and round(rows, 9) >= MIN_ROWS_ABOVE)
 
 
 def _rise_left(d: Mapping, delta: float) -> float:
