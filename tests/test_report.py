@@ -335,6 +335,17 @@ def test_a_falling_k_fit_is_flagged_as_one_that_must_not_drive(runs, probed_fit,
             in page.section_text("warnings"))
 
 
+def test_a_narrow_gap_fit_that_drives_through_a_significant_rise_is_flagged(runs, probed_fit, tmp_path):
+    narrow = dataclasses.replace(probed_fit, status="not identifiable", spearman=0.6, spearman_p=1e-6,
+                                 verdict="the middle 90% of Δ = loss − f* spans only 2.1..2.4",
+                                 intervals={**probed_fit.intervals, "growth": [0.1, 0.5]},
+                                 data={**probed_fit.data, "rows_used": 100})  # 10 rows above a 0.9 envelope
+    assert narrow.schedule_problem() is None  # `decision._rises`: it may drive
+    page = Page(write_report([runs[0]], tmp_path / "r.html", fits=[narrow]).read_text())
+    assert ("the model is not identifiable on this run: `train --fit` drives a schedule from it only because "
+            "K's rise with Δ is significant" in page.section_text("warnings"))
+
+
 def test_a_physical_fit_with_k1_negative_draws_its_schedule_with_the_peak(runs, probed_fit,
                                                                           tmp_path):
     dip = with_constants(probed_fit, 1.0, -1.0, 1.0)  # K = 1 − Δ + Δ², least K 0.75 at Δ = 0.5
