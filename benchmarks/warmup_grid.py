@@ -29,14 +29,14 @@ validation loss; a diverged run scores as diverged. The reference for every goal
 point over all LRs and warm-ups (mean over seeds); σ is that point's seed σ, floored by the mean
 |w0 − w5-steps| spread.
 
-Full size: tiny LLaMA on `lm`, 1,000 steps of 16×64 tokens, 3 seeds: 3-6 CPU-minutes a run (Muon
-about 15). Arms run `--jobs` at a time (one thread each) in subprocesses; each finished arm leaves
+Full size: tiny LLaMA on `lm`, 1,000 steps of 16×64 tokens, 3 seeds: 2-6 CPU-minutes a run (Muon
+up to 15). Arms run `--jobs` at a time (one thread each) in subprocesses; each finished arm leaves
 its result (`results_dir`) and is skipped on restart, so every session moves the benchmark forward:
 rerun the same command. The results of the default run folders are committed
 (benchmarks/results/warmup_grid*/): a new checkout keeps every finished arm, while the run folders
 (steps, checkpoints) stay local. `--seeds 4 --seed-offset 10` evaluates held-out seeds (reports/warmup_grid_heldout.*).
-On a GPU, `--device cuda` runs the same plan under bf16 autocast into its own folder and report
-(runs/warmup_grid_cuda, reports/warmup_grid_cuda*): bf16 scores are not fp32's, so a folder holds
+On a GPU, `--device cuda` runs the same plan under bf16 autocast into its own folders and report
+(runs/warmup_grid_cuda, benchmarks/results/warmup_grid_cuda, reports/warmup_grid_cuda*): bf16 scores are not fp32's, so a folder holds
 one device's results and the benchmark refuses to mix them.
 
     python benchmarks/warmup_grid.py --jobs 2                 # everything, resumable
@@ -415,6 +415,7 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str) -> None:
     torch.set_num_threads(1)
     path = out / arm.name
     result_path(out, arm).unlink(missing_ok=True)  # an earlier design's result; a refused arm left nothing else
+    fit_path(out, arm).unlink(missing_ok=True)  # a recorded run's earlier fit: the `fitted` arms must not read it
     t0 = time.time()
     error, used = None, None
     try:
@@ -444,8 +445,10 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str) -> None:
                       decision=run.info.get("decision"))
         if arm.kind == "record" and status == "finished":
             try:  # f* as the closed loop's pilot takes it: auto, or the losses' lower bound where it drifts
-                fit_path(out, arm).parent.mkdir(parents=True, exist_ok=True)
-                fit_or_lower_bound(run.steps, 200).to_json(fit_path(out, arm))
+                fit = fit_path(out, arm)
+                fit.parent.mkdir(parents=True, exist_ok=True)
+                fit_or_lower_bound(run.steps, 200).to_json(fit.with_suffix(".partial"))
+                os.replace(fit.with_suffix(".partial"), fit)
             except SmoothprobeError as exc:  # the `fitted` arms then report the miss
                 result["error"] = f"fit: {exc}"
     target = result_path(out, arm)

@@ -168,8 +168,8 @@ class AdaptiveWarmup(LRScheduler):
         `min_lr_ratio` sets the floor relative to the peak (which `min_lr` would need in advance).
         The fit decides at its largest measured gap (`decision.decide`): a Δ' interval above every
         measured gap means no warm-up (the schedule starts at the peak and decays), one inside the
-        measured range drives the warm-up; anything else (a verdict that is not "supported", a
-        degenerate f*, a Δ' below the data) is refused in one line unless `allow_unsupported`,
+        measured range drives the warm-up; anything else (a verdict that is not "supported" and not
+        the narrow-gap exception of `decision`, a degenerate f*, a Δ' below the data) is refused in one line unless `allow_unsupported`,
         which warns instead. η is evaluated inside the measured gaps only, and `lr` rescales the
         constants so that the largest η there is `lr`. `decision` keeps what was decided.
         """
@@ -303,8 +303,7 @@ class AdaptiveWarmup(LRScheduler):
 
     @property
     def constants(self) -> Constants | None:
-        """Constants in use (None until a practical schedule has seen its first loss, and for a
-        schedule without a warm-up built with none)."""
+        """Constants in use (None until a practical schedule has seen its first loss)."""
         return None if self._K0 is None else Constants(self._K0, self._K1, self._K_rho, self._rho)
 
     def last_record(self) -> dict[str, Any]:
