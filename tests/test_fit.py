@@ -427,6 +427,10 @@ GOOD = {"constants": {"rho": 2.0, "K0": 1.0, "K1": 0.5, "K_rho": 2.0}, "f_star":
     (lambda d: {**d, "f_star": "auto"}, "f_star is missing or not finite"),
     (lambda d: {**d, "f_star_fit": {"degenerate": "b = 40 at its bound"}}, "b = 40 at its bound"),
     (lambda d: {**d, "status": "not identifiable"}, "status is 'not identifiable'"),
+    (lambda d: {**d, "status": "not supported", "verdict": "On steps 0..99, K falls as Δ grows (Spearman -0.2, p = "
+                "0.01); the (rho, K0, K1, K_rho) model is not supported: it does not beat a constant L (gain -9.9%). "
+                "The (L0, L1) model fits better."},
+     "status is 'not supported', not 'supported': it does not beat a constant L (gain -9.9%)"),
 ])
 def test_schedule_problem_of_malformed_or_unusable_fits_gives_a_reason(change, reason):
     """A fit written by smoothprobe must be usable; constants without a status (written by hand)

@@ -391,7 +391,8 @@ def test_the_recorded_runs_auto_fit_is_physical_and_its_schedule_drawn(runs):
     assert is_physical(fit.K0, fit.K1, fit.K_rho, fit.rho)
     assert 0 < fit.delta_peak < math.inf and 0 < fit.eta_max < math.inf
     assert fit.status == "not identifiable" and "only 40 rows" in fit.verdict
-    assert fit.schedule_problem() == "the fit's status is 'not identifiable', not 'supported'"
+    assert fit.schedule_problem() == ("the fit's status is 'not identifiable', not 'supported': only 40 rows, of "
+                                      "which about 4 lie above a τ = 0.9 envelope (placing it needs 5)")
 
 
 # ---------------------------------------------------------------- where users look

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,7 +80,8 @@ def schedule_problem_of(d: Mapping) -> str | None:
     if isinstance(fstar_fit, Mapping) and fstar_fit.get("degenerate"):
         return f"f* was estimated from a degenerate loss-curve fit: {fstar_fit['degenerate']}"
     if status != "supported":
-        return f"the fit's status is {status!r}, not 'supported'"
+        why = re.search(rf"model is {re.escape(str(status))}: (.+?)\.(?:\s|$)", str(d.get("verdict", "")))
+        return f"the fit's status is {status!r}, not 'supported'" + (f": {why[1]}" if why else "")
     return None
 
 
