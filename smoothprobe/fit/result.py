@@ -80,6 +80,7 @@ def schedule_problem_of(d: Mapping) -> str | None:
     if isinstance(fstar_fit, Mapping) and fstar_fit.get("degenerate"):
         return f"f* was estimated from a degenerate loss-curve fit: {fstar_fit['degenerate']}"
     if status != "supported":
+        # the reason in `fit.compare.verdict`'s sentence: "… the (rho, …) model is STATUS: WHY. …"
         why = re.search(rf"model is {re.escape(str(status))}: (.+?)\.(?:\s|$)", str(d.get("verdict", "")))
         return f"the fit's status is {status!r}, not 'supported'" + (f": {why[1]}" if why else "")
     return None
