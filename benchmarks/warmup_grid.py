@@ -409,13 +409,15 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str) -> None:
 
     from smoothprobe.errors import SmoothprobeError
     from smoothprobe.schedule.online import fit_or_lower_bound
-    from smoothprobe.store import load_run
+    from smoothprobe.store import load_run, replace_atomically
     from smoothprobe.train import build
 
     torch.set_num_threads(1)
     path = out / arm.name
-    result_path(out, arm).unlink(missing_ok=True)  # an earlier design's result; a refused arm left nothing else
-    fit_path(out, arm).unlink(missing_ok=True)  # a recorded run's earlier fit: the `fitted` arms must not read it
+    target, fit = result_path(out, arm), fit_path(out, arm)
+    target.unlink(missing_ok=True)  # an earlier design's result; a refused arm left nothing else
+    fit.unlink(missing_ok=True)  # a recorded run's earlier fit: the `fitted` arms must not read it
+    target.parent.mkdir(parents=True, exist_ok=True)  # the fit's folder too
     t0 = time.time()
     error, used = None, None
     try:
@@ -445,17 +447,11 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str) -> None:
                       decision=run.info.get("decision"))
         if arm.kind == "record" and status == "finished":
             try:  # f* as the closed loop's pilot takes it: auto, or the losses' lower bound where it drifts
-                fit = fit_path(out, arm)
-                fit.parent.mkdir(parents=True, exist_ok=True)
-                fit_or_lower_bound(run.steps, 200).to_json(fit.with_suffix(".partial"))
-                os.replace(fit.with_suffix(".partial"), fit)
+                replace_atomically(fit, fit_or_lower_bound(run.steps, 200).to_json)
             except SmoothprobeError as exc:  # the `fitted` arms then report the miss
                 result["error"] = f"fit: {exc}"
-    target = result_path(out, arm)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")  # whole or absent: other processes read results at any time
-    partial.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(partial, target)
+    # whole or absent: other processes read results at any time
+    replace_atomically(target, lambda tmp: tmp.write_text(json.dumps(result, indent=1) + "\n"))
 
 
 def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str], jobs: int, quick: bool,
