@@ -74,7 +74,7 @@ def test_fit_writes_fit_json_with_the_scheduler_keys(tmp_path):
     result = invoke("fit", str(tmp_path / "r"), "--bootstrap", "20", "--jobs", "1")
     assert result.exit_code == 0, result.output
     fit = json.loads((tmp_path / "r" / "fit.json").read_text())
-    assert fit["schema_version"] == 1 and fit["f_star"] == 0.0  # the quadratic's exact f*
+    assert fit["schema_version"] == 2 and fit["f_star"] == 0.0  # the quadratic's exact f*
     assert set(fit["constants"]) == {"rho", "K0", "K1", "K_rho"}
     assert "verdict" in fit and fit["verdict"] in result.output
 

@@ -20,10 +20,11 @@ from smoothprobe.fit import (
     schedule_problem_of,
 )
 from smoothprobe.fit.bootstrap import block_length, bootstrap_envelope, circular_block_counts
-from smoothprobe.fit.compare import ModelScore, verdict
+from smoothprobe.fit.compare import CAUSES, ModelScore, verdict
 from smoothprobe.fit.data import FitData
 from smoothprobe.fit.models import POSITIVITY_FLOOR, envelope, rho_design, select_rho, time_folds
 from smoothprobe.fit.quantile import BandedQuantileLP, _solve_dual, pinball, quantile_regression
+from smoothprobe.fit.schema import upgrade_fit
 from smoothprobe.fit.vertex import descend
 from smoothprobe.smoothness import delta_peak, eta_max, is_physical, k_model, min_k
 
@@ -210,7 +211,8 @@ def test_json_round_trip_and_table(tmp_path):
     path = tmp_path / "fit.json"
     fit.to_json(path)
     raw = json.loads(path.read_text())
-    assert raw["schema_version"] == 1
+    assert raw["schema_version"] == 2
+    assert raw["status_cause"] == "beats constant L" and raw["status_reason"] in raw["verdict"]
     assert set(raw["constants"]) == {"rho", "K0", "K1", "K_rho"}
     for key in ("f_star", "delta_peak", "eta_max", "delta_range", "window"):
         assert key in raw
@@ -427,9 +429,7 @@ GOOD = {"constants": {"rho": 2.0, "K0": 1.0, "K1": 0.5, "K_rho": 2.0}, "f_star":
     (lambda d: {**d, "f_star": "auto"}, "f_star is missing or not finite"),
     (lambda d: {**d, "f_star_fit": {"degenerate": "b = 40 at its bound"}}, "b = 40 at its bound"),
     (lambda d: {**d, "status": "not identifiable"}, "status is 'not identifiable'"),
-    (lambda d: {**d, "status": "not supported", "verdict": "On steps 0..99, K falls as Δ grows (Spearman -0.2, p = "
-                "0.01); the (rho, K0, K1, K_rho) model is not supported: it does not beat a constant L (gain -9.9%). "
-                "The (L0, L1) model fits better."},
+    (lambda d: {**d, "status": "not supported", "status_reason": "it does not beat a constant L (gain -9.9%)"},
      "status is 'not supported', not 'supported': it does not beat a constant L (gain -9.9%)"),
 ])
 def test_schedule_problem_of_malformed_or_unusable_fits_gives_a_reason(change, reason):
@@ -567,9 +567,13 @@ VERDICTS = [  # spearman, p, gain, growth, growth interval, other arguments -> s
 def test_verdict_status_and_sentence_follow_the_statistics(spearman, p, gain, growth, interval,
                                                            other, status, phrase):
     data = verdict_data(other.get("n", 200), other.get("span", 4.0))
-    got, sentence = verdict(data, scores(gain), spearman, p, growth, interval, quantile=0.9,
-                            f_star=3.0, f_star_problem=other.get("f_star_problem"))
+    said = verdict(data, scores(gain), spearman, p, growth, interval, quantile=0.9,
+                   f_star=3.0, f_star_problem=other.get("f_star_problem"))
+    got, sentence = said.status, said.sentence
     assert got == status and phrase in sentence
+    assert said.cause in CAUSES and f"model is {status}: {said.reason}." in sentence
+    legacy = upgrade_fit({"schema_version": 1, "status": status, "verdict": sentence})  # a fit.json before 2
+    assert (legacy["status_cause"], legacy["status_reason"]) == (said.cause, said.reason)
     assert f"model is {status}:" in sentence and sentence.count(". ") == 0  # one sentence
     if status == "supported":
         assert "K grows with Δ" in sentence

@@ -327,17 +327,20 @@ def test_a_fit_with_k_negative_near_zero_gets_a_sentence_not_a_schedule(runs, pr
 
 
 def test_a_falling_k_fit_is_flagged_as_one_that_must_not_drive(runs, probed_fit, tmp_path):
-    falling = dataclasses.replace(probed_fit, status="not supported", spearman=-0.6, spearman_p=1e-6,
+    why = "K falls as Δ grows, which the model cannot follow"
+    falling = dataclasses.replace(probed_fit, status="not supported", status_cause="K falls", status_reason=why,
+                                  spearman=-0.6, spearman_p=1e-6,
                                   data={**probed_fit.data, "rows_used": 100})  # 10 rows above a 0.9 envelope
-    assert falling.schedule_problem() == "the fit's status is 'not supported', not 'supported'"
+    assert falling.schedule_problem() == f"the fit's status is 'not supported', not 'supported': {why}"
     page = Page(write_report([runs[0]], tmp_path / "r.html", fits=[falling]).read_text())
-    assert ("this fit must not drive a learning-rate schedule: the fit's status is 'not supported'"
-            in page.section_text("warnings"))
+    assert (f"this fit must not drive a learning-rate schedule: the fit's status is 'not supported', not "
+            f"'supported': {why}" in page.section_text("warnings"))
 
 
 def test_a_narrow_gap_fit_that_drives_through_a_significant_rise_is_flagged(runs, probed_fit, tmp_path):
     narrow = dataclasses.replace(probed_fit, status="not identifiable", spearman=0.6, spearman_p=1e-6,
-                                 verdict="the middle 90% of Δ = loss − f* spans only 2.1..2.4",
+                                 status_cause="narrow gaps",
+                                 status_reason="the middle 90% of Δ = loss − f* spans only 2.1..2.4",
                                  intervals={**probed_fit.intervals, "growth": [0.1, 0.5]},
                                  data={**probed_fit.data, "rows_used": 100})  # 10 rows above a 0.9 envelope
     assert narrow.schedule_problem() is None  # `decision._rises`: it may drive

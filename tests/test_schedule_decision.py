@@ -43,7 +43,7 @@ def test_a_fit_that_must_not_drive_is_not_yet_with_its_reason(change, reason):
 
 FALLING = {**FIT, "status": "not supported", "spearman": -0.19, "spearman_p": 0.008, "data": {"rows_used": 1000},
            "constants": {"rho": 2.0, "K0": 851.3, "K1": -484.6, "K_rho": 123.6},
-           "verdict": "On steps 0..999, K falls as Δ grows (Spearman -0.19, p = 0.0078)"}
+           "status_cause": "K falls", "status_reason": "K falls as Δ grows, which the model cannot follow"}
 """A full-run fit whose K falls as Δ grows (Muon on the tiny LLaMA): the model cannot follow it."""
 
 
@@ -51,7 +51,7 @@ def test_a_k_that_falls_as_the_gap_grows_is_not_yet():
     """K falling with Δ makes η = Δ/K largest at the start, but the model does not describe such a K,
     and read as "no warm-up" it cost more than it won on the benchmark (docs/design.md §5): not yet."""
     got = decide(FALLING, None)
-    assert got.branch == "not yet" and "status is 'not supported'" in got.reason
+    assert got.branch == "not yet" and "status is 'not supported', not 'supported': K falls as Δ grows" in got.reason
     assert decide(FALLING, 0.01).branch == "not yet"  # whatever the gap
 
 
@@ -71,11 +71,11 @@ def test_a_warm_up_with_little_left_to_rise_is_over():
 
 def test_a_narrow_gap_ratio_alone_does_not_stop_a_significant_rise_from_deciding():
     narrow = {**FIT, "status": "not identifiable", "spearman": 0.5, "spearman_p": 1e-8, "quantile": 0.9,
-              "verdict": "… not identifiable: the middle 90% of Δ = loss − f* spans only 4.04..5.12 …",
+              "status_cause": "narrow gaps", "status_reason": "the middle 90% of Δ = loss − f* spans only 4.04..5.12",
               "data": {"rows_used": 100}, "intervals": {"delta_peak": [0.95, 1.2], "growth": [1.0, 2.0]}}
     assert decide(narrow, 2.0).branch == "fit-driven"
     for change in ({"spearman_p": 0.2}, {"intervals": {"delta_peak": [0.95, 1.2], "growth": [-1.0, 2.0]}},
-                   {"data": {"rows_used": 40}}, {"verdict": "… not identifiable: the rise is not significant"}):
+                   {"data": {"rows_used": 40}}, {"status_cause": "rise not significant"}):
         assert decide({**narrow, **change}, 2.0).branch == "not yet"
 
 

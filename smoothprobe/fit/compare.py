@@ -20,6 +20,20 @@ TREND_P = 0.05
 MIN_ROWS_ABOVE = 5
 """An envelope at quantile τ is placed by the ~n(1 − τ) rows above it; fewer cannot place 3
 constants."""
+CAUSES = ("degenerate f*", "few rows", "narrow gaps", "K falls", "flat envelope", "no gain",
+          "rise not significant", "rise includes 0", "beats constant L")
+"""The checks of `verdict`, in its order: the first that applies sets the status and is its cause."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A fit's status, the check that set it (`cause`, one of CAUSES), why in words (`reason`) and
+    the sentence a reader gets (`sentence`: the trend, the status and the reason)."""
+
+    status: str
+    cause: str
+    reason: str
+    sentence: str
 
 
 @dataclass(frozen=True)
@@ -89,8 +103,8 @@ def verdict(
     data: FitData, scores: list[ModelScore], spearman: float, spearman_p: float,
     growth: float, growth_interval: tuple[float, float] | None, *, quantile: float,
     f_star: float, delta_from: str = "loss", f_star_problem: str | None = None,
-) -> tuple[str, str]:
-    """(status, sentence): whether K grows with Δ here, and whether the ρ-model is supported.
+) -> Verdict:
+    """Whether K grows with Δ here, and whether the ρ-model is supported.
 
     `growth` is the envelope's rise K(Δ_95%) − K(Δ_5%). The first that applies decides:
     not identifiable when f* is degenerate (`f_star_problem`), too few rows lie above the
@@ -106,37 +120,38 @@ def verdict(
     above = round(len(data.k) * (1.0 - quantile), 9)  # 50 · (1 − 0.9) is 4.999…, not below 5
     significant = spearman_p < TREND_P
     if f_star_problem is not None:
-        status, why = "not identifiable", f"f* = {f_star:.4g} is degenerate ({f_star_problem})"
+        status, cause, why = "not identifiable", "degenerate f*", (
+            f"f* = {f_star:.4g} is degenerate ({f_star_problem})")
     elif above < MIN_ROWS_ABOVE:
-        status, why = "not identifiable", (
+        status, cause, why = "not identifiable", "few rows", (
             f"only {len(data.k)} rows, of which about {above:.0f} lie above a τ = {quantile:g} "
             f"envelope (placing it needs {MIN_ROWS_ABOVE})")
     elif hi < MIN_DELTA_SPREAD * lo:
-        status, why = "not identifiable", (
+        status, cause, why = "not identifiable", "narrow gaps", (
             f"the middle 90% of Δ = {delta_from} − f* spans only {lo:.3g}..{hi:.3g} "
             f"({delta_from} {lo + f_star:.4g}..{hi + f_star:.4g}), a ratio of {hi / lo:.2f} "
             f"< {MIN_DELTA_SPREAD:g}")
     elif significant and spearman < 0:
-        status, why = "not supported", "K falls as Δ grows, which the model cannot follow"
+        status, cause, why = "not supported", "K falls", "K falls as Δ grows, which the model cannot follow"
     elif growth <= 0:
-        status, why = "not supported", "the fitted envelope does not rise with Δ"
+        status, cause, why = "not supported", "flat envelope", "the fitted envelope does not rise with Δ"
     elif gain < MIN_GAIN:
-        status, why = "not supported", (f"it does not beat a constant L on held-out data "
-                                        f"(pinball gain {100 * gain:.1f}%)")
+        status, cause, why = "not supported", "no gain", (
+            f"it does not beat a constant L on held-out data (pinball gain {100 * gain:.1f}%)")
     elif not significant:
-        status, why = "not identifiable", (f"the rise of K with Δ is not significant "
-                                           f"(p = {spearman_p:.2g} ≥ {TREND_P:g})")
+        status, cause, why = "not identifiable", "rise not significant", (
+            f"the rise of K with Δ is not significant (p = {spearman_p:.2g} ≥ {TREND_P:g})")
     elif growth_interval is not None and growth_interval[0] <= 0:
-        status, why = "not identifiable", ("the bootstrap interval of K's rise over the Δ range "
-                                           f"includes 0 ({growth_interval[0]:.3g}.."
-                                           f"{growth_interval[1]:.3g})")
+        status, cause, why = "not identifiable", "rise includes 0", (
+            f"the bootstrap interval of K's rise over the Δ range includes 0 "
+            f"({growth_interval[0]:.3g}..{growth_interval[1]:.3g})")
     else:
-        status, why = "supported", (f"it beats a constant L by {100 * gain:.1f}% in held-out "
-                                    "pinball loss")
+        status, cause, why = "supported", "beats constant L", (
+            f"it beats a constant L by {100 * gain:.1f}% in held-out pinball loss")
     window = f"steps {data.window[0]}..{data.window[1]}"
     sentence = (f"On {window}, {trend(spearman, spearman_p)}; the (rho, K0, K1, K_rho) model is "
                 f"{status}: {why}.")
     l0l1 = scores[1]
     if l0l1.skipped is None and l0l1.cv_pinball < (1 - MIN_GAIN) * rho_model.cv_pinball:
         sentence += " The (L0, L1) model in |grad|_* fits held-out data better."
-    return status, sentence
+    return Verdict(status, cause, why, sentence)

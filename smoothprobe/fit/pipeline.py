@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.fit.bootstrap import block_length, bootstrap_envelope
-from smoothprobe.fit.compare import ModelScore, compare_models, verdict
+from smoothprobe.fit.compare import ModelScore, Verdict, compare_models, verdict
 from smoothprobe.fit.data import FitData, fit_data
 from smoothprobe.fit.fstar import FStarEstimate, estimate_f_star
 from smoothprobe.fit.models import (
@@ -154,15 +154,15 @@ def percentile_intervals(boot: np.ndarray | None, data: FitData, rho: float, f_s
 
 def judge(data: FitData, design: RhoDesign, constants: np.ndarray, quantile: float, folds: np.ndarray,
           intervals: dict, f_star: float, delta_from: str, estimate: FStarEstimate | None
-          ) -> tuple[str, str, float, float, list[ModelScore]]:
-    """Status and verdict sentence from the Spearman trend, the envelope's rise and the model
-    comparison; also the Spearman correlation, its p-value and the scores."""
+          ) -> tuple[Verdict, float, float, list[ModelScore]]:
+    """The verdict (status, its cause and reason, the sentence) from the Spearman trend, the
+    envelope's rise and the model comparison; also the Spearman correlation, its p-value and the scores."""
     rs, p = spearmanr(data.delta, data.k)
     scores = compare_models(data, design, constants, quantile, folds)
-    status, sentence = verdict(data, scores, float(rs), float(p), float(growth(constants, data, design.rho)),
-                               intervals.get("growth"), quantile=quantile, f_star=f_star,
-                               delta_from=delta_from, f_star_problem=estimate.degenerate if estimate else None)
-    return status, sentence, float(rs), float(p), scores
+    said = verdict(data, scores, float(rs), float(p), float(growth(constants, data, design.rho)),
+                   intervals.get("growth"), quantile=quantile, f_star=f_star, delta_from=delta_from,
+                   f_star_problem=estimate.degenerate if estimate else None)
+    return said, float(rs), float(p), scores
 
 
 def sensitivity_width(estimate: FStarEstimate | None, data: FitData) -> float:

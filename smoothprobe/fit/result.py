@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,10 +12,15 @@ from pathlib import Path
 import numpy as np
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.fit.schema import check_fit, check_schedule_fit, read_fit_json
+from smoothprobe.fit.schema import (
+    SCHEMA_VERSION,
+    check_fit,
+    check_schedule_fit,
+    read_fit_json,
+    upgrade_fit,
+)
 from smoothprobe.smoothness import Constants, k_model
 
-SCHEMA_VERSION = 1
 CONSTANTS = ("K0", "K1", "K_rho")
 
 
@@ -80,9 +84,8 @@ def schedule_problem_of(d: Mapping) -> str | None:
     if isinstance(fstar_fit, Mapping) and fstar_fit.get("degenerate"):
         return f"f* was estimated from a degenerate loss-curve fit: {fstar_fit['degenerate']}"
     if status != "supported":
-        # the reason in `fit.compare.verdict`'s sentence: "… the (rho, …) model is STATUS: WHY. …"
-        why = re.search(rf"model is {re.escape(str(status))}: (.+?)\.(?:\s|$)", str(d.get("verdict", "")))
-        return f"the fit's status is {status!r}, not 'supported'" + (f": {why[1]}" if why else "")
+        why = d.get("status_reason")
+        return f"the fit's status is {status!r}, not 'supported'" + (f": {why}" if isinstance(why, str) and why else "")
     return None
 
 
@@ -110,6 +113,8 @@ class SmoothnessFit:
     data: dict
     verdict: str
     status: str
+    status_cause: str
+    status_reason: str
     spearman: float
     spearman_p: float
     least_squares: dict
@@ -197,7 +202,8 @@ class SmoothnessFit:
 
     @classmethod
     def from_dict(cls, d: dict) -> SmoothnessFit:
-        """Inverse of `to_dict`."""
+        """Inverse of `to_dict` (a version-1 dict is upgraded first: `schema.upgrade_fit`)."""
+        d = upgrade_fit(d)
         check_fit(d)
         if d.get("schema_version") != SCHEMA_VERSION:
             raise SmoothprobeError(f"fit.json schema_version must be {SCHEMA_VERSION}; "
@@ -210,7 +216,8 @@ class SmoothnessFit:
             delta_peak=_num(d["delta_peak"]), eta_max=_num(d["eta_max"]), column=d["column"],
             delta_from=d["delta_from"], quantile=float(d["quantile"]),
             window=tuple(d["window"]), data=d["data"], verdict=d["verdict"],
-            status=d["status"], spearman=_num(d["spearman"]), spearman_p=_num(d["spearman_p"]),
+            status=d["status"], status_cause=d["status_cause"], status_reason=d["status_reason"],
+            spearman=_num(d["spearman"]), spearman_p=_num(d["spearman_p"]),
             least_squares=d["least_squares"], comparison=d["comparison"],
             sensitivity=d["sensitivity"],
             intervals={k: (_num(v[0]), _num(v[1])) for k, v in d["intervals"].items()},

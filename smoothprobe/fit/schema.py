@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.smoothness import F_STAR_LIMIT
 
+SCHEMA_VERSION = 2
+"""fit.json's layout; 2 gave the status's cause and reason fields of their own (`status_cause`, `status_reason`)."""
 MAGNITUDE = (1e-30, 1e30)
 """Smallest and largest |value| of a non-zero constant, Δ or η."""
 RHO_RANGE = (1.0, 100.0)
-STRINGS = ("f_star_source", "column", "delta_from", "verdict", "status")
+STRINGS = ("f_star_source", "column", "delta_from", "verdict", "status", "status_cause", "status_reason")
 OBJECTS = ("data", "least_squares", "bootstrap", "intervals")
 LISTS = ("comparison", "sensitivity", "window")
 
@@ -42,8 +45,37 @@ def json_depth_ok(text: str, limit: int = MAX_DEPTH) -> bool:
     return True
 
 
+LEGACY_CAUSES = {"f* = ": "degenerate f*", "only ": "few rows", "the middle 90%": "narrow gaps",
+                 "K falls": "K falls", "the fitted envelope": "flat envelope", "it does not beat": "no gain",
+                 "the rise of K": "rise not significant", "the bootstrap interval": "rise includes 0",
+                 "it beats": "beats constant L"}
+"""How each reason of `fit.compare.verdict` begins, and its cause: a version-1 fit.json kept both only
+in its verdict sentence."""
+
+
+def upgrade_fit(data: Any) -> Any:
+    """fit.json content at the current schema (SCHEMA_VERSION): a version-1 fit gets `status_cause` and
+    `status_reason` from its verdict sentence ("… the (rho, …) model is STATUS: REASON."); anything
+    else is returned as it is.
+
+    >>> v1 = {"schema_version": 1, "status": "not supported",
+    ...       "verdict": "On steps 0..9, K falls as Δ grows (…); the (rho, K0, K1, K_rho) model is "
+    ...                  "not supported: K falls as Δ grows, which the model cannot follow."}
+    >>> fit = upgrade_fit(v1)
+    >>> fit["schema_version"], fit["status_cause"], fit["status_reason"]
+    (2, 'K falls', 'K falls as Δ grows, which the model cannot follow')
+    """
+    if not isinstance(data, dict) or data.get("schema_version") != 1:
+        return data
+    said = re.search(rf"model is {re.escape(str(data.get('status')))}: (.+?)\.(?:\s|$)", str(data.get("verdict")))
+    reason = said[1] if said else ""
+    cause = next((c for start, c in LEGACY_CAUSES.items() if reason.startswith(start)), "")
+    return {**data, "schema_version": SCHEMA_VERSION, "status_cause": cause, "status_reason": reason}
+
+
 def read_fit_json(path: str, source: str | None = None) -> Any:
-    """A fit.json's parsed content; unreadable, invalid or too deeply nested is one SmoothprobeError line."""
+    """A fit.json's parsed content, upgraded to the current schema (`upgrade_fit`); unreadable, invalid
+    or too deeply nested is one SmoothprobeError line."""
     source = source or str(path)
     try:
         with open(path, encoding="utf-8") as fh:
@@ -53,7 +85,7 @@ def read_fit_json(path: str, source: str | None = None) -> Any:
     if not json_depth_ok(text):
         raise SmoothprobeError(f"{source} nests deeper than {MAX_DEPTH} levels; not a fit.json smoothprobe wrote")
     try:
-        return json.loads(text)
+        return upgrade_fit(json.loads(text))
     except json.JSONDecodeError as err:
         raise SmoothprobeError(f"cannot read fit file {source}: {err}") from None
 

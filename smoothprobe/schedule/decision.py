@@ -154,7 +154,7 @@ def _rises(d: Mapping) -> bool:
     """A "not identifiable" verdict whose only missing piece is the spread of the gaps: K's rise with
     Δ is significant by the Spearman test (p < TREND_P, over at least MIN_ROWS_ABOVE rows above the
     envelope) and by the bootstrap interval of the rise, which lies above 0."""
-    if d.get("status") != "not identifiable" or "spans only" not in str(d.get("verdict", "")):
+    if d.get("status") != "not identifiable" or d.get("status_cause") != "narrow gaps":
         return False
     growth = (d.get("intervals") or {}).get("growth")
     rho, p = _number(d.get("spearman")), _number(d.get("spearman_p"))
