@@ -230,7 +230,8 @@ def scan_state(out: Path, opt: str) -> tuple[list[Arm], int | None]:
 def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -> list[Arm]:
     """Every arm that can be planned from the results so far, in priority order: each optimizer's
     scan, followed as soon as it has found lr* by that optimizer's first seed (adaptive arms, then
-    the grid); then the other seeds; then the stress tier."""
+    the grid) and a second seed's head-to-head; then the stress tier (10·lr*, first seed); then the
+    other seeds."""
     def tier(opt: str, k: int, seed: int) -> list[Arm]:
         arms = []
         if "adaptive" in stages:
@@ -254,13 +255,13 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
             order += [Arm(opt, kind, stars[opt], w, seed) for seed in seeds[1:2] for kind, w in HEAD_TO_HEAD
                       if kind == "grid" and "grid" in stages or kind != "grid" and "adaptive" in stages]
     found = [opt for opt in optimizers if stars[opt] is not None]
-    for seed in seeds[1:]:
-        for opt in found:
-            order += tier(opt, stars[opt], seed)
-    if "stress" in stages:
+    if "stress" in stages:  # one seed at 10·lr* before the other seeds: the goal "never diverges" needs it
         for opt in found:
             order += [Arm(opt, "grid", stars[opt], w, seeds[0], 10.0) for w in SCAN_WARMUPS]
             order += [Arm(opt, kind, stars[opt], 0.0, seeds[0], 10.0) for kind in ("practical", "closed", "closed_step")]
+    for seed in seeds[1:]:
+        for opt in found:
+            order += tier(opt, stars[opt], seed)
     return list(dict.fromkeys(order))
 
 

@@ -80,6 +80,9 @@ def test_the_lr_scan_extends_until_its_best_lr_is_interior(tmp_path, monkeypatch
     assert {a.kind for a in plan if a.seed == 2} >= {"practical", "closed", "fitted", "own_peak", "grid"}
     stress = next(a for a in plan if a.lr_factor == 10.0 and a.kind == "closed")
     assert stress.lr == pytest.approx(10 * 1e-3 / 8)
+    # the stress tier comes after the first seed's tier and the head-to-head, before the other seeds' tiers
+    first = plan.index(next(a for a in plan if a.lr_factor == 10.0))
+    assert {a.seed for a in plan[:first]} == {0, 1} and 2 in {a.seed for a in plan[first:]}
 
 
 def test_the_lr_scan_stays_open_until_both_warmups_ran_at_every_lr(tmp_path, monkeypatch):
