@@ -5,6 +5,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -96,6 +97,15 @@ def test_the_lr_scan_stays_open_until_both_warmups_ran_at_every_lr(tmp_path, mon
     assert wg.scan_state(tmp_path, "muon")[1] == 0
 
 
+def _scan(wg, out, opt, best_k, seeds=(0,)):
+    """A finished LR scan whose best is `best_k` (every other scan point scores 2.5)."""
+    for k in wg.SCAN_K:
+        for w in wg.SCAN_WARMUPS:
+            for seed in seeds if abs(k - best_k) <= 1 else (0,):
+                if not wg.result_path(out, wg.Arm(opt, "grid", k, w, seed)).exists():
+                    _finish(wg, out, wg.Arm(opt, "grid", k, w, seed), 2.5)
+
+
 def test_goals_use_the_best_grid_point_and_a_sigma_floored_by_the_twin_spread(tmp_path, monkeypatch):
     wg = load_warmup_grid(monkeypatch)
     for seed, noise in enumerate((0.0, 0.002, -0.002)):  # seed σ 0.002 at every point
@@ -110,19 +120,41 @@ def test_goals_use_the_best_grid_point_and_a_sigma_floored_by_the_twin_spread(tm
         else:
             _finish(wg, tmp_path, wg.Arm("muon", "own_peak", None, 0.0, seed), 1.95 + noise)
     results = wg.collect(tmp_path)
+    lines = "\n".join(wg.goals(*wg.summarise(results, [0, 1, 2]), results))
+    assert "**muon**: scan open, every verdict open" in lines and "MISSED (+" not in lines
+    assert "closed: 1.9300 (3 seed(s), max lr 0.02) vs reference: open (scan open)" in lines
+    _scan(wg, tmp_path, "muon", 0, seeds=(0, 1, 2))  # k = 0 is the scan's best: lr* = 0.02
+    results = wg.collect(tmp_path)
     table, refs = wg.summarise(results, [0, 1, 2])
     ref = refs["muon"]
-    assert ref["best"] == pytest.approx(1.90) and ref["best_lr"] == pytest.approx(0.02)
+    assert ref["best"] == pytest.approx(1.90) and ref["best_lr"] == pytest.approx(0.02) and ref["shared"] == [0, 1, 2]
     assert ref["twin_floor"] == pytest.approx(0.02) and ref["sigma"] == pytest.approx(0.02)
     lines = "\n".join(wg.goals(table, refs, results))
     assert "closed: 1.9300 (3 seed(s), max lr 0.02) vs reference: MISSED (+1.5 σ)" in lines
     # paired on each seed with the reference point: +0.03 everywhere, where the means' σ is 0.02
-    assert "paired with the reference: +0.0300 (s0 +0.0300, s1 +0.0300, s2 +0.0300)" in lines
+    assert "paired +0.0300 (s0 +0.0300, s1 +0.0300, s2 +0.0300)" in lines
     assert "own_peak: inf" in lines and "(s0 +0.0500, s1 not finished, s2 +0.0500)" in lines
     assert ref["per_seed"] == pytest.approx({0: 1.90, 1: 1.902, 2: 1.898})
     assert "closed loop at least as good as practical: met (-1.0 σ)" in lines
-    assert "fitted: MISSED (refused on 3 seed(s)" in lines and lines.count("diverged") == 1  # own_peak's only
-    assert "**muon**: scan open" in lines  # k = 0, 1 only: the scan's range −3 … 3 is not finished
+    assert "fitted: MISSED (refused on 3 of 3 seed(s)" in lines and lines.count("diverged") == 1  # own_peak's only
+
+
+def test_the_reference_is_a_grid_point_ranked_on_the_seeds_every_point_ran(tmp_path, monkeypatch):
+    """The twin (a noise probe) is never the reference, a point is not chosen for a seed the others
+    lack, and with one seed the σ is not measured: every verdict stays open."""
+    wg = load_warmup_grid(monkeypatch)
+    _scan(wg, tmp_path, "lion", 0)
+    for w, loss in ((0.0, 1.70), (0.1, 1.71), (wg.TWIN, 1.60)):
+        _finish(wg, tmp_path, wg.Arm("lion", "grid", 0, w, 0), loss)
+    _finish(wg, tmp_path, wg.Arm("lion", "grid", 0, 0.1, 1), 1.60)  # lucky: w0 has no seed 1 yet
+    _finish(wg, tmp_path, wg.Arm("lion", "closed", 0, 0.0, 0), 1.72)
+    results = wg.collect(tmp_path)
+    table, refs = wg.summarise(results, [0, 1])
+    ref = refs["lion"]
+    assert (ref["best_label"], ref["best"], ref["shared"]) == ("grid w0", pytest.approx(1.70), [0])
+    assert math.isnan(ref["seed_sigma"]) and math.isnan(ref["sigma"]) and ref["twin_floor"] == pytest.approx(0.1)
+    lines = "\n".join(wg.goals(table, refs, results))
+    assert "closed: 1.7200 (1 seed(s), max lr 0.001) vs reference: open (σ not measured yet; difference +0.0200)" in lines
 
 
 def test_a_timing_missed_on_a_loaded_machine_is_not_measured_but_bytes_and_met_times_stand(monkeypatch):
@@ -189,8 +221,8 @@ def test_held_out_seeds_get_their_own_report(tmp_path, monkeypatch, capsys):
         wg.main()
     dev, held = (tmp_path / "reports" / f"warmup_grid{s}.md" for s in ("", "_heldout"))
     assert "reference = grid w0.1 at lr 0.001: 1.9000" in dev.read_text()
-    assert "2 runs finished on the evaluated seeds [10]" in held.read_text()
-    assert "reference = grid w0.1 at lr 0.001: 1.9100" in held.read_text()
+    assert f"2 runs finished on the evaluated seeds [{wg.HELD_OUT}]" in held.read_text()
+    assert f"reference = grid w0.1 at lr 0.001: {1.9 + wg.HELD_OUT / 1000:.4f}" in held.read_text()
 
 
 def test_results_of_the_repositorys_run_folders_are_kept_where_they_are_committed(tmp_path, monkeypatch):
@@ -207,3 +239,22 @@ def test_results_of_the_repositorys_run_folders_are_kept_where_they_are_committe
     wg.fit_path(out, record).parent.mkdir(parents=True)
     wg.fit_path(out, record).write_text("{}")  # a recorded run's fit is not a result
     assert list(wg.collect(out).name) == [arm.name] and wg.result_of(out, arm)["val_loss"] == 1.7
+
+
+def test_a_parameter_free_arm_reports_the_largest_step_it_took(monkeypatch):
+    """Prodigy's d grows while its cosine schedule's lr falls, and DoG's η can fall: the arm's max LR is
+    the largest d·lr (or η) over the steps, not the last d times the initial lr."""
+    wg = load_warmup_grid(monkeypatch)
+    group = {"d": 1e-3, "lr": 1.0}
+
+    class Halving:
+        def step(self):
+            group["lr"] *= 0.5
+
+    tracker = wg.LargestStep(Halving(), SimpleNamespace(param_groups=[group]))
+    for d in (1e-3, 4e-3, 5e-3):  # steps of d·lr: 1e-3, 2e-3, 1.25e-3
+        group["d"] = d
+        tracker.step()
+    assert tracker.largest == pytest.approx(2e-3)
+    dog = SimpleNamespace(param_groups=[{"eta": [0.3]}, {"eta": [0.5]}])
+    assert wg.effective_lr(dog) == pytest.approx(0.5) and wg.effective_lr(SimpleNamespace(param_groups=[{}])) is None
