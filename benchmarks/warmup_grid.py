@@ -25,9 +25,11 @@ Stages, each run only when the one before it has the results it needs (per optim
 
 Every arm has the same steps, batch, data and seeds; nothing but the scan's guess is set per
 optimizer, and every arm records the largest LR it actually used. The score is the final
-validation loss; a diverged run scores as diverged. The reference for every goal is the best grid
-point over all LRs and warm-ups (mean over seeds); σ is that point's seed σ, floored by the mean
-|w0 − w5-steps| spread.
+validation loss; a diverged run scores as diverged. The reference for every goal is the best point
+of the grid {lr*/2, lr*, 2·lr*} × {0, 2, 5, 10, 25 %} (not the 5-step twin), ranked on the seeds
+every point has run; σ is that point's seed σ, floored by the mean |w0 − w5-steps| spread, and open
+until both are measured. Every verdict reads an arm's difference to the reference on the seeds both
+ran (paired: same data, same initialisation); while an optimizer's scan is open, all of its are open.
 
 Full size: tiny LLaMA on `lm`, 1,000 steps of 16×64 tokens, 3 seeds: 2-6 CPU-minutes a run (Muon
 up to 15). Arms run `--jobs` at a time (one thread each) in subprocesses; each finished arm leaves
@@ -409,16 +411,22 @@ def effective_lr(optimizer) -> float | None:
 
 class LargestStep:
     """A parameter-free optimizer's schedule that also keeps the largest step size the optimizer took
-    (`effective_lr` after every step, `largest`): the arm's max LR, as every other arm reports it."""
+    (`largest`): the arm's max LR, as every other arm reports it. It reads `effective_lr` before the
+    first step and after every schedule step, when the group holds the d (or η) and the lr of the step
+    to come: Prodigy and D-Adaptation step with the d they held and store the next one."""
 
     def __init__(self, scheduler, optimizer) -> None:
         self.scheduler, self.optimizer, self.largest = scheduler, optimizer, None
+        self._read()
 
-    def step(self) -> None:
+    def _read(self) -> None:
         now = effective_lr(self.optimizer)
         if now is not None and math.isfinite(now):
             self.largest = now if self.largest is None else max(self.largest, now)
+
+    def step(self) -> None:
         self.scheduler.step()
+        self._read()
 
     def state_dict(self) -> dict:
         return {"scheduler": self.scheduler.state_dict(), "largest": self.largest}
@@ -576,6 +584,7 @@ def summarise(results: pd.DataFrame, seeds: list[int]) -> tuple[pd.DataFrame, di
             grid = grid[np.isclose(grid.lr_x / star, 0.5) | np.isclose(grid.lr_x / star, 1.0)
                         | np.isclose(grid.lr_x / star, 2.0)]
         if grid.empty:
+            refs[opt] = {"lr_star": star, "best_label": None}  # the reference is open: no grid point yet
             continue
         by_point = grid.pivot_table(index=["label", "lr_x"], columns="seed", values="score", aggfunc="first")
         shared = [seed for seed in by_point.columns if by_point[seed].notna().all()]
@@ -584,7 +593,8 @@ def summarise(results: pd.DataFrame, seeds: list[int]) -> tuple[pd.DataFrame, di
         at_best = by_point.loc[(label, lr)].dropna()
         twins = mine[(mine.kind == "grid") & mine.warmup.isin((0.0, TWIN))]
         pairs = twins.pivot_table(index=["seed", "k"], columns="warmup", values="score").dropna()
-        floor = float((pairs[0.0] - pairs[TWIN]).abs().mean()) if TWIN in pairs and len(pairs) else math.nan
+        both = {0.0, TWIN} <= set(pairs.columns) and len(pairs)
+        floor = float((pairs[0.0] - pairs[TWIN]).abs().mean()) if both else math.nan
         seed_sigma = float(at_best.std()) if len(at_best) > 1 else math.nan
         sigma = max(seed_sigma, floor) if math.isfinite(seed_sigma) and math.isfinite(floor) else math.nan
         refs[opt] = {"best": float(means.min()), "best_label": label, "best_lr": float(lr),
@@ -629,7 +639,7 @@ def paired(mine: dict[int, float], other: dict[int, float]) -> tuple[float, str]
     inf where `mine` diverged on a seed `other` finished; NaN where they share no finished seed."""
     both = sorted(seed for seed in mine if seed in other)
     if not both:
-        return math.nan, ""
+        return math.nan, "paired: no seed in common"
     diffs = {seed: mine[seed] - other[seed] for seed in both if math.isfinite(mine[seed]) and math.isfinite(other[seed])}
     lost = any(mine[seed] == math.inf and math.isfinite(other[seed]) for seed in both)
     each = ", ".join(f"s{seed} {diffs[seed]:+.4f}" if seed in diffs else f"s{seed} not finished" for seed in both)
@@ -648,37 +658,40 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
                  + f"; the fit's in {by_fit}, the step test's in {hits - by_fit}")
     for opt, ref in refs.items():
         part = table[table.optimizer == opt]
-        sigma, star = ref["sigma"], ref["lr_star"]
+        star = ref["lr_star"]
+        if ref["best_label"] is None:
+            lines.append(f"- **{opt}**: reference open (no grid point on these seeds yet), every verdict open")
+            continue
+        sigma = ref["sigma"]
         lines.append((f"- **{opt}**: lr* = {star:.4g}" if star else f"- **{opt}**: scan open, every verdict open") + (
             f"; reference = {ref['best_label']} at lr {ref['best_lr']:.4g}: {ref['best']:.4f} (mean over seeds "
             f"{ref['shared']}, which every grid point ran; {ref['best_seeds']} seed(s) in all), σ = {sigma:.4f} "
             f"(seed σ {ref['seed_sigma']:.4f}, twin floor {ref['twin_floor']:.4f}); grid median {ref['median']:.4f} "
             f"over {ref['median_points']} point(s)"))
+        # at lr* (or no LR given); while the scan is open, every LR an arm ran, each on its own line
         at = part[(part.lr_factor == 1.0) & (part.lr_x.isna() | (np.isclose(part.lr_x, star) if star else True))]
-        rows = {label: r for label, r in zip(at.label, at.itertuples())}
         for label, within in (("closed", 1.0), ("closed_step", 1.0), ("fitted", 1.0), ("own_peak", 2.0),
                               ("practical", 1.0)):
-            if label not in rows:
-                continue
-            r = rows[label]
-            if r.refused:
-                lines.append(f"  - {label}: MISSED (refused on {r.refused} of {r.seeds} seed(s): the schedule would "
-                             "not run, see the decisions below)")
-                continue
-            mine = scores_of(results, opt, label, r.lr_x)
-            diff, said = paired(mine, ref["per_seed"])
-            shared = [mine[seed] for seed in ref["shared"] if seed in mine]
-            below = ("open" if len(shared) < len(ref["shared"]) else
-                     "yes" if np.mean(shared) < ref["median"] else "NO")
-            verdict = _verdict(diff, sigma, within) if star else "open (scan open)"
-            lines.append(f"  - {label}: {r.val_mean:.4f} ({r.seeds} seed(s), max lr {r.peak_lr:.3g}) vs reference: "
-                         f"{verdict}; {said}; below the grid median: {below}")
-        if "closed" in rows and "practical" in rows and star:
+            for r in at[at.label == label].itertuples():
+                if r.refused:
+                    lines.append(f"  - {label}: {'MISSED' if star else 'open (scan open)'} (refused on {r.refused} "
+                                 f"of {r.seeds} seed(s): the schedule would not run, see the decisions below)")
+                    continue
+                mine = scores_of(results, opt, label, r.lr_x)
+                diff, said = paired(mine, ref["per_seed"])
+                shared = [mine[seed] for seed in ref["shared"] if seed in mine]
+                below = ("open" if not ref["shared"] or len(shared) < len(ref["shared"]) else
+                         "yes" if np.mean(shared) < ref["median"] else "NO")
+                verdict = _verdict(diff, sigma, within) if star else "open (scan open)"
+                lines.append(f"  - {label}: {r.val_mean:.4f} ({r.seeds} seed(s), max lr {r.peak_lr:.3g}) vs reference: "
+                             f"{verdict}; {said}; below the grid median: {below}")
+        rows = {label: r for label, r in zip(at.label, at.itertuples())}
+        if star and "closed" in rows and "practical" in rows:
             diff, said = paired(scores_of(results, opt, "closed", rows["closed"].lr_x),
                                 scores_of(results, opt, "practical", rows["practical"].lr_x))
             lines.append(f"  - closed loop at least as good as practical: {_verdict(diff, sigma)}; {said}")
         for other in PARAM_FREE:
-            if other in rows and "own_peak" in rows:
+            if star and other in rows and "own_peak" in rows:
                 diff, said = paired(scores_of(results, opt, "own_peak", math.nan),
                                     scores_of(results, opt, other, rows[other].lr_x))
                 lines.append(f"  - own-peak vs {other} ({rows[other].val_mean:.4f}, max lr {rows[other].peak_lr:.3g}): "

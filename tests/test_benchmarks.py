@@ -123,6 +123,7 @@ def test_goals_use_the_best_grid_point_and_a_sigma_floored_by_the_twin_spread(tm
     lines = "\n".join(wg.goals(*wg.summarise(results, [0, 1, 2]), results))
     assert "**muon**: scan open, every verdict open" in lines and "MISSED (+" not in lines
     assert "closed: 1.9300 (3 seed(s), max lr 0.02) vs reference: open (scan open)" in lines
+    assert "fitted: open (scan open) (refused on 3 of 3 seed(s)" in lines and "own-peak vs" not in lines
     _scan(wg, tmp_path, "muon", 0, seeds=(0, 1, 2))  # k = 0 is the scan's best: lr* = 0.02
     results = wg.collect(tmp_path)
     table, refs = wg.summarise(results, [0, 1, 2])
@@ -155,6 +156,18 @@ def test_the_reference_is_a_grid_point_ranked_on_the_seeds_every_point_ran(tmp_p
     assert math.isnan(ref["seed_sigma"]) and math.isnan(ref["sigma"]) and ref["twin_floor"] == pytest.approx(0.1)
     lines = "\n".join(wg.goals(table, refs, results))
     assert "closed: 1.7200 (1 seed(s), max lr 0.001) vs reference: open (σ not measured yet; difference +0.0200)" in lines
+    _finish(wg, tmp_path, wg.Arm("muon", "closed", 0, 0.0, 0), 1.72)  # an optimizer with no grid point yet
+    results = wg.collect(tmp_path)
+    lines = "\n".join(wg.goals(*wg.summarise(results, [0, 1]), results))
+    assert "**muon**: reference open (no grid point on these seeds yet), every verdict open" in lines
+
+
+def test_paired_differences_name_what_they_could_not_compare(monkeypatch):
+    wg = load_warmup_grid(monkeypatch)
+    diff, said = wg.paired({0: 1.0}, {1: 1.0})
+    assert math.isnan(diff) and said == "paired: no seed in common"
+    diff, said = wg.paired({0: math.inf, 1: 1.2}, {0: 1.0, 1: 1.0})
+    assert diff == math.inf and said == "paired +inf (s0 not finished, s1 +0.2000)"
 
 
 def test_a_timing_missed_on_a_loaded_machine_is_not_measured_but_bytes_and_met_times_stand(monkeypatch):
@@ -251,8 +264,8 @@ def test_a_parameter_free_arm_reports_the_largest_step_it_took(monkeypatch):
         def step(self):
             group["lr"] *= 0.5
 
-    tracker = wg.LargestStep(Halving(), SimpleNamespace(param_groups=[group]))
-    for d in (1e-3, 4e-3, 5e-3):  # steps of d·lr: 1e-3, 2e-3, 1.25e-3
+    tracker = wg.LargestStep(Halving(), SimpleNamespace(param_groups=[group]))  # the first step: 1e-3
+    for d in (4e-3, 5e-3):  # the optimizer stores the next step's d, then the schedule halves lr: 2e-3, 1.25e-3
         group["d"] = d
         tracker.step()
     assert tracker.largest == pytest.approx(2e-3)

@@ -61,6 +61,8 @@ def full_fit():
 
 @pytest.mark.parametrize("corrupt, message", BAD + [
     (lambda d: {**d, "verdict": None}, "field 'verdict' must be a string"),
+    (lambda d: {**d, "status_cause": "vibes"}, "field 'status_cause' must be one of degenerate f*, few rows"),
+    (lambda d: {**d, "status_reason": 3}, "field 'status_reason' must be a string"),
     (lambda d: {**d, "intervals": {"K0": "x"}}, "field 'intervals.K0' must be a list"),
     (lambda d: {**d, "quantile": 7}, "field 'quantile' must be a finite number in [0, 1]"),
 ])

@@ -79,6 +79,21 @@ def test_a_narrow_gap_ratio_alone_does_not_stop_a_significant_rise_from_deciding
         assert decide({**narrow, **change}, 2.0).branch == "not yet"
 
 
+def test_a_version_1_fit_is_read_by_its_verdict_sentence():
+    """A fit.json from before schema 2 kept the status's cause only in its verdict sentence: passed as
+    a dict (json.load), it decides as its upgraded self does."""
+    narrow = {**FIT, "status": "not identifiable", "spearman": 0.5, "spearman_p": 1e-8, "quantile": 0.9,
+              "data": {"rows_used": 100}, "intervals": {"delta_peak": [0.95, 1.2], "growth": [1.0, 2.0]},
+              "schema_version": 1, "verdict": "On steps 0..99, K grows with Δ (Spearman +0.50, p = 1e-08); the "
+              "(rho, K0, K1, K_rho) model is not identifiable: the middle 90% of Δ = loss − f* spans only 4.04..5.12 "
+              "(loss 4.04..5.12), a ratio of 1.27 < 1.5."}
+    assert decide(narrow, 2.0).branch == "fit-driven"
+    got = decide({**narrow, "status": "not supported", "verdict": "… the (rho, K0, K1, K_rho) model is not supported: "
+                  "K falls as Δ grows, which the model cannot follow."}, 2.0)
+    assert got.branch == "not yet" and got.reason.endswith("not 'supported': K falls as Δ grows, which the model "
+                                                           "cannot follow")
+
+
 def test_the_step_test_passes_up_to_twice_the_exact_line_search_step_of_a_quadratic():
     """f = ½xᵀAx, a gradient step Δx = −ηg: slope ηgᵀg, curvature η²gᵀAg, so the best LR along g is
     the exact line-search step gᵀg/gᵀAg whatever η the probed steps took, and a step at twice it

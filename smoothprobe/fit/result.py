@@ -238,12 +238,13 @@ class SmoothnessFit:
     @staticmethod
     def schedule_content(source: SmoothnessFit | str | os.PathLike | Mapping) -> Mapping:
         """What a schedule reads from a fit: this fit's fit.json content, or a fit.json (a path or
-        its loaded content; constants written by hand need only the schedule's keys), refused in
-        one line naming the field."""
+        its loaded content, upgraded to the current schema; constants written by hand need only the
+        schedule's keys), refused in one line naming the field."""
         if isinstance(source, SmoothnessFit):
             return source.to_dict()
         if isinstance(source, Mapping):
-            check_schedule_fit(dict(source), "fit")
+            source = upgrade_fit(dict(source))
+            check_schedule_fit(source, "fit")
             return source
         data = read_fit_json(str(source))
         check_schedule_fit(data, str(source))

@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from smoothprobe.errors import SmoothprobeError
+from smoothprobe.fit.compare import CAUSES
 from smoothprobe.smoothness import F_STAR_LIMIT
 
 SCHEMA_VERSION = 2
@@ -46,7 +47,7 @@ def json_depth_ok(text: str, limit: int = MAX_DEPTH) -> bool:
 
 
 LEGACY_CAUSES = {"f* = ": "degenerate f*", "only ": "few rows", "the middle 90%": "narrow gaps",
-                 "K falls": "K falls", "the fitted envelope": "flat envelope", "it does not beat": "no gain",
+                 "Δ only spans": "narrow gaps", "K falls": "K falls", "the fitted envelope": "flat envelope", "it does not beat": "no gain",
                  "the rise of K": "rise not significant", "the bootstrap interval": "rise includes 0",
                  "it beats": "beats constant L"}
 """How each reason of `fit.compare.verdict` begins, and its cause: a version-1 fit.json kept both only
@@ -147,6 +148,8 @@ def check_fit(data: Any, source: str = "fit.json") -> None:
         for key in keys:
             if not isinstance(data.get(key), kind):
                 _fail(source, key, name, data.get(key))
+    if data["status_cause"] not in (*CAUSES, ""):  # "": a version-1 reason with no known cause
+        _fail(source, "status_cause", f"one of {', '.join(CAUSES)}", data["status_cause"])
     for key in ("quantile", "level"):
         _number(data.get(key), source, key, low=0.0, high=1.0, tiny=0.0)
     for key in ("spearman", "spearman_p"):

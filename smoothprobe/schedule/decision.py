@@ -51,6 +51,7 @@ import numpy as np
 
 from smoothprobe.fit.compare import MIN_ROWS_ABOVE, TREND_P
 from smoothprobe.fit.result import SmoothnessFit, schedule_problem_of
+from smoothprobe.fit.schema import upgrade_fit
 from smoothprobe.smoothness import eta, eta_max
 
 BRANCHES = ("no-warmup", "fit-driven", "not yet")
@@ -113,7 +114,7 @@ def _pair(value: Any, missing: float) -> tuple[float, float] | None:
 def decide(fit: SmoothnessFit | Mapping, delta: float | None, step: int | None = None) -> Decision:
     """The branch for `fit` (a SmoothnessFit or fit.json content) at the current gap `delta`
     (None: the largest measured gap, i.e. the start of a run the fit was not measured on)."""
-    d = fit.to_dict() if isinstance(fit, SmoothnessFit) else fit
+    d = fit.to_dict() if isinstance(fit, SmoothnessFit) else upgrade_fit(dict(fit)) if isinstance(fit, Mapping) else fit
     peak = _number(d.get("delta_peak")) if isinstance(d, Mapping) else None
     intervals = d.get("intervals") if isinstance(d, Mapping) else None
     band = _pair(intervals.get("delta_peak"), math.inf) if isinstance(intervals, Mapping) else None
