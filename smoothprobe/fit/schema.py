@@ -47,9 +47,9 @@ def json_depth_ok(text: str, limit: int = MAX_DEPTH) -> bool:
 
 
 LEGACY_CAUSES = {"f* = ": "degenerate f*", "only ": "few rows", "the middle 90%": "narrow gaps",
-                 "Δ only spans": "narrow gaps", "K falls": "K falls", "the fitted envelope": "flat envelope", "it does not beat": "no gain",
-                 "the rise of K": "rise not significant", "the bootstrap interval": "rise includes 0",
-                 "it beats": "beats constant L"}
+                 "Δ only spans": "narrow gaps", "K falls": "K falls", "the fitted envelope": "flat envelope",
+                 "it does not beat": "no gain", "the rise of K": "rise not significant",
+                 "the bootstrap interval": "rise includes 0", "it beats": "beats constant L"}
 """How each reason of `fit.compare.verdict` begins, and its cause: a version-1 fit.json kept both only
 in its verdict sentence."""
 
