@@ -89,9 +89,13 @@ DESIGN = 5
 rerun when it changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
 narrow gap ratio decides; 4: a K that falls significantly as Δ grows means no warm-up; 5: 3 again, a
 falling K is "not yet": as "no warm-up" it cost normSGD 0.13 on seed 13 and won Lion about 0.006)."""
-GUARD = 1
-"""Version of the pilot's stability guard on a fit's decision (`decision.within_stability`, 1: the
-step test at the peak on the last 3 probed steps); the pilot's arms (CLOSED) rerun when it changes."""
+GUARD = 2
+"""Version of the pilot's guards on a fit's decision (1: the step test at the peak on the last 3 probed
+steps, `decision.within_stability`; 2: also held back while the optimizer's step per unit LR is still
+falling, `decision.after_settling`); the pilot's arms (CLOSED) rerun when it changes. The second guard
+cannot act on a run whose fits decided nothing, nor on one whose step scale had not fallen at its
+decision: those version-1 results were relabelled 2 after a rerun of one (Lion's measured peak, seed 0)
+gave the same validation loss to the last digit."""
 RESTART = 2
 """Version of what a pilot's decision does to the optimizer's state (`Pilot._restart_on_jump`; 1: a
 decision that raises the LR at once restarts the momentum, 2: only a momentum whose memory is longer

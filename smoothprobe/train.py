@@ -210,9 +210,9 @@ class Trainer:
         if recorder is not None:
             row.update(recorder.after_step())
             tensors = recorder.tensor_rows
-        row.update(schedule_step(self, row))
-        if "update_norm" not in row:
+        if "update_norm" not in row:  # before the schedule: a pilot's guard reads it
             row["update_norm"] = distributed.update_norm(named, before)
+        row.update(schedule_step(self, row))
         row["step_time_s"] = time.perf_counter() - t0
         if distributed.active():
             ranks = distributed.gather_floats([row["step_time_s"], lr])

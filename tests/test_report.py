@@ -505,14 +505,16 @@ def test_the_closed_loops_decision_is_in_the_runs_section(runs, tmp_path):
                         "interval": [3.5491, 3.8487], "delta_range": [3.1012, 5.2023], "refits": 2,
                         "momentum_restarted": 12}
     info["pilot"] = {"steps": 100, "status": "no-warmup", "history": [
-        {"step": 49, "branch": "not yet", "by": "fit", "held": "no-warmup"}, {"step": 60, "branch": "no-warmup", "by": "fit"}]}
+        {"step": 49, "branch": "not yet", "by": "fit", "held": "no-warmup"},
+        {"step": 55, "branch": "not yet", "by": "fit", "held": "fit-driven", "held_by": "the falling step size"},
+        {"step": 60, "branch": "no-warmup", "by": "fit"}]}
     (decided / "run.json").write_text(json.dumps(info))
     page = Page(write_report([decided], tmp_path / "r.html").read_text())
     text = page.section_text("summary")
     assert ("the fit decided no-warmup at step 60 (<i>past</i> its rise); Δ' interval [3.549, 3.849], "
             "measured gaps [3.101, 5.202], after 2 refit(s); the LR jumped, so the optimizer's momentum restarted "
             "(12 buffers zeroed). Each decision, by step: 49 not yet (the stability limit "
-            "held back no-warmup); 60 no-warmup.") in text
+            "held back no-warmup); 55 not yet (the falling step size held back fit-driven); 60 no-warmup.") in text
     assert not page.find("i", "summary")  # the reason is text, not markup
     info["decision"] = {"branch": "no-warmup", "step": 0, "reason": "within the stability limit", "by": "step test",
                         "trial": [{"step": s} for s in range(3)]}

@@ -129,3 +129,64 @@ def test_the_step_test_treats_negative_curvature_as_room_and_an_ascent_step_as_n
     ascent = [{"lr": 0.1, "secant_slope": -1.0, "secant_curv": 1.0}] * 3
     assert step_test(concave, 1e6).branch == "no-warmup"
     assert step_test(ascent, 1e-9).branch == "not yet"
+
+
+def _step_scales(make_optimizer, steps: int = 80, n: int = 16) -> list[dict]:
+    """Rows (lr, update_norm) of `steps` steps of an optimizer on the noisy quadratic ½ Σ a_i x_i²."""
+    import torch
+
+    torch.manual_seed(0)
+    x = torch.nn.Parameter(torch.randn(n))
+    a = torch.linspace(0.1, 10.0, n)
+    opt, rows = make_optimizer([x]), []
+    for _ in range(steps):
+        before = x.detach().clone()
+        loss = 0.5 * (a * x**2).sum() + (torch.randn(n) * x).sum() * 0.1
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        rows.append({"lr": opt.param_groups[0]["lr"], "update_norm": float((x.detach() - before).norm())})
+    return rows
+
+
+def test_the_step_scale_of_a_sign_method_is_constant_and_adams_falls():
+    """A sign step moves every coordinate by lr: ‖Δx‖/lr = √n exactly, at every step (Lion). Adam's
+    first step is a sign step too (m̂/√v̂ = g/|g|), then |m̂|/√v̂ < 1 as the noise and the shrinking
+    gradients enter v̂, so its scale falls and the guard holds a decision back."""
+    import torch
+
+    from smoothprobe.optim import Lion
+    from smoothprobe.schedule.decision import Decision, after_settling, step_scale_ratio
+
+    lion = _step_scales(lambda p: Lion(p, lr=0.01))
+    adam = _step_scales(lambda p: torch.optim.Adam(p, lr=0.01))
+    assert all(r["update_norm"] / r["lr"] == pytest.approx(4.0, rel=1e-6) for r in lion)  # √16
+    assert adam[0]["update_norm"] / adam[0]["lr"] == pytest.approx(4.0, rel=1e-4)
+    assert step_scale_ratio(lion) == (pytest.approx(1.0, rel=1e-6), 80)
+    ratio, read = step_scale_ratio(adam)
+    assert read == 80 and ratio < 1 / 1.1
+    decision = Decision("no-warmup", "Δ' lies above the gap", 2.0, None, None, None, 79)
+    assert after_settling(decision, lion) == decision
+    held = after_settling(decision, adam)
+    assert (held.branch, held.held, held.held_by) == ("not yet", "no-warmup", "the falling step size")
+    assert held.reason.startswith("the optimizer's step per unit LR is still falling (median of the last 10 steps "
+                                  f"{ratio:.3g}× that of the run's first quarter)")
+    assert held.reason.endswith("; the fit said: Δ' lies above the gap")
+
+
+@pytest.mark.parametrize("late, holds", [(1 / 1.1 - 1e-6, True), (1 / 1.1 + 1e-6, False), (1.5, False)])
+def test_the_settling_guard_holds_a_fall_beyond_rise_left_and_nothing_else(late, holds):
+    """Steps 0–19 at scale 1, then `late`: the first quarter of 80 rows ends at row 20, so the ratio is
+    `late` exactly; a fall of more than a factor 1 + RISE_LEFT holds, a rise never does."""
+    from smoothprobe.schedule.decision import Decision, after_settling, step_scale_ratio
+
+    rows = [{"lr": 0.5, "update_norm": 0.5 * (1.0 if t < 20 else late)} for t in range(80)]
+    assert step_scale_ratio(rows)[0] == pytest.approx(late, rel=1e-12)
+    for branch in ("no-warmup", "fit-driven"):
+        got = after_settling(Decision(branch, "", 1.0, None, None, None, 79), rows)
+        assert (got.branch == "not yet") == holds and got.held == (branch if holds else None)
+    undecided = Decision("not yet", "", 1.0, None, None, None, 79)
+    assert after_settling(undecided, rows) == undecided
+    assert math.isnan(step_scale_ratio(rows[:19])[0])  # fewer than 2·SETTLE_ROWS steps: nothing to compare
+    assert math.isnan(step_scale_ratio([{"lr": 0.5}] * 80)[0])  # rows without update_norm
+    assert after_settling(Decision("no-warmup", "", 1.0, None, None, None, 79), rows[:19]).branch == "no-warmup"

@@ -203,6 +203,29 @@ def test_a_fit_that_says_no_warm_up_is_held_to_the_stability_limit_at_the_peak(c
     assert forced.open and sched.phase == "warmup" and forced.history[-1]["held"] == "no-warmup"
 
 
+def test_a_fit_that_says_no_warm_up_waits_for_the_optimizers_step_scale_to_settle():
+    """The linear-K rows whose fit says "no-warmup", within the stability limit, but with steps twice as
+    long per unit LR before step 20 as after it (Adam's early sign steps): the guard compares the last
+    10 steps with the 10 that end at the first quarter of the rows, so it holds every refit until that
+    quarter is past step 20 plus half a window (at step 99: ratio 1/1.5), and the refit at step 109
+    decides. Held back to the end, the warm-up's closing note names the guard."""
+    rows = planted_steps(200, 0, constants=(1.0, 2.0, 0.0)).assign(secant_slope=1.0, secant_curv=0.0199)
+    rows["update_norm"] = rows["lr"] * np.where(rows["step"] < 20, 2.0, 1.0)
+    sched, pilot, closed_at = _run_pilot(rows.iloc[:120], 100, 1000)
+    held = [d for d in pilot.history if d.get("held")]
+    assert [d["step"] for d in held] == [49, 59, 69, 79, 89, 99] and closed_at == 109 == pilot.history[-1]["step"]
+    assert all(d["held"] == "no-warmup" and d["held_by"] == "the falling step size" for d in held)
+    assert held[-1]["reason"].startswith("the optimizer's step per unit LR is still falling (median of the last 10 "
+                                         "steps 0.667× that of the run's first quarter)")
+    assert pilot.status == "no-warmup" and pilot.decision["held"] is None and sched.phase == "decay"
+    sched, pilot, _ = _run_pilot(rows.iloc[:60], 100, 1000)
+    sched.skip_warmup()  # the practical warm-up ends with the fit held back by this guard
+    row = rows.iloc[60].to_dict()
+    sched.step(row["loss"])
+    assert pilot.observe(60, row, sched) and pilot.status == (
+        "not yet: the practical warm-up ended before a fit decided once the step size settled")
+
+
 def test_allow_unsupported_forces_the_windows_last_fit_and_says_so():
     rows = planted_steps(80, 0)
     rows["secant_K"] = 5.0  # no trend in Δ: every fit is refused

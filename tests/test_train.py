@@ -323,6 +323,7 @@ def test_run_json_keeps_every_refit_of_the_pilot_as_the_run_goes(tmp_path):
     assert history and history == trainer.pilot.history and len(history) == trainer.pilot.refits
     assert history[0]["step"] == 49 and all(d["by"] == "fit" for d in history)  # the first refit: 50 probed rows
     assert info["decision"]["refits"] == len(history)
+    assert all(r["update_norm"] > 0 for r in trainer.pilot.rows)  # the settling guard reads it at every step
     rows, _ = read_table(tmp_path / "run" / "steps.jsonl")
     assert {r["step"] for r in rows if r.get("pilot_status")} >= {d["step"] for d in history}
 

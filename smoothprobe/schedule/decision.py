@@ -16,7 +16,7 @@ and the measured gap range [Δ_lo, Δ_hi]:
 
 A fit's branch is only half the decision in a run: the pilot holds it to the stability limit at the
 peak LR, measured on the last probed steps (`within_stability`), since the fit reads the gap, not the
-step.
+step, and holds it back while the optimizer's own step per unit LR is still falling (`after_settling`).
 
 A fit that must not drive a schedule at all (`schedule_problem_of`: not physical, a degenerate f*,
 a verdict other than "supported") is "not yet" too, with that reason; constants written by hand (no
@@ -61,13 +61,18 @@ STEP_TEST_ROWS = 3
 """Probed steps whose median the step test reads: one batch's curvature along one step is noisy."""
 STABILITY_LIMIT = 2.0
 """A step longer than this multiple of the best step along its direction raises the loss (quadratic model)."""
+SETTLE_ROWS = 10
+"""Steps whose median step size per unit LR `step_scale_ratio` reads at each end of its span."""
+GUARDS = ("the stability limit", "the falling step size")
+"""What can hold a fit's decision back in a run (`Decision.held_by`): `within_stability`, `after_settling`."""
 
 
 @dataclass(frozen=True)
 class Decision:
     """The branch a fit takes at gap `delta`, why, and on what: Δ' (`delta_peak`), its interval and
     the measured gap range. `step` is the training step it was taken at (None outside a run); `held`,
-    the branch the stability limit held back (`within_stability`; None when it held nothing back)."""
+    the branch a guard held back, and `held_by`, which (one of GUARDS: `within_stability`,
+    `after_settling`; both None when nothing was held back)."""
 
     branch: str
     reason: str
@@ -77,6 +82,7 @@ class Decision:
     delta_range: tuple[float, float] | None
     step: int | None = None
     held: str | None = None
+    held_by: str | None = None
 
     @property
     def decided(self) -> bool:
@@ -231,11 +237,57 @@ def within_stability(decision: Decision, rows: Sequence[Mapping], peak_lr: float
     stable, median, _ = _within_limit(rows, peak_lr)
     if not decision.decided or stable is not False:
         return decision
-    return replace(decision, branch="not yet", held=decision.branch,
+    return replace(decision, branch="not yet", held=decision.branch, held_by=GUARDS[0],
                    reason=f"the stability limit held back the fit's {decision.branch}: a step at the peak LR "
                           f"{peak_lr:.4g} would pass {STABILITY_LIMIT:g}× the best step along the update "
                           f"({median:.4g}, median of the last {STEP_TEST_ROWS} probed steps); the fit said: "
                           f"{decision.reason}")
+
+
+def after_settling(decision: Decision, rows: Sequence[Mapping]) -> Decision:
+    """A fit's decision held back while the optimizer's own step per unit LR is still falling: when
+    `step_scale_ratio` of `rows` is below 1/(1 + RISE_LEFT), a branch that takes the LR to the peak is
+    "not yet" (`held` names it). A step at the peak taken now would be longer than the peak's steps
+    once the scale has settled, the overshoot a warm-up spares: Adam's first steps are sign steps, and
+    on the tiny LLaMA its step per unit LR falls 4.5-fold over the first 100 steps, while Lion's and
+    normalised SGD's stay constant and Muon's grows (Kosson et al., "Analyzing & Reducing the Need for
+    Learning Rate Warmup in GPT Training", 2024; docs/design.md §5). Rows without `update_norm` leave
+    the decision as it is.
+
+    >>> d = Decision("no-warmup", "Δ' = ∞", 1.0, None, None, None, 39)
+    >>> falling = [{"lr": 0.1, "update_norm": 0.1 * 2 ** (-t / 20)} for t in range(40)]
+    >>> after_settling(d, falling).held, after_settling(d, [{"lr": 0.1, "update_norm": 0.1}] * 40).branch
+    ('no-warmup', 'no-warmup')
+    """
+    ratio, _ = step_scale_ratio(rows)
+    if not decision.decided or not ratio * (1.0 + RISE_LEFT) < 1.0:
+        return decision
+    return replace(decision, branch="not yet", held=decision.branch, held_by=GUARDS[1],
+                   reason=f"the optimizer's step per unit LR is still falling (median of the last {SETTLE_ROWS} "
+                          f"steps {ratio:.3g}× that of the run's first quarter), so the fit's {decision.branch} "
+                          f"waits for it to settle; the fit said: {decision.reason}")
+
+
+def step_scale_ratio(rows: Sequence[Mapping]) -> tuple[float, int]:
+    """How far the optimizer's step per unit LR, ‖x_{t+1} − x_t‖ / η_t (`update_norm` / `lr`), has
+    moved over the last three quarters of `rows`: its median over the last SETTLE_ROWS steps over its
+    median over the SETTLE_ROWS steps ending at the first quarter (NaN with fewer than 2·SETTLE_ROWS
+    such steps), and how many steps it read.
+
+    >>> rows = [{"lr": 0.1, "update_norm": 0.1 * (2.0 if t < 20 else 1.0)} for t in range(80)]
+    >>> step_scale_ratio(rows)
+    (0.5, 80)
+    """
+    scale = []
+    for row in rows:
+        lr, moved = _number(row.get("lr")), _number(row.get("update_norm"))
+        if lr is not None and lr > 0 and moved is not None and math.isfinite(moved):
+            scale.append(moved / lr)
+    if len(scale) < 2 * SETTLE_ROWS:
+        return math.nan, len(scale)
+    quarter = max(len(scale) // 4, SETTLE_ROWS)
+    early, late = np.median(scale[quarter - SETTLE_ROWS:quarter]), np.median(scale[-SETTLE_ROWS:])
+    return (float(late / early) if early > 0 else math.nan), len(scale)
 
 
 def _within_limit(rows: Sequence[Mapping], peak_lr: float) -> tuple[bool | None, float, int]:

@@ -17,8 +17,10 @@ from smoothprobe.fit.fstar import MIN_LOSS_POINTS, estimate_f_star
 from smoothprobe.optim import MOMENTUM_STATE, momentum_memory, restart_momentum
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.decision import (
+    GUARDS,
     RISE_LEFT,
     STEP_TEST_ROWS,
+    after_settling,
     best_step_lr,
     decide,
     step_test,
@@ -151,7 +153,8 @@ class Pilot:
     """The closed loop in one run: probe from the first step under the practical schedule, refit K(Δ) with
     f* = auto every `PILOT_REFIT` steps once there are enough rows, and let each fit decide
     (`decision.decide`) at the current gap, held to the stability limit at the peak LR on the last
-    probed steps (`decision.within_stability`): "no-warmup" skips the rest of the warm-up, "fit-driven"
+    probed steps (`decision.within_stability`) and held back while the optimizer's step per unit LR is
+    still falling (`decision.after_settling`): "no-warmup" skips the rest of the warm-up, "fit-driven"
     hands the schedule to the fit (`AdaptiveWarmup.adopt`), "not yet" keeps the practical schedule and
     goes on probing; a decision that raises the LR at once also restarts a momentum whose memory is
     longer than the run so far (`_restart_on_jump`). The first `steps` steps are the probing window
@@ -244,7 +247,8 @@ class Pilot:
             return False
         smoothed = scheduler.last_record().get("loss_smoothed") or row["loss"]
         decision = within_stability(decide(self.fit, smoothed - self.fit.f_star, step), self.rows, scheduler.lr)
-        # allow_unsupported forces the window's last fit past its own "not yet", never past the stability limit
+        decision = after_settling(decision, self.rows)
+        # allow_unsupported forces the window's last fit past its own "not yet", never past either guard
         forced = not decision.decided and decision.held is None and self.allow_unsupported and step >= self.steps - 1
         if forced:
             decision = replace(decision, branch="fit-driven", reason=f"forced by allow_unsupported ({decision.reason})")
@@ -319,9 +323,12 @@ class Pilot:
         return entry
 
     def _ended_undecided(self) -> str:
-        """Why a warm-up that ended first is "not yet": no fit decided, or none within the stability limit."""
-        held = any(d.get("held") for d in self.history)
-        return "the practical warm-up ended before a fit " + ("decided within the stability limit" if held else "decided")
+        """Why a warm-up that ended first is "not yet": no fit decided, or none past the guards that held
+        one back (a decision that names no guard is from before `held_by`: the stability limit's)."""
+        held = {d.get("held_by") or GUARDS[0] for d in self.history if d.get("held")}
+        words = {GUARDS[0]: "within the stability limit", GUARDS[1]: "once the step size settled"}
+        passed = " and ".join(words[g] for g in GUARDS if g in held)
+        return "the practical warm-up ended before a fit decided" + (f" {passed}" if passed else "")
 
     def _warmup_ended(self, step: int, delta: float | None) -> dict:
         """"not yet" at the step the practical warm-up ended, at the gap then; the last fit's interval
