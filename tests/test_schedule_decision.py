@@ -162,15 +162,15 @@ def test_the_step_scale_of_a_sign_method_is_constant_and_adams_falls():
     adam = _step_scales(lambda p: torch.optim.Adam(p, lr=0.01))
     assert all(r["update_norm"] / r["lr"] == pytest.approx(4.0, rel=1e-6) for r in lion)  # √16
     assert adam[0]["update_norm"] / adam[0]["lr"] == pytest.approx(4.0, rel=1e-4)
-    assert step_scale_ratio(lion) == (pytest.approx(1.0, rel=1e-6), 80)
-    ratio, read = step_scale_ratio(adam)
-    assert read == 80 and ratio < 1 / 1.1
+    assert step_scale_ratio(lion) == (pytest.approx(1.0, rel=1e-6), 19)  # 80 rows: the quarter ends at row 19
+    ratio, since = step_scale_ratio(adam)
+    assert since == 19 and ratio < 1 / 1.1
     decision = Decision("no-warmup", "Δ' lies above the gap", 2.0, None, None, None, 79)
     assert after_settling(decision, lion) == decision
     held = after_settling(decision, adam)
     assert (held.branch, held.held, held.held_by) == ("not yet", "no-warmup", "the falling step size")
     assert held.reason.startswith("the optimizer's step per unit LR is still falling (median of the last 10 steps "
-                                  f"{ratio:.3g}× that of the run's first quarter)")
+                                  f"{ratio:.3g}× that of the 10 steps up to step 19)")
     assert held.reason.endswith("; the fit said: Δ' lies above the gap")
 
 
@@ -190,3 +190,21 @@ def test_the_settling_guard_holds_a_fall_beyond_rise_left_and_nothing_else(late,
     assert math.isnan(step_scale_ratio(rows[:19])[0])  # fewer than 2·SETTLE_ROWS steps: nothing to compare
     assert math.isnan(step_scale_ratio([{"lr": 0.5}] * 80)[0])  # rows without update_norm
     assert after_settling(Decision("no-warmup", "", 1.0, None, None, None, 79), rows[:19]).branch == "no-warmup"
+
+
+def test_the_settling_windows_are_the_last_ten_steps_and_the_ten_that_end_at_the_first_quarter():
+    """Every step's scale differs (1 + t/100 up to step 69, then 0.5), so a window shifted by one row
+    moves a median: 80 rows put the early window at steps 10–19 (median 1.145) and the late one at
+    70–79 (0.5). Below 40 rows the early window is the first ten. Rows with no positive LR or no
+    finite update are skipped; an early median of 0 gives no ratio."""
+    from smoothprobe.schedule.decision import step_scale_ratio
+
+    rows = [{"step": t, "lr": 0.1, "update_norm": 0.1 * (1 + t / 100 if t < 70 else 0.5)} for t in range(80)]
+    assert step_scale_ratio(rows) == (pytest.approx(0.5 / 1.145, rel=1e-12), 19)
+    short = rows[:30]  # the early window is steps 0–9 (median 1.045), the late one 20–29 (1.245)
+    assert step_scale_ratio(short) == (pytest.approx(1.245 / 1.045, rel=1e-12), 9)
+    noise = [{"step": -1, "lr": 0.0, "update_norm": 1.0}, {"step": -1, "lr": 0.1, "update_norm": math.inf},
+             {"step": -1, "lr": None, "update_norm": 1.0}]
+    assert step_scale_ratio(noise + rows) == step_scale_ratio(rows)
+    still = [{"lr": 0.1, "update_norm": 0.0}] * 10 + [{"lr": 0.1, "update_norm": 1.0}] * 30
+    assert step_scale_ratio(still)[1] is None and math.isnan(step_scale_ratio(still)[0])

@@ -216,14 +216,39 @@ def test_a_fit_that_says_no_warm_up_waits_for_the_optimizers_step_scale_to_settl
     assert [d["step"] for d in held] == [49, 59, 69, 79, 89, 99] and closed_at == 109 == pilot.history[-1]["step"]
     assert all(d["held"] == "no-warmup" and d["held_by"] == "the falling step size" for d in held)
     assert held[-1]["reason"].startswith("the optimizer's step per unit LR is still falling (median of the last 10 "
-                                         "steps 0.667× that of the run's first quarter)")
+                                         "steps 0.667× that of the 10 steps up to step 24)")
     assert pilot.status == "no-warmup" and pilot.decision["held"] is None and sched.phase == "decay"
     sched, pilot, _ = _run_pilot(rows.iloc[:60], 100, 1000)
     sched.skip_warmup()  # the practical warm-up ends with the fit held back by this guard
     row = rows.iloc[60].to_dict()
     sched.step(row["loss"])
     assert pilot.observe(60, row, sched) and pilot.status == (
-        "not yet: the practical warm-up ended before a fit decided once the step size settled")
+        "not yet: the practical warm-up ended before a fit decided on a settled step size")
+
+
+def test_a_forced_fit_and_a_fit_held_by_both_guards_name_the_guard_that_held_them():
+    """Forcing turns the window's last "not yet" into "fit-driven", which the guards then read like any
+    decision: a falling step scale holds it. Where both guards would hold, the stability limit (read
+    first) is named, and a warm-up that ends after both held says so."""
+    rows = planted_steps(80, 0)
+    rows["secant_K"] = 5.0  # no trend in Δ: every fit is refused, so only forcing decides
+    rows["update_norm"] = rows["lr"] * np.where(rows["step"] < 20, 4.0, 1.0)
+    _, pilot, closed_at = _run_pilot(rows.iloc[:60], 60, 200, allow_unsupported=True)
+    last = pilot.history[-1]
+    assert closed_at is None and (last["step"], last["held"], last["held_by"]) == (59, "fit-driven",
+                                                                                  "the falling step size")
+    assert "the fit said: forced by allow_unsupported (" in last["reason"]
+    both = planted_steps(200, 0, constants=(1.0, 2.0, 0.0)).assign(secant_slope=1.0, secant_curv=0.0201)
+    both["update_norm"] = both["lr"] * np.where(both["step"] < 20, 2.0, 1.0)
+    sched, pilot, _ = _run_pilot(both.iloc[:60], 100, 1000)
+    assert [d["held_by"] for d in pilot.history] == ["the stability limit"] * 2
+    pilot.history[0]["held_by"] = "the falling step size"  # as if the scale had been read first at step 49
+    sched.skip_warmup()
+    row = both.iloc[60].to_dict()
+    sched.step(row["loss"])
+    assert pilot.observe(60, row, sched) and pilot.status == ("not yet: the practical warm-up ended before a fit "
+                                                              "decided within the stability limit and on a settled "
+                                                              "step size")
 
 
 def test_allow_unsupported_forces_the_windows_last_fit_and_says_so():

@@ -63,16 +63,20 @@ STABILITY_LIMIT = 2.0
 """A step longer than this multiple of the best step along its direction raises the loss (quadratic model)."""
 SETTLE_ROWS = 10
 """Steps whose median step size per unit LR `step_scale_ratio` reads at each end of its span."""
-GUARDS = ("the stability limit", "the falling step size")
-"""What can hold a fit's decision back in a run (`Decision.held_by`): `within_stability`, `after_settling`."""
+SETTLE_FALL = 0.1
+"""A step per unit LR that fell by more than a factor 1 + SETTLE_FALL over the run so far is still settling."""
+GUARDS = {"the stability limit": "within the stability limit", "the falling step size": "on a settled step size"}
+"""What can hold a fit's decision back in a run (`Decision.held_by`: `within_stability`, `after_settling`),
+and what a decision that passes it is, in words. A held decision that names none is the stability limit's
+(run.json files from before the second guard)."""
 
 
 @dataclass(frozen=True)
 class Decision:
     """The branch a fit takes at gap `delta`, why, and on what: Δ' (`delta_peak`), its interval and
     the measured gap range. `step` is the training step it was taken at (None outside a run); `held`,
-    the branch a guard held back, and `held_by`, which (one of GUARDS: `within_stability`,
-    `after_settling`; both None when nothing was held back)."""
+    the branch a guard held back, and `held_by`, which (a key of GUARDS; both None when nothing was
+    held back)."""
 
     branch: str
     reason: str
@@ -237,7 +241,7 @@ def within_stability(decision: Decision, rows: Sequence[Mapping], peak_lr: float
     stable, median, _ = _within_limit(rows, peak_lr)
     if not decision.decided or stable is not False:
         return decision
-    return replace(decision, branch="not yet", held=decision.branch, held_by=GUARDS[0],
+    return replace(decision, branch="not yet", held=decision.branch, held_by="the stability limit",
                    reason=f"the stability limit held back the fit's {decision.branch}: a step at the peak LR "
                           f"{peak_lr:.4g} would pass {STABILITY_LIMIT:g}× the best step along the update "
                           f"({median:.4g}, median of the last {STEP_TEST_ROWS} probed steps); the fit said: "
@@ -245,49 +249,52 @@ def within_stability(decision: Decision, rows: Sequence[Mapping], peak_lr: float
 
 
 def after_settling(decision: Decision, rows: Sequence[Mapping]) -> Decision:
-    """A fit's decision held back while the optimizer's own step per unit LR is still falling: when
-    `step_scale_ratio` of `rows` is below 1/(1 + RISE_LEFT), a branch that takes the LR to the peak is
-    "not yet" (`held` names it). A step at the peak taken now would be longer than the peak's steps
-    once the scale has settled, the overshoot a warm-up spares: Adam's first steps are sign steps, and
-    on the tiny LLaMA its step per unit LR falls 4.5-fold over the first 100 steps, while Lion's and
-    normalised SGD's stay constant and Muon's grows (Kosson et al., "Analyzing & Reducing the Need for
-    Learning Rate Warmup in GPT Training", 2024; docs/design.md §5). Rows without `update_norm` leave
-    the decision as it is.
+    """A fit's decided branch held back while the optimizer's own step per unit LR is still falling:
+    when `step_scale_ratio` of `rows` is below 1/(1 + SETTLE_FALL), it is "not yet" (`held` names it).
+    A step at the peak taken now would be longer than the peak's steps once the scale has settled, the
+    overshoot a warm-up spares: Adam's first steps are sign steps, and on the tiny LLaMA its step per
+    unit LR falls 4.5-fold over the first 100 steps, while Lion's and normalised SGD's stay constant and
+    Muon's grows (Kosson et al., "Analyzing & Reducing the Need for Learning Rate Warmup in GPT
+    Training", 2024; docs/design.md §5). For unnormalised SGD the scale is the (momentum) gradient's
+    norm, so the guard waits for that to stop falling. Rows without `update_norm` leave it as it is.
 
     >>> d = Decision("no-warmup", "Δ' = ∞", 1.0, None, None, None, 39)
-    >>> falling = [{"lr": 0.1, "update_norm": 0.1 * 2 ** (-t / 20)} for t in range(40)]
+    >>> falling = [{"step": t, "lr": 0.1, "update_norm": 0.1 * 2 ** (-t / 20)} for t in range(40)]
     >>> after_settling(d, falling).held, after_settling(d, [{"lr": 0.1, "update_norm": 0.1}] * 40).branch
     ('no-warmup', 'no-warmup')
     """
-    ratio, _ = step_scale_ratio(rows)
-    if not decision.decided or not ratio * (1.0 + RISE_LEFT) < 1.0:
+    ratio, since = step_scale_ratio(rows)
+    if not decision.decided or not ratio * (1.0 + SETTLE_FALL) < 1.0:
         return decision
-    return replace(decision, branch="not yet", held=decision.branch, held_by=GUARDS[1],
+    return replace(decision, branch="not yet", held=decision.branch, held_by="the falling step size",
                    reason=f"the optimizer's step per unit LR is still falling (median of the last {SETTLE_ROWS} "
-                          f"steps {ratio:.3g}× that of the run's first quarter), so the fit's {decision.branch} "
-                          f"waits for it to settle; the fit said: {decision.reason}")
+                          f"steps {ratio:.3g}× that of the {SETTLE_ROWS} steps up to step {since}), so the fit's "
+                          f"{decision.branch} waits for it to settle; the fit said: {decision.reason}")
 
 
-def step_scale_ratio(rows: Sequence[Mapping]) -> tuple[float, int]:
-    """How far the optimizer's step per unit LR, ‖x_{t+1} − x_t‖ / η_t (`update_norm` / `lr`), has
-    moved over the last three quarters of `rows`: its median over the last SETTLE_ROWS steps over its
-    median over the SETTLE_ROWS steps ending at the first quarter (NaN with fewer than 2·SETTLE_ROWS
-    such steps), and how many steps it read.
+def step_scale_ratio(rows: Sequence[Mapping]) -> tuple[float, int | None]:
+    """How far the optimizer's step per unit LR, ‖x_{t+1} − x_t‖ / η_t (`update_norm` / `lr`), moved
+    over the last three quarters of `rows`: its median over the last SETTLE_ROWS steps over its median
+    over the SETTLE_ROWS steps that end at the first quarter (the first SETTLE_ROWS steps below
+    4·SETTLE_ROWS rows), and the last step of those (its row's `step`, else its index). NaN and None
+    with fewer than 2·SETTLE_ROWS steps that have a positive LR and a finite update, or an early median
+    of 0.
 
-    >>> rows = [{"lr": 0.1, "update_norm": 0.1 * (2.0 if t < 20 else 1.0)} for t in range(80)]
+    >>> rows = [{"step": t, "lr": 0.1, "update_norm": 0.1 * (2.0 if t < 20 else 1.0)} for t in range(80)]
     >>> step_scale_ratio(rows)
-    (0.5, 80)
+    (0.5, 19)
     """
-    scale = []
-    for row in rows:
+    scale, steps = [], []
+    for i, row in enumerate(rows):
         lr, moved = _number(row.get("lr")), _number(row.get("update_norm"))
         if lr is not None and lr > 0 and moved is not None and math.isfinite(moved):
             scale.append(moved / lr)
+            steps.append(row.get("step", i))
     if len(scale) < 2 * SETTLE_ROWS:
-        return math.nan, len(scale)
+        return math.nan, None
     quarter = max(len(scale) // 4, SETTLE_ROWS)
     early, late = np.median(scale[quarter - SETTLE_ROWS:quarter]), np.median(scale[-SETTLE_ROWS:])
-    return (float(late / early) if early > 0 else math.nan), len(scale)
+    return (float(late / early), int(steps[quarter - 1])) if early > 0 else (math.nan, None)
 
 
 def _within_limit(rows: Sequence[Mapping], peak_lr: float) -> tuple[bool | None, float, int]:

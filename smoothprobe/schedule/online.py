@@ -246,12 +246,11 @@ class Pilot:
             self.status = f"not yet: the fit failed ({exc})"
             return False
         smoothed = scheduler.last_record().get("loss_smoothed") or row["loss"]
-        decision = within_stability(decide(self.fit, smoothed - self.fit.f_star, step), self.rows, scheduler.lr)
-        decision = after_settling(decision, self.rows)
-        # allow_unsupported forces the window's last fit past its own "not yet", never past either guard
-        forced = not decision.decided and decision.held is None and self.allow_unsupported and step >= self.steps - 1
-        if forced:
+        decision = decide(self.fit, smoothed - self.fit.f_star, step)
+        # allow_unsupported forces the window's last fit past its own "not yet", never past the guards below
+        if not decision.decided and self.allow_unsupported and step >= self.steps - 1:
             decision = replace(decision, branch="fit-driven", reason=f"forced by allow_unsupported ({decision.reason})")
+        decision = after_settling(within_stability(decision, self.rows, scheduler.lr), self.rows)
         self.decision = self._log({**decision.to_dict(), "fit_status": self.fit.status}, "fit")
         if not decision.decided:
             self.status = f"not yet: {decision.reason}"
@@ -325,9 +324,8 @@ class Pilot:
     def _ended_undecided(self) -> str:
         """Why a warm-up that ended first is "not yet": no fit decided, or none past the guards that held
         one back (a decision that names no guard is from before `held_by`: the stability limit's)."""
-        held = {d.get("held_by") or GUARDS[0] for d in self.history if d.get("held")}
-        words = {GUARDS[0]: "within the stability limit", GUARDS[1]: "once the step size settled"}
-        passed = " and ".join(words[g] for g in GUARDS if g in held)
+        held = {d.get("held_by") or "the stability limit" for d in self.history if d.get("held")}
+        passed = " and ".join(words for guard, words in GUARDS.items() if guard in held)
         return "the practical warm-up ended before a fit decided" + (f" {passed}" if passed else "")
 
     def _warmup_ended(self, step: int, delta: float | None) -> dict:
