@@ -571,7 +571,9 @@ def summarise(results: pd.DataFrame, seeds: list[int]) -> tuple[pd.DataFrame, di
     the best point of the 2-D grid {lr*/2, lr*, 2·lr*} × GRID_WARMUPS (not the twin, a noise probe),
     ranked by its mean over the seeds every point has run (`shared`), so that a point is never chosen
     for a lucky seed the others lack; its σ (the seed σ floored by the w0/5-step spread, NaN until
-    both are measured), its score on each seed and the grid median over the shared seeds."""
+    both are measured), its score on each seed, the grid median over the shared seeds, and the median
+    seed σ over the grid's points (a best point whose own σ is far below it has two seeds that agree
+    by chance, and its verdicts are stricter than the noise)."""
     res = results[results.seed.isin(seeds) & (results.kind != "record")].copy()
     res["label"] = [k + (f" w{w:g}" if k == "grid" else "") for k, w in zip(res.kind, res.warmup)]
     res["lr_x"] = pd.to_numeric(res.lr)
@@ -600,10 +602,13 @@ def summarise(results: pd.DataFrame, seeds: list[int]) -> tuple[pd.DataFrame, di
         both = {0.0, TWIN} <= set(pairs.columns) and len(pairs)
         floor = float((pairs[0.0] - pairs[TWIN]).abs().mean()) if both else math.nan
         seed_sigma = float(at_best.std()) if len(at_best) > 1 else math.nan
+        spread = by_point.std(axis=1).dropna()  # every point's seed σ: is the best point's typical?
         sigma = max(seed_sigma, floor) if math.isfinite(seed_sigma) and math.isfinite(floor) else math.nan
         refs[opt] = {"best": float(means.min()), "best_label": label, "best_lr": float(lr),
                      "best_seeds": len(at_best), "shared": [int(seed) for seed in shared],
                      "seed_sigma": seed_sigma, "twin_floor": floor, "sigma": sigma,
+                     "grid_seed_sigma": float(spread.median()) if len(spread) else math.nan,
+                     "grid_seed_points": len(spread),
                      "median": float(means.median()), "median_points": len(means), "lr_star": star,
                      "per_seed": {int(seed): float(v) for seed, v in at_best.items()}}
     return table, refs
@@ -670,8 +675,9 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
         lines.append((f"- **{opt}**: lr* = {star:.4g}" if star else f"- **{opt}**: scan open, every verdict open") + (
             f"; reference = {ref['best_label']} at lr {ref['best_lr']:.4g}: {ref['best']:.4f} (mean over seeds "
             f"{ref['shared']}, which every grid point ran; {ref['best_seeds']} seed(s) in all), σ = {sigma:.4f} "
-            f"(seed σ {ref['seed_sigma']:.4f}, twin floor {ref['twin_floor']:.4f}); grid median {ref['median']:.4f} "
-            f"over {ref['median_points']} point(s)"))
+            f"(seed σ {ref['seed_sigma']:.4f}, twin floor {ref['twin_floor']:.4f}; the grid's points have a median "
+            f"seed σ of {ref['grid_seed_sigma']:.4f} over {ref['grid_seed_points']} point(s) with 2 seeds or more); "
+            f"grid median {ref['median']:.4f} over {ref['median_points']} point(s)"))
         # at lr* (or no LR given); while the scan is open, every LR an arm ran, each on its own line
         at = part[(part.lr_factor == 1.0) & (part.lr_x.isna() | (np.isclose(part.lr_x, star) if star else True))]
         for label, within in (("closed", 1.0), ("closed_step", 1.0), ("fitted", 1.0), ("own_peak", 2.0),

@@ -130,7 +130,10 @@ def test_goals_use_the_best_grid_point_and_a_sigma_floored_by_the_twin_spread(tm
     ref = refs["muon"]
     assert ref["best"] == pytest.approx(1.90) and ref["best_lr"] == pytest.approx(0.02) and ref["shared"] == [0, 1, 2]
     assert ref["twin_floor"] == pytest.approx(0.02) and ref["sigma"] == pytest.approx(0.02)
+    # three points with seed σ 0.002 (0, ±0.002) and the scan's three at 2.5 on every seed (σ 0): median 0.001
+    assert (ref["grid_seed_sigma"], ref["grid_seed_points"]) == (pytest.approx(0.001), 6)
     lines = "\n".join(wg.goals(table, refs, results))
+    assert "the grid's points have a median seed σ of 0.0010 over 6 point(s) with 2 seeds or more" in lines
     assert "closed: 1.9300 (3 seed(s), max lr 0.02) vs reference: MISSED (+1.5 σ)" in lines
     # paired on each seed with the reference point: +0.03 everywhere, where the means' σ is 0.02
     assert "paired +0.0300 (s0 +0.0300, s1 +0.0300, s2 +0.0300)" in lines
