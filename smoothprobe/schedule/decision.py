@@ -289,7 +289,7 @@ def step_scale_ratio(rows: Sequence[Mapping]) -> tuple[float, int | None]:
         lr, moved = _number(row.get("lr")), _number(row.get("update_norm"))
         if lr is not None and lr > 0 and moved is not None and math.isfinite(moved):
             scale.append(moved / lr)
-            steps.append(row.get("step", i))
+            steps.append(i if row.get("step") is None else row["step"])
     if len(scale) < 2 * SETTLE_ROWS:
         return math.nan, None
     quarter = max(len(scale) // 4, SETTLE_ROWS)
