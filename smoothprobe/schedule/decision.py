@@ -241,11 +241,10 @@ def within_stability(decision: Decision, rows: Sequence[Mapping], peak_lr: float
     stable, median, _ = _within_limit(rows, peak_lr)
     if not decision.decided or stable is not False:
         return decision
-    return replace(decision, branch="not yet", held=decision.branch, held_by="the stability limit",
-                   reason=f"the stability limit held back the fit's {decision.branch}: a step at the peak LR "
-                          f"{peak_lr:.4g} would pass {STABILITY_LIMIT:g}× the best step along the update "
-                          f"({median:.4g}, median of the last {STEP_TEST_ROWS} probed steps); the fit said: "
-                          f"{decision.reason}")
+    return _hold(decision, "the stability limit",
+                 f"the stability limit held back the fit's {decision.branch}: a step at the peak LR {peak_lr:.4g} "
+                 f"would pass {STABILITY_LIMIT:g}× the best step along the update ({median:.4g}, median of the "
+                 f"last {STEP_TEST_ROWS} probed steps)")
 
 
 def after_settling(decision: Decision, rows: Sequence[Mapping]) -> Decision:
@@ -266,10 +265,16 @@ def after_settling(decision: Decision, rows: Sequence[Mapping]) -> Decision:
     ratio, since = step_scale_ratio(rows)
     if not decision.decided or not ratio * (1.0 + SETTLE_FALL) < 1.0:
         return decision
-    return replace(decision, branch="not yet", held=decision.branch, held_by="the falling step size",
-                   reason=f"the optimizer's step per unit LR is still falling (median of the last {SETTLE_ROWS} "
-                          f"steps {ratio:.3g}× that of the {SETTLE_ROWS} steps up to step {since}), so the fit's "
-                          f"{decision.branch} waits for it to settle; the fit said: {decision.reason}")
+    return _hold(decision, "the falling step size",
+                 f"the optimizer's step per unit LR is still falling (median of the last {SETTLE_ROWS} steps "
+                 f"{ratio:.3g}× that of the {SETTLE_ROWS} steps up to step {since}), so the fit's "
+                 f"{decision.branch} waits for it to settle")
+
+
+def _hold(decision: Decision, guard: str, why: str) -> Decision:
+    """`decision` held back by `guard` (a key of GUARDS): "not yet" for `why`, the fit's own reason kept."""
+    return replace(decision, branch="not yet", held=decision.branch, held_by=guard,
+                   reason=f"{why}; the fit said: {decision.reason}")
 
 
 def step_scale_ratio(rows: Sequence[Mapping]) -> tuple[float, int | None]:
