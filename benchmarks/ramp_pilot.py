@@ -1,0 +1,96 @@
+"""The steep-ramp pilot (an LR range test), measured: does a short linear ramp give the fit what the
+lr/10 start does not?
+
+Each run is the pilot `train --pilot` would take in its place: 100 steps of a linear ramp from 0 to
+the peak (the warm-up grid's lr*, and 3·lr*), the secant probe on every step, on the warm-up grid's
+data, model and batch (tiny LLaMA, `lm`, 16×64). K(Δ) is then fitted as the pilot fits it (f* = auto,
+or the losses' lower bound where the loss curve cannot place it: `schedule.online.fit_or_lower_bound`)
+and decided as `train --fit` decides at the start of a run (`schedule.decision.decide` at the largest
+measured gap). A ramp would be run as trial steps and undone, so only its decision counts.
+
+What it printed (docs/design.md §5, "The steep-ramp pilot"): a decision in 2 of 16 runs, both Muon's at
+lr* and both "fit-driven" (a short warm-up, which Muon's grid at lr* scores like none); K rises with the
+loss on every run (Spearman +0.25 to +0.81), which a ramp makes by itself: the step grows while the
+loss falls, and K measured along a longer step is smaller.
+
+    python benchmarks/ramp_pilot.py   # 16 runs of 100 steps, about 10 CPU-minutes; resumable;
+                                      # the decisions go to benchmarks/results/ramp_pilot.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+LR_STAR = {"adamw": 1.5e-3, "lion": 5e-4, "muon": 1e-2, "normsgd": 5e-2}
+"""lr* of each optimizer, from the warm-up grid's LR scan (reports/warmup_grid.md)."""
+MULTIPLES = (1.0, 3.0)
+STEPS = 100
+RESULTS = Path(__file__).resolve().parent / "results" / "ramp_pilot.json"
+
+
+def run(out: Path, optimizer: str, multiple: float, seed: int) -> Path:
+    """Train one ramp into its folder (skipped when finished before); the folder."""
+    from smoothprobe.train import TrainConfig, build
+
+    path = out / f"{optimizer}-x{multiple:g}-seed{seed}"
+    info = path / "run.json"  # written atomically: a stopped session's run is "running", and runs again
+    if info.is_file() and json.loads(info.read_text()).get("status") == "finished":
+        return path
+    config = TrainConfig(task="lm", model="tiny", optimizer=optimizer, lr=LR_STAR[optimizer] * multiple,
+                         steps=STEPS, warmup=STEPS, schedule="constant", batch_size=16, seq_len=64, seed=seed,
+                         eval_every=STEPS, checkpoint_every=10**6,
+                         probes={"probes": ("norms", "secant"), "every": 1})
+    build(config, path, overwrite=True).run(progress=False)
+    return path
+
+
+def decide_on(path: Path) -> dict:
+    """The pilot's fit of a ramp's rows and the decision `train --fit` would take from it."""
+    from scipy.stats import spearmanr
+
+    from smoothprobe.schedule.decision import decide
+    from smoothprobe.schedule.online import fit_or_lower_bound
+    from smoothprobe.store import load_run
+
+    rows = load_run(path).steps
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fit = fit_or_lower_bound(rows, 50)
+    probed = rows.dropna(subset=["secant_K"])
+    decision = decide(fit, None)
+    return {"run": path.name, "f_star": fit.f_star, "status": fit.status,
+            "delta_peak": (fit.intervals or {}).get("delta_peak"), "delta_range": fit.delta_range,
+            "spearman_K_loss": float(spearmanr(probed["secant_K"], probed["loss"]).statistic),
+            "branch": decision.branch, "reason": decision.reason}
+
+
+def _span(pair) -> str:
+    return "[" + ", ".join(f"{v:.3g}" for v in pair) + "]" if pair else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/ramp_pilot"))
+    parser.add_argument("--seeds", type=int, default=2)
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    found = []
+    for optimizer in LR_STAR:
+        for multiple in MULTIPLES:
+            for seed in range(args.seeds):
+                found.append(decide_on(run(args.out, optimizer, multiple, seed)))
+                r = found[-1]
+                print(f"{r['run']:18s} {r['status']:17s} Δ' {_span(r['delta_peak'])} gaps {_span(r['delta_range'])} "
+                      f"Spearman(K, loss) {r['spearman_K_loss']:+.2f} -> {r['branch']}", flush=True)
+    decided = sum(r["branch"] != "not yet" for r in found)
+    print(f"decided in {decided} of {len(found)} runs")
+    RESULTS.write_text(json.dumps(found, indent=1, default=float) + "\n")  # committed beside the grid's results
+
+
+if __name__ == "__main__":
+    main()
