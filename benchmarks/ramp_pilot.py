@@ -1,8 +1,8 @@
 """The steep-ramp pilot (an LR range test), measured: does a short linear ramp give the fit what the
 lr/10 start does not?
 
-Each run is the pilot `train --pilot` would take in its place: 100 steps of a linear ramp from 0 to
-the peak (the warm-up grid's lr*, and 3·lr*), the secant probe on every step, on the warm-up grid's
+Each run is the pilot `train --pilot` would take in its place: 100 steps of a linear ramp from lr/100
+to the peak (the warm-up grid's lr*, and 3·lr*), the secant probe on every step, on the warm-up grid's
 data, model and batch (tiny LLaMA, `lm`, 16×64). K(Δ) is then fitted as the pilot fits it (f* = auto,
 or the losses' lower bound where the loss curve cannot place it: `schedule.online.fit_or_lower_bound`)
 and decided as `train --fit` decides at the start of a run (`schedule.decision.decide` at the largest
