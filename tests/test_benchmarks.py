@@ -274,3 +274,22 @@ def test_a_parameter_free_arm_reports_the_largest_step_it_took(monkeypatch):
     assert tracker.largest == pytest.approx(2e-3)
     dog = SimpleNamespace(param_groups=[{"eta": [0.3]}, {"eta": [0.5]}])
     assert wg.effective_lr(dog) == pytest.approx(0.5) and wg.effective_lr(SimpleNamespace(param_groups=[{}])) is None
+
+
+def test_the_ramp_pilot_ramps_to_its_peak_probes_every_step_and_skips_a_finished_run(tmp_path, monkeypatch):
+    """benchmarks/ramp_pilot.py: the LR rises linearly to the peak over the whole pilot (peak·(k+1)/STEPS
+    at step k), every step carries the secant probe, and a finished run is not trained again."""
+    from smoothprobe.store import load_run
+
+    spec = importlib.util.spec_from_file_location("ramp_pilot", SCRIPT.parent / "ramp_pilot.py")
+    ramp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ramp)
+    monkeypatch.setattr(ramp, "STEPS", 4)
+    path = ramp.run(tmp_path, "lion", 3.0, 0)
+    steps = load_run(path).steps
+    peak = ramp.LR_STAR["lion"] * 3.0
+    assert steps.lr.tolist() == pytest.approx([peak * (k + 1) / 4 for k in range(4)])
+    assert steps.secant_K.notna().all() and (steps.secant_K > 0).all()
+    written = (path / "steps.jsonl").stat().st_mtime_ns
+    assert ramp.run(tmp_path, "lion", 3.0, 0) == path
+    assert (path / "steps.jsonl").stat().st_mtime_ns == written
