@@ -28,37 +28,58 @@ LR_STAR = {"adamw": 1.5e-3, "lion": 5e-4, "muon": 1e-2, "normsgd": 5e-2}
 """lr* of each optimizer, from the warm-up grid's LR scan (reports/warmup_grid.md)."""
 MULTIPLES = (1.0, 3.0)
 STEPS = 100
-RESULTS = Path(__file__).resolve().parent / "results" / "ramp_pilot.json"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "ramp_pilot.json"
+"""The decisions of the default runs (both peaks, seeds 0 and 1), committed beside the grid's results."""
+
+
+def config_of(optimizer: str, multiple: float, seed: int):
+    """The TrainConfig of one ramp: a linear warm-up over every step to `multiple`·lr*, no decay."""
+    from smoothprobe.train import TrainConfig
+
+    return TrainConfig(task="lm", model="tiny", optimizer=optimizer, lr=LR_STAR[optimizer] * multiple,
+                       steps=STEPS, warmup=STEPS, schedule="constant", batch_size=16, seq_len=64, seed=seed,
+                       eval_every=STEPS, checkpoint_every=10**6,
+                       probes={"probes": ("norms", "secant"), "every": 1})
 
 
 def run(out: Path, optimizer: str, multiple: float, seed: int) -> Path:
-    """Train one ramp into its folder (skipped when finished before); the folder."""
-    from smoothprobe.train import TrainConfig, build
+    """Train one ramp into its folder, unless it ended there before (finished or diverged) under the same
+    steps and LR; anything else (stopped, killed, another size) runs again. The folder."""
+    from smoothprobe.train import Diverged, build
 
+    config = config_of(optimizer, multiple, seed)
     path = out / f"{optimizer}-x{multiple:g}-seed{seed}"
-    info = path / "run.json"  # written atomically: a stopped session's run is "running", and runs again
-    if info.is_file() and json.loads(info.read_text()).get("status") == "finished":
-        return path
-    config = TrainConfig(task="lm", model="tiny", optimizer=optimizer, lr=LR_STAR[optimizer] * multiple,
-                         steps=STEPS, warmup=STEPS, schedule="constant", batch_size=16, seq_len=64, seed=seed,
-                         eval_every=STEPS, checkpoint_every=10**6,
-                         probes={"probes": ("norms", "secant"), "every": 1})
-    build(config, path, overwrite=True).run(progress=False)
+    info = path / "run.json"
+    if info.is_file():
+        stored = json.loads(info.read_text())
+        same = {k: stored.get("config", {}).get(k) for k in ("steps", "lr")} == {"steps": config.steps, "lr": config.lr}
+        if same and stored.get("status") in ("finished", "diverged"):
+            return path
+    try:
+        build(config, path, overwrite=True).run(progress=False)
+    except Diverged:
+        pass  # run.json says so; `decide_on` reports it
     return path
 
 
 def decide_on(path: Path) -> dict:
-    """The pilot's fit of a ramp's rows and the decision `train --fit` would take from it."""
+    """The pilot's fit of a ramp's rows (with the pilot's bootstrap) and the decision `train --fit` would
+    take from it; a diverged ramp decides nothing."""
     from scipy.stats import spearmanr
 
     from smoothprobe.schedule.decision import decide
-    from smoothprobe.schedule.online import fit_or_lower_bound
+    from smoothprobe.schedule.online import PILOT_BOOTSTRAP, fit_or_lower_bound
     from smoothprobe.store import load_run
 
-    rows = load_run(path).steps
+    run = load_run(path)
+    if run.info.get("status") != "finished":
+        return {"run": path.name, "status": run.info.get("status"), "branch": "not yet",
+                "reason": f"the ramp did not finish ({run.info.get('status')})"}
+    rows = run.steps
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        fit = fit_or_lower_bound(rows, 50)
+        fit = fit_or_lower_bound(rows, PILOT_BOOTSTRAP)
     probed = rows.dropna(subset=["secant_K"])
     decision = decide(fit, None)
     return {"run": path.name, "f_star": fit.f_star, "status": fit.status,
@@ -67,13 +88,9 @@ def decide_on(path: Path) -> dict:
             "branch": decision.branch, "reason": decision.reason}
 
 
-def _span(pair) -> str:
-    return "[" + ", ".join(f"{v:.3g}" for v in pair) + "]" if pair else "-"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/ramp_pilot"))
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "ramp_pilot")
     parser.add_argument("--seeds", type=int, default=2)
     args = parser.parse_args()
     import torch
@@ -85,11 +102,14 @@ def main() -> None:
             for seed in range(args.seeds):
                 found.append(decide_on(run(args.out, optimizer, multiple, seed)))
                 r = found[-1]
-                print(f"{r['run']:18s} {r['status']:17s} Δ' {_span(r['delta_peak'])} gaps {_span(r['delta_range'])} "
-                      f"Spearman(K, loss) {r['spearman_K_loss']:+.2f} -> {r['branch']}", flush=True)
+                trend = f"Spearman(K, loss) {r['spearman_K_loss']:+.2f}" if "spearman_K_loss" in r else ""
+                print(f"{r['run']:18s} {r['status']:17s} {trend} -> {r['branch']}: {r['reason']}", flush=True)
     decided = sum(r["branch"] != "not yet" for r in found)
     print(f"decided in {decided} of {len(found)} runs")
-    RESULTS.write_text(json.dumps(found, indent=1, default=float) + "\n")  # committed beside the grid's results
+    default = args.seeds == 2 and args.out.resolve() == (REPO / "runs" / "ramp_pilot").resolve()
+    target = RESULTS if default else args.out / "decisions.json"  # only the default set replaces the committed one
+    target.write_text(json.dumps(found, indent=1, default=float) + "\n")
+    print(f"decisions: {target}")
 
 
 if __name__ == "__main__":

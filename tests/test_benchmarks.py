@@ -276,11 +276,13 @@ def test_a_parameter_free_arm_reports_the_largest_step_it_took(monkeypatch):
     assert wg.effective_lr(dog) == pytest.approx(0.5) and wg.effective_lr(SimpleNamespace(param_groups=[{}])) is None
 
 
-def test_the_ramp_pilot_ramps_to_its_peak_probes_every_step_and_skips_a_finished_run(tmp_path, monkeypatch):
+def test_the_ramp_pilot_ramps_to_its_peak_probes_every_step_and_reruns_only_what_did_not_end(tmp_path, monkeypatch):
     """benchmarks/ramp_pilot.py: the LR rises linearly to the peak over the whole pilot (peak·(k+1)/STEPS
-    at step k), every step carries the secant probe, and a finished run is not trained again."""
+    at step k) and every step carries the secant probe; a finished run is kept, while one left "running"
+    (a killed session) or run at another size is trained again."""
     from smoothprobe.store import load_run
 
+    trainer_module = importlib.import_module("smoothprobe.train")  # `smoothprobe.train` is also a function
     spec = importlib.util.spec_from_file_location("ramp_pilot", SCRIPT.parent / "ramp_pilot.py")
     ramp = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ramp)
@@ -290,6 +292,18 @@ def test_the_ramp_pilot_ramps_to_its_peak_probes_every_step_and_skips_a_finished
     peak = ramp.LR_STAR["lion"] * 3.0
     assert steps.lr.tolist() == pytest.approx([peak * (k + 1) / 4 for k in range(4)])
     assert steps.secant_K.notna().all() and (steps.secant_K > 0).all()
-    written = (path / "steps.jsonl").stat().st_mtime_ns
+
+    def trained_again(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(trainer_module, "build", trained_again)
     assert ramp.run(tmp_path, "lion", 3.0, 0) == path
-    assert (path / "steps.jsonl").stat().st_mtime_ns == written
+    info = path / "run.json"
+    stored = json.loads(info.read_text())
+    info.write_text(json.dumps({**stored, "status": "running"}))
+    with pytest.raises(AssertionError, match="trained again"):
+        ramp.run(tmp_path, "lion", 3.0, 0)
+    info.write_text(json.dumps(stored))
+    monkeypatch.setattr(ramp, "STEPS", 5)
+    with pytest.raises(AssertionError, match="trained again"):
+        ramp.run(tmp_path, "lion", 3.0, 0)
