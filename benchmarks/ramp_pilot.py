@@ -24,20 +24,29 @@ import json
 import warnings
 from pathlib import Path
 
-LR_STAR = {"adamw": 1.5e-3, "lion": 5e-4, "muon": 1e-2, "normsgd": 5e-2}
-"""lr* of each optimizer, from the warm-up grid's LR scan (reports/warmup_grid.md)."""
+import warmup_grid
+from warmup_grid import REPO
+
 MULTIPLES = (1.0, 3.0)
 STEPS = 100
-REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "ramp_pilot.json"
 """The decisions of the default runs (both peaks, seeds 0 and 1), committed beside the grid's results."""
+
+
+def lr_star(optimizer: str) -> float:
+    """lr* of `optimizer`: the best LR of the warm-up grid's scan, read from its committed results."""
+    k = warmup_grid.scan_state(REPO / "runs" / "warmup_grid", optimizer)[1]
+    if k is None:
+        raise SystemExit(f"the warm-up grid's LR scan of {optimizer} is still open: run "
+                         "`python benchmarks/warmup_grid.py --stages scan` first")
+    return warmup_grid.Arm(optimizer, "grid", k, 0.0, 0).lr
 
 
 def config_of(optimizer: str, multiple: float, seed: int):
     """The TrainConfig of one ramp: a linear warm-up over every step to `multiple`·lr*, no decay."""
     from smoothprobe.train import TrainConfig
 
-    return TrainConfig(task="lm", model="tiny", optimizer=optimizer, lr=LR_STAR[optimizer] * multiple,
+    return TrainConfig(task="lm", model="tiny", optimizer=optimizer, lr=lr_star(optimizer) * multiple,
                        steps=STEPS, warmup=STEPS, schedule="constant", batch_size=16, seq_len=64, seed=seed,
                        eval_every=STEPS, checkpoint_every=10**6,
                        probes={"probes": ("norms", "secant"), "every": 1})
@@ -46,13 +55,13 @@ def config_of(optimizer: str, multiple: float, seed: int):
 def run(out: Path, optimizer: str, multiple: float, seed: int) -> Path:
     """Train one ramp into its folder, unless it ended there before (finished or diverged) under the same
     steps and LR; anything else (stopped, killed, another size) runs again. The folder."""
+    from smoothprobe.store import read_run_info
     from smoothprobe.train import Diverged, build
 
     config = config_of(optimizer, multiple, seed)
     path = out / f"{optimizer}-x{multiple:g}-seed{seed}"
-    info = path / "run.json"
-    if info.is_file():
-        stored = json.loads(info.read_text())
+    if (path / "run.json").is_file():
+        stored = read_run_info(path)
         same = {k: stored.get("config", {}).get(k) for k in ("steps", "lr")} == {"steps": config.steps, "lr": config.lr}
         if same and stored.get("status") in ("finished", "diverged"):
             return path
@@ -97,7 +106,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     found = []
-    for optimizer in LR_STAR:
+    for optimizer in warmup_grid.GUESS:
         for multiple in MULTIPLES:
             for seed in range(args.seeds):
                 found.append(decide_on(run(args.out, optimizer, multiple, seed)))

@@ -283,13 +283,15 @@ def test_the_ramp_pilot_ramps_to_its_peak_probes_every_step_and_reruns_only_what
     from smoothprobe.store import load_run
 
     trainer_module = importlib.import_module("smoothprobe.train")  # `smoothprobe.train` is also a function
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run as a script: it imports warmup_grid
     spec = importlib.util.spec_from_file_location("ramp_pilot", SCRIPT.parent / "ramp_pilot.py")
     ramp = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ramp)
     monkeypatch.setattr(ramp, "STEPS", 4)
     path = ramp.run(tmp_path, "lion", 3.0, 0)
     steps = load_run(path).steps
-    peak = ramp.LR_STAR["lion"] * 3.0
+    assert ramp.lr_star("lion") == pytest.approx(5e-4)  # the grid's scanned lr*, from its committed results
+    peak = ramp.lr_star("lion") * 3.0
     assert steps.lr.tolist() == pytest.approx([peak * (k + 1) / 4 for k in range(4)])
     assert steps.secant_K.notna().all() and (steps.secant_K > 0).all()
 
