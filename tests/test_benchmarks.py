@@ -309,3 +309,28 @@ def test_the_ramp_pilot_ramps_to_its_peak_probes_every_step_and_reruns_only_what
     monkeypatch.setattr(ramp, "STEPS", 5)
     with pytest.raises(AssertionError, match="trained again"):
         ramp.run(tmp_path, "lion", 3.0, 0)
+
+
+def test_the_settled_step_tests_committed_verdicts_follow_from_its_readings_and_match_its_docstring(monkeypatch):
+    """benchmarks/settled_step.py: every committed verdict is (a) ∧ (b) ∧ (c) of its own readings, and the
+    counts the docstring (and docs/design.md §5) quote are the committed ones; a reading runs end to end."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("settled_step", SCRIPT.parent / "settled_step.py")
+    settled = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(settled)
+    found = json.loads(settled.RESULTS.read_text())
+    assert len(found) == 40 and {r["seed"] for r in found.values()} == set(settled.SEEDS)
+    for r in found.values():
+        assert r["a"] == (r["peak"] <= 2.0 * r["start_best"]) and r["b"] == (r["late_best"] >= r["peak"])
+        assert r["c"] == (r["scale_ratio"] * 1.1 >= 1.0) and r["no_warmup"] == (r["a"] and r["b"] and r["c"])
+    calls = {opt: sum(r["no_warmup"] for r in found.values() if r["optimizer"] == opt)
+             for opt in ("adamw", "lion", "muon", "normsgd")}
+    assert calls == {"adamw": 0, "lion": 6, "muon": 10, "normsgd": 1}
+    for opt, n in calls.items():
+        right = n if opt in ("lion", "muon") else 10 - n
+        assert f"{opt if opt != 'normsgd' else 'normalised SGD'} {right} of 10".lower() in settled.__doc__.lower()
+    monkeypatch.setattr(settled, "WINDOW", 20)  # the fewest steps the scale's ratio reads (2 × SETTLE_ROWS)
+    monkeypatch.setattr(settled, "LATE", (15, 19))
+    r = settled.reading("lion", 0)
+    assert r["peak"] == pytest.approx(5e-4) and 0 < r["start_best"] < 1 and 0 < r["late_best"] < 1
+    assert r["scale_ratio"] == pytest.approx(1.0, abs=1e-3)  # Lion's sign step: the same size at every LR
