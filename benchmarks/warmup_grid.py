@@ -13,7 +13,9 @@ Stages, each run only when the one before it has the results it needs (per optim
 3. **adaptive** (at lr*, every seed): the practical schedule (f* = auto), the closed loop (`--pilot
    0.1`: probes and refits decide warm-up / no warm-up / not yet), the closed loop with the step test
    first (`--step-test`: no warm-up when a step at lr* is within the stability limit along the update
-   of 3 trial steps at lr/10 that are undone), the previous run's fit (`record` one run at lr* on seed
+   of 3 trial steps at lr/10 that are undone), the closed loop with the progress test first
+   (`--progress-test`: no warm-up when 50 steps of the practical start, undone, lower the loss by
+   less than 17.5 %; a threshold set on this benchmark's runs), the previous run's fit (`record` one run at lr* on seed
    100, fit it with f* as the pilot takes it: auto, or the losses' lower bound where the estimate
    drifts; then `train --fit` on each seed; a refused fit is a miss), and the closed loop with no LR given (`--own-peak`: the peak is
    the median best step along the update over the pilot's window). Parameter-free baselines, each at
@@ -106,15 +108,18 @@ followed the machine's load; 2: every `train.PILOT_EVERY`-th step); the pilot's 
 it changes. Arms decided within the window never reach it: their version-1 results were relabelled 2
 once a rerun of one (Lion, seed 10) gave the same validation loss to the last digit."""
 PILOT_STATE = f"guard {GUARD}, restart {RESTART}, cadence {CADENCE}"
-ARM_DESIGN = {"closed": PILOT_STATE, "own_peak": f"peak 4, {PILOT_STATE}", "closed_step": f"stability 5, {PILOT_STATE}"}
+ARM_DESIGN = {"closed": PILOT_STATE, "own_peak": f"peak 4, {PILOT_STATE}", "closed_step": f"stability 5, {PILOT_STATE}",
+              "closed_progress": f"progress 1, {PILOT_STATE}"}
 """Versions of what one kind of arm adds to the decision rule; its arms rerun when either changes.
 own_peak: the median best step along the update over the pilot's window (not the fit's η_max).
 closed_step: the closed loop with `--step-test`: once, before the first step, on 3 trial steps at the
 lr/10 start that are undone, against the stability limit (twice the best step). Version 1 tested the
 best step itself at every step of the start; 2 tested once at the first 3 probed steps of the start,
 taken (Lion lost about 2.5 σ to those three slow steps); 3 ran the tested steps at the peak, where the
-test passes at any LR (the step measures its own LR as the best one); 4 was 2 again."""
-CLOSED = ("closed", "closed_step", "own_peak")
+test passes at any LR (the step measures its own LR as the best one); 4 was 2 again.
+closed_progress: the closed loop with `--progress-test`: once, before the first step, on 50 steps of the
+practical start that are undone, against a relative loss drop of 17.5 % (`decision.progress_test`)."""
+CLOSED = ("closed", "closed_step", "closed_progress", "own_peak")
 """The closed-loop arms (a pilot decides in the run)."""
 DECIDED_BY_FIT = (*CLOSED, "fitted")
 ADAPTIVE = ("practical", *DECIDED_BY_FIT)
@@ -125,8 +130,8 @@ side until the crossing was confirmed, so an f* update far past Δ' dropped the 
 4 steps: AdamW, normSGD; 2: such a gap runs at the peak). They rerun when it changes; arms whose warm-up
 never had a gap at or below Δ' (steps.jsonl) cannot differ and were relabelled 2 after a rerun of
 one (Lion practical, seed 0) gave the same validation loss to the last digit."""
-HEAD_TO_HEAD = (("grid", 0.0), ("grid", TWIN), ("closed", 0.0), ("closed_step", 0.0), ("practical", 0.0),
-                ("fitted", 0.0))
+HEAD_TO_HEAD = (("grid", 0.0), ("grid", TWIN), ("closed", 0.0), ("closed_step", 0.0), ("closed_progress", 0.0),
+                ("practical", 0.0), ("fitted", 0.0))
 """The arms at lr* run on a second seed right after the first seed's tier."""
 
 
@@ -136,7 +141,7 @@ class Arm:
     given) for one seed."""
 
     optimizer: str
-    kind: str  # grid, practical, closed, closed_step, fitted, own_peak, record, or one of PARAM_FREE
+    kind: str  # grid, practical, closed, closed_step, closed_progress, fitted, own_peak, record, or one of PARAM_FREE
     k: int | None
     warmup: float
     seed: int
@@ -243,7 +248,8 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
     def tier(opt: str, k: int, seed: int) -> list[Arm]:
         arms = []
         if "adaptive" in stages:
-            arms += [Arm(opt, kind, k, 0.0, seed) for kind in ("fitted", "closed_step", "practical", "closed")]
+            arms += [Arm(opt, kind, k, 0.0, seed) for kind in ("fitted", "closed_step", "practical", "closed",
+                                                               "closed_progress")]
             arms.append(Arm(opt, "own_peak", None, 0.0, seed))
             if opt == "adamw":
                 arms += [Arm(opt, kind, None if kind != "untuned" else k, 0.0, seed) for kind in PARAM_FREE]
@@ -266,7 +272,8 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
     if "stress" in stages:  # one seed at 10·lr* before the other seeds: the goal "never diverges" needs it
         for opt in found:
             order += [Arm(opt, "grid", stars[opt], w, seeds[0], 10.0) for w in SCAN_WARMUPS]
-            order += [Arm(opt, kind, stars[opt], 0.0, seeds[0], 10.0) for kind in ("practical", "closed", "closed_step")]
+            order += [Arm(opt, kind, stars[opt], 0.0, seeds[0], 10.0)
+                      for kind in ("practical", "closed", "closed_step", "closed_progress")]
     for seed in seeds[1:]:
         for opt in found:
             order += tier(opt, stars[opt], seed)
@@ -319,7 +326,8 @@ def config_of(arm: Arm, base, out: Path):
     if arm.kind in CLOSED:
         return dataclasses.replace(cfg, lr=None if arm.kind == "own_peak" else lr,
                                    adaptive={"pilot": PILOT, "f_star": "auto", "own_peak": arm.kind == "own_peak",
-                                             "step_test": arm.kind == "closed_step"})
+                                             "step_test": arm.kind == "closed_step",
+                                             "progress_test": arm.kind == "closed_progress"})
     if arm.kind == "fitted":
         return dataclasses.replace(cfg, adaptive={"fit": str(fit_path(out, needs(arm)))})
     return cfg
@@ -627,7 +635,7 @@ def _verdict(diff: float, sigma: float, within: float = 1.0) -> str:
 
 def decided(results: pd.DataFrame) -> tuple[int, int, int]:
     """Closed-loop runs that decided (any branch but 'not yet') before their warm-up ended: all of
-    them, those the fit decided (not the step test), and how many closed-loop runs there are."""
+    them, those the fit decided (not a start test), and how many closed-loop runs there are."""
     closed = results[results.kind.isin(CLOSED) & (results.lr_factor == 1.0)]  # the 10·lr* tier on its own
     hits = [d for d in closed.decision if isinstance(d, dict) and d.get("branch") in ("no-warmup", "fit-driven")
             and d.get("before_warmup_end", True)]
@@ -664,7 +672,7 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
     hits, by_fit, total = decided(results)
     lines.append(f"- A decision (no warm-up or fit-driven, not 'not yet') in {hits} of {total} closed-loop runs"
                  + (f" ({100 * hits / total:.0f} %; goal ≥ 80 %)" if total else "")
-                 + f"; the fit's in {by_fit}, the step test's in {hits - by_fit}")
+                 + f"; the fit's in {by_fit}, the start tests' (step, progress) in {hits - by_fit}")
     for opt, ref in refs.items():
         part = table[table.optimizer == opt]
         star = ref["lr_star"]
@@ -680,7 +688,8 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
             f"grid median {ref['median']:.4f} over {ref['median_points']} point(s)"))
         # at lr* (or no LR given); while the scan is open, every LR an arm ran, each on its own line
         at = part[(part.lr_factor == 1.0) & (part.lr_x.isna() | (np.isclose(part.lr_x, star) if star else True))]
-        for label, within in (("closed", 1.0), ("closed_step", 1.0), ("fitted", 1.0), ("own_peak", 2.0),
+        for label, within in (("closed", 1.0), ("closed_step", 1.0), ("closed_progress", 1.0), ("fitted", 1.0),
+                              ("own_peak", 2.0),
                               ("practical", 1.0)):
             for r in at[at.label == label].itertuples():
                 if r.refused:

@@ -287,6 +287,16 @@ class ProbeConfig:
 
 
 
+def _progress_help() -> str:
+    """--progress-test's help, with the test's own constants."""
+    from smoothprobe.schedule.decision import PROGRESS_DROP, PROGRESS_STEPS
+
+    return (f"Adaptive with --pilot: before the first step (after --step-test, unless it said no warm-up), take "
+            f"{PROGRESS_STEPS} steps of the practical start at lr/div and undo them; if the loss fell by less than "
+            f"{PROGRESS_DROP:.1%} over them, start at --lr with no warm-up, if not, the fits decide its length. The "
+            f"threshold is calibrated on one benchmark (docs/design.md).")
+
+
 @dataclass
 class AdaptiveConfig:
     """How `AdaptiveWarmup` is built for a run: from a fit, from a pilot, or the practical rule.
@@ -308,6 +318,10 @@ class AdaptiveConfig:
     whether a step at the lr is within the stability limit along the update (`decision.step_test`): if
     so, no warm-up at all, without waiting for a fit. Off by default: on normalised SGD it passed and
     the run lost against a warm-up (docs/design.md §5).
+    progress_test: with a pilot, before the first step (after the step test, unless that said "no
+    warm-up"), take PROGRESS_STEPS steps of the practical start and undo them: a loss that fell by less
+    than PROGRESS_DROP over them means no warm-up (`decision.progress_test`). Off by default: its
+    threshold is calibrated on one benchmark only (docs/design.md §5).
     """
 
     fit: str | None = option(None, "Adaptive: constants from this fit.json (implies --adaptive; --lr rescales the peak).",
@@ -344,6 +358,7 @@ class AdaptiveConfig:
                                     "along the update direction (twice the best step, from the secant probe's slope "
                                     "and curvature); if so, start at --lr with no warm-up, if not, the fits decide "
                                     "its length.")
+    progress_test: bool = option(False, _progress_help)
 
     def __post_init__(self) -> None:
         f_star = FStar.parse(self.f_star)  # the one reader of f*; stored as the user writes it
@@ -365,6 +380,11 @@ class AdaptiveConfig:
              "f_star_every", "f_star"),
             (not self.own_peak or self.pilot is not None, "own_peak needs a pilot", "own_peak", "pilot"),
             (not self.step_test or self.pilot is not None, "step_test needs a pilot", "step_test", "pilot"),
+            (not self.progress_test or self.pilot is not None, "progress_test needs a pilot", "progress_test",
+             "pilot"),
+            (not (self.progress_test and self.own_peak),
+             ("progress_test compares the start with the lr, and own_peak measures the lr only during the pilot: "
+              "drop one"), "progress_test", "own_peak"),
             (not (self.step_test and self.own_peak),
              "step_test tests a step at the lr, and own_peak measures the lr from the same best steps: drop one", "step_test",
              "own_peak"),

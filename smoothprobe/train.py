@@ -31,7 +31,7 @@ from smoothprobe.probes.pieces import split_rows
 from smoothprobe.probes.recorder import Cadence, Recorder, optimizer_geometry
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.baseline import WarmupDecay, warmup_steps
-from smoothprobe.schedule.decision import STEP_TEST_ROWS
+from smoothprobe.schedule.decision import PROGRESS_STEPS, STEP_TEST_ROWS
 from smoothprobe.schedule.online import OnlineFStar, OnlineRefit, Pilot
 from smoothprobe.smoothness import FStar
 from smoothprobe.store import CHECKPOINT, RunStore, read_run_info, read_table
@@ -160,35 +160,58 @@ class Trainer:
         grad_norm = distributed.full(torch.nn.utils.clip_grad_norm_(list(named.values()), max_norm)).item()
         return batches, loss, named, grad_norm
 
-    def trial_rows(self, count: int) -> list[dict]:
-        """The secant probe's rows of the next `count` steps, each taken from the current point at the LR
-        in use and then undone (parameters, buffers, optimizer state, RNG): the step test reads small
-        steps without training on them (docs/design.md §5)."""
+    @contextlib.contextmanager
+    def undone(self) -> Iterator[None]:
+        """Whatever steps run inside are undone on leaving: parameters, buffers, optimizer and schedule
+        state, RNG (the start's tests read trial steps without training on them)."""
         tensors = dict(self.model.named_parameters()) | {f"buffer:{n}": b for n, b in self.model.named_buffers()}
         start, optimizer_state = distributed.snapshot(tensors), copy.deepcopy(self.optimizer.state_dict())
+        scheduler_state = copy.deepcopy(self.scheduler.state_dict())
         rng = torch.get_rng_state()
         rng_cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        try:
+            yield
+        finally:
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for name, tensor in tensors.items():
+                    tensor.copy_(start[name])
+            self.optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+            self.scheduler.load_state_dict(copy.deepcopy(scheduler_state))
+            torch.set_rng_state(rng)
+            if rng_cuda is not None:
+                torch.cuda.set_rng_state(rng_cuda, self.device)
+
+    def trial_rows(self, count: int) -> list[dict]:
+        """The secant probe's rows of the next `count` steps, each taken from the current point at the LR
+        in use and then undone: the step test reads small steps without training on them (docs/design.md §5)."""
         rows = []
         for step in range(self.start_step, self.start_step + count):
-            # a Recorder per trial: it captures the RNG at construction, so the probe replays this trial's dropout
-            recorder = Recorder(self.model, self.optimizer, loss_fn=self.micro_loss, seed=self.config.seed,
-                                probes=["secant"], every=1)
-            try:
+            with self.undone():
+                # a Recorder per trial: it captures the RNG at construction, so the probe replays this trial's dropout
+                recorder = Recorder(self.model, self.optimizer, loss_fn=self.micro_loss, seed=self.config.seed,
+                                    probes=["secant"], every=1)
                 batches, loss, named, grad_norm = self.gradient(step)
                 lr = self.optimizer.param_groups[0]["lr"]
-                recorder.before_step(step, batches, loss=loss, grad_norm=grad_norm,
-                                     x_t={n: start[n] for n in named})
+                recorder.before_step(step, batches, loss=loss, grad_norm=grad_norm, x_t=distributed.snapshot(named))
                 self.optimizer.step()
                 rows.append({"step": step, "loss": loss, "lr": lr, **recorder.after_step()})
-            finally:
+        return rows
+
+    def trial_start(self, count: int) -> list[dict]:
+        """The rows (step, lr, loss) of the next `count` steps taken in a row under the schedule, then
+        all undone: the progress test reads the practical start without training on it. Stops at a
+        loss that is not finite."""
+        rows = []
+        with self.undone():
+            for step in range(self.start_step, self.start_step + count):
+                _, loss, _, _ = self.gradient(step)
+                rows.append({"step": step, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"]})
+                if not math.isfinite(loss):
+                    break
+                self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                with torch.no_grad():
-                    for name, tensor in tensors.items():
-                        tensor.copy_(start[name])
-                self.optimizer.load_state_dict(copy.deepcopy(optimizer_state))
-                torch.set_rng_state(rng)
-                if rng_cuda is not None:
-                    torch.cuda.set_rng_state(rng_cuda, self.device)
+                self.scheduler.step(loss)
         return rows
 
     def step(self, step: int) -> dict:
@@ -231,7 +254,7 @@ class Trainer:
             try:
                 self.writer.update(status="running")
                 if self.start_step == 0:
-                    run_step_test(self)
+                    run_start_tests(self)
                 for step in bar:
                     row = self.step(step)
                     done = step + 1
@@ -282,16 +305,22 @@ def schedule_step(trainer: Trainer, row: dict) -> dict:
     return {}
 
 
-def run_step_test(trainer: Trainer) -> None:
-    """A pilot's step test (`Pilot.test`) before the first step, on STEP_TEST_ROWS trial steps at the
-    start's LR that are undone (`Trainer.trial_rows`); run.json says what it decided."""
+def run_start_tests(trainer: Trainer) -> None:
+    """A pilot's start tests before the first step, on trial steps that are undone: the step test
+    (`Pilot.test` on STEP_TEST_ROWS steps at the start's LR, `Trainer.trial_rows`), then, unless it said
+    "no warm-up", the progress test (on PROGRESS_STEPS steps of the practical start, `Trainer.trial_start`).
+    run.json says what they decided."""
     pilot = trainer.pilot
-    if pilot is None or not pilot.step_test or pilot.step_tested:
+    if pilot is None or not (pilot.step_test or pilot.progress_test) or pilot.step_tested:
         return
-    if pilot.test(trainer.trial_rows(STEP_TEST_ROWS), trainer.scheduler):
-        pilot_moved(trainer, True)
-    else:
-        write_pilot(trainer)
+    tests = [("step test", lambda: trainer.trial_rows(STEP_TEST_ROWS))] if pilot.step_test else []
+    if pilot.progress_test:
+        tests.append(("progress test", lambda: trainer.trial_start(PROGRESS_STEPS)))
+    for by, trial in tests:
+        if pilot.test(trial(), trainer.scheduler, by):
+            pilot_moved(trainer, True)
+            return
+    write_pilot(trainer)
 
 
 def pilot_moved(trainer: Trainer, closed: bool) -> None:
@@ -616,7 +645,8 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
     pilot_steps = None if adaptive is None else adaptive.pilot_steps(config.steps)
     if pilot_steps is not None:
         trainer.pilot = Pilot(pilot_steps, own_peak=adaptive.own_peak, total_steps=config.steps,
-                              allow_unsupported=adaptive.allow_unsupported, step_test=adaptive.step_test)
+                              allow_unsupported=adaptive.allow_unsupported, step_test=adaptive.step_test,
+                              progress_test=adaptive.progress_test)
         if trainer.recorder is None:
             trainer.recorder = Recorder(model, optimizer, loss_fn=trainer.micro_loss, seed=config.seed,
                                         preset="standard", every=max(1, pilot_steps // PILOT_ROWS))

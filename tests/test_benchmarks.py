@@ -311,26 +311,37 @@ def test_the_ramp_pilot_ramps_to_its_peak_probes_every_step_and_reruns_only_what
         ramp.run(tmp_path, "lion", 3.0, 0)
 
 
-def test_the_settled_step_tests_committed_verdicts_follow_from_its_readings_and_match_its_docstring(monkeypatch):
-    """benchmarks/settled_step.py: every committed verdict is (a) ∧ (b) ∧ (c) of its own readings, and the
-    counts the docstring (and docs/design.md §5) quote are the committed ones; a reading runs end to end."""
+def test_the_start_tests_committed_verdicts_follow_from_their_readings_and_match_the_docstring(monkeypatch):
+    """benchmarks/start_tests.py: every committed verdict is its rule applied to its own readings, the
+    counts the docstring (and docs/design.md §5) quote are the committed ones on each rule's own seeds,
+    and a reading runs end to end."""
+    from smoothprobe.schedule.decision import PROGRESS_DROP
+
     monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("settled_step", SCRIPT.parent / "settled_step.py")
-    settled = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(settled)
-    found = json.loads(settled.RESULTS.read_text())
-    assert len(found) == 40 and {r["seed"] for r in found.values()} == set(settled.SEEDS)
+    spec = importlib.util.spec_from_file_location("start_tests", SCRIPT.parent / "start_tests.py")
+    tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tests)
+    found = json.loads(tests.RESULTS.read_text())
+    assert len(found) == 80 and {r["seed"] for r in found.values()} == set(tests.SEEDS)
     for r in found.values():
         assert r["a"] == (r["peak"] <= 2.0 * r["start_best"]) and r["b"] == (r["late_best"] >= r["peak"])
-        assert r["c"] == (r["scale_ratio"] * 1.1 >= 1.0) and r["no_warmup"] == (r["a"] and r["b"] and r["c"])
-    calls = {opt: sum(r["no_warmup"] for r in found.values() if r["optimizer"] == opt)
-             for opt in ("adamw", "lion", "muon", "normsgd")}
-    assert calls == {"adamw": 0, "lion": 6, "muon": 10, "normsgd": 1}
-    for opt, n in calls.items():
-        right = n if opt in ("lion", "muon") else 10 - n
-        assert f"{opt if opt != 'normsgd' else 'normalised SGD'} {right} of 10".lower() in settled.__doc__.lower()
-    monkeypatch.setattr(settled, "WINDOW", 20)  # the fewest steps the scale's ratio reads (2 × SETTLE_ROWS)
-    monkeypatch.setattr(settled, "LATE", (15, 19))
-    r = settled.reading("lion", 0)
+        assert r["c"] == (r["scale_ratio"] * 1.1 >= 1.0) and r["settled"] == (r["a"] and r["b"] and r["c"])
+        assert r["progress"] == (r["drop"] < PROGRESS_DROP)
+
+    def calls(rule):
+        return {opt: sum(found[f"{opt}-seed{s}"][rule] for s in tests.RULES[rule])
+                for opt in ("adamw", "lion", "muon", "normsgd")}
+
+    assert calls("settled") == {"adamw": 0, "lion": 6, "muon": 10, "normsgd": 1}
+    assert calls("progress") == {"adamw": 0, "lion": 10, "muon": 10, "normsgd": 0}
+    doc = " ".join(tests.__doc__.split())
+    for opt, right in (("AdamW", 10), ("Muon", 10), ("normalised SGD", 9), ("Lion", 6)):
+        assert f"{opt} right {right} of 10" in doc or f"{opt} {right} of 10" in doc
+    closest = min(r["drop"] for r in found.values() if r["optimizer"] == "normsgd" and r["seed"] in tests.RULES["progress"])
+    assert f"at {closest:.1%}".replace("%", " %") in doc
+    monkeypatch.setattr(tests, "WINDOW", 20)  # the fewest steps the scale's ratio reads (2 × SETTLE_ROWS)
+    monkeypatch.setattr(tests, "LATE", (15, 19))
+    r = tests.reading("lion", 0)
     assert r["peak"] == pytest.approx(5e-4) and 0 < r["start_best"] < 1 and 0 < r["late_best"] < 1
     assert r["scale_ratio"] == pytest.approx(1.0, abs=1e-3)  # Lion's sign step: the same size at every LR
+    assert math.isnan(r["drop"]) and not r["progress"]  # 20 steps are too few for the progress test

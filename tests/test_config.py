@@ -30,6 +30,8 @@ def test_mappings_become_dataclasses_and_round_trip():
     ({"adaptive": {"own_peak": True}}, "own_peak needs a pilot"),
     ({"adaptive": {"step_test": True}}, "step_test needs a pilot"),
     ({"adaptive": {"pilot": 0.1, "own_peak": True, "step_test": True}}, "step_test tests a step at the lr"),
+    ({"adaptive": {"progress_test": True}}, "progress_test needs a pilot"),
+    ({"adaptive": {"pilot": 0.1, "own_peak": True, "progress_test": True}}, "progress_test compares the start"),
     ({"probes": {"every": 0}}, "every must be an integer >= 1"),
     ({"probes": {"probes": ["magic"]}}, "unknown probe 'magic'"),
 ])
@@ -141,7 +143,10 @@ def test_the_step_test_flag_reaches_the_config_and_is_refused_where_it_would_do_
     for flags, value in (([], False), (["--step-test"], True)):
         given = runner.invoke(main, ["train", "--steps", "1000", "--pilot", "0.1", *flags, "--out", str(tmp_path / "g")])
         assert given.exit_code == 0, given.output
-        assert seen[-1].step_test is value
+        assert seen[-1].step_test is value and seen[-1].progress_test is False
+    given = runner.invoke(main, ["train", "--steps", "1000", "--pilot", "0.1", "--progress-test", "--out",
+                                 str(tmp_path / "g")])
+    assert given.exit_code == 0 and seen[-1].progress_test is True, given.output
     alone = runner.invoke(main, ["train", "--adaptive", "--step-test", "--out", str(tmp_path / "r")])
     assert alone.exit_code == 2 and "Error: --step-test needs a --pilot" in alone.output
     bare = runner.invoke(main, ["train", "--step-test", "--out", str(tmp_path / "r")])

@@ -122,6 +122,22 @@ def test_the_step_test_passes_up_to_twice_the_exact_line_search_step_of_a_quadra
     assert step_test(rows[:2], 0.0).branch == "not yet"  # too few probed steps
 
 
+@pytest.mark.parametrize("share, branch", [(0.999, "no-warmup"), (1.001, "not yet")])
+def test_the_progress_test_reads_the_relative_drop_between_the_means_of_the_trials_ends(share, branch):
+    """Losses 1 + noise at steps 0-4 (mean 1) and (1 − drop) + noise at steps 45-49: a drop just under
+    PROGRESS_DROP means no warm-up, just over it a warm-up; the middle steps do not count."""
+    from smoothprobe.schedule.decision import PROGRESS_DROP, PROGRESS_STEPS, progress_test
+
+    noise = [0.02, -0.01, 0.0, 0.01, -0.02]
+    middle = [{"loss": 7.0}] * (PROGRESS_STEPS - 10)
+    rows = ([{"loss": 1.0 + e} for e in noise] + middle
+            + [{"loss": 1.0 - share * PROGRESS_DROP + e} for e in noise])
+    got = progress_test(rows, step=0)
+    assert got.branch == branch and got.step == 0 and f"{share * PROGRESS_DROP:.1%}" in got.reason
+    assert progress_test(rows[:-1]).branch == "not yet"  # too few trial steps
+    assert progress_test([*rows[:-1], {"loss": float("nan")}]).branch == "not yet"  # a trial that blew up
+
+
 def test_the_step_test_treats_negative_curvature_as_room_and_an_ascent_step_as_none():
     from smoothprobe.schedule.decision import step_test
 

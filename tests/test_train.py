@@ -413,6 +413,35 @@ def test_the_step_test_reads_undone_trial_steps_against_the_exact_line_search_st
         assert test["branch"] == "not yet" and steps.lr[0] == pytest.approx(lr / 10, rel=1e-6)
 
 
+@pytest.mark.parametrize("lr, passes", [(0.004, True), (0.05, False)])
+def test_the_progress_test_reads_the_runs_own_start_undone_and_skips_the_warm_up_where_it_is_slow(tmp_path, lr, passes):
+    """--progress-test on the quadratic (SGD): its trial steps are the run's own first steps under the
+    practical schedule (the same losses, bit for bit, where the test asks for a warm-up), undone before
+    step 0; where the loss falls by less than PROGRESS_DROP over them, step 0 runs at the peak, and step
+    1's loss is that of one gradient step at the peak from x0 (the trial left no trace)."""
+    from smoothprobe.schedule.decision import PROGRESS_DROP, PROGRESS_STEPS
+
+    cfg = TrainConfig(task="quadratic", optimizer="sgd", lr=lr, steps=80, clip=0.0, weight_decay=0.0,
+                      adaptive={"pilot": 50, "f_star": 0.0, "progress_test": True})
+    trainer = build(cfg, tmp_path / "run")
+    a, d = trainer.task.hessian, trainer.model().detach() - trainer.task.x_star
+    trainer.run(progress=False)
+    info = read_run_info(tmp_path / "run")
+    test = info["pilot"]["history"][0]
+    trial = [r["loss"] for r in test["trial"]]
+    assert test["by"] == "progress test" and test["step"] == 0 and len(trial) == PROGRESS_STEPS
+    drop = (np.mean(trial[:5]) - np.mean(trial[-5:])) / np.mean(trial[:5])
+    assert bool(drop < PROGRESS_DROP) is passes and (test["branch"] == "no-warmup") is passes
+    steps = load_run(tmp_path / "run").steps
+    if passes:
+        assert info["decision"] == test and steps.lr[0] == pytest.approx(lr, rel=1e-9)
+        d1 = d - lr * (a @ d)
+        assert steps.loss[1] == pytest.approx(0.5 * float(d1 @ a @ d1), rel=1e-6)
+    else:
+        assert steps.lr[0] == pytest.approx(lr / 10, rel=1e-6)
+        assert steps.loss[:PROGRESS_STEPS].tolist() == trial  # the run took the trial's steps again
+
+
 def test_trial_steps_replay_their_own_dropout_so_identical_trials_read_identically(tmp_path, monkeypatch):
     """Dropout on the quadratic's d: every trial starts from x0 with the RNG rewound, so the three
     trials draw the same mask, and the secant probe must replay that mask each time: three identical

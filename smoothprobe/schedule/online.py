@@ -23,6 +23,7 @@ from smoothprobe.schedule.decision import (
     after_settling,
     best_step_lr,
     decide,
+    progress_test,
     step_test,
     within_stability,
 )
@@ -180,16 +181,19 @@ class Pilot:
     it is quadratic measures its own LR as the best one; and it undoes them because even three slow
     steps cost Lion about 2 σ (docs/design.md §5). Later steps get no test of their own (only a fit's
     decision is held to the limit): the best step grows as the loss falls even where the warm-up
-    matters for longer (AdamW). `history` keeps every refit's
-    decision (and the step test's), so a run says what each fit said, not only the last.
+    matters for longer (AdamW). With `progress_test`, where the step test has not said "no warm-up",
+    the trainer takes PROGRESS_STEPS steps of the practical start in a row and undoes them; a loss that
+    fell by less than PROGRESS_DROP over them means no warm-up (`decision.progress_test`, calibrated
+    on one benchmark: docs/design.md §5). `history` keeps every refit's
+    decision (and the start tests'), so a run says what each fit said, not only the last.
     """
 
     def __init__(self, steps: int, *, own_peak: bool = False, allow_unsupported: bool = False,
-                 total_steps: int | None = None, step_test: bool = False) -> None:
+                 total_steps: int | None = None, step_test: bool = False, progress_test: bool = False) -> None:
         if steps < 1 or (total_steps is not None and steps >= total_steps):
             raise SmoothprobeError(f"pilot must be between 1 and total_steps - 1 steps, got {steps}")
         self.steps, self.own_peak, self.allow_unsupported = steps, own_peak, allow_unsupported
-        self.step_test, self.step_tested = step_test, False
+        self.step_test, self.progress_test, self.step_tested = step_test, progress_test, False
         self.rows: list[dict] = []
         self.status = "probing"
         self.fit = None
@@ -269,22 +273,25 @@ class Pilot:
         self.closed = True
         return True
 
-    def test(self, rows: list[dict], scheduler: AdaptiveWarmup) -> bool:
-        """The step test (`decision.step_test`) on trial steps at the start's LR that were undone
-        (`Trainer.trial_rows`), before the first step: "no-warmup" skips the warm-up and closes the
-        pilot (True); otherwise the fits decide its length. The decision keeps the rows it read."""
-        verdict = step_test(rows, scheduler.lr, rows[0]["step"] if rows else None)
-        keep = ("step", "lr", "loss", "secant_slope", "secant_curv")
+    def test(self, rows: list[dict], scheduler: AdaptiveWarmup, by: str = "step test") -> bool:
+        """A start test on trial steps that were undone, before the first step: the step test
+        (`decision.step_test`, on `Trainer.trial_rows`) or, with `by` "progress test",
+        `decision.progress_test` (on `Trainer.trial_start`). "no-warmup" skips the warm-up and closes
+        the pilot (True); otherwise the fits decide its length. The decision keeps the rows it read."""
+        first = rows[0]["step"] if rows else None
+        if by == "step test":
+            verdict, keep = step_test(rows, scheduler.lr, first), ("step", "lr", "loss", "secant_slope", "secant_curv")
+        else:
+            verdict, keep = progress_test(rows, first), ("step", "lr", "loss")
         self.step_tested = True
-        self.decision = self._log({**verdict.to_dict(), "trial": [{k: r.get(k) for k in keep} for r in rows]},
-                                  "step test")
+        self.decision = self._log({**verdict.to_dict(), "trial": [{k: r.get(k) for k in keep} for r in rows]}, by)
         if not verdict.decided:
             self.status = f"not yet: {verdict.reason}"
             return False
         before = float(scheduler.get_last_lr()[0])
         scheduler.skip_warmup()
         self._restart_on_jump(scheduler, before, 0)
-        self.status, self.closed = "no-warmup (step test)", True
+        self.status, self.closed = f"no-warmup ({by})", True
         return True
 
     def _measure_peak(self, scheduler: AdaptiveWarmup) -> None:
