@@ -83,11 +83,13 @@ PARAM_FREE = ("prodigy", "dadapt", "dog", "schedulefree", "untuned")
 DEVICES = ("cpu", "cuda")
 """fp32 on the CPU, bf16 autocast on CUDA: one run folder holds one device's results."""
 HELD_OUT = 20
-"""The first held-out seed: no choice was made on seeds from here on (reports/warmup_grid_heldout.*).
+"""The first held-out seed: no choice was made on seeds from here on (reports/warmup_grid_heldout.*), with one
+exception: the progress test's threshold (`--progress-test`, the closed_progress arm) was read partly off the
+first 50 steps of the closed loop on seeds 20 and 21, so for that arm only seeds 22 and up are held out.
 Seeds 10–13 were the held-out seeds until design 5, which was chosen partly on seed 13 (and earlier
 designs' restart and guard on seeds 10–12): they count as dev seeds now."""
 DESIGN = 5
-"""Version of the closed loop's decision rule: arms it drives (closed, closed_step, own_peak, fitted)
+"""Version of the closed loop's decision rule: arms it drives (closed, closed_step, closed_progress, own_peak, fitted)
 rerun when it changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
 narrow gap ratio decides; 4: a K that falls significantly as Δ grows means no warm-up; 5: 3 again, a
 falling K is "not yet": as "no warm-up" it cost normSGD 0.13 on seed 13 and won Lion about 0.006)."""
@@ -633,6 +635,17 @@ def _verdict(diff: float, sigma: float, within: float = 1.0) -> str:
     return f"{'met' if diff <= within * sigma else 'MISSED'} ({diff / sigma:+.1f} σ)"
 
 
+def shown(decision: dict) -> dict:
+    """A run's decision as the report prints it: a progress test's trial rows as their count and the
+    losses at each end (the rows themselves stay in the result and in run.json)."""
+    from smoothprobe.schedule.decision import progress_trial
+
+    trial = decision.get("trial")
+    if decision.get("by") != "progress test" or not isinstance(trial, list):
+        return decision
+    return {**decision, "trial": progress_trial(trial)}
+
+
 def decided(results: pd.DataFrame) -> tuple[int, int, int]:
     """Closed-loop runs that decided (any branch but 'not yet') before their warm-up ended: all of
     them, those the fit decided (not a start test), and how many closed-loop runs there are."""
@@ -757,7 +770,7 @@ def write_outputs(table: pd.DataFrame, refs: dict, results: pd.DataFrame, name: 
     lines = [f"# {name}", "", headline, "",
              "## Goals", "", *goal_lines, "", "## LR scan (seed 0)", "", *markdown(scan_table), "",
              "## All arms", "", *markdown(table), "", "## What each adaptive run decided", "",
-             *(f"- {r.name}: {json.dumps(r.decision) if isinstance(r.decision, dict) else r.error or 'no decision'}"
+             *(f"- {r.name}: {json.dumps(shown(r.decision)) if isinstance(r.decision, dict) else r.error or 'no decision'}"
                for r in decisions.itertuples()), ""]
     grid_like = evaluated[evaluated.kind != "record"]
     for opt in dict.fromkeys(grid_like.optimizer):

@@ -292,7 +292,7 @@ def _progress_help() -> str:
     from smoothprobe.schedule.decision import PROGRESS_DROP, PROGRESS_STEPS
 
     return (f"Adaptive with --pilot: before the first step (after --step-test, unless it said no warm-up), take "
-            f"{PROGRESS_STEPS} steps of the practical start at lr/div and undo them; if the loss fell by less than "
+            f"{PROGRESS_STEPS} steps of the practical start (from lr/div) and undo them; if the loss fell by less than "
             f"{PROGRESS_DROP:.1%} over them, start at --lr with no warm-up, if not, the fits decide its length. The "
             f"threshold is calibrated on one benchmark (docs/design.md).")
 
@@ -383,8 +383,8 @@ class AdaptiveConfig:
             (not self.progress_test or self.pilot is not None, "progress_test needs a pilot", "progress_test",
              "pilot"),
             (not (self.progress_test and self.own_peak),
-             ("progress_test compares the start with the lr, and own_peak measures the lr only during the pilot: "
-              "drop one"), "progress_test", "own_peak"),
+             ("progress_test needs the peak lr before the first step (the start it reads runs from lr/div), and "
+              "own_peak measures it only during the pilot: drop one"), "progress_test", "own_peak"),
             (not (self.step_test and self.own_peak),
              "step_test tests a step at the lr, and own_peak measures the lr from the same best steps: drop one", "step_test",
              "own_peak"),

@@ -199,19 +199,29 @@ class Trainer:
         return rows
 
     def trial_start(self, count: int) -> list[dict]:
-        """The rows (step, lr, loss) of the next `count` steps taken in a row under the schedule, then
-        all undone: the progress test reads the practical start without training on it. Stops at a
-        loss that is not finite."""
+        """The rows (step, lr, loss) of the next `count` steps taken in a row under the schedule (and
+        its online f*, as the run drives them), then all undone: the progress test reads the run's own
+        start without training on it. Stops at a loss that is not finite. The pilot's fits are not
+        taken: none can act within its first PILOT_MIN_ROWS steps."""
+        online = None if self.online is None else (list(self.online.steps), list(self.online.losses),
+                                                  self.online.skipped)
         rows = []
-        with self.undone():
-            for step in range(self.start_step, self.start_step + count):
-                _, loss, _, _ = self.gradient(step)
-                rows.append({"step": step, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"]})
-                if not math.isfinite(loss):
-                    break
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step(loss)
+        with self.undone(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the run says the same of these steps again
+            try:
+                for step in range(self.start_step, self.start_step + count):
+                    _, loss, _, _ = self.gradient(step)
+                    rows.append({"step": step, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"]})
+                    if not math.isfinite(loss):
+                        break
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    if self.online is not None:
+                        self.online.observe(step, loss)
+                    self.scheduler.step(loss)
+            finally:
+                if online is not None:
+                    self.online.steps, self.online.losses, self.online.skipped = online
         return rows
 
     def step(self, step: int) -> dict:

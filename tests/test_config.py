@@ -31,7 +31,7 @@ def test_mappings_become_dataclasses_and_round_trip():
     ({"adaptive": {"step_test": True}}, "step_test needs a pilot"),
     ({"adaptive": {"pilot": 0.1, "own_peak": True, "step_test": True}}, "step_test tests a step at the lr"),
     ({"adaptive": {"progress_test": True}}, "progress_test needs a pilot"),
-    ({"adaptive": {"pilot": 0.1, "own_peak": True, "progress_test": True}}, "progress_test compares the start"),
+    ({"adaptive": {"pilot": 0.1, "own_peak": True, "progress_test": True}}, "progress_test needs the peak lr before the first step"),
     ({"probes": {"every": 0}}, "every must be an integer >= 1"),
     ({"probes": {"probes": ["magic"]}}, "unknown probe 'magic'"),
 ])

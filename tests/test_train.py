@@ -428,18 +428,43 @@ def test_the_progress_test_reads_the_runs_own_start_undone_and_skips_the_warm_up
     trainer.run(progress=False)
     info = read_run_info(tmp_path / "run")
     test = info["pilot"]["history"][0]
-    trial = [r["loss"] for r in test["trial"]]
-    assert test["by"] == "progress test" and test["step"] == 0 and len(trial) == PROGRESS_STEPS
-    drop = (np.mean(trial[:5]) - np.mean(trial[-5:])) / np.mean(trial[:5])
+    trial = test["trial"]
+    assert test["by"] == "progress test" and test["step"] == 0 and trial["steps"] == PROGRESS_STEPS
+    drop = (np.mean(trial["first"]) - np.mean(trial["last"])) / np.mean(trial["first"])
     assert bool(drop < PROGRESS_DROP) is passes and (test["branch"] == "no-warmup") is passes
     steps = load_run(tmp_path / "run").steps
     if passes:
         assert info["decision"] == test and steps.lr[0] == pytest.approx(lr, rel=1e-9)
         d1 = d - lr * (a @ d)
         assert steps.loss[1] == pytest.approx(0.5 * float(d1 @ a @ d1), rel=1e-6)
-    else:
+    else:  # the run took the trial's steps again
         assert steps.lr[0] == pytest.approx(lr / 10, rel=1e-6)
-        assert steps.loss[:PROGRESS_STEPS].tolist() == trial  # the run took the trial's steps again
+        assert steps.loss[:5].tolist() == trial["first"] and steps.loss[45:50].tolist() == trial["last"]
+
+
+def test_a_progress_test_that_asks_for_a_warm_up_leaves_the_run_as_it_was_without_it(tmp_path):
+    """SGD with momentum on the quadratic at 10× the exact line-search step (so the step test asks for a
+    warm-up), f* auto, re-estimated every 10 steps (inside the 50 trial steps): with --progress-test
+    also saying "a warm-up is needed", every step's loss and LR and every evaluation are those of the
+    same run without it, bit for bit; run.json keeps both tests' verdicts, the step test's first."""
+    probe = build(TrainConfig(task="quadratic", steps=100), tmp_path / "probe")
+    a, d = probe.task.hessian, probe.model().detach() - probe.task.x_star
+    probe.writer.store.close()
+    g = a @ d
+    common = {"task": "quadratic", "optimizer": "sgd", "lr": 10 * float(g @ g / (g @ a @ g)), "steps": 100,
+              "eval_every": 50, "clip": 0.0, "weight_decay": 0.0}
+    runs = {}
+    for flag in (False, True):
+        cfg = TrainConfig(**common, adaptive={"pilot": 50, "f_star": "auto", "f_star_every": 10, "step_test": True,
+                                              "progress_test": flag})
+        runs[flag] = train(cfg, tmp_path / str(flag), progress=False)
+    with_test, without = load_run(runs[True]), load_run(runs[False])
+    history = with_test.info["pilot"]["history"]
+    assert [h["by"] for h in history[:2]] == ["step test", "progress test"]
+    assert history[0]["branch"] == history[1]["branch"] == "not yet"
+    for column in ("loss", "lr"):
+        assert with_test.steps[column].tolist() == without.steps[column].tolist()
+    assert with_test.evals.val_loss.tolist() == without.evals.val_loss.tolist()
 
 
 def test_trial_steps_replay_their_own_dropout_so_identical_trials_read_identically(tmp_path, monkeypatch):

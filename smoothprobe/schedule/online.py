@@ -24,6 +24,7 @@ from smoothprobe.schedule.decision import (
     best_step_lr,
     decide,
     progress_test,
+    progress_trial,
     step_test,
     within_stability,
 )
@@ -172,7 +173,8 @@ class Pilot:
     curvature, not of a step (docs/design.md §5). A fit-driven warm-up is also bounded by the step at
     which the pilot's fitted loss curve L(t) = f* + a·(t + t0)^(−b) is predicted to reach f* + Δ'.
     `status` is "probing", the branch taken ("no-warmup", "fit-driven …") or "not yet: …"; `decision`
-    says when, at which gap and on what interval, and `by` whom: "fit", or "step test" with `step_test`,
+    says when, at which gap and on what interval, and `by` whom: "fit", "step test" with `step_test`
+    or "progress test" with `progress_test`; the step test,
     which tests once (`test`), before the first step, whether a step at the schedule's lr is within the
     stability limit along the update (`decision.step_test`) on STEP_TEST_ROWS trial steps at the
     practical start's LR that the trainer undoes: if so there is no warm-up (f* then stays the
@@ -277,14 +279,18 @@ class Pilot:
         """A start test on trial steps that were undone, before the first step: the step test
         (`decision.step_test`, on `Trainer.trial_rows`) or, with `by` "progress test",
         `decision.progress_test` (on `Trainer.trial_start`). "no-warmup" skips the warm-up and closes
-        the pilot (True); otherwise the fits decide its length. The decision keeps the rows it read."""
+        the pilot (True); otherwise the fits decide its length. The decision keeps the rows it read
+        (the progress test's: their count and the losses at each end)."""
         first = rows[0]["step"] if rows else None
         if by == "step test":
-            verdict, keep = step_test(rows, scheduler.lr, first), ("step", "lr", "loss", "secant_slope", "secant_curv")
+            verdict = step_test(rows, scheduler.lr, first)
+            trial = [{k: r.get(k) for k in ("step", "lr", "loss", "secant_slope", "secant_curv")} for r in rows]
+        elif by == "progress test":
+            verdict, trial = progress_test(rows, first), progress_trial(rows)
         else:
-            verdict, keep = progress_test(rows, first), ("step", "lr", "loss")
-        self.step_tested = True
-        self.decision = self._log({**verdict.to_dict(), "trial": [{k: r.get(k) for k in keep} for r in rows]}, by)
+            raise ValueError(f"unknown start test {by!r}: 'step test' or 'progress test'")
+        self.step_tested = True  # the start's tests ran (a resumed run does not take them again)
+        self.decision = self._log({**verdict.to_dict(), "trial": trial}, by)
         if not verdict.decided:
             self.status = f"not yet: {verdict.reason}"
             return False
