@@ -35,11 +35,7 @@ RESULTS = REPO / "benchmarks" / "results" / "ramp_pilot.json"
 
 def lr_star(optimizer: str) -> float:
     """lr* of `optimizer`: the best LR of the warm-up grid's scan, read from its committed results."""
-    k = warmup_grid.scan_state(REPO / "runs" / "warmup_grid", optimizer)[1]
-    if k is None:
-        raise SystemExit(f"the warm-up grid's LR scan of {optimizer} is still open: run "
-                         "`python benchmarks/warmup_grid.py --stages scan` first")
-    return warmup_grid.Arm(optimizer, "grid", k, 0.0, 0).lr
+    return warmup_grid.Arm(optimizer, "grid", warmup_grid.scanned_exponent(optimizer), 0.0, 0).lr
 
 
 def config_of(optimizer: str, multiple: float, seed: int):

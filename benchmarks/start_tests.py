@@ -46,19 +46,16 @@ RULES = {"settled": range(30, 40), "progress": range(40, 50)}
 def reading(optimizer: str, seed: int) -> dict:
     """Both rules' readings on one seed at the grid's lr*, and their verdicts ("no warm-up": True)."""
     from smoothprobe.schedule.decision import (
-        PROGRESS_DROP,
         SETTLE_FALL,
-        STABILITY_LIMIT,
         best_step_lr,
         progress_drop,
+        progress_test,
         step_scale_ratio,
+        step_test,
     )
     from smoothprobe.train import build
 
-    k = warmup_grid.scan_state(REPO / "runs" / "warmup_grid", optimizer)[1]
-    if k is None:
-        raise SystemExit(f"the warm-up grid's LR scan of {optimizer} is still open")
-    arm = warmup_grid.Arm(optimizer, "closed", k, 0.0, seed)
+    arm = warmup_grid.Arm(optimizer, "closed", warmup_grid.scanned_exponent(optimizer), 0.0, seed)
     with tempfile.TemporaryDirectory() as out:
         config = warmup_grid.config_of(arm, warmup_grid.base_config(False, "cpu"), Path(out))
         trainer = build(config, Path(out) / "run")
@@ -71,11 +68,11 @@ def reading(optimizer: str, seed: int) -> dict:
     late, _ = best_step_lr([r for r in rows if LATE[0] <= r["step"] <= LATE[1]])
     scale, _ = step_scale_ratio(rows)
     drop = progress_drop(rows)[0]
-    checks = {"a": config.lr <= STABILITY_LIMIT * start, "b": late >= config.lr,
+    checks = {"a": step_test(trial, config.lr).decided, "b": late >= config.lr,
               "c": not scale * (1.0 + SETTLE_FALL) < 1.0}
     return {"optimizer": optimizer, "seed": seed, "peak": config.lr, "start_best": start, "late_best": late,
             "scale_ratio": scale, **checks, "settled": all(checks.values()), "drop": drop,
-            "progress": drop < PROGRESS_DROP}
+            "progress": progress_test(rows).decided}
 
 
 def main() -> None:

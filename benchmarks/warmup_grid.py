@@ -242,6 +242,16 @@ def scan_state(out: Path, opt: str) -> tuple[list[Arm], int | None]:
     return [Arm(opt, "grid", k, w, 0) for k in ks for w in SCAN_WARMUPS], best
 
 
+def scanned_exponent(opt: str) -> int:
+    """lr*'s exponent k for `opt` from the repository's committed scan (lr* = GUESS·2^k), for the
+    benchmarks that run at the grid's lr*; exits with a message while that scan is open."""
+    k = scan_state(REPO / "runs" / "warmup_grid", opt)[1]
+    if k is None:
+        raise SystemExit(f"the warm-up grid's LR scan of {opt} is still open: run "
+                         "`python benchmarks/warmup_grid.py --stages scan` first")
+    return k
+
+
 def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -> list[Arm]:
     """Every arm that can be planned from the results so far, in priority order: each optimizer's
     scan, followed as soon as it has found lr* by that optimizer's first seed (adaptive arms, then
@@ -702,8 +712,7 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
         # at lr* (or no LR given); while the scan is open, every LR an arm ran, each on its own line
         at = part[(part.lr_factor == 1.0) & (part.lr_x.isna() | (np.isclose(part.lr_x, star) if star else True))]
         for label, within in (("closed", 1.0), ("closed_step", 1.0), ("closed_progress", 1.0), ("fitted", 1.0),
-                              ("own_peak", 2.0),
-                              ("practical", 1.0)):
+                              ("own_peak", 2.0), ("practical", 1.0)):
             for r in at[at.label == label].itertuples():
                 if r.refused:
                     lines.append(f"  - {label}: {'MISSED' if star else 'open (scan open)'} (refused on {r.refused} "
