@@ -25,6 +25,11 @@ Stages, each run only when the one before it has the results it needs (per optim
 4. **stress** (seed 0): 10·lr* with warm-up {0, 10 %}, practical and closed loop: the adaptive arms
    must not diverge where a warm-up converges.
 
+One more stage, not in the default plan: **progress** (at lr*, every seed): the grid's two ends, warm-up
+0 and 25 %, and the closed loop with the progress test: does the test's threshold, set on `lm`, pick
+the better end on another task (`--task markov --stages scan,progress`; benchmarks/start_tests.py
+reads those runs)?
+
 Every arm has the same steps, batch, data and seeds; nothing but the scan's guess is set per
 optimizer, and every arm records the largest LR it actually used. The score is the final
 validation loss; a diverged run scores as diverged. The reference for every goal is the best point
@@ -80,6 +85,11 @@ PILOT = 0.1
 FIT_SEED = 100
 """Seed of the recorded run whose fit drives the `fitted` arm (never an evaluated seed)."""
 PARAM_FREE = ("prodigy", "dadapt", "dog", "schedulefree", "untuned")
+TASKS = ("lm", "markov")
+"""The task every arm trains on: lm (the published tables) or markov (the progress test's second task,
+its own run folder)."""
+PROGRESS_ENDS = (0.0, 0.25)
+"""The grid's warm-ups the progress stage runs at lr*: the two answers the progress test chooses between."""
 DEVICES = ("cpu", "cuda")
 """fp32 on the CPU, bf16 autocast on CUDA: one run folder holds one device's results."""
 HELD_OUT = 20
@@ -265,6 +275,8 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
             arms.append(Arm(opt, "own_peak", None, 0.0, seed))
             if opt == "adamw":
                 arms += [Arm(opt, kind, None if kind != "untuned" else k, 0.0, seed) for kind in PARAM_FREE]
+        if "progress" in stages:
+            arms += [Arm(opt, "grid", k, w, seed) for w in PROGRESS_ENDS] + [Arm(opt, "closed_progress", k, 0.0, seed)]
         if "grid" in stages:  # the twin first: every σ verdict needs its noise floor
             arms.append(Arm(opt, "grid", k, TWIN, seed))
             arms += [Arm(opt, "grid", k + d, w, seed) for d in (0, -1, 1) for w in GRID_WARMUPS]
@@ -314,13 +326,13 @@ def needs(arm: Arm) -> Arm | None:
     return None
 
 
-def base_config(quick: bool, device: str):
+def base_config(quick: bool, device: str, task: str = "lm"):
     from smoothprobe.train import TrainConfig
 
     if quick:
-        return TrainConfig(task="lm", model="tiny", steps=200, batch_size=16, seq_len=64, eval_every=50,
+        return TrainConfig(task=task, model="tiny", steps=200, batch_size=16, seq_len=64, eval_every=50,
                            checkpoint_every=10**6, device=device)
-    return TrainConfig(task="lm", model="tiny", steps=1000, batch_size=16, seq_len=64, eval_every=100,
+    return TrainConfig(task=task, model="tiny", steps=1000, batch_size=16, seq_len=64, eval_every=100,
                        checkpoint_every=250, device=device)
 
 
@@ -460,7 +472,7 @@ class LargestStep:
         self.largest = state["largest"]
 
 
-def run_arm(arm: Arm, out: Path, quick: bool, device: str) -> None:
+def run_arm(arm: Arm, out: Path, quick: bool, device: str, task: str = "lm") -> None:
     """Train one arm into its folder and write its result (a diverged run is a result)."""
     import torch
 
@@ -478,7 +490,7 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str) -> None:
     t0 = time.time()
     error, used = None, None
     try:
-        trainer = build(config_of(arm, base_config(quick, device), out), path, overwrite=True)
+        trainer = build(config_of(arm, base_config(quick, device, task), out), path, overwrite=True)
     except SmoothprobeError as exc:
         if arm.kind != "fitted":
             raise
@@ -500,8 +512,10 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str) -> None:
         status = run.info.get("status")
         val = float(run.evals.val_loss.iloc[-1]) if status == "finished" and len(run.evals) else math.nan
         peak = float(run.steps.lr.max()) if len(run.steps) else math.nan
+        history = (run.info.get("pilot") or {}).get("history", [])
         result.update(status=status, val_loss=val, peak_lr=used if used is not None else peak,
-                      decision=run.info.get("decision"))
+                      decision=run.info.get("decision"), task_f_star=run.info["task"].get("f_star"),
+                      start_tests=[shown(d) for d in history if d.get("by") in ("step test", "progress test")])
         if arm.kind == "record" and status == "finished":
             try:  # f* as the closed loop's pilot takes it: auto, or the losses' lower bound where it drifts
                 replace_atomically(fit, fit_or_lower_bound(run.steps, 200).to_json)
@@ -512,7 +526,7 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str) -> None:
 
 
 def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str], jobs: int, quick: bool,
-            device: str, budget_s: float | None) -> None:
+            device: str, budget_s: float | None, task: str = "lm") -> None:
     """Run the plan `jobs` arms at a time in subprocesses, re-planning as results arrive, until done
     or the time budget is spent (then running arms finish; the rest wait for the next session)."""
     start, running, failures = time.time(), {}, {}
@@ -531,7 +545,7 @@ def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]
         while todo and len(running) + len(elsewhere) < jobs and not late:
             arm = todo.pop(0)
             cmd = [sys.executable, __file__, "--run-arm", json.dumps(dataclasses.asdict(arm)), "--out", str(out),
-                   "--device", device]
+                   "--device", device, "--task", task]
             cmd += ["--quick"] if quick else []
             env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
             logfile = out / "_logs" / f"{arm.name.replace('/', '__')}.log"
@@ -803,19 +817,23 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=DEVICES,
                         help="cpu (fp32: the published tables) or cuda (bf16 autocast; its own run folder and "
                              "report, never mixed with CPU scores; many arms fit at once: --jobs 16)")
-    parser.add_argument("--out", default=None, help="run folder [default: runs/warmup_grid(_quick)(_cuda)]")
+    parser.add_argument("--task", default="lm", choices=TASKS,
+                        help="lm (the published tables) or markov (the progress test's second task: its own run "
+                             "folder; start_tests.py reads it)")
+    parser.add_argument("--out", default=None, help="run folder [default: runs/warmup_grid(_markov)(_quick)(_cuda)]")
     parser.add_argument("--budget-min", type=float, default=None, help="stop starting runs after this long")
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--run-arm", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    name = ("warmup_grid_quick" if args.quick else "warmup_grid") + ("_cuda" if args.device == "cuda" else "")
+    name = ("warmup_grid" + ("" if args.task == "lm" else f"_{args.task}") + ("_quick" if args.quick else "")
+            + ("_cuda" if args.device == "cuda" else ""))
     out = Path(args.out or REPO / "runs" / name)
     others = set() if args.run_arm is not None else devices_in(out) - {args.device}  # --run-arm: checked by its parent
     if others:  # bf16 on CUDA, fp32 on CPU: scores that must not meet in one table
         parser.error(f"{out} holds results run on {', '.join(sorted(others))}; give --device {args.device} "
                      "its own --out folder")
     if args.run_arm is not None:
-        run_arm(Arm(**json.loads(args.run_arm)), out, args.quick, args.device)
+        run_arm(Arm(**json.loads(args.run_arm)), out, args.quick, args.device, args.task)
         return
     optimizers = (args.optimizers or ("adamw,lion" if args.quick else "adamw,lion,muon,normsgd")).split(",")
     seeds = list(range(args.seed_offset, args.seed_offset + (args.seeds or (1 if args.quick else 3))))
@@ -823,7 +841,10 @@ def main() -> None:
         seeds = [0, *seeds]
     if not args.summary_only:
         execute(out, optimizers, seeds, set(args.stages.split(",")), args.jobs, args.quick, args.device,
-                None if args.budget_min is None else 60 * args.budget_min)
+                None if args.budget_min is None else 60 * args.budget_min, args.task)
+    if args.task != "lm":  # the tables and goals are the lm benchmark's; another task checks the progress test
+        print(f"{args.task}'s runs are in {results_dir(out)}: `python benchmarks/start_tests.py` reads them")
+        return
     results = collect(out)
     if results.empty:
         print("no finished runs yet")

@@ -86,6 +86,19 @@ def test_the_lr_scan_extends_until_its_best_lr_is_interior(tmp_path, monkeypatch
     assert {a.seed for a in plan[:first]} == {0, 1} and 2 in {a.seed for a in plan[first:]}
 
 
+def test_the_progress_stage_runs_the_grids_two_ends_and_the_progress_test_at_lr_star_on_every_seed(
+        tmp_path, monkeypatch):
+    wg = load_warmup_grid(monkeypatch)
+    _scan(wg, tmp_path, "adamw", 0)  # every scan point but those next to k = 0 scores 2.5
+    _finish(wg, tmp_path, wg.Arm("adamw", "grid", 0, 0.0, 0), 2.0)  # lr* = the guess (k = 0)
+    plan = wg.plan(tmp_path, ["adamw"], [0, 1, 2], {"scan", "progress"})
+    assert len(plan) == len(set(plan)) and plan[:14] == wg.scan_state(tmp_path, "adamw")[0]
+    ends = {(a.kind, a.warmup, a.seed) for a in plan if a.k == 0}
+    assert ends == {(kind, w, seed) for seed in (0, 1, 2) for kind, w in
+                    (("grid", 0.0), ("grid", 0.25), ("closed_progress", 0.0))} | {("grid", 0.1, 0)}
+    assert wg.base_config(False, "cpu", "markov").task == "markov" and wg.base_config(True, "cpu").task == "lm"
+
+
 def test_the_lr_scan_stays_open_until_both_warmups_ran_at_every_lr(tmp_path, monkeypatch):
     wg = load_warmup_grid(monkeypatch)
     arms, _ = wg.scan_state(tmp_path, "muon")
