@@ -46,12 +46,12 @@ RULES = {"settled": range(30, 40), "progress": range(40, 50)}
 def reading(optimizer: str, seed: int) -> dict:
     """Both rules' readings on one seed at the grid's lr*, and their verdicts ("no warm-up": True)."""
     from smoothprobe.schedule.decision import (
-        SETTLE_FALL,
         best_step_lr,
         progress_drop,
         progress_test,
         step_scale_ratio,
         step_test,
+        still_falling,
     )
     from smoothprobe.train import build
 
@@ -69,7 +69,7 @@ def reading(optimizer: str, seed: int) -> dict:
     scale, _ = step_scale_ratio(rows)
     drop = progress_drop(rows)[0]
     checks = {"a": step_test(trial, config.lr).decided, "b": late >= config.lr,
-              "c": not scale * (1.0 + SETTLE_FALL) < 1.0}
+              "c": not still_falling(scale)}
     return {"optimizer": optimizer, "seed": seed, "peak": config.lr, "start_best": start, "late_best": late,
             "scale_ratio": scale, **checks, "settled": all(checks.values()), "drop": drop,
             "progress": progress_test(rows).decided}

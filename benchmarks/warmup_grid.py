@@ -142,8 +142,10 @@ side until the crossing was confirmed, so an f* update far past Δ' dropped the 
 4 steps: AdamW, normSGD; 2: such a gap runs at the peak). They rerun when it changes; arms whose warm-up
 never had a gap at or below Δ' (steps.jsonl) cannot differ and were relabelled 2 after a rerun of
 one (Lion practical, seed 0) gave the same validation loss to the last digit."""
-HEAD_TO_HEAD = (("grid", 0.0), ("grid", TWIN), ("closed", 0.0), ("closed_step", 0.0), ("closed_progress", 0.0),
-                ("practical", 0.0), ("fitted", 0.0))
+AT_LR_STAR = ("fitted", "closed_step", "practical", "closed", "closed_progress")
+"""The adaptive arms given lr* as their peak (own_peak takes none), in the order a tier runs them; all
+but `fitted` (its fit was recorded at lr*) also run at 10·lr* in the stress tier."""
+HEAD_TO_HEAD = (("grid", 0.0), ("grid", TWIN), *((kind, 0.0) for kind in AT_LR_STAR))
 """The arms at lr* run on a second seed right after the first seed's tier."""
 
 
@@ -270,8 +272,7 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
     def tier(opt: str, k: int, seed: int) -> list[Arm]:
         arms = []
         if "adaptive" in stages:
-            arms += [Arm(opt, kind, k, 0.0, seed) for kind in ("fitted", "closed_step", "practical", "closed",
-                                                               "closed_progress")]
+            arms += [Arm(opt, kind, k, 0.0, seed) for kind in AT_LR_STAR]
             arms.append(Arm(opt, "own_peak", None, 0.0, seed))
             if opt == "adamw":
                 arms += [Arm(opt, kind, None if kind != "untuned" else k, 0.0, seed) for kind in PARAM_FREE]
@@ -297,7 +298,7 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
         for opt in found:
             order += [Arm(opt, "grid", stars[opt], w, seeds[0], 10.0) for w in SCAN_WARMUPS]
             order += [Arm(opt, kind, stars[opt], 0.0, seeds[0], 10.0)
-                      for kind in ("practical", "closed", "closed_step", "closed_progress")]
+                      for kind in AT_LR_STAR if kind != "fitted"]
     for seed in seeds[1:]:
         for opt in found:
             order += tier(opt, stars[opt], seed)

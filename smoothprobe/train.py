@@ -31,7 +31,7 @@ from smoothprobe.probes.pieces import split_rows
 from smoothprobe.probes.recorder import Cadence, Recorder, optimizer_geometry
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.baseline import WarmupDecay, warmup_steps
-from smoothprobe.schedule.decision import PROGRESS_STEPS, STEP_TEST_ROWS
+from smoothprobe.schedule.decision import PROGRESS_TEST, STEP_TEST
 from smoothprobe.schedule.online import OnlineFStar, OnlineRefit, Pilot
 from smoothprobe.smoothness import FStar
 from smoothprobe.store import CHECKPOINT, RunStore, read_run_info, read_table
@@ -317,17 +317,17 @@ def schedule_step(trainer: Trainer, row: dict) -> dict:
 
 def run_start_tests(trainer: Trainer) -> None:
     """A pilot's start tests before the first step, on trial steps that are undone: the step test
-    (`Pilot.test` on STEP_TEST_ROWS steps at the start's LR, `Trainer.trial_rows`), then, unless it said
-    "no warm-up", the progress test (on PROGRESS_STEPS steps of the practical start, `Trainer.trial_start`).
+    (`decision.STEP_TEST` on steps at the start's LR, `Trainer.trial_rows`), then, unless it said "no
+    warm-up", the progress test (`decision.PROGRESS_TEST` on steps of the practical start, `Trainer.trial_start`).
     run.json says what they decided."""
     pilot = trainer.pilot
     if pilot is None or not (pilot.step_test or pilot.progress_test) or pilot.step_tested:
         return
-    tests = [("step test", lambda: trainer.trial_rows(STEP_TEST_ROWS))] if pilot.step_test else []
+    tests = [(STEP_TEST, trainer.trial_rows)] if pilot.step_test else []
     if pilot.progress_test:
-        tests.append(("progress test", lambda: trainer.trial_start(PROGRESS_STEPS)))
-    for by, trial in tests:
-        if pilot.test(trial(), trainer.scheduler, by):
+        tests.append((PROGRESS_TEST, trainer.trial_start))
+    for test, trial in tests:
+        if pilot.test(trial(test.steps), trainer.scheduler, test):
             pilot_moved(trainer, True)
             return
     write_pilot(trainer)

@@ -18,6 +18,7 @@ from smoothprobe.fit import fit_run
 from smoothprobe.report import write_report
 from smoothprobe.report.data import build_view, final_losses, probe_costs
 from smoothprobe.report.figures import switch_step
+from smoothprobe.schedule.decision import progress_trial
 from smoothprobe.smoothness import delta_peak, eta_max, is_physical
 
 SECTION_IDS = ("summary", "config", "loss-lr", "k-vs-delta", "residuals", "model-comparison",
@@ -523,3 +524,10 @@ def test_the_closed_loops_decision_is_in_the_runs_section(runs, tmp_path):
     text = Page(write_report([decided], tmp_path / "r.html").read_text()).section_text("summary")
     assert ("the step test decided no-warmup before step 0, from 3 trial steps it undid (within the stability "
             "limit). Each decision, by step: 0 no-warmup (step test).") in text
+    info["decision"] = {"branch": "no-warmup", "step": 0, "reason": "a slow start", "by": "progress test",
+                        "trial": progress_trial([{"loss": 5.0 - s / 100} for s in range(50)])}
+    info["pilot"]["history"] = [info["decision"]]
+    (decided / "run.json").write_text(json.dumps(info))
+    text = Page(write_report([decided], tmp_path / "r.html").read_text()).section_text("summary")
+    assert ("the progress test decided no-warmup before step 0, from 50 trial steps it undid (a slow start). "
+            "Each decision, by step: 0 no-warmup (progress test).") in text

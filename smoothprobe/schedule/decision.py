@@ -43,7 +43,7 @@ until the fit says the rise is over, or that there never was one (docs/design.md
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -292,6 +292,28 @@ def progress_trial(rows: Sequence[Mapping]) -> dict[str, Any]:
     return {"steps": len(losses), "first": losses[:PROGRESS_ENDS], "last": losses[-PROGRESS_ENDS:]}
 
 
+def step_trial(rows: Sequence[Mapping]) -> list[dict[str, Any]]:
+    """What a decision keeps of the step test's trial `rows`: each step's LR, loss and secant readings."""
+    return [{k: r.get(k) for k in ("step", "lr", "loss", "secant_slope", "secant_curv")} for r in rows]
+
+
+@dataclass(frozen=True)
+class StartTest:
+    """A test a pilot takes once, before the first step, on `steps` trial steps that are undone: its
+    name (a decision's `by`), its verdict on the trial rows given the peak LR and the step it is taken
+    at, and what the decision keeps of those rows (`Pilot.test`)."""
+
+    name: str
+    steps: int
+    verdict: Callable[[Sequence[Mapping], float, int | None], Decision]
+    kept: Callable[[Sequence[Mapping]], Any]
+
+
+STEP_TEST = StartTest("step test", STEP_TEST_ROWS, step_test, step_trial)
+PROGRESS_TEST = StartTest("progress test", PROGRESS_STEPS, lambda rows, peak_lr, step: progress_test(rows, step),
+                          progress_trial)
+
+
 def within_stability(decision: Decision, rows: Sequence[Mapping], peak_lr: float) -> Decision:
     """A fit's decision held to the stability limit: a branch that takes the LR to `peak_lr` (now, or
     at the end of a fit-driven warm-up) stands only while a step at `peak_lr` is within STABILITY_LIMIT
@@ -331,12 +353,22 @@ def after_settling(decision: Decision, rows: Sequence[Mapping]) -> Decision:
     ('no-warmup', 'no-warmup')
     """
     ratio, since = step_scale_ratio(rows)
-    if not decision.decided or not ratio * (1.0 + SETTLE_FALL) < 1.0:
+    if not decision.decided or not still_falling(ratio):
         return decision
     return _hold(decision, "the falling step size",
                  f"the optimizer's step per unit LR is still falling (median of the last {SETTLE_ROWS} steps "
                  f"{ratio:.3g}× that of the {SETTLE_ROWS} steps up to step {since}), so the fit's "
                  f"{decision.branch} waits for it to settle")
+
+
+def still_falling(ratio: float) -> bool:
+    """Whether a `step_scale_ratio` says the step per unit LR is still falling: below 1/(1 + SETTLE_FALL)
+    (a NaN ratio, too few steps to read, is not).
+
+    >>> still_falling(0.5), still_falling(0.95), still_falling(float("nan"))
+    (True, False, False)
+    """
+    return ratio * (1.0 + SETTLE_FALL) < 1.0
 
 
 def _hold(decision: Decision, guard: str, why: str) -> Decision:

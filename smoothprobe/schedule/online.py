@@ -19,13 +19,12 @@ from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.decision import (
     GUARDS,
     RISE_LEFT,
+    STEP_TEST,
     STEP_TEST_ROWS,
+    StartTest,
     after_settling,
     best_step_lr,
     decide,
-    progress_test,
-    progress_trial,
-    step_test,
     within_stability,
 )
 from smoothprobe.smoothness import FStar
@@ -275,29 +274,21 @@ class Pilot:
         self.closed = True
         return True
 
-    def test(self, rows: list[dict], scheduler: AdaptiveWarmup, by: str = "step test") -> bool:
-        """A start test on trial steps that were undone, before the first step: the step test
-        (`decision.step_test`, on `Trainer.trial_rows`) or, with `by` "progress test",
-        `decision.progress_test` (on `Trainer.trial_start`). "no-warmup" skips the warm-up and closes
-        the pilot (True); otherwise the fits decide its length. The decision keeps the rows it read
-        (the progress test's: their count and the losses at each end)."""
-        first = rows[0]["step"] if rows else None
-        if by == "step test":
-            verdict = step_test(rows, scheduler.lr, first)
-            trial = [{k: r.get(k) for k in ("step", "lr", "loss", "secant_slope", "secant_curv")} for r in rows]
-        elif by == "progress test":
-            verdict, trial = progress_test(rows, first), progress_trial(rows)
-        else:
-            raise ValueError(f"unknown start test {by!r}: 'step test' or 'progress test'")
+    def test(self, rows: list[dict], scheduler: AdaptiveWarmup, test: StartTest = STEP_TEST) -> bool:
+        """A start test (`decision.STEP_TEST` on `Trainer.trial_rows`, `decision.PROGRESS_TEST` on
+        `Trainer.trial_start`) on trial steps that were undone, before the first step. "no-warmup"
+        skips the warm-up and closes the pilot (True); otherwise the fits decide its length. The
+        decision keeps what the test keeps of the rows it read (`StartTest.kept`)."""
+        verdict, trial = test.verdict(rows, scheduler.lr, rows[0]["step"] if rows else None), test.kept(rows)
         self.step_tested = True  # the start's tests ran (a resumed run does not take them again)
-        self.decision = self._log({**verdict.to_dict(), "trial": trial}, by)
+        self.decision = self._log({**verdict.to_dict(), "trial": trial}, test.name)
         if not verdict.decided:
             self.status = f"not yet: {verdict.reason}"
             return False
         before = float(scheduler.get_last_lr()[0])
         scheduler.skip_warmup()
         self._restart_on_jump(scheduler, before, 0)
-        self.status, self.closed = f"no-warmup ({by})", True
+        self.status, self.closed = f"no-warmup ({test.name})", True
         return True
 
     def _measure_peak(self, scheduler: AdaptiveWarmup) -> None:
