@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import warmup_grid
 from warmup_grid import REPO
 
@@ -41,6 +43,52 @@ LATE = (35, 49)
 RESULTS = REPO / "benchmarks" / "results" / "start_tests.json"
 RULES = {"settled": range(30, 40), "progress": range(40, 50)}
 """Each rule and the seeds that judged it (registered before they ran)."""
+TRANSFER = REPO / "runs" / "warmup_grid_markov"
+"""The progress test's second task: `python benchmarks/warmup_grid.py --task markov --stages scan,progress`."""
+TRANSFER_SEEDS = (0, 1, 2)
+
+
+def transfer(optimizer: str) -> dict | None:
+    """The progress test on the second task (markov), judged as registered before its runs: the
+    right answer at that task's own lr* is "warm-up" where 25 % beat no warm-up on every seed, "none"
+    where no warm-up beat 25 % on every seed, else "either"; the test transfers where its verdict is
+    right on at least 2 of the 3 seeds and its closed loop's mean is within the better end's mean + that
+    end's seed σ. None while the scan is open. `gap_drop` (the drop over the known gap first − f*) is
+    read for exploration only."""
+    k = warmup_grid.scan_state(TRANSFER, optimizer)[1]
+    if k is None:
+        return None
+
+    def scores(kind: str, warmup: float) -> dict[int, dict | None]:
+        return {seed: warmup_grid.result_of(TRANSFER, warmup_grid.Arm(optimizer, kind, k, warmup, seed))
+                for seed in TRANSFER_SEEDS}
+
+    none, warm = ({s: warmup_grid.score(r) for s, r in scores("grid", w).items()} for w in warmup_grid.PROGRESS_ENDS)
+    runs = scores("closed_progress", 0.0)
+    calls, drops, gap_drops = {}, {}, {}
+    for seed, run in runs.items():
+        test = next((t for t in (run or {}).get("start_tests", []) if t["by"] == "progress test"), None)
+        if test is None:
+            continue
+        first, last = float(np.mean(test["trial"]["first"])), float(np.mean(test["trial"]["last"]))
+        calls[seed] = "none" if test["branch"] == "no-warmup" else "warm-up"
+        drops[seed] = (first - last) / first
+        gap_drops[seed] = (first - last) / (first - run["task_f_star"])
+    both = [s for s in TRANSFER_SEEDS if math.isfinite(none[s]) and math.isfinite(warm[s])]
+    answer = None
+    if len(both) == len(TRANSFER_SEEDS):
+        answer = ("warm-up" if all(warm[s] < none[s] for s in both) else
+                  "none" if all(none[s] < warm[s] for s in both) else "either")
+    right = sum(answer == "either" or calls[s] == answer for s in calls) if answer else None
+    better = min((none, warm), key=lambda d: np.mean(list(d.values())))
+    closed = [warmup_grid.score(r) for r in runs.values()]
+    done = answer is not None and len(calls) == len(TRANSFER_SEEDS) and all(map(math.isfinite, closed))
+    within = (np.mean(closed) <= np.mean(list(better.values())) + np.std(list(better.values()), ddof=1)
+              if done else None)
+    return {"lr_star": warmup_grid.Arm(optimizer, "grid", k, 0.0, 0).lr, "none": none, "warm": warm,
+            "closed": dict(zip(TRANSFER_SEEDS, closed)), "answer": answer, "calls": calls, "drops": drops,
+            "gap_drops": gap_drops, "right": right, "within": within,
+            "transfers": bool(right >= 2 and within) if done else None}
 
 
 def reading(optimizer: str, seed: int) -> dict:
@@ -98,6 +146,17 @@ def main() -> None:
             calls = [found[f"{optimizer}-seed{s}"][rule] for s in seeds if f"{optimizer}-seed{s}" in found]
             print(f"{rule} on seeds {seeds.start}-{seeds.stop - 1}, {optimizer}: 'no warm-up' in {sum(calls)} of "
                   f"{len(calls)}")
+    print(f"the progress test on a second task (markov, its own lr*; seeds {TRANSFER_SEEDS}):")
+    for optimizer in warmup_grid.GUESS:
+        t = transfer(optimizer)
+        if t is None:
+            print(f"  {optimizer}: its LR scan is still open")
+            continue
+        seeds = ", ".join(f"s{s} w0 {t['none'][s]:.4f} w25 {t['warm'][s]:.4f} closed {t['closed'][s]:.4f} "
+                          f"drop {t['drops'].get(s, math.nan):.3f} (of the gap {t['gap_drops'].get(s, math.nan):.3f}) "
+                          f"-> {t['calls'].get(s, 'not run')}" for s in TRANSFER_SEEDS)
+        print(f"  {optimizer} at lr* {t['lr_star']:.4g}: right answer {t['answer'] or 'open'}; {seeds}; right on "
+              f"{t['right']} seeds, closed loop within the better end + σ: {t['within']}; transfers: {t['transfers']}")
 
 
 if __name__ == "__main__":

@@ -324,16 +324,52 @@ def test_the_ramp_pilot_ramps_to_its_peak_probes_every_step_and_reruns_only_what
         ramp.run(tmp_path, "lion", 3.0, 0)
 
 
+def test_the_progress_tests_second_task_is_judged_as_registered(tmp_path, monkeypatch):
+    """start_tests.transfer: the right answer needs the same end ahead on every seed, the test must be
+    right on 2 of 3 seeds and its closed loop within the better end's mean + seed σ."""
+    from smoothprobe.schedule.decision import progress_trial
+
+    tests = load_start_tests(monkeypatch)
+    wg = sys.modules["warmup_grid"]
+    monkeypatch.setattr(tests, "TRANSFER", tmp_path)
+    assert tests.transfer("adamw") is None  # the scan is open
+    _scan(wg, tmp_path, "adamw", 0)
+    none, warm = {0: 2.00, 1: 2.02, 2: 2.04}, {0: 1.95, 1: 1.96, 2: 1.99}  # 25 % ahead on every seed
+    for seed in (0, 1, 2):
+        _finish(wg, tmp_path, wg.Arm("adamw", "grid", 0, 0.0, seed), none[seed])
+        _finish(wg, tmp_path, wg.Arm("adamw", "grid", 0, 0.25, seed), warm[seed])
+    assert tests.transfer("adamw")["answer"] == "warm-up" and tests.transfer("adamw")["transfers"] is None
+    for seed, (end, closed) in enumerate(((3.0, 1.96), (3.0, 1.97), (4.5, 2.00))):  # drops 40 %, 40 %, 10 %
+        arm = wg.Arm("adamw", "closed_progress", 0, 0.0, seed)
+        _finish(wg, tmp_path, arm, closed)
+        result = json.loads(wg.result_path(tmp_path, arm).read_text())
+        trial = progress_trial([{"loss": 5.0}] * 45 + [{"loss": end}] * 5)
+        result.update(task_f_star=1.0, start_tests=[{"by": "progress test", "branch": "not yet" if end < 4 else
+                                                     "no-warmup", "trial": trial}])
+        wg.result_path(tmp_path, arm).write_text(json.dumps(result))
+    t = tests.transfer("adamw")
+    assert t["calls"] == {0: "warm-up", 1: "warm-up", 2: "none"} and t["right"] == 2
+    assert t["drops"][0] == pytest.approx(0.4) and t["gap_drops"][0] == pytest.approx(0.5)
+    # mean closed 1.9767 against 1.9667 + σ 0.0208: within
+    assert t["within"] and t["transfers"] and t["lr_star"] == pytest.approx(wg.GUESS["adamw"])
+
+
+def load_start_tests(monkeypatch):
+    load_warmup_grid(monkeypatch)
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("start_tests", SCRIPT.parent / "start_tests.py")
+    tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tests)
+    return tests
+
+
 def test_the_start_tests_committed_verdicts_follow_from_their_readings_and_match_the_docstring(monkeypatch):
     """benchmarks/start_tests.py: every committed verdict is its rule applied to its own readings, the
     counts the docstring (and docs/design.md §5) quote are the committed ones on each rule's own seeds,
     and a reading runs end to end."""
     from smoothprobe.schedule.decision import PROGRESS_DROP
 
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("start_tests", SCRIPT.parent / "start_tests.py")
-    tests = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tests)
+    tests = load_start_tests(monkeypatch)
     found = json.loads(tests.RESULTS.read_text())
     assert len(found) == 80 and {r["seed"] for r in found.values()} == set(tests.SEEDS)
     for r in found.values():
