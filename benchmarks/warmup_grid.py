@@ -88,7 +88,7 @@ PARAM_FREE = ("prodigy", "dadapt", "dog", "schedulefree", "untuned")
 TASKS = ("lm", "markov")
 """The task every arm trains on: lm (the published tables) or markov (the progress test's second task,
 its own run folder)."""
-PROGRESS_ENDS = (0.0, 0.25)
+PROGRESS_WARMUPS = (0.0, 0.25)
 """The grid's warm-ups the progress stage runs at lr*: the two answers the progress test chooses between."""
 DEVICES = ("cpu", "cuda")
 """fp32 on the CPU, bf16 autocast on CUDA: one run folder holds one device's results."""
@@ -143,7 +143,7 @@ side until the crossing was confirmed, so an f* update far past Δ' dropped the 
 never had a gap at or below Δ' (steps.jsonl) cannot differ and were relabelled 2 after a rerun of
 one (Lion practical, seed 0) gave the same validation loss to the last digit."""
 AT_LR_STAR = ("fitted", "closed_step", "practical", "closed", "closed_progress")
-"""The adaptive arms given lr* as their peak (own_peak takes none), in the order a tier runs them; all
+"""The adaptive arms given lr* as their peak (own_peak takes none), in the order each seed's tier runs them; all
 but `fitted` (its fit was recorded at lr*) also run at 10·lr* in the stress tier."""
 HEAD_TO_HEAD = (("grid", 0.0), ("grid", TWIN), *((kind, 0.0) for kind in AT_LR_STAR))
 """The arms at lr* run on a second seed right after the first seed's tier."""
@@ -277,7 +277,7 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
             if opt == "adamw":
                 arms += [Arm(opt, kind, None if kind != "untuned" else k, 0.0, seed) for kind in PARAM_FREE]
         if "progress" in stages:
-            arms += [Arm(opt, "grid", k, w, seed) for w in PROGRESS_ENDS] + [Arm(opt, "closed_progress", k, 0.0, seed)]
+            arms += [Arm(opt, "grid", k, w, seed) for w in PROGRESS_WARMUPS] + [Arm(opt, "closed_progress", k, 0.0, seed)]
         if "grid" in stages:  # the twin first: every σ verdict needs its noise floor
             arms.append(Arm(opt, "grid", k, TWIN, seed))
             arms += [Arm(opt, "grid", k + d, w, seed) for d in (0, -1, 1) for w in GRID_WARMUPS]
@@ -506,7 +506,7 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str, task: str = "lm") -> 
             error = str(exc)
         used = getattr(trainer.scheduler, "largest", None)  # a parameter-free optimizer's own step size
     result = {**dataclasses.asdict(arm), "design": design_of(arm.kind), "lr": arm.lr, "name": arm.name, "status": "refused",
-              "device": device, "val_loss": math.nan,
+              "device": device, "task": task, "val_loss": math.nan,
               "peak_lr": math.nan, "seconds": time.time() - t0, "error": error, "decision": None}
     if trainer is not None:
         run = load_run(path)
@@ -572,9 +572,14 @@ def execute(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]
                       f"{result['peak_lr']:.3g} ({result['seconds']:.0f} s)", flush=True)
 
 
-def devices_in(out: Path) -> set[str]:
-    """The devices the results in `out` ran on (a result that names none ran on the CPU)."""
-    return {json.loads(p.read_text()).get("device", "cpu") for p in result_files(out)}
+RECORDED = {"device": "cpu", "task": "lm"}
+"""What a result records that one run folder must not mix (bf16 and fp32 scores, two tasks' losses),
+and what a result that names none ran with."""
+
+
+def recorded(out: Path, key: str) -> set[str]:
+    """The values of `key` (a key of RECORDED) the results in `out` ran with."""
+    return {json.loads(p.read_text()).get(key, RECORDED[key]) for p in result_files(out)}
 
 
 def collect(out: Path) -> pd.DataFrame:
@@ -829,10 +834,12 @@ def main() -> None:
     name = ("warmup_grid" + ("" if args.task == "lm" else f"_{args.task}") + ("_quick" if args.quick else "")
             + ("_cuda" if args.device == "cuda" else ""))
     out = Path(args.out or REPO / "runs" / name)
-    others = set() if args.run_arm is not None else devices_in(out) - {args.device}  # --run-arm: checked by its parent
-    if others:  # bf16 on CUDA, fp32 on CPU: scores that must not meet in one table
-        parser.error(f"{out} holds results run on {', '.join(sorted(others))}; give --device {args.device} "
-                     "its own --out folder")
+    for key in RECORDED if args.run_arm is None else ():  # --run-arm: checked by its parent
+        given = getattr(args, key)
+        others = recorded(out, key) - {given}
+        if others:  # bf16 on CUDA and fp32 on CPU, or two tasks: scores that must not meet in one table
+            parser.error(f"{out} holds results run on {', '.join(sorted(others))}; give --{key} {given} "
+                         "its own --out folder")
     if args.run_arm is not None:
         run_arm(Arm(**json.loads(args.run_arm)), out, args.quick, args.device, args.task)
         return

@@ -231,10 +231,13 @@ def test_a_run_folder_holds_one_devices_results(tmp_path, monkeypatch, capsys):
     main("--device", "cuda")  # a fresh folder takes any device
     assert "no finished runs yet" in capsys.readouterr().out
     _finish(wg, tmp_path / "runs", wg.Arm("lion", "grid", 0, 0.0, 0), 1.7)  # written before results named a device
-    assert wg.devices_in(tmp_path / "runs") == {"cpu"}
+    assert wg.recorded(tmp_path / "runs", "device") == {"cpu"} and wg.recorded(tmp_path / "runs", "task") == {"lm"}
     with pytest.raises(SystemExit) as refused:
         main("--device", "cuda")
     assert refused.value.code == 2 and "holds results run on cpu; give --device cuda its own --out" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # two tasks' losses must not meet in one table either
+        main("--task", "markov")
+    assert refused.value.code == 2 and "holds results run on lm; give --task markov its own --out" in capsys.readouterr().err
 
 
 def test_held_out_seeds_get_their_own_report(tmp_path, monkeypatch, capsys):
@@ -352,6 +355,35 @@ def test_the_progress_tests_second_task_is_judged_as_registered(tmp_path, monkey
     assert t["drops"][0] == pytest.approx(0.4) and t["gap_drops"][0] == pytest.approx(0.5)
     # mean closed 1.9767 against 1.9667 + σ 0.0208: within
     assert t["within"] and t["transfers"] and t["lr_star"] == pytest.approx(wg.GUESS["adamw"])
+    _finish(wg, tmp_path, wg.Arm("adamw", "grid", 0, 0.0, 1), math.inf, "diverged")  # a diverged end loses its seed
+    assert tests.transfer("adamw")["answer"] == "warm-up"
+    _finish(wg, tmp_path, wg.Arm("adamw", "closed_progress", 0, 0.0, 2), math.inf, "diverged")
+    t = tests.transfer("adamw")  # seed 2's result kept no start test: unread, no verdict
+    assert t["calls"][2] == "unread" and t["right"] is None and t["within"] is None and t["transfers"] is None
+    arm = wg.Arm("adamw", "closed_progress", 0, 0.0, 2)
+    result = json.loads(wg.result_path(tmp_path, arm).read_text())
+    result["start_tests"] = [{"by": "progress test", "branch": "not yet",
+                              "trial": progress_trial([{"loss": 5.0}] * 45 + [{"loss": 3.0}] * 5)}]
+    wg.result_path(tmp_path, arm).write_text(json.dumps(result))  # and no f*: no gap to read
+    t = tests.transfer("adamw")
+    assert math.isnan(t["gap_drops"][2]) and t["right"] == 3 and t["within"] is False and t["transfers"] is False
+
+
+@pytest.mark.slow  # about 15 s idle: 600 small steps
+def test_a_markov_arm_records_its_task_its_f_star_and_its_progress_test(tmp_path, monkeypatch):
+    wg = load_warmup_grid(monkeypatch)
+    full = wg.base_config
+    monkeypatch.setattr(wg, "base_config", lambda quick, device, task="lm": wg.dataclasses.replace(
+        full(True, device, task), steps=600, batch_size=2, seq_len=16, eval_every=300, probes={"every": 10**6}))
+    arm = wg.Arm("lion", "closed_progress", 0, 0.0, 0)
+    wg.run_arm(arm, tmp_path, True, "cpu", "markov")
+    result = json.loads(wg.result_path(tmp_path, arm).read_text())
+    assert result["task"] == "markov" and result["status"] == "finished"
+    from smoothprobe.tasks.markov import MarkovTask
+
+    assert result["task_f_star"] == pytest.approx(MarkovTask(seq_len=16).f_star)  # the chain's entropy rate
+    (test,) = result["start_tests"]
+    assert test["by"] == "progress test" and test["trial"]["steps"] == 50 and len(test["trial"]["last"]) == 5
 
 
 def load_start_tests(monkeypatch):

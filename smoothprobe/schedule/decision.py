@@ -277,8 +277,21 @@ def progress_drop(rows: Sequence[Mapping]) -> tuple[float, float, float]:
     losses = [_number(r.get("loss")) for r in rows]
     if len(losses) < PROGRESS_STEPS or any(v is None or not math.isfinite(v) for v in losses):
         return math.nan, math.nan, math.nan
-    first, last = float(np.mean(losses[:PROGRESS_ENDS])), float(np.mean(losses[-PROGRESS_ENDS:]))
-    return ((first - last) / first if first > 0 else math.nan), first, last
+    return ends_drop(losses[:PROGRESS_ENDS], losses[-PROGRESS_ENDS:])
+
+
+def ends_drop(first: Sequence[float | None], last: Sequence[float | None]) -> tuple[float, float, float]:
+    """The relative drop from the mean of the losses `first` to the mean of `last` (a decision's kept
+    `progress_trial`), and the two means: all NaN where a loss is missing or not finite, the drop NaN
+    where the first mean is not above 0.
+
+    >>> ends_drop([4.0, 4.0], [3.0, 3.0]), ends_drop([4.0], [float("nan")])[0]
+    ((0.25, 4.0, 3.0), nan)
+    """
+    if any(v is None or not math.isfinite(v) for v in (*first, *last)):
+        return math.nan, math.nan, math.nan
+    start, end = float(np.mean(first)), float(np.mean(last))
+    return ((start - end) / start if start > 0 else math.nan), start, end
 
 
 def progress_trial(rows: Sequence[Mapping]) -> dict[str, Any]:
