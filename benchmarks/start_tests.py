@@ -52,7 +52,7 @@ LATE = (35, 49)
 RESULTS = REPO / "benchmarks" / "results" / "start_tests.json"
 RULES = {"settled": range(30, 40), "progress": range(40, 50)}
 """Each rule and the seeds that judged it (registered before they ran)."""
-TRANSFER = REPO / "runs" / "warmup_grid_markov"
+TRANSFER = REPO / "runs" / warmup_grid.folder_name("markov")
 """The progress test's second task: `python benchmarks/warmup_grid.py --task markov --stages scan,progress`."""
 TRANSFER_SEEDS = (0, 1, 2)
 
@@ -107,8 +107,8 @@ def transfer(optimizer: str) -> dict | None:
             "right": right, "within": within, "transfers": None if within is None else right >= 2 and within}
 
 
-def reading(optimizer: str, seed: int) -> dict:
-    """Both rules' readings on one seed at the grid's lr*, and their verdicts ("no warm-up": True)."""
+def reading(optimizer: str, seed: int, task: str = "lm") -> dict:
+    """Both rules' readings on one seed at the grid's lr* on `task`, and their verdicts ("no warm-up": True)."""
     from smoothprobe.schedule.decision import (
         best_step_lr,
         progress_drop,
@@ -119,9 +119,9 @@ def reading(optimizer: str, seed: int) -> dict:
     )
     from smoothprobe.train import build
 
-    arm = warmup_grid.Arm(optimizer, "closed", warmup_grid.scanned_exponent(optimizer), 0.0, seed)
+    arm = warmup_grid.Arm(optimizer, "closed", warmup_grid.scanned_exponent(optimizer, task), 0.0, seed)
     with tempfile.TemporaryDirectory() as out:
-        config = warmup_grid.config_of(arm, warmup_grid.base_config(False, "cpu"), Path(out))
+        config = warmup_grid.config_of(arm, warmup_grid.base_config(False, "cpu", task), Path(out))
         trainer = build(config, Path(out) / "run")
         try:
             trial = trainer.trial_rows(3)
@@ -134,7 +134,7 @@ def reading(optimizer: str, seed: int) -> dict:
     drop = progress_drop(rows)[0]
     checks = {"a": step_test(trial, config.lr).decided, "b": late >= config.lr,
               "c": not still_falling(scale)}
-    return {"optimizer": optimizer, "seed": seed, "peak": config.lr, "start_best": start, "late_best": late,
+    return {"task": task, "optimizer": optimizer, "seed": seed, "peak": config.lr, "start_best": start, "late_best": late,
             "scale_ratio": scale, **checks, "settled": all(checks.values()), "drop": drop,
             "progress": progress_test(rows).decided}
 
@@ -146,17 +146,19 @@ def main() -> None:
 
     torch.set_num_threads(1)
     found = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    for seed in SEEDS:
-        for optimizer in warmup_grid.GUESS:
-            key = f"{optimizer}-seed{seed}"
-            if key not in found:
-                found[key] = reading(optimizer, seed)
-                RESULTS.write_text(json.dumps(found, indent=1) + "\n")
-            r = found[key]
-            print(f"{key:16s} (a) 2·best/peak {2 * r['start_best'] / r['peak']:.2f}  (b) best/peak "
-                  f"{r['late_best'] / r['peak']:.2f}  (c) scale {r['scale_ratio']:.2f}  drop {r['drop']:.3f}  "
-                  f"-> settled: {'none' if r['settled'] else 'warm-up'}, progress: "
-                  f"{'none' if r['progress'] else 'warm-up'}", flush=True)
+    # the lm seeds, then the second task's seeds once its scan has found lr*
+    wanted = [(f"{opt}-seed{seed}", opt, seed, "lm") for seed in SEEDS for opt in warmup_grid.GUESS]
+    wanted += [(f"markov/{opt}-seed{seed}", opt, seed, "markov") for seed in TRANSFER_SEEDS for opt in warmup_grid.GUESS
+               if warmup_grid.scan_state(TRANSFER, opt)[1] is not None]
+    for key, optimizer, seed, task in wanted:
+        if key not in found:
+            found[key] = reading(optimizer, seed, task)
+            RESULTS.write_text(json.dumps(found, indent=1) + "\n")
+        r = found[key]
+        print(f"{key:22s} (a) 2·best/peak {2 * r['start_best'] / r['peak']:.2f}  (b) best/peak "
+              f"{r['late_best'] / r['peak']:.2f}  (c) scale {r['scale_ratio']:.2f}  drop {r['drop']:.3f}  "
+              f"-> settled: {'none' if r['settled'] else 'warm-up'}, progress: "
+              f"{'none' if r['progress'] else 'warm-up'}", flush=True)
     for rule, seeds in RULES.items():
         for optimizer in warmup_grid.GUESS:
             calls = [found[f"{optimizer}-seed{s}"][rule] for s in seeds if f"{optimizer}-seed{s}" in found]

@@ -254,13 +254,19 @@ def scan_state(out: Path, opt: str) -> tuple[list[Arm], int | None]:
     return [Arm(opt, "grid", k, w, 0) for k in ks for w in SCAN_WARMUPS], best
 
 
-def scanned_exponent(opt: str) -> int:
-    """lr*'s exponent k for `opt` from the repository's committed scan (lr* = GUESS·2^k), for the
-    benchmarks that run at the grid's lr*; exits with a message while that scan is open."""
-    k = scan_state(REPO / "runs" / "warmup_grid", opt)[1]
+def folder_name(task: str = "lm", quick: bool = False, device: str = "cpu") -> str:
+    """The default run folder's name (under runs/) for a task, size and device."""
+    return ("warmup_grid" + ("" if task == "lm" else f"_{task}") + ("_quick" if quick else "")
+            + ("_cuda" if device == "cuda" else ""))
+
+
+def scanned_exponent(opt: str, task: str = "lm") -> int:
+    """lr*'s exponent k for `opt` on `task` from the repository's committed scan (lr* = GUESS·2^k), for
+    the benchmarks that run at the grid's lr*; exits with a message while that scan is open."""
+    k = scan_state(REPO / "runs" / folder_name(task), opt)[1]
     if k is None:
-        raise SystemExit(f"the warm-up grid's LR scan of {opt} is still open: run "
-                         "`python benchmarks/warmup_grid.py --stages scan` first")
+        raise SystemExit(f"the warm-up grid's LR scan of {opt} on {task} is still open: run "
+                         f"`python benchmarks/warmup_grid.py --task {task} --stages scan` first")
     return k
 
 
@@ -831,8 +837,7 @@ def main() -> None:
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--run-arm", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    name = ("warmup_grid" + ("" if args.task == "lm" else f"_{args.task}") + ("_quick" if args.quick else "")
-            + ("_cuda" if args.device == "cuda" else ""))
+    name = folder_name(args.task, args.quick, args.device)
     out = Path(args.out or REPO / "runs" / name)
     for key in RECORDED if args.run_arm is None else ():  # --run-arm: checked by its parent
         given = getattr(args, key)

@@ -403,7 +403,8 @@ def test_the_start_tests_committed_verdicts_follow_from_their_readings_and_match
 
     tests = load_start_tests(monkeypatch)
     found = json.loads(tests.RESULTS.read_text())
-    assert len(found) == 80 and {r["seed"] for r in found.values()} == set(tests.SEEDS)
+    lm = [r for r in found.values() if r.get("task", "lm") == "lm"]  # the second task's are judged by `transfer`
+    assert len(lm) == 80 and {r["seed"] for r in lm} == set(tests.SEEDS)
     for r in found.values():
         assert r["a"] == (r["peak"] <= 2.0 * r["start_best"]) and r["b"] == (r["late_best"] >= r["peak"])
         assert r["c"] == (r["scale_ratio"] * 1.1 >= 1.0) and r["settled"] == (r["a"] and r["b"] and r["c"])
