@@ -25,7 +25,10 @@ or 19 (progress) of the 20 Lion and Muon runs were.
   answer is "warm-up" where 25 % beat no warm-up on every seed, "none" where no warm-up beat 25 % on
   every seed, else "either". The test transfers on an optimizer if its verdict is right on at least 2
   of the 3 seeds and its closed loop's mean is within the better end's mean + that end's seed σ; it
-  transfers if it does so on all four, and stays opt-in otherwise. Result: not yet run.
+  transfers if it does so on all four, and stays opt-in otherwise. It failed: every start fell
+  6.5-8.6 %, so it said "no warm-up" for all four; a 25 % warm-up won on every seed for AdamW and
+  normalised SGD (AdamW right on 0 of 3, normalised SGD right on 0 of 3, its closed loop 0.18 behind),
+  while Lion (right on 3 of 3) and Muon (right on 3 of 3, its two ends split) passed. Stays opt-in.
 
 docs/design.md §5 has all three. Every seed's readings are in benchmarks/results/start_tests.json;
 the second task's runs in benchmarks/results/warmup_grid_markov.

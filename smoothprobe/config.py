@@ -294,7 +294,8 @@ def _progress_help() -> str:
     return (f"Adaptive with --pilot: before the first step (after --step-test, unless it said no warm-up), take "
             f"{PROGRESS_STEPS} steps of the practical start (from lr/div) and undo them; if the loss fell by less than "
             f"{PROGRESS_DROP:.1%} over them, start at --lr with no warm-up, if not, the fits decide its length. The "
-            f"threshold is calibrated on one benchmark (docs/design.md).")
+            f"threshold was set on the lm benchmark and failed a second task, markov, where it skipped the warm-up that "
+            f"AdamW and normalised SGD need (docs/design.md).")
 
 
 @dataclass
@@ -321,7 +322,8 @@ class AdaptiveConfig:
     progress_test: with a pilot, before the first step (after the step test, unless that said "no
     warm-up"), take PROGRESS_STEPS steps of the practical start and undo them: a loss that fell by less
     than PROGRESS_DROP over them means no warm-up (`decision.progress_test`). Off by default: its
-    threshold is calibrated on one benchmark only (docs/design.md §5).
+    threshold was set on one benchmark, and on a second task (markov) it skipped warm-ups that were needed
+    (docs/design.md §5).
     """
 
     fit: str | None = option(None, "Adaptive: constants from this fit.json (implies --adaptive; --lr rescales the peak).",

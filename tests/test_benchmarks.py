@@ -419,7 +419,11 @@ def test_the_start_tests_committed_verdicts_follow_from_their_readings_and_match
     doc = " ".join(tests.__doc__.split())
     for opt, right in (("AdamW", 10), ("Muon", 10), ("normalised SGD", 9), ("Lion", 6)):
         assert f"{opt} right {right} of 10" in doc or f"{opt} {right} of 10" in doc
-    closest = min(r["drop"] for r in found.values() if r["optimizer"] == "normsgd" and r["seed"] in tests.RULES["progress"])
+    for opt, name in (("adamw", "AdamW"), ("normsgd", "normalised SGD"), ("lion", "Lion"), ("muon", "Muon")):
+        t = tests.transfer(opt)  # the second task, from the committed markov results
+        assert f"{name} right on {t['right']} of 3" in doc or f"{name} (right on {t['right']} of 3" in doc
+        assert t["transfers"] == (opt in ("lion", "muon")) and all(call == "none" for call in t["calls"].values())
+    closest = min(r["drop"] for r in lm if r["optimizer"] == "normsgd" and r["seed"] in tests.RULES["progress"])
     assert f"at {closest:.1%}".replace("%", " %") in doc
     monkeypatch.setattr(tests, "WINDOW", 20)  # the fewest steps the scale's ratio reads (2 × SETTLE_ROWS)
     monkeypatch.setattr(tests, "LATE", (15, 19))

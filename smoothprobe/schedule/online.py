@@ -184,8 +184,8 @@ class Pilot:
     decision is held to the limit): the best step grows as the loss falls even where the warm-up
     matters for longer (AdamW). With `progress_test`, where the step test has not said "no warm-up",
     the trainer takes PROGRESS_STEPS steps of the practical start in a row and undoes them; a loss that
-    fell by less than PROGRESS_DROP over them means no warm-up (`decision.progress_test`, calibrated
-    on one benchmark: docs/design.md §5). `history` keeps every refit's
+    fell by less than PROGRESS_DROP over them means no warm-up (`decision.progress_test`, set on one
+    benchmark and failed on a second: docs/design.md §5). `history` keeps every refit's
     decision (and the start tests'), so a run says what each fit said, not only the last.
     """
 
