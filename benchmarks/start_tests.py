@@ -68,7 +68,7 @@ def transfer(optimizer: str) -> dict | None:
     within the better end's mean + that end's seed σ. None while the scan is open; a verdict stays None
     until every arm it reads has finished (a closed loop whose result predates `start_tests` is
     "unread"). `gap_drops` (the drop over the known gap, first − f*) are read for exploration only."""
-    from smoothprobe.schedule.decision import ends_drop
+    from smoothprobe.schedule.decision import PROGRESS_TEST, ends_drop
 
     k = warmup_grid.scan_state(TRANSFER, optimizer)[1]
     if k is None:
@@ -85,7 +85,7 @@ def transfer(optimizer: str) -> dict | None:
     for seed, run in runs.items():
         if run is None:
             continue
-        test = next((t for t in run.get("start_tests", []) if t.get("by") == "progress test"), None)
+        test = next((t for t in run.get("start_tests", []) if t.get("by") == PROGRESS_TEST.name), None)
         if test is None:
             calls[seed] = "unread"
             continue
@@ -151,8 +151,8 @@ def main() -> None:
     found = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     # the lm seeds, then the second task's seeds once its scan has found lr*
     wanted = [(f"{opt}-seed{seed}", opt, seed, "lm") for seed in SEEDS for opt in warmup_grid.GUESS]
-    wanted += [(f"markov/{opt}-seed{seed}", opt, seed, "markov") for seed in TRANSFER_SEEDS for opt in warmup_grid.GUESS
-               if warmup_grid.scan_state(TRANSFER, opt)[1] is not None]
+    scanned = [opt for opt in warmup_grid.GUESS if warmup_grid.scan_state(TRANSFER, opt)[1] is not None]
+    wanted += [(f"markov/{opt}-seed{seed}", opt, seed, "markov") for seed in TRANSFER_SEEDS for opt in scanned]
     for key, optimizer, seed, task in wanted:
         if key not in found:
             found[key] = reading(optimizer, seed, task)

@@ -484,6 +484,7 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str, task: str = "lm") -> 
     import torch
 
     from smoothprobe.errors import SmoothprobeError
+    from smoothprobe.schedule.decision import PROGRESS_TEST, STEP_TEST
     from smoothprobe.schedule.online import fit_or_lower_bound
     from smoothprobe.store import load_run, replace_atomically
     from smoothprobe.train import build
@@ -522,7 +523,7 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str, task: str = "lm") -> 
         history = (run.info.get("pilot") or {}).get("history", [])
         result.update(status=status, val_loss=val, peak_lr=used if used is not None else peak,
                       decision=run.info.get("decision"), task_f_star=run.info["task"].get("f_star"),
-                      start_tests=[shown(d) for d in history if d.get("by") in ("step test", "progress test")])
+                      start_tests=[shown(d) for d in history if d.get("by") in (STEP_TEST.name, PROGRESS_TEST.name)])
         if arm.kind == "record" and status == "finished":
             try:  # f* as the closed loop's pilot takes it: auto, or the losses' lower bound where it drifts
                 replace_atomically(fit, fit_or_lower_bound(run.steps, 200).to_json)
@@ -674,10 +675,10 @@ def _verdict(diff: float, sigma: float, within: float = 1.0) -> str:
 def shown(decision: dict) -> dict:
     """A run's decision as the report prints it: a progress test's trial rows as their count and the
     losses at each end (the rows themselves stay in the result and in run.json)."""
-    from smoothprobe.schedule.decision import progress_trial
+    from smoothprobe.schedule.decision import PROGRESS_TEST, progress_trial
 
     trial = decision.get("trial")
-    if decision.get("by") != "progress test" or not isinstance(trial, list):
+    if decision.get("by") != PROGRESS_TEST.name or not isinstance(trial, list):
         return decision
     return {**decision, "trial": progress_trial(trial)}
 
