@@ -21,7 +21,7 @@ or 19 (progress) of the 20 Lion and Muon runs were.
   threshold is this benchmark's.
 - **progress on a second task** (registered 2026-12-06 15:44 UTC, before the runs that judge it): the
   same test, threshold unchanged, on `markov` (f* = the chain's entropy rate; the lm benchmark's model,
-  steps and batch) at that task's own lr* (the warm-up grid's scan), seeds 0-2 (`transfer`). The right
+  steps and batch) at that task's own lr* (the warm-up grid's scan), seeds 0-2 (`second_task.progress_transfer`). The right
   answer is "warm-up" where 25 % beat no warm-up on every seed, "none" where no warm-up beat 25 % on
   every seed, else "either". The test transfers on an optimizer if its verdict is right on at least 2
   of the 3 seeds and its closed loop's mean is within the better end's mean + that end's seed σ; it
@@ -31,21 +31,19 @@ or 19 (progress) of the 20 Lion and Muon runs were.
   while Lion (right on 3 of 3) and Muon (right on 3 of 3, its two ends split) passed. Stays opt-in.
 
 docs/design.md §5 has all three. Every seed's readings are in benchmarks/results/start_tests.json;
-the second task's runs in benchmarks/results/warmup_grid_markov.
+the second task's runs in benchmarks/results/warmup_grid_markov, judged by benchmarks/second_task.py.
 
     python benchmarks/start_tests.py   # 80 runs of 53 steps, about 40 CPU-minutes; resumable
-    python benchmarks/warmup_grid.py --task markov --stages scan,progress   # the second task: 92 runs, resumable
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 from pathlib import Path
 
-import numpy as np
+import second_task
 import warmup_grid
 from warmup_grid import REPO
 
@@ -55,59 +53,6 @@ LATE = (35, 49)
 RESULTS = REPO / "benchmarks" / "results" / "start_tests.json"
 RULES = {"settled": range(30, 40), "progress": range(40, 50)}
 """Each rule and the seeds that judged it (registered before they ran)."""
-TRANSFER = REPO / "runs" / warmup_grid.folder_name("markov")
-"""The progress test's second task: `python benchmarks/warmup_grid.py --task markov --stages scan,progress`."""
-TRANSFER_SEEDS = (0, 1, 2)
-
-
-def transfer(optimizer: str) -> dict | None:
-    """The progress test on the second task (markov), judged as registered before its runs: the
-    right answer at that task's own lr* is "warm-up" where 25 % beat no warm-up on every seed, "none"
-    where no warm-up beat 25 % on every seed, else "either" (a diverged end loses its seed); the test
-    transfers where its verdict is right on at least 2 of the 3 seeds and its closed loop's mean is
-    within the better end's mean + that end's seed σ. None while the scan is open; a verdict stays None
-    until every arm it reads has finished (a closed loop whose result predates `start_tests` is
-    "unread"). `gap_drops` (the drop over the known gap, first − f*) are read for exploration only."""
-    from smoothprobe.schedule.decision import PROGRESS_TEST, ends_drop
-
-    k = warmup_grid.scan_state(TRANSFER, optimizer)[1]
-    if k is None:
-        return None
-
-    def results(kind: str, warmup: float) -> dict[int, dict | None]:
-        return {seed: warmup_grid.result_of(TRANSFER, warmup_grid.Arm(optimizer, kind, k, warmup, seed))
-                for seed in TRANSFER_SEEDS}
-
-    none, warm = ({s: warmup_grid.score(r) for s, r in results("grid", w).items()}
-                  for w in warmup_grid.PROGRESS_WARMUPS)
-    runs = results("closed_progress", 0.0)
-    calls, drops, gap_drops = {}, {}, {}
-    for seed, run in runs.items():
-        if run is None:
-            continue
-        test = next((t for t in run.get("start_tests", []) if t.get("by") == PROGRESS_TEST.name), None)
-        if test is None:
-            calls[seed] = "unread"
-            continue
-        drops[seed], first, last = ends_drop(test["trial"]["first"], test["trial"]["last"])
-        calls[seed] = "none" if test["branch"] == "no-warmup" else "warm-up"
-        f_star = run.get("task_f_star")
-        gap_drops[seed] = (first - last) / (first - f_star) if f_star is not None and first > f_star else math.nan
-    answer = None
-    if not any(math.isnan(v) for v in (*none.values(), *warm.values())):  # +inf (diverged) compares as a loss
-        answer = ("warm-up" if all(warm[s] < none[s] for s in TRANSFER_SEEDS) else
-                  "none" if all(none[s] < warm[s] for s in TRANSFER_SEEDS) else "either")
-    read = answer is not None and len(calls) == len(TRANSFER_SEEDS) and "unread" not in calls.values()
-    right = sum(answer == "either" or calls[s] == answer for s in TRANSFER_SEEDS) if read else None
-    closed = {s: warmup_grid.score(r) for s, r in runs.items()}
-    within = None
-    if read and not any(math.isnan(v) for v in closed.values()):
-        best = min((list(none.values()), list(warm.values())), key=np.mean)
-        sigma = float(np.std(best, ddof=1))  # NaN where the better end diverged on a seed: no allowance
-        within = bool(np.mean(list(closed.values())) <= np.mean(best) + (sigma if math.isfinite(sigma) else 0.0))
-    return {"lr_star": warmup_grid.Arm(optimizer, "grid", k, 0.0, 0).lr, "none": none, "warm": warm,
-            "closed": closed, "answer": answer, "calls": calls, "drops": drops, "gap_drops": gap_drops,
-            "right": right, "within": within, "transfers": None if within is None else right >= 2 and within}
 
 
 def reading(optimizer: str, seed: int, task: str = "lm") -> dict:
@@ -151,8 +96,8 @@ def main() -> None:
     found = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     # the lm seeds, then the second task's seeds once its scan has found lr*
     wanted = [(f"{opt}-seed{seed}", opt, seed, "lm") for seed in SEEDS for opt in warmup_grid.GUESS]
-    scanned = [opt for opt in warmup_grid.GUESS if warmup_grid.scan_state(TRANSFER, opt)[1] is not None]
-    wanted += [(f"markov/{opt}-seed{seed}", opt, seed, "markov") for seed in TRANSFER_SEEDS for opt in scanned]
+    scanned = [opt for opt in warmup_grid.GUESS if second_task.ends(opt) is not None]
+    wanted += [(f"markov/{opt}-seed{seed}", opt, seed, "markov") for seed in second_task.SEEDS for opt in scanned]
     for key, optimizer, seed, task in wanted:
         if key not in found:
             found[key] = reading(optimizer, seed, task)
@@ -167,18 +112,7 @@ def main() -> None:
             calls = [found[f"{optimizer}-seed{s}"][rule] for s in seeds if f"{optimizer}-seed{s}" in found]
             print(f"{rule} on seeds {seeds.start}-{seeds.stop - 1}, {optimizer}: 'no warm-up' in {sum(calls)} of "
                   f"{len(calls)}")
-    print(f"the progress test on a second task (markov, its own lr*; seeds {TRANSFER_SEEDS}):")
-    for optimizer in warmup_grid.GUESS:
-        t = transfer(optimizer)
-        if t is None:
-            print(f"  {optimizer}: its LR scan is still open")
-            continue
-        seeds = ", ".join(f"s{s} w0 {t['none'][s]:.4f} w25 {t['warm'][s]:.4f} closed {t['closed'][s]:.4f} "
-                          f"drop {t['drops'].get(s, math.nan):.3f} (of the gap {t['gap_drops'].get(s, math.nan):.3f}) "
-                          f"-> {t['calls'].get(s, 'not run')}" for s in TRANSFER_SEEDS)
-        print(f"  {optimizer} at lr* {t['lr_star']:.4g}: right answer {t['answer'] or 'open'}; {seeds}; right on "
-              f"{t['right']} seeds, closed loop within the better end + σ: {t['within']}; transfers: {t['transfers']}")
-
+    print("the progress test on a second task (markov): `python benchmarks/second_task.py` judges it")
 
 if __name__ == "__main__":
     main()

@@ -25,10 +25,11 @@ Stages, each run only when the one before it has the results it needs (per optim
 4. **stress** (seed 0): 10·lr* with warm-up {0, 10 %}, practical and closed loop: the adaptive arms
    must not diverge where a warm-up converges.
 
-One more stage, not in the default plan: **progress** (at lr*, every seed): the grid's two ends, warm-up
+Two more stages, not in the default plan, for a second task (`--task markov --stages scan,progress,loops`;
+benchmarks/second_task.py judges them): **progress** (at lr*, every seed): the grid's two ends, warm-up
 0 and 25 %, and the closed loop with the progress test: does the test's threshold, set on `lm`, pick
-the better end on another task (`--task markov --stages scan,progress`; benchmarks/start_tests.py
-reads those runs)?
+the better end on another task? **loops** (every seed): the closed loop at lr* and the closed loop with
+no LR given (`--own-peak`): do they match the better of those two ends there?
 
 Every arm has the same steps, batch, data and seeds; nothing but the scan's guess is set per
 optimizer, and every arm records the largest LR it actually used. The score is the final
@@ -86,10 +87,11 @@ FIT_SEED = 100
 """Seed of the recorded run whose fit drives the `fitted` arm (never an evaluated seed)."""
 PARAM_FREE = ("prodigy", "dadapt", "dog", "schedulefree", "untuned")
 TASKS = ("lm", "markov")
-"""The task every arm trains on: lm (the published tables) or markov (the progress test's second task,
-its own run folder)."""
+"""The task every arm trains on: lm (the published tables) or markov (the second task of the progress test
+and the closed loops, its own run folder)."""
 PROGRESS_WARMUPS = (0.0, 0.25)
-"""The grid's warm-ups the progress stage runs at lr*: the two answers the progress test chooses between."""
+"""The grid's warm-ups the progress stage runs at lr*: the two answers the progress test chooses between, and
+the reference of the closed loops on a second task (benchmarks/second_task.py)."""
 DEVICES = ("cpu", "cuda")
 """fp32 on the CPU, bf16 autocast on CUDA: one run folder holds one device's results."""
 HELD_OUT = 20
@@ -284,6 +286,8 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
                 arms += [Arm(opt, kind, None if kind != "untuned" else k, 0.0, seed) for kind in PARAM_FREE]
         if "progress" in stages:
             arms += [Arm(opt, "grid", k, w, seed) for w in PROGRESS_WARMUPS] + [Arm(opt, "closed_progress", k, 0.0, seed)]
+        if "loops" in stages:
+            arms += [Arm(opt, "closed", k, 0.0, seed), Arm(opt, "own_peak", None, 0.0, seed)]
         if "grid" in stages:  # the twin first: every σ verdict needs its noise floor
             arms.append(Arm(opt, "grid", k, TWIN, seed))
             arms += [Arm(opt, "grid", k + d, w, seed) for d in (0, -1, 1) for w in GRID_WARMUPS]
@@ -831,8 +835,8 @@ def main() -> None:
                         help="cpu (fp32: the published tables) or cuda (bf16 autocast; its own run folder and "
                              "report, never mixed with CPU scores; many arms fit at once: --jobs 16)")
     parser.add_argument("--task", default="lm", choices=TASKS,
-                        help="lm (the published tables) or markov (the progress test's second task: its own run "
-                             "folder; start_tests.py reads it)")
+                        help="lm (the published tables) or markov (the second task of the progress test and the "
+                             "closed loops: its own run folder; second_task.py judges it)")
     parser.add_argument("--out", default=None, help="run folder [default: runs/warmup_grid(_markov)(_quick)(_cuda)]")
     parser.add_argument("--budget-min", type=float, default=None, help="stop starting runs after this long")
     parser.add_argument("--summary-only", action="store_true")
@@ -856,8 +860,8 @@ def main() -> None:
     if not args.summary_only:
         execute(out, optimizers, seeds, set(args.stages.split(",")), args.jobs, args.quick, args.device,
                 None if args.budget_min is None else 60 * args.budget_min, args.task)
-    if args.task != "lm":  # the tables and goals are the lm benchmark's; another task checks the progress test
-        print(f"{args.task}'s runs are in {results_dir(out)}: `python benchmarks/start_tests.py` reads them")
+    if args.task != "lm":  # the tables and goals are the lm benchmark's; another task checks their transfer
+        print(f"{args.task}'s runs are in {results_dir(out)}: `python benchmarks/second_task.py` judges them")
         return
     results = collect(out)
     if results.empty:

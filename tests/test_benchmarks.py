@@ -97,6 +97,9 @@ def test_the_progress_stage_runs_the_grids_two_ends_and_the_progress_test_at_lr_
     assert ends == {(kind, w, seed) for seed in (0, 1, 2) for kind, w in
                     (("grid", 0.0), ("grid", 0.25), ("closed_progress", 0.0))} | {("grid", 0.1, 0)}
     assert wg.base_config(False, "cpu", "markov").task == "markov" and wg.base_config(True, "cpu").task == "lm"
+    loops = set(wg.plan(tmp_path, ["adamw"], [0, 1, 2], {"scan", "loops"})) - set(plan)  # the closed loops' stage
+    assert loops == {wg.Arm("adamw", kind, k, 0.0, seed) for seed in (0, 1, 2)
+                     for kind, k in (("closed", 0), ("own_peak", None))}
 
 
 def test_the_lr_scan_stays_open_until_both_warmups_ran_at_every_lr(tmp_path, monkeypatch):
@@ -328,20 +331,20 @@ def test_the_ramp_pilot_ramps_to_its_peak_probes_every_step_and_reruns_only_what
 
 
 def test_the_progress_tests_second_task_is_judged_as_registered(tmp_path, monkeypatch):
-    """start_tests.transfer: the right answer needs the same end ahead on every seed, the test must be
+    """second_task.progress_transfer: the right answer needs the same end ahead on every seed, the test must be
     right on 2 of 3 seeds and its closed loop within the better end's mean + seed σ."""
     from smoothprobe.schedule.decision import progress_trial
 
-    tests = load_start_tests(monkeypatch)
+    tests = load_benchmark(monkeypatch, "second_task")
     wg = sys.modules["warmup_grid"]
-    monkeypatch.setattr(tests, "TRANSFER", tmp_path)
-    assert tests.transfer("adamw") is None  # the scan is open
+    monkeypatch.setattr(tests, "FOLDER", tmp_path)
+    assert tests.progress_transfer("adamw") is None  # the scan is open
     _scan(wg, tmp_path, "adamw", 0)
     none, warm = {0: 2.00, 1: 2.02, 2: 2.04}, {0: 1.95, 1: 1.96, 2: 1.99}  # 25 % ahead on every seed
     for seed in (0, 1, 2):
         _finish(wg, tmp_path, wg.Arm("adamw", "grid", 0, 0.0, seed), none[seed])
         _finish(wg, tmp_path, wg.Arm("adamw", "grid", 0, 0.25, seed), warm[seed])
-    assert tests.transfer("adamw")["answer"] == "warm-up" and tests.transfer("adamw")["transfers"] is None
+    assert tests.progress_transfer("adamw")["answer"] == "warm-up" and tests.progress_transfer("adamw")["transfers"] is None
     for seed, (end, closed) in enumerate(((3.0, 1.96), (3.0, 1.97), (4.5, 2.00))):  # drops 40 %, 40 %, 10 %
         arm = wg.Arm("adamw", "closed_progress", 0, 0.0, seed)
         _finish(wg, tmp_path, arm, closed)
@@ -350,49 +353,58 @@ def test_the_progress_tests_second_task_is_judged_as_registered(tmp_path, monkey
         result.update(task_f_star=1.0, start_tests=[{"by": "progress test", "branch": "not yet" if end < 4 else
                                                      "no-warmup", "trial": trial}])
         wg.result_path(tmp_path, arm).write_text(json.dumps(result))
-    t = tests.transfer("adamw")
+    t = tests.progress_transfer("adamw")
     assert t["calls"] == {0: "warm-up", 1: "warm-up", 2: "none"} and t["right"] == 2
     assert t["drops"][0] == pytest.approx(0.4) and t["gap_drops"][0] == pytest.approx(0.5)
     # mean closed 1.9767 against 1.9667 + σ 0.0208: within
     assert t["within"] and t["transfers"] and t["lr_star"] == pytest.approx(wg.GUESS["adamw"])
     _finish(wg, tmp_path, wg.Arm("adamw", "grid", 0, 0.0, 1), math.inf, "diverged")  # a diverged end loses its seed
-    assert tests.transfer("adamw")["answer"] == "warm-up"
+    assert tests.progress_transfer("adamw")["answer"] == "warm-up"
     _finish(wg, tmp_path, wg.Arm("adamw", "closed_progress", 0, 0.0, 2), math.inf, "diverged")
-    t = tests.transfer("adamw")  # seed 2's result kept no start test: unread, no verdict
+    t = tests.progress_transfer("adamw")  # seed 2's result kept no start test: unread, no verdict
     assert t["calls"][2] == "unread" and t["right"] is None and t["within"] is None and t["transfers"] is None
     arm = wg.Arm("adamw", "closed_progress", 0, 0.0, 2)
     result = json.loads(wg.result_path(tmp_path, arm).read_text())
     result["start_tests"] = [{"by": "progress test", "branch": "not yet",
                               "trial": progress_trial([{"loss": 5.0}] * 45 + [{"loss": 3.0}] * 5)}]
     wg.result_path(tmp_path, arm).write_text(json.dumps(result))  # and no f*: no gap to read
-    t = tests.transfer("adamw")
+    t = tests.progress_transfer("adamw")
     assert math.isnan(t["gap_drops"][2]) and t["right"] == 3 and t["within"] is False and t["transfers"] is False
 
 
-@pytest.mark.slow  # about 15 s idle: 600 small steps
-def test_a_markov_arm_records_its_task_its_f_star_and_its_progress_test(tmp_path, monkeypatch):
-    wg = load_warmup_grid(monkeypatch)
-    full = wg.base_config
-    monkeypatch.setattr(wg, "base_config", lambda quick, device, task="lm": wg.dataclasses.replace(
-        full(True, device, task), steps=600, batch_size=2, seq_len=16, eval_every=300, probes={"every": 10**6}))
-    arm = wg.Arm("lion", "closed_progress", 0, 0.0, 0)
-    wg.run_arm(arm, tmp_path, True, "cpu", "markov")
-    result = json.loads(wg.result_path(tmp_path, arm).read_text())
-    assert result["task"] == "markov" and result["status"] == "finished"
-    from smoothprobe.tasks.markov import MarkovTask
+def test_the_closed_loops_on_the_second_task_are_judged_against_the_better_end(tmp_path, monkeypatch):
+    """second_task.loop_transfer: a closed loop transfers on an optimizer where its mean is within the
+    better end's mean + that end's seed σ (w0 here: 1.90, 1.92, 1.94, σ 0.02); a diverged run fails it,
+    and own_peak's runs are the ones given no LR."""
+    tests = load_benchmark(monkeypatch, "second_task")
+    wg = sys.modules["warmup_grid"]
+    monkeypatch.setattr(tests, "FOLDER", tmp_path)
+    assert tests.loop_transfer("lion", "own_peak") is None  # the scan is open
+    _scan(wg, tmp_path, "lion", 0)
+    for seed, (none, warm) in enumerate(((1.90, 2.0), (1.92, 2.1), (1.94, 2.0))):
+        _finish(wg, tmp_path, wg.Arm("lion", "grid", 0, 0.0, seed), none)
+        _finish(wg, tmp_path, wg.Arm("lion", "grid", 0, 0.25, seed), warm)
+    for seed, (mine, theirs) in enumerate(((1.91, 1.90), (1.93, 1.99), (1.96, 1.99))):
+        if seed == 2:  # a run still missing: no verdict yet
+            assert tests.loop_transfer("lion", "own_peak")["within"] is None
+        _finish(wg, tmp_path, wg.Arm("lion", "own_peak", None, 0.0, seed), mine)
+        _finish(wg, tmp_path, wg.Arm("lion", "closed", 0, 0.0, seed), theirs)
+    mine, theirs = tests.loop_transfer("lion", "own_peak"), tests.loop_transfer("lion", "closed")
+    assert mine["better"] == "w0" and mine["paired"] == pytest.approx({0: 0.01, 1: 0.01, 2: 0.02})
+    assert mine["within"] is True and theirs["within"] is False  # means 1.9333 and 1.96 against 1.92 + 0.02
+    assert mine["peak_lr"][0] is None and theirs["peak_lr"][0] == pytest.approx(wg.GUESS["lion"])
+    _finish(wg, tmp_path, wg.Arm("lion", "own_peak", None, 0.0, 2), math.inf, "diverged")
+    assert tests.loop_transfer("lion", "own_peak")["within"] is False
 
-    assert result["task_f_star"] == pytest.approx(MarkovTask(seq_len=16).f_star)  # the chain's entropy rate
-    (test,) = result["start_tests"]
-    assert test["by"] == "progress test" and test["trial"]["steps"] == 50 and len(test["trial"]["last"]) == 5
 
-
-def load_start_tests(monkeypatch):
+def load_benchmark(monkeypatch, name):
+    """A benchmark script beside warmup_grid.py (which it imports), loaded as a module."""
     load_warmup_grid(monkeypatch)
     monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("start_tests", SCRIPT.parent / "start_tests.py")
-    tests = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tests)
-    return tests
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_the_start_tests_committed_verdicts_follow_from_their_readings_and_match_the_docstring(monkeypatch):
@@ -401,9 +413,10 @@ def test_the_start_tests_committed_verdicts_follow_from_their_readings_and_match
     and a reading runs end to end."""
     from smoothprobe.schedule.decision import PROGRESS_DROP
 
-    tests = load_start_tests(monkeypatch)
+    tests = load_benchmark(monkeypatch, "start_tests")
+    second = sys.modules["second_task"]
     found = json.loads(tests.RESULTS.read_text())
-    lm = [r for r in found.values() if r.get("task", "lm") == "lm"]  # the second task's are judged by `transfer`
+    lm = [r for r in found.values() if r.get("task", "lm") == "lm"]  # the second task's: second_task.py
     assert len(lm) == 80 and {r["seed"] for r in lm} == set(tests.SEEDS)
     for r in found.values():
         assert r["a"] == (r["peak"] <= 2.0 * r["start_best"]) and r["b"] == (r["late_best"] >= r["peak"])
@@ -420,7 +433,7 @@ def test_the_start_tests_committed_verdicts_follow_from_their_readings_and_match
     for opt, right in (("AdamW", 10), ("Muon", 10), ("normalised SGD", 9), ("Lion", 6)):
         assert f"{opt} right {right} of 10" in doc or f"{opt} {right} of 10" in doc
     for opt, name in (("adamw", "AdamW"), ("normsgd", "normalised SGD"), ("lion", "Lion"), ("muon", "Muon")):
-        t = tests.transfer(opt)  # the second task, from the committed markov results
+        t = second.progress_transfer(opt)  # the second task, from the committed markov results
         assert f"{name} right on {t['right']} of 3" in doc or f"{name} (right on {t['right']} of 3" in doc
         assert t["transfers"] == (opt in ("lion", "muon")) and all(call == "none" for call in t["calls"].values())
     closest = min(r["drop"] for r in lm if r["optimizer"] == "normsgd" and r["seed"] in tests.RULES["progress"])
