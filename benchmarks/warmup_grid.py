@@ -28,8 +28,9 @@ Stages, each run only when the one before it has the results it needs (per optim
 Two more stages, not in the default plan, for a second task (`--task markov --stages scan,progress,loops`;
 benchmarks/second_task.py judges them): **progress** (at lr*, every seed): the grid's two ends, warm-up
 0 and 25 %, and the closed loop with the progress test: does the test's threshold, set on `lm`, pick
-the better end on another task? **loops** (every seed): the closed loop at lr* and the closed loop with
-no LR given (`--own-peak`): do they match the better of those two ends there?
+the better end on another task? **loops** (every seed): the closed loop at lr*, the closed loop with
+no LR given (`--own-peak`) and the closed loop at lr* given the task's exact f* (`closed_exact`): do they
+match the better of those two ends there?
 
 Every arm has the same steps, batch, data and seeds; nothing but the scan's guess is set per
 optimizer, and every arm records the largest LR it actually used. The score is the final
@@ -123,7 +124,7 @@ it changes. Arms decided within the window never reach it: their version-1 resul
 once a rerun of one (Lion, seed 10) gave the same validation loss to the last digit."""
 PILOT_STATE = f"guard {GUARD}, restart {RESTART}, cadence {CADENCE}"
 ARM_DESIGN = {"closed": PILOT_STATE, "own_peak": f"peak 4, {PILOT_STATE}", "closed_step": f"stability 5, {PILOT_STATE}",
-              "closed_progress": f"progress 1, {PILOT_STATE}"}
+              "closed_progress": f"progress 1, {PILOT_STATE}", "closed_exact": f"exact f* 1, {PILOT_STATE}"}
 """Versions of what one kind of arm adds to the decision rule; its arms rerun when either changes.
 own_peak: the median best step along the update over the pilot's window (not the fit's η_max).
 closed_step: the closed loop with `--step-test`: once, before the first step, on 3 trial steps at the
@@ -132,8 +133,10 @@ best step itself at every step of the start; 2 tested once at the first 3 probed
 taken (Lion lost about 2.5 σ to those three slow steps); 3 ran the tested steps at the peak, where the
 test passes at any LR (the step measures its own LR as the best one); 4 was 2 again.
 closed_progress: the closed loop with `--progress-test`: once, before the first step, on 50 steps of the
-practical start that are undone, against a relative loss drop of 17.5 % (`decision.progress_test`)."""
-CLOSED = ("closed", "closed_step", "closed_progress", "own_peak")
+practical start that are undone, against a relative loss drop of 17.5 % (`decision.progress_test`).
+closed_exact: the closed loop with the task's exact f* for its schedule instead of f* = auto (markov's entropy
+rate; a task with none falls back to auto); the pilot's fits still place their own."""
+CLOSED = ("closed", "closed_step", "closed_progress", "own_peak", "closed_exact")
 """The closed-loop arms (a pilot decides in the run)."""
 DECIDED_BY_FIT = (*CLOSED, "fitted")
 ADAPTIVE = ("practical", *DECIDED_BY_FIT)
@@ -157,7 +160,7 @@ class Arm:
     given) for one seed."""
 
     optimizer: str
-    kind: str  # grid, practical, closed, closed_step, closed_progress, fitted, own_peak, record, or one of PARAM_FREE
+    kind: str  # grid, practical, a CLOSED kind, fitted, record, or one of PARAM_FREE
     k: int | None
     warmup: float
     seed: int
@@ -287,7 +290,8 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
         if "progress" in stages:
             arms += [Arm(opt, "grid", k, w, seed) for w in PROGRESS_WARMUPS] + [Arm(opt, "closed_progress", k, 0.0, seed)]
         if "loops" in stages:
-            arms += [Arm(opt, "closed", k, 0.0, seed), Arm(opt, "own_peak", None, 0.0, seed)]
+            arms += [Arm(opt, "closed", k, 0.0, seed), Arm(opt, "own_peak", None, 0.0, seed),
+                     Arm(opt, "closed_exact", k, 0.0, seed)]
         if "grid" in stages:  # the twin first: every σ verdict needs its noise floor
             arms.append(Arm(opt, "grid", k, TWIN, seed))
             arms += [Arm(opt, "grid", k + d, w, seed) for d in (0, -1, 1) for w in GRID_WARMUPS]
@@ -360,7 +364,8 @@ def config_of(arm: Arm, base, out: Path):
         return dataclasses.replace(cfg, adaptive={"f_star": "auto"})
     if arm.kind in CLOSED:
         return dataclasses.replace(cfg, lr=None if arm.kind == "own_peak" else lr,
-                                   adaptive={"pilot": PILOT, "f_star": "auto", "own_peak": arm.kind == "own_peak",
+                                   adaptive={"pilot": PILOT, "f_star": None if arm.kind == "closed_exact" else "auto",
+                                             "own_peak": arm.kind == "own_peak",
                                              "step_test": arm.kind == "closed_step",
                                              "progress_test": arm.kind == "closed_progress"})
     if arm.kind == "fitted":

@@ -99,7 +99,9 @@ def test_the_progress_stage_runs_the_grids_two_ends_and_the_progress_test_at_lr_
     assert wg.base_config(False, "cpu", "markov").task == "markov" and wg.base_config(True, "cpu").task == "lm"
     loops = set(wg.plan(tmp_path, ["adamw"], [0, 1, 2], {"scan", "loops"})) - set(plan)  # the closed loops' stage
     assert loops == {wg.Arm("adamw", kind, k, 0.0, seed) for seed in (0, 1, 2)
-                     for kind, k in (("closed", 0), ("own_peak", None))}
+                     for kind, k in (("closed", 0), ("own_peak", None), ("closed_exact", 0))}
+    exact = wg.config_of(wg.Arm("adamw", "closed_exact", 0, 0.0, 0), wg.base_config(False, "cpu", "markov"), tmp_path)
+    assert exact.adaptive.f_star is None and exact.adaptive.pilot == wg.PILOT and exact.lr == wg.GUESS["adamw"]
 
 
 def test_the_lr_scan_stays_open_until_both_warmups_ran_at_every_lr(tmp_path, monkeypatch):
