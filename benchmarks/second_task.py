@@ -28,7 +28,12 @@ that end's seed σ (a diverged run is not).
   `closed_exact` arm: `closed` with the schedule's f* the chain's entropy rate instead of auto, the
   pilot's fits unchanged): is the unplaced f* what keeps the practical warm-up from rising? Predicted:
   every warm-up that no fit ends ends by crossing Δ' before the cool-down, and it is within on at least
-  as many optimizers as `closed`. Judged as the closed loops above.
+  as many optimizers as `closed`. Judged as the closed loops above. Both held, and it transfers: within
+  on all four (paired against the better end, seeds 0-2: AdamW +0.001, +0.002, +0.001; Lion −0.003,
+  −0.003, −0.005; Muon −0.002, −0.001, +0.003; normalised SGD +0.029, +0.052, −0.006). Its practical
+  warm-ups ended by crossing Δ' at steps 255-341 (AdamW, Lion, Muon: no fit decided there), and the
+  LR reached lr* on every run. Normalised SGD's fits said "no warm-up" at steps 79-99 at gaps of
+  0.0007-0.0024: the pilot's fits place their own f* (auto), and placed it at the loss of the moment.
 
     python benchmarks/warmup_grid.py --task markov --stages scan,progress,loops   # resumable
     python benchmarks/second_task.py                                                # the verdicts
