@@ -34,6 +34,9 @@ that end's seed σ (a diverged run is not).
   warm-ups ended by crossing Δ' at steps 255-341 (AdamW, Lion, Muon: no fit decided there), and the
   LR reached lr* on every run. Normalised SGD's fits said "no warm-up" at steps 79-99 at gaps of
   0.0007-0.0024: the pilot's fits place their own f* (auto), and placed it at the loss of the moment.
+- **The same, with the pilot's fits given the exact f* too** (registered 2026-12-06 19:34 UTC, before
+  its runs: `closed_exact` version 2, after `schedule.online.fit_or_lower_bound` began to use a known f*
+  as it is). Predicted: no fit decides at a gap below 0.01, and it stays within on all four.
 
     python benchmarks/warmup_grid.py --task markov --stages scan,progress,loops   # resumable
     python benchmarks/second_task.py                                                # the verdicts

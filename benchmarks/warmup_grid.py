@@ -124,7 +124,7 @@ it changes. Arms decided within the window never reach it: their version-1 resul
 once a rerun of one (Lion, seed 10) gave the same validation loss to the last digit."""
 PILOT_STATE = f"guard {GUARD}, restart {RESTART}, cadence {CADENCE}"
 ARM_DESIGN = {"closed": PILOT_STATE, "own_peak": f"peak 4, {PILOT_STATE}", "closed_step": f"stability 5, {PILOT_STATE}",
-              "closed_progress": f"progress 1, {PILOT_STATE}", "closed_exact": f"exact f* 1, {PILOT_STATE}"}
+              "closed_progress": f"progress 1, {PILOT_STATE}", "closed_exact": f"exact f* 2, {PILOT_STATE}"}
 """Versions of what one kind of arm adds to the decision rule; its arms rerun when either changes.
 own_peak: the median best step along the update over the pilot's window (not the fit's η_max).
 closed_step: the closed loop with `--step-test`: once, before the first step, on 3 trial steps at the
@@ -134,8 +134,9 @@ taken (Lion lost about 2.5 σ to those three slow steps); 3 ran the tested steps
 test passes at any LR (the step measures its own LR as the best one); 4 was 2 again.
 closed_progress: the closed loop with `--progress-test`: once, before the first step, on 50 steps of the
 practical start that are undone, against a relative loss drop of 17.5 % (`decision.progress_test`).
-closed_exact: the closed loop with the task's exact f* for its schedule instead of f* = auto (markov's entropy
-rate; a task with none falls back to auto); the pilot's fits still place their own."""
+closed_exact: the closed loop with the task's exact f* instead of f* = auto (markov's entropy rate; a task with
+none falls back to auto). Version 1 gave it to the schedule only, and the pilot's fits placed their own; 2 gives
+it to the fits too (`schedule.online.fit_or_lower_bound`)."""
 CLOSED = ("closed", "closed_step", "closed_progress", "own_peak", "closed_exact")
 """The closed-loop arms (a pilot decides in the run)."""
 DECIDED_BY_FIT = (*CLOSED, "fitted")

@@ -7,6 +7,7 @@ from planted import planted_steps
 
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.online import OnlineFStar, Pilot, crossing_step
+from smoothprobe.smoothness import FStar
 
 
 def make_schedule(**kwargs):
@@ -102,6 +103,16 @@ def test_pilot_waits_until_the_data_locate_the_planted_peak():
     assert rows.loss[closed_at] - 2.0 < high  # it waited until the data reached the peak
     assert pilot.fit.f_star == pytest.approx(2.0, abs=0.05) and sched.f_star == pilot.fit.f_star
     assert sched.phase == "decay" or sched.last_record()["delta_peak"] == pytest.approx(np.sqrt(1 / 3), rel=0.15)
+
+
+def test_a_known_f_star_is_the_pilots_fits_own_and_auto_is_estimated():
+    """Planted loss = 2 + Δ(t): a given f* (here 1.9, off the planted 2 on purpose) is the one every fit
+    of the pilot measures Δ from, not replaced by an estimate; under auto the fits place it near 2."""
+    rows = planted_steps(400, 0, u_low=0.7)
+    _, given, _ = _run_pilot(rows, 400, 800, f_star=FStar(1.9, "task"))
+    _, auto, _ = _run_pilot(rows, 400, 800, f_star=FStar(None, "auto"))
+    assert given.fit.f_star == 1.9 and given.fit.f_star_source == "task"
+    assert auto.fit.f_star == pytest.approx(2.0, abs=0.05) and auto.fit.f_star != 1.9
 
 
 def test_pilot_skips_the_warm_up_when_k_grows_linearly():

@@ -136,11 +136,15 @@ PILOT_MIN_ROWS = 50
 """Probed rows before the pilot's first fit: five above a τ = 0.9 envelope (the fit's minimum)."""
 
 
-def fit_or_lower_bound(rows: pd.DataFrame, bootstrap: int):
+def fit_or_lower_bound(rows: pd.DataFrame, bootstrap: int, given: FStar | None = None):
     """K(Δ) fitted to `rows` with f* = auto; where the loss curve cannot place f* (the estimate is
     degenerate: it drifts, or the curve does not yet saturate), with f* = the losses' lower bound
     min(0, least loss) instead, which only overstates every gap. The closed loop's pilot fits this
-    way, and so does the benchmark's recorded run whose fit drives `train --fit`."""
+    way, and so does the benchmark's recorded run whose fit drives `train --fit`. A `given` f* (a
+    number, or the task's exact one; not auto) is used as it is: an estimate from a short pilot places
+    f* near the loss of the moment, and would override the known value (docs/design.md §5)."""
+    if given is not None and not given.auto:
+        return fit_frame(rows, f_star=given, bootstrap=bootstrap)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         fit = fit_frame(rows, f_star="auto", bootstrap=bootstrap)
@@ -162,8 +166,9 @@ class Pilot:
     (every step probed); a trainer then thins the probes to a fixed interval and the pilot refits
     after every `PILOT_REFIT` new probed rows, until a decision or until the schedule leaves its warm-up.
 
-    f* is estimated from the pilot's losses, or set to their lower bound where the pilot is too short to
-    place it (`fit_or_lower_bound`); a fit that decides keeps its f* for the rest of the run. The fit's
+    f* is the run's where it is known (`f_star`: a number or the task's exact one), else estimated from the
+    pilot's losses, or set to their lower bound where the pilot is too short to place it
+    (`fit_or_lower_bound`); a fit that decides keeps its f* for the rest of the run. The fit's
     peak over the measured gaps is rescaled to the schedule's `lr`. With `own_peak` that lr is measured,
     not given: at every step of the window the peak moves to the median best LR along the update over
     the probed steps so far (`decision.best_step_lr`, from the secant probe's slope and curvature;
@@ -190,10 +195,12 @@ class Pilot:
     """
 
     def __init__(self, steps: int, *, own_peak: bool = False, allow_unsupported: bool = False,
-                 total_steps: int | None = None, step_test: bool = False, progress_test: bool = False) -> None:
+                 total_steps: int | None = None, step_test: bool = False, progress_test: bool = False,
+                 f_star: FStar | None = None) -> None:
         if steps < 1 or (total_steps is not None and steps >= total_steps):
             raise SmoothprobeError(f"pilot must be between 1 and total_steps - 1 steps, got {steps}")
         self.steps, self.own_peak, self.allow_unsupported = steps, own_peak, allow_unsupported
+        self.f_star = f_star  # the run's f* when it is known (fits use it as it is), else None or auto
         self.step_test, self.progress_test, self.step_tested = step_test, progress_test, False
         self.rows: list[dict] = []
         self.status = "probing"
@@ -246,7 +253,7 @@ class Pilot:
         self._last_fit_rows = int(frame["secant_K"].notna().sum()) if "secant_K" in frame else 0
         self.refits += 1
         try:
-            self.fit = fit_or_lower_bound(frame, PILOT_BOOTSTRAP)
+            self.fit = fit_or_lower_bound(frame, PILOT_BOOTSTRAP, self.f_star)
         except SmoothprobeError as exc:
             self.status = f"not yet: the fit failed ({exc})"
             return False
