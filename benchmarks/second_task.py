@@ -36,7 +36,14 @@ that end's seed σ (a diverged run is not).
   0.0007-0.0024: the pilot's fits place their own f* (auto), and placed it at the loss of the moment.
 - **The same, with the pilot's fits given the exact f* too** (registered 2026-12-06 19:34 UTC, before
   its runs: `closed_exact` version 2, after `schedule.online.fit_or_lower_bound` began to use a known f*
-  as it is). Predicted: no fit decides at a gap below 0.01, and it stays within on all four.
+  as it is). Predicted: no fit decides at a gap below 0.01, and it stays within on all four. The first
+  held, the second did not: AdamW, Lion and Muon ran as before (no fit decided), but normalised SGD's
+  fits, now measuring Δ from the exact f*, said "no warm-up" at steps 325, 575 and 325 (Δ' intervals
+  just above gaps of 0.91-0.98), the LR jumped about 6-fold from the practical warm-up's 0.17× lr*,
+  and the runs lost 0.10, 0.62 and 0.37 to a 25 % warm-up. It does not transfer. Version 1's "no
+  warm-up" at steps 79-99 cost less only because it came earlier, from an f* placed at the loss of the
+  moment; the change is kept because a known f* must not be replaced by such an estimate, and the
+  loss is the decision rule's: a mid-run jump to the peak on an interval barely above the gap.
 
     python benchmarks/warmup_grid.py --task markov --stages scan,progress,loops   # resumable
     python benchmarks/second_task.py                                                # the verdicts
