@@ -17,33 +17,37 @@ that end's seed σ (a diverged run is not).
   transfers if it does so on all four. If `own_peak` transfers, the README recommends it as the closed
   loop to run when no LR is known; otherwise its misses are written down where they are. Neither
   transfers. `own_peak` is within on Muon only; AdamW is behind by 0.026-0.035 on every seed, Lion by
-  0.20 on seed 0 and normalised SGD by 0.80 and 0.68 on seeds 0 and 2. Its measured peaks were AdamW
-  0.6×, Lion 0.25-0.38×, Muon 1.1-2× and normalised SGD 1.1-1.3× markov's lr*, but the practical
-  warm-up under them never reached them: f* was never placed on this task, so the gap stayed measured
-  from 0 and never crossed Δ', and on the 9 of 12 runs where no fit decided the LR sat at 0.1-0.3× the
-  peak until the cool-down. `closed` is within on AdamW, Lion and Muon (its LR, for the same reason,
-  peaked at 0.22-0.31× lr* on 6 of its 12 runs) and misses normalised SGD: its fits said "no warm-up" on all three seeds (0.03,
-  0.59, 0.07 behind a 25 % warm-up).
-- **The closed loop given the exact f*** (registered 2026-12-06 19:04 UTC, before any of its runs; the
-  `closed_exact` arm: `closed` with the schedule's f* the chain's entropy rate instead of auto, the
-  pilot's fits unchanged): is the unplaced f* what keeps the practical warm-up from rising? Predicted:
-  every warm-up that no fit ends ends by crossing Δ' before the cool-down, and it is within on at least
-  as many optimizers as `closed`. Judged as the closed loops above. Both held, and it transfers: within
-  on all four (paired against the better end, seeds 0-2: AdamW +0.001, +0.002, +0.001; Lion −0.003,
-  −0.003, −0.005; Muon −0.002, −0.001, +0.003; normalised SGD +0.029, +0.052, −0.006). Its practical
-  warm-ups ended by crossing Δ' at steps 255-341 (AdamW, Lion, Muon: no fit decided there), and the
-  LR reached lr* on every run. Normalised SGD's fits said "no warm-up" at steps 79-99 at gaps of
-  0.0007-0.0024: the pilot's fits place their own f* (auto), and placed it at the loss of the moment.
-- **The same, with the pilot's fits given the exact f* too** (registered 2026-12-06 19:34 UTC, before
-  its runs: `closed_exact` version 2, after `schedule.online.fit_or_lower_bound` began to use a known f*
-  as it is). Predicted: no fit decides at a gap below 0.01, and it stays within on all four. The first
-  held, the second did not: AdamW, Lion and Muon ran as before (no fit decided), but normalised SGD's
-  fits, now measuring Δ from the exact f*, said "no warm-up" at steps 325, 575 and 325 (Δ' intervals
-  just above gaps of 0.91-0.98), the LR jumped about 6-fold from the practical warm-up's 0.17× lr*,
-  and the runs lost 0.10, 0.62 and 0.37 to a 25 % warm-up. It does not transfer. Version 1's "no
-  warm-up" at steps 79-99 cost less only because it came earlier, from an f* placed at the loss of the
-  moment; the change is kept because a known f* must not be replaced by such an estimate, and the
-  loss is the decision rule's: a mid-run jump to the peak on an interval barely above the gap.
+  0.20 on seed 0 and normalised SGD by 0.80 and 0.68 on seeds 0 and 2. `closed` is within on AdamW,
+  Lion and Muon and misses normalised SGD, whose fits said "no warm-up" on all three seeds (0.03, 0.59,
+  0.07 behind a 25 % warm-up). What held both back is f*, read off the run folders' steps.jsonl (f_star,
+  phase) and run.json (the measured peak): of their 24 runs, 13 kept the practical warm-up to the
+  cool-down, and f* was placed on none of those, so the gap stayed measured from 0 and never crossed
+  Δ' (the LR sat at 0.1-0.3× the peak: `own_peak` measured AdamW's at 0.6×, Lion's at 0.25-0.38×, Muon's
+  at 1.1-2× and normalised SGD's at 1.1-1.3× markov's lr*, and `closed` peaked at 0.22-0.31× lr* on 6
+  runs); 5 had f* placed (steps 49-99) and ended their warm-ups within 4 steps of it (one of them at
+  Lion's measured peak, 0.25× lr*: the 0.20 behind); a fit decided the other 6.
+- **The closed loop given the exact f*, version 1** (registered 2026-12-06 19:04 UTC, before any of its
+  runs; the `closed_exact` arm: `closed` with the schedule's f* the chain's entropy rate instead of auto,
+  the pilot's fits still placing their own): is the unplaced f* what keeps the practical warm-up from
+  rising? Predicted: every warm-up that no fit ends ends by crossing Δ' before the cool-down, and it is
+  within on at least as many optimizers as `closed`. Both held, and version 1 transferred: within on all
+  four (paired against the better end, seeds 0-2: AdamW +0.001, +0.002, +0.001; Lion −0.003, −0.003,
+  −0.005; Muon −0.002, −0.001, +0.003; normalised SGD +0.029, +0.052, −0.006). Its practical warm-ups
+  ended by crossing Δ' at steps 255-341 (AdamW, Lion, Muon: no fit decided there) and the LR reached
+  lr* on every run. Normalised SGD's fits said "no warm-up" at steps 79-99 at gaps of 0.0007-0.0024:
+  they placed their own f* at the loss of the moment. Version 2 below replaced these results (version
+  1's are in git at commit 942a6c2).
+- **Version 2: the pilot's fits given the exact f* too** (registered 2026-12-06 19:34 UTC, before its
+  runs, after `schedule.online.fit_or_lower_bound` began to use a known f* as it is). Predicted: no fit
+  decides at a gap below 0.01, and it stays within on all four. The first held, the second did not,
+  so `closed_exact` does not transfer: AdamW, Lion and Muon ran exactly as in version 1 (no fit decided),
+  but normalised SGD's fits, now measuring Δ from the exact f*, said "no warm-up" at steps 325, 575 and
+  325 (Δ' intervals just above gaps of 0.91-0.98), the LR jumped about 6-fold from the practical
+  warm-up's 0.17× lr*, and the runs lost 0.10, 0.62 and 0.37 to a 25 % warm-up. Version 1's "no warm-up"
+  cost less only because it came sooner, from an f* placed at the loss of the moment; the change is kept
+  because a known f* must not give way to such an estimate. Two things are open, then: f* (the schedule
+  needs it placed from the first steps) and the decision rule (a mid-run jump to the peak on an
+  interval barely above the gap).
 
     python benchmarks/warmup_grid.py --task markov --stages scan,progress,loops   # resumable
     python benchmarks/second_task.py                                                # the verdicts
@@ -74,12 +78,21 @@ def ends(optimizer: str) -> tuple[int, dict[int, float], dict[int, float]] | Non
     return k, none, warm
 
 
+def better_end(none: dict[int, float], warm: dict[int, float]) -> str | None:
+    """"w0" or "w25": the end with the lower mean over the seeds (a diverged seed counts as +inf);
+    None until both ends have run on every seed."""
+    if any(math.isnan(v) for v in (*none.values(), *warm.values())):
+        return None
+    return "w0" if np.mean(list(none.values())) <= np.mean(list(warm.values())) else "w25"
+
+
 def within_better_end(scores: dict[int, float], none: dict[int, float], warm: dict[int, float]) -> bool | None:
     """Whether the mean of `scores` is at most the better end's mean + that end's seed σ (no allowance
     where that end diverged on a seed); None until every score is in."""
-    if any(math.isnan(v) for v in (*scores.values(), *none.values(), *warm.values())) or len(scores) < len(SEEDS):
+    better = better_end(none, warm)
+    if better is None or any(math.isnan(v) for v in scores.values()):
         return None
-    best = min((list(none.values()), list(warm.values())), key=np.mean)
+    best = list((none if better == "w0" else warm).values())
     sigma = float(np.std(best, ddof=1))
     return bool(np.mean(list(scores.values())) <= np.mean(best) + (sigma if math.isfinite(sigma) else 0.0))
 
@@ -129,14 +142,15 @@ def loop_transfer(optimizer: str, kind: str) -> dict | None:
     if found is None:
         return None
     k, none, warm = found
-    runs = {s: warmup_grid.result_of(FOLDER, warmup_grid.Arm(optimizer, kind, None if kind == "own_peak" else k, 0.0, s))
-            for s in SEEDS}
+    runs = {s: warmup_grid.result_of(FOLDER, warmup_grid.closed_arm(optimizer, kind, k, s)) for s in SEEDS}
     scores = {s: warmup_grid.score(r) for s, r in runs.items()}
-    better = min((none, warm), key=lambda end: np.mean(list(end.values())))
-    return {"scores": scores, "paired": {s: scores[s] - better[s] for s in SEEDS},
-            "peak_lr": {s: r["peak_lr"] for s, r in runs.items() if r is not None},
-            "branch": {s: (r.get("decision") or {}).get("branch", "none taken") for s, r in runs.items() if r is not None},
-            "better": "w0" if better is none else "w25", "within": within_better_end(scores, none, warm)}
+    better = better_end(none, warm)
+    end = none if better == "w0" else warm  # NaN differences while the ends are open
+    done = {s: r for s, r in runs.items() if r is not None}
+    return {"scores": scores, "paired": {s: scores[s] - end[s] for s in SEEDS},
+            "peak_lr": {s: r["peak_lr"] for s, r in done.items()},
+            "branch": {s: (r.get("decision") or {}).get("branch", "none taken") for s, r in done.items()},
+            "better": better, "within": within_better_end(scores, none, warm)}
 
 
 def main() -> None:

@@ -276,6 +276,11 @@ def scanned_exponent(opt: str, task: str = "lm") -> int:
     return k
 
 
+def closed_arm(opt: str, kind: str, k: int, seed: int) -> Arm:
+    """A closed loop's arm at lr* = guess·2^k (own_peak is given no LR, so its arm has none)."""
+    return Arm(opt, kind, None if kind == "own_peak" else k, 0.0, seed)
+
+
 def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -> list[Arm]:
     """Every arm that can be planned from the results so far, in priority order: each optimizer's
     scan, followed as soon as it has found lr* by that optimizer's first seed (adaptive arms, then
@@ -285,14 +290,13 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
         arms = []
         if "adaptive" in stages:
             arms += [Arm(opt, kind, k, 0.0, seed) for kind in AT_LR_STAR]
-            arms.append(Arm(opt, "own_peak", None, 0.0, seed))
+            arms.append(closed_arm(opt, "own_peak", k, seed))
             if opt == "adamw":
                 arms += [Arm(opt, kind, None if kind != "untuned" else k, 0.0, seed) for kind in PARAM_FREE]
         if "progress" in stages:
             arms += [Arm(opt, "grid", k, w, seed) for w in PROGRESS_WARMUPS] + [Arm(opt, "closed_progress", k, 0.0, seed)]
         if "loops" in stages:
-            arms += [Arm(opt, "closed", k, 0.0, seed), Arm(opt, "own_peak", None, 0.0, seed),
-                     Arm(opt, "closed_exact", k, 0.0, seed)]
+            arms += [closed_arm(opt, kind, k, seed) for kind in ("closed", "own_peak", "closed_exact")]
         if "grid" in stages:  # the twin first: every σ verdict needs its noise floor
             arms.append(Arm(opt, "grid", k, TWIN, seed))
             arms += [Arm(opt, "grid", k + d, w, seed) for d in (0, -1, 1) for w in GRID_WARMUPS]

@@ -399,6 +399,23 @@ def test_the_closed_loops_on_the_second_task_are_judged_against_the_better_end(t
     assert tests.loop_transfer("lion", "own_peak")["within"] is False
 
 
+@pytest.mark.slow  # about 15 s idle: 600 small steps
+def test_a_markov_arm_records_its_task_its_f_star_and_its_progress_test(tmp_path, monkeypatch):
+    wg = load_warmup_grid(monkeypatch)
+    full = wg.base_config
+    monkeypatch.setattr(wg, "base_config", lambda quick, device, task="lm": wg.dataclasses.replace(
+        full(True, device, task), steps=600, batch_size=2, seq_len=16, eval_every=300, probes={"every": 10**6}))
+    arm = wg.Arm("lion", "closed_progress", 0, 0.0, 0)
+    wg.run_arm(arm, tmp_path, True, "cpu", "markov")
+    result = json.loads(wg.result_path(tmp_path, arm).read_text())
+    assert result["task"] == "markov" and result["status"] == "finished"
+    from smoothprobe.tasks.markov import MarkovTask
+
+    assert result["task_f_star"] == pytest.approx(MarkovTask(seq_len=16).f_star)  # the chain's entropy rate
+    (test,) = result["start_tests"]
+    assert test["by"] == "progress test" and test["trial"]["steps"] == 50 and len(test["trial"]["last"]) == 5
+
+
 def load_benchmark(monkeypatch, name):
     """A benchmark script beside warmup_grid.py (which it imports), loaded as a module."""
     load_warmup_grid(monkeypatch)
@@ -407,6 +424,22 @@ def load_benchmark(monkeypatch, name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_the_second_tasks_committed_loop_verdicts_are_the_ones_its_docstring_states(monkeypatch):
+    """benchmarks/second_task.py on the committed markov results: which closed loop is within where,
+    and the docstring's verdicts and misses, from the same numbers."""
+    tests = load_benchmark(monkeypatch, "second_task")
+    within = {kind: {opt: tests.loop_transfer(opt, kind)["within"] for opt in ("adamw", "lion", "muon", "normsgd")}
+              for kind in tests.LOOPS}
+    assert within["own_peak"] == {"adamw": False, "lion": False, "muon": True, "normsgd": False}
+    assert within["closed"] == within["closed_exact"] == {"adamw": True, "lion": True, "muon": True, "normsgd": False}
+    doc = " ".join(tests.__doc__.split())
+    assert "Neither transfers" in doc and "so `closed_exact` does not transfer" in doc
+    behind = sorted(round(d, 2) for d in tests.loop_transfer("normsgd", "closed_exact")["paired"].values())
+    assert behind == [0.1, 0.37, 0.62] and "lost 0.10, 0.62 and 0.37" in doc
+    adamw = tests.loop_transfer("adamw", "own_peak")["paired"].values()
+    assert f"AdamW is behind by {min(adamw):.3f}-{max(adamw):.3f} on every seed" in doc
 
 
 def test_the_start_tests_committed_verdicts_follow_from_their_readings_and_match_the_docstring(monkeypatch):

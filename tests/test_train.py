@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from smoothprobe import SmoothprobeError, TrainConfig, load_run, train
+from smoothprobe.smoothness import FStar
 from smoothprobe.store import CHECKPOINT, read_run_info, read_table
 from smoothprobe.train import PILOT_EVERY, build, pilot_moved
 
@@ -289,6 +290,13 @@ def test_adaptive_gap_beyond_the_first_loss_is_refused_before_the_directory_exis
     result = invoke("train", *QUICK, "--steps", "5", "--adaptive", flag, "1e9", "--out", str(tmp_path / "run"))
     assert result.exit_code == 2 and f"{flag} must lie below the first" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_the_pilot_fits_with_the_runs_known_f_star_and_estimates_only_under_auto(tmp_path):
+    """The task's exact f* (quadratic: 0), or a given number, reaches the pilot's fits; auto does not."""
+    for f_star, expected in ((None, FStar(0.0, "task")), (1.5, FStar(1.5)), ("auto", FStar(None, "auto"))):
+        cfg = TrainConfig(task="quadratic", optimizer="normsgd", steps=100, adaptive={"pilot": 0.5, "f_star": f_star})
+        assert build(cfg, tmp_path / f"run-{f_star}").pilot.f_star == expected
 
 
 def test_a_pilot_decision_fixes_f_star_stops_its_probes_and_is_stored(tmp_path):

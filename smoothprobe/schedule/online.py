@@ -137,12 +137,12 @@ PILOT_MIN_ROWS = 50
 
 
 def fit_or_lower_bound(rows: pd.DataFrame, bootstrap: int, given: FStar | None = None):
-    """K(Δ) fitted to `rows` with f* = auto; where the loss curve cannot place f* (the estimate is
-    degenerate: it drifts, or the curve does not yet saturate), with f* = the losses' lower bound
-    min(0, least loss) instead, which only overstates every gap. The closed loop's pilot fits this
+    """K(Δ) fitted to `rows` with a `given` f*, else f* = auto; where the loss curve cannot place f*
+    (the estimate is degenerate: it drifts, or the curve does not yet saturate), with f* = the losses'
+    lower bound min(0, least loss) instead, which only overstates every gap. The closed loop's pilot fits this
     way, and so does the benchmark's recorded run whose fit drives `train --fit`. A `given` f* (a
-    number, or the task's exact one; not auto) is used as it is: an estimate from a short pilot places
-    f* near the loss of the moment, and would override the known value (docs/design.md §5)."""
+    number, or the task's exact one; not auto) is used as it is: an estimate from a short pilot placed
+    f* at the loss of the moment (markov) and would override the known value (docs/design.md §5)."""
     if given is not None and not given.auto:
         return fit_frame(rows, f_star=given, bootstrap=bootstrap)
     with warnings.catch_warnings():
@@ -156,8 +156,8 @@ def fit_or_lower_bound(rows: pd.DataFrame, bootstrap: int, given: FStar | None =
 
 class Pilot:
     """The closed loop in one run: probe from the first step under the practical schedule, refit K(Δ) with
-    f* = auto every `PILOT_REFIT` steps once there are enough rows, and let each fit decide
-    (`decision.decide`) at the current gap, held to the stability limit at the peak LR on the last
+    f* = auto (or the run's, where it is known) every `PILOT_REFIT` steps once there are enough rows, and
+    let each fit decide (`decision.decide`) at the current gap, held to the stability limit at the peak LR on the last
     probed steps (`decision.within_stability`) and held back while the optimizer's step per unit LR is
     still falling (`decision.after_settling`): "no-warmup" skips the rest of the warm-up, "fit-driven"
     hands the schedule to the fit (`AdaptiveWarmup.adopt`), "not yet" keeps the practical schedule and
@@ -175,7 +175,8 @@ class Pilot:
     `AdaptiveWarmup.set_peak` keeps the schedule's shape), and it stays where the window or a decision
     leaves it (`peak`). The fit's own η_max is no LR: Δ/K carries the scale of the loss over the
     curvature, not of a step (docs/design.md §5). A fit-driven warm-up is also bounded by the step at
-    which the pilot's fitted loss curve L(t) = f* + a·(t + t0)^(−b) is predicted to reach f* + Δ'.
+    which the pilot's fitted loss curve L(t) = f* + a·(t + t0)^(−b) is predicted to reach f* + Δ' (a
+    known f* fits no such curve: the warm-up then ends at the crossing itself or at the cool-down).
     `status` is "probing", the branch taken ("no-warmup", "fit-driven …") or "not yet: …"; `decision`
     says when, at which gap and on what interval, and `by` whom: "fit", "step test" with `step_test`
     or "progress test" with `progress_test`; the step test,
