@@ -155,28 +155,28 @@ def loop_transfer(optimizer: str, kind: str) -> dict | None:
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
+    verdicts: dict[str, list[bool | None]] = {kind: [] for kind in LOOPS}
     for optimizer in warmup_grid.GUESS:
-        found = ends(optimizer)
-        if found is None:
-            print(f"{optimizer}: markov's LR scan is still open")
-            continue
-        k, none, warm = found
-        print(f"{optimizer} at lr* {warmup_grid.Arm(optimizer, 'grid', k, 0.0, 0).lr:.4g}: "
-              + ", ".join(f"s{s} w0 {none[s]:.4f} w25 {warm[s]:.4f}" for s in SEEDS))
         t = progress_transfer(optimizer)
+        if t is None:
+            print(f"{optimizer}: markov's LR scan is still open")
+            for kind in LOOPS:
+                verdicts[kind].append(None)
+            continue
+        print(f"{optimizer} at lr* {t['lr_star']:.4g}: "
+              + ", ".join(f"s{s} w0 {t['none'][s]:.4f} w25 {t['warm'][s]:.4f}" for s in SEEDS))
         seeds = ", ".join(f"s{s} closed {t['closed'][s]:.4f} drop {t['drops'].get(s, math.nan):.3f} (of the gap "
                           f"{t['gap_drops'].get(s, math.nan):.3f}) -> {t['calls'].get(s, 'not run')}" for s in SEEDS)
         print(f"  progress test: right answer {t['answer'] or 'open'}; {seeds}; right on {t['right']} seeds, "
               f"within the better end: {t['within']}; transfers: {t['transfers']}")
         for kind in LOOPS:
             t = loop_transfer(optimizer, kind)
+            verdicts[kind].append(t["within"])
             seeds = ", ".join(f"s{s} {t['scores'][s]:.4f} ({t['paired'][s]:+.4f}; max lr "
                               f"{t['peak_lr'].get(s, math.nan):.3g}; {t['branch'].get(s, 'not run')})" for s in SEEDS)
             print(f"  {kind}: {seeds}; vs the better end ({t['better']}) within: {t['within']}")
-    for kind in LOOPS:
-        verdicts = [(loop_transfer(o, kind) or {}).get("within") for o in warmup_grid.GUESS]
-        print(f"{kind} transfers on all four: {None if None in verdicts else all(verdicts)}")
-
+    for kind, within in verdicts.items():
+        print(f"{kind} transfers on all four: {None if None in within else all(within)}")
 
 if __name__ == "__main__":
     main()

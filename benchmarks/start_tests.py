@@ -96,7 +96,7 @@ def main() -> None:
     found = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     # the lm seeds, then the second task's seeds once its scan has found lr*
     wanted = [(f"{opt}-seed{seed}", opt, seed, "lm") for seed in SEEDS for opt in warmup_grid.GUESS]
-    scanned = [opt for opt in warmup_grid.GUESS if second_task.ends(opt) is not None]
+    scanned = [opt for opt in warmup_grid.GUESS if warmup_grid.scan_state(second_task.FOLDER, opt)[1] is not None]
     wanted += [(f"markov/{opt}-seed{seed}", opt, seed, "markov") for seed in second_task.SEEDS for opt in scanned]
     for key, optimizer, seed, task in wanted:
         if key not in found:

@@ -243,7 +243,7 @@ def progress_test(rows: Sequence[Mapping], step: int | None = None) -> Decision:
     warm-up) and 0.176-0.303 for normalised SGD and AdamW (best with 25 %) over 102 starts
     (docs/design.md §5): the closest sat 0.001 above the threshold. The threshold is that benchmark's:
     on `markov` AdamW's and normalised SGD's starts fell 6-7 % and it said "no warm-up" where both
-    needed one (`benchmarks/start_tests.py`).
+    needed one (`benchmarks/second_task.py`).
 
     >>> progress_test([{"loss": 5.0}] * 5 + [{"loss": 4.6}] * 40 + [{"loss": 4.5}] * 5).branch  # a 10 % drop
     'no-warmup'

@@ -139,10 +139,10 @@ PILOT_MIN_ROWS = 50
 def fit_or_lower_bound(rows: pd.DataFrame, bootstrap: int, given: FStar | None = None):
     """K(Δ) fitted to `rows` with a `given` f*, else f* = auto; where the loss curve cannot place f*
     (the estimate is degenerate: it drifts, or the curve does not yet saturate), with f* = the losses'
-    lower bound min(0, least loss) instead, which only overstates every gap. The closed loop's pilot fits this
-    way, and so does the benchmark's recorded run whose fit drives `train --fit`. A `given` f* (a
-    number, or the task's exact one; not auto) is used as it is: an estimate from a short pilot placed
-    f* at the loss of the moment (markov) and would override the known value (docs/design.md §5)."""
+    lower bound min(0, least loss) instead, which only overstates every gap. The closed loop's pilot
+    fits this way, and so does the benchmark's recorded run whose fit drives `train --fit`. A `given`
+    f* (a number, or the task's exact one; not auto) is used as it is: an estimate from a short pilot
+    placed f* at the loss of the moment (markov) and would override the known value (docs/design.md §5)."""
     if given is not None and not given.auto:
         return fit_frame(rows, f_star=given, bootstrap=bootstrap)
     with warnings.catch_warnings():
@@ -157,17 +157,17 @@ def fit_or_lower_bound(rows: pd.DataFrame, bootstrap: int, given: FStar | None =
 class Pilot:
     """The closed loop in one run: probe from the first step under the practical schedule, refit K(Δ) with
     f* = auto (or the run's, where it is known) every `PILOT_REFIT` steps once there are enough rows, and
-    let each fit decide (`decision.decide`) at the current gap, held to the stability limit at the peak LR on the last
-    probed steps (`decision.within_stability`) and held back while the optimizer's step per unit LR is
-    still falling (`decision.after_settling`): "no-warmup" skips the rest of the warm-up, "fit-driven"
-    hands the schedule to the fit (`AdaptiveWarmup.adopt`), "not yet" keeps the practical schedule and
+    let each fit decide (`decision.decide`) at the current gap, held to the stability limit at the peak
+    LR on the last probed steps (`decision.within_stability`) and held back while the optimizer's step
+    per unit LR is still falling (`decision.after_settling`): "no-warmup" skips the rest of the warm-up,
+    "fit-driven" hands the schedule to the fit (`AdaptiveWarmup.adopt`), "not yet" keeps the practical schedule and
     goes on probing; a decision that raises the LR at once also restarts a momentum whose memory is
     longer than the run so far (`_restart_on_jump`). The first `steps` steps are the probing window
     (every step probed); a trainer then thins the probes to a fixed interval and the pilot refits
     after every `PILOT_REFIT` new probed rows, until a decision or until the schedule leaves its warm-up.
 
-    f* is the run's where it is known (`f_star`: a number or the task's exact one), else estimated from the
-    pilot's losses, or set to their lower bound where the pilot is too short to place it
+    f* is the run's where it is known (`f_star`: a number or the task's exact one), else estimated from
+    the pilot's losses, or set to their lower bound where the pilot is too short to place it
     (`fit_or_lower_bound`); a fit that decides keeps its f* for the rest of the run. The fit's
     peak over the measured gaps is rescaled to the schedule's `lr`. With `own_peak` that lr is measured,
     not given: at every step of the window the peak moves to the median best LR along the update over
