@@ -147,7 +147,11 @@ SCHEDULE = 2
 side until the crossing was confirmed, so an f* update far past Δ' dropped the LR about 8-fold for
 4 steps: AdamW, normSGD; 2: such a gap runs at the peak). They rerun when it changes; arms whose warm-up
 never had a gap at or below Δ' (steps.jsonl) cannot differ and were relabelled 2 after a rerun of
-one (Lion practical, seed 0) gave the same validation loss to the last digit."""
+one (Lion practical, seed 0) gave the same validation loss to the last digit. Version 2 also covers
+the fix of the online f*'s bound on the warm-up, which read Δ' for the previous f* (`OnlineFStar`): a
+bound acts only on a run whose warm-up ended at it, and every adaptive warm-up of the committed runs
+read so far ended by a crossing, a decision or the cool-down (docs/design.md §5; this session's
+held-out runs checked from steps.jsonl: no f* was placed during their warm-ups)."""
 AT_LR_STAR = ("fitted", "closed_step", "practical", "closed", "closed_progress")
 """The adaptive arms given lr* as their peak (own_peak takes none), in the order each seed's tier runs them; all
 but `fitted` (its fit was recorded at lr*) also run at 10·lr* in the stress tier."""

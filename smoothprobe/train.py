@@ -512,6 +512,21 @@ def check_pieces(trainer: Trainer) -> None:
     split_rows([task.train_batch(0, micro) for micro in range(trainer.config.accum)], probes.hvp_chunks)
 
 
+BUDGET_FIELDS = ("total_steps", "warmup_steps", "cooldown", "max_warmup")
+"""A schedule's settings that follow the run's length (`--steps`, and the warm-up and cool-down given as
+fractions of it)."""
+
+
+def budget_fields(fresh: dict, loaded: dict) -> dict:
+    """The BUDGET_FIELDS of a scheduler built for this run (`fresh`), to load over a checkpoint's state: a
+    resume that extends the run continues under the longer run's schedule, not the checkpoint's (whose
+    decay would end at the old last step and hold min_lr after it; the first step after the resume still
+    runs at the LR the checkpoint set). A checkpoint of `AdaptiveWarmup`
+    from before `warmup_bound` kept a bound estimated in the run in `max_warmup`: that one stays."""
+    keep = ("max_warmup",) if "_delta_peak" in loaded and "warmup_bound" not in loaded else ()
+    return {k: fresh[k] for k in BUDGET_FIELDS if k in fresh and k not in keep}
+
+
 def scheduler_mismatch(fresh: dict, loaded: Any, where: str) -> None:
     """Refuse a checkpoint's scheduler state whose values have other types than this run's
     scheduler keeps (e.g. {"last_epoch": "x"}), before anything is loaded or written."""
@@ -565,10 +580,11 @@ def restore(trainer: Trainer, state: Any) -> float:
             isinstance(elapsed, (int, float)) and math.isfinite(elapsed) and elapsed >= 0):
         raise SmoothprobeError(f"checkpoint {path}: step must be an integer >= 0 and elapsed a finite "
                                f"number >= 0; got step {step!r}, elapsed {elapsed!r}")
-    scheduler_mismatch(trainer.scheduler.state_dict(), state["scheduler"], f"checkpoint {path}")
+    fresh = trainer.scheduler.state_dict()
+    scheduler_mismatch(fresh, state["scheduler"], f"checkpoint {path}")
     try:
         distributed.load_state_dicts(trainer.model, trainer.optimizer, state["model"], state["optimizer"])
-        trainer.scheduler.load_state_dict(state["scheduler"])
+        trainer.scheduler.load_state_dict({**state["scheduler"], **budget_fields(fresh, state["scheduler"])})
         torch.set_rng_state(state["rng_cpu"])
         if "rng_cuda" in state and trainer.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"], trainer.device)

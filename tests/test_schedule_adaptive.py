@@ -476,3 +476,50 @@ def test_a_fit_whose_k_falls_with_the_gap_is_refused_in_one_line():
     physical = {**fit, "constants": {"rho": 2.0, "K0": 1.0, "K1": 0.5, "K_rho": 1.0}}  # but K still fell in the data
     with pytest.raises(SmoothprobeError, match="status is 'not supported'.*refusing"):
         AdaptiveWarmup.from_fit(_optimizer(1.0), physical, lr=0.02, decay="linear", total_steps=10)
+
+
+def test_model_decay_after_a_skipped_warm_up_holds_the_peak_until_the_gap_reaches_delta_peak():
+    """K = 1 + 2Δ + Δ²: Δ' = 1, η_max = 0.25, η(5) = 5/36 on the rising side, η(0.5) = 0.5/2.25 on the
+    falling one. A warm-up skipped at a gap of 5 ('no warm-up') stays at the peak while the gap is above
+    Δ' instead of going back to η's rising side, then follows the falling side."""
+    sched = AdaptiveWarmup(_optimizer(1.0), Constants(1.0, 2.0, 1.0, 2.0), f_star=0.0, ema=0.0, decay="model",
+                           min_lr=0.0, reduce=None)
+    assert _drive(sched, [5.0]) == [pytest.approx(5 / 36, rel=1e-12)]
+    sched.skip_warmup()
+    assert sched.phase == "decay" and sched.optimizer.param_groups[0]["lr"] == 0.25
+    assert _drive(sched, [5.0, 2.0, 0.5]) == [0.25, 0.25, pytest.approx(0.5 / 2.25, rel=1e-12)]
+
+
+@pytest.mark.parametrize("estimated, ends", [(10, 3), (2, 2), (None, 3)])
+def test_a_bound_estimated_in_the_run_only_brings_the_callers_max_warmup_forward(estimated, ends):
+    """With a constant loss far above Δ' the warm-up ends at the bound: the caller's max_warmup = 3
+    holds against a later estimate (10) or none, and an earlier one (2) ends it sooner."""
+    sched = AdaptiveWarmup(_optimizer(1.0), Constants(1.0, 2.0, 1.0, 2.0), f_star=0.0, ema=0.0,
+                           decay="linear", total_steps=20, max_warmup=3, reduce=None)
+    sched.bound_warmup(estimated)
+    phases = []
+    for _ in range(5):
+        sched.optimizer.step()
+        sched.step(50.0)
+        phases.append(sched.phase)
+    assert phases.index("decay") + 1 == ends and sched.max_warmup == 3 and sched.warmup_bound == estimated
+
+
+def test_an_f_star_the_practical_rule_refuses_leaves_the_schedule_as_it_was():
+    """First loss 4 with f* = 0 and Δ' = 1: f* = 3.5 leaves a gap of 0.5 below Δ', which the rule
+    refuses; the schedule keeps f* = 0 and Δ0 = 4, so f* = 1 is then taken (Δ0 = 3)."""
+    sched = AdaptiveWarmup.practical(_optimizer(0.1), lr=0.1, div=10, f_star=0.0, delta_peak=1.0, total_steps=50,
+                                     ema=0.0, reduce=None)
+    _drive(sched, [4.0])
+    before = (sched.f_star, sched.constants, sched.last_record()["delta0"])
+    with pytest.raises(SmoothprobeError, match="delta_peak"):
+        sched.set_f_star(3.5)
+    assert (sched.f_star, sched.constants) == before[:2]
+    sched.set_f_star(1.0)
+    assert sched.f_star == 1.0 and sched.constants.eta(3.0) == pytest.approx(0.01, rel=1e-9)
+
+
+def test_a_nan_initial_lr_is_refused():
+    with pytest.raises(SmoothprobeError, match="initial_lr"):
+        AdaptiveWarmup(_optimizer(1.0), Constants(1.0, 2.0, 1.0, 2.0), f_star=0.0, initial_lr=float("nan"),
+                       total_steps=10, reduce=None)

@@ -374,3 +374,20 @@ def test_own_peak_measures_the_peak_as_the_median_best_step_over_the_window():
     restored = Pilot(60, total_steps=200, own_peak=True)
     restored.load_state_dict(pilot.state_dict())
     assert restored.peak == pytest.approx(0.25) and restored.open and not restored.step_tested
+
+
+def test_the_online_bound_on_the_warm_up_reads_delta_peak_for_the_new_f_star():
+    """Noise-free loss = 1 + 3·(t + 20)^(−0.3) with Δ' chosen from κ (so it moves with f*): once f* is
+    placed near 1, the warm-up is bounded where the curve reaches f* + Δ' of the new constants,
+    t = (3/Δ')^(1/0.3) − 20, not where it reaches the Δ' of the constants for f* = 0 (a bound ~8×
+    earlier here, which would end the warm-up for good)."""
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    sched = AdaptiveWarmup.practical(opt, lr=0.1, div=10.0, f_star=0.0, kappa=5.0, ema=0.0, total_steps=100_000,
+                                     cooldown=None, reduce=None)
+    online = OnlineFStar(sched, every=60)
+    for step in range(60):
+        loss = 1.0 + 3.0 * (step + 20) ** -0.3
+        online.observe(step, loss)
+        sched.step(loss)
+    assert sched.f_star == pytest.approx(1.0, abs=0.01) and sched.delta_peak < 0.5
+    assert sched.warmup_bound == pytest.approx((3.0 / sched.delta_peak) ** (1 / 0.3) - 20, rel=0.05)

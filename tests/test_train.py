@@ -494,3 +494,22 @@ def test_trial_steps_replay_their_own_dropout_so_identical_trials_read_identical
         assert rows[1][key] == pytest.approx(rows[0][key], rel=1e-12)
         assert rows[2][key] == pytest.approx(rows[0][key], rel=1e-12)
     trainer.writer.store.close()
+
+
+@pytest.mark.parametrize("adaptive", [None, {"f_star": 0.0, "delta_peak": 1.0}])
+def test_a_resume_that_extends_the_run_continues_under_the_longer_runs_schedule(tmp_path, adaptive):
+    """A 40-step run extended to 80 by --resume: the schedule's length (and the adaptive cool-down, a fifth
+    of it) is the longer run's, so the baseline cosine runs the 80-step run's LRs from the step after
+    the resume, lr·(0.1 + 0.9·(1 + cos(π t/80))/2), instead of holding the 40-step run's floor."""
+    base = TrainConfig(task="quadratic", optimizer="normsgd", lr=0.05, steps=40, checkpoint_every=10,
+                       adaptive=adaptive)
+    train(base, tmp_path / "run", progress=False)
+    trainer = build(dataclasses.replace(base, steps=80), tmp_path / "run", resume=True)
+    assert trainer.start_step == 40 and trainer.scheduler.total_steps == 80
+    if adaptive is not None:
+        assert trainer.scheduler.cooldown == 16
+        return
+    trainer.run(progress=False)
+    lrs = load_run(tmp_path / "run").steps.lr.tolist()
+    want = [0.05 * (0.1 + 0.9 * (1 + math.cos(math.pi * t / 80)) / 2) for t in range(41, 80)]
+    assert lrs[41:] == pytest.approx(want, rel=1e-9) and lrs[40] == pytest.approx(0.005, rel=1e-9)

@@ -53,9 +53,11 @@ class AdaptiveWarmup(LRScheduler):
     steps the decay starts from there for good (an f* update can move Δ̂ far past Δ' at once, which
     would otherwise drop the LR to η's falling side for those steps, then start the decay from it;
     under 'model' the LR follows η's falling side once the crossing is confirmed):
-    'cosine' or 'linear' to min_lr at `total_steps`, or 'model' (keep following η). `max_warmup`
-    (steps) bounds the warm-up for short budgets: the LR is never below a linear ramp reaching `lr`
-    at step `max_warmup`, and the decay starts there even without a crossing. `cooldown` (steps)
+    'cosine' or 'linear' to min_lr at `total_steps`, or 'model' (keep following η, at the peak while
+    Δ̂ is still above Δ', as after a warm-up ended by a bound or a decision). `max_warmup` (steps)
+    bounds the warm-up for short budgets: from the first loss on, the LR is never below a linear ramp
+    reaching `lr` at step `max_warmup`, and the decay starts there even without a crossing; a bound
+    estimated during the run (`bound_warmup`, `adopt`) can only bring that step forward. `cooldown` (steps)
     keeps the budget's last steps for the decay: a warm-up that has not crossed Δ' by then (f* or
     Δ' out of reach) decays from the LR in use, so a run always anneals (docs/design.md §5). Before
     the first loss the LR is `initial_lr` (default lr/div for `practical`, η at the largest fitted
@@ -105,6 +107,8 @@ class AdaptiveWarmup(LRScheduler):
             peak = constants.eta_max if lr is None else lr
             start = initial_lr
         floor = peak * 1e-4 if min_lr is None else min_lr
+        if start is not None and not (math.isfinite(start) and start >= 0):
+            raise SmoothprobeError(f"initial_lr must be a finite number >= 0. Got {start}.")
         if not (math.isfinite(peak) and peak > 0 and 0 <= floor <= peak):
             raise SmoothprobeError(
                 f"need 0 <= min_lr <= lr and lr > 0. Got lr={peak}, min_lr={floor}."
@@ -131,7 +135,8 @@ class AdaptiveWarmup(LRScheduler):
         self.f_star, self.lr, self.min_lr = float(f_star), float(peak), float(floor)
         self.ema, self.consecutive, self.decay = float(ema), int(consecutive), decay
         self.total_steps = total_steps
-        self.max_warmup = max_warmup
+        self.max_warmup = max_warmup  # the caller's bound; `warmup_bound` is one estimated during the run
+        self.warmup_bound: int | None = None
         self.cooldown = cooldown if cooldown and decay != "model" else None  # 'model' has no decay phase to start
         self.delta_range = _check_range(delta_range)
         self.decision: dict[str, Any] | None = None
@@ -246,19 +251,20 @@ class AdaptiveWarmup(LRScheduler):
             first_loss = self._delta0 + self.f_star
             if not first_loss - f_star > 0:
                 raise SmoothprobeError(f"f_star={f_star} is not below the first loss {first_loss}.")
+            constants = PracticalRule(**self._rule).constants(first_loss - f_star)  # may refuse: change nothing then
             self._delta0 = first_loss - f_star
-            self._set(PracticalRule(**self._rule).constants(self._delta0))
+            self._set(constants)
         self.f_star = float(f_star)
 
-    def adopt(self, fit: SmoothnessFit, *, max_warmup: int | None = None) -> None:
+    def adopt(self, fit: SmoothnessFit, *, bound: int | None = None) -> None:
         """Hand the schedule to a fit (a closed loop's "fit-driven" decision): its K rescaled so that
         the largest η over its measured gaps is the schedule's peak `lr`, its f* and its measured
-        gaps; the warm-up bounded at `max_warmup`. The optimizer's LR is set at once from the
-        current smoothed gap."""
+        gaps; the warm-up bounded at step `bound` (`bound_warmup`). The optimizer's LR is set at once
+        from the current smoothed gap."""
         self.set_constants(fit.constants.rescaled(self.lr, fit.delta_range))
         self.f_star = float(fit.f_star)
         self.delta_range = _check_range(fit.delta_range)
-        self.max_warmup = max_warmup
+        self.warmup_bound = bound
         if self._smoothed is not None and self._phase == "warmup":
             self._lr_now = self._next_lr(self._smoothed - self.f_star, self.last_epoch)
             self._apply_lr()
@@ -293,8 +299,19 @@ class AdaptiveWarmup(LRScheduler):
 
     def bound_warmup(self, step: int | None) -> None:
         """End the warm-up at `step` at the latest (None: no bound), e.g. where a loss curve fitted
-        so far is predicted to reach f* + Δ'."""
-        self.max_warmup = step
+        so far is predicted to reach f* + Δ'; it replaces the last such bound, and the caller's
+        `max_warmup` still holds."""
+        self.warmup_bound = step
+
+    @property
+    def delta_peak(self) -> float | None:
+        """Δ' of the constants in use (None until a practical schedule has seen its first loss)."""
+        return self._delta_peak
+
+    def _bound(self) -> int | None:
+        """The step the warm-up ends at the latest: the earlier of `max_warmup` and `warmup_bound`."""
+        bounds = [b for b in (self.max_warmup, self.warmup_bound) if b is not None]
+        return min(bounds) if bounds else None
 
     @property
     def phase(self) -> str:
@@ -334,8 +351,9 @@ class AdaptiveWarmup(LRScheduler):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the state and put the saved LRs back on the optimizer's groups."""
-        # checkpoints written before the cooldown and the measured range existed had neither
-        super().load_state_dict({"cooldown": None, "delta_range": None, "decision": None, **state_dict})
+        # checkpoints written before the cooldown, the measured range and the estimated bound had none of them
+        super().load_state_dict({"cooldown": None, "delta_range": None, "decision": None, "warmup_bound": None,
+                                 **state_dict})
         self._apply_lr()
 
     def _set_peak(self, lr: float) -> None:
@@ -418,7 +436,8 @@ class AdaptiveWarmup(LRScheduler):
                 )
         if self._phase == "warmup":
             self._below = self._below + 1 if delta <= self._delta_peak else 0
-            out_of_budget = self.max_warmup is not None and step >= self.max_warmup
+            bound = self._bound()
+            out_of_budget = bound is not None and step >= bound
             late = self.cooldown is not None and step >= self.total_steps - self.cooldown
             if self._below >= self.consecutive or out_of_budget:
                 self._phase, self._switch_step, self._switch_lr = "decay", step, self.lr
@@ -431,12 +450,12 @@ class AdaptiveWarmup(LRScheduler):
         if self._phase == "warmup":
             # the warm-up is η's rising side: a gap at or below Δ' is the crossing, at the peak η(Δ') = lr,
             # not a point on its falling side (checked constants have a finite Δ' > 0)
-            delta = max(delta, self._delta_peak)
-            if self.max_warmup:
-                return max(self._model_lr(delta), self._clip(self.lr * min(1.0, (step + 1) / self.max_warmup)))
+            delta, bound = max(delta, self._delta_peak), self._bound()
+            if bound:
+                return max(self._model_lr(delta), self._clip(self.lr * min(1.0, (step + 1) / bound)))
             return self._model_lr(delta)
-        if self.decay == "model":
-            return self._model_lr(delta)
+        if self.decay == "model":  # η's falling side only: a decay that began above Δ' (a bound, a decision) holds the peak
+            return self._model_lr(min(delta, self._delta_peak))
         span = self.total_steps - self._switch_step
         progress = 1.0 if span <= 0 else min(1.0, (step - self._switch_step) / span)
         return self.min_lr + (self._switch_lr - self.min_lr) * decay_shape(self.decay, progress)

@@ -72,18 +72,25 @@ class OnlineFStar:
                           stacklevel=2)
             return
         if self.bound_warmup and self.scheduler.constants is not None and self.scheduler.phase == "warmup":
+            # Δ' of the constants just re-derived for the new f* (the last step's record holds the old one)
             self.scheduler.bound_warmup(crossing_step(estimate.a, estimate.b, estimate.t0, self.steps[0],
-                                                        self.scheduler.last_record()["delta_peak"],
-                                                        step + 1, self.scheduler.total_steps))
+                                                        self.scheduler.delta_peak, step + 1, self.scheduler.total_steps))
 
 
 def crossing_step(a: float, b: float, t0: float, first_step: int, gap: float, now: int,
                   total_steps: int | None) -> int | None:
     """Step at which L(t) = f* + a·(t − first_step + t0)^(−b) reaches f* + `gap`, if after `now`
-    and before `total_steps`; else None (no bound)."""
+    and before `total_steps`; else None (no bound, also where that step is beyond a float's range).
+
+    >>> crossing_step(4.0, 1.0, 1.0, 0, 0.5, 0, 100), crossing_step(3.0, 0.02, 1.0, 0, 1e-6, 10, 1000)
+    (7, None)
+    """
     if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in (a, b, gap)):
         return None
-    t = (a / gap) ** (1.0 / b) - t0 + first_step
+    try:
+        t = (a / gap) ** (1.0 / b) - t0 + first_step
+    except OverflowError:
+        return None
     if not math.isfinite(t) or t < now or (total_steps is not None and t >= total_steps):
         return None
     return math.ceil(t)
@@ -117,7 +124,7 @@ class OnlineRefit:
         if fit.status != "supported":  # a fit's envelope is physical (K0, Kρ > 0): only the verdict can refuse
             self.status = fit.status
             return
-        self.scheduler.adopt(fit, max_warmup=self.scheduler.max_warmup)
+        self.scheduler.adopt(fit, bound=self.scheduler.warmup_bound)
         self.status = "adopted"
 
     def state_dict(self) -> dict:
@@ -276,7 +283,7 @@ class Pilot:
             curve = self.fit.f_star_fit or {}
             bound = crossing_step(curve.get("a"), curve.get("b"), curve.get("t0"), self.rows[0]["step"],
                                   self.fit.delta_peak, step + 1, scheduler.total_steps)
-            scheduler.adopt(self.fit, max_warmup=bound)
+            scheduler.adopt(self.fit, bound=bound)
             self.status = "fit-driven" + ("" if bound is None else f" (warm-up bounded at step {bound})")
         self._restart_on_jump(scheduler, before, step + 1)
         self.closed = True
