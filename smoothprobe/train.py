@@ -9,8 +9,6 @@ import contextlib
 import copy
 import dataclasses
 import math
-import signal
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -25,7 +23,7 @@ from tqdm.auto import tqdm
 
 from smoothprobe import distributed
 from smoothprobe.config import TrainConfig
-from smoothprobe.errors import SmoothprobeError, Terminated, one_line
+from smoothprobe.errors import SmoothprobeError, one_line
 from smoothprobe.optim import make_optimizer
 from smoothprobe.probes.pieces import split_rows
 from smoothprobe.probes.recorder import Cadence, Recorder, optimizer_geometry
@@ -36,7 +34,7 @@ from smoothprobe.schedule.online import OnlineFStar, OnlineRefit, Pilot
 from smoothprobe.smoothness import FStar
 from smoothprobe.store import CHECKPOINT, RunStore, read_run_info, read_table
 from smoothprobe.tasks import Task, make_task
-from smoothprobe.writer import RunWriter, describe_run, refuse_resume_with_overwrite
+from smoothprobe.writer import RunWriter, describe_run, refuse_resume_with_overwrite, sigterm_raises
 
 
 def resolve_device(name: str) -> torch.device:
@@ -58,25 +56,6 @@ class Diverged(SmoothprobeError):
 
 
 CHECKPOINT_KEYS = ("step", "elapsed", "model", "optimizer", "scheduler", "rng_cpu")
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise Terminated("SIGTERM")
-
-
-@contextlib.contextmanager
-def sigterm_raises() -> Iterator[None]:
-    """While training, SIGTERM raises Terminated, so the run closes (rows flushed, status
-    interrupted) instead of dying mid-write; the previous handler is restored afterwards. Signal
-    handlers live in the main thread only, so elsewhere this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass

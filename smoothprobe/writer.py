@@ -258,10 +258,11 @@ class Recorder(probing.Recorder):
                     x_t: Mapping[str, torch.Tensor] | None = None) -> None:
         if self._resume and self.run is not None:  # the rows from this step on are recorded again
             self.run.resume_at(step)
+            self.cadence.resume_at(step)  # and probed on the first run's grid
         self._resume = False
         lr = self.optimizer.param_groups[0]["lr"]
         super().before_step(step, batch, loss=loss, grad_norm=grad_norm, x_t=x_t)
-        self._row = {"step": step, "loss": loss, "lr": lr, "grad_norm": self._pending["grad_norm"]}
+        self._row = {"step": step, "loss": loss, "lr": lr, "grad_norm": self.grad_norm}
 
     def after_step(self, skipped: bool = False) -> dict:
         row = super().after_step(skipped)
@@ -276,16 +277,41 @@ class Recorder(probing.Recorder):
             self.run = None
 
     def __enter__(self) -> Self:
+        """Inside the block SIGTERM raises `Terminated` (`sigterm_raises`), so the run closes as interrupted."""
+        self._signals = contextlib.ExitStack()
+        self._signals.enter_context(sigterm_raises())
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         """Close with status finished, interrupted (Ctrl-C, SIGTERM) or crashed (any other exception)."""
-        if exc is None or self.run is None:
-            self.close()
-        else:
-            self.run.close_after(exc)
-            self.run = None
+        try:
+            if exc is None or self.run is None:
+                self.close()
+            else:
+                self.run.close_after(exc)
+                self.run = None
+        finally:
+            self._signals.close()
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated("SIGTERM")
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While training, SIGTERM raises Terminated, so the run closes (rows flushed, status
+    interrupted) instead of dying mid-write; the previous handler is restored afterwards. Signal
+    handlers live in the main thread only, so elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

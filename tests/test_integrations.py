@@ -667,3 +667,68 @@ def test_wandb_init_failure_is_one_smoothprobe_error(tmp_path, wandb_offline):
     with pytest.raises(SmoothprobeError, match=r"^wandb.init failed: .*'offline'.*pass mode='offline'\)$"):
         WandbSink(run_dir=tmp_path / "run", mode="bogus")
     assert not (tmp_path / "run" / "wandb.json").exists()
+
+
+def test_lightning_partial_accumulation_window_and_grad_norm_follow_what_lightning_differentiated(pl, tmp_path):
+    """8 batches an epoch, accumulate_grad_batches 3: windows of 3, 3 and 2 batches. Lightning divides every
+    micro-batch's loss by 3, also in the short window, so the step's Hessian is Σ 2xᵀx/n over its batches
+    divided by 3 and its gradient Σ 2xᵀ(xw − y)/n divided by 3: the secant K and the pre-clip grad_norm
+    match them on every step, the 2-batch steps included."""
+    from smoothprobe.integrations.lightning import SmoothprobeCallback
+
+    module = quadratic_module(pl)
+    probe = SmoothprobeCallback(tmp_path / "run", loss_fn=lambda m, b: m.loss(b), every=1)
+    spy = LightningSpy(pl)
+    lightning_trainer(pl, [probe, spy], accumulate_grad_batches=3).fit(module, regression_data())
+    steps = load_run(tmp_path / "run").steps
+    assert [len(spy.steps[t]["batches"]) for t in range(6)] == [3, 3, 2, 3, 3, 2]
+    for row in steps.itertuples():
+        record = spy.steps[row.step]
+        w0, d = record["w0"].flatten(), (record["w1"] - record["w0"]).flatten()
+        hessian = sum(2 * x.T @ x / len(x) for x, _ in record["batches"]) / 3
+        grad = sum(2 * x.T @ (x @ w0 - y) / len(x) for x, y in record["batches"]) / 3
+        assert row.secant_K_euclid == pytest.approx((hessian @ d).norm().item() / d.norm().item(), rel=1e-9)
+        assert row.grad_norm == pytest.approx(grad.norm().item(), rel=1e-9)
+
+
+def test_lightning_and_hf_runs_that_raise_keep_their_rows_and_say_they_crashed(pl, hf, tmp_path):
+    """An exception at step 4 (a RuntimeError; Ctrl-C marks the run interrupted the same way): the rows of
+    steps 0-3 are on disk and run.json says crashed, not running."""
+    from smoothprobe.integrations.huggingface import SmoothprobeCallback as HFCallback
+    from smoothprobe.integrations.huggingface import SmoothprobeTrainer
+    from smoothprobe.integrations.lightning import SmoothprobeCallback
+
+    module = quadratic_module(pl)
+    losses = module.training_step
+
+    def failing(batch, batch_idx):
+        if module.trainer.global_step == 4:
+            raise RuntimeError("boom")
+        return losses(batch, batch_idx)
+
+    module.training_step = failing
+    probe = SmoothprobeCallback(tmp_path / "pl", loss_fn=lambda m, b: m.loss(b), every=1)
+    with pytest.raises(RuntimeError, match="boom"):
+        lightning_trainer(pl, [probe], max_steps=10).fit(module, regression_data())
+
+    class Failing(SmoothprobeTrainer):
+        def training_step(self, *args, **kwargs):
+            if self.state.global_step == 4:
+                raise RuntimeError("boom")
+            return super().training_step(*args, **kwargs)
+
+    trainer = Failing(model=gpt2(hf), args=hf_args(hf, tmp_path, max_steps=10), train_dataset=token_data(),
+                      callbacks=[HFCallback(tmp_path / "hf", every=1)])
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.train()
+    for run in ("pl", "hf"):
+        got = load_run(tmp_path / run)
+        assert got.steps.step.tolist() == [0, 1, 2, 3] and got.info["status"] == "crashed", run
+
+
+def test_hf_callback_refuses_hvp_chunks_it_cannot_split(hf):
+    from smoothprobe import SmoothprobeError
+    from smoothprobe.integrations.huggingface import SmoothprobeCallback
+
+    with pytest.raises(SmoothprobeError, match="hvp_chunks must be 1"):
+        SmoothprobeCallback("unused", preset="full", hvp_chunks=2)

@@ -646,3 +646,19 @@ def test_split_rows_refuses_batches_it_cannot_cut():
         split_rows(torch.zeros(2, 3), 3)
     with pytest.raises(SmoothprobeError, match="share one number of rows"):
         split_rows((torch.zeros(4, 3), torch.zeros(5)), 2)
+
+
+def test_forward_hvp_through_batchnorm_in_train_mode_equals_the_exact_one_and_keeps_its_statistics():
+    """BatchNorm in train mode updates its running statistics in place, which torch.func refuses: the
+    forward-mode HVP runs it on the batch's statistics alone (the same function) and matches the double
+    backward's H·v; the model's running statistics are as they were."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 1)).double()
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randn(16, 1, dtype=torch.float64)
+    stats = [b.clone() for b in model.buffers()]
+    params = list(model.parameters())
+    v = random_like(params, 5)
+    hv = {mode: flat(GradOracle(model, lambda: ((model(x) - y) ** 2).mean(), params, hvp=mode).hvp(v))
+          for mode in ("exact", "forward")}
+    torch.testing.assert_close(hv["forward"], hv["exact"], rtol=1e-9, atol=1e-12)
+    assert all(torch.equal(a, b) for a, b in zip(model.buffers(), stats))

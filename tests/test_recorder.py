@@ -1,5 +1,7 @@
 """The Recorder: probes match closed forms inside a loop, change nothing, and keep to their cadence."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -210,3 +212,23 @@ def test_a_recorded_run_with_hvp_chunks_splits_the_trainers_micro_batches(tmp_pa
                            progress=False)).steps for n in (1, 3)]
     for column in ("secant_K", "curv_hvp", "top_eig"):
         np.testing.assert_allclose(runs[1][column], runs[0][column], rtol=1e-4)
+
+
+def test_frozen_tensors_in_the_optimizer_are_left_out_and_the_geometry_follows_the_optimizers_class():
+    """A frozen first layer handed to the optimizer (model.parameters(), as is common) gets no gradient: the
+    probes leave it out instead of failing. smoothprobe's Lion built directly (no `algo` groups) steps in the
+    sign geometry, and the secant K is measured there."""
+    from smoothprobe.optim import Lion
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    model[0].weight.requires_grad_(False)
+    opt = Lion(model.parameters(), lr=1e-3)
+    rec = Recorder(model, opt, loss_fn=lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(), probes=["secant"], every=1)
+    assert rec.family == "sign" and "0.weight" not in rec.names and "0.bias" in rec.names
+    batch = (torch.randn(16, 4), torch.randn(16, 1))
+    ((model(batch[0]) - batch[1]) ** 2).mean().backward()
+    rec.before_step(0, batch)
+    opt.step()
+    row = rec.after_step()
+    assert row["secant_K"] > 0 and math.isfinite(row["secant_K"])

@@ -67,3 +67,55 @@ def test_describe_optimizer_keeps_plain_hyperparameters():
     d = describe_optimizer(opt)
     assert d["name"] == "adamw" and d["lr"] == 3e-4 and d["hyperparameters"]["betas"] == [0.9, 0.95]
     assert d["split"] is None
+
+
+def test_own_loop_sigterm_flushes_the_rows_and_says_interrupted(tmp_path):
+    """SIGTERM inside `with Recorder(...)` (a scheduler ending the job) raises Terminated there: the rows so
+    far are on disk and the run is interrupted, not left running with its buffer lost."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal, torch\n"
+        "from smoothprobe import Recorder\n"
+        "from smoothprobe.tasks.quadratic import QuadraticTask\n"
+        "task = QuadraticTask(dtype=torch.float64, cond=10.0)\n"
+        "model = task.build_model()\n"
+        "opt = torch.optim.SGD(model.parameters(), lr=0.2)\n"
+        f"with Recorder(model, opt, {str(tmp_path / 'r')!r}, loss_fn=task.loss, every=2) as rec:\n"
+        "    for step in range(50):\n"
+        "        batch = task.train_batch(step)\n"
+        "        loss = task.loss(model, batch)\n"
+        "        loss.backward()\n"
+        "        rec.before_step(step, batch, loss=loss.item())\n"
+        "        opt.step()\n"
+        "        opt.zero_grad()\n"
+        "        rec.after_step()\n"
+        "        if step == 6:\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode != 0 and "Terminated" in done.stderr
+    run = load_run(tmp_path / "r")
+    assert run.steps.step.tolist() == list(range(7)) and run.info["status"] == "interrupted"
+
+
+def test_own_loop_resumed_probes_on_the_first_runs_grid(tmp_path):
+    """every=10, a first loop of steps 0-24, resumed at step 15: the rows from 15 on are recorded again and the
+    probed steps stay the multiples of 10 (not 15, 25, ...)."""
+    task = QuadraticTask(dtype=torch.float64, cond=10.0)
+    for first, last, resume in ((0, 25, False), (15, 40, True)):
+        model = task.build_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with Recorder(model, opt, tmp_path / "r", loss_fn=task.loss, probes=["secant"], every=10,
+                      resume=resume) as rec:
+            for step in range(first, last):
+                batch = task.train_batch(step)
+                task.loss(model, batch).backward()
+                rec.before_step(step, batch)
+                opt.step()
+                opt.zero_grad()
+                rec.after_step()
+    steps = load_run(tmp_path / "r").steps
+    assert steps.step.tolist() == list(range(40))
+    assert steps.dropna(subset=["secant_K"]).step.tolist() == [0, 10, 20, 30]

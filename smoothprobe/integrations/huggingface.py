@@ -143,6 +143,17 @@ class SmoothprobeTrainerMixin:
                 self.lr_scheduler.feed(capture.loss)
         return loss
 
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """Trainer.train; if it stops on an exception (Ctrl-C included), each SmoothprobeCallback flushes its
+        rows and marks its run interrupted or crashed before the exception goes on."""
+        try:
+            return super().train(*args, **kwargs)
+        except BaseException as exc:
+            for callback in self.callback_handler.callbacks:
+                if isinstance(callback, SmoothprobeCallback):
+                    callback.close_after(exc)
+            raise
+
     def create_scheduler(self, num_training_steps: int, optimizer: Any = None) -> Any:
         """Trainer.create_scheduler; an `AdaptiveWarmup` gets wrapped to receive each step's loss."""
         scheduler = super().create_scheduler(num_training_steps, optimizer)
@@ -181,6 +192,10 @@ class SmoothprobeCallback(TrainerCallback):
         overwrite: bool = False,
         **recorder_options: Any,
     ) -> None:
+        if recorder_options.get("hvp_chunks", 1) != 1:
+            raise SmoothprobeError("hvp_chunks must be 1 under the Hugging Face callback: a Trainer's micro-batches "
+                                   "reach the probes whole, not as rows to split (take HVPs whole, or record "
+                                   "with the Recorder in your own loop)", params=["hvp_chunks"])
         self.run_dir, self.loss_fn, self.overwrite = run_dir, loss_fn, overwrite
         self.mirrors = {"tensorboard": tensorboard, "mlflow": mlflow, "wandb": wandb}
         self.options = {"preset": preset, "every": every, "overhead": overhead, **recorder_options}
@@ -218,4 +233,11 @@ class SmoothprobeCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.session is not None:
             self.session.close()
+            self.session = None
+
+    def close_after(self, exc: BaseException) -> None:
+        """Training stopped on `exc` (`SmoothprobeTrainerMixin.train`): flush the rows, mark the run interrupted
+        or crashed."""
+        if self.session is not None:
+            self.session.close_after(exc)
             self.session = None

@@ -61,17 +61,21 @@ class SmoothprobeCallback(pl.Callback):
         self._rng: RngState | None = None
         self._loss = 0.0
         self._forward_context: Any = None
+        self._accumulate = 1
 
     def _probe_loss(self, module: nn.Module, batch: tuple[RngState, list[Any]]) -> Tensor:
+        """The step's loss as Lightning differentiated it: each micro-batch's divided by
+        accumulate_grad_batches, also in an epoch's last, shorter window."""
         rng, batches = batch
         with replay_rng(rng), self._forward_context():
-            return sum(self.loss_fn(module, b) for b in batches) / len(batches)
+            return sum(self.loss_fn(module, b) for b in batches) / self._accumulate
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not pl_module.automatic_optimization or len(trainer.optimizers) != 1:
             raise SmoothprobeError("SmoothprobeCallback supports automatic optimization with one "
                                    f"optimizer; got {len(trainer.optimizers)} optimizers")
         self._forward_context = trainer.precision_plugin.forward_context
+        self._accumulate = trainer.accumulate_grad_batches
         config = {"steps": trainer.max_steps if trainer.max_steps > 0 else None,  # TrainConfig's names
                   "accum": trainer.accumulate_grad_batches, "clip": trainer.gradient_clip_val}
         self.session = ProbeSession(pl_module, trainer.optimizers[0], self.run_dir, self._probe_loss,
@@ -101,6 +105,12 @@ class SmoothprobeCallback(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if self.session is not None:
             self.session.close()
+            self.session = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """Training stopped on `exception`: the rows so far are flushed and the run marked interrupted or crashed."""
+        if self.session is not None:
+            self.session.close_after(exception)
             self.session = None
 
 

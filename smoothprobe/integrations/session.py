@@ -79,8 +79,9 @@ class ProbeSession:
     def before(self, step: int, batch: Any, loss: float | None, grad_norm: float | None) -> None:
         """Gradients of step `step` are final (after clipping); the optimizer has not stepped."""
         lr = self.optimizer.param_groups[0]["lr"]
-        self._row = {"step": step, "loss": loss, "lr": float(lr), "grad_norm": grad_norm}
         self.recorder.before_step(step, batch, loss=loss, grad_norm=grad_norm)
+        # the norm the framework gave, else the one the Recorder measured on the gradients it found
+        self._row = {"step": step, "loss": loss, "lr": float(lr), "grad_norm": self.recorder.grad_norm}
 
     def after(self) -> dict[str, Any]:
         """The optimizer has stepped: run the due probes at x_{t+1}; returns their columns."""
@@ -110,5 +111,12 @@ class ProbeSession:
     def close(self, status: str = "finished", reason: str | None = None) -> None:
         """Flush the run directory and mark it `status`; close the mirrors."""
         self.run.close(status, reason)
+        for sink in self.sinks:
+            sink.close()
+
+    def close_after(self, exc: BaseException) -> None:
+        """Training stopped on `exc`: flush the rows written so far and mark the run interrupted (Ctrl-C,
+        SIGTERM) or crashed (anything else), as `RunWriter.close_after` does; close the mirrors."""
+        self.run.close_after(exc)
         for sink in self.sinks:
             sink.close()

@@ -289,7 +289,8 @@ class GradOracle:
             def loss_at(values: tuple[Tensor, ...], holder: _LossHolder = holder) -> Tensor:
                 return torch.func.functional_call(holder, dict(zip(keys, values, strict=True)), ())
 
-            with self._replay(), sdpa_kernel(SDPBackend.MATH), torch.compiler.set_stance("force_eager"):
+            with (self._replay(), _batch_statistics_only(self.model), sdpa_kernel(SDPBackend.MATH),
+                  torch.compiler.set_stance("force_eager")):
                 _, piece = torch.func.jvp(torch.func.grad(loss_at), (primals,), (tangents,))
             torch._foreach_add_(hv, [h.detach() for h in piece], alpha=weight)
         all_reduce_grads_(hv)
@@ -303,6 +304,22 @@ class GradOracle:
     def release(self) -> None:
         """Free the kept gradient graph."""
         self._graph = None
+
+
+@contextmanager
+def _batch_statistics_only(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers in train mode without their running statistics inside the block: they normalise
+    by the batch's statistics as before, but update nothing in place, which the torch.func transforms of
+    `forward_hvp` refuse (the statistics are the `_replay` copies, restored after it anyway)."""
+    saved = [(m, m.running_mean, m.running_var, m.num_batches_tracked) for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    for m, *_ in saved:
+        m.running_mean = m.running_var = m.num_batches_tracked = None
+    try:
+        yield
+    finally:
+        for m, mean, var, count in saved:
+            m.running_mean, m.running_var, m.num_batches_tracked = mean, var, count
 
 
 class _LossHolder(nn.Module):

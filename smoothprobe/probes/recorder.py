@@ -194,6 +194,12 @@ class Recorder:
             "hvp_chunks": self.hvp_chunks,
         }
 
+    @property
+    def grad_norm(self) -> float | None:
+        """The pre-clip gradient norm of the step between `before_step` and `after_step`: the one the
+        loop gave, else the norm of the gradients `before_step` found (None outside a step)."""
+        return None if self._pending is None else self._pending["grad_norm"]
+
     def before_step(self, step: int, batch: Any, *, loss: float | None = None, grad_norm: float | None = None,
                     x_t: Mapping[str, Tensor] | None = None) -> None:
         """Call after backward (and clipping), before `optimizer.step()`: captures x_t and g_t.
@@ -288,19 +294,34 @@ def optimizer_geometry(model: nn.Module, optimizer: torch.optim.Optimizer, famil
 
 
 def optimizer_family(optimizer: torch.optim.Optimizer) -> str:
-    """Geometry family of a smoothprobe optimizer (by its groups' `algo`), else Euclidean."""
+    """Geometry family of an optimizer: by its groups' `algo` (`optim.make_optimizer`'s), else by its
+    class (smoothprobe's Lion, Signum, NormSGD; torch's Muon, AdamW, SGD; through a wrapper that keeps
+    it as `.optimizer`, as accelerate's does), else Euclidean.
+
+    >>> from smoothprobe.optim import Lion
+    >>> optimizer_family(Lion(torch.nn.Linear(2, 2).parameters())), optimizer_family(torch.optim.Muon([torch.ones(2, 2)]))
+    ('sign', 'spectral')
+    """
     algos = {g.get("algo") for g in optimizer.param_groups}
     if "muon" in algos:
         return family_for_optimizer("muon")
     algo = next(iter(algos))
-    return family_for_optimizer(algo) if len(algos) == 1 and algo is not None else "euclidean"
+    if len(algos) == 1 and algo is not None:
+        return family_for_optimizer(algo)
+    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
+        optimizer = optimizer.optimizer
+    try:
+        return family_for_optimizer(type(optimizer).__name__)
+    except SmoothprobeError:
+        return "euclidean"
 
 
 def owned_parameters(optimizer: torch.optim.Optimizer, named: dict[str, Tensor]) -> list[tuple[str, Tensor]]:
-    """(name, tensor) pairs the norm-constrained part of the optimizer steps (all for one-rule optimizers)."""
+    """(name, tensor) pairs the norm-constrained part of the optimizer steps (all for one-rule optimizers),
+    frozen tensors (requires_grad False) left out: they get no gradient to probe."""
     groups = [g for g in optimizer.param_groups if g.get("algo") != "adamw"] or optimizer.param_groups
     ids = {id(p) for g in groups for p in g["params"]}
-    return [(n, p) for n, p in named.items() if id(p) in ids]
+    return [(n, p) for n, p in named.items() if id(p) in ids and p.requires_grad]
 
 
 def unclip_factor(model: nn.Module, grad_norm: float | None) -> float:
