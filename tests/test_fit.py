@@ -633,3 +633,31 @@ def test_a_large_weighted_fit_does_not_depend_on_the_scale_of_its_weights():
     base = quantile_regression(x, y, 0.9, weights=w)
     for scale in (1e-9, 1e-10):
         assert quantile_regression(x, y, 0.9, weights=w * scale) == pytest.approx(base, rel=1e-7, abs=1e-9)
+
+
+def test_a_fit_at_a_large_rho_is_written_and_read_back(tmp_path):
+    """Planted ρ = 8 over gaps up to 3: Kρ = 3 in the data's units, but refitted at ρ = 80 it is far below
+    1e-30; the fit.json it writes reads back to the same constants (and Δ' stays finite)."""
+    fit = fit_frame(planted_steps(600, 0, rho=8.0), f_star=2.0, rho=80.0, bootstrap=0)
+    assert 0 < fit.K_rho < 1e-30
+    fit.to_json(tmp_path / "fit.json")
+    back = SmoothnessFit.from_json(tmp_path / "fit.json")
+    assert (back.K0, back.K1, back.K_rho, back.delta_peak) == (fit.K0, fit.K1, fit.K_rho, fit.delta_peak)
+
+
+def test_a_row_without_a_step_is_one_clear_error():
+    steps = planted_steps(300, 0)
+    steps.loc[3, "step"] = np.nan
+    with pytest.raises(SmoothprobeError, match="1 row.* whose 'step' is not a finite number"):
+        fit_frame(steps, f_star=2.0, bootstrap=0)
+
+
+def test_the_l0_l1_model_is_scored_only_where_every_fitted_row_has_its_gradient_norm():
+    """grad_norm_dual recorded on the second half of the rows only: a held-out loss over those rows is not
+    comparable with the others' over all of them, so (L0, L1) is skipped, saying why, not ranked."""
+    steps = planted_steps(600, 0)
+    steps["grad_norm_dual"] = np.where(steps["step"] >= 300, np.random.default_rng(1).uniform(1, 2, 600), np.nan)
+    fit = fit_frame(steps, f_star=2.0, bootstrap=0)
+    (l0l1,) = [s for s in fit.comparison if s["name"].startswith("(L0, L1)")]
+    assert l0l1["skipped"] == "grad_norm_dual is missing on 300 of the 600 fitted rows"
+    assert "(L0, L1) model" not in fit.verdict

@@ -21,7 +21,7 @@ BAD = [
     (lambda d: {**d, "constants": {**d["constants"], "K0": None}}, "field 'constants.K0' must be a finite number"),
     (lambda d: {**d, "constants": {**d["constants"], "K1": "abc"}}, "field 'constants.K1' must be a finite number"),
     (lambda d: {**d, "constants": {**d["constants"], "rho": 1e300}}, "field 'constants.rho' must be a finite number"),
-    (lambda d: {**d, "constants": {**d["constants"], "K_rho": 1e-300}}, "field 'constants.K_rho'"),
+    (lambda d: {**d, "constants": {**d["constants"], "K_rho": 1e300}}, "field 'constants.K_rho'"),
     (lambda d: {**d, "constants": {k: v for k, v in d["constants"].items() if k != "rho"}}, "'constants.rho'"),
     (lambda d: {**d, "f_star": -1e300}, "field 'f_star' must be a finite number"),
     (lambda d: {**d, "f_star": "1.0"}, "field 'f_star' must be a finite number"),

@@ -531,3 +531,14 @@ def test_the_closed_loops_decision_is_in_the_runs_section(runs, tmp_path):
     text = Page(write_report([decided], tmp_path / "r.html").read_text()).section_text("summary")
     assert ("the progress test decided no-warmup before step 0, from 50 trial steps it undid (a slow start). "
             "Each decision, by step: 0 no-warmup (progress test).") in text
+
+
+def test_the_scatter_shows_the_rows_the_fit_saw(runs, tmp_path):
+    """A fit on steps 0-34 of 40: the K-vs-Δ figure and its residuals hold those rows only, not the ones
+    after the fit's window."""
+    run = load_run(runs[0])
+    fit = fit_run(run, window=(0, 35), bootstrap=0)
+    steps = run.steps
+    late = steps[(steps["step"] < 35) & np.isfinite(steps["secant_K"]) & (steps["loss"] > 0)]
+    page = Page(write_report([runs[0]], tmp_path / "r.html", fits=[fit]).read_text())
+    assert page.sections["k-vs-delta"]["data-points"] == str(len(late)) and 0 < len(late) < len(steps)

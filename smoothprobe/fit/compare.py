@@ -70,15 +70,14 @@ def compare_models(
     ones = np.ones((len(data.k), 1))
     scores = [_score("constant L", ("L",), ones, data.k, np.ones(1), tau, folds)]
     grad = data.grad_dual
-    if grad is None:
-        scores.append(ModelScore("(L0, L1) in |grad|_*", {}, float("nan"), float("nan"),
-                                 "no grad_norm_dual column in this run"))
+    if grad is None or not np.isfinite(grad).all():  # a held-out loss over fewer rows is not comparable
+        why = ("no grad_norm_dual column in this run" if grad is None else
+               f"grad_norm_dual is missing on {int((~np.isfinite(grad)).sum())} of the {len(grad)} fitted rows")
+        scores.append(ModelScore("(L0, L1) in |grad|_*", {}, float("nan"), float("nan"), why))
     else:
-        ok = np.isfinite(grad)
-        g_scale = float(np.max(grad[ok])) or 1.0
-        x = np.column_stack([np.ones(ok.sum()), grad[ok] / g_scale])
-        scores.append(_score("(L0, L1) in |grad|_*", ("L0", "L1"), x, data.k[ok],
-                             np.array([1.0, g_scale]), tau, folds[ok]))
+        g_scale = float(np.max(grad)) or 1.0
+        x = np.column_stack([np.ones(len(grad)), grad / g_scale])
+        scores.append(_score("(L0, L1) in |grad|_*", ("L0", "L1"), x, data.k, np.array([1.0, g_scale]), tau, folds))
     envelope = k_model(data.delta, *constants, design.rho)
     loss = design.k_scale * cv_pinball(design.x, design.y, tau, folds, design.g, design.h,
                                        design.cut, whole=constants / design.constants(np.ones(3)))

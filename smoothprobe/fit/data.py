@@ -40,7 +40,12 @@ def window_rows(steps: pd.DataFrame, window: tuple[int | None, int | None] | Non
     """Rows with start ≤ step < end, sorted by step; errors when the window misses the run."""
     if "step" not in steps.columns:
         raise SmoothprobeError("the run's steps have no 'step' column")
-    rows = steps.sort_values("step")
+    step = pd.to_numeric(steps["step"], errors="coerce").to_numpy(dtype=float)
+    if not np.isfinite(step).all():
+        bad = int((~np.isfinite(step)).sum())
+        raise SmoothprobeError(f"the run's steps hold {bad} row(s) whose 'step' is not a finite number; "
+                               "every row needs its step (drop those rows)")
+    rows = steps.sort_values("step", kind="stable")
     if window is None:
         return rows
     start, end = window

@@ -197,8 +197,11 @@ class SmoothnessFit:
         return _clean(out)
 
     def to_json(self, path: str | Path) -> None:
-        """Write fit.json (strict JSON)."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        """Write fit.json (strict JSON), checked as `from_dict` reads it: a fit that could not be read back
+        is refused here, in one line, not written."""
+        data = self.to_dict()
+        check_fit(data, str(path))
+        Path(path).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
 
     @classmethod
     def from_dict(cls, d: dict) -> SmoothnessFit:

@@ -3,7 +3,7 @@
 `check_schedule_fit` covers the keys a schedule reads (constants, f*, Δ', η_max, the Δ range);
 `check_fit` also the sections `SmoothnessFit.from_dict` reads. Either raises one SmoothprobeError
 line naming the source and the field, e.g. ``fit.json: field 'constants.K0' must be a finite
-number; got null``. Numbers that parse but no fit produces (ρ = 1e300, K = 1e-300, f* = −1e300)
+number; got null``. Numbers that parse but no fit produces (ρ = 1e300, K = 1e300, f* = −1e300)
 are refused too: they would overflow the schedule's arithmetic.
 """
 
@@ -127,9 +127,11 @@ def check_schedule_fit(data: Any, source: str = "fit.json") -> None:
         if key not in constants:
             _fail(source, f"constants.{key}", "a finite number", None)
     _number(constants["rho"], source, "constants.rho", low=RHO_RANGE[0], high=RHO_RANGE[1], tiny=0.0)
-    _number(constants["K0"], source, "constants.K0", low=0.0)
-    _number(constants["K1"], source, "constants.K1")
-    _number(constants["K_rho"], source, "constants.K_rho", low=0.0)
+    # no floor on a constant's size: Kρ is in units of K/Δ^ρ, far below 1e-30 at a large ρ (ρ = 20 over gaps
+    # up to 46 fitted Kρ = 4.7e-36), and a tiny one only moves Δ' towards ∞, as Kρ = 0 does
+    _number(constants["K0"], source, "constants.K0", low=0.0, tiny=0.0)
+    _number(constants["K1"], source, "constants.K1", tiny=0.0)
+    _number(constants["K_rho"], source, "constants.K_rho", low=0.0, tiny=0.0)
     if "f_star" in data:
         _number(data["f_star"], source, "f_star", null=True, low=-F_STAR_LIMIT, high=F_STAR_LIMIT, tiny=0.0)
     for key in ("delta_peak", "eta_max"):

@@ -93,7 +93,8 @@ def auto_fit(run: Run) -> tuple[SmoothnessFit | None, str]:
 
 
 def scatter_points(run: Run, fit: SmoothnessFit | None) -> tuple[pd.DataFrame | None, str]:
-    """(step, delta, k) of probed rows with finite K and Δ > 0, or None and why not."""
+    """(step, delta, k) of probed rows with finite K and Δ > 0, within the fit's steps (its `window`: the
+    rows it saw, first and last included) where there is a fit, or None and why not."""
     column = fit.column if fit is not None else "secant_K"
     delta_from = fit.delta_from if fit is not None else "loss"
     f_star = fit.f_star if fit is not None else run.f_star
@@ -110,6 +111,8 @@ def scatter_points(run: Run, fit: SmoothnessFit | None) -> tuple[pd.DataFrame | 
         "k": steps[column].to_numpy(dtype=float),
     })
     keep = np.isfinite(points["k"]) & np.isfinite(points["delta"]) & (points["delta"] > 0)
+    if fit is not None:
+        keep &= (points["step"] >= fit.window[0]) & (points["step"] <= fit.window[1])
     points = points[keep].reset_index(drop=True)
     if points.empty:
         return None, f"no probed row has a finite {column} and {delta_from} above f* = {f_star:g}"
