@@ -28,6 +28,7 @@ from smoothprobe.config import (
     task_parameters,
     type_names,
 )
+from smoothprobe.demo import MIN_STEPS
 from smoothprobe.errors import SmoothprobeError, Terminated, one_line
 from smoothprobe.fit.data import LOSS_COLUMNS
 from smoothprobe.fit.pipeline import MAX_BOOTSTRAP
@@ -387,7 +388,8 @@ def sweep(**kw) -> None:
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False), default="smoothprobe-demo", show_default=True,
               help="Folder for the runs, fit.json and report.html (replaced if it exists).")
-@click.option("--steps", type=click.IntRange(min=50), default=300, show_default=True, help="Steps per run.")
+@click.option("--steps", type=click.IntRange(min=MIN_STEPS), default=300, show_default=True,
+              help="Steps per run (at least the probed rows a fit needs: every 2nd step is probed).")
 @library_errors
 def demo(out, steps) -> None:
     """Record, fit, train adaptively and report on built-in data (a few minutes on 2 CPU cores)."""

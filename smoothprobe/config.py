@@ -275,6 +275,9 @@ class ProbeConfig:
              "every"),
             (self.overhead is None or (_finite(self.overhead) and 0 < self.overhead < 1),
              f"overhead must lie in (0, 1), got {self.overhead}", "overhead"),
+            (self.overhead is None or self.every == defaults(ProbeConfig)["every"],
+             "every and overhead exclude each other (overhead sets the interval itself): drop one", "every",
+             "overhead"),
             (isinstance(self.heavy_every, int) and self.heavy_every >= 1,
              f"heavy_every must be an integer >= 1, got {self.heavy_every!r}", "heavy_every"),
             (self.nuclear in NUCLEAR, f"nuclear must be one of {', '.join(NUCLEAR)}, got {self.nuclear!r}", "nuclear"),
@@ -473,6 +476,15 @@ class TrainConfig:
              f"lr must be a finite number > 0 and at most {LR_MAX:g}, got {self.lr}", "lr"),
             (self.device in ("auto", "cpu") or self.device.startswith("cuda"),
              f"device must be auto, cpu or cuda[:N], got {self.device!r}", "device"),
+            (self.adaptive is None or self.warmup == 0,
+             "warmup is the baseline schedule's; the adaptive schedule finds its own warm-up: drop warmup",
+             "warmup", "adaptive"),
+            (self.task == "lm" or (self.data is None and self.vocab_size is None),
+             f"data and vocab_size are the lm task's; task {self.task} builds its own data: drop them",
+             "data", "vocab_size", "task"),
+            (self.warmup < 1 or self.warmup <= self.steps,
+             (f"warmup of {self.warmup:g} steps is longer than the run's {self.steps} steps, so the LR would never "
+              "decay: give fewer steps, or a fraction of the run below 1"), "warmup"),
         ])
         _check_options(self)
         if self.device.startswith("cuda") and not torch.cuda.is_available():

@@ -7,12 +7,15 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from smoothprobe.fit import SmoothnessFit, fit_run
+from smoothprobe.fit.data import MIN_POINTS
 from smoothprobe.schedule.decision import Decision, decide
 from smoothprobe.store import load_run
 from smoothprobe.train import TrainConfig, train
 
 DEMO_BASE = {"task": "markov", "optimizer": "lion", "lr": 2e-3, "batch_size": 16, "seq_len": 64,
              "eval_every": 25, "probes": {"preset": "standard", "every": 2}}
+MIN_STEPS = MIN_POINTS * DEMO_BASE["probes"]["every"]
+"""The shortest demo whose recorded run has the probed rows a fit needs (MIN_POINTS)."""
 
 
 def adaptive_schedule(fit: SmoothnessFit, fit_path: str | Path) -> tuple[dict, Decision]:

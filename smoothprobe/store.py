@@ -40,7 +40,6 @@ import fcntl
 import json
 import math
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +88,16 @@ def encode_row(row: dict) -> str:
     if nonfinite:
         plain = {**plain, **dict.fromkeys(nonfinite), NONFINITE: nonfinite}
     return json.dumps(plain, allow_nan=False, default=_jsonable) + "\n"
+
+
+def remove_own_checkpoints(folder: Path) -> None:
+    """Delete what smoothprobe wrote in a run's checkpoints folder (the checkpoint and its temporaries);
+    a user's own files there stay, and the folder goes only when nothing else is left."""
+    for item in folder.iterdir():
+        if item.name == CHECKPOINT.name or (item.name.startswith(f".{CHECKPOINT.name}") and item.is_file()):
+            item.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def replace_atomically(target: Path, write: Callable[[Path], Any]) -> None:
@@ -254,11 +263,11 @@ class RunStore:
                 if item.name not in OWN_FILES:
                     continue
                 if item.is_dir() and not item.is_symlink():
-                    shutil.rmtree(item)
+                    remove_own_checkpoints(item)
                 else:
                     item.unlink()
             store.reserve()
-            (path / CHECKPOINT.parent).mkdir()
+            (path / CHECKPOINT.parent).mkdir(exist_ok=True)
             store.write_info()
             for table in TABLES:
                 (path / f"{table}.jsonl").touch()

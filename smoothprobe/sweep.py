@@ -44,6 +44,11 @@ def sweep(base: TrainConfig, out: str | Path, warmups: list[float], seeds: int,
         raise SmoothprobeError("a sweep needs at least one seed and one warm-up value")
     if not 0 <= base.seed <= SEED_MAX - (seeds - 1):
         raise SmoothprobeError(f"seed must leave room for {seeds} seeds below {SEED_MAX}; got {base.seed}")
+    labels = [run_label(w) for w in warmups]
+    if len(set(labels)) < len(labels):
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        raise SmoothprobeError(f"warm-ups must differ: {', '.join(twice)} given more than once (each would count "
+                               "its seeds twice)", params=["warmups"])
     out = Path(out)
     plan = [(w, s) for w in warmups for s in range(seeds)]
     if adaptive is not None:
@@ -53,6 +58,7 @@ def sweep(base: TrainConfig, out: str | Path, warmups: list[float], seeds: int,
         path = out / run_label(warmup) / f"seed-{seed}"
         config = dataclasses.replace(base, seed=base.seed + seed, warmup=warmup or 0.0,
                                      adaptive=adaptive if warmup is None else None)
+        config.validate()  # every arm is checked before the first one trains
         same = (path / "run.json").exists() and stored_config(path) == config
         if (path / "run.json").exists() and not same and not overwrite:
             raise SmoothprobeError(f"{path} holds a run with another config than this sweep's; pass overwrite "

@@ -30,7 +30,7 @@ from smoothprobe.probes.recorder import Cadence, Recorder, optimizer_geometry
 from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.baseline import WarmupDecay, warmup_steps
 from smoothprobe.schedule.decision import PROGRESS_TEST, STEP_TEST
-from smoothprobe.schedule.online import OnlineFStar, OnlineRefit, Pilot
+from smoothprobe.schedule.online import PILOT_MIN_ROWS, OnlineFStar, OnlineRefit, Pilot
 from smoothprobe.smoothness import FStar
 from smoothprobe.store import CHECKPOINT, RunStore, read_run_info, read_table
 from smoothprobe.tasks import Task, make_task
@@ -371,6 +371,20 @@ forward-backward on the step's batch, 1.2-1.5 training steps measured, so about 
 An interval in steps, not a time budget, keeps the run repeatable whatever the machine's load."""
 
 
+def refuse_thin_pilot(recorder: Recorder, probes: Any, pilot_steps: int) -> None:
+    """A pilot on `record`'s probes fits the secant K of the probed steps of its window: refuse probes that
+    cannot give it PILOT_MIN_ROWS of them there (no secant probe, or a fixed interval too long for the
+    window), where its fits would never run."""
+    rows = pilot_steps // probes.every if probes.overhead is None else None
+    if "secant" in recorder.probes and (rows is None or rows >= PILOT_MIN_ROWS):
+        return
+    said = "none (no secant probe)" if "secant" not in recorder.probes else f"{rows} (every {probes.every} steps)"
+    raise SmoothprobeError(f"pilot: its fits need the secant probe on {PILOT_MIN_ROWS} steps of its {pilot_steps}-step "
+                           f"window, and the probes give it {said}: probe the secant at least every "
+                           f"{max(1, pilot_steps // PILOT_MIN_ROWS)} step(s), or use train --pilot, which probes the "
+                           "window itself", params=["pilot", "every", "preset"])
+
+
 def run_f_star(config: TrainConfig, task: Task) -> FStar | None:
     """The run's f*, resolved once: the given one, else (with a fit) the fit's (None), else the
     task's exact one, else "auto" under a pilot; None for a run without an adaptive schedule."""
@@ -656,6 +670,8 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
             trainer.recorder = Recorder(model, optimizer, loss_fn=trainer.micro_loss, seed=config.seed,
                                         preset="standard", every=max(1, pilot_steps // PILOT_ROWS))
             trainer.pilot_recorder = True
+        else:  # record's own probes feed the pilot at their cadence: they must give its fits their rows
+            refuse_thin_pilot(trainer.recorder, config.probes, pilot_steps)
     if f_star is not None and f_star.auto and adaptive.fit is None:
         trainer.online = OnlineFStar(scheduler, adaptive.f_star_every or max(10, config.steps // 20))
     if adaptive is not None and adaptive.refit_every is not None:

@@ -131,8 +131,10 @@ def test_extending_a_run_sets_its_fit_aside_as_stale(run):
 def test_overwrite_deletes_only_what_smoothprobe_wrote(run):
     (run / "notes.md").write_text("my notes")
     (run / "mine").mkdir()
+    (run / "checkpoints" / "my_best.pt").write_bytes(b"mine")
     quiet(invoke("train", *QUICK, "--steps", "3", "--overwrite", "--out", run))
     assert (run / "notes.md").read_text() == "my notes" and (run / "mine").is_dir()
+    assert (run / "checkpoints" / "my_best.pt").read_bytes() == b"mine"  # in smoothprobe's folder, still the user's
     assert not (run / "fit.json").exists() and len(load_run(run).steps) == 3
     assert "deletes only the files smoothprobe writes" in " ".join(invoke("train", "--help").output.split())
 

@@ -152,3 +152,27 @@ def test_the_step_test_flag_reaches_the_config_and_is_refused_where_it_would_do_
     bare = runner.invoke(main, ["train", "--step-test", "--out", str(tmp_path / "r")])
     assert bare.exit_code == 2 and "--step-test: only for an adaptive schedule" in bare.output
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"steps": 20, "warmup": 500}, "warmup of 500 steps is longer than the run's 20 steps"),
+    ({"warmup": 0.1, "adaptive": {"div": 10.0}}, "warmup is the baseline schedule's"),
+    ({"task": "markov", "vocab_size": 100}, "data and vocab_size are the lm task's"),
+    ({"probes": {"every": 1, "overhead": 0.5}}, "every and overhead exclude each other"),
+])
+def test_options_that_would_do_nothing_are_refused(options, message):
+    """Each of these was accepted and then had no effect (the LR never decayed, the warm-up or the data was
+    ignored, the interval was the budget's): now one line says so."""
+    with pytest.raises(SmoothprobeError, match=message):
+        TrainConfig(**options).validate()
+
+
+def test_record_refuses_a_pilot_its_probes_cannot_feed(tmp_path):
+    """record's probes every 10 steps give a 50-step pilot 5 rows, and its fits need 50: refused before the
+    run directory exists, naming the interval that would."""
+    from smoothprobe.train import build
+
+    cfg = TrainConfig(task="quadratic", steps=80, probes={"every": 10}, adaptive={"pilot": 50, "f_star": 0.0})
+    with pytest.raises(SmoothprobeError, match=r"secant probe on 50 steps of its 50-step window, and the probes give it 5 \(every 10 steps\)"):
+        build(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -51,3 +51,12 @@ def test_sweep_reuses_only_runs_with_the_same_config(tmp_path):
     assert steps.read_text() == before
     sweep(other, tmp_path, [0.0], seeds=1, progress=False, overwrite=True)
     assert load_run(tmp_path / "warmup-0" / "seed-0").config["lr"] == 0.01
+
+
+def test_a_warm_up_given_twice_or_an_arm_that_cannot_run_is_refused_before_any_training(tmp_path):
+    base = TrainConfig(task="quadratic", steps=20)
+    with pytest.raises(SmoothprobeError, match="warm-ups must differ: warmup-0 given more than once"):
+        sweep(base, tmp_path / "a", [0.0, 0.0], seeds=2, progress=False)
+    with pytest.raises(SmoothprobeError, match="pilot must be at least"):
+        sweep(base, tmp_path / "b", [0.0], seeds=1, adaptive={"pilot": 0.5}, progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

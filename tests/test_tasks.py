@@ -98,3 +98,17 @@ def test_lm_default_corpus_is_the_stdlib():
 def test_unknown_task_is_a_clear_error():
     with pytest.raises(SmoothprobeError, match="unknown task 'nope'"):
         make_task("nope")
+
+
+def test_a_folder_of_bin_files_not_named_train_and_val_is_refused(tmp_path):
+    """Two token files a.bin and b.bin: reading the first alone dropped the second without a word."""
+    for name in ("a", "b"):
+        np.arange(200, dtype=np.uint16).tofile(tmp_path / f"{name}.bin")
+    with pytest.raises(SmoothprobeError, match="must hold train.bin and val.bin; .* holds a.bin, b.bin"):
+        LanguageModelTask(data=str(tmp_path), vocab_size=256)
+
+
+def test_a_markov_chain_too_large_to_hold_is_refused_before_it_is_built():
+    """1024 tokens of order 2: 2**20 contexts × 1024 probabilities = 8 GiB, refused in one line."""
+    with pytest.raises(SmoothprobeError, match=r"vocab\*\*\(order \+ 1\) <= 2\*\*24"):
+        MarkovChain(1024, 2, 0.5, 0.0, 0)

@@ -199,9 +199,13 @@ class SmoothnessFit:
     def to_json(self, path: str | Path) -> None:
         """Write fit.json (strict JSON), checked as `from_dict` reads it: a fit that could not be read back
         is refused here, in one line, not written."""
+        # the store reads fit.schema: imported here, not above
+        from smoothprobe.store import replace_atomically
+
         data = self.to_dict()
         check_fit(data, str(path))
-        Path(path).write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+        text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+        replace_atomically(Path(path), lambda tmp: tmp.write_text(text))  # a full disk leaves the old fit.json
 
     @classmethod
     def from_dict(cls, d: dict) -> SmoothnessFit:

@@ -3,6 +3,7 @@ and writes one HTML file with embedded figures that opens from disk without netw
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,18 +12,21 @@ from smoothprobe.fit import SmoothnessFit
 from smoothprobe.report.data import build_view
 from smoothprobe.report.figures import run_colors
 from smoothprobe.report.html import render
-from smoothprobe.store import load_run
+from smoothprobe.store import load_run, replace_atomically
 
 __all__ = ["default_report_path", "write_report"]
 
 
 def default_report_path(runs: Sequence[str | Path]) -> Path:
-    """RUN_DIR/report.html for one run; for n runs `report-<n>-runs.html` in the folder that holds
-    them all when they share one, else in the current directory."""
+    """RUN_DIR/report.html for one run; for n runs `report-<n>-runs.html` in the deepest folder that
+    holds them all (their common path's folder, e.g. a sweep's folder for runs from two of its arms).
+
+    >>> default_report_path(["/r/sweep/a/seed-0", "/r/sweep/b/seed-0"]).as_posix()
+    '/r/sweep/report-2-runs.html'
+    """
     if len(runs) == 1:
         return Path(runs[0]) / "report.html"
-    parents = {Path(r).resolve().parent for r in runs}
-    folder = parents.pop() if len(parents) == 1 else Path.cwd()
+    folder = Path(os.path.commonpath([Path(r).resolve().parent for r in runs]))
     return folder / f"report-{len(runs)}-runs.html"
 
 
@@ -58,5 +62,5 @@ def write_report(
              for path, label, color, fit in zip(runs, labels, colors, fits)]
     page = render(views, title or f"smoothprobe report: {', '.join(labels)}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    replace_atomically(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))  # a full disk leaves the old one
     return out

@@ -61,6 +61,10 @@ def load_tokens(data: str | None, vocab_size: int | None) -> tuple[np.ndarray, n
         if "train" in named and "val" in named:
             train = np.memmap(named["train"], dtype=np.uint16, mode="r")
             val = np.memmap(named["val"], dtype=np.uint16, mode="r")
+        elif len(bins) > 1:
+            raise SmoothprobeError(f"a folder of .bin token files must hold train.bin and val.bin; {path} holds "
+                                   f"{', '.join(p.name for p in bins[:4])}{', ...' if len(bins) > 4 else ''} (rename "
+                                   "them, or pass one .bin file, which is split 90/10)", params=["data"])
         else:
             train, val = split(np.memmap(bins[0], dtype=np.uint16, mode="r"))
         return train, val, {"source": str(path.resolve()), "format": "uint16-bin", "vocab_size": vocab_size}

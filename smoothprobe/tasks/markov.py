@@ -15,10 +15,10 @@ class MarkovChain:
     mixed with a uniform share `smoothing` so the chain is irreducible and aperiodic."""
 
     def __init__(self, vocab: int, order: int, alpha: float, smoothing: float, seed: int) -> None:
-        if vocab < 2 or order < 1 or vocab**order > 2**20:
+        if vocab < 2 or order < 1 or vocab**order > 2**20 or vocab ** (order + 1) > 2**24:
             raise SmoothprobeError(
-                f"markov chain needs vocab >= 2, order >= 1 and vocab**order <= 2**20; "
-                f"got vocab {vocab}, order {order}"
+                f"markov chain needs vocab >= 2, order >= 1, vocab**order <= 2**20 contexts and "
+                f"vocab**(order + 1) <= 2**24 transition probabilities (128 MiB); got vocab {vocab}, order {order}"
             )
         self.vocab, self.order = vocab, order
         self.n_states = vocab**order
