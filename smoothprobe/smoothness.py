@@ -137,13 +137,17 @@ def eta_max(k0, k1, k_rho, rho: float) -> np.ndarray:
 
     Closed form for every ρ: Δ'/K(Δ'), with the limits 1/K1 when Δ' is 0 or +inf; for ρ = 2 it
     equals 1/(K1 + 2√(K0·K2)).
+
+    >>> float(eta_max(1.0, 2.0, 1.0, 2.0)), float(eta_max(-1.0, 1.0, 1.0, 2.0)), float(eta_max(0.0, 2.0, 1.0, 2.0))
+    (0.25, inf, 0.5)
     """
     k0, k1, k_rho = (np.asarray(v, dtype=float) for v in (k0, k1, k_rho))
     peak = delta_peak(k0, k_rho, rho)
+    least = min_k(k0, k1, k_rho, rho)  # over Δ ≥ 0: below 0, or 0 where K0 > 0 (so at some Δ > 0), means K ≤ 0 there
     with np.errstate(divide="ignore", invalid="ignore"):
         interior = np.isfinite(peak) & (peak > 0)
         inner = np.where(interior, k_model(peak, k0, k1, k_rho, rho) / peak, k1)
-        return np.where(inner > 0, 1.0 / inner, np.inf)
+        return np.where((inner > 0) & ~((least < 0) | ((least <= 0) & (k0 > 0))), 1.0 / inner, np.inf)
 
 
 def eta(delta: ArrayLike, k0, k1, k_rho, rho: float) -> np.ndarray:
