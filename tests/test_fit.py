@@ -645,11 +645,14 @@ def test_a_fit_at_a_large_rho_is_written_and_read_back(tmp_path):
     assert (back.K0, back.K1, back.K_rho, back.delta_peak) == (fit.K0, fit.K1, fit.K_rho, fit.delta_peak)
 
 
-def test_a_row_without_a_step_is_one_clear_error():
+def test_a_row_without_a_step_or_a_step_given_twice_is_one_clear_error():
     steps = planted_steps(300, 0)
     steps.loc[3, "step"] = np.nan
     with pytest.raises(SmoothprobeError, match="1 row.* whose 'step' is not a finite number"):
         fit_frame(steps, f_star=2.0, bootstrap=0)
+    twice = pd.concat([planted_steps(300, 0), planted_steps(300, 0).iloc[[7]]])
+    with pytest.raises(SmoothprobeError, match=r"1 repeated step\(s\) \(first: step 7\)"):
+        fit_frame(twice, f_star=2.0, bootstrap=0)
 
 
 def test_the_l0_l1_model_is_scored_only_where_every_fitted_row_has_its_gradient_norm():

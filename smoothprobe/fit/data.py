@@ -45,6 +45,11 @@ def window_rows(steps: pd.DataFrame, window: tuple[int | None, int | None] | Non
         bad = int((~np.isfinite(step)).sum())
         raise SmoothprobeError(f"the run's steps hold {bad} row(s) whose 'step' is not a finite number; "
                                "every row needs its step (drop those rows)")
+    repeated = pd.Series(step).duplicated()
+    if repeated.any():
+        raise SmoothprobeError(f"the run's steps hold {int(repeated.sum())} repeated step(s) (first: step "
+                               f"{step[repeated.to_numpy()][0]:g}); each step must appear once, or it counts twice in the "
+                               "fit (keep the last row of each step)")
     rows = steps.sort_values("step", kind="stable")
     if window is None:
         return rows
