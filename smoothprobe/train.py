@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from smoothprobe import distributed
-from smoothprobe.config import TrainConfig
+from smoothprobe.config import ProbeConfig, TrainConfig
 from smoothprobe.errors import SmoothprobeError, one_line
 from smoothprobe.optim import make_optimizer
 from smoothprobe.probes.pieces import split_rows
@@ -371,7 +371,7 @@ forward-backward on the step's batch, 1.2-1.5 training steps measured, so about 
 An interval in steps, not a time budget, keeps the run repeatable whatever the machine's load."""
 
 
-def refuse_thin_pilot(recorder: Recorder, probes: Any, pilot_steps: int) -> None:
+def refuse_thin_pilot(recorder: Recorder, probes: ProbeConfig, pilot_steps: int) -> None:
     """A pilot on `record`'s probes fits the secant K of the probed steps of its window: refuse probes that
     cannot give it PILOT_MIN_ROWS of them there (no secant probe, or a fixed interval too long for the
     window), where its fits would never run."""
@@ -514,8 +514,8 @@ def budget_fields(fresh: dict, loaded: dict) -> dict:
     """The BUDGET_FIELDS of a scheduler built for this run (`fresh`), to load over a checkpoint's state: a
     resume that extends the run continues under the longer run's schedule, not the checkpoint's (whose
     decay would end at the old last step and hold min_lr after it; the first step after the resume still
-    runs at the LR the checkpoint set). A checkpoint of `AdaptiveWarmup`
-    from before `warmup_bound` kept a bound estimated in the run in `max_warmup`: that one stays."""
+    runs at the LR the checkpoint set). A checkpoint of `AdaptiveWarmup` from before `warmup_bound` kept a
+    bound estimated in the run in `max_warmup`: that one stays."""
     keep = ("max_warmup",) if "_delta_peak" in loaded and "warmup_bound" not in loaded else ()
     return {k: fresh[k] for k in BUDGET_FIELDS if k in fresh and k not in keep}
 
