@@ -468,6 +468,7 @@ class TrainConfig:
         from smoothprobe.schedule.baseline import DECAYS
         from smoothprobe.tasks import TASKS
 
+        base = defaults(TrainConfig)
         _require([
             (self.task in TASKS, f"unknown task {self.task!r}; choose from {', '.join(TASKS)}"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"),
@@ -479,6 +480,15 @@ class TrainConfig:
             (self.adaptive is None or self.warmup == 0,
              "warmup is the baseline schedule's; the adaptive schedule finds its own warm-up: drop warmup",
              "warmup", "adaptive"),
+            (self.adaptive is None or all(getattr(self, name) == base[name] for name in ("schedule", "warmup_shape")),
+             ("schedule and warmup_shape shape the baseline schedule, which adaptive replaces (there, the shape "
+              "of the end is set by decay): drop them"),
+             "schedule", "warmup_shape", "adaptive", "decay"),
+            (self.task != "quadratic" or all(getattr(self, name) == base[name] for name in ("model", "batch_size",
+                                                                                         "seq_len")),
+             ("model, batch_size and seq_len set the token tasks' model and batches; task quadratic has neither "
+              "(its parameters are fixed matrices, its batch one noise draw): drop them"),
+             "model", "batch_size", "seq_len", "task"),
             (self.task == "lm" or (self.data is None and self.vocab_size is None),
              f"data and vocab_size are the lm task's; task {self.task} builds its own data: drop them",
              "data", "vocab_size", "task"),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from smoothprobe.errors import SmoothprobeError
 from smoothprobe.fit import SmoothnessFit, fit_run
 from smoothprobe.fit.data import MIN_POINTS
 from smoothprobe.schedule.decision import Decision, decide
@@ -33,6 +34,9 @@ def demo(out: str | Path, steps: int = 300, progress: bool = True) -> Path:
     comparing them. Returns the report's path."""
     from smoothprobe.report import write_report
 
+    if steps < MIN_STEPS:
+        raise SmoothprobeError(f"steps must be at least {MIN_STEPS}: a shorter record has too few probed rows for "
+                               f"the fit, got {steps}", params=["steps"])
     out = Path(out)
     say = tqdm.write if progress else (lambda _msg: None)
     baseline = TrainConfig(**DEMO_BASE, steps=steps, warmup=0.05)

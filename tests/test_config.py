@@ -159,6 +159,10 @@ def test_the_step_test_flag_reaches_the_config_and_is_refused_where_it_would_do_
     ({"warmup": 0.1, "adaptive": {"div": 10.0}}, "warmup is the baseline schedule's"),
     ({"task": "markov", "vocab_size": 100}, "data and vocab_size are the lm task's"),
     ({"probes": {"every": 1, "overhead": 0.5}}, "every and overhead exclude each other"),
+    ({"schedule": "linear", "adaptive": {"div": 10.0}}, "schedule and warmup_shape shape the baseline schedule"),
+    ({"warmup_shape": "cosine", "adaptive": {"pilot": 50}}, "schedule and warmup_shape shape the baseline"),
+    ({"task": "quadratic", "batch_size": 4}, "model, batch_size and seq_len set the token tasks'"),
+    ({"task": "quadratic", "model": "small"}, "task quadratic has neither"),
 ])
 def test_options_that_would_do_nothing_are_refused(options, message):
     """Each of these was accepted and then had no effect (the LR never decayed, the warm-up or the data was

@@ -7,6 +7,8 @@ from click.testing import CliRunner
 from smoothprobe.cli.main import main
 
 from smoothprobe import load_run
+from smoothprobe.demo import MIN_STEPS, demo
+from smoothprobe.errors import SmoothprobeError
 from smoothprobe.schedule.decision import decide
 
 
@@ -36,3 +38,10 @@ def test_demo_records_fits_trains_adaptively_and_reports(tmp_path):
     for section in ("k-vs-delta", "model-comparison", "schedule"):
         assert f'id="{section}"' in html
     assert fit["verdict"].split(";")[0] in html
+
+
+def test_the_python_demo_refuses_too_few_steps_before_it_trains(tmp_path):
+    """demo(out, steps=50) trained 50 steps and then failed at the fit; now it refuses at once."""
+    with pytest.raises(SmoothprobeError, match=f"steps must be at least {MIN_STEPS}"):
+        demo(tmp_path / "d", steps=MIN_STEPS - 1, progress=False)
+    assert not (tmp_path / "d").exists()

@@ -17,7 +17,7 @@ from smoothprobe import SmoothprobeError, TrainConfig, load_run, train
 from smoothprobe.fit import fit_run
 from smoothprobe.report import write_report
 from smoothprobe.report.data import build_view, final_losses, probe_costs
-from smoothprobe.report.figures import switch_step
+from smoothprobe.report.figures import lr_at_gap, switch_step
 from smoothprobe.schedule.decision import progress_trial
 from smoothprobe.smoothness import delta_peak, eta_max, is_physical
 
@@ -542,3 +542,16 @@ def test_the_scatter_shows_the_rows_the_fit_saw(runs, tmp_path):
     late = steps[(steps["step"] < 35) & np.isfinite(steps["secant_K"]) & (steps["loss"] > 0)]
     page = Page(write_report([runs[0]], tmp_path / "r.html", fits=[fit]).read_text())
     assert page.sections["k-vs-delta"]["data-points"] == str(len(late)) and 0 < len(late) < len(steps)
+
+
+def test_the_lr_used_is_placed_at_the_gap_the_fit_measured(probed_fit):
+    """A fit on loss_after drew the LR at loss − f* under an axis labelled loss_after − f*; now Δ comes
+    from the fit's column, and rows without it (unprobed) are left out, not drawn at the wrong gap."""
+    steps = pd.DataFrame({"step": [0, 1, 2, 3], "lr": [0.1, 0.2, 0.3, 0.4], "loss": [5.0, 4.0, 3.0, 2.0],
+                          "loss_after": [4.5, np.nan, 2.5, np.nan]})
+    after = dataclasses.replace(probed_fit, delta_from="loss_after", f_star=1.0)
+    delta, lr, step = lr_at_gap(steps, after)
+    assert delta.tolist() == [3.5, 1.5] and lr.tolist() == [0.1, 0.3] and step.tolist() == [0, 2]
+    delta, lr, _ = lr_at_gap(steps, dataclasses.replace(after, delta_from="loss", f_star=3.0))
+    assert delta.tolist() == [2.0, 1.0] and lr.tolist() == [0.1, 0.2]  # Δ ≤ 0 has no place on a log axis
+    assert [len(a) for a in lr_at_gap(steps.drop(columns="lr"), after)] == [0, 0, 0]

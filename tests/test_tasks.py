@@ -6,7 +6,7 @@ import torch
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.tasks import make_task
-from smoothprobe.tasks.lm import LanguageModelTask
+from smoothprobe.tasks.lm import LanguageModelTask, token_file
 from smoothprobe.tasks.markov import MarkovChain, MarkovTask
 from smoothprobe.tasks.quadratic import QuadraticTask
 
@@ -112,3 +112,19 @@ def test_a_markov_chain_too_large_to_hold_is_refused_before_it_is_built():
     """1024 tokens of order 2: 2**20 contexts × 1024 probabilities = 8 GiB, refused in one line."""
     with pytest.raises(SmoothprobeError, match=r"vocab\*\*\(order \+ 1\) <= 2\*\*24"):
         MarkovChain(1024, 2, 0.5, 0.0, 0)
+
+
+def test_a_token_id_beyond_the_vocabulary_is_refused_at_load_wherever_it_lies(tmp_path):
+    """One bad id deep in the validation part: the window check found it only when a batch drew it,
+    so a run could fail hundreds of steps in; now the load reads every id, in chunks."""
+    tokens = np.arange(5000, dtype=np.uint16) % 300
+    tokens[4700] = 301
+    tokens.tofile(tmp_path / "tok.bin")
+    with pytest.raises(SmoothprobeError, match=r"tok.bin holds token id 301 \(token 4700\), not below vocab_size 300"):
+        LanguageModelTask(batch_size=2, seq_len=8, data=str(tmp_path / "tok.bin"), vocab_size=300)
+    for chunk in (7, 4700, 4701):  # the bad id first, last or alone in its chunk
+        with pytest.raises(SmoothprobeError, match="token 4700"):
+            token_file(tmp_path / "tok.bin", 300, chunk=chunk)
+    tokens[4700] = 299
+    tokens.tofile(tmp_path / "tok.bin")
+    assert len(token_file(tmp_path / "tok.bin", 300, chunk=7)) == 5000

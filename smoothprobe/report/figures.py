@@ -18,6 +18,7 @@ import seaborn as sns
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from smoothprobe.fit import SmoothnessFit
 from smoothprobe.probes import panels
 from smoothprobe.report.data import RunView, delta_grid
 from smoothprobe.smoothness import k_model
@@ -201,6 +202,16 @@ def switch_step(view: RunView, switch_loss: float) -> int | None:
     return int(below["step"].iloc[0]) if len(below) else None
 
 
+def lr_at_gap(steps: pd.DataFrame, fit: SmoothnessFit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The gap Δ > 0, the LR and the step of each row, Δ read from the loss column the fit read
+    (`loss_after` exists on probed rows only); empty arrays where the run has no such column or no LR."""
+    if not {fit.delta_from, "lr"} <= set(steps.columns):
+        return np.array([]), np.array([]), np.array([])
+    delta = steps[fit.delta_from].to_numpy(dtype=float) - fit.f_star
+    used = delta > 0  # NaN (an unprobed row) is not
+    return delta[used], steps["lr"].to_numpy(dtype=float)[used], steps["step"].to_numpy()[used]
+
+
 def schedule(view: RunView) -> str:
     """η(Δ) implied by a physical fit (`schedule_note` is None) with Δ', the LR actually used at
     each Δ, and the LR per step (each drawn when the run recorded loss and LR)."""
@@ -215,18 +226,14 @@ def schedule(view: RunView) -> str:
         ax_eta.plot(grid, implied, color=view.color, lw=2, label="η(Δ) = Δ / K(Δ) of the fit")
         ax_eta.axvline(peak, color="0.2", ls="--", lw=1,
                        label=f"Δ' = {peak:.4g} (switch loss {fit.f_star + peak:.4g})")
-        has_lr = {"loss", "lr"} <= set(s.columns)
-        delta = s["loss"].to_numpy(dtype=float) - fit.f_star if has_lr else np.array([])
-        used = delta > 0
-        lr = s["lr"].to_numpy(dtype=float)[used] if has_lr else np.array([])
-        if has_lr:
-            ax_eta.scatter(delta[used], lr, c=s["step"].to_numpy()[used], cmap="viridis", s=6,
-                           alpha=0.6, label="LR used (colour: step)")
+        delta, lr, steps = lr_at_gap(s, fit)
+        if len(delta):
+            ax_eta.scatter(delta, lr, c=steps, cmap="viridis", s=6, alpha=0.6, label="LR used (colour: step)")
         if "delta_peak" in s.columns and s["delta_peak"].notna().any():
             own = float(s["delta_peak"].dropna().iloc[-1])
             ax_eta.axvline(own, color=view.color, ls=":", lw=1.5,
                            label=f"Δ' of the run's adaptive schedule = {own:.4g}")
-        autoscale(ax_eta, np.concatenate([grid, delta[used]]), "x")
+        autoscale(ax_eta, np.concatenate([grid, delta]), "x")
         autoscale(ax_eta, np.concatenate([implied, lr]))
         ax_eta.set(xlabel=delta_label(view), ylabel="step size η (primal norm)",
                    title="implied η(Δ) and the LR used")

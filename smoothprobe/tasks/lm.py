@@ -44,6 +44,20 @@ def split(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return tokens[:cut], tokens[cut:]
 
 
+def token_file(path: Path, vocab_size: int, chunk: int = 1 << 26) -> np.ndarray:
+    """The uint16 tokens of `path`, memory-mapped, after one chunked read that refuses an id at or
+    above `vocab_size`: a bad id fails before the first step, not at the batch that happens to draw it."""
+    tokens = np.memmap(path, dtype=np.uint16, mode="r")
+    for start in range(0, len(tokens), chunk):
+        piece = np.asarray(tokens[start : start + chunk])
+        if int(piece.max()) >= vocab_size:
+            where = start + int(np.argmax(piece >= vocab_size))
+            raise SmoothprobeError(f"{path.name} holds token id {int(tokens[where])} (token {where}), not below "
+                                   f"vocab_size {vocab_size}: give the tokenizer's vocabulary size",
+                                   params=["vocab_size"])
+    return tokens
+
+
 def load_tokens(data: str | None, vocab_size: int | None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Train/val token streams and a description. `data` is None (stdlib corpus), a text file or
     folder (bytes), a uint16 `.bin` file, or a folder holding nanoGPT's train.bin and val.bin."""
@@ -59,14 +73,13 @@ def load_tokens(data: str | None, vocab_size: int | None) -> tuple[np.ndarray, n
             raise SmoothprobeError("token .bin data needs vocab_size (e.g. 50304 for GPT-2 tokens)", params=["vocab_size"])
         named = {p.stem: p for p in bins}
         if "train" in named and "val" in named:
-            train = np.memmap(named["train"], dtype=np.uint16, mode="r")
-            val = np.memmap(named["val"], dtype=np.uint16, mode="r")
+            train, val = (token_file(named[name], vocab_size) for name in ("train", "val"))
         elif len(bins) > 1:
             raise SmoothprobeError(f"a folder of .bin token files must hold train.bin and val.bin; {path} holds "
                                    f"{', '.join(p.name for p in bins[:4])}{', ...' if len(bins) > 4 else ''} (rename "
                                    "them, or pass one .bin file, which is split 90/10)", params=["data"])
         else:
-            train, val = split(np.memmap(bins[0], dtype=np.uint16, mode="r"))
+            train, val = split(token_file(bins[0], vocab_size))
         return train, val, {"source": str(path.resolve()), "format": "uint16-bin", "vocab_size": vocab_size}
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     tokens = read_text_corpus(files)
@@ -101,12 +114,7 @@ class LanguageModelTask(TokenTask):
 
     def _windows(self, stream: np.ndarray, starts: np.ndarray) -> Batch:
         idx = starts[:, None] + np.arange(self.seq_len + 1)
-        window = np.asarray(stream[idx], dtype=np.int64)
-        if window.max() >= self.vocab_size:
-            raise SmoothprobeError(
-                f"token id {int(window.max())} is not below vocab_size: {self.vocab_size}", params=["vocab_size"]
-            )
-        return torch.from_numpy(window)
+        return torch.from_numpy(np.asarray(stream[idx], dtype=np.int64))
 
     def train_batch(self, step: int, micro: int = 0) -> Batch:
         high = len(self.train_tokens) - self.seq_len - 1
