@@ -20,7 +20,7 @@ from smoothprobe.fit import (
     schedule_problem_of,
 )
 from smoothprobe.fit.bootstrap import block_length, bootstrap_envelope, circular_block_counts
-from smoothprobe.fit.compare import CAUSES, ModelScore, verdict
+from smoothprobe.fit.compare import CAUSES, ModelScore, trend_test, verdict
 from smoothprobe.fit.data import FitData
 from smoothprobe.fit.models import POSITIVITY_FLOOR, envelope, rho_design, select_rho, time_folds
 from smoothprobe.fit.quantile import BandedQuantileLP, _solve_dual, pinball, quantile_regression
@@ -249,8 +249,10 @@ def test_fit_run_takes_f_star_from_the_task():
     (lambda s: s.drop(columns="secant_K"), {}, "no probe columns"),
     (lambda s: s.head(20), {}, "too few points"),
     (lambda s: s.assign(secant_K=np.nan), {}, "all NaN"),
-    (lambda s: s, {"window": (5000, 6000)}, "outside the run"),
-    (lambda s: s, {"window": (50, 10)}, "outside the run"),
+    (lambda s: s, {"window": (5000, 6000)}, "does not overlap the run's steps"),
+    (lambda s: s, {"window": (5000, None)}, "window 5000: does not overlap"),  # no "None" shown
+    (lambda s: s, {"window": (50, 10)}, "window 50:10 is empty: its start must be below its end"),
+    (lambda s: s, {"f_star": 100.0}, "f\\* = 100 is not below the losses .* give an f\\* below them"),
     (lambda s: s.assign(curv_fd=1.0), {"column": "nope"}, "unknown column"),
     (lambda s: s, {"rho": 0.5}, "rho must be"),
     (lambda s: s, {"quantile": 1.5}, "quantile must be"),
@@ -664,3 +666,32 @@ def test_the_l0_l1_model_is_scored_only_where_every_fitted_row_has_its_gradient_
     (l0l1,) = [s for s in fit.comparison if s["name"].startswith("(L0, L1)")]
     assert l0l1["skipped"] == "grad_norm_dual is missing on 300 of the 600 fitted rows"
     assert "(L0, L1) model" not in fit.verdict
+
+
+def _ar1(n: int, phi: float, rng: np.random.Generator) -> np.ndarray:
+    x = np.empty(n)
+    x[0] = rng.standard_normal()
+    for i in range(1, n):
+        x[i] = phi * x[i - 1] + np.sqrt(1 - phi**2) * rng.standard_normal()
+    return x
+
+
+def test_the_trend_test_holds_its_level_on_autocorrelated_probes_and_keeps_a_real_rise():
+    """K an AR(1) series (φ = 0.8) with no dependence on a falling Δ: counted as independent rows, Spearman's
+    p < 0.05 in about half of the planted runs; discounted to n(1 − r_Δ r_K)/(1 + r_Δ r_K) rows, in 5–13 %.
+    A K that follows Δ (plus independent noise) keeps nearly all its rows and a tiny p."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    n, runs = 200, 200
+    delta = 3 * (np.arange(n) + 10.0) ** -0.5
+    naive = corrected = 0
+    for _ in range(runs):
+        k = 5 + _ar1(n, 0.8, rng)
+        data = FitData(np.arange(n), delta * np.exp(0.05 * rng.standard_normal(n)), k, None, (0, n), n, 0, 0)
+        naive += spearmanr(data.delta, data.k).pvalue < 0.05
+        corrected += trend_test(data)[1] < 0.05
+    assert naive / runs > 0.35 and corrected / runs < 0.15  # 8.5 % over 600 runs
+    k = 1 + 2 * delta + 0.05 * rng.standard_normal(n)
+    rs, p, n_eff = trend_test(FitData(np.arange(n), delta, k, None, (0, n), n, 0, 0))
+    assert rs > 0.9 and p < 1e-4 and n_eff > 10  # noise of 0.05 beside a rise of 2·Δ

@@ -59,13 +59,14 @@ def fit_frame(
     peak, top = stage.peaks(constants, design.rho)
     boot = stage.bootstrap_refits(design, constants, quantile, bootstrap, block, seed, n_jobs)
     intervals = stage.percentile_intervals(boot, data, design.rho, f_star, level)
-    said, rs, p, scores = stage.judge(data, design, constants, quantile, folds, intervals, f_star, delta_from,
+    said, rs, p, n_eff, scores = stage.judge(data, design, constants, quantile, folds, intervals, f_star, delta_from,
                                       estimate)
     width = stage.sensitivity_width(estimate, data)
     return SmoothnessFit(
         rho=design.rho, K0=float(constants[0]), K1=float(constants[1]), K_rho=float(constants[2]),
         f_star=f_star, f_star_source=f_star_source, delta_peak=float(peak), eta_max=float(top),
-        column=column, delta_from=delta_from, quantile=quantile, window=data.window, data=data.summary(),
+        column=column, delta_from=delta_from, quantile=quantile, window=data.window,
+        data={**data.summary(), "spearman_n_eff": n_eff},
         verdict=said.sentence, status=said.status, status_cause=said.cause, status_reason=said.reason,
         spearman=rs, spearman_p=p,
         least_squares=stage.least_squares_summary(design), comparison=[s.to_dict() for s in scores],

@@ -10,6 +10,10 @@ import pandas as pd
 from smoothprobe.errors import SmoothprobeError
 
 MIN_POINTS = 30
+"""Fewest rows a fit runs on; it gives a verdict (not "not identifiable": few rows) from VERDICT_ROWS."""
+VERDICT_ROWS = 50
+"""Rows at which the default τ = 0.9 envelope has five rows above it (`fit.compare.MIN_ROWS_ABOVE`), the
+fewest that place its three constants: fewer give constants but no verdict."""
 LOSS_COLUMNS = ("loss", "loss_after")
 
 
@@ -57,7 +61,9 @@ def window_rows(steps: pd.DataFrame, window: tuple[int | None, int | None] | Non
     first, last = int(rows["step"].min()), int(rows["step"].max())
     if (start is not None and end is not None and start >= end) or \
             (start is not None and start > last) or (end is not None and end <= first):
-        raise SmoothprobeError(f"window {start}:{end} is outside the run's steps {first}..{last}")
+        raise SmoothprobeError(f"window {'' if start is None else start}:{'' if end is None else end} does not "
+                               f"overlap the run's steps {first}..{last}" if start is None or end is None or start < end
+                               else f"window {start}:{end} is empty: its start must be below its end")
     keep = np.ones(len(rows), dtype=bool)
     if start is not None:
         keep &= rows["step"].to_numpy() >= start
@@ -91,12 +97,20 @@ def fit_data(
     positive = finite & (delta > 0)
     if positive.sum() < MIN_POINTS:
         span = int(rows["step"].max() - rows["step"].min() + 1) if len(rows) else 0
+        below = int((finite & ~positive).sum())
+        if below > (~finite).sum():  # most probed rows lie at or below f*: more steps cannot help
+            fix = (f"f* = {f_star:g} is not below the losses (least {delta_from} in the window "
+                   f"{np.nanmin(rows[delta_from].to_numpy(dtype=float)):.6g}): give an f* below them")
+            params = ["f_star"]
+        else:
+            fix = (f"record probes on at least {MIN_POINTS} steps (a verdict at τ = 0.9 needs {VERDICT_ROWS}): "
+                   f"every {max(1, span // VERDICT_ROWS)} over these {span} steps, or every 2 over "
+                   f"{2 * VERDICT_ROWS} steps")
+            params = ["every"]
         raise SmoothprobeError(
             f"too few points to fit: {int(positive.sum())} rows with finite {column} and "
             f"{delta_from} > f*={f_star:g} in the window (need {MIN_POINTS}; "
-            f"{int((~finite).sum())} NaN, {int((finite & ~positive).sum())} with Δ ≤ 0); record "
-            f"probes on at least {MIN_POINTS} steps, e.g. every={max(1, span // (2 * MIN_POINTS))} "
-            f"over these {span} steps, or every=2 over {4 * MIN_POINTS} steps")
+            f"{int((~finite).sum())} NaN, {below} with Δ ≤ 0); {fix}", params=params)
     grad = rows["grad_norm_dual"].to_numpy(dtype=float)[positive] \
         if "grad_norm_dual" in rows.columns else None
     step = rows["step"].to_numpy()

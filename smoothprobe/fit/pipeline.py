@@ -8,11 +8,10 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.fit.bootstrap import block_length, bootstrap_envelope
-from smoothprobe.fit.compare import ModelScore, Verdict, compare_models, verdict
+from smoothprobe.fit.compare import ModelScore, Verdict, compare_models, trend_test, verdict
 from smoothprobe.fit.data import FitData, fit_data
 from smoothprobe.fit.fstar import FStarEstimate, estimate_f_star
 from smoothprobe.fit.models import (
@@ -156,13 +155,14 @@ def judge(data: FitData, design: RhoDesign, constants: np.ndarray, quantile: flo
           intervals: dict, f_star: float, delta_from: str, estimate: FStarEstimate | None
           ) -> tuple[Verdict, float, float, list[ModelScore]]:
     """The verdict (status, its cause and reason, the sentence) from the Spearman trend, the
-    envelope's rise and the model comparison; also the Spearman correlation, its p-value and the scores."""
-    rs, p = spearmanr(data.delta, data.k)
+    envelope's rise and the model comparison; also the Spearman correlation, its p-value discounted for
+    autocorrelation, the effective number of rows behind it, and the scores."""
+    rs, p, n_eff = trend_test(data)
     scores = compare_models(data, design, constants, quantile, folds)
-    said = verdict(data, scores, float(rs), float(p), float(growth(constants, data, design.rho)),
+    said = verdict(data, scores, rs, p, float(growth(constants, data, design.rho)),
                    intervals.get("growth"), quantile=quantile, f_star=f_star, delta_from=delta_from,
                    f_star_problem=estimate.degenerate if estimate else None)
-    return said, float(rs), float(p), scores
+    return said, rs, p, n_eff, scores
 
 
 def sensitivity_width(estimate: FStarEstimate | None, data: FitData) -> float:

@@ -288,7 +288,9 @@ class SmoothnessFit:
             tail = f"  skipped: {m['skipped']}" if m["skipped"] else ""
             lines.append(f"{m['name']:<30}{_fmt(m['coverage'], '>10.3f')}"
                          f"{_fmt(m['cv_pinball'], '>12.4g')}{tail}")
-        lines += ["", f"Spearman(K, Δ) = {self.spearman:+.3f} (p = {self.spearman_p:.2g})"]
+        n_eff = self.data.get("spearman_n_eff")  # absent from a fit.json written before it was kept
+        rows = f", effective rows {n_eff:.0f} of {self.data['rows_used']}" if n_eff is not None else ""
+        lines += ["", f"Spearman(K, Δ) = {self.spearman:+.3f} (p = {self.spearman_p:.2g}{rows})"]
         if self.sensitivity:
             lines += ["", (f"{'f*':>10}{'Δ' + chr(39):>10}{'eta_max':>12}"
                            f"{'switch loss':>13}{'rows':>8}")]
