@@ -101,11 +101,33 @@ exception: the progress test's threshold (`--progress-test`, the closed_progress
 first 50 steps of the closed loop on seeds 20 and 21, so for that arm only seeds 22 and up are held out.
 Seeds 10–13 were the held-out seeds until design 5, which was chosen partly on seed 13 (and earlier
 designs' restart and guard on seeds 10–12): they count as dev seeds now."""
-DESIGN = 5
+TUNED_ON = {"closed_progress": (20, 21)}
+"""Held-out seeds an arm's rule was read from: a held-out evaluation leaves that arm's runs on them out
+(its verdicts, its line in the table and the decision count)."""
+
+
+def evaluated_rows(results: pd.DataFrame, seeds: list[int]) -> pd.DataFrame:
+    """The results of the evaluated `seeds`; where they are held out, without the runs of an arm on
+    a seed its rule was tuned on (`TUNED_ON`)."""
+    rows = results[results.seed.isin(seeds)]
+    if min(seeds) < HELD_OUT:
+        return rows
+    tuned = np.array([seed in TUNED_ON.get(kind, ()) for kind, seed in zip(rows.kind, rows.seed)], dtype=bool)
+    return rows[~tuned]
+
+
+DESIGN = 6
 """Version of the closed loop's decision rule: arms it drives (closed, closed_step, closed_progress, own_peak, fitted)
 rerun when it changes (2: Δ' interval against the gap; 3: also "little rise left", and a significant rise over a
 narrow gap ratio decides; 4: a K that falls significantly as Δ grows means no warm-up; 5: 3 again, a
-falling K is "not yet": as "no warm-up" it cost normSGD 0.13 on seed 13 and won Lion about 0.006)."""
+falling K is "not yet": as "no warm-up" it cost normSGD 0.13 on seed 13 and won Lion about 0.006; 6: the
+fits' trend test discounts autocorrelation, `fit.compare.trend_test`). A larger p-value can only take a
+decision away, never give one, so a run whose fits decided nothing, or whose deciding fit still decides
+the same at the same step (replayed to that step: until a decision the run is the practical schedule and
+the fits only read it), is the same run: those results were relabelled 6 (docs/design.md §5)."""
+FIT_RULE = 2
+"""Version of the fit the recorded run hands to the `fitted` arms (1: Spearman over independent rows;
+2: discounted for autocorrelation); the record reruns when it changes, and its fitted arms with DESIGN."""
 GUARD = 2
 """Version of the pilot's guards on a fit's decision (1: the step test at the peak on the last 3 probed
 steps, `decision.within_stability`; 2: also held back while the optimizer's step per unit LR is still
@@ -186,6 +208,8 @@ def design_of(kind: str) -> int | str:
     """The design version an arm of this kind is run under (its result's `design`)."""
     if kind == "practical":
         return f"schedule {SCHEDULE}"
+    if kind == "record":
+        return f"fit {FIT_RULE}"
     if kind not in DECIDED_BY_FIT:
         return DESIGN
     return f"{DESIGN}, schedule {SCHEDULE}" + (f", {ARM_DESIGN[kind]}" if kind in ARM_DESIGN else "")
@@ -193,8 +217,8 @@ def design_of(kind: str) -> int | str:
 
 def current(result: dict) -> bool:
     """A result that still counts: any arm the adaptive schedule does not drive, or one run under
-    its kind's present design."""
-    return result["kind"] not in ADAPTIVE or result.get("design") == design_of(result["kind"])
+    its kind's present design (the recorded run: under the present fit rule, since the `fitted` arms read its fit)."""
+    return result["kind"] not in (*ADAPTIVE, "record") or result.get("design") == design_of(result["kind"])
 
 
 def results_dir(out: Path) -> Path:
@@ -517,10 +541,10 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str, task: str = "lm") -> 
     error, used = None, None
     try:
         trainer = build(config_of(arm, base_config(quick, device, task), out), path, overwrite=True)
-    except SmoothprobeError as exc:
-        if arm.kind != "fitted":
-            raise
-        error = str(exc)  # the recorded run's fit was refused: a miss, reported as one
+    except SmoothprobeError as exc:  # the recorded run's fit refused (by `train --fit`, or at the record: no
+        if arm.kind != "fitted" or not (str(exc).startswith("fit:") or not fit.exists()):  # file): a miss;
+            raise  # anything else (a lock, a config) is no result, and the arm runs again
+        error = str(exc)
         trainer = None
     if trainer is not None:
         if arm.kind in PARAM_FREE:
@@ -538,6 +562,8 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str, task: str = "lm") -> 
         status = run.info.get("status")
         val = float(run.evals.val_loss.iloc[-1]) if status == "finished" and len(run.evals) else math.nan
         peak = float(run.steps.lr.max()) if len(run.steps) else math.nan
+        if status not in ("finished", "diverged"):  # crashed or interrupted: no result, so the arm runs again
+            raise SystemExit(f"{arm.name} ended {status} ({error}): not a result; it runs again")
         history = (run.info.get("pilot") or {}).get("history", [])
         result.update(status=status, val_loss=val, peak_lr=used if used is not None else peak,
                       decision=run.info.get("decision"), task_f_star=run.info["task"].get("f_star"),
@@ -639,7 +665,8 @@ def summarise(results: pd.DataFrame, seeds: list[int]) -> tuple[pd.DataFrame, di
     both are measured), its score on each seed, the grid median over the shared seeds, and the median
     seed σ over the grid's points (a best point whose own σ is far below it has two seeds that agree
     by chance, and its verdicts are stricter than the noise)."""
-    res = results[results.seed.isin(seeds) & (results.kind != "record")].copy()
+    res = evaluated_rows(results, seeds)
+    res = res[res.kind != "record"].copy()
     res["label"] = [k + (f" w{w:g}" if k == "grid" else "") for k, w in zip(res.kind, res.warmup)]
     res["lr_x"] = pd.to_numeric(res.lr)
     table = res.groupby(["optimizer", "label", "lr_x", "lr_factor"], sort=False, dropna=False).agg(
@@ -659,7 +686,12 @@ def summarise(results: pd.DataFrame, seeds: list[int]) -> tuple[pd.DataFrame, di
             continue
         by_point = grid.pivot_table(index=["label", "lr_x"], columns="seed", values="score", aggfunc="first")
         shared = [seed for seed in by_point.columns if by_point[seed].notna().all()]
-        means = by_point[shared].mean(axis=1) if shared else by_point.mean(axis=1)
+        points = 3 * len(GRID_WARMUPS)
+        if not shared or (star is not None and len(by_point) < points):  # points ranked on seeds of their own
+            refs[opt] = {"lr_star": star, "best_label": None,  # would pick a lucky one
+                         "open": f"{len(by_point)} of {points} grid points ran, on {len(shared)} seed(s) all share"}
+            continue
+        means = by_point[shared].mean(axis=1)
         label, lr = means.idxmin()
         at_best = by_point.loc[(label, lr)].dropna()
         twins = mine[(mine.kind == "grid") & mine.warmup.isin((0.0, TWIN))]
@@ -685,6 +717,8 @@ def _verdict(diff: float, sigma: float, within: float = 1.0) -> str:
         return "open"
     if diff == math.inf:
         return "MISSED (diverged)"
+    if diff == -math.inf:
+        return "met (the other diverged)"
     if not (math.isfinite(sigma) and sigma > 0):
         return f"open (σ not measured yet; difference {diff:+.4f})"
     return f"{'met' if diff <= within * sigma else 'MISSED'} ({diff / sigma:+.1f} σ)"
@@ -702,11 +736,11 @@ def shown(decision: dict) -> dict:
 
 
 def decided(results: pd.DataFrame) -> tuple[int, int, int]:
-    """Closed-loop runs that decided (any branch but 'not yet') before their warm-up ended: all of
-    them, those the fit decided (not a start test), and how many closed-loop runs there are."""
+    """Closed-loop runs that decided (any branch but 'not yet'; a warm-up that ends first is recorded as
+    'not yet' by the pilot): all of them, those the fit decided (not a start test), and how many
+    closed-loop runs there are."""
     closed = results[results.kind.isin(CLOSED) & (results.lr_factor == 1.0)]  # the 10·lr* tier on its own
-    hits = [d for d in closed.decision if isinstance(d, dict) and d.get("branch") in ("no-warmup", "fit-driven")
-            and d.get("before_warmup_end", True)]
+    hits = [d for d in closed.decision if isinstance(d, dict) and d.get("branch") in ("no-warmup", "fit-driven")]
     return len(hits), sum(d.get("by", "fit") == "fit" for d in hits), len(closed)
 
 
@@ -725,11 +759,14 @@ def paired(mine: dict[int, float], other: dict[int, float]) -> tuple[float, str]
     both = sorted(seed for seed in mine if seed in other)
     if not both:
         return math.nan, "paired: no seed in common"
-    diffs = {seed: mine[seed] - other[seed] for seed in both if math.isfinite(mine[seed]) and math.isfinite(other[seed])}
-    lost = any(mine[seed] == math.inf and math.isfinite(other[seed]) for seed in both)
-    each = ", ".join(f"s{seed} {diffs[seed]:+.4f}" if seed in diffs else f"s{seed} not finished" for seed in both)
-    mean = math.inf if lost else float(np.mean(list(diffs.values()))) if diffs else math.nan
-    return mean, f"paired {'none finished' if math.isnan(mean) else f'{mean:+.4f}'} ({each})"
+    diffs = {seed: mine[seed] - other[seed] for seed in both if math.isfinite(mine[seed]) or math.isfinite(other[seed])}
+    words = {math.inf: "this arm diverged", -math.inf: "the other diverged"}
+    each = ", ".join(f"s{seed} {words.get(diffs[seed], f'{diffs[seed]:+.4f}')}" if seed in diffs
+                     else f"s{seed} both diverged" for seed in both)
+    lost, won = math.inf in diffs.values(), -math.inf in diffs.values()
+    mean = (math.nan if not diffs or (lost and won) else math.inf if lost else -math.inf if won
+            else float(np.mean(list(diffs.values()))))
+    return mean, f"paired {'undecided' if math.isnan(mean) else f'{mean:+.4f}'} ({each})"
 
 
 def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
@@ -745,7 +782,8 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
         part = table[table.optimizer == opt]
         star = ref["lr_star"]
         if ref["best_label"] is None:
-            lines.append(f"- **{opt}**: reference open (no grid point on these seeds yet), every verdict open")
+            lines.append(f"- **{opt}**: reference open ({ref.get('open', 'no grid point on these seeds yet')}), "
+                         "every verdict open")
             continue
         sigma = ref["sigma"]
         lines.append((f"- **{opt}**: lr* = {star:.4g}" if star else f"- **{opt}**: scan open, every verdict open") + (
@@ -758,6 +796,8 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
         at = part[(part.lr_factor == 1.0) & (part.lr_x.isna() | (np.isclose(part.lr_x, star) if star else True))]
         for label, within in (("closed", 1.0), ("closed_step", 1.0), ("closed_progress", 1.0), ("fitted", 1.0),
                               ("own_peak", 2.0), ("practical", 1.0)):
+            if not (at.label == label).any():
+                lines.append(f"  - {label}: open (not run on these seeds yet)")
             for r in at[at.label == label].itertuples():
                 if r.refused:
                     lines.append(f"  - {label}: {'MISSED' if star else 'open (scan open)'} (refused on {r.refused} "
@@ -769,13 +809,17 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
                 below = ("open" if not ref["shared"] or len(shared) < len(ref["shared"]) else
                          "yes" if np.mean(shared) < ref["median"] else "NO")
                 verdict = _verdict(diff, sigma, within) if star else "open (scan open)"
-                lines.append(f"  - {label}: {r.val_mean:.4f} ({r.seeds} seed(s), max lr {r.peak_lr:.3g}) vs reference: "
-                             f"{verdict}; {said}; below the grid median: {below}")
+                both = sorted(seed for seed in mine if seed in ref["per_seed"])
+                over = (f"{np.mean([mine[seed] for seed in both]):.4f} over seeds {both} against the reference's "
+                        f"{np.mean([ref['per_seed'][seed] for seed in both]):.4f}" if both else "no seed in common")
+                lines.append(f"  - {label}: {over} ({r.seeds} seed(s) in all, mean {r.val_mean:.4f}; max lr "
+                             f"{r.peak_lr:.3g}) vs reference within {within:g} σ: {verdict}; {said}; below the grid "
+                             f"median: {below}")
         rows = {label: r for label, r in zip(at.label, at.itertuples())}
         if star and "closed" in rows and "practical" in rows:
             diff, said = paired(scores_of(results, opt, "closed", rows["closed"].lr_x),
                                 scores_of(results, opt, "practical", rows["practical"].lr_x))
-            lines.append(f"  - closed loop at least as good as practical: {_verdict(diff, sigma)}; {said}")
+            lines.append(f"  - closed loop within 1 σ of practical or better: {_verdict(diff, sigma)}; {said}")
         for other in PARAM_FREE:
             if star and other in rows and "own_peak" in rows:
                 diff, said = paired(scores_of(results, opt, "own_peak", math.nan),
@@ -810,14 +854,18 @@ def write_outputs(table: pd.DataFrame, refs: dict, results: pd.DataFrame, name: 
     from smoothprobe.report.grid import heatmap, write_grid_report
 
     reports = REPO / "reports"
-    evaluated = results[results.seed.isin(seeds)]
+    evaluated = evaluated_rows(results, seeds)
     hits, by_fit, total = decided(evaluated)
     scan = results[(results.kind == "grid") & (results.seed == 0) & results.warmup.isin(SCAN_WARMUPS)
                    & (results.lr_factor == 1.0)]
     scan_table = scan.pivot_table(index=["optimizer", "lr"], columns="warmup", values="score").reset_index()
     scan_table.columns = [f"w{c:g}" if isinstance(c, float) else c for c in scan_table.columns]
     decisions = evaluated[evaluated.kind.isin(DECIDED_BY_FIT)]
-    headline = (f"{len(evaluated)} runs finished on the evaluated seeds {seeds}. Score = validation loss at the last step, "
+    counts = evaluated.status.value_counts()
+    tuned = "" if min(seeds) < HELD_OUT else "".join(
+        f" {kind} leaves out seeds {list(tuned_on)} (its rule was read from them)." for kind, tuned_on in TUNED_ON.items())
+    headline = (f"{len(evaluated)} runs on the evaluated seeds {seeds}: {counts.get('finished', 0)} finished, "
+                f"{counts.get('diverged', 0)} diverged, {counts.get('refused', 0)} refused (never trained).{tuned} Score = validation loss at the last step, "
                 f"mean over seeds (inf = diverged). A decision was taken in {hits} of {total} closed-loop runs "
                 f"(by the fit in {by_fit}). Tiers still open are labelled open; misses are misses.")
     goal_lines = goals(table, refs, evaluated)

@@ -27,7 +27,8 @@ REFUSED = "refused"
 def cell_table(results: pd.DataFrame, optimizer: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Mean val loss and labels, rows = peak LR given, columns = warm-ups then the other kinds."""
     part = results[results.optimizer == optimizer].copy()
-    part["column"] = [f"{w:g}" if k == "grid" else k for k, w in zip(part.kind, part.warmup)]
+    part["column"] = [(f"{w:g}" if w < 1 else f"{w:g} steps") if k == "grid" else k  # warm-up: fraction or steps
+                      for k, w in zip(part.kind, part.warmup)]
     part["row"] = pd.to_numeric(part.lr).map(lambda m: "own peak" if pd.isna(m) else f"{m:.3g}")
     part["bad"] = ~part.status.isin(("finished", "refused"))
     part["refused"] = part.status == "refused"
@@ -35,7 +36,8 @@ def cell_table(results: pd.DataFrame, optimizer: str) -> tuple[pd.DataFrame, pd.
     means = grouped.val_loss.mean().unstack("column")
     bad = grouped.bad.any().unstack("column")
     refused = grouped.refused.any().unstack("column")
-    grid_cols = sorted({c for c, k in zip(part.column, part.kind) if k == "grid"}, key=float)
+    grid_cols = list(dict.fromkeys(c for _, _, c in sorted((w >= 1, w, c) for c, k, w in
+                                                        zip(part.column, part.kind, part.warmup) if k == "grid")))
     other = [c for c in dict.fromkeys(part.column) if c not in grid_cols]
     order = sorted(means.index, key=lambda r: math.inf if r == "own peak" else float(r))
     means = means.reindex(index=order, columns=grid_cols + other)
