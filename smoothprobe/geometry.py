@@ -105,20 +105,24 @@ def _gram_singular_values(g: Tensor) -> Tensor:
     return torch.linalg.eigvalsh(unit.T @ unit).clamp(min=0.0).sqrt() * scale
 
 
-def nuclear_norm_estimate(t: Tensor) -> tuple[Tensor, Tensor]:
-    """Σσ from the eigenvalues of the small float64 Gram matrix, with a rigorous error bound.
+def _gram_errors(g: Tensor, sigma: Tensor) -> Tensor:
+    """Rigorous bound on |σ̂_i − σ_i| for each singular value σ̂ from the Gram eigenvalues of G.
 
     For G of shape m×n (n ≤ m after transposing), λ_i = eig(GᵀG) carry an absolute error
     δ ≤ (m + n)·u·‖G‖_F² (u = 2⁻⁵³: product rounding plus a backward-stable eigensolver), and
-    |√λ̂ − σ| ≤ min(√δ, δ/σ̂) by Weyl's inequality, which is summed into the returned bound.
-    Costs one m·n² product and an n×n eigensolve instead of an SVD of the tall matrix.
+    |√λ̂ − σ| ≤ min(√δ, δ/σ̂) by Weyl's inequality.
     """
+    delta = sum(g.shape) * torch.finfo(torch.float64).eps / 2 * g.square().sum()
+    return torch.minimum(delta.sqrt(), delta / sigma.clamp(min=torch.finfo(torch.float64).tiny))
+
+
+def nuclear_norm_estimate(t: Tensor) -> tuple[Tensor, Tensor]:
+    """Σσ from the eigenvalues of the small float64 Gram matrix, with a rigorous error bound
+    (`_gram_errors`, summed). Costs one m·n² product and an n×n eigensolve instead of an SVD of the
+    tall matrix."""
     g = _gram(t)
     sigma = _gram_singular_values(g)
-    delta = sum(g.shape) * torch.finfo(torch.float64).eps / 2 * g.square().sum()
-    tiny = torch.finfo(torch.float64).tiny
-    per_value = torch.minimum(delta.sqrt(), delta / sigma.clamp(min=tiny))
-    return sigma.sum(), per_value.sum()
+    return sigma.sum(), _gram_errors(g, sigma).sum()
 
 
 def singular_values(t: Tensor, nuclear: str = "exact") -> Tensor:
@@ -149,9 +153,25 @@ def tensor_norms(t: Tensor, family: str, nuclear: str = "exact") -> tuple[Tensor
     return norm, norm
 
 
+def tensor_norm_bounds(t: Tensor, family: str, nuclear: str = "exact") -> tuple[Tensor, Tensor]:
+    """(primal, dual) norms of one tensor as bounds that hold despite rounding: the primal from above,
+    the dual from below. They differ from `tensor_norms` only for the Gram estimate of the spectral
+    geometry, where the rounding of eigenvalues near 0 adds up to ~√u·‖G‖ per singular value: a
+    lower bound on an operator's norm (`curv_dual`) built on the plain estimate could overshoot."""
+    if family != "spectral" or nuclear == "exact":
+        return tensor_norms(t, family, nuclear)
+    g = _gram(full(t))
+    sigma = _gram_singular_values(g)
+    error = _gram_errors(g, sigma)
+    return (sigma + error).max(), (sigma - error).clamp(min=0.0).sum()
+
+
 def tensor_lmo(t: Tensor, family: str) -> Tensor:
-    """argmin of ⟨t, u⟩ over the primal unit ball of one tensor, in t's dtype and shape."""
+    """argmin of ⟨t, u⟩ over the primal unit ball of one tensor, in t's dtype and shape (NaN where
+    t has a non-finite entry: no direction pairs with it)."""
     check_family(family)
+    if not torch.isfinite(t).all():
+        return torch.full_like(t, torch.nan)
     if family == "spectral":
         u, _, vh = torch.linalg.svd(_work(matrix_view(t)), full_matrices=False)
         return (-(u @ vh)).reshape(t.shape).to(t.dtype)
@@ -212,6 +232,18 @@ class Geometry:
         self._check(tensors)
         norms = [tensor_norms(t, self.family, self.nuclear)[1] for t in tensors]
         return torch.stack(norms).tolist()
+
+    def primal_above(self, tensors: Sequence[Tensor]) -> float:
+        """Whole-model primal norm, from above despite rounding (`tensor_norm_bounds`)."""
+        self._check(tensors)
+        return self.combine_primal(torch.stack([tensor_norm_bounds(t, self.family, self.nuclear)[0]
+                                                for t in tensors]).tolist())
+
+    def dual_below(self, tensors: Sequence[Tensor]) -> float:
+        """Whole-model dual norm, from below despite rounding (`tensor_norm_bounds`)."""
+        self._check(tensors)
+        return self.combine_dual(torch.stack([tensor_norm_bounds(t, self.family, self.nuclear)[1]
+                                              for t in tensors]).tolist())
 
     def combine_primal(self, per_tensor: Sequence[float]) -> float:
         """Whole-model primal norm from per-tensor ones: max, or the joint ℓ2 for euclidean."""

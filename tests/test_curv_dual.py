@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from smoothprobe.errors import SmoothprobeError
-from smoothprobe.geometry import Geometry
+from smoothprobe.geometry import Geometry, tensor_lmo
 from smoothprobe.probes.base import ProbeContext
 from smoothprobe.probes.curv_dual import CurvDualProbe
 from smoothprobe.probes.oracle import GradOracle
@@ -122,3 +122,25 @@ def test_options_are_validated():
         CurvDualProbe(iterations=0)
     with pytest.raises(SmoothprobeError, match="restarts"):
         CurvDualProbe(restarts=-1)
+
+
+def test_the_gram_estimate_of_the_nuclear_norm_still_gives_a_bound_from_below():
+    """f = ½(aᵀWb)²: H(V) = (aᵀVb)·abᵀ is rank one, with spectral → nuclear norm ‖a‖²‖b‖². The Gram
+    estimate turned the rounding of the 383 zero singular values of Hv into about 1e-6 of extra nuclear
+    norm, so the "bound from below" overshot; its certified lower value does not."""
+    torch.manual_seed(0)
+    a, b = torch.randn(384, dtype=torch.float64), torch.randn(384, dtype=torch.float64)
+    w = torch.nn.Parameter(torch.zeros(384, 384, dtype=torch.float64))
+    oracle = GradOracle(torch.nn.ParameterList([w]), lambda: 0.5 * (a @ w @ b) ** 2, [w])
+    exact = float(a.norm() ** 2 * b.norm() ** 2)
+    for nuclear in ("estimate", "exact"):
+        context = ProbeContext(oracle, Geometry("spectral", ["w"], nuclear), [torch.zeros_like(w)],
+                               [torch.randn(384, 384, dtype=torch.float64)])
+        found = CurvDualProbe().measure(context).row["curv_dual"]
+        assert found <= exact * (1 + 1e-14) and found == pytest.approx(exact, rel=1e-9)
+
+
+def test_a_non_finite_tensor_has_no_direction():
+    """The spectral LMO ran an SVD on NaN and raised; every other norm of a non-finite tensor is NaN."""
+    for family in ("spectral", "sign", "euclidean"):
+        assert torch.isnan(tensor_lmo(torch.full((3, 4), float("nan")), family)).all()

@@ -63,6 +63,6 @@ class CurvDualProbe(Probe):
         generator = context.generator(self.name)
         gaussians = ([torch.randn(p.shape, generator=generator, device=p.device).to(p.dtype) for p in oracle.params]
                      for _ in range(self.restarts))
-        found = dual_power(oracle.hvp, itertools.chain([context.update], gaussians), geometry.primal,
-                           geometry.dual, lambda hv: [-u for u in geometry.lmo(hv)], self.iterations, self.tol)
+        found = dual_power(oracle.hvp, itertools.chain([context.update], gaussians), geometry.primal_above,
+                           geometry.dual_below, lambda hv: [-u for u in geometry.lmo(hv)], self.iterations, self.tol)
         return ProbeResult({"curv_dual": found.bound, "curv_dual_hvps": float(found.matvecs)})

@@ -174,7 +174,7 @@ class Recorder:
         if is_sharded(self.params) and exact:
             raise SmoothprobeError(f"probes {', '.join(exact)} need exact Hessian-vector "
                                    "products, which FSDP2 cannot give; choose probes among norms, secant, curv_fd, "
-                                   "or hvp='fd'")
+                                   "or hvp fd", params=["probes", "hvp"])
         self.tensor_rows: list[dict] = []
         self._rng = capture_rng_state()
         self._pending: dict | None = None

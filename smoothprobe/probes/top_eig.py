@@ -25,7 +25,10 @@ class TopEigProbe(Probe):
 
     What a residual r certifies: θ lies within r of *some* eigenvalue of H, not necessarily
     the extreme one. `top_eig_converged` / `bottom_eig_converged` say r ≤ converged_tol·|θ| (1 %
-    by default). An end that has not converged is only a bound (Cauchy interlacing):
+    by default): that a Ritz pair converged, not that it is the extreme one, which no residual can
+    tell while the Krylov space has barely met the extreme eigenvector (on 300 planted 300-dimensional
+    spectra, 20 steps, 3 of 385 ends flagged converged were 1–3 % inside the extreme eigenvalue; a
+    2026-12 review). An end that has not converged is only a bound (Cauchy interlacing):
     top_eig ≤ λ_max and bottom_eig ≥ λ_min; the bottom end of an ill-conditioned H converges
     last (on the built-in quadratic, spectrum [0.01, 1], it takes far more than 20 HVPs).
     Memory: three vectors for k = 1, the whole basis (`steps` vectors in the working dtype) for
