@@ -294,12 +294,36 @@ def resume_config(requested, out: str):
     return resumed_config(out, requested, given)
 
 
+def finished_at(out: str, steps: int) -> bool:
+    """Whether the run in `out` finished and ran `steps` steps already (a resume would train nothing)."""
+    from smoothprobe.store import read_run_info
+
+    info = read_run_info(Path(out))
+    return info.get("status") == "finished" and (info.get("config") or {}).get("steps") == steps
+
+
+def warn_thin_record(config) -> None:
+    """One line when a record's probes every N steps will give a fit fewer rows than its verdict needs."""
+    from smoothprobe.fit.data import VERDICT_ROWS
+
+    probes = config.probes
+    rows = config.steps // probes.every if probes.overhead is None else None
+    if rows is not None and rows < VERDICT_ROWS and distributed.is_main():
+        click.echo(f"note: {config.steps} steps probed every {probes.every} give {rows} rows, and a fit's verdict "
+                   f"needs {VERDICT_ROWS}: give --every {max(1, config.steps // VERDICT_ROWS)} or --steps "
+                   f"{VERDICT_ROWS * probes.every}", err=True)
+
+
 def run_training(config, out: str, resume: bool, overwrite: bool, quiet: bool) -> None:
     """Train (or resume) the run in --out and say where it is."""
     from smoothprobe.train import train
 
     if resume and not overwrite:
         config = resume_config(config, out)
+        if finished_at(out, config.steps):
+            click.echo(f"{out} already finished all {config.steps} steps; nothing to train (pass --steps N "
+                       f"above {config.steps} to extend it)")
+            return
     path = train(config, out, resume=resume, overwrite=overwrite, progress=not quiet)
     if distributed.is_main():
         click.echo(f"run written to {Path(path)}")
@@ -356,6 +380,7 @@ def record(**kw) -> None:
     out, resume, overwrite, quiet = (kw.pop(k) for k in ("out", "resume", "overwrite", "no_progress"))
     config = config_from_options(kw)
     config.probes = probes
+    warn_thin_record(config)
     run_training(config, out, resume, overwrite, quiet)
 
 
@@ -389,7 +414,7 @@ def sweep(**kw) -> None:
 @click.option("--out", type=click.Path(file_okay=False), default="smoothprobe-demo", show_default=True,
               help="Folder for the runs, fit.json and report.html (replaced if it exists).")
 @click.option("--steps", type=click.IntRange(min=MIN_STEPS), default=300, show_default=True,
-              help="Steps per run (at least the probed rows a fit needs: every 2nd step is probed).")
+              help="Steps per run (at least the probed rows a fit's verdict needs: every 2nd step is probed).")
 @library_errors
 def demo(out, steps) -> None:
     """Record, fit, train adaptively and report on built-in data (a few minutes on 2 CPU cores)."""
@@ -431,9 +456,15 @@ def parse_window(ctx: click.Context, param: click.Parameter, value: str | None) 
         return None
     try:
         start, end = value.split(":")
-        return (int(start) if start else None, int(end) if end else None)
+        window = (int(start) if start else None, int(end) if end else None)
     except ValueError:
         raise click.BadParameter(f"expected START:END with integer steps, got {value!r}", param_hint="--window") from None
+    if any(side is not None and side < 0 for side in window):
+        raise click.BadParameter(f"steps count from 0, got {value!r}: give the steps themselves (e.g. 500: for the "
+                                 "steps from 500 on)", param_hint="--window")
+    if None not in window and window[0] >= window[1]:
+        raise click.BadParameter(f"START must be below END, got {value!r}", param_hint="--window")
+    return window
 
 
 def fit_option(flag: str, name: str, **how: Any) -> Callable:
@@ -461,7 +492,8 @@ def fit_option(flag: str, name: str, **how: Any) -> Callable:
 @fit_option("--seed", "seed", type=click.IntRange(0, SEED_MAX))
 @fit_option("--jobs", "n_jobs", type=click.IntRange(min=1),
             help="Processes for the bootstrap (the result does not depend on them).")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="fit.json to write [default: RUN_DIR/fit.json].")
+@click.option("--out", type=click.Path(), default=None,
+              help="fit.json to write, or a folder to write it in [default: RUN_DIR/fit.json].")
 @library_errors
 def fit(run_dir, out, **params) -> None:
     """Fit K(Delta) = K0 + K1 Delta + K_rho Delta^rho to a recorded run and say whether the data supports it."""
@@ -469,6 +501,8 @@ def fit(run_dir, out, **params) -> None:
     from smoothprobe.store import load_run
 
     path = Path(out) if out else Path(run_dir) / "fit.json"
+    if out and (out.endswith(("/", "\\")) or path.is_dir()):  # a folder: its fit.json
+        path = path / "fit.json"
     if out and not path.parent.is_dir():
         raise click.BadParameter(f"directory {path.parent} does not exist", param_hint="--out")
     run = load_run(run_dir)

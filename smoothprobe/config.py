@@ -492,6 +492,7 @@ class TrainConfig:
             (self.task == "lm" or (self.data is None and self.vocab_size is None),
              f"data and vocab_size are the lm task's; task {self.task} builds its own data: drop them",
              "data", "vocab_size", "task"),
+            (math.isfinite(self.warmup), f"warmup must be a finite number, got {self.warmup}", "warmup"),
             (self.warmup < 1 or self.warmup <= self.steps,
              (f"warmup of {self.warmup:g} steps is longer than the run's {self.steps} steps, so the LR would never "
               "decay: give fewer steps, or a fraction of the run below 1"), "warmup"),
@@ -516,9 +517,12 @@ class TrainConfig:
                 params=["div"])
         if self.adaptive is not None and self.adaptive.pilot is not None:
             pilot = self.adaptive.pilot_steps(self.steps)
+            fix = (f"give steps {math.ceil(MIN_PILOT / self.adaptive.pilot)} or more for pilot {self.adaptive.pilot:g}, "
+                   f"or pilot {MIN_PILOT} (steps)" if pilot < MIN_PILOT and self.adaptive.pilot < 1
+                   else f"give pilot between {MIN_PILOT} and {self.steps - 1} steps, or more steps")
             message = (f"pilot must be at least {MIN_PILOT} steps and leave steps for the fitted schedule: "
-                       f"{pilot} of {self.steps} steps")
-            _require([(MIN_PILOT <= pilot < self.steps, message, "pilot")])
+                       f"{pilot} of {self.steps} steps; {fix}")
+            _require([(MIN_PILOT <= pilot < self.steps, message, "pilot", "steps")])
 
     @property
     def peak_lr(self) -> float:

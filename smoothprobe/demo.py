@@ -8,15 +8,15 @@ from tqdm.auto import tqdm
 
 from smoothprobe.errors import SmoothprobeError
 from smoothprobe.fit import SmoothnessFit, fit_run
-from smoothprobe.fit.data import MIN_POINTS
+from smoothprobe.fit.data import VERDICT_ROWS
 from smoothprobe.schedule.decision import Decision, decide
 from smoothprobe.store import load_run
 from smoothprobe.train import TrainConfig, train
 
 DEMO_BASE = {"task": "markov", "optimizer": "lion", "lr": 2e-3, "batch_size": 16, "seq_len": 64,
              "eval_every": 25, "probes": {"preset": "standard", "every": 2}}
-MIN_STEPS = MIN_POINTS * DEMO_BASE["probes"]["every"]
-"""The shortest demo whose recorded run has the probed rows a fit needs (MIN_POINTS)."""
+MIN_STEPS = VERDICT_ROWS * DEMO_BASE["probes"]["every"]
+"""The shortest demo whose recorded run has the probed rows a fit's verdict needs (VERDICT_ROWS)."""
 
 
 def adaptive_schedule(fit: SmoothnessFit, fit_path: str | Path) -> tuple[dict, Decision]:
@@ -36,8 +36,11 @@ def demo(out: str | Path, steps: int = 300, progress: bool = True) -> Path:
 
     if steps < MIN_STEPS:
         raise SmoothprobeError(f"steps must be at least {MIN_STEPS}: a shorter record has too few probed rows for "
-                               f"the fit, got {steps}", params=["steps"])
+                               f"the fit's verdict, got {steps}", params=["steps"])
     out = Path(out)
+    if (out / "run.json").exists():
+        raise SmoothprobeError(f"{out} is a run directory, and the demo would write its own runs into it: give the "
+                               "demo a folder of its own", params=["out"])
     say = tqdm.write if progress else (lambda _msg: None)
     baseline = TrainConfig(**DEMO_BASE, steps=steps, warmup=0.05)
     say(f"1/4 recording {steps} steps of a tiny LLaMA on a Markov chain (lion, cosine with 5% warm-up)")

@@ -251,8 +251,11 @@ class RunStore:
         if not writer:
             return store
         if _content(path) and not overwrite:
-            raise SmoothprobeError(f"run directory {path} exists; pass resume (to continue it) or overwrite (to replace it)",
-                                   params=["resume", "overwrite"])
+            if (path / "run.json").exists():
+                raise SmoothprobeError(f"run directory {path} exists; pass resume (to continue it) or overwrite (to "
+                                       "replace it)", params=["resume", "overwrite"])
+            raise SmoothprobeError(f"{path} holds files but no run; choose another out, or pass overwrite to start a run "
+                                   "there (it keeps files smoothprobe did not write)", params=["out", "overwrite"])
         make_directory(path)
         store.lock()
         try:
@@ -441,7 +444,8 @@ class RunStore:
         try:
             return torch.load(target, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-            raise SmoothprobeError(f"corrupt checkpoint {target}: {one_line(exc)}") from None
+            raise SmoothprobeError(f"checkpoint {target} cannot be read ({type(exc).__name__}: {one_line(exc)}), so the "
+                                   "run cannot resume from it: pass overwrite to start it again") from None
 
 
 def _decode_row(row: Any, where: str, kinds: dict[str, type]) -> dict:

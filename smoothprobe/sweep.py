@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from smoothprobe.config import SEED_MAX
+from smoothprobe.config import SEED_MAX, defaults
 from smoothprobe.errors import RunInUse, SmoothprobeError
 from smoothprobe.store import load_run, lock_holder, replace_atomically, wait_for_writer
 from smoothprobe.train import Diverged, TrainConfig, stored_config, train
@@ -54,10 +54,12 @@ def sweep(base: TrainConfig, out: str | Path, warmups: list[float], seeds: int,
     if adaptive is not None:
         plan += [(None, s) for s in range(seeds)]
     runs = []
+    unshaped = {name: defaults(TrainConfig)[name] for name in ("schedule", "warmup_shape")}  # the grid's shape
     for warmup, seed in plan:
         path = out / run_label(warmup) / f"seed-{seed}"
         config = dataclasses.replace(base, seed=base.seed + seed, warmup=warmup or 0.0,
-                                     adaptive=adaptive if warmup is None else None)
+                                     adaptive=adaptive if warmup is None else None,
+                                     **(unshaped if warmup is None else {}))
         config.validate()  # every arm is checked before the first one trains
         same = (path / "run.json").exists() and stored_config(path) == config
         if (path / "run.json").exists() and not same and not overwrite:

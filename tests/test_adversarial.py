@@ -440,7 +440,7 @@ def test_a_malicious_checkpoint_runs_no_code(run, tmp_path):
 
         pickle.dump({"step": Evil()}, f)
     before = files(run)
-    refused(invoke("train", "--resume", "--out", run, "--no-progress"), "corrupt checkpoint")
+    refused(invoke("train", "--resume", "--out", run, "--no-progress"), "cannot be read")
     assert not marker.exists() and files(run) == before
 
 

@@ -86,6 +86,9 @@ def test_fit_writes_fit_json_with_the_scheduler_keys(tmp_path):
         (["--rho", "two"], "a number or 'auto'"),
         (["--column", "nope"], "nope"),
         (["--window", "1000:2000"], "window"),
+        (["--window", "-10:"], "steps count from 0"),  # not Python's "the last 10": refused, not fitted whole
+        (["--window", "30:10"], "START must be below END"),
+        (["--window", "1000:"], "window 1000: does not overlap"),
     ],
 )
 def test_fit_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
@@ -220,3 +223,21 @@ def test_no_flags_build_the_dataclass_defaults(tmp_path, monkeypatch):
     assert seen.pop("config") == TrainConfig(probes=ProbeConfig())
     assert invoke("train", "--adaptive", "--out", str(tmp_path)).exit_code == 0
     assert seen.pop("config") == TrainConfig(adaptive=AdaptiveConfig())
+
+
+def test_a_resume_with_nothing_left_to_train_says_so_and_fit_out_may_be_a_folder(tmp_path):
+    """`train --resume` of a finished run printed "run written" and trained nothing; `fit --out d/` wrote a
+    file named d; `record` with too few probed rows for a verdict said nothing until `fit`."""
+    record = invoke("record", "--task", "quadratic", "--steps", "40", "--every", "1", "--out", str(tmp_path / "r"),
+                    "--no-progress")
+    assert record.exit_code == 0 and "note:" not in record.output
+    thin = invoke("record", "--task", "quadratic", "--steps", "20", "--out", str(tmp_path / "thin"), "--no-progress")
+    assert thin.exit_code == 0 and "give 2 rows, and a fit's verdict needs 50: give --every 1 or --steps 500" in thin.output
+    again = invoke("train", "--resume", "--out", str(tmp_path / "r"), "--no-progress")
+    assert again.exit_code == 0 and "already finished all 40 steps; nothing to train" in again.output
+    (tmp_path / "fits").mkdir()
+    for out in (str(tmp_path / "fits"), str(tmp_path / "new") + "/"):
+        (tmp_path / "new").mkdir(exist_ok=True)
+        result = invoke("fit", str(tmp_path / "r"), "--bootstrap", "0", "--out", out)
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "fits" / "fit.json").is_file() and (tmp_path / "new" / "fit.json").is_file()

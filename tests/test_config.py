@@ -156,6 +156,7 @@ def test_the_step_test_flag_reaches_the_config_and_is_refused_where_it_would_do_
 
 @pytest.mark.parametrize("options, message", [
     ({"steps": 20, "warmup": 500}, "warmup of 500 steps is longer than the run's 20 steps"),
+    ({"warmup": float("nan")}, "warmup must be a finite number, got nan"),
     ({"warmup": 0.1, "adaptive": {"div": 10.0}}, "warmup is the baseline schedule's"),
     ({"task": "markov", "vocab_size": 100}, "data and vocab_size are the lm task's"),
     ({"probes": {"every": 1, "overhead": 0.5}}, "every and overhead exclude each other"),

@@ -45,3 +45,8 @@ def test_the_python_demo_refuses_too_few_steps_before_it_trains(tmp_path):
     with pytest.raises(SmoothprobeError, match=f"steps must be at least {MIN_STEPS}"):
         demo(tmp_path / "d", steps=MIN_STEPS - 1, progress=False)
     assert not (tmp_path / "d").exists()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text("{}")
+    with pytest.raises(SmoothprobeError, match="is a run directory"):  # it wrote baseline/ and adaptive/ into it
+        demo(tmp_path / "run", progress=False)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["run.json"]

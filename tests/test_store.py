@@ -60,6 +60,11 @@ def test_existing_directory_is_refused_without_overwrite(tmp_path):
         RunStore.create(tmp_path / "run", {})
     RunStore.create(tmp_path / "run", {"config": {}}, overwrite=True)
     assert load_run(tmp_path / "run").steps.empty
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    with pytest.raises(SmoothprobeError, match="holds files but no run; choose another out, or pass overwrite") as err:
+        RunStore.create(tmp_path / "notes", {})  # resume, once suggested here, has no run to continue
+    assert "resume" not in str(err.value)
 
 
 def test_truncate_keeps_history_before_checkpoint(tmp_path):
@@ -79,7 +84,7 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
     state = RunStore.open(tmp_path / "run").load_checkpoint()
     assert state["step"] == 3 and state["w"].tolist() == [0.0, 1.0, 2.0]
     (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"junk")
-    with pytest.raises(SmoothprobeError, match="corrupt checkpoint"):
+    with pytest.raises(SmoothprobeError, match="cannot be read .*pass overwrite"):
         store.load_checkpoint()
 
 

@@ -60,3 +60,14 @@ def test_a_warm_up_given_twice_or_an_arm_that_cannot_run_is_refused_before_any_t
     with pytest.raises(SmoothprobeError, match="pilot must be at least"):
         sweep(base, tmp_path / "b", [0.0], seeds=1, adaptive={"pilot": 0.5}, progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_grids_shape_goes_to_the_grid_and_the_adaptive_arm_keeps_its_own(tmp_path):
+    """sweep --adaptive --schedule linear: the schedule shapes the grid's runs; the adaptive arm, which has no
+    use for it, was refused with it ("drop them") before any run trained."""
+    base = TrainConfig(task="quadratic", optimizer="normsgd", lr=0.05, steps=20, eval_every=20, schedule="linear",
+                       warmup_shape="cosine")
+    sweep(base, tmp_path, [0.2], seeds=1, adaptive={"div": 10.0}, progress=False)
+    grid, adaptive = (load_run(tmp_path / label / "seed-0").config for label in ("warmup-0.2", "adaptive"))
+    assert (grid["schedule"], grid["warmup_shape"]) == ("linear", "cosine")
+    assert (adaptive["schedule"], adaptive["warmup_shape"]) == ("cosine", "linear") and adaptive["adaptive"]

@@ -19,15 +19,18 @@ __all__ = ["default_report_path", "write_report"]
 
 def default_report_path(runs: Sequence[str | Path]) -> Path:
     """RUN_DIR/report.html for one run; for n runs `report-<n>-runs.html` in the deepest folder that
-    holds them all (their common path's folder, e.g. a sweep's folder for runs from two of its arms).
+    holds them all (their common path's folder, e.g. a sweep's folder for runs from two of its arms),
+    or in the current folder where only the filesystem's root holds them all.
 
     >>> default_report_path(["/r/sweep/a/seed-0", "/r/sweep/b/seed-0"]).as_posix()
     '/r/sweep/report-2-runs.html'
+    >>> default_report_path(["/r/a", "/s/b"]) == Path.cwd() / "report-2-runs.html"
+    True
     """
     if len(runs) == 1:
         return Path(runs[0]) / "report.html"
     folder = Path(os.path.commonpath([Path(r).resolve().parent for r in runs]))
-    return folder / f"report-{len(runs)}-runs.html"
+    return (Path.cwd() if folder == Path(folder.anchor) else folder) / f"report-{len(runs)}-runs.html"
 
 
 def write_report(
