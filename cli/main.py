@@ -295,7 +295,7 @@ def resume_config(requested, out: str):
 
 
 def finished_at(out: str, steps: int) -> bool:
-    """Whether the run in `out` finished and ran `steps` steps already (a resume would train nothing)."""
+    """Whether the run in `out` finished and ran `steps` steps already (a resume trains nothing)."""
     from smoothprobe.store import read_run_info
 
     info = read_run_info(Path(out))
@@ -318,15 +318,14 @@ def run_training(config, out: str, resume: bool, overwrite: bool, quiet: bool) -
     """Train (or resume) the run in --out and say where it is."""
     from smoothprobe.train import train
 
+    done = False
     if resume and not overwrite:
         config = resume_config(config, out)
-        if finished_at(out, config.steps):
-            click.echo(f"{out} already finished all {config.steps} steps; nothing to train (pass --steps N "
-                       f"above {config.steps} to extend it)")
-            return
-    path = train(config, out, resume=resume, overwrite=overwrite, progress=not quiet)
+        done = finished_at(out, config.steps)
+    path = train(config, out, resume=resume, overwrite=overwrite, progress=not quiet)  # checks the run either way
     if distributed.is_main():
-        click.echo(f"run written to {Path(path)}")
+        click.echo(f"{out} had already finished all {config.steps} steps; nothing was trained (pass --steps N above "
+                   f"{config.steps} to extend it)" if done else f"run written to {Path(path)}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -234,7 +234,7 @@ def test_a_resume_with_nothing_left_to_train_says_so_and_fit_out_may_be_a_folder
     thin = invoke("record", "--task", "quadratic", "--steps", "20", "--out", str(tmp_path / "thin"), "--no-progress")
     assert thin.exit_code == 0 and "give 2 rows, and a fit's verdict needs 50: give --every 1 or --steps 500" in thin.output
     again = invoke("train", "--resume", "--out", str(tmp_path / "r"), "--no-progress")
-    assert again.exit_code == 0 and "already finished all 40 steps; nothing to train" in again.output
+    assert again.exit_code == 0 and "had already finished all 40 steps; nothing was trained" in again.output
     (tmp_path / "fits").mkdir()
     for out in (str(tmp_path / "fits"), str(tmp_path / "new") + "/"):
         (tmp_path / "new").mkdir(exist_ok=True)
