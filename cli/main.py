@@ -309,9 +309,9 @@ def warn_thin_record(config) -> None:
     probes = config.probes
     rows = config.steps // probes.every if probes.overhead is None else None
     if rows is not None and rows < VERDICT_ROWS and distributed.is_main():
+        denser = f"--every {max(1, config.steps // VERDICT_ROWS)} or " if probes.every > 1 else ""
         click.echo(f"note: {config.steps} steps probed every {probes.every} give {rows} rows, and a fit's verdict "
-                   f"needs {VERDICT_ROWS}: give --every {max(1, config.steps // VERDICT_ROWS)} or --steps "
-                   f"{VERDICT_ROWS * probes.every}", err=True)
+                   f"needs {VERDICT_ROWS}: give {denser}--steps {VERDICT_ROWS * probes.every}", err=True)
 
 
 def run_training(config, out: str, resume: bool, overwrite: bool, quiet: bool) -> None:
@@ -379,7 +379,8 @@ def record(**kw) -> None:
     out, resume, overwrite, quiet = (kw.pop(k) for k in ("out", "resume", "overwrite", "no_progress"))
     config = config_from_options(kw)
     config.probes = probes
-    warn_thin_record(config)
+    if not resume:
+        warn_thin_record(config)
     run_training(config, out, resume, overwrite, quiet)
 
 

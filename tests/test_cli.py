@@ -228,13 +228,16 @@ def test_no_flags_build_the_dataclass_defaults(tmp_path, monkeypatch):
 def test_a_resume_with_nothing_left_to_train_says_so_and_fit_out_may_be_a_folder(tmp_path):
     """`train --resume` of a finished run printed "run written" and trained nothing; `fit --out d/` wrote a
     file named d; `record` with too few probed rows for a verdict said nothing until `fit`."""
-    record = invoke("record", "--task", "quadratic", "--steps", "40", "--every", "1", "--out", str(tmp_path / "r"),
+    record = invoke("record", "--task", "quadratic", "--steps", "50", "--every", "1", "--out", str(tmp_path / "r"),
                     "--no-progress")
     assert record.exit_code == 0 and "note:" not in record.output
+    short = invoke("record", "--task", "quadratic", "--steps", "40", "--every", "1", "--out", str(tmp_path / "s"),
+                   "--no-progress")
+    assert "give 40 rows, and a fit's verdict needs 50: give --steps 50\n" in short.output
     thin = invoke("record", "--task", "quadratic", "--steps", "20", "--out", str(tmp_path / "thin"), "--no-progress")
     assert thin.exit_code == 0 and "give 2 rows, and a fit's verdict needs 50: give --every 1 or --steps 500" in thin.output
     again = invoke("train", "--resume", "--out", str(tmp_path / "r"), "--no-progress")
-    assert again.exit_code == 0 and "had already finished all 40 steps; nothing was trained" in again.output
+    assert again.exit_code == 0 and "had already finished all 50 steps; nothing was trained" in again.output
     (tmp_path / "fits").mkdir()
     for out in (str(tmp_path / "fits"), str(tmp_path / "new") + "/"):
         (tmp_path / "new").mkdir(exist_ok=True)
