@@ -534,18 +534,20 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str, task: str = "lm") -> 
     torch.set_num_threads(1)
     path = out / arm.name
     target, fit = result_path(out, arm), fit_path(out, arm)
-    target.unlink(missing_ok=True)  # an earlier design's result; a refused arm left nothing else
-    fit.unlink(missing_ok=True)  # a recorded run's earlier fit: the `fitted` arms must not read it
     target.parent.mkdir(parents=True, exist_ok=True)  # the fit's folder too
     t0 = time.time()
     error, used = None, None
-    try:
+    try:  # takes the run directory's lock: a second launcher's copy of this arm stops here
         trainer = build(config_of(arm, base_config(quick, device, task), out), path, overwrite=True)
     except SmoothprobeError as exc:  # the recorded run's fit refused (by `train --fit`, or at the record: no
-        if arm.kind != "fitted" or not (str(exc).startswith("fit:") or not fit.exists()):  # file): a miss;
+        if arm.kind != "fitted" or not (str(exc).startswith("fit:") or not fit_path(out, needs(arm)).exists()):
             raise  # anything else (a lock, a config) is no result, and the arm runs again
-        error = str(exc)
+        error = str(exc)  # file): a miss
         trainer = None
+    if trainer is not None and result_of(out, arm) is not None:  # another launcher's copy finished it (the
+        return  # lock goes with this process)
+    target.unlink(missing_ok=True)  # an earlier design's result; only now that the lock is ours
+    fit.unlink(missing_ok=True)  # a recorded run's earlier fit: the `fitted` arms must not read it
     if trainer is not None:
         if arm.kind in PARAM_FREE:
             param_free(arm, trainer)
