@@ -48,6 +48,11 @@ that end's seed σ (a diverged run is not).
   because a known f* must not give way to such an estimate. Two things are open, then: f* (the schedule
   needs it placed from the first steps) and the decision rule (a mid-run jump to the peak on an
   interval barely above the gap).
+- **Under design 6** (the fits' trend test discounted for autocorrelation; benchmarks/decision_replay.py)
+  those three "no warm-up" decisions are gone (Spearman p 0.10-0.41 at their steps), and normalised SGD's
+  `closed_exact` runs kept the practical warm-up, which rose only to 0.23-0.27× lr*: they lost 0.76, 0.69
+  and 0.65 to a 25 % warm-up, more than the jumps did. The verdicts above stand (within on AdamW, Lion and
+  Muon, not on normalised SGD, for both closed loops; the measured peak within on Muon only).
 
     python benchmarks/warmup_grid.py --task markov --stages scan,progress,loops   # resumable
     python benchmarks/second_task.py                                                # the verdicts
