@@ -539,13 +539,15 @@ def run_arm(arm: Arm, out: Path, quick: bool, device: str, task: str = "lm") -> 
     error, used = None, None
     try:  # takes the run directory's lock: a second launcher's copy of this arm stops here
         trainer = build(config_of(arm, base_config(quick, device, task), out), path, overwrite=True)
-    except SmoothprobeError as exc:  # the recorded run's fit refused (by `train --fit`, or at the record: no
+    except SmoothprobeError as exc:
+        # a miss: the recorded run's fit refused by `train --fit`, or at the record (it wrote no fit file);
+        # anything else (a lock, a config) is no result, and the arm runs again
         if arm.kind != "fitted" or not (str(exc).startswith("fit:") or not fit_path(out, needs(arm)).exists()):
-            raise  # anything else (a lock, a config) is no result, and the arm runs again
-        error = str(exc)  # file): a miss
+            raise
+        error = str(exc)
         trainer = None
-    if trainer is not None and result_of(out, arm) is not None:  # another launcher's copy finished it (the
-        return  # lock goes with this process)
+    if trainer is not None and result_of(out, arm) is not None:
+        return  # another launcher's copy finished it; the lock goes with this process
     target.unlink(missing_ok=True)  # an earlier design's result; only now that the lock is ours
     fit.unlink(missing_ok=True)  # a recorded run's earlier fit: the `fitted` arms must not read it
     if trainer is not None:
