@@ -304,12 +304,12 @@ def finished_at(out: str, steps: int) -> bool:
 
 def warn_thin_record(config) -> None:
     """One line when a record's probes every N steps will give a fit fewer rows than its verdict needs."""
-    from smoothprobe.fit.data import VERDICT_ROWS
+    from smoothprobe.fit.data import VERDICT_ROWS, verdict_every
 
     probes = config.probes
-    rows = config.steps // probes.every if probes.overhead is None else None
+    rows = probes.rows_over(config.steps)
     if rows is not None and rows < VERDICT_ROWS and distributed.is_main():
-        denser = f"--every {max(1, config.steps // VERDICT_ROWS)} or " if probes.every > 1 else ""
+        denser = f"--every {verdict_every(config.steps)} or " if probes.every > 1 else ""
         click.echo(f"note: {config.steps} steps probed every {probes.every} give {rows} rows, and a fit's verdict "
                    f"needs {VERDICT_ROWS}: give {denser}--steps {VERDICT_ROWS * probes.every}", err=True)
 

@@ -288,6 +288,11 @@ class ProbeConfig:
         ])
         build(self.probes or PRESETS[self.preset], self.options)  # each probe checks its options
 
+    def rows_over(self, steps: int) -> int | None:
+        """Probed rows over `steps` steps at the fixed interval `every` (None under an `overhead` budget,
+        whose interval is set as the run goes)."""
+        return steps // self.every if self.overhead is None else None
+
 
 
 def _progress_help() -> str:

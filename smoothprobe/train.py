@@ -375,7 +375,7 @@ def refuse_thin_pilot(recorder: Recorder, probes: ProbeConfig, pilot_steps: int)
     """A pilot on `record`'s probes fits the secant K of the probed steps of its window: refuse probes that
     cannot give it PILOT_MIN_ROWS of them there (no secant probe, or a fixed interval too long for the
     window), where its fits would never run."""
-    rows = pilot_steps // probes.every if probes.overhead is None else None
+    rows = probes.rows_over(pilot_steps)
     if "secant" in recorder.probes and (rows is None or rows >= PILOT_MIN_ROWS):
         return
     said = "none (no secant probe)" if "secant" not in recorder.probes else f"{rows} (every {probes.every} steps)"

@@ -17,6 +17,11 @@ fewest that place its three constants: fewer give constants but no verdict."""
 LOSS_COLUMNS = ("loss", "loss_after")
 
 
+def verdict_every(steps: int) -> int:
+    """The probe interval that gives a run of `steps` steps VERDICT_ROWS probed rows (at least 1)."""
+    return max(1, steps // VERDICT_ROWS)
+
+
 @dataclass(frozen=True)
 class FitData:
     """Time-ordered pairs used by the fit, plus what was dropped and why."""
@@ -104,7 +109,7 @@ def fit_data(
             params = ["f_star"]
         else:
             fix = (f"record probes on at least {MIN_POINTS} steps (a verdict at τ = 0.9 needs {VERDICT_ROWS}): "
-                   f"every {max(1, span // VERDICT_ROWS)} over these {span} steps, or every 2 over "
+                   f"every {verdict_every(span)} over these {span} steps, or every 2 over "
                    f"{2 * VERDICT_ROWS} steps")
             params = ["every"]
         raise SmoothprobeError(

@@ -153,7 +153,7 @@ def percentile_intervals(boot: np.ndarray | None, data: FitData, rho: float, f_s
 
 def judge(data: FitData, design: RhoDesign, constants: np.ndarray, quantile: float, folds: np.ndarray,
           intervals: dict, f_star: float, delta_from: str, estimate: FStarEstimate | None
-          ) -> tuple[Verdict, float, float, list[ModelScore]]:
+          ) -> tuple[Verdict, float, float, float, list[ModelScore]]:
     """The verdict (status, its cause and reason, the sentence) from the Spearman trend, the
     envelope's rise and the model comparison; also the Spearman correlation, its p-value discounted for
     autocorrelation, the effective number of rows behind it, and the scores."""
