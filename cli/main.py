@@ -493,7 +493,7 @@ def fit_option(flag: str, name: str, **how: Any) -> Callable:
 @fit_option("--jobs", "n_jobs", type=click.IntRange(min=1),
             help="Processes for the bootstrap (the result does not depend on them).")
 @click.option("--out", type=click.Path(), default=None,
-              help="fit.json to write, or a folder to write it in [default: RUN_DIR/fit.json].")
+              help="fit.json to write, or a folder to write it in, created if missing [default: RUN_DIR/fit.json].")
 @library_errors
 def fit(run_dir, out, **params) -> None:
     """Fit K(Delta) = K0 + K1 Delta + K_rho Delta^rho to a recorded run and say whether the data supports it."""
@@ -503,12 +503,11 @@ def fit(run_dir, out, **params) -> None:
     path = Path(out) if out else Path(run_dir) / "fit.json"
     if out and (out.endswith(("/", "\\")) or path.is_dir()):  # a folder: its fit.json
         path = path / "fit.json"
-    if out and not path.parent.is_dir():
-        raise click.BadParameter(f"directory {path.parent} does not exist", param_hint="--out")
     run = load_run(run_dir)
     for warning in run.warnings:
         click.echo(f"warning: {warning}", err=True)
     result = fit_run(run, **params)
+    path.parent.mkdir(parents=True, exist_ok=True)  # as `report --out` does
     result.to_json(path)
     click.echo(result.summary_table())
     click.echo(f"fit written to {path}")

@@ -139,13 +139,20 @@ def test_non_finite_numbers_are_refused_before_anything_is_written(tmp_path, arg
 @pytest.mark.parametrize("args, message", [
     (["--rho", "inf"], "--rho: expected a number or 'auto', got 'inf' (numbers must be finite)"),
     (["--f-star", "nan"], "--f-star: expected a number or 'auto', got 'nan'"),
-    (["--out", "/no/such/dir/fit.json"], "--out: directory /no/such/dir does not exist"),
 ])
-def test_fit_refuses_non_finite_numbers_and_missing_out_directories(tmp_path, args, message):
+def test_fit_refuses_non_finite_numbers(tmp_path, args, message):
     record_quadratic(tmp_path / "r", "--steps", "40")
     result = invoke("fit", str(tmp_path / "r"), "--bootstrap", "0", *args)
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r" / "fit.json").exists()
+
+
+@pytest.mark.parametrize("out, written", [("new/deeper/fit.json", "new/deeper/fit.json"), ("new/", "new/fit.json")])
+def test_fit_creates_a_missing_out_folder_as_report_does(tmp_path, out, written):
+    record_quadratic(tmp_path / "r", "--steps", "40")
+    result = invoke("fit", str(tmp_path / "r"), "--bootstrap", "0", "--out", str(tmp_path / out))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / written).read_text())["constants"]["rho"] == 2.0
 
 
 def test_fit_prints_load_warnings_and_overwrite_clears_the_stale_fit(tmp_path):
@@ -244,3 +251,39 @@ def test_a_resume_with_nothing_left_to_train_says_so_and_fit_out_may_be_a_folder
         result = invoke("fit", str(tmp_path / "r"), "--bootstrap", "0", "--out", out)
         assert result.exit_code == 0, result.output
     assert (tmp_path / "fits" / "fit.json").is_file() and (tmp_path / "new" / "fit.json").is_file()
+
+
+def test_the_command_catches_ctrl_c_while_torch_imports():
+    """`smoothprobe` (cli.run) is reached before torch is imported, and a SIGINT delivered while the
+    command line imports ends with one line and exit code 130, not a traceback."""
+    import subprocess
+    import sys
+
+    probe = "import sys, smoothprobe, smoothprobe.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], check=False, capture_output=True,
+                          text=True).stdout.strip() == "False"
+    interrupted = ("import importlib, os, signal, smoothprobe.cli\n"
+                   "real = importlib.import_module\n"
+                   "def interrupted(name):\n"
+                   "    os.kill(os.getpid(), signal.SIGINT)\n"
+                   "    return real(name)\n"
+                   "importlib.import_module = interrupted\n"
+                   "smoothprobe.cli.run()\n")
+    done = subprocess.run([sys.executable, "-c", interrupted], check=False, capture_output=True, text=True)
+    assert done.returncode == 130 and done.stderr == "Error: interrupted (Ctrl-C)\n", done.stderr
+
+
+def test_the_package_imports_its_public_names_on_first_use():
+    """`import smoothprobe` is lazy, yet every public name resolves, and `smoothprobe.train` stays the
+    function even after its module was imported by name."""
+    import smoothprobe
+    import smoothprobe.train as module_or_function
+    from smoothprobe.train import train
+
+    assert smoothprobe.train is train and module_or_function is train
+    assert sorted(smoothprobe.__all__) == sorted(smoothprobe._HOME)
+    for name in smoothprobe.__all__:
+        assert getattr(smoothprobe, name).__name__ == name
+    assert smoothprobe.fit.fit_frame.__module__ == "smoothprobe.fit"
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        smoothprobe.nope  # noqa: B018
