@@ -150,7 +150,7 @@ def test_fit_refuses_non_finite_numbers(tmp_path, args, message):
 @pytest.mark.parametrize("out, written", [("new/deeper/fit.json", "new/deeper/fit.json"), ("new/", "new/fit.json")])
 def test_fit_creates_a_missing_out_folder_as_report_does(tmp_path, out, written):
     record_quadratic(tmp_path / "r", "--steps", "40")
-    result = invoke("fit", str(tmp_path / "r"), "--bootstrap", "0", "--out", str(tmp_path / out))
+    result = invoke("fit", str(tmp_path / "r"), "--bootstrap", "0", "--out", f"{tmp_path}/{out}")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / written).read_text())["constants"]["rho"] == 2.0
 
