@@ -316,9 +316,10 @@ def test_oracle_hvp_equals_dense_hessian_on_an_mlp(mode):
     assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-8), (torch.float32, 2e-3)])
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-8), (torch.float32, 1e-4)])
 def test_fd_hvp_matches_the_dense_hessian_and_restores_the_parameters(dtype, rtol):
-    """Central differences have error O(h²) + O(u/h): about u^(2/3) relative at h ∝ u^(1/3)."""
+    """Central differences have error O(h²) + O(u/h): about u^(2/3) relative at h ∝ u^(1/3) (fp32:
+    2.4e-5; measured 1.9e-5 median, 2.9e-5 at most over 20 seeds of this model)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3)).to(dtype)
     x, y = torch.randn(10, 4, dtype=dtype), torch.randint(0, 3, (10,))
