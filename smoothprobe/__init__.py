@@ -65,7 +65,8 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    """The public names (what `dir(smoothprobe)` and completion offer)."""
+    return sorted(__all__)
 
 
 class _Package(types.ModuleType):
