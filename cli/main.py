@@ -503,6 +503,9 @@ def fit(run_dir, out, **params) -> None:
     path = Path(out) if out else Path(run_dir) / "fit.json"
     if out and (out.endswith(("/", "\\")) or path.is_dir()):  # a folder: its fit.json
         path = path / "fit.json"
+    if (path.parent / "run.json").is_file() and path.parent.resolve() != Path(run_dir).resolve():
+        raise click.BadParameter(f"{path.parent} is another run's folder: its fit.json would be read as that run's "
+                                 "fit; give a path outside it", param_hint="--out")
     run = load_run(run_dir)
     for warning in run.warnings:
         click.echo(f"warning: {warning}", err=True)

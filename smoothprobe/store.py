@@ -111,6 +111,21 @@ def replace_atomically(target: Path, write: Callable[[Path], Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def refuse_replacing(target: Path, mark: bytes, what: str) -> None:
+    """Refuse to overwrite an existing file that is not a `what` smoothprobe wrote (`mark` is not in its
+    first 512 bytes), or anything that is not a regular file: a mistyped --out must not turn a run's rows,
+    a checkpoint, a script or /dev/null into a fit or a report."""
+    if not target.exists():
+        return
+    head = b""
+    if target.is_file():
+        with target.open("rb") as file:
+            head = file.read(512)
+    if mark not in head:
+        raise SmoothprobeError(f"{target} exists and is not a {what} smoothprobe wrote: give another path, or "
+                               "remove that file first")
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON through a temporary file and rename, so readers never see half a file."""
     replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n"))

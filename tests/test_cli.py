@@ -287,3 +287,25 @@ def test_the_package_imports_its_public_names_on_first_use():
     assert smoothprobe.fit.fit_frame.__module__ == "smoothprobe.fit"
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         smoothprobe.nope  # noqa: B018
+
+
+def test_fit_and_report_never_overwrite_what_they_did_not_write(tmp_path):
+    """A mistyped --out must not turn a run's rows or another file into a fit or a report, nor put a fit
+    into another run's folder (it would be read as that run's fit); their own earlier output is replaced."""
+    record_quadratic(tmp_path / "r", "--steps", "40")
+    record_quadratic(tmp_path / "other", "--steps", "40")
+    rows = (tmp_path / "other" / "steps.jsonl").read_bytes()
+    script = tmp_path / "t.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    for command in (["fit", str(tmp_path / "r"), "--bootstrap", "0"], ["report", str(tmp_path / "r")]):
+        for target in (tmp_path / "other" / "steps.jsonl", script):
+            result = invoke(*command, "--out", str(target))
+            assert result.exit_code == 2 and "exists and is not a" in result.output, result.output
+    result = invoke("fit", str(tmp_path / "r"), "--bootstrap", "0", "--out", str(tmp_path / "other"))
+    assert result.exit_code == 2 and "is another run's folder" in result.output, result.output
+    assert (tmp_path / "other" / "steps.jsonl").read_bytes() == rows and script.read_text().startswith("#!")
+    assert not (tmp_path / "other" / "fit.json").exists()
+    for command, out in ((["fit", str(tmp_path / "r"), "--bootstrap", "0"], "f.json"),
+                         (["report", str(tmp_path / "r")], "r.html")):
+        for _ in range(2):  # the second time replaces the first's own output
+            assert invoke(*command, "--out", str(tmp_path / out)).exit_code == 0

@@ -28,6 +28,7 @@ BAD = [
     (lambda d: {**d, "eta_max": "big"}, "field 'eta_max' must be a finite number"),
     (lambda d: {**d, "delta_range": "0.01,3"}, "field 'delta_range' must be a list"),
     (lambda d: {**d, "delta_range": [0.01, None]}, "field 'delta_range[1]'"),
+    (lambda d: {**d, "schema_version": 99}, "field 'schema_version' must be 2 (or absent"),
 ]
 
 

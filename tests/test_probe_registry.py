@@ -103,6 +103,10 @@ def test_options_reach_the_probe_and_are_checked_against_its_declaration(registr
         ("full", {"top_eig": {"stepz": 7}}, "probe top_eig has no option 'stepz'; its options: k, steps, tol"),
         ("full", {"top_eig": {"steps": "7"}}, "option top_eig.steps must be like its default 20"),
         ("full", {"top_eig": {"steps": 1}}, "probe top_eig: steps must be at least 2k=2; got 1"),
+        ("full", {"top_eig": {"tol": float("nan")}}, "probe top_eig: tol must be in [0, 1) (0: run every step)"),
+        ("full", {"top_eig": {"tol": -1.0}}, "probe top_eig: tol must be in [0, 1)"),
+        ("full", {"curv_dual": {"tol": float("inf")}}, "probe curv_dual: tol must be in [0, 1)"),
+        ("full", {"curv_fd": {"scale": 1e308}}, "probe curv_fd: scale must be in (0, 1000]"),
         ("standard", {"trace": {"hvps": 12}}, "options for probe trace, which does not run (probes: norms, secant)"),
     ]:
         with pytest.raises(SmoothprobeError, match=re.escape(message)):

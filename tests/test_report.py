@@ -192,6 +192,19 @@ def test_given_fit_is_shown_with_its_constants_and_band(runs, tmp_path):
     assert view.band is None and "the fit has no stored bootstrap refits" in view.band_note
 
 
+def test_a_fit_of_another_run_is_refused(runs, tmp_path):
+    """A fit whose column the run lacks, or whose steps lie outside the run's, was made on another run:
+    shown, the report would give that run's verdict as this one's."""
+    probed, plain, _ = runs
+    fit = fit_run(load_run(probed), bootstrap=0)
+    with pytest.raises(SmoothprobeError, match="fits column secant_K, which run .* does not have"):
+        build_view(load_run(plain), "p", "#000000", fit)
+    later = dataclasses.replace(fit, window=(fit.window[0] + 1000, fit.window[1] + 1000))
+    with pytest.raises(SmoothprobeError, match=r"saw steps \d+\.\.\d+, outside run"):
+        build_view(load_run(probed), "p", "#000000", later)
+    assert build_view(load_run(probed), "p", "#000000", fit).fit is fit
+
+
 def test_envelope_band_brackets_the_envelope(runs):
     probed, _, _ = runs
     view = build_view(load_run(probed), "p", "#000000", None)

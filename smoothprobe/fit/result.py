@@ -200,10 +200,11 @@ class SmoothnessFit:
         """Write fit.json (strict JSON), checked as `from_dict` reads it: a fit that could not be read back
         is refused here, in one line, not written."""
         # the store reads fit.schema: imported here, not above
-        from smoothprobe.store import replace_atomically
+        from smoothprobe.store import refuse_replacing, replace_atomically
 
         data = self.to_dict()
         check_fit(data, str(path))
+        refuse_replacing(Path(path), b'"constants"', "fit.json")
         text = json.dumps(data, indent=2, allow_nan=False) + "\n"
         replace_atomically(Path(path), lambda tmp: tmp.write_text(text))  # a full disk leaves the old fit.json
 

@@ -53,6 +53,8 @@ class CurvDualProbe(Probe):
             raise SmoothprobeError(f"iterations must be at least 1; got {iterations}")
         if restarts < 0:
             raise SmoothprobeError(f"restarts must be at least 0; got {restarts}")
+        if not 0 <= tol < 1:  # nan fails too
+            raise SmoothprobeError(f"tol must be in [0, 1) (0: run every iteration); got {tol}")
         self.iterations = iterations
         self.restarts = restarts
         self.tol = tol

@@ -15,6 +15,9 @@ from smoothprobe.probes.result import ProbeResult, ratio
 from smoothprobe.probes.vec import dot, sub
 
 
+MAX_SCALE = 1000.0
+"""Largest multiple of the rounding-optimal step: beyond it the difference measures far from x."""
+
 class CurvFDProbe(Probe):
     """dᵀHd/‖d‖² ≈ ⟨g(x + s₊) − g(x − s₋), s⟩/‖s‖², s = s₊ + s₋, without double backward.
 
@@ -36,8 +39,9 @@ class CurvFDProbe(Probe):
     panel = Panel(UPDATE_PANEL, (Line("curv_fd"),), place=3)
 
     def __init__(self, central: bool = False, scale: float = 1.0) -> None:
-        if not scale > 0:
-            raise SmoothprobeError(f"scale must be positive; got {scale}")
+        if not 0 < scale <= MAX_SCALE:  # nan fails too
+            raise SmoothprobeError(f"scale must be in (0, {MAX_SCALE:g}] (a multiple of the rounding-optimal "
+                                   f"step); got {scale}")
         self.central = central
         self.scale = scale
 

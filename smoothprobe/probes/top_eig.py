@@ -72,6 +72,8 @@ class TopEigProbe(Probe):
             raise SmoothprobeError(f"steps must be at least 2k={2 * k}; got {steps}")
         if not 0 < converged_tol < 1:
             raise SmoothprobeError(f"converged_tol must be in (0, 1); got {converged_tol}")
+        if not 0 <= tol < 1:  # nan fails too
+            raise SmoothprobeError(f"tol must be in [0, 1) (0: run every step); got {tol}")
         self.k = k
         self.steps = steps
         self.tol = tol

@@ -12,7 +12,7 @@ from smoothprobe.fit import SmoothnessFit
 from smoothprobe.report.data import build_view
 from smoothprobe.report.figures import run_colors
 from smoothprobe.report.html import render
-from smoothprobe.store import load_run, replace_atomically
+from smoothprobe.store import load_run, refuse_replacing, replace_atomically
 
 __all__ = ["default_report_path", "write_report"]
 
@@ -59,6 +59,7 @@ def write_report(
     out = Path(out) if out is not None else default_report_path(runs)
     if out.is_dir():
         raise SmoothprobeError(f"out must be a file path, not a directory: {out}")
+    refuse_replacing(out, b'content="smoothprobe"', "report")
     fits += [None] * (len(runs) - len(fits))
     colors = run_colors(len(runs))
     views = [build_view(load_run(path), label, color, fit)

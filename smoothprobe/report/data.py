@@ -249,6 +249,19 @@ def run_warnings(view: RunView) -> list[str]:
     return out
 
 
+def check_fit_is_of(fit: SmoothnessFit, run: Run, source: object) -> None:
+    """Refuse a fit that cannot have been made on `run`: its column is not one of the run's, or its steps
+    (the window it saw) lie outside the run's, so a report would show another run's verdict as this one's."""
+    steps = run.steps["step"] if "step" in run.steps.columns else pd.Series(dtype=float)
+    name = source if isinstance(source, (str, Path)) else "the fit given"
+    if fit.column not in run.steps.columns:
+        raise SmoothprobeError(f"{name} fits column {fit.column}, which run {run.path} does not have: it was "
+                               "made on another run; fit this one (smoothprobe fit RUN_DIR)")
+    if steps.empty or fit.window[0] < steps.min() or fit.window[1] > steps.max():
+        raise SmoothprobeError(f"{name} saw steps {fit.window[0]}..{fit.window[1]}, outside run {run.path}'s steps: "
+                               "it was made on another run; fit this one (smoothprobe fit RUN_DIR)")
+
+
 def build_view(run: Run, label: str, color: str, given: str | Path | SmoothnessFit | None
                ) -> RunView:
     """Resolve the fit, the K-vs-Δ points, the band and the warnings of one run (its step table
@@ -258,6 +271,7 @@ def build_view(run: Run, label: str, color: str, given: str | Path | SmoothnessF
         fit, note = auto_fit(run)
     else:
         fit = load_fit(given)
+        check_fit_is_of(fit, run, given)
         note = f"fit given ({fit.column}, f* = {fit.f_star:g}, {fit.f_star_source})"
     view = RunView(label, run, color, fit, note)
     view.points, view.points_note = scatter_points(run, fit)
