@@ -62,8 +62,10 @@ class NumberOrAuto(click.ParamType):
     name = "number|auto"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float | str:
-        if value == "auto" or isinstance(value, float):
+        if isinstance(value, float):
             return value
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -74,9 +76,17 @@ class NumberOrAuto(click.ParamType):
         return number
 
 
+def named_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An --out that names something: an empty one would mean the current folder, which no one types on purpose."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty: give the path to write", ctx, param)
+    return value
+
+
 def comma_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
-    """A comma-separated option's items (None when it is not given or empty)."""
-    return value.split(",") if value else None
+    """A comma-separated option's items (None when it is not given; an empty one gives none, which the
+    option's check refuses)."""
+    return None if value is None else [item.strip() for item in value.split(",") if item.strip()]
 
 
 def option_type(f: dataclasses.Field, how: Option) -> click.ParamType | None:
@@ -225,7 +235,7 @@ def training_options(func: Callable | None = None, *, single_run: bool = True) -
         click.option("--adaptive", is_flag=True,
                      help="Schedule the lr by eta(Delta) = Delta / K(Delta) instead of --schedule/--warmup."),
         *config_options(AdaptiveConfig),
-        click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to write."),
+        click.option("--out", callback=named_path, type=click.Path(file_okay=False), required=True, help="Run directory to write."),
         click.option("--no-progress", is_flag=True, help="Hide the progress bar."),
     ]
     if single_run:
@@ -379,7 +389,14 @@ def record(**kw) -> None:
     out, resume, overwrite, quiet = (kw.pop(k) for k in ("out", "resume", "overwrite", "no_progress"))
     config = config_from_options(kw)
     config.probes = probes
-    if not resume:
+    if resume:
+        from smoothprobe.train import stored_config
+
+        if (Path(out) / "run.json").is_file() and stored_config(out).probes is None:
+            raise SmoothprobeError(f"{out} was trained without probes (by train): record cannot add them to it; record a "
+                                   "new run, or resume it with train", params=["resume", "out"])
+    else:
+        config.validate()  # a bad setting is refused before the note on thin rows, in one line
         warn_thin_record(config)
     run_training(config, out, resume, overwrite, quiet)
 
@@ -411,7 +428,7 @@ def sweep(**kw) -> None:
 
 
 @main.command()
-@click.option("--out", type=click.Path(file_okay=False), default="smoothprobe-demo", show_default=True,
+@click.option("--out", callback=named_path, type=click.Path(file_okay=False), default="smoothprobe-demo", show_default=True,
               help="Folder for the runs, fit.json and report.html (replaced if it exists).")
 @click.option("--steps", type=click.IntRange(min=MIN_STEPS), default=300, show_default=True,
               help="Steps per run (at least the probed rows a fit's verdict needs: every 2nd step is probed).")
@@ -431,7 +448,7 @@ def demo(out, steps) -> None:
                    "else fitted on the fly].")
 @click.option("--label", "labels", multiple=True, help="Name of the i-th run (repeatable) [default: its folder].")
 @click.option("--title", default=None, help="Report title.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("--out", callback=named_path, type=click.Path(dir_okay=False), default=None,
               help="HTML file to write [default: RUN_DIR/report.html for one run; for N runs "
                    "report-N-runs.html in the folder that holds them all, else in the current folder].")
 @library_errors
@@ -492,7 +509,7 @@ def fit_option(flag: str, name: str, **how: Any) -> Callable:
 @fit_option("--seed", "seed", type=click.IntRange(0, SEED_MAX))
 @fit_option("--jobs", "n_jobs", type=click.IntRange(min=1),
             help="Processes for the bootstrap (the result does not depend on them).")
-@click.option("--out", type=click.Path(), default=None,
+@click.option("--out", callback=named_path, type=click.Path(), default=None,
               help="fit.json to write, or a folder to write it in, created if missing [default: RUN_DIR/fit.json].")
 @library_errors
 def fit(run_dir, out, **params) -> None:

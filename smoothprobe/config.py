@@ -148,6 +148,16 @@ def task_parameters(task: str) -> dict[str, inspect.Parameter] | None:
             if key not in {"model", "batch_size", "seq_len", "seed", "data", "vocab_size", "shapes", "dtype"}}
 
 
+def _family(optimizer: str) -> str | None:
+    """The optimizer's geometry family (None for an unknown optimizer, which validation names itself)."""
+    from smoothprobe.geometry import family_for_optimizer
+
+    try:
+        return family_for_optimizer(optimizer)
+    except SmoothprobeError:
+        return None
+
+
 def _token_file_problem(data: str) -> str | None:
     """Why `.bin` token data at `data` cannot be read as uint16 tokens (None when it can)."""
     path = Path(data)
@@ -287,6 +297,17 @@ class ProbeConfig:
             (isinstance(self.options, dict), f"options must be a mapping, got {self.options!r:.40}", "options"),
         ])
         build(self.probes or PRESETS[self.preset], self.options)  # each probe checks its options
+        running = [PROBES[name] for name in self.probes or PRESETS[self.preset]]
+        base = defaults(ProbeConfig)
+        names = ", ".join(probe.name for probe in running)
+        _require([
+            (self.heavy_every == base["heavy_every"] or any(probe.heavy for probe in running),
+             f"heavy_every paces the heavy probes, and none of these runs ({names}): drop it, or add one",
+             "heavy_every"),
+            ((self.hvp, self.hvp_chunks) == (base["hvp"], base["hvp_chunks"]) or any(p.needs_hvp for p in running),
+             (f"hvp and hvp_chunks set how Hessian-vector products are taken, and none of these probes takes them "
+              f"({names}): drop them, or add a probe that does"), "hvp", "hvp_chunks"),
+        ])
 
     def rows_over(self, steps: int) -> int | None:
         """Probed rows over `steps` steps at the fixed interval `every` (None under an `overhead` budget,
@@ -497,7 +518,18 @@ class TrainConfig:
             (self.task == "lm" or (self.data is None and self.vocab_size is None),
              f"data and vocab_size are the lm task's; task {self.task} builds its own data: drop them",
              "data", "vocab_size", "task"),
+            (self.vocab_size is None or self.data is not None,
+             ("vocab_size is the vocabulary of .bin token data (data); the built-in corpus has its own: drop it, or "
+              "give data"), "vocab_size", "data"),
+            (self.probes is None or self.probes.nuclear == defaults(ProbeConfig)["nuclear"]
+             or (self.probes.family or _family(self.optimizer)) == "spectral",
+             (f"nuclear sets how Muon's nuclear norms are taken (the spectral geometry); optimizer {self.optimizer} "
+              "has another geometry: drop it"), "nuclear", "optimizer"),
             (math.isfinite(self.warmup), f"warmup must be a finite number, got {self.warmup}", "warmup"),
+            (self.adaptive is None or self.adaptive.max_warmup is None or self.adaptive.max_warmup < 1
+             or self.adaptive.max_warmup <= self.steps,
+             (f"max_warmup of {self.adaptive and self.adaptive.max_warmup} steps is longer than the run's {self.steps} "
+              "steps, so it bounds nothing: give fewer steps, or a fraction of the run below 1"), "max_warmup"),
             (self.warmup < 1 or self.warmup <= self.steps,
              (f"warmup of {self.warmup:g} steps is longer than the run's {self.steps} steps, so the LR would never "
               "decay: give fewer steps, or a fraction of the run below 1"), "warmup"),
@@ -524,6 +556,7 @@ class TrainConfig:
             pilot = self.adaptive.pilot_steps(self.steps)
             fix = (f"give steps {math.ceil(MIN_PILOT / self.adaptive.pilot)} or more for pilot {self.adaptive.pilot:g}, "
                    f"or pilot {MIN_PILOT} (steps)" if pilot < MIN_PILOT and self.adaptive.pilot < 1
+                   else f"give more than {MIN_PILOT} steps" if self.steps <= MIN_PILOT
                    else f"give pilot between {MIN_PILOT} and {self.steps - 1} steps, or more steps")
             message = (f"pilot must be at least {MIN_PILOT} steps and leave steps for the fitted schedule: "
                        f"{pilot} of {self.steps} steps; {fix}")

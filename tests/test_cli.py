@@ -309,3 +309,36 @@ def test_fit_and_report_never_overwrite_what_they_did_not_write(tmp_path):
                          (["report", str(tmp_path / "r")], "r.html")):
         for _ in range(2):  # the second time replaces the first's own output
             assert invoke(*command, "--out", str(tmp_path / out)).exit_code == 0
+
+
+def test_outputs_inside_a_run_empty_outputs_and_empty_probe_lists_are_refused(tmp_path):
+    """From a fuzz review: each was accepted and did something other than asked (a run nested in a run, a sweep
+    written into one, the current folder for an empty --out, the standard preset for --probes "")."""
+    record_quadratic(tmp_path / "r", "--steps", "40")
+    quick = ["--task", "quadratic", "--steps", "5", "--no-progress"]
+    for args, message in [
+        (["train", *quick, "--out", str(tmp_path / "r" / "sub")], "lies inside run directory"),
+        (["sweep", *quick, "--seeds", "1", "--warmups", "0", "--out", str(tmp_path / "r")], "lies inside run directory"),
+        (["train", *quick, "--out", ""], "--out': is empty"),
+        (["demo", "--out", " "], "--out': is empty"),
+        (["fit", str(tmp_path / "r"), "--out", ""], "--out': is empty"),
+        (["record", *quick, "--probes", "", "--out", str(tmp_path / "p")], "probes must name at least one probe"),
+    ]:
+        result = invoke(*args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+    assert not (tmp_path / "r" / "sub").exists() and not (tmp_path / "r" / "summary.csv").exists()
+
+
+def test_record_does_not_resume_a_run_trained_without_probes(tmp_path):
+    result = invoke("train", "--task", "quadratic", "--steps", "5", "--no-progress", "--out", str(tmp_path / "t"))
+    assert result.exit_code == 0, result.output
+    result = invoke("record", "--task", "quadratic", "--steps", "10", "--no-progress", "--out", str(tmp_path / "t"),
+                    "--resume")
+    assert result.exit_code == 2 and "was trained without probes (by train)" in result.output, result.output
+
+
+@pytest.mark.parametrize("word", ["AUTO", "Auto", " auto"])
+def test_auto_is_read_in_any_case(tmp_path, word):
+    record_quadratic(tmp_path / "r", "--steps", "40")
+    result = invoke("fit", str(tmp_path / "r"), "--bootstrap", "0", "--rho", word)
+    assert result.exit_code == 0, result.output

@@ -164,6 +164,13 @@ def test_the_step_test_flag_reaches_the_config_and_is_refused_where_it_would_do_
     ({"warmup_shape": "cosine", "adaptive": {"pilot": 50}}, "schedule and warmup_shape shape the baseline"),
     ({"task": "quadratic", "batch_size": 4}, "model, batch_size and seq_len set the token tasks'"),
     ({"task": "quadratic", "model": "small"}, "task quadratic has neither"),
+    ({"task": "lm", "vocab_size": 100}, "vocab_size is the vocabulary of .bin token data"),
+    ({"optimizer": "adamw", "probes": {"nuclear": "exact"}}, "nuclear sets how Muon's nuclear norms are taken"),
+    ({"probes": {"preset": "cheap", "heavy_every": 5}}, r"heavy_every paces the heavy probes, and none of these runs \(norms\)"),
+    ({"probes": {"preset": "cheap", "hvp": "fd"}}, "hvp and hvp_chunks set how Hessian-vector products are taken"),
+    ({"probes": {"probes": ("secant",), "hvp_chunks": 4}}, "none of these probes takes them \\(secant\\)"),
+    ({"steps": 5, "adaptive": {"max_warmup": 100}}, "max_warmup of 100 steps is longer than the run's 5 steps"),
+    ({"steps": 40, "adaptive": {"pilot": 50}}, "50 of 40 steps; give more than 50 steps"),
 ])
 def test_options_that_would_do_nothing_are_refused(options, message):
     """Each of these was accepted and then had no effect (the LR never decayed, the warm-up or the data was

@@ -254,6 +254,7 @@ def test_fit_run_takes_f_star_from_the_task():
     (lambda s: s, {"window": (50, 10)}, "window 50:10 is empty: its start must be below its end"),
     (lambda s: s, {"f_star": 100.0}, "f\\* = 100 is not below the losses .* give an f\\* below them"),
     (lambda s: s.assign(curv_fd=1.0), {"column": "nope"}, "unknown column"),
+    (lambda s: s, {"column": "step"}, "column 'step' is not a curvature a probe measures; the fit takes one of"),
     (lambda s: s, {"rho": 0.5}, "rho must be"),
     (lambda s: s, {"quantile": 1.5}, "quantile must be"),
     (lambda s: s, {"f_star": "guess"}, "f_star must be"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -127,7 +128,8 @@ def bootstrap_envelope(
     Resample i is drawn from seed (seed, i), so the result does not depend on `n_jobs`.
     """
     seeds = [(seed, i) for i in range(resamples)]
-    if n_jobs <= 1 or resamples < 2 * PILOT_RESAMPLES:
+    n_jobs = min(n_jobs, os.cpu_count() or 1, resamples // PILOT_RESAMPLES)  # each process needs its pilot fits
+    if n_jobs <= 1:
         return design.constants(_refit(design, beta, tau, block, seeds))
     chunks = [seeds[j::n_jobs] for j in range(n_jobs)]
     with ProcessPoolExecutor(n_jobs) as pool:

@@ -95,6 +95,10 @@ def fit_data(
             raise SmoothprobeError(f"unknown column {name!r}; the run has {list(steps.columns)}")
         if steps[name].isna().all():
             raise SmoothprobeError(f"column {name!r} is all NaN in this run")
+    if column not in k_columns():
+        raise SmoothprobeError(f"column {column!r} is not a curvature a probe measures; the fit takes one of "
+                               f"{', '.join(c for c in k_columns() if c in steps.columns)} (a probe's k_columns)",
+                               params=["column"])
     rows = window_rows(steps, window)
     k = rows[column].to_numpy(dtype=float)
     delta = rows[delta_from].to_numpy(dtype=float) - f_star

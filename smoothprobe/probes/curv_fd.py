@@ -14,7 +14,6 @@ from smoothprobe.probes.oracle import GradOracle
 from smoothprobe.probes.result import ProbeResult, ratio
 from smoothprobe.probes.vec import dot, sub
 
-
 MAX_SCALE = 1000.0
 """Largest multiple of the rounding-optimal step: beyond it the difference measures far from x."""
 
