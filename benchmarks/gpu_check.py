@@ -216,7 +216,8 @@ def preset_costs(s: Settings, optimizer: str, data: Path, root: Path, clock: Clo
                  preset: str) -> tuple[list[str], list[dict], list[PeakMemory]]:
     """A fresh trainer probing every step with `preset`: the probes in the order they run, and the
     measured steps' rows and peak memory inside the Recorder's after_step."""
-    probes = {"preset": preset, "every": 1, "heavy_every": s.heavy_every,
+    paced = any(PROBES[name].heavy for name in PRESETS[preset])  # heavy_every is refused where it paces nothing
+    probes = {"preset": preset, "every": 1, **({"heavy_every": s.heavy_every} if paced else {}),
               "options": {k: v for k, v in s.probe_options.items() if k in PRESETS[preset]}}
     trainer = make_trainer(s, optimizer, data, root / preset, probes)
     recorder = trainer.recorder
