@@ -297,10 +297,11 @@ def test_fit_and_report_never_overwrite_what_they_did_not_write(tmp_path):
     rows = (tmp_path / "other" / "steps.jsonl").read_bytes()
     script = tmp_path / "t.sh"
     script.write_text("#!/bin/sh\necho hi\n")
-    for command in (["fit", str(tmp_path / "r"), "--bootstrap", "0"], ["report", str(tmp_path / "r")]):
-        for target in (tmp_path / "other" / "steps.jsonl", script):
+    for command, inside in ((["fit", str(tmp_path / "r"), "--bootstrap", "0"], "is another run's folder"),
+                            (["report", str(tmp_path / "r")], "exists and is not a report")):
+        for target, message in ((tmp_path / "other" / "steps.jsonl", inside), (script, "exists and is not a")):
             result = invoke(*command, "--out", str(target))
-            assert result.exit_code == 2 and "exists and is not a" in result.output, result.output
+            assert result.exit_code == 2 and message in result.output, result.output
     result = invoke("fit", str(tmp_path / "r"), "--bootstrap", "0", "--out", str(tmp_path / "other"))
     assert result.exit_code == 2 and "is another run's folder" in result.output, result.output
     assert (tmp_path / "other" / "steps.jsonl").read_bytes() == rows and script.read_text().startswith("#!")
