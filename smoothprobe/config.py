@@ -360,9 +360,9 @@ class AdaptiveConfig:
     pilot: float | None = option(None, "Adaptive closed loop: record probes for this fraction (below 1) or number of "
                                        "steps under the practical schedule, fit K(Delta), and let the fit drive the "
                                        "rest.", low=0, low_open=True)
-    f_star: float | str | None = option(None, "Adaptive without --fit: f* as a number, or 'auto' (re-estimated from the "
-                                              "loss curve during training).", kind="number_or_auto",
-                                        default_text="the task's exact f*")
+    f_star: float | str | None = option(None, "Adaptive: f* as a number (with --fit, in place of the fit's), or 'auto' "
+                                              "(re-estimated from the loss curve during training; not with --fit).",
+                                        kind="number_or_auto", default_text="the task's exact f*, or the fit's")
     div: float = option(10.0, "Adaptive: the first step runs at lr/div.", low=1, low_open=True)
     delta_peak: float | None = option(None, "Adaptive: gap Delta' where the lr peaks.", low=0, low_open=True,
                                       default_text="chosen from the geometry")
