@@ -158,6 +158,25 @@ def _family(optimizer: str) -> str | None:
         return None
 
 
+def _fit_source_problem(config: TrainConfig) -> str | None:
+    """Why the fit given to `config` (`adaptive.fit`) was measured on another setup: another task (another
+    loss) or another geometry family (K in another norm); None when it names none, or the same."""
+    from smoothprobe.fit.schema import read_fit_json
+
+    content = read_fit_json(config.adaptive.fit)
+    origin = content.get("source") if isinstance(content, dict) else None
+    if not isinstance(origin, dict):
+        return None
+    family = (config.probes.family if config.probes is not None else None) or _family(config.optimizer)
+    differ = [f"{key} {origin[key]} (this run: {value})" for key, value in (("task", config.task), ("family", family))
+              if isinstance(origin.get(key), str) and value is not None and origin[key] != value]
+    if not differ:
+        return None
+    return (f"fit {config.adaptive.fit} was measured on another setup, {', '.join(differ)}: its K is of another "
+            "loss or in another norm. Fit a run of this setup (record, then fit), or delete the fit's 'source' "
+            "entry to drive this run with it anyway")
+
+
 def _token_file_problem(data: str) -> str | None:
     """Why `.bin` token data at `data` cannot be read as uint16 tokens (None when it can)."""
     path = Path(data)
@@ -546,6 +565,8 @@ class TrainConfig:
         if unknown:
             raise SmoothprobeError(f"task {self.task} does not take option(s) {', '.join(unknown)}"
                                    f"{'; it takes ' + ', '.join(sorted(known)) if known else ''}")
+        if self.adaptive is not None and self.adaptive.fit is not None and (problem := _fit_source_problem(self)):
+            raise SmoothprobeError(problem, params=["fit"])
         if self.adaptive is not None and self.adaptive.fit is None and 1 / self.adaptive.div < self.min_lr_ratio:
             raise SmoothprobeError(
                 f"div: the first step would run at lr/div = lr/{self.adaptive.div:g}, below the floor "

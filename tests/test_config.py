@@ -4,6 +4,7 @@ and the two refit intervals are distinct and reachable from the CLI."""
 import dataclasses
 import importlib
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -188,3 +189,23 @@ def test_record_refuses_a_pilot_its_probes_cannot_feed(tmp_path):
     with pytest.raises(SmoothprobeError, match=r"secant probe on 50 steps of its 50-step window, and the probes give it 5 \(every 10 steps\)"):
         build(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_fit_drives_only_the_setup_it_was_measured_on(tmp_path):
+    """fit.json keeps the recorded run's task, optimizer and geometry family (`source`); a run of another task
+    (another loss) or another family (K in another norm) refuses it, naming both; the same family passes."""
+    from smoothprobe import fit_run, load_run, train
+    from smoothprobe.fit.result import SmoothnessFit
+
+    run = train(TrainConfig(task="quadratic", optimizer="normsgd", lr=0.05, steps=60, probes={"every": 1}),
+                tmp_path / "r", progress=False)
+    fit = fit_run(load_run(run), bootstrap=0)
+    assert fit.source == {"task": "quadratic", "optimizer": "normsgd", "family": "frobenius"}
+    fit.to_json(tmp_path / "fit.json")
+    assert SmoothnessFit.from_json(tmp_path / "fit.json").source == fit.source
+    given = {"fit": str(tmp_path / "fit.json"), "allow_unsupported": True}
+    TrainConfig(task="quadratic", optimizer="normsgd", steps=60, adaptive=given).validate()
+    for setup, differ in [({"task": "quadratic", "optimizer": "lion"}, "family frobenius (this run: sign)"),
+                          ({"task": "markov", "optimizer": "normsgd"}, "task quadratic (this run: markov)")]:
+        with pytest.raises(SmoothprobeError, match=re.escape(differ)):
+            TrainConfig(**setup, steps=60, adaptive=given).validate()

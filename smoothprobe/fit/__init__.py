@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pandas as pd
@@ -105,5 +106,15 @@ def fit_run(
         if given.auto:
             warnings.warn("f* is unknown for this run (no built-in task knows it): estimating it from the "
                           "loss curve (f_star='auto'); pass a number to fix it", UserWarning, stacklevel=2)
-    return fit_frame(run.steps, f_star=given, column=column, rho=rho, window=window,
-                     quantile=quantile, bootstrap=bootstrap, seed=seed, delta_from=delta_from, n_jobs=n_jobs)
+    fit = fit_frame(run.steps, f_star=given, column=column, rho=rho, window=window,
+                    quantile=quantile, bootstrap=bootstrap, seed=seed, delta_from=delta_from, n_jobs=n_jobs)
+    return dataclasses.replace(fit, source=run_source(getattr(run, "info", None) or {}))
+
+
+def run_source(info: dict) -> dict | None:
+    """What a fit's rows were measured on, from run.json: the task, the optimizer and the geometry family of
+    its probes (None when the run records none of them, e.g. a Recorder without a task)."""
+    found = {"task": (info.get("task") or {}).get("name"), "optimizer": (info.get("optimizer") or {}).get("name"),
+             "family": (info.get("probes") or {}).get("family")}
+    found = {key: value for key, value in found.items() if isinstance(value, str)}
+    return found or None

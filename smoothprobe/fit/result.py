@@ -125,6 +125,9 @@ class SmoothnessFit:
     bootstrap: dict = field(default_factory=dict)
     rho_profile: dict[float, float] | None = None
     f_star_fit: dict | None = None
+    source: dict | None = None
+    """The recorded run's task, optimizer and geometry family (`fit_run`; None for a fit of a table): a
+    schedule on another setup would read K measured in another norm, on another loss."""
 
     @property
     def delta_range(self) -> tuple[float, float]:
@@ -231,7 +234,7 @@ class SmoothnessFit:
             intervals={k: (_num(v[0]), _num(v[1])) for k, v in d["intervals"].items()},
             level=float(d["level"]), bootstrap=d["bootstrap"],
             rho_profile=None if profile is None else {float(r): _num(v) for r, v in profile},
-            f_star_fit=d.get("f_star_fit"),
+            f_star_fit=d.get("f_star_fit"), source=d.get("source"),
         )
 
     @classmethod

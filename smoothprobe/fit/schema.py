@@ -178,6 +178,9 @@ def check_fit(data: Any, source: str = "fit.json") -> None:
                     _number(value, source, f"{section}[{i}].{key}", null=True, tiny=0.0)
     for key, value in data["least_squares"].items():
         _number(value, source, f"least_squares.{key}", null=True, tiny=0.0)
+    origin = data.get("source")
+    if origin is not None and not (isinstance(origin, dict) and all(isinstance(v, str) for v in origin.values())):
+        _fail(source, "source", "an object of strings (task, optimizer, family) or null", origin)
     for key, pair in data["intervals"].items():
         if not isinstance(pair, list) or len(pair) != 2:
             _fail(source, f"intervals.{key}", "a list [low, high]", pair)
