@@ -32,7 +32,7 @@ from smoothprobe.demo import MIN_STEPS
 from smoothprobe.errors import SmoothprobeError, Terminated, one_line
 from smoothprobe.fit.data import LOSS_COLUMNS
 from smoothprobe.fit.pipeline import MAX_BOOTSTRAP
-from smoothprobe.store import OWN_FILES, disk_full
+from smoothprobe.store import OWN_FILES, disk_full, refuse_replacing
 
 
 class UsageFailure(click.ClickException):
@@ -448,8 +448,8 @@ def demo(out, steps) -> None:
                    "else fitted on the fly].")
 @click.option("--label", "labels", multiple=True, help="Name of the i-th run (repeatable) [default: its folder].")
 @click.option("--title", default=None, help="Report title.")
-@click.option("--out", callback=named_path, type=click.Path(dir_okay=False), default=None,
-              help="HTML file to write [default: RUN_DIR/report.html for one run; for N runs "
+@click.option("--out", callback=named_path, type=click.Path(), default=None,
+              help="HTML file to write, or a folder to write report.html in [default: RUN_DIR/report.html for one run; for N runs "
                    "report-N-runs.html in the folder that holds them all, else in the current folder].")
 @library_errors
 def report(run_dirs, fits, labels, title, out) -> None:
@@ -463,6 +463,8 @@ def report(run_dirs, fits, labels, title, out) -> None:
         fits[i] if i < len(fits) else (str(Path(d) / "fit.json") if (Path(d) / "fit.json").is_file() else None)
         for i, d in enumerate(run_dirs)
     ]
+    if out and (out.endswith(("/", "\\")) or Path(out).is_dir()):  # a folder: its report.html, as fit --out does
+        out = str(Path(out) / "report.html")
     path = write_report(list(run_dirs), out, fits=chosen, title=title, labels=list(labels) or None)
     click.echo(f"report written to {path}")
 
@@ -523,6 +525,7 @@ def fit(run_dir, out, **params) -> None:
     if (path.parent / "run.json").is_file() and path.parent.resolve() != Path(run_dir).resolve():
         raise click.BadParameter(f"{path.parent} is another run's folder: its fit.json would be read as that run's "
                                  "fit; give a path outside it", param_hint="--out")
+    refuse_replacing(path, b'"constants"', "fit.json")  # before the fit's work, not after it
     run = load_run(run_dir)
     for warning in run.warnings:
         click.echo(f"warning: {warning}", err=True)

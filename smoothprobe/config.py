@@ -177,11 +177,15 @@ def _fit_source_problem(config: TrainConfig) -> str | None:
             "entry to drive this run with it anyway")
 
 
+def _token_files(data: str) -> list[Path]:
+    """The `.bin` token files `data` names (itself, or those in its folder); none for text data."""
+    path = Path(data)
+    return [path] if path.suffix == ".bin" else sorted(path.glob("*.bin")) if path.is_dir() else []
+
+
 def _token_file_problem(data: str) -> str | None:
     """Why `.bin` token data at `data` cannot be read as uint16 tokens (None when it can)."""
-    path = Path(data)
-    bins = [path] if path.suffix == ".bin" else sorted(path.glob("*.bin")) if path.is_dir() else []
-    for item in bins:
+    for item in _token_files(data):
         try:
             size = item.stat().st_size
         except OSError as exc:
@@ -537,9 +541,9 @@ class TrainConfig:
             (self.task == "lm" or (self.data is None and self.vocab_size is None),
              f"data and vocab_size are the lm task's; task {self.task} builds its own data: drop them",
              "data", "vocab_size", "task"),
-            (self.vocab_size is None or self.data is not None,
-             ("vocab_size is the vocabulary of .bin token data (data); the built-in corpus has its own: drop it, or "
-              "give data"), "vocab_size", "data"),
+            (self.vocab_size is None or (self.data is not None and _token_files(self.data)),
+             ("vocab_size is the vocabulary of .bin token data (data); text and the built-in corpus have their own: "
+              "drop it, or give .bin data"), "vocab_size", "data"),
             (self.probes is None or self.probes.nuclear == defaults(ProbeConfig)["nuclear"]
              or (self.probes.family or _family(self.optimizer)) == "spectral",
              (f"nuclear sets how Muon's nuclear norms are taken (the spectral geometry); optimizer {self.optimizer} "

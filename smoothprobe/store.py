@@ -265,7 +265,8 @@ class RunStore:
         store = cls(path, {"schema_version": SCHEMA_VERSION, **info}, writer=writer)
         if not writer:
             return store
-        holder = next((folder for folder in path.absolute().parents if (folder / "run.json").is_file()), None)
+        holder = next((folder for folder in Path(os.path.abspath(path)).parents  # ".." collapsed, symlinks kept
+                       if (folder / "run.json").is_file()), None)
         if holder is not None:
             raise SmoothprobeError(f"{path} lies inside run directory {holder}: a run directory holds one run; choose "
                                    "an out outside it", params=["out"])

@@ -4,6 +4,7 @@ import dataclasses
 import importlib
 import inspect
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -153,6 +154,15 @@ def test_fit_creates_a_missing_out_folder_as_report_does(tmp_path, out, written)
     result = invoke("fit", str(tmp_path / "r"), "--bootstrap", "0", "--out", f"{tmp_path}/{out}")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / written).read_text())["constants"]["rho"] == 2.0
+
+
+def test_report_out_naming_a_folder_writes_report_html_in_it(tmp_path):
+    record_quadratic(tmp_path / "r", "--steps", "40")
+    (tmp_path / "old").mkdir()
+    for out in (f"{tmp_path}/new/", str(tmp_path / "old")):
+        result = invoke("report", str(tmp_path / "r"), "--out", out)
+        assert result.exit_code == 0, result.output
+        assert (Path(out) / "report.html").read_text().startswith("<!DOCTYPE html>")
 
 
 def test_fit_prints_load_warnings_and_overwrite_clears_the_stale_fit(tmp_path):
@@ -328,6 +338,8 @@ def test_outputs_inside_a_run_empty_outputs_and_empty_probe_lists_are_refused(tm
         result = invoke(*args)
         assert result.exit_code == 2 and message in result.output, (args, result.output)
     assert not (tmp_path / "r" / "sub").exists() and not (tmp_path / "r" / "summary.csv").exists()
+    sibling = tmp_path / "r" / ".." / "sibling"  # a path that passes through a run is not inside it
+    assert invoke("train", *quick, "--out", str(sibling)).exit_code == 0 and (tmp_path / "sibling" / "run.json").exists()
 
 
 def test_record_does_not_resume_a_run_trained_without_probes(tmp_path):

@@ -5,6 +5,7 @@ import dataclasses
 import importlib
 import json
 import re
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -166,6 +167,7 @@ def test_the_step_test_flag_reaches_the_config_and_is_refused_where_it_would_do_
     ({"task": "quadratic", "batch_size": 4}, "model, batch_size and seq_len set the token tasks'"),
     ({"task": "quadratic", "model": "small"}, "task quadratic has neither"),
     ({"task": "lm", "vocab_size": 100}, "vocab_size is the vocabulary of .bin token data"),
+    ({"task": "lm", "vocab_size": 100, "data": str(Path(__file__).parents[1] / "README.md")}, "text and the built-in corpus have their own"),
     ({"optimizer": "adamw", "probes": {"nuclear": "exact"}}, "nuclear sets how Muon's nuclear norms are taken"),
     ({"probes": {"preset": "cheap", "heavy_every": 5}}, r"heavy_every paces the heavy probes, and none of these runs \(norms\)"),
     ({"probes": {"preset": "cheap", "hvp": "fd"}}, "hvp and hvp_chunks set how Hessian-vector products are taken"),

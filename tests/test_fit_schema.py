@@ -28,7 +28,6 @@ BAD = [
     (lambda d: {**d, "eta_max": "big"}, "field 'eta_max' must be a finite number"),
     (lambda d: {**d, "delta_range": "0.01,3"}, "field 'delta_range' must be a list"),
     (lambda d: {**d, "delta_range": [0.01, None]}, "field 'delta_range[1]'"),
-    (lambda d: {**d, "schema_version": 99}, "field 'schema_version' must be 2 (or absent"),
 ]
 
 
@@ -43,6 +42,14 @@ def test_schedule_refuses_bad_fit_files_in_one_line(tmp_path, corrupt, message):
     with pytest.raises(SmoothprobeError, match=f"{path}: field|{path} must") as info:
         AdaptiveWarmup.from_fit(optimizer(), str(path), total_steps=10)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_schedule_refuses_an_unknown_schema_version_and_takes_constants_without_one(tmp_path):
+    path = tmp_path / "fit.json"
+    path.write_text(json.dumps({**SCHEDULE_FIT, "schema_version": 99}))
+    with pytest.raises(SmoothprobeError, match=f"{path}: field 'schema_version' must be 2 \\(or absent"):
+        AdaptiveWarmup.from_fit(optimizer(), str(path), total_steps=10)
+    AdaptiveWarmup.from_fit(optimizer(), {**SCHEDULE_FIT, "schema_version": 1}, total_steps=10)  # upgraded
 
 
 def test_good_schedule_fit_still_loads():

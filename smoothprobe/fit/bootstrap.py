@@ -128,7 +128,7 @@ def bootstrap_envelope(
     Resample i is drawn from seed (seed, i), so the result does not depend on `n_jobs`.
     """
     seeds = [(seed, i) for i in range(resamples)]
-    n_jobs = min(n_jobs, os.cpu_count() or 1, resamples // PILOT_RESAMPLES)  # each process needs its pilot fits
+    n_jobs = min(n_jobs, len(os.sched_getaffinity(0)), resamples // PILOT_RESAMPLES)  # each needs its pilot fits
     if n_jobs <= 1:
         return design.constants(_refit(design, beta, tau, block, seeds))
     chunks = [seeds[j::n_jobs] for j in range(n_jobs)]

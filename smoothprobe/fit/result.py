@@ -253,12 +253,12 @@ class SmoothnessFit:
         schedule's keys), refused in one line naming the field."""
         if isinstance(source, SmoothnessFit):
             return source.to_dict()
-        if isinstance(source, Mapping):
-            source = upgrade_fit(dict(source))
-            check_schedule_fit(source, "fit")
-            return source
-        data = read_fit_json(str(source))
-        check_schedule_fit(data, str(source))
+        name = "fit" if isinstance(source, Mapping) else str(source)
+        data = upgrade_fit(dict(source)) if isinstance(source, Mapping) else read_fit_json(name)
+        check_schedule_fit(data, name)
+        if "schema_version" in data and data["schema_version"] != SCHEMA_VERSION:  # version 1 was upgraded above
+            raise SmoothprobeError(f"{name}: field 'schema_version' must be {SCHEMA_VERSION} (or absent, for constants "
+                                   f"written by hand); got {data['schema_version']!r:.40}")
         return data
 
     def summary_table(self) -> str:

@@ -120,9 +120,6 @@ def check_schedule_fit(data: Any, source: str = "fit.json") -> None:
     and `delta_range`."""
     if not isinstance(data, dict):
         raise SmoothprobeError(f"{source} must hold a JSON object; got {type(data).__name__}")
-    if "schema_version" in data and data["schema_version"] != SCHEMA_VERSION:  # version 1 was upgraded on reading
-        _fail(source, "schema_version", f"{SCHEMA_VERSION} (or absent, for constants written by hand)",
-              data["schema_version"])
     constants = data.get("constants")
     if not isinstance(constants, dict):
         _fail(source, "constants", "an object with rho, K0, K1 and K_rho", constants)
