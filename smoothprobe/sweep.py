@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from smoothprobe.config import SEED_MAX, defaults
 from smoothprobe.errors import RunInUse, SmoothprobeError
+from smoothprobe.schedule.baseline import warmup_steps
 from smoothprobe.store import load_run, lock_holder, replace_atomically, wait_for_writer
 from smoothprobe.train import Diverged, TrainConfig, stored_config, train
 
@@ -49,6 +50,12 @@ def sweep(base: TrainConfig, out: str | Path, warmups: list[float], seeds: int,
         twice = sorted({label for label in labels if labels.count(label) > 1})
         raise SmoothprobeError(f"warm-ups must differ: {', '.join(twice)} given more than once (each would count "
                                "its seeds twice)", params=["warmups"])
+    lengths = {w: warmup_steps(w, base.steps) for w in warmups if w >= 0}
+    same = {n: [w for w, m in lengths.items() if m == n] for n in set(lengths.values())}
+    if clash := next((ws for ws in same.values() if len(ws) > 1), None):
+        raise SmoothprobeError(f"warm-ups must differ: {' and '.join(f'{w:g}' for w in clash)} give the same "
+                               f"{lengths[clash[0]]} steps of the run's {base.steps} (each would be trained again)",
+                               params=["warmups"])
     out = Path(out)
     plan = [(w, s) for w in warmups for s in range(seeds)]
     if adaptive is not None:

@@ -57,6 +57,8 @@ def test_a_warm_up_given_twice_or_an_arm_that_cannot_run_is_refused_before_any_t
     base = TrainConfig(task="quadratic", steps=20)
     with pytest.raises(SmoothprobeError, match="warm-ups must differ: warmup-0 given more than once"):
         sweep(base, tmp_path / "a", [0.0, 0.0], seeds=2, progress=False)
+    with pytest.raises(SmoothprobeError, match="warm-ups must differ: 0.1 and 2 give the same 2 steps of the run's 20"):
+        sweep(base, tmp_path / "a", [0.0, 0.1, 2.0], seeds=1, progress=False)  # 10 % of 20 steps is 2 steps
     with pytest.raises(SmoothprobeError, match="pilot must be at least"):
         sweep(base, tmp_path / "b", [0.0], seeds=1, adaptive={"pilot": 0.5}, progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
