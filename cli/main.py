@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import os
 import signal
 import warnings
 from collections.abc import Callable, Iterator
@@ -522,7 +523,7 @@ def fit(run_dir, out, **params) -> None:
     path = Path(out) if out else Path(run_dir) / "fit.json"
     if out and (out.endswith(("/", "\\")) or path.is_dir()):  # a folder: its fit.json
         path = path / "fit.json"
-    if (path.parent / "run.json").is_file() and path.parent.resolve() != Path(run_dir).resolve():
+    if (path.parent / "run.json").is_file() and os.path.realpath(path.parent) != os.path.realpath(run_dir):
         raise click.BadParameter(f"{path.parent} is another run's folder: its fit.json would be read as that run's "
                                  "fit; give a path outside it", param_hint="--out")
     refuse_replacing(path, b'"constants"', "fit.json")  # before the fit's work, not after it

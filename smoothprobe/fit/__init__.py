@@ -114,7 +114,10 @@ def fit_run(
 def run_source(info: dict) -> dict | None:
     """What a fit's rows were measured on, from run.json: the task, the optimizer and the geometry family of
     its probes (None when the run records none of them, e.g. a Recorder without a task)."""
-    found = {"task": (info.get("task") or {}).get("name"), "optimizer": (info.get("optimizer") or {}).get("name"),
-             "family": (info.get("probes") or {}).get("family")}
+    def entry(section: str, key: str) -> object:
+        part = info.get(section)
+        return part.get(key) if isinstance(part, dict) else None
+
+    found = {"task": entry("task", "name"), "optimizer": entry("optimizer", "name"), "family": entry("probes", "family")}
     found = {key: value for key, value in found.items() if isinstance(value, str)}
     return found or None
