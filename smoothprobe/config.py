@@ -37,6 +37,8 @@ COOLDOWN = 0.2
 LR_MAX = 1e6
 """Largest peak learning rate accepted (larger ones overflow the schedules' arithmetic)."""
 SEED_MAX = 2**32 - 1
+STEPS_MAX = 10**9
+"""Most training steps accepted: far beyond any run, short of a mistyped count that would start and never end."""
 TOKEN_BYTES = 2
 """Bytes per token of `.bin` token data (uint16, nanoGPT's format)."""
 NUCLEAR = ("estimate", "exact")
@@ -473,7 +475,7 @@ class TrainConfig:
     model: str = option("tiny", "LLaMA preset for the markov and lm tasks.", choices=_names("smoothprobe.model", "PRESETS"))
     optimizer: str = option("adamw", choices=_names("smoothprobe.optim", "OPTIMIZERS"))
     lr: float | None = option(None, "Peak learning rate.", low=0, low_open=True, default_text="per optimizer")
-    steps: int = option(200, low=1)
+    steps: int = option(200, "Training steps.", low=1, high=STEPS_MAX)
     batch_size: int = option(16, low=1)
     seq_len: int = option(64, low=2)
     accum: int = option(1, "Gradient-accumulation micro-batches per step.", low=1)

@@ -174,6 +174,7 @@ def test_the_step_test_flag_reaches_the_config_and_is_refused_where_it_would_do_
     ({"probes": {"probes": ("secant",), "hvp_chunks": 4}}, "none of these probes takes them \\(secant\\)"),
     ({"steps": 5, "adaptive": {"max_warmup": 100}}, "max_warmup of 100 steps is longer than the run's 5 steps"),
     ({"steps": 40, "adaptive": {"pilot": 50}}, "50 of 40 steps; give more than 50 steps"),
+    ({"steps": 10**23}, re.escape("steps must be an integer in [1, 1000000000]")),  # a mistyped count
 ])
 def test_options_that_would_do_nothing_are_refused(options, message):
     """Each of these was accepted and then had no effect (the LR never decayed, the warm-up or the data was
