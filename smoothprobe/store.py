@@ -563,6 +563,11 @@ def load_run(path: str | Path) -> Run:
             frames[table] = frame[~repeated].sort_values("step", kind="stable").reset_index(drop=True)
             warnings.append(f"{table}.jsonl repeats step(s) {', '.join(map(str, steps[:5]))}"
                             f"{' ...' if len(steps) > 5 else ''} ({int(repeated.sum())} rows): kept the last row of each")
+    planned = (info.get("config") or {}).get("steps")
+    beyond = frames["steps"].step > planned - 1 if isinstance(planned, int) and not frames["steps"].empty else None
+    if beyond is not None and beyond.any():
+        warnings.append(f"steps.jsonl holds {int(beyond.sum())} row(s) past the run's {planned} steps (from step "
+                        f"{int(frames['steps'].step[beyond].min())}): rows of another run may be mixed in")
     if info.get("status") == "running":
         warnings.append("run.json says the run is still running (or was killed): data may stop early")
     return Run(path, info, frames["steps"], frames["evals"], frames["tensors"], warnings)

@@ -299,3 +299,18 @@ def test_left_overs_of_a_killed_creation_do_not_block_a_new_run_and_bad_paths_ar
     for path in (tmp_path / "loop", tmp_path / "loop" / "sub", tmp_path / ("x" * 300)):
         with pytest.raises(SmoothprobeError, match="cannot"):
             RunStore.create(path, {"config": {}})
+
+
+def test_rows_past_the_planned_steps_are_flagged(tmp_path):
+    """Rows numbered beyond the run's `config.steps` (say, another run's rows appended) load with one warning;
+    a run whose rows stay within its steps has none."""
+    store = RunStore.create(tmp_path / "run", {"config": {"steps": 5}})
+    for step in range(5):
+        store.append("steps", {"step": step, "loss": 1.0})
+    store.flush()
+    assert load_run(tmp_path / "run").warnings == []
+    for step in range(1000, 1003):
+        store.append("steps", {"step": step, "loss": 1.0})
+    store.flush()
+    [warning] = load_run(tmp_path / "run").warnings
+    assert "3 row(s) past the run's 5 steps (from step 1000)" in warning
