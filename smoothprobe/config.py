@@ -321,8 +321,9 @@ class ProbeConfig:
              f"hvp_chunks must be an integer >= 1, got {self.hvp_chunks!r}", "hvp_chunks"),
             (isinstance(self.options, dict), f"options must be a mapping, got {self.options!r:.40}", "options"),
         ])
-        build(self.probes or PRESETS[self.preset], self.options)  # each probe checks its options
-        running = [PROBES[name] for name in self.probes or PRESETS[self.preset]]
+        selected = self.probes or PRESETS[self.preset]
+        build(selected, self.options)  # each probe checks its options
+        running = [PROBES[name] for name in selected]
         base = defaults(ProbeConfig)
         names = ", ".join(probe.name for probe in running)
         _require([

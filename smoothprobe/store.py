@@ -564,7 +564,7 @@ def load_run(path: str | Path) -> Run:
             warnings.append(f"{table}.jsonl repeats step(s) {', '.join(map(str, steps[:5]))}"
                             f"{' ...' if len(steps) > 5 else ''} ({int(repeated.sum())} rows): kept the last row of each")
     planned = (info.get("config") or {}).get("steps")
-    beyond = frames["steps"].step > planned - 1 if isinstance(planned, int) and not frames["steps"].empty else None
+    beyond = frames["steps"].step >= planned if isinstance(planned, int) and not frames["steps"].empty else None
     if beyond is not None and beyond.any():
         warnings.append(f"steps.jsonl holds {int(beyond.sum())} row(s) past the run's {planned} steps (from step "
                         f"{int(frames['steps'].step[beyond].min())}): rows of another run may be mixed in")

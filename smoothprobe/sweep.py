@@ -50,11 +50,12 @@ def sweep(base: TrainConfig, out: str | Path, warmups: list[float], seeds: int,
         twice = sorted({label for label in labels if labels.count(label) > 1})
         raise SmoothprobeError(f"warm-ups must differ: {', '.join(twice)} given more than once (each would count "
                                "its seeds twice)", params=["warmups"])
-    lengths = {w: warmup_steps(w, base.steps) for w in warmups if w >= 0}
-    same = {n: [w for w, m in lengths.items() if m == n] for n in set(lengths.values())}
-    if clash := next((ws for ws in same.values() if len(ws) > 1), None):
-        raise SmoothprobeError(f"warm-ups must differ: {' and '.join(f'{w:g}' for w in clash)} give the same "
-                               f"{lengths[clash[0]]} steps of the run's {base.steps} (each would be trained again)",
+    by_length: dict[int, list[float]] = {}  # negative warm-ups are refused with the arms' configs below
+    for w in (w for w in warmups if w >= 0):
+        by_length.setdefault(warmup_steps(w, base.steps), []).append(w)
+    if clash := next(((n, ws) for n, ws in by_length.items() if len(ws) > 1), None):
+        raise SmoothprobeError(f"warm-ups must differ: {' and '.join(f'{w:g}' for w in clash[1])} give the same "
+                               f"{clash[0]} steps of the run's {base.steps} (each would be trained again)",
                                params=["warmups"])
     out = Path(out)
     plan = [(w, s) for w in warmups for s in range(seeds)]

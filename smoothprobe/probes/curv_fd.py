@@ -17,6 +17,7 @@ from smoothprobe.probes.vec import dot, sub
 MAX_SCALE = 1000.0
 """Largest multiple of the rounding-optimal step: beyond it the difference measures far from x."""
 
+
 class CurvFDProbe(Probe):
     """dᵀHd/‖d‖² ≈ ⟨g(x + s₊) − g(x − s₋), s⟩/‖s‖², s = s₊ + s₋, without double backward.
 
