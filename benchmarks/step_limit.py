@@ -1,0 +1,131 @@
+"""Would the step test make a better default than the fits alone, at LRs the scan did not choose?
+
+Registered 2026-12-07 05:08 UTC, before the closed loop at lr*/2 and 2·lr* ran on seeds 20-21 (the
+`lrs` stage of warmup_grid.py; only AdamW at 2·lr* on seed 20 had finished).
+
+The fits alone (design 6, the `--pilot` default) miss Muon by about 4 σ: they decide at step 49 at the
+earliest, after a slow start that Muon pays for. The step test (`--step-test`) decides before step 0
+and says "no warm-up" for Muon on every seed, but also for normalised SGD, which needs a 25 % warm-up.
+On the start readings of seeds 30-49 (benchmarks/results/start_tests.json) the median best LR along
+the update over the 3 trial steps is, against lr*: Muon 2.9-4.7, Lion 0.54-0.97, normalised SGD
+0.44-0.79, AdamW 0.17-0.25. A test at the best step itself (limit 1, not the stability limit 2)
+passes Muon only. Both are candidates:
+
+- **limit 2**: the present `--step-test`;
+- **limit 1**: no warm-up iff the peak LR is at most the median best LR along the update of the 3
+  trial steps, and every trial step curves upward (a curvature ≤ 0 gives no best step: on `markov`
+  normalised SGD's trial steps all curved down, and the limit-2 test read that as "any LR").
+
+A run whose test passes is the grid's no-warm-up run at that LR, and one whose test fails is the closed
+loop's (both bitwise: the trial steps are undone; checked on the committed `closed_step` results), so
+each candidate's score is read from the grid and closed-loop results and the trial readings alone
+(`benchmarks/results/step_limit.json`; the trial steps take seconds).
+
+**The rule** (fixed before the runs): a candidate replaces the fits alone as the `--pilot` default iff
+for every optimizer and each LR in {lr*/2, lr*, 2·lr*}, its mean over seeds 20-21 is at most the fits
+alone's mean there + σ (σ: the optimizer's σ in reports/warmup_grid_heldout.md), and at lr* it is
+below the fits alone on Muon. **Predicted:** both fail at lr*/2 on normalised SGD, whose trial steps
+read a best LR 1.4× the peak there (seed 20), so the test passes and the run is the no-warm-up run,
+about 0.08 behind the 25 % warm-up at that LR.
+
+    python benchmarks/step_limit.py   # trial readings for the missing seeds, then the table
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import tempfile
+from pathlib import Path
+
+import warmup_grid
+from warmup_grid import REPO
+
+SEEDS = (20, 21)
+LRS = (-1, 0, 1)
+"""Exponents relative to lr*: lr*/2, lr*, 2·lr*."""
+LIMITS = (2.0, 1.0)
+RESULTS = REPO / "benchmarks" / "results" / "step_limit.json"
+GRID = REPO / "runs" / warmup_grid.folder_name()
+SIGMA = {"adamw": 0.0192, "lion": 0.0136, "muon": 0.0098, "normsgd": 0.0283}
+"""Each optimizer's σ on the held-out seeds (reports/warmup_grid_heldout.md, 2026-12-07)."""
+
+
+def trial(optimizer: str, k: int, seed: int) -> dict:
+    """The step test's 3 trial steps at peak LR guess·2^k: their rows (lr, slope, curvature)."""
+    from smoothprobe.train import build
+
+    arm = warmup_grid.Arm(optimizer, "closed_step", k, 0.0, seed)
+    with tempfile.TemporaryDirectory() as out:
+        config = warmup_grid.config_of(arm, warmup_grid.base_config(False, "cpu"), Path(out))
+        trainer = build(config, Path(out) / "run")
+        try:
+            rows = trainer.trial_rows(3)
+        finally:
+            trainer.writer.close("interrupted", "the step test's trial steps only")
+    keep = ("step", "lr", "secant_slope", "secant_curv")
+    return {"peak": config.lr, "rows": [{key: row.get(key) for key in keep} for row in rows]}
+
+
+def passes(reading: dict, limit: float) -> bool:
+    """The candidate's verdict: True for "no warm-up"."""
+    from smoothprobe.schedule.decision import best_step_lr
+
+    best, _ = best_step_lr(reading["rows"])
+    if limit == 1.0 and any((row["secant_curv"] or 0.0) <= 0 for row in reading["rows"]):
+        return False
+    return limit * best >= reading["peak"]
+
+
+def score(optimizer: str, kind: str, k: int, seed: int, warmup: float = 0.0) -> float:
+    """An arm's validation loss (NaN while it has not run)."""
+    return warmup_grid.score(warmup_grid.result_of(GRID, warmup_grid.Arm(optimizer, kind, k, warmup, seed)))
+
+
+def main() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    found = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    rows, verdicts = [], {limit: True for limit in LIMITS}
+    for optimizer in warmup_grid.GUESS:
+        star = warmup_grid.scanned_exponent(optimizer)
+        for d in LRS:
+            k = star + d
+            per = {"fits": [], **{limit: [] for limit in LIMITS}, "grid": {}}
+            calls = {limit: 0 for limit in LIMITS}
+            for seed in SEEDS:
+                key = f"{optimizer}-k{k}-seed{seed}"
+                if key not in found:
+                    found[key] = trial(optimizer, k, seed)
+                    RESULTS.write_text(json.dumps(found, indent=1) + "\n")
+                fits, none = score(optimizer, "closed", k, seed), score(optimizer, "grid", k, seed)
+                per["fits"].append(fits)
+                for limit in LIMITS:
+                    ok = passes(found[key], limit)
+                    calls[limit] += ok
+                    per[limit].append(none if ok else fits)
+                for w in warmup_grid.GRID_WARMUPS:
+                    per["grid"].setdefault(w, []).append(score(optimizer, "grid", k, seed, w))
+            mean = {name: statistics.fmean(v) for name, v in per.items() if name != "grid"}
+            grid = {w: statistics.fmean(v) for w, v in per["grid"].items()}
+            best_w = min(grid, key=grid.get)
+            for limit in LIMITS:
+                worse = mean[limit] - mean["fits"]
+                if not (worse <= SIGMA[optimizer]) or (d == 0 and optimizer == "muon" and not worse < 0):
+                    verdicts[limit] = False
+            rows.append(f"| {optimizer} | lr*·2^{d:+d} | {mean['fits']:.4f} | "
+                        + " | ".join(f"{mean[limit]:.4f} ({calls[limit]}/{len(SEEDS)} none)" for limit in LIMITS)
+                        + f" | {grid[0.0]:.4f} | {grid[best_w]:.4f} (w{best_w:g}) |")
+    print(f"Seeds {', '.join(map(str, SEEDS))}; NaN: not run yet.\n")
+    print("| optimizer | LR | fits alone | limit 2 | limit 1 | no warm-up | best warm-up at this LR |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    for limit in LIMITS:
+        ready = not any(math.isnan(float(cell.split(" ")[0])) for row in rows for cell in row.split(" | ")[2:3])
+        print(f"limit {limit:g}: {'replaces the fits alone' if verdicts[limit] and ready else 'does not replace the fits alone' if ready else 'open (runs missing)'}")
+
+
+if __name__ == "__main__":
+    main()
