@@ -28,6 +28,21 @@ below the fits alone on Muon. **Predicted:** both fail at lr*/2 on normalised SG
 read a best LR 1.4× the peak there (seed 20), so the test passes and the run is the no-warm-up run,
 about 0.08 behind the 25 % warm-up at that LR.
 
+**A third candidate, the window test** (registered 2026-12-07 05:20 UTC, after the first seed of the
+`lrs` stage showed the fits alone stalling on Muon at lr*/2: peak LR 0.38× the given one, 2.048 against
+1.695 with no warm-up; and before any run of it). The same reading, but on the pilot's own probed rows
+instead of trial steps: at each refit inside the pilot's window where the fit says "not yet", no warm-up
+iff the limit-1 test passes on the last 3 probed steps and the optimizer's step per unit LR has settled
+(`decision.after_settling`). A step at the peak within the best step along the update, measured where
+the run is, needs no further warm-up; inside the window only, since jumps later in a run (from a
+practical LR of 0.17× the peak) cost normalised SGD 0.10-0.62 on `markov` (docs/design.md §5). Replayed
+on the probed rows of the closed loops kept on this machine, it would pass at step 49 on Muon (lr*/2,
+and lr* on seeds 20, 22, 23), Lion at lr*/2 and normalised SGD at lr*/2 (seed 20), and nowhere inside
+the window on AdamW, Lion at lr* or 2·lr*, or normalised SGD at lr* and 2·lr*. Its runs are the
+`closed_window` arm (`--window-test`); it is judged by the rule above, on seeds 20-21 at the three LRs.
+**Predicted:** it passes (Muon decides at step 49 at every LR; elsewhere its runs are the fits alone's or
+a jump at 49 where the fits jumped at 59-79).
+
     python benchmarks/step_limit.py   # trial readings for the missing seeds, then the table
 """
 

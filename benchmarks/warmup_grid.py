@@ -743,11 +743,13 @@ def shown(decision: dict) -> dict:
     return {**decision, "trial": progress_trial(trial)}
 
 
-def decided(results: pd.DataFrame) -> tuple[int, int, int]:
+def decided(results: pd.DataFrame, stars: dict[str, float | None]) -> tuple[int, int, int]:
     """Closed-loop runs that decided (any branch but 'not yet'; a warm-up that ends first is recorded as
     'not yet' by the pilot): all of them, those the fit decided (not a start test), and how many
-    closed-loop runs there are."""
+    closed-loop runs there are, at each optimizer's lr* (`stars`) or with no LR given."""
     closed = results[results.kind.isin(CLOSED) & (results.lr_factor == 1.0)]  # the 10·lr* tier on its own
+    closed = closed[[pd.isna(lr) or (stars.get(opt) is not None and np.isclose(float(lr), stars[opt]))
+                     for opt, lr in zip(closed.optimizer, closed.lr)]]  # the lrs tier on its own
     hits = [d for d in closed.decision if isinstance(d, dict) and d.get("branch") in ("no-warmup", "fit-driven")]
     return len(hits), sum(d.get("by", "fit") == "fit" for d in hits), len(closed)
 
@@ -782,7 +784,7 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
     evaluated seeds' (the decisions counted are theirs). Every verdict reads the paired difference
     to the reference on the seeds both ran; all are open while the optimizer's scan is."""
     lines = []
-    hits, by_fit, total = decided(results)
+    hits, by_fit, total = decided(results, {opt: ref["lr_star"] for opt, ref in refs.items()})
     lines.append(f"- A decision (no warm-up or fit-driven, not 'not yet') in {hits} of {total} closed-loop runs"
                  + (f" ({100 * hits / total:.0f} %; goal ≥ 80 %)" if total else "")
                  + f"; the fit's in {by_fit}, the start tests' (step, progress) in {hits - by_fit}")
@@ -834,6 +836,7 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
                                     scores_of(results, opt, other, rows[other].lr_x))
                 lines.append(f"  - own-peak vs {other} ({rows[other].val_mean:.4f}, max lr {rows[other].peak_lr:.3g}): "
                              f"{said} ({'ahead' if diff < 0 else 'behind' if diff >= 0 else 'open'})")
+        lines += off_lr_lines(part, results, opt, star, sigma)
         stress = part[part.lr_factor == 10.0]
         if not stress.empty:
             converged_grid = stress[stress.label.str.startswith("grid") & (stress.diverged == 0)]
@@ -843,6 +846,29 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
                 bad = r.diverged and best is not None
                 lines.append(f"  - 10·lr*: {r.label} {r.val_mean:.4f}{against}"
                              + (" DIVERGED where a warm-up converged" if bad else ""))
+    return lines
+
+
+def off_lr_lines(part: pd.DataFrame, results: pd.DataFrame, opt: str, star: float | None, sigma: float) -> list[str]:
+    """The lrs tier: the closed loop at lr*/2 and 2·lr* against the best grid warm-up at the same LR
+    (ranked on the seeds the closed loop ran) and against no warm-up there, paired."""
+    lines = []
+    if not star:
+        return lines
+    for lr in (star / 2, 2 * star):
+        mine = scores_of(results, opt, "closed", lr)
+        if not mine:
+            continue
+        grid = {w: scores_of(results[results.warmup == w], opt, "grid", lr) for w in GRID_WARMUPS}
+        ranked = {w: np.mean([v[seed] for seed in mine]) for w, v in grid.items() if set(mine) <= set(v)}
+        if not ranked:
+            lines.append(f"  - closed at {lr:.4g} (lr*·{lr / star:g}): open (the grid has not run its seeds)")
+            continue
+        best = min(ranked, key=ranked.get)
+        diff, said = paired(mine, grid[best])
+        lines.append(f"  - closed at {lr:.4g} (lr*·{lr / star:g}): {np.mean(list(mine.values())):.4f} over seeds "
+                     f"{sorted(mine)}; vs this LR's best warm-up (w{best:g}, {ranked[best]:.4f}) within 1 σ: "
+                     f"{_verdict(diff, sigma)}; {said}; no warm-up here: {ranked[0.0]:.4f}")
     return lines
 
 
@@ -863,7 +889,7 @@ def write_outputs(table: pd.DataFrame, refs: dict, results: pd.DataFrame, name: 
 
     reports = REPO / "reports"
     evaluated = evaluated_rows(results, seeds)
-    hits, by_fit, total = decided(evaluated)
+    hits, by_fit, total = decided(evaluated, {opt: ref["lr_star"] for opt, ref in refs.items()})
     scan = results[(results.kind == "grid") & (results.seed == 0) & results.warmup.isin(SCAN_WARMUPS)
                    & (results.lr_factor == 1.0)]
     scan_table = scan.pivot_table(index=["optimizer", "lr"], columns="warmup", values="score").reset_index()

@@ -133,6 +133,34 @@ def _grid(wg, out, opt, star_k, seeds):
                     _finish(wg, out, wg.Arm(opt, "grid", k, w, seed), 2.5)
 
 
+def test_the_lrs_stage_runs_the_closed_loop_beside_lr_star_and_is_judged_against_that_lrs_own_grid(
+        tmp_path, monkeypatch):
+    """The closed loop at lr*/2 and 2·lr* is planned on every seed, compared (paired) with the best warm-up
+    of the grid at the same LR, and left out of the decision count, which is the benchmark's at lr*."""
+    wg = load_warmup_grid(monkeypatch)
+    _finish(wg, tmp_path, wg.Arm("lion", "grid", 0, 0.0, 0), 2.0)  # lr* = the guess (k = 0)
+    _scan(wg, tmp_path, "lion", 0, seeds=(0, 1))
+    _grid(wg, tmp_path, "lion", 0, (0, 1))
+    lrs = set(wg.plan(tmp_path, ["lion"], [0, 1], {"scan", "lrs"})) - set(wg.scan_state(tmp_path, "lion")[0])
+    assert lrs == {wg.Arm("lion", "closed", k, 0.0, seed) for k in (-1, 1) for seed in (0, 1)}
+    for seed, noise in ((0, 0.0), (1, 0.01)):
+        _finish(wg, tmp_path, wg.Arm("lion", "grid", -1, 0.25, seed), 2.0 + noise)  # lr*/2's best warm-up
+        _finish(wg, tmp_path, wg.Arm("lion", "closed", -1, 0.0, seed), 2.03 + noise)
+        _finish(wg, tmp_path, wg.Arm("lion", "grid", 0, wg.TWIN, seed), 2.005 + 50 * noise)  # floor 0.005
+        _finish(wg, tmp_path, wg.Arm("lion", "closed", 0, 0.0, seed), 2.1)
+        undecided = {"branch": "not yet", "by": "fit"}
+        for k in (-1, 0):
+            path = wg.result_path(tmp_path, wg.Arm("lion", "closed", k, 0.0, seed))
+            path.write_text(wg.json.dumps({**wg.json.loads(path.read_text()), "decision": undecided}))
+    results = wg.collect(tmp_path)
+    table, refs = wg.summarise(results, [0, 1])
+    lines = "\n".join(wg.goals(table, refs, results))
+    assert "in 0 of 2 closed-loop runs" in lines  # lr*'s two, not the four beside it
+    assert ("closed at 0.0005 (lr*·0.5): 2.0350 over seeds [0, 1]; vs this LR's best warm-up (w0.25, 2.0050) "
+            "within 1 σ: MISSED (+4.2 σ)") in lines and "paired +0.0300 (s0 +0.0300, s1 +0.0300); no warm-up here: 2.5000" in lines
+    assert "lr*·2)" not in lines  # not run at 2·lr*: no line
+
+
 def test_goals_use_the_best_grid_point_and_a_sigma_floored_by_the_twin_spread(tmp_path, monkeypatch):
     wg = load_warmup_grid(monkeypatch)
     for seed, noise in enumerate((0.0, 0.002, -0.002)):  # seed σ 0.002 at every point
