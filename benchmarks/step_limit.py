@@ -103,13 +103,15 @@ def main() -> None:
 
     torch.set_num_threads(1)
     found = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    rows, verdicts = [], {limit: True for limit in LIMITS}
+    names = [f"limit {limit:g}" for limit in LIMITS] + ["window"]
+    rows, replaces = [], dict.fromkeys(names, True)
     for optimizer in warmup_grid.GUESS:
         star = warmup_grid.scanned_exponent(optimizer)
         for d in LRS:
             k = star + d
-            per = {"fits": [], **{limit: [] for limit in LIMITS}, "grid": {}}
-            calls = {limit: 0 for limit in LIMITS}
+            per = {name: [] for name in ["fits", *names]}
+            calls = dict.fromkeys(LIMITS, 0)
+            grid = {w: [] for w in warmup_grid.GRID_WARMUPS}
             for seed in SEEDS:
                 key = f"{optimizer}-k{k}-seed{seed}"
                 if key not in found:
@@ -120,26 +122,30 @@ def main() -> None:
                 for limit in LIMITS:
                     ok = passes(found[key], limit)
                     calls[limit] += ok
-                    per[limit].append(none if ok else fits)
-                for w in warmup_grid.GRID_WARMUPS:
-                    per["grid"].setdefault(w, []).append(score(optimizer, "grid", k, seed, w))
-            mean = {name: statistics.fmean(v) for name, v in per.items() if name != "grid"}
-            grid = {w: statistics.fmean(v) for w, v in per["grid"].items()}
+                    per[f"limit {limit:g}"].append(none if ok else fits)
+                per["window"].append(score(optimizer, "closed_window", k, seed))
+                for w in grid:
+                    grid[w].append(score(optimizer, "grid", k, seed, w))
+            mean = {name: statistics.fmean(v) for name, v in per.items()}
+            grid = {w: statistics.fmean(v) for w, v in grid.items()}
             best_w = min(grid, key=grid.get)
-            for limit in LIMITS:
-                worse = mean[limit] - mean["fits"]
-                if not (worse <= SIGMA[optimizer]) or (d == 0 and optimizer == "muon" and not worse < 0):
-                    verdicts[limit] = False
+            for name in names:
+                worse = mean[name] - mean["fits"]
+                if math.isnan(worse):
+                    replaces[name] = None if replaces[name] is not False else False  # open unless already out
+                elif worse > SIGMA[optimizer] or (d == 0 and optimizer == "muon" and not worse < 0):
+                    replaces[name] = False
+            said = {f"limit {limit:g}": f" ({calls[limit]}/{len(SEEDS)} none)" for limit in LIMITS}
             rows.append(f"| {optimizer} | lr*·2^{d:+d} | {mean['fits']:.4f} | "
-                        + " | ".join(f"{mean[limit]:.4f} ({calls[limit]}/{len(SEEDS)} none)" for limit in LIMITS)
+                        + " | ".join(f"{mean[name]:.4f}{said.get(name, '')}" for name in names)
                         + f" | {grid[0.0]:.4f} | {grid[best_w]:.4f} (w{best_w:g}) |")
     print(f"Seeds {', '.join(map(str, SEEDS))}; NaN: not run yet.\n")
-    print("| optimizer | LR | fits alone | limit 2 | limit 1 | no warm-up | best warm-up at this LR |")
-    print("|---|---|---|---|---|---|---|")
+    print("| optimizer | LR | fits alone | " + " | ".join(names) + " | no warm-up | best warm-up at this LR |")
+    print("|---|---|---|" + "---|" * len(names) + "---|---|")
     print("\n".join(rows))
-    for limit in LIMITS:
-        ready = not any(math.isnan(float(cell.split(" ")[0])) for row in rows for cell in row.split(" | ")[2:3])
-        print(f"limit {limit:g}: {'replaces the fits alone' if verdicts[limit] and ready else 'does not replace the fits alone' if ready else 'open (runs missing)'}")
+    for name, verdict in replaces.items():
+        print(f"{name}: " + {True: "replaces the fits alone", False: "does not replace the fits alone",
+                             None: "open (runs missing)"}[verdict])
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ the better end on another task? **loops** (every seed): the closed loop at lr*, 
 no LR given (`--own-peak`) and the closed loop at lr* given the task's exact f* (`closed_exact`): do they
 match the better of those two ends there? A third, **lrs** (every seed; `--stages lrs`): the closed loop at
 lr*/2 and 2·lr*, where the grid has run every warm-up: does the default pick a good warm-up at an LR
-the scan did not choose?
+the scan did not choose? And **window** (every seed; `--stages window`): the closed loop with the window
+test at lr*/2, lr* and 2·lr* (benchmarks/step_limit.py judges it against the fits alone).
 
 Every arm has the same steps, batch, data and seeds; nothing but the scan's guess is set per
 optimizer, and every arm records the largest LR it actually used. The score is the final
@@ -148,7 +149,8 @@ it changes. Arms decided within the window never reach it: their version-1 resul
 once a rerun of one (Lion, seed 10) gave the same validation loss to the last digit."""
 PILOT_STATE = f"guard {GUARD}, restart {RESTART}, cadence {CADENCE}"
 ARM_DESIGN = {"closed": PILOT_STATE, "own_peak": f"peak 4, {PILOT_STATE}", "closed_step": f"stability 5, {PILOT_STATE}",
-              "closed_progress": f"progress 1, {PILOT_STATE}", "closed_exact": f"exact f* 2, {PILOT_STATE}"}
+              "closed_progress": f"progress 1, {PILOT_STATE}", "closed_exact": f"exact f* 2, {PILOT_STATE}",
+              "closed_window": f"window 1, {PILOT_STATE}"}
 """Versions of what one kind of arm adds to the decision rule; its arms rerun when either changes.
 own_peak: the median best step along the update over the pilot's window (not the fit's η_max).
 closed_step: the closed loop with `--step-test`: once, before the first step, on 3 trial steps at the
@@ -160,8 +162,11 @@ closed_progress: the closed loop with `--progress-test`: once, before the first 
 practical start that are undone, against a relative loss drop of 17.5 % (`decision.progress_test`).
 closed_exact: the closed loop with the task's exact f* instead of f* = auto (markov's entropy rate; a task with
 none falls back to auto). Version 1 gave it to the schedule only, and the pilot's fits placed their own; 2 gives
-it to the fits too (`schedule.online.fit_or_lower_bound`)."""
-CLOSED = ("closed", "closed_step", "closed_progress", "own_peak", "closed_exact")
+it to the fits too (`schedule.online.fit_or_lower_bound`).
+closed_window: the closed loop with `--window-test`: at each refit in the window where the fit says "not
+yet", no warm-up once a step at the peak is within the best step along the update (last 3 probed steps)
+on a settled step size (`decision.window_test`; benchmarks/step_limit.py judges it)."""
+CLOSED = ("closed", "closed_step", "closed_progress", "own_peak", "closed_exact", "closed_window")
 """The closed-loop arms (a pilot decides in the run)."""
 DECIDED_BY_FIT = (*CLOSED, "fitted")
 ADAPTIVE = ("practical", *DECIDED_BY_FIT)
@@ -329,6 +334,8 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
             arms += [closed_arm(opt, kind, k, seed) for kind in ("closed", "own_peak", "closed_exact")]
         if "lrs" in stages:
             arms += [Arm(opt, "closed", k + d, 0.0, seed) for d in (-1, 1)]
+        if "window" in stages:
+            arms += [Arm(opt, "closed_window", k + d, 0.0, seed) for d in (0, -1, 1)]
         if "grid" in stages:  # the twin first: every σ verdict needs its noise floor
             arms.append(Arm(opt, "grid", k, TWIN, seed))
             arms += [Arm(opt, "grid", k + d, w, seed) for d in (0, -1, 1) for w in GRID_WARMUPS]
@@ -404,6 +411,7 @@ def config_of(arm: Arm, base, out: Path):
                                    adaptive={"pilot": PILOT, "f_star": None if arm.kind == "closed_exact" else "auto",
                                              "own_peak": arm.kind == "own_peak",
                                              "step_test": arm.kind == "closed_step",
+                                             "window_test": arm.kind == "closed_window",
                                              "progress_test": arm.kind == "closed_progress"})
     if arm.kind == "fitted":
         return dataclasses.replace(cfg, adaptive={"fit": str(fit_path(out, needs(arm)))})

@@ -374,6 +374,10 @@ class AdaptiveConfig:
     whether a step at the lr is within the stability limit along the update (`decision.step_test`): if
     so, no warm-up at all, without waiting for a fit. Off by default: on normalised SGD it passed and
     the run lost against a warm-up (docs/design.md §5).
+    window_test: with a pilot, at each refit inside its window where the fit says "not yet", no further
+    warm-up once a step at the lr is within the best step along the update on the last probed steps
+    and the step size has settled (`decision.window_test`). Off by default while it is checked against
+    the fits alone (benchmarks/step_limit.py).
     progress_test: with a pilot, before the first step (after the step test, unless that said "no
     warm-up"), take PROGRESS_STEPS steps of the practical start and undo them: a loss that fell by less
     than PROGRESS_DROP over them means no warm-up (`decision.progress_test`). Off by default: its
@@ -416,6 +420,10 @@ class AdaptiveConfig:
                                     "and curvature); if so, start at --lr with no warm-up, if not, the fits decide "
                                     "its length.")
     progress_test: bool = option(False, _progress_help)
+    window_test: bool = option(False, "Adaptive with --pilot: at each refit in the pilot's window where the fit says "
+                                      "'not yet', end the warm-up when a step at --lr is within the best step along "
+                                      "the update (median of the last 3 probed steps, each curving upward) and the "
+                                      "optimizer's step per unit LR has settled.")
 
     def __post_init__(self) -> None:
         f_star = FStar.parse(self.f_star)  # the one reader of f*; stored as the user writes it
@@ -439,6 +447,10 @@ class AdaptiveConfig:
             (not self.step_test or self.pilot is not None, "step_test needs a pilot", "step_test", "pilot"),
             (not self.progress_test or self.pilot is not None, "progress_test needs a pilot", "progress_test",
              "pilot"),
+            (not self.window_test or self.pilot is not None, "window_test needs a pilot", "window_test", "pilot"),
+            (not (self.window_test and self.own_peak),
+             ("window_test holds the lr to the best step along the update, and own_peak sets the lr to that best "
+              "step: drop one"), "window_test", "own_peak"),
             (not (self.progress_test and self.own_peak),
              ("progress_test needs the peak lr before the first step (the start it reads runs from lr/div), and "
               "own_peak measures it only during the pilot: drop one"), "progress_test", "own_peak"),

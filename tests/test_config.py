@@ -32,6 +32,8 @@ def test_mappings_become_dataclasses_and_round_trip():
     ({"adaptive": {"own_peak": True}}, "own_peak needs a pilot"),
     ({"adaptive": {"step_test": True}}, "step_test needs a pilot"),
     ({"adaptive": {"pilot": 0.1, "own_peak": True, "step_test": True}}, "step_test tests a step at the lr"),
+    ({"adaptive": {"window_test": True}}, "window_test needs a pilot"),
+    ({"adaptive": {"pilot": 0.1, "own_peak": True, "window_test": True}}, "window_test holds the lr to the best step"),
     ({"adaptive": {"progress_test": True}}, "progress_test needs a pilot"),
     ({"adaptive": {"pilot": 0.1, "own_peak": True, "progress_test": True}}, "progress_test needs the peak lr before the first step"),
     ({"probes": {"every": 0}}, "every must be an integer >= 1"),

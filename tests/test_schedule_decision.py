@@ -122,6 +122,37 @@ def test_the_step_test_passes_up_to_twice_the_exact_line_search_step_of_a_quadra
     assert step_test(rows[:2], 0.0).branch == "not yet"  # too few probed steps
 
 
+def test_the_window_test_passes_up_to_the_exact_line_search_step_on_upward_curvature_and_a_settled_scale():
+    """The quadratic of the step test: the window test holds the peak to the exact line-search step itself
+    (not twice it); a probed step that curved downward, or a step size per unit LR still falling over
+    the rows, is "not yet"."""
+    import numpy as np
+
+    from smoothprobe.schedule.decision import window_test
+
+    rng = np.random.default_rng(1)
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    a = q @ np.diag([0.1, 0.5, 1.0, 2.0, 5.0, 10.0]) @ q.T
+    x = rng.normal(size=6)
+    rows, best = [], []
+    for step, lr in enumerate((0.01, 0.02, 0.03)):
+        g = a @ x
+        dx = -lr * g
+        rows.append({"step": step, "lr": lr, "secant_slope": float(-g @ dx), "secant_curv": float((a @ dx) @ dx)})
+        best.append(float(g @ g / (g @ a @ g)))
+        x = x + dx
+    exact = float(np.median(best))
+    assert window_test(rows, 0.999 * exact, step=2).branch == "no-warmup"
+    assert window_test(rows, 1.001 * exact).branch == "not yet"
+    assert window_test(rows[:2], 0.0).reason.startswith("the window test needs 3 probed steps, has 2")
+    down = [*rows[:2], {**rows[2], "secant_curv": -1e-3}]
+    assert window_test(down, 0.0).branch == "not yet"  # no best step: not "any LR", as the step test reads it
+    falling = [{"step": t, "lr": 0.01, "update_norm": 0.01 * 2 ** (-t / 20)} for t in range(40)] + rows
+    assert "still falling" in window_test(falling, 0.5 * exact).reason
+    settled = [{"step": t, "lr": 0.01, "update_norm": 0.01} for t in range(40)] + rows
+    assert window_test(settled, 0.5 * exact).branch == "no-warmup"
+
+
 @pytest.mark.parametrize("share, branch", [(0.999, "no-warmup"), (1.001, "not yet")])
 def test_the_progress_test_reads_the_relative_drop_between_the_means_of_the_trials_ends(share, branch):
     """Losses 1 + noise at steps 0-4 (mean 1) and (1 − drop) + noise at steps 45-49: a drop just under

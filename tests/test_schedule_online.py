@@ -350,6 +350,29 @@ def test_the_step_test_ends_the_warm_up_when_the_trial_steps_are_within_the_stab
     assert len([d for d in pilot.history if d["by"] == "step test"]) == 1 and sched.phase == "warmup"
 
 
+@pytest.mark.parametrize("curv, closes", [(0.0999, True), (0.1001, False)])
+def test_the_window_test_ends_the_warm_up_where_no_fit_decides_and_a_step_at_the_peak_is_within_the_best_step(
+        curv, closes):
+    """Rows whose K shows no trend (every fit says "not yet"), probed at LR 0.01 with slope 1 and curvature
+    c: the best LR along the update is 0.01/c, just above the peak 0.1 at c = 0.0999, so the window test
+    closes the pilot at its first refit (step 49), after the fit's "not yet", with the schedule's own f*;
+    at c = 0.1001 it says "not yet" at every refit inside the window (49, 59) and none after it. Without
+    `window_test` the same rows leave the practical warm-up running."""
+    rows = planted_steps(80, 0).assign(lr=0.01, secant_slope=1.0, secant_curv=curv, secant_K=5.0)
+    sched, pilot, closed_at = _run_pilot(rows, 60, 400, window_test=True)
+    windows = [d for d in pilot.history if d["by"] == "window test"]
+    if closes:
+        assert closed_at == 49 and [d["by"] for d in pilot.history] == ["fit", "window test"]
+        assert pilot.status == "no-warmup (window test)" and pilot.decision == windows[0]
+        assert pilot.decision["reason"].startswith("a step at the peak LR 0.1 is within 1× the best step along")
+        assert sched.phase == "decay" and sched.f_star == 0.0 and not pilot.fixed_f_star
+    else:
+        assert closed_at is None and [d["step"] for d in windows] == [49, 59] and sched.phase == "warmup"
+        assert all(d["branch"] == "not yet" for d in windows) and pilot.history[-1]["by"] == "fit"
+    _, alone, closed_at = _run_pilot(rows, 60, 400)
+    assert closed_at is None and all(d["by"] == "fit" for d in alone.history)
+
+
 def test_own_peak_measures_the_peak_as_the_median_best_step_over_the_window():
     """Steps at LR 0.01 with slope 1 and curvature cycling over 0.02, 0.04, 0.08: the best LR along
     them (0.01/c) cycles over 0.5, 0.25, 0.125, so the measured peak is the running median of those

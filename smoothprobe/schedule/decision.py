@@ -61,6 +61,9 @@ STEP_TEST_ROWS = 3
 """Probed steps whose median the step test reads: one batch's curvature along one step is noisy."""
 STABILITY_LIMIT = 2.0
 """A step longer than this multiple of the best step along its direction raises the loss (quadratic model)."""
+WINDOW_LIMIT = 1.0
+"""The window test's multiple of the best step along the update: none, the peak's step must not pass the
+minimum along its direction (`window_test`)."""
 PROGRESS_STEPS = 50
 """Trial steps of the practical start that the progress test reads (`progress_test`)."""
 PROGRESS_ENDS = 5
@@ -231,6 +234,45 @@ def step_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None) 
                           f"{STABILITY_LIMIT:g}× the best step along the update {said}: a warm-up is needed")
 
 
+def window_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None) -> Decision:
+    """The window test, on a pilot's own probed rows where its fit says "not yet": "no-warmup" when a step
+    at `peak_lr` is within WINDOW_LIMIT times the median best step along the update over the last
+    STEP_TEST_ROWS probed steps, each of which curved upward along its update, and the optimizer's step
+    per unit LR has settled (`still_falling`); else "not yet".
+
+    The stability limit (twice the best step) says a step at the peak does not raise the loss; this test
+    asks more, since it decides alone where a fit has not: that a step at the peak does not pass the
+    minimum along the update, measured where the run is. A step that curved downward has no best step
+    to compare with, and a still-falling step size overshoots later (`after_settling`).
+
+    >>> rows = [{"step": t, "lr": 0.01, "update_norm": 0.01, "secant_slope": 1.0, "secant_curv": 0.5}
+    ...         for t in range(20)]                                  # best LR 0.01·1/0.5 = 0.02
+    >>> window_test(rows, 0.02).branch, window_test(rows, 0.03).branch
+    ('no-warmup', 'not yet')
+    >>> window_test(rows[:-1] + [{**rows[-1], "secant_curv": -0.1}], 0.001).reason[:40]
+    'a probed step curved downward along its '
+    """
+    def out(branch: str, reason: str) -> Decision:
+        return Decision(branch, reason, None, None, None, None, step)
+
+    probed = _probed(rows, STEP_TEST_ROWS)
+    if len(probed) < STEP_TEST_ROWS:
+        return out("not yet", f"the window test needs {STEP_TEST_ROWS} probed steps, has {len(probed)}")
+    if any(curv <= 0 for _, _, curv in probed):
+        return out("not yet", f"a probed step curved downward along its update (last {STEP_TEST_ROWS} steps): no "
+                              "best step to hold the peak to")
+    ratio, since = step_scale_ratio(rows)
+    if still_falling(ratio):
+        return out("not yet", f"the optimizer's step per unit LR is still falling ({ratio:.3g}× that of the "
+                              f"{SETTLE_ROWS} steps up to step {since})")
+    median = float(np.median([_best_lr(lr, slope, curv) for lr, slope, curv in probed]))
+    said = (f"{WINDOW_LIMIT:g}× the best step along the update ({median:.4g}, median of the last "
+            f"{STEP_TEST_ROWS} probed steps)")
+    if WINDOW_LIMIT * median >= peak_lr:
+        return out("no-warmup", f"a step at the peak LR {peak_lr:.4g} is within {said}, on a settled step size")
+    return out("not yet", f"a step at the peak LR {peak_lr:.4g} would pass {said}")
+
+
 def progress_test(rows: Sequence[Mapping], step: int | None = None) -> Decision:
     """The progress test at the start: "no-warmup" when PROGRESS_STEPS steps of the practical start
     (lr/div) lower the loss by less than PROGRESS_DROP of where it began (means of the first and last
@@ -324,6 +366,8 @@ class StartTest:
 
 
 STEP_TEST = StartTest("step test", STEP_TEST_ROWS, step_test, step_trial)
+WINDOW_TEST = "window test"
+"""A decision's `by` for `window_test` (a pilot's, at a refit in its window)."""
 PROGRESS_TEST = StartTest("progress test", PROGRESS_STEPS, lambda rows, peak_lr, step: progress_test(rows, step),
                           progress_trial)
 
@@ -431,14 +475,21 @@ def best_step_lr(rows: Sequence[Mapping], last: int | None = None) -> tuple[floa
     >>> best_step_lr([{"lr": 0.1, "secant_slope": 1.0, "secant_curv": c} for c in (0.5, 1.0, 2.0)])
     (0.1, 3)
     """
-    best = []
-    for row in reversed(rows):  # the last probed steps first
+    best = [_best_lr(lr, slope, curv) for lr, slope, curv in _probed(rows, last)]
+    return (float(np.median(best)) if best else math.nan), len(best)
+
+
+def _probed(rows: Sequence[Mapping], last: int | None = None) -> list[tuple[float, float, float]]:
+    """(lr, secant slope, secant curvature) of the probed steps among `rows`, the last `last` of them
+    (all when None), the last first."""
+    found = []
+    for row in reversed(rows):
         lr, slope, curv = (_number(row.get(key)) for key in ("lr", "secant_slope", "secant_curv"))
         if slope is not None and curv is not None and (lr or 0.0) > 0:
-            best.append(_best_lr(lr, slope, curv))
-        if last is not None and len(best) == last:
+            found.append((lr, slope, curv))
+        if last is not None and len(found) == last:
             break
-    return (float(np.median(best)) if best else math.nan), len(best)
+    return found
 
 
 def _best_lr(lr: float, slope: float, curv: float) -> float:

@@ -21,10 +21,12 @@ from smoothprobe.schedule.decision import (
     RISE_LEFT,
     STEP_TEST,
     STEP_TEST_ROWS,
+    WINDOW_TEST,
     StartTest,
     after_settling,
     best_step_lr,
     decide,
+    window_test,
     within_stability,
 )
 from smoothprobe.smoothness import FStar
@@ -204,12 +206,13 @@ class Pilot:
 
     def __init__(self, steps: int, *, own_peak: bool = False, allow_unsupported: bool = False,
                  total_steps: int | None = None, step_test: bool = False, progress_test: bool = False,
-                 f_star: FStar | None = None) -> None:
+                 window_test: bool = False, f_star: FStar | None = None) -> None:
         if steps < 1 or (total_steps is not None and steps >= total_steps):
             raise SmoothprobeError(f"pilot must be between 1 and total_steps - 1 steps, got {steps}")
         self.steps, self.own_peak, self.allow_unsupported = steps, own_peak, allow_unsupported
         self.f_star = f_star  # the run's f* when it is known (fits use it as it is), else None or auto
         self.step_test, self.progress_test, self.step_tested = step_test, progress_test, False
+        self.window_test = window_test
         self.rows: list[dict] = []
         self.status = "probing"
         self.fit = None
@@ -264,7 +267,7 @@ class Pilot:
             self.fit = fit_or_lower_bound(frame, PILOT_BOOTSTRAP, self.f_star)
         except SmoothprobeError as exc:
             self.status = f"not yet: the fit failed ({exc})"
-            return False
+            return self._window(step, scheduler)
         smoothed = scheduler.last_record().get("loss_smoothed") or row["loss"]
         decision = decide(self.fit, smoothed - self.fit.f_star, step)
         # allow_unsupported forces the window's last fit past its own "not yet", never past the guards below
@@ -274,7 +277,7 @@ class Pilot:
         self.decision = self._log({**decision.to_dict(), "fit_status": self.fit.status}, "fit")
         if not decision.decided:
             self.status = f"not yet: {decision.reason}"
-            return False
+            return self._window(step, scheduler)
         before = float(scheduler.get_last_lr()[0])
         if decision.branch == "no-warmup":
             scheduler.skip_warmup(f_star=self.fit.f_star)
@@ -304,6 +307,22 @@ class Pilot:
         scheduler.skip_warmup()
         self._restart_on_jump(scheduler, before, 0)
         self.status, self.closed = f"no-warmup ({test.name})", True
+        return True
+
+    def _window(self, step: int, scheduler: AdaptiveWarmup) -> bool:
+        """With `window_test`, at a refit inside the window where no fit decided: the window test on the
+        probed rows so far (`decision.window_test`); "no-warmup" skips the rest of the warm-up (f* stays
+        the schedule's own) and closes the pilot (True)."""
+        if not self.window_test or step >= self.steps:
+            return False
+        verdict = window_test(self.rows, scheduler.lr, step)
+        self.decision = self._log(verdict.to_dict(), WINDOW_TEST)
+        if not verdict.decided:
+            return False
+        before = float(scheduler.get_last_lr()[0])
+        scheduler.skip_warmup()
+        self._restart_on_jump(scheduler, before, step + 1)
+        self.status, self.closed = f"no-warmup ({WINDOW_TEST})", True
         return True
 
     def _measure_peak(self, scheduler: AdaptiveWarmup) -> None:
