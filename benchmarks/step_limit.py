@@ -124,8 +124,8 @@ def main() -> None:
                     calls[limit] += ok
                     per[f"limit {limit:g}"].append(none if ok else fits)
                 per["window"].append(score(optimizer, "closed_window", k, seed))
-                for w in grid:
-                    grid[w].append(score(optimizer, "grid", k, seed, w))
+                for w, scores in grid.items():
+                    scores.append(score(optimizer, "grid", k, seed, w))
             mean = {name: statistics.fmean(v) for name, v in per.items()}
             grid = {w: statistics.fmean(v) for w, v in grid.items()}
             best_w = min(grid, key=grid.get)
