@@ -32,8 +32,8 @@ the better end on another task? **loops** (every seed): the closed loop at lr*, 
 no LR given (`--own-peak`) and the closed loop at lr* given the task's exact f* (`closed_exact`): do they
 match the better of those two ends there? A third, **lrs** (every seed; `--stages lrs`): the closed loop at
 lr*/2 and 2·lr*, where the grid has run every warm-up: does the default pick a good warm-up at an LR
-the scan did not choose? And **window** (every seed; `--stages window`): the closed loop with the window
-test at lr*/2, lr* and 2·lr* (benchmarks/step_limit.py judges it against the fits alone).
+the scan did not choose? With it runs the closed loop with the window test (`closed_window`) at those LRs,
+and **window** (every seed) runs that arm at lr*: benchmarks/step_limit.py judges it against the fits alone.
 
 Every arm has the same steps, batch, data and seeds; nothing but the scan's guess is set per
 optimizer, and every arm records the largest LR it actually used. The score is the final
@@ -332,10 +332,10 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
             arms += [Arm(opt, "grid", k, w, seed) for w in PROGRESS_WARMUPS] + [Arm(opt, "closed_progress", k, 0.0, seed)]
         if "loops" in stages:
             arms += [closed_arm(opt, kind, k, seed) for kind in ("closed", "own_peak", "closed_exact")]
-        if "lrs" in stages:
-            arms += [Arm(opt, "closed", k + d, 0.0, seed) for d in (-1, 1)]
         if "window" in stages:
-            arms += [Arm(opt, "closed_window", k + d, 0.0, seed) for d in (0, -1, 1)]
+            arms.append(Arm(opt, "closed_window", k, 0.0, seed))
+        if "lrs" in stages:
+            arms += [Arm(opt, kind, k + d, 0.0, seed) for kind in ("closed", "closed_window") for d in (-1, 1)]
         if "grid" in stages:  # the twin first: every σ verdict needs its noise floor
             arms.append(Arm(opt, "grid", k, TWIN, seed))
             arms += [Arm(opt, "grid", k + d, w, seed) for d in (0, -1, 1) for w in GRID_WARMUPS]

@@ -142,7 +142,12 @@ def test_the_lrs_stage_runs_the_closed_loop_beside_lr_star_and_is_judged_against
     _scan(wg, tmp_path, "lion", 0, seeds=(0, 1))
     _grid(wg, tmp_path, "lion", 0, (0, 1))
     lrs = set(wg.plan(tmp_path, ["lion"], [0, 1], {"scan", "lrs"})) - set(wg.scan_state(tmp_path, "lion")[0])
-    assert lrs == {wg.Arm("lion", "closed", k, 0.0, seed) for k in (-1, 1) for seed in (0, 1)}
+    assert lrs == {wg.Arm("lion", kind, k, 0.0, seed) for kind in ("closed", "closed_window") for k in (-1, 1)
+                   for seed in (0, 1)}
+    window = set(wg.plan(tmp_path, ["lion"], [0, 1], {"scan", "window"})) - set(wg.scan_state(tmp_path, "lion")[0])
+    assert window == {wg.Arm("lion", "closed_window", 0, 0.0, seed) for seed in (0, 1)}
+    config = wg.config_of(wg.Arm("lion", "closed_window", 0, 0.0, 0), wg.base_config(False, "cpu"), tmp_path)
+    assert config.adaptive.window_test and not config.adaptive.step_test and config.adaptive.pilot == wg.PILOT
     for seed, noise in ((0, 0.0), (1, 0.01)):
         _finish(wg, tmp_path, wg.Arm("lion", "grid", -1, 0.25, seed), 2.0 + noise)  # lr*/2's best warm-up
         _finish(wg, tmp_path, wg.Arm("lion", "closed", -1, 0.0, seed), 2.03 + noise)
