@@ -68,7 +68,8 @@ SIGMA = {"adamw": 0.0192, "lion": 0.0136, "muon": 0.0098, "normsgd": 0.0283}
 
 
 def trial(optimizer: str, k: int, seed: int) -> dict:
-    """The step test's 3 trial steps at peak LR guess·2^k: their rows (lr, slope, curvature)."""
+    """The step test's trial steps at peak LR guess·2^k: their rows (lr, slope, curvature)."""
+    from smoothprobe.schedule.decision import STEP_TEST_ROWS
     from smoothprobe.train import build
 
     arm = warmup_grid.Arm(optimizer, "closed_step", k, 0.0, seed)
@@ -76,7 +77,7 @@ def trial(optimizer: str, k: int, seed: int) -> dict:
         config = warmup_grid.config_of(arm, warmup_grid.base_config(False, "cpu"), Path(out))
         trainer = build(config, Path(out) / "run")
         try:
-            rows = trainer.trial_rows(3)
+            rows = trainer.trial_rows(STEP_TEST_ROWS)
         finally:
             trainer.writer.close("interrupted", "the step test's trial steps only")
     keep = ("step", "lr", "secant_slope", "secant_curv")
@@ -84,13 +85,13 @@ def trial(optimizer: str, k: int, seed: int) -> dict:
 
 
 def passes(reading: dict, limit: float) -> bool:
-    """The candidate's verdict: True for "no warm-up"."""
-    from smoothprobe.schedule.decision import best_step_lr
+    """The candidate's verdict on the trial rows: True for "no warm-up". Limit 2 is `decision.step_test`;
+    limit 1 is `decision.window_test`'s reading of the same rows (the step size of 3 rows cannot be read,
+    so only the limit and the curvature's sign count)."""
+    from smoothprobe.schedule.decision import WINDOW_LIMIT, step_test, window_test
 
-    best, _ = best_step_lr(reading["rows"])
-    if limit == 1.0 and any((row["secant_curv"] or 0.0) <= 0 for row in reading["rows"]):
-        return False
-    return limit * best >= reading["peak"]
+    test = {2.0: step_test, WINDOW_LIMIT: window_test}[limit]
+    return test(reading["rows"], reading["peak"]).decided
 
 
 def score(optimizer: str, kind: str, k: int, seed: int, warmup: float = 0.0) -> float:

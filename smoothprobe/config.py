@@ -374,15 +374,15 @@ class AdaptiveConfig:
     whether a step at the lr is within the stability limit along the update (`decision.step_test`): if
     so, no warm-up at all, without waiting for a fit. Off by default: on normalised SGD it passed and
     the run lost against a warm-up (docs/design.md §5).
-    window_test: with a pilot, at each refit inside its window where the fit says "not yet", no further
-    warm-up once a step at the lr is within the best step along the update on the last probed steps
-    and the step size has settled (`decision.window_test`). Off by default while it is checked against
-    the fits alone (benchmarks/step_limit.py).
     progress_test: with a pilot, before the first step (after the step test, unless that said "no
     warm-up"), take PROGRESS_STEPS steps of the practical start and undo them: a loss that fell by less
     than PROGRESS_DROP over them means no warm-up (`decision.progress_test`). Off by default: its
     threshold was set on one benchmark, and on a second task (markov) it skipped warm-ups that were needed
     (docs/design.md §5).
+    window_test: with a pilot, at each refit inside its window where the fit says "not yet", no further
+    warm-up once a step at the lr is within the best step along the update on the last probed steps
+    and the step size has settled (`decision.window_test`). Off by default while it is checked against
+    the fits alone (benchmarks/step_limit.py).
     """
 
     fit: str | None = option(None, "Adaptive: constants from this fit.json (implies --adaptive; --lr rescales the peak).",
@@ -421,9 +421,10 @@ class AdaptiveConfig:
                                     "its length.")
     progress_test: bool = option(False, _progress_help)
     window_test: bool = option(False, "Adaptive with --pilot: at each refit in the pilot's window where the fit says "
-                                      "'not yet', end the warm-up when a step at --lr is within the best step along "
-                                      "the update (median of the last 3 probed steps, each curving upward) and the "
-                                      "optimizer's step per unit LR has settled.")
+                                      "'not yet' (every 10 steps from 50 probed rows, so from step 49 of a window of "
+                                      "50 or more), end the warm-up when a step at --lr is within the best step "
+                                      "along the update (median of the last 3 probed steps, each curving upward) "
+                                      "and the optimizer's step per unit LR has settled.")
 
     def __post_init__(self) -> None:
         f_star = FStar.parse(self.f_star)  # the one reader of f*; stored as the user writes it

@@ -313,8 +313,8 @@ def run_start_tests(trainer: Trainer) -> None:
 
 
 def pilot_moved(trainer: Trainer, closed: bool) -> None:
-    """After the pilot's window or its decision: a fit's decision fixes f* (the fit's; the step
-    test's keeps the online estimate), and any decision stops the pilot-only probes; an open pilot past its window
+    """After the pilot's window or its decision: a fit's decision fixes f* (the fit's; a test's keeps
+    the online estimate), and any decision stops the pilot-only probes; an open pilot past its window
     thins them to every PILOT_EVERY-th step (a window probed more sparsely keeps its interval). run.json's
     `pilot` and `decision` say where it stands; the last fit is kept in pilot_fit.json."""
     pilot, writer = trainer.pilot, trainer.writer

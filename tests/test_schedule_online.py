@@ -369,6 +369,7 @@ def test_the_window_test_ends_the_warm_up_where_no_fit_decides_and_a_step_at_the
     else:
         assert closed_at is None and [d["step"] for d in windows] == [49, 59] and sched.phase == "warmup"
         assert all(d["branch"] == "not yet" for d in windows) and pilot.history[-1]["by"] == "fit"
+        assert pilot.decision["by"] == "fit" and "fit_status" in pilot.decision  # the test's "not yet" is history
     _, alone, closed_at = _run_pilot(rows, 60, 400)
     assert closed_at is None and all(d["by"] == "fit" for d in alone.history)
 

@@ -243,7 +243,8 @@ def window_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None
     The stability limit (twice the best step) says a step at the peak does not raise the loss; this test
     asks more, since it decides alone where a fit has not: that a step at the peak does not pass the
     minimum along the update, measured where the run is. A step that curved downward has no best step
-    to compare with, and a still-falling step size overshoots later (`after_settling`).
+    to compare with, and a still-falling step size overshoots later (`after_settling`); a step size with
+    too few rows to read (fewer than 2·SETTLE_ROWS) counts as settled, as it does for that guard.
 
     >>> rows = [{"step": t, "lr": 0.01, "update_norm": 0.01, "secant_slope": 1.0, "secant_curv": 0.5}
     ...         for t in range(20)]                                  # best LR 0.01·1/0.5 = 0.02
@@ -255,20 +256,19 @@ def window_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None
     def out(branch: str, reason: str) -> Decision:
         return Decision(branch, reason, None, None, None, None, step)
 
-    probed = _probed(rows, STEP_TEST_ROWS)
-    if len(probed) < STEP_TEST_ROWS:
-        return out("not yet", f"the window test needs {STEP_TEST_ROWS} probed steps, has {len(probed)}")
-    if any(curv <= 0 for _, _, curv in probed):
+    stable, median, read = _within_limit(rows, peak_lr, WINDOW_LIMIT)
+    if stable is None:
+        return out("not yet", f"the window test needs {STEP_TEST_ROWS} probed steps, has {read}")
+    if any(curv <= 0 for _, _, curv in _probed(rows, STEP_TEST_ROWS)):
         return out("not yet", f"a probed step curved downward along its update (last {STEP_TEST_ROWS} steps): no "
                               "best step to hold the peak to")
     ratio, since = step_scale_ratio(rows)
     if still_falling(ratio):
         return out("not yet", f"the optimizer's step per unit LR is still falling ({ratio:.3g}× that of the "
                               f"{SETTLE_ROWS} steps up to step {since})")
-    median = float(np.median([_best_lr(lr, slope, curv) for lr, slope, curv in probed]))
     said = (f"{WINDOW_LIMIT:g}× the best step along the update ({median:.4g}, median of the last "
             f"{STEP_TEST_ROWS} probed steps)")
-    if WINDOW_LIMIT * median >= peak_lr:
+    if stable:
         return out("no-warmup", f"a step at the peak LR {peak_lr:.4g} is within {said}, on a settled step size")
     return out("not yet", f"a step at the peak LR {peak_lr:.4g} would pass {said}")
 
@@ -460,12 +460,13 @@ def step_scale_ratio(rows: Sequence[Mapping]) -> tuple[float, int | None]:
     return (float(late / early), int(steps[quarter - 1])) if early > 0 else (math.nan, None)
 
 
-def _within_limit(rows: Sequence[Mapping], peak_lr: float) -> tuple[bool | None, float, int]:
-    """The stability rule `step_test` and `within_stability` share: whether a step at `peak_lr` is
-    within STABILITY_LIMIT times the median best step along the update over the last STEP_TEST_ROWS
-    probed `rows` (None with fewer probed rows), that median, and how many probed rows it read."""
+def _within_limit(rows: Sequence[Mapping], peak_lr: float,
+                  limit: float = STABILITY_LIMIT) -> tuple[bool | None, float, int]:
+    """The rule `step_test`, `within_stability` and `window_test` share: whether a step at `peak_lr` is
+    within `limit` times the median best step along the update over the last STEP_TEST_ROWS probed
+    `rows` (None with fewer probed rows), that median, and how many probed rows it read."""
     median, read = best_step_lr(rows, STEP_TEST_ROWS)
-    return (None if read < STEP_TEST_ROWS else STABILITY_LIMIT * median >= peak_lr), median, read
+    return (None if read < STEP_TEST_ROWS else limit * median >= peak_lr), median, read
 
 
 def best_step_lr(rows: Sequence[Mapping], last: int | None = None) -> tuple[float, int]:

@@ -187,8 +187,10 @@ class Pilot:
     which the pilot's fitted loss curve L(t) = f* + a·(t + t0)^(−b) is predicted to reach f* + Δ' (a
     known f* fits no such curve: the warm-up then ends at the crossing itself or at the cool-down).
     `status` is "probing", the branch taken ("no-warmup", "fit-driven …") or "not yet: …"; `decision`
-    says when, at which gap and on what interval, and `by` whom: "fit", "step test" with `step_test`
-    or "progress test" with `progress_test`; the step test,
+    says when, at which gap and on what interval, and `by` whom: "fit", "step test" with `step_test`,
+    "progress test" with `progress_test` or "window test" with `window_test` (at a refit inside the
+    window where the fit said "not yet": no further warm-up when a step at the peak is within the best
+    step along the update on the last probed steps, `decision.window_test`); the step test,
     which tests once (`test`), before the first step, whether a step at the schedule's lr is within the
     stability limit along the update (`decision.step_test`) on STEP_TEST_ROWS trial steps at the
     practical start's LR that the trainer undoes: if so there is no warm-up (f* then stays the
@@ -225,8 +227,8 @@ class Pilot:
 
     @property
     def fixed_f_star(self) -> bool:
-        """Whether a fit's decision fixed f* (its constants are fitted to Δ from its own f*); the step
-        test's, or a warm-up that ended undecided, leave the schedule's f* as it is."""
+        """Whether a fit's decision fixed f* (its constants are fitted to Δ from its own f*); a test's
+        (step, progress, window), or a warm-up that ended undecided, leave the schedule's f* as it is."""
         decision = self.decision or {}
         return decision.get("branch") in ("no-warmup", "fit-driven") and decision.get("by", "fit") == "fit"
 
@@ -310,15 +312,16 @@ class Pilot:
         return True
 
     def _window(self, step: int, scheduler: AdaptiveWarmup) -> bool:
-        """With `window_test`, at a refit inside the window where no fit decided: the window test on the
-        probed rows so far (`decision.window_test`); "no-warmup" skips the rest of the warm-up (f* stays
-        the schedule's own) and closes the pilot (True)."""
+        """With `window_test`, at a refit inside the window where no fit decided (after `allow_unsupported`
+        had its turn): the window test on the probed rows so far (`decision.window_test`); "no-warmup"
+        skips the rest of the warm-up (f* stays the schedule's own) and closes the pilot (True)."""
         if not self.window_test or step >= self.steps:
             return False
         verdict = window_test(self.rows, scheduler.lr, step)
-        self.decision = self._log(verdict.to_dict(), WINDOW_TEST)
-        if not verdict.decided:
+        logged = self._log(verdict.to_dict(), WINDOW_TEST)
+        if not verdict.decided:  # the fit's "not yet" stays the pilot's decision; the test's is in history
             return False
+        self.decision = logged
         before = float(scheduler.get_last_lr()[0])
         scheduler.skip_warmup()
         self._restart_on_jump(scheduler, before, step + 1)
