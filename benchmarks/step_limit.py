@@ -43,6 +43,13 @@ the window on AdamW, Lion at lr* or 2·lr*, or normalised SGD at lr* and 2·lr*.
 **Predicted:** it passes (Muon decides at step 49 at every LR; elsewhere its runs are the fits alone's or
 a jump at 49 where the fits jumped at 59-79).
 
+**Outcome** (2026-12-07; the table: `python benchmarks/step_limit.py`). Limits 2 and 1 fail, as
+predicted: at lr*/2 normalised SGD's no-warm-up run (1.972) is 0.049 behind the fits alone (1.923; σ
+0.028). The window test passes the rule (Muon at lr*/2 1.716 against 2.023, at lr* 1.632 against 1.662;
+nowhere worse by more than σ), but it did not become the default: at lr* on normalised SGD's dev seed 0,
+outside the two seeds the rule read, it ended the warm-up at step 59 and lost 0.20 (2.036 against 1.838).
+It stays opt-in (docs/design.md §5).
+
     python benchmarks/step_limit.py   # trial readings for the missing seeds, then the table
 """
 
@@ -99,10 +106,9 @@ def score(optimizer: str, kind: str, k: int, seed: int, warmup: float = 0.0) -> 
     return warmup_grid.score(warmup_grid.result_of(GRID, warmup_grid.Arm(optimizer, kind, k, warmup, seed)))
 
 
-def main() -> None:
-    import torch
-
-    torch.set_num_threads(1)
+def judge() -> tuple[list[str], dict[str, bool | None]]:
+    """The table's rows (markdown) and each candidate's verdict (True: replaces the fits alone; None:
+    open), taking the trial readings that are missing first."""
     found = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     names = [f"limit {limit:g}" for limit in LIMITS] + ["window"]
     rows, replaces = [], dict.fromkeys(names, True)
@@ -140,6 +146,15 @@ def main() -> None:
             rows.append(f"| {optimizer} | lr*·2^{d:+d} | {mean['fits']:.4f} | "
                         + " | ".join(f"{mean[name]:.4f}{said.get(name, '')}" for name in names)
                         + f" | {grid[0.0]:.4f} | {grid[best_w]:.4f} (w{best_w:g}) |")
+    return rows, replaces
+
+
+def main() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    rows, replaces = judge()
+    names = list(replaces)
     print(f"Seeds {', '.join(map(str, SEEDS))}; NaN: not run yet.\n")
     print("| optimizer | LR | fits alone | " + " | ".join(names) + " | no warm-up | best warm-up at this LR |")
     print("|---|---|---|" + "---|" * len(names) + "---|---|")

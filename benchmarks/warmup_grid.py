@@ -820,8 +820,8 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
             f"grid median {ref['median']:.4f} over {ref['median_points']} point(s)"))
         # at lr* (or no LR given); while the scan is open, every LR an arm ran, each on its own line
         at = part[(part.lr_factor == 1.0) & (part.lr_x.isna() | (np.isclose(part.lr_x, star) if star else True))]
-        for label, within in (("closed", 1.0), ("closed_step", 1.0), ("closed_progress", 1.0), ("fitted", 1.0),
-                              ("own_peak", 2.0), ("practical", 1.0)):
+        for label, within in (("closed", 1.0), ("closed_step", 1.0), ("closed_progress", 1.0), ("closed_window", 1.0),
+                              ("fitted", 1.0), ("own_peak", 2.0), ("practical", 1.0)):
             if not (at.label == label).any():
                 lines.append(f"  - {label}: open (not run on these seeds yet)")
             for r in at[at.label == label].itertuples():

@@ -544,3 +544,21 @@ def test_the_start_tests_committed_verdicts_follow_from_their_readings_and_match
     assert r["peak"] == pytest.approx(5e-4) and 0 < r["start_best"] < 1 and 0 < r["late_best"] < 1
     assert r["scale_ratio"] == pytest.approx(1.0, abs=1e-3)  # Lion's sign step: the same size at every LR
     assert math.isnan(r["drop"]) and not r["progress"]  # 20 steps are too few for the progress test
+
+
+def test_the_step_limit_checks_committed_verdicts_are_the_ones_its_docstring_states(monkeypatch):
+    """benchmarks/step_limit.py on the committed results: the two start-test limits do not replace the fits
+    alone and the window test does (by the registered rule), with the means its docstring quotes; and a
+    limit-1 verdict needs upward curvature where limit 2 reads a downward step as room."""
+    limits = load_benchmark(monkeypatch, "step_limit")
+    rows, verdicts = limits.judge()
+    assert verdicts == {"limit 2": False, "limit 1": False, "window": True}
+    cells = {(r.split(" | ")[0].strip("| "), r.split(" | ")[1]): r for r in rows}
+    assert "| 1.9230 | 1.9722 (2/2 none) | 1.9722 (2/2 none) |" in cells[("normsgd", "lr*·2^-1")]
+    assert cells[("muon", "lr*·2^-1")].startswith("| muon | lr*·2^-1 | 2.0226 |") and "| 1.7160 |" in cells[("muon", "lr*·2^-1")]
+    doc = " ".join(limits.__doc__.split())
+    for said in ("(1.972) is 0.049 behind the fits alone (1.923", "Muon at lr*/2 1.716 against 2.023",
+                 "at lr* 1.632 against 1.662", "2.036 against 1.838"):
+        assert said in doc
+    down = {"peak": 0.1, "rows": [{"lr": 0.01, "secant_slope": 1.0, "secant_curv": -1.0}] * 3}
+    assert limits.passes(down, 2.0) and not limits.passes(down, 1.0)
