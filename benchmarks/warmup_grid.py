@@ -758,8 +758,8 @@ def decided(results: pd.DataFrame, stars: dict[str, float | None]) -> tuple[int,
     'window test'), and how many closed-loop runs there are, at each optimizer's lr* (`stars`; every LR
     while its scan is open) or with no LR given."""
     closed = results[results.kind.isin(CLOSED) & (results.lr_factor == 1.0)]  # the 10·lr* tier on its own
-    closed = closed[[pd.isna(lr) or stars.get(opt) is None or np.isclose(float(lr), stars[opt])
-                     for opt, lr in zip(closed.optimizer, closed.lr)]]  # the lrs tier on its own
+    closed = closed[np.array([pd.isna(lr) or stars.get(opt) is None or np.isclose(float(lr), stars[opt])
+                              for opt, lr in zip(closed.optimizer, closed.lr)], dtype=bool)]  # the lrs tier on its own
     hits = [d for d in closed.decision if isinstance(d, dict) and d.get("branch") in ("no-warmup", "fit-driven")]
     by = Counter(d.get("by") or "fit" for d in hits)
     return len(hits), dict(by), len(closed)
@@ -767,7 +767,7 @@ def decided(results: pd.DataFrame, stars: dict[str, float | None]) -> tuple[int,
 
 def deciders(by: dict[str, int]) -> str:
     """Who took a count of decisions, in words: "the fits' in 8, the step test's in 6, …"."""
-    return ", ".join(f"{'the fits' if who == 'fit' else 'the ' + who}'s in {n}" for who, n in sorted(by.items()))
+    return ", ".join(("the fits'" if who == "fit" else f"the {who}'s") + f" in {n}" for who, n in sorted(by.items()))
 
 
 def scores_of(results: pd.DataFrame, opt: str, kind: str, lr: float) -> dict[int, float]:
