@@ -54,7 +54,13 @@ that end's seed σ (a diverged run is not).
   and 0.65 to a 25 % warm-up, more than the jumps did. The verdicts above stand (within on AdamW, Lion and
   Muon, not on normalised SGD, for both closed loops; the measured peak within on Muon only).
 
-    python benchmarks/warmup_grid.py --task markov --stages scan,progress,loops   # resumable
+- **The window test** (`closed_window`, 2026-12-07; judged on `lm` by benchmarks/step_limit.py, run here
+  after that check to see whether it holds on a second task, not registered as a check of its own): within
+  on AdamW (the same runs as `closed`), Lion (paired against no warm-up +0.003, +0.002, −0.004) and Muon
+  (−0.002, +0.004, +0.002 against 25 %; `closed` +0.021, +0.018, +0.018), and not on normalised SGD, whose
+  window test said "no warm-up" on all three seeds (0.05, 0.08, 0.21 behind 25 %).
+
+    python benchmarks/warmup_grid.py --task markov --stages scan,progress,loops,window   # resumable
     python benchmarks/second_task.py                                                # the verdicts
 """
 
@@ -68,7 +74,7 @@ import warmup_grid
 
 FOLDER = warmup_grid.REPO / "runs" / warmup_grid.folder_name("markov")
 SEEDS = (0, 1, 2)
-LOOPS = ("own_peak", "closed", "closed_exact")
+LOOPS = ("own_peak", "closed", "closed_exact", "closed_window")
 """The closed loops judged on the second task, each against the better end."""
 
 

@@ -499,6 +499,11 @@ def test_the_second_tasks_committed_loop_verdicts_are_the_ones_its_docstring_sta
               for kind in tests.LOOPS}
     assert within["own_peak"] == {"adamw": False, "lion": False, "muon": True, "normsgd": False}
     assert within["closed"] == within["closed_exact"] == {"adamw": True, "lion": True, "muon": True, "normsgd": False}
+    assert within["closed_window"] == within["closed"]
+    window = {opt: tests.loop_transfer(opt, "closed_window") for opt in ("muon", "normsgd")}
+    assert set(window["normsgd"]["branch"].values()) == {"no-warmup"}
+    muon = ", ".join(f"{d:+.3f}" for d in window["muon"]["paired"].values()).replace("-", "−")
+    assert f"Muon ({muon} against 25 %" in " ".join(tests.__doc__.split())
     doc = " ".join(tests.__doc__.split())
     assert "Neither transfers" in doc and "so `closed_exact` does not transfer" in doc
     behind = sorted(round(d, 2) for d in tests.loop_transfer("normsgd", "closed_exact")["paired"].values())
