@@ -852,7 +852,7 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
                                     scores_of(results, opt, other, rows[other].lr_x))
                 lines.append(f"  - own-peak vs {other} ({rows[other].val_mean:.4f}, max lr {rows[other].peak_lr:.3g}): "
                              f"{said} ({'ahead' if diff < 0 else 'behind' if diff >= 0 else 'open'})")
-        lines += off_lr_lines(part, results, opt, star, sigma)
+        lines += off_lr_lines(results, opt, star, sigma)
         stress = part[part.lr_factor == 10.0]
         if not stress.empty:
             converged_grid = stress[stress.label.str.startswith("grid") & (stress.diverged == 0)]
@@ -865,7 +865,7 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
     return lines
 
 
-def off_lr_lines(part: pd.DataFrame, results: pd.DataFrame, opt: str, star: float | None, sigma: float) -> list[str]:
+def off_lr_lines(results: pd.DataFrame, opt: str, star: float | None, sigma: float) -> list[str]:
     """The lrs tier: the closed loop (the fits alone) at lr*/2 and 2·lr* against the best grid warm-up at
     the same LR (ranked on the seeds the closed loop ran) and against no warm-up there, paired; the
     window test's arm beside it is judged by benchmarks/step_limit.py."""

@@ -62,7 +62,7 @@ STEP_TEST_ROWS = 3
 STABILITY_LIMIT = 2.0
 """A step longer than this multiple of the best step along its direction raises the loss (quadratic model)."""
 WINDOW_LIMIT = 1.0
-"""The window test's multiple of the best step along the update: none, the peak's step must not pass the
+"""The window test's multiple of the best step along the update: 1, a step at the peak must not pass the
 minimum along its direction (`window_test`)."""
 PROGRESS_STEPS = 50
 """Trial steps of the practical start that the progress test reads (`progress_test`)."""
