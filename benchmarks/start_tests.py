@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
-from pathlib import Path
 
 import second_task
 import warmup_grid
@@ -65,17 +63,12 @@ def reading(optimizer: str, seed: int, task: str = "lm") -> dict:
         step_test,
         still_falling,
     )
-    from smoothprobe.train import build
 
     arm = warmup_grid.Arm(optimizer, "closed", warmup_grid.scanned_exponent(optimizer, task), 0.0, seed)
-    with tempfile.TemporaryDirectory() as out:
-        config = warmup_grid.config_of(arm, warmup_grid.base_config(False, "cpu", task), Path(out))
-        trainer = build(config, Path(out) / "run")
-        try:
-            trial = trainer.trial_rows(3)
-            rows = [trainer.step(step) for step in range(WINDOW)]
-        finally:
-            trainer.writer.close("interrupted", "the start tests read the start only")
+    with warmup_grid.scratch_trainer(arm, task, "the start tests read the start only") as trainer:
+        config = trainer.config
+        trial = trainer.trial_rows(3)
+        rows = [trainer.step(step) for step in range(WINDOW)]
     start, _ = best_step_lr(trial)
     late, _ = best_step_lr([r for r in rows if LATE[0] <= r["step"] <= LATE[1]])
     scale, _ = step_scale_ratio(rows)

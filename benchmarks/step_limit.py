@@ -58,8 +58,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import tempfile
-from pathlib import Path
 
 import warmup_grid
 from warmup_grid import REPO
@@ -77,18 +75,12 @@ SIGMA = {"adamw": 0.0192, "lion": 0.0136, "muon": 0.0098, "normsgd": 0.0283}
 def trial(optimizer: str, k: int, seed: int) -> dict:
     """The step test's trial steps at peak LR guess·2^k: their rows (lr, slope, curvature)."""
     from smoothprobe.schedule.decision import STEP_TEST_ROWS
-    from smoothprobe.train import build
 
     arm = warmup_grid.Arm(optimizer, "closed_step", k, 0.0, seed)
-    with tempfile.TemporaryDirectory() as out:
-        config = warmup_grid.config_of(arm, warmup_grid.base_config(False, "cpu"), Path(out))
-        trainer = build(config, Path(out) / "run")
-        try:
-            rows = trainer.trial_rows(STEP_TEST_ROWS)
-        finally:
-            trainer.writer.close("interrupted", "the step test's trial steps only")
+    with warmup_grid.scratch_trainer(arm, why="the step test's trial steps only") as trainer:
+        rows = trainer.trial_rows(STEP_TEST_ROWS)
     keep = ("step", "lr", "secant_slope", "secant_curv")
-    return {"peak": config.lr, "rows": [{key: row.get(key) for key in keep} for row in rows]}
+    return {"peak": trainer.config.lr, "rows": [{key: row.get(key) for key in keep} for row in rows]}
 
 
 def passes(reading: dict, limit: float) -> bool:

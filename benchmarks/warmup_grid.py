@@ -63,6 +63,7 @@ one device's results and the benchmark refuses to mix them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -70,6 +71,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -417,6 +419,20 @@ def config_of(arm: Arm, base, out: Path):
     if arm.kind == "fitted":
         return dataclasses.replace(cfg, adaptive={"fit": str(fit_path(out, needs(arm)))})
     return cfg
+
+
+@contextlib.contextmanager
+def scratch_trainer(arm: Arm, task: str = "lm", why: str = "a reading of its first steps only"):
+    """The arm's trainer (full size, CPU) in a temporary run folder, for readings that take a few steps of
+    it (the start tests' trial steps): yields it, closes its run as interrupted for `why`, and removes it."""
+    from smoothprobe.train import build
+
+    with tempfile.TemporaryDirectory() as out:
+        trainer = build(config_of(arm, base_config(False, "cpu", task), Path(out)), Path(out) / "run")
+        try:
+            yield trainer
+        finally:
+            trainer.writer.close("interrupted", why)
 
 
 class _Constant:

@@ -64,6 +64,8 @@ STABILITY_LIMIT = 2.0
 WINDOW_LIMIT = 1.0
 """The window test's multiple of the best step along the update: 1, a step at the peak must not pass the
 minimum along its direction (`window_test`)."""
+WINDOW_TEST = "window test"
+"""A decision's `by` for `window_test` (a pilot's, at a refit in its window)."""
 PROGRESS_STEPS = 50
 """Trial steps of the practical start that the progress test reads (`progress_test`)."""
 PROGRESS_ENDS = 5
@@ -366,8 +368,6 @@ class StartTest:
 
 
 STEP_TEST = StartTest("step test", STEP_TEST_ROWS, step_test, step_trial)
-WINDOW_TEST = "window test"
-"""A decision's `by` for `window_test` (a pilot's, at a refit in its window)."""
 PROGRESS_TEST = StartTest("progress test", PROGRESS_STEPS, lambda rows, peak_lr, step: progress_test(rows, step),
                           progress_trial)
 

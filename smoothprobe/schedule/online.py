@@ -305,11 +305,7 @@ class Pilot:
         if not verdict.decided:
             self.status = f"not yet: {verdict.reason}"
             return False
-        before = float(scheduler.get_last_lr()[0])
-        scheduler.skip_warmup()
-        self._restart_on_jump(scheduler, before, 0)
-        self.status, self.closed = f"no-warmup ({test.name})", True
-        return True
+        return self._skip_by_test(scheduler, test.name, 0)
 
     def _window(self, step: int, scheduler: AdaptiveWarmup) -> bool:
         """With `window_test`, at a refit inside the window where no fit decided (after `allow_unsupported`
@@ -322,10 +318,15 @@ class Pilot:
         if not verdict.decided:  # the fit's "not yet" stays the pilot's decision; the test's is in history
             return False
         self.decision = logged
+        return self._skip_by_test(scheduler, WINDOW_TEST, step + 1)
+
+    def _skip_by_test(self, scheduler: AdaptiveWarmup, name: str, taken: int) -> bool:
+        """A test's "no-warmup" after `taken` steps: the warm-up ends now with the schedule's own f* (a test
+        fits no constants), a long momentum restarts (`_restart_on_jump`), and the pilot closes (True)."""
         before = float(scheduler.get_last_lr()[0])
         scheduler.skip_warmup()
-        self._restart_on_jump(scheduler, before, step + 1)
-        self.status, self.closed = f"no-warmup ({WINDOW_TEST})", True
+        self._restart_on_jump(scheduler, before, taken)
+        self.status, self.closed = f"no-warmup ({name})", True
         return True
 
     def _measure_peak(self, scheduler: AdaptiveWarmup) -> None:
