@@ -33,7 +33,7 @@ no LR given (`--own-peak`) and the closed loop at lr* given the task's exact f* 
 match the better of those two ends there? A third, **lrs** (every seed; `--stages lrs`): the closed loop at
 lr*/2 and 2·lr*, where the grid has run every warm-up: does the default pick a good warm-up at an LR
 the scan did not choose? With it runs the closed loop with the window test (`closed_window`) at those LRs,
-and **window** (every seed) runs that arm at lr*: benchmarks/step_limit.py judges it against the fits alone.
+and **window** (every seed) runs that arm and the fits alone at lr*: benchmarks/step_limit.py judges it against them.
 
 Every arm has the same steps, batch, data and seeds; nothing but the scan's guess is set per
 optimizer, and every arm records the largest LR it actually used. The score is the final
@@ -153,7 +153,7 @@ once a rerun of one (Lion, seed 10) gave the same validation loss to the last di
 PILOT_STATE = f"guard {GUARD}, restart {RESTART}, cadence {CADENCE}"
 ARM_DESIGN = {"closed": PILOT_STATE, "own_peak": f"peak 4, {PILOT_STATE}", "closed_step": f"stability 5, {PILOT_STATE}",
               "closed_progress": f"progress 1, {PILOT_STATE}", "closed_exact": f"exact f* 2, {PILOT_STATE}",
-              "closed_window": f"window 1, {PILOT_STATE}"}
+              "closed_window": f"window 2, {PILOT_STATE}"}
 """Versions of what one kind of arm adds to the decision rule; its arms rerun when either changes.
 own_peak: the median best step along the update over the pilot's window (not the fit's η_max).
 closed_step: the closed loop with `--step-test`: once, before the first step, on 3 trial steps at the
@@ -167,8 +167,11 @@ closed_exact: the closed loop with the task's exact f* instead of f* = auto (mar
 none falls back to auto). Version 1 gave it to the schedule only, and the pilot's fits placed their own; 2 gives
 it to the fits too (`schedule.online.fit_or_lower_bound`).
 closed_window: the closed loop with `--window-test`: at each refit in the window where the fit says "not
-yet", no warm-up once a step at the peak is within the best step along the update (last 3 probed steps)
-on a settled step size (`decision.window_test`; benchmarks/step_limit.py judges it)."""
+yet", no warm-up once a step at the peak is within the best step along the update on a settled step size
+(`decision.window_test`; benchmarks/step_limit.py judges it). Version 1 read the median of the last 3
+probed steps, 2 the lower quartile over the window's probed steps; a version-1 result whose rows show
+version 2 passing at the same refit, or at none where version 1 passed at none, is the same run and
+was relabelled 2."""
 CLOSED = ("closed", "closed_step", "closed_progress", "own_peak", "closed_exact", "closed_window")
 """The closed-loop arms (a pilot decides in the run)."""
 DECIDED_BY_FIT = (*CLOSED, "fitted")
@@ -335,8 +338,8 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
             arms += [Arm(opt, "grid", k, w, seed) for w in PROGRESS_WARMUPS] + [Arm(opt, "closed_progress", k, 0.0, seed)]
         if "loops" in stages:
             arms += [closed_arm(opt, kind, k, seed) for kind in ("closed", "own_peak", "closed_exact")]
-        if "window" in stages:
-            arms.append(Arm(opt, "closed_window", k, 0.0, seed))
+        if "window" in stages:  # with the fits alone it would replace, paired
+            arms += [Arm(opt, kind, k, 0.0, seed) for kind in ("closed", "closed_window")]
         if "lrs" in stages:
             arms += [Arm(opt, kind, k + d, 0.0, seed) for kind in ("closed", "closed_window") for d in (-1, 1)]
         if "grid" in stages:  # the twin first: every σ verdict needs its noise floor

@@ -64,6 +64,9 @@ STABILITY_LIMIT = 2.0
 WINDOW_LIMIT = 1.0
 """The window test's multiple of the best step along the update: 1, a step at the peak must not pass the
 minimum along its direction (`window_test`)."""
+WINDOW_QUANTILE = 0.25
+"""The quantile of the best step over the window's probed steps that the window test holds the peak to
+(version 2; version 1 read the median of the last STEP_TEST_ROWS and passed on one noisy reading)."""
 WINDOW_TEST = "window test"
 """A decision's `by` for `window_test` (a pilot's, at a refit in its window)."""
 PROGRESS_STEPS = 50
@@ -238,19 +241,21 @@ def step_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None) 
 
 def window_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None) -> Decision:
     """The window test, on a pilot's own probed rows where its fit says "not yet": "no-warmup" when a step
-    at `peak_lr` is within WINDOW_LIMIT times the median best step along the update over the last
-    STEP_TEST_ROWS probed steps, each of which curved upward along its update, and the optimizer's step
-    per unit LR has settled (`still_falling`); else "not yet".
+    at `peak_lr` is within WINDOW_LIMIT times the lower quartile (WINDOW_QUANTILE) of the best step along
+    the update over every probed step of `rows`, the last STEP_TEST_ROWS of them curved upward along
+    their update, and the optimizer's step per unit LR has settled (`still_falling`); else "not yet".
 
     The stability limit (twice the best step) says a step at the peak does not raise the loss; this test
-    asks more, since it decides alone where a fit has not: that a step at the peak does not pass the
-    minimum along the update, measured where the run is. A step that curved downward has no best step
-    to compare with, and a still-falling step size overshoots later (`after_settling`); a step size with
-    too few rows to read (fewer than 2·SETTLE_ROWS) counts as settled, as it does for that guard.
+    asks more, since it decides alone where a fit has not: that a step at the peak passes the minimum
+    along the update on at most a quarter of the probed steps so far. A quantile over the whole window,
+    not the median of the last few steps, so that one noisy high reading does not end a warm-up
+    (docs/design.md §5). A step that curved downward has no best step to compare with, and a still-falling
+    step size overshoots later (`after_settling`); a step size with too few rows to read (fewer than
+    2·SETTLE_ROWS) counts as settled, as it does for that guard.
 
-    >>> rows = [{"step": t, "lr": 0.01, "update_norm": 0.01, "secant_slope": 1.0, "secant_curv": 0.5}
-    ...         for t in range(20)]                                  # best LR 0.01·1/0.5 = 0.02
-    >>> window_test(rows, 0.02).branch, window_test(rows, 0.03).branch
+    >>> rows = [{"step": t, "lr": 0.01, "update_norm": 0.01, "secant_slope": 1.0, "secant_curv": c}
+    ...         for t, c in enumerate([0.5] * 15 + [0.25] * 5)]     # best LR 0.02 on 15 rows, 0.04 on 5
+    >>> window_test(rows, 0.02).branch, window_test(rows, 0.021).branch
     ('no-warmup', 'not yet')
     >>> window_test(rows[:-1] + [{**rows[-1], "secant_curv": -0.1}], 0.001).reason[:40]
     'a probed step curved downward along its '
@@ -258,9 +263,9 @@ def window_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None
     def out(branch: str, reason: str) -> Decision:
         return Decision(branch, reason, None, None, None, None, step)
 
-    stable, median, read = _within_limit(rows, peak_lr, WINDOW_LIMIT)
-    if stable is None:
-        return out("not yet", f"the window test needs {STEP_TEST_ROWS} probed steps, has {read}")
+    best = [_best_lr(lr, slope, curv) for lr, slope, curv in _probed(rows)]
+    if len(best) < STEP_TEST_ROWS:
+        return out("not yet", f"the window test needs {STEP_TEST_ROWS} probed steps, has {len(best)}")
     if any(curv <= 0 for _, _, curv in _probed(rows, STEP_TEST_ROWS)):
         return out("not yet", f"a probed step curved downward along its update (last {STEP_TEST_ROWS} steps): no "
                               "best step to hold the peak to")
@@ -268,9 +273,10 @@ def window_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None
     if still_falling(ratio):
         return out("not yet", f"the optimizer's step per unit LR is still falling ({ratio:.3g}× that of the "
                               f"{SETTLE_ROWS} steps up to step {since})")
-    said = (f"{WINDOW_LIMIT:g}× the best step along the update ({median:.4g}, median of the last "
-            f"{STEP_TEST_ROWS} probed steps)")
-    if stable:
+    quartile = float(np.quantile(best, WINDOW_QUANTILE, method="lower"))
+    said = (f"{WINDOW_LIMIT:g}× the best step along the update ({quartile:.4g}, the {WINDOW_QUANTILE:g} quantile "
+            f"over {len(best)} probed steps)")
+    if WINDOW_LIMIT * quartile >= peak_lr:
         return out("no-warmup", f"a step at the peak LR {peak_lr:.4g} is within {said}, on a settled step size")
     return out("not yet", f"a step at the peak LR {peak_lr:.4g} would pass {said}")
 
@@ -460,13 +466,12 @@ def step_scale_ratio(rows: Sequence[Mapping]) -> tuple[float, int | None]:
     return (float(late / early), int(steps[quarter - 1])) if early > 0 else (math.nan, None)
 
 
-def _within_limit(rows: Sequence[Mapping], peak_lr: float,
-                  limit: float = STABILITY_LIMIT) -> tuple[bool | None, float, int]:
-    """The rule `step_test`, `within_stability` and `window_test` share: whether a step at `peak_lr` is
-    within `limit` times the median best step along the update over the last STEP_TEST_ROWS probed
-    `rows` (None with fewer probed rows), that median, and how many probed rows it read."""
+def _within_limit(rows: Sequence[Mapping], peak_lr: float) -> tuple[bool | None, float, int]:
+    """The rule `step_test` and `within_stability` share: whether a step at `peak_lr` is within the
+    stability limit of the median best step along the update over the last STEP_TEST_ROWS probed `rows`
+    (None with fewer probed rows), that median, and how many probed rows it read."""
     median, read = best_step_lr(rows, STEP_TEST_ROWS)
-    return (None if read < STEP_TEST_ROWS else limit * median >= peak_lr), median, read
+    return (None if read < STEP_TEST_ROWS else STABILITY_LIMIT * median >= peak_lr), median, read
 
 
 def best_step_lr(rows: Sequence[Mapping], last: int | None = None) -> tuple[float, int]:
