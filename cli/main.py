@@ -390,13 +390,7 @@ def record(**kw) -> None:
     out, resume, overwrite, quiet = (kw.pop(k) for k in ("out", "resume", "overwrite", "no_progress"))
     config = config_from_options(kw)
     config.probes = probes
-    if resume:
-        from smoothprobe.train import stored_config
-
-        if (Path(out) / "run.json").is_file() and stored_config(out).probes is None:
-            raise SmoothprobeError(f"{out} was trained without probes (by train): record cannot add them to it; record a "
-                                   "new run, or resume it with train", params=["resume", "out"])
-    else:
+    if not resume:
         config.validate()  # a bad setting is refused before the note on thin rows, in one line
         warn_thin_record(config)
     run_training(config, out, resume, overwrite, quiet)

@@ -459,6 +459,9 @@ def resumed_config(out: str | Path, requested: TrainConfig | None = None,
     stored = stored_config(out)
     if requested is None:
         return stored
+    if requested.probes is not None and stored.probes is None:
+        raise SmoothprobeError(f"{out} was trained without probes (by train): a resume cannot add them to it; record "
+                               "a new run, or resume it without probes (train)", params=("resume", "out"))
     if given is None:
         given = {path: path for path in _paths(requested, stored)}
     changed = [name for path, name in given.items()

@@ -249,6 +249,16 @@ def test_resume_refuses_a_changed_probe_option(tmp_path):
     assert changed.exit_code == 2 and "--probe-option differ" in changed.output, changed.output
 
 
+def test_resume_in_the_library_refuses_to_add_probes_to_a_run_trained_without_them(tmp_path):
+    """The refusal is `resumed_config`'s, so `train(..., resume=True)` gives it as the CLI's `record --resume` does."""
+    from smoothprobe.config import ProbeConfig
+
+    config = TrainConfig(task="quadratic", steps=4)
+    train(config, tmp_path / "t", progress=False)
+    with pytest.raises(SmoothprobeError, match="trained without probes"):
+        train(dataclasses.replace(config, steps=6, probes=ProbeConfig()), tmp_path / "t", resume=True, progress=False)
+
+
 def test_resume_refuses_rows_missing_before_the_checkpoint_and_checkpoints_that_do_not_fit(tmp_path):
     out = tmp_path / "run"
     assert invoke("train", *QUICK, "--steps", "10", "--checkpoint-every", "5", "--out", str(out)).exit_code == 0
