@@ -380,8 +380,8 @@ class AdaptiveConfig:
     threshold was set on one benchmark, and on a second task (markov) it skipped warm-ups that were needed
     (docs/design.md §5).
     window_test: with a pilot, at each refit inside its window where the fit says "not yet", no further
-    warm-up once a step at the lr is within the best step along the update on the last probed steps
-    and the step size has settled (`decision.window_test`). Off by default: it passed a check registered
+    warm-up once a step at the lr is within the best step along the update on three quarters of the
+    window's probed steps and the step size has settled (`decision.window_test`). Off by default: it passed a check registered
     before its runs (benchmarks/step_limit.py), then on normalised SGD's seed 0 it ended the warm-up at
     step 59 and lost 0.20 (docs/design.md §5).
     """
@@ -424,8 +424,9 @@ class AdaptiveConfig:
     window_test: bool = option(False, "Adaptive with --pilot: at each refit in the pilot's window where the fit says "
                                       "'not yet' (every 10 steps from 50 probed rows, so from step 49 of a window of "
                                       "50 or more), end the warm-up when a step at --lr is within the best step "
-                                      "along the update (median of the last 3 probed steps, each curving upward) "
-                                      "and the optimizer's step per unit LR has settled.")
+                                      "along the update on three quarters of the window's probed steps (their lower "
+                                      "quartile; the last 3 each curving upward) and the optimizer's step per unit "
+                                      "LR has settled.")
 
     def __post_init__(self) -> None:
         f_star = FStar.parse(self.f_star)  # the one reader of f*; stored as the user writes it

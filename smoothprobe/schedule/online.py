@@ -190,7 +190,7 @@ class Pilot:
     says when, at which gap and on what interval, and `by` whom: "fit", "step test" with `step_test`,
     "progress test" with `progress_test` or "window test" with `window_test` (at a refit inside the
     window where the fit said "not yet": no further warm-up when a step at the peak is within the best
-    step along the update on the last probed steps, `decision.window_test`); the step test,
+    step along the update on three quarters of the window's probed steps, `decision.window_test`); the step test,
     which tests once (`test`), before the first step, whether a step at the schedule's lr is within the
     stability limit along the update (`decision.step_test`) on STEP_TEST_ROWS trial steps at the
     practical start's LR that the trainer undoes: if so there is no warm-up (f* then stays the
