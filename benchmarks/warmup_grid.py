@@ -66,6 +66,7 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
+import itertools
 import json
 import math
 import os
@@ -174,6 +175,9 @@ version 2 passing at the same refit, or at none where version 1 passed at none, 
 was relabelled 2."""
 CLOSED = ("closed", "closed_step", "closed_progress", "own_peak", "closed_exact", "closed_window")
 """The closed-loop arms (a pilot decides in the run)."""
+DEFAULT_LOOP = "closed_window"
+"""The arm that runs what `train --pilot` does by default: the fits and the window test (since version 2 passed
+its registered check, benchmarks/step_limit.py); `closed` is the fits alone (`--no-window-test`)."""
 DECIDED_BY_FIT = (*CLOSED, "fitted")
 ADAPTIVE = ("practical", *DECIDED_BY_FIT)
 """The arms `AdaptiveWarmup` schedules."""
@@ -861,10 +865,12 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
                              f"{r.peak_lr:.3g}) vs reference within {within:g} σ: {verdict}; {said}; below the grid "
                              f"median: {below}")
         rows = {label: r for label, r in zip(at.label, at.itertuples())}
-        if star and "closed" in rows and "practical" in rows:
-            diff, said = paired(scores_of(results, opt, "closed", rows["closed"].lr_x),
-                                scores_of(results, opt, "practical", rows["practical"].lr_x))
-            lines.append(f"  - closed loop within 1 σ of practical or better: {_verdict(diff, sigma)}; {said}")
+        for loop in (DEFAULT_LOOP, "closed"):
+            if star and loop in rows and "practical" in rows:
+                diff, said = paired(scores_of(results, opt, loop, rows[loop].lr_x),
+                                    scores_of(results, opt, "practical", rows["practical"].lr_x))
+                lines.append(f"  - closed loop ({loop}) within 1 σ of practical or better: {_verdict(diff, sigma)}; "
+                             f"{said}")
         for other in PARAM_FREE:
             if star and other in rows and "own_peak" in rows:
                 diff, said = paired(scores_of(results, opt, "own_peak", math.nan),
@@ -885,24 +891,24 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
 
 
 def off_lr_lines(results: pd.DataFrame, opt: str, star: float | None, sigma: float) -> list[str]:
-    """The lrs tier: the closed loop (the fits alone) at lr*/2 and 2·lr* against the best grid warm-up at
-    the same LR (ranked on the seeds the closed loop ran) and against no warm-up there, paired; the
-    window test's arm beside it is judged by benchmarks/step_limit.py."""
+    """The lrs tier: each closed loop (the `--pilot` default and the fits alone) at lr*/2 and 2·lr* against
+    the best grid warm-up at the same LR (ranked on the seeds that loop ran) and against no warm-up there,
+    paired (benchmarks/step_limit.py judges the two against each other)."""
     lines = []
     if not star:
         return lines
-    for lr in (star / 2, 2 * star):
-        mine = scores_of(results, opt, "closed", lr)
+    for loop, lr in itertools.product((DEFAULT_LOOP, "closed"), (star / 2, 2 * star)):
+        mine = scores_of(results, opt, loop, lr)
         if not mine:
             continue
         grid = {w: scores_of(results[results.warmup == w], opt, "grid", lr) for w in GRID_WARMUPS}
         ranked = {w: np.mean([v[seed] for seed in mine]) for w, v in grid.items() if set(mine) <= set(v)}
         if not ranked:
-            lines.append(f"  - closed at {lr:.4g} (lr*·{lr / star:g}): open (the grid has not run its seeds)")
+            lines.append(f"  - {loop} at {lr:.4g} (lr*·{lr / star:g}): open (the grid has not run its seeds)")
             continue
         best = min(ranked, key=ranked.get)
         diff, said = paired(mine, grid[best])
-        lines.append(f"  - closed at {lr:.4g} (lr*·{lr / star:g}): {np.mean(list(mine.values())):.4f} over seeds "
+        lines.append(f"  - {loop} at {lr:.4g} (lr*·{lr / star:g}): {np.mean(list(mine.values())):.4f} over seeds "
                      f"{sorted(mine)}; vs this LR's best warm-up (w{best:g}, {ranked[best]:.4f}) within 1 σ: "
                      f"{_verdict(diff, sigma)}; {said}; no warm-up here: {ranked.get(0.0, math.nan):.4f}")
     return lines

@@ -114,6 +114,8 @@ def field_option(f: dataclasses.Field, how: Option) -> Callable:
         text += f" [default: {how.default_text}]"
     if type_names(f) == {"bool"}:
         return click.option(flag, f.name, is_flag=True, default=f.default, help=text or None)
+    if type_names(f) == {"bool", "None"}:  # on, off, or the config's own default (None)
+        return click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=text or None)
     return click.option(flag, f.name, type=option_type(f, how), default=f.default, help=text or None,
                         show_default=True, callback=comma_list if how.kind == "list" else None)
 
@@ -136,7 +138,8 @@ def options(*decorators: Callable) -> Callable:
 def flag_of(name: str) -> str:
     """The flag of the current command that sets library parameter `name` (options are named after the
     parameter they set); `name` itself when the command has none."""
-    params = {param.name: param.opts[0] for param in click.get_current_context().command.params if param.opts}
+    params = {param.name: "/".join([param.opts[0], *param.secondary_opts[:1]])  # on/off pairs: both
+              for param in click.get_current_context().command.params if param.opts}
     return params.get(name, name)
 
 

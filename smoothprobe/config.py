@@ -381,9 +381,11 @@ class AdaptiveConfig:
     (docs/design.md §5).
     window_test: with a pilot, at each refit inside its window where the fit says "not yet", no further
     warm-up once a step at the lr is within the best step along the update on three quarters of the
-    window's probed steps and the step size has settled (`decision.window_test`). Off by default: it passed a check registered
-    before its runs (benchmarks/step_limit.py), then on normalised SGD's seed 0 it ended the warm-up at
-    step 59 and lost 0.20 (docs/design.md §5).
+    window's probed steps and the step size has settled (`decision.window_test`). None (the default): on
+    with a pilot that is given its peak (not `own_peak`, which measures the peak from the same best
+    steps); True asks for it (refused where it cannot act), False turns it off (the fits alone). On by
+    default since it passed a check registered before its runs, on seeds no arm had run
+    (benchmarks/step_limit.py, docs/design.md §5).
     """
 
     fit: str | None = option(None, "Adaptive: constants from this fit.json (implies --adaptive; --lr rescales the peak).",
@@ -421,12 +423,13 @@ class AdaptiveConfig:
                                     "and curvature); if so, start at --lr with no warm-up, if not, the fits decide "
                                     "its length.")
     progress_test: bool = option(False, _progress_help)
-    window_test: bool = option(False, "Adaptive with --pilot: at each refit in the pilot's window where the fit says "
+    window_test: bool | None = option(None, "Adaptive with --pilot: at each refit in the pilot's window where the fit says "
                                       "'not yet' (every 10 steps from 50 probed rows, so from step 49 of a window of "
                                       "50 or more), end the warm-up when a step at --lr is within the best step "
                                       "along the update on three quarters of the window's probed steps (their lower "
                                       "quartile; the last 3 each curving upward) and the optimizer's step per unit "
-                                      "LR has settled.")
+                                      "LR has settled. --no-window-test leaves the decision to the fits alone.",
+                                      default_text="on with --pilot, off with --own-peak")
 
     def __post_init__(self) -> None:
         f_star = FStar.parse(self.f_star)  # the one reader of f*; stored as the user writes it
@@ -450,8 +453,11 @@ class AdaptiveConfig:
             (not self.step_test or self.pilot is not None, "step_test needs a pilot", "step_test", "pilot"),
             (not self.progress_test or self.pilot is not None, "progress_test needs a pilot", "progress_test",
              "pilot"),
-            (not self.window_test or self.pilot is not None, "window_test needs a pilot", "window_test", "pilot"),
-            (not (self.window_test and self.own_peak),
+            (self.window_test is None or self.pilot is not None, "window_test (on or off) needs a pilot",
+             "window_test", "pilot"),
+            (self.window_test is not False or not self.own_peak,
+             "own_peak turns the window test off already: drop window_test", "window_test", "own_peak"),
+            (not (self.window_test is True and self.own_peak),
              ("window_test holds the lr to the best step along the update, and own_peak sets the lr to that best "
               "step: drop one"), "window_test", "own_peak"),
             (not (self.progress_test and self.own_peak),
@@ -470,6 +476,20 @@ class AdaptiveConfig:
              ("div and delta_peak (the practical schedule's shape) come from the fit when one is given: a fit brings "
               "its own constants (drop them or the fit)"), "div", "delta_peak"),
         ])
+
+    @property
+    def window_tested(self) -> bool:
+        """Whether a pilot runs the window test: as `window_test` says, or by default (None) with a pilot
+        given its peak.
+
+        >>> AdaptiveConfig(pilot=0.1).window_tested, AdaptiveConfig(pilot=0.1, own_peak=True).window_tested
+        (True, False)
+        >>> AdaptiveConfig(pilot=0.1, window_test=False).window_tested, AdaptiveConfig().window_tested
+        (False, False)
+        """
+        if self.window_test is not None:
+            return self.window_test
+        return self.pilot is not None and not self.own_peak
 
     def pilot_steps(self, steps: int) -> int | None:
         """The pilot's length in steps for a run of `steps` (None without a pilot)."""

@@ -145,7 +145,7 @@ def test_the_lrs_stage_runs_the_closed_loop_beside_lr_star_and_is_judged_against
     assert lrs == {wg.Arm("lion", kind, k, 0.0, seed) for kind in ("closed", "closed_window") for k in (-1, 1)
                    for seed in (0, 1)}
     window = set(wg.plan(tmp_path, ["lion"], [0, 1], {"scan", "window"})) - set(wg.scan_state(tmp_path, "lion")[0])
-    assert window == {wg.Arm("lion", "closed_window", 0, 0.0, seed) for seed in (0, 1)}
+    assert window == {wg.Arm("lion", kind, 0, 0.0, seed) for kind in ("closed", "closed_window") for seed in (0, 1)}
     config = wg.config_of(wg.Arm("lion", "closed_window", 0, 0.0, 0), wg.base_config(False, "cpu"), tmp_path)
     assert config.adaptive.window_test and not config.adaptive.step_test and config.adaptive.pilot == wg.PILOT
     for seed, noise in ((0, 0.0), (1, 0.01)):
@@ -207,7 +207,7 @@ def test_goals_use_the_best_grid_point_and_a_sigma_floored_by_the_twin_spread(tm
     assert "own_peak: inf" in lines and "(s0 +0.0500, s1 this arm diverged, s2 +0.0500)" in lines
     assert "vs reference within 2 σ: MISSED (diverged)" in lines
     assert ref["per_seed"] == pytest.approx({0: 1.90, 1: 1.902, 2: 1.898})
-    assert "closed loop within 1 σ of practical or better: met (-1.0 σ)" in lines
+    assert "closed loop (closed) within 1 σ of practical or better: met (-1.0 σ)" in lines
     assert "fitted: MISSED (refused on 3 of 3 seed(s)" in lines and lines.count("diverged") == 2  # own_peak's only
 
 
@@ -503,7 +503,7 @@ def test_the_second_tasks_committed_loop_verdicts_are_the_ones_its_docstring_sta
     window = {opt: tests.loop_transfer(opt, "closed_window") for opt in ("muon", "normsgd")}
     assert set(window["normsgd"]["branch"].values()) == {"no-warmup"}
     muon = ", ".join(f"{d:+.3f}" for d in window["muon"]["paired"].values()).replace("-", "−")
-    assert f"Muon ({muon} against 25 %" in " ".join(tests.__doc__.split())
+    assert f"{muon} against 25 %; `closed`" in " ".join(tests.__doc__.split())
     doc = " ".join(tests.__doc__.split())
     assert "Neither transfers" in doc and "so `closed_exact` does not transfer" in doc
     behind = sorted(round(d, 2) for d in tests.loop_transfer("normsgd", "closed_exact")["paired"].values())
@@ -565,5 +565,9 @@ def test_the_step_limit_checks_committed_verdicts_are_the_ones_its_docstring_sta
     for said in ("(1.972) is 0.049 behind the fits alone (1.923", "Muon at lr*/2 1.716 against 2.023",
                  "at lr* 1.632 against 1.662", "2.036 against 1.838"):
         assert said in doc
+    window, verdict = limits.window_checks(verdicts["window"])
+    assert verdict is True and "It passes, as predicted, and is the `--pilot` default" in doc
+    muon = next(row for row in window if row.startswith("| muon |"))
+    assert "| -0.0070 | -0.0717 | -0.0393 (0.0098) | True |" in muon and "| +0.0088 |" in muon
     down = {"peak": 0.1, "rows": [{"lr": 0.01, "secant_slope": 1.0, "secant_curv": -1.0}] * 3}
     assert limits.passes(down, 2.0) and not limits.passes(down, 1.0)

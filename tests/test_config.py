@@ -32,7 +32,9 @@ def test_mappings_become_dataclasses_and_round_trip():
     ({"adaptive": {"own_peak": True}}, "own_peak needs a pilot"),
     ({"adaptive": {"step_test": True}}, "step_test needs a pilot"),
     ({"adaptive": {"pilot": 0.1, "own_peak": True, "step_test": True}}, "step_test tests a step at the lr"),
-    ({"adaptive": {"window_test": True}}, "window_test needs a pilot"),
+    ({"adaptive": {"window_test": True}}, "window_test (on or off) needs a pilot"),
+    ({"adaptive": {"window_test": False}}, "window_test (on or off) needs a pilot"),
+    ({"adaptive": {"pilot": 0.1, "own_peak": True, "window_test": False}}, "own_peak turns the window test off"),
     ({"adaptive": {"pilot": 0.1, "own_peak": True, "window_test": True}}, "window_test holds the lr to the best step"),
     ({"adaptive": {"progress_test": True}}, "progress_test needs a pilot"),
     ({"adaptive": {"pilot": 0.1, "own_peak": True, "progress_test": True}}, "progress_test needs the peak lr before the first step"),
@@ -137,6 +139,23 @@ def test_adaptive_options_that_would_do_nothing_are_refused():
     assert TrainConfig(adaptive={"decay": "model"}).adaptive.cooldown is None  # the default does not apply
     with pytest.raises(SmoothprobeError, match="allow_unsupported needs a fit or a pilot"):
         TrainConfig(adaptive={"allow_unsupported": True})
+
+
+def test_the_window_test_is_on_with_a_pilot_by_default_and_its_two_flags_turn_it_on_or_off(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(importlib.import_module("smoothprobe.train"), "train",
+                        lambda config, out, **_: seen.append(config.adaptive) or out)
+    runner = CliRunner()
+    for flags, value, tested in (([], None, True), (["--window-test"], True, True), (["--no-window-test"], False, False),
+                                 (["--own-peak"], None, False)):
+        given = runner.invoke(main, ["train", "--steps", "1000", "--pilot", "0.1", *flags, "--out", str(tmp_path / "g")])
+        assert given.exit_code == 0, given.output
+        assert seen[-1].window_test is value and seen[-1].window_tested is tested
+    for flags, said in ((["--adaptive", "--no-window-test"], "Error: --window-test/--no-window-test (on or off) needs a --pilot"),
+                        (["--no-window-test"], "--window-test/--no-window-test: only for an adaptive schedule")):
+        refused = runner.invoke(main, ["train", *flags, "--out", str(tmp_path / "r")])
+        assert refused.exit_code == 2 and said in refused.output, refused.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_the_step_test_flag_reaches_the_config_and_is_refused_where_it_would_do_nothing(tmp_path, monkeypatch):

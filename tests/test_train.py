@@ -295,6 +295,17 @@ def test_refit_status_survives_a_resume(tmp_path):
     resumed.writer.store.close()
 
 
+@pytest.mark.parametrize("window_test, own_peak, tested", [(None, False, True), (False, False, False),
+                                                           (None, True, False)])
+def test_a_pilot_runs_the_window_test_by_default_and_not_when_turned_off_or_measuring_its_peak(
+        tmp_path, window_test, own_peak, tested):
+    cfg = TrainConfig(task="quadratic", steps=600, adaptive={"pilot": 0.1, "window_test": window_test,
+                                                             "own_peak": own_peak})
+    trainer = build(cfg, tmp_path / "run")
+    assert trainer.pilot.window_test is tested
+    trainer.writer.close("interrupted", "the test reads the pilot only")
+
+
 @pytest.mark.parametrize("flag", ["--f-star", "--delta-peak"])
 def test_adaptive_gap_beyond_the_first_loss_is_refused_before_the_directory_exists(tmp_path, flag):
     result = invoke("train", *QUICK, "--steps", "5", "--adaptive", flag, "1e9", "--out", str(tmp_path / "run"))
