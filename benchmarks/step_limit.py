@@ -88,6 +88,24 @@ the better end; benchmarks/second_task.py). Not part of the rule, and a miss: on
 window test passes at step 49 on every seed, as version 1's did (0.05, 0.08, 0.21 behind 25 %; the fits
 alone 0.03, 0.76, 0.07).
 
+**The window test, version 3** (registered 2026-12-07 08:58 UTC, before any run of it). Version 2 reads at
+the fits' refits, the first at step 49 (50 probed rows), so Muon still runs 49 steps at lr/10 (+1.2 σ held
+out; no warm-up at all is 0.012 better). The window test needs no fit: version 3 reads also at every 10th
+step from 20 probed rows (steps 19, 29, 39 of a window probing every step; 20 rows is the fewest on which
+the step size's settling can be read, 2·SETTLE_ROWS), alone before the fits start and, from step 49, on a
+fit's "not yet" as version 2 does. Replayed on every kept run (the rows of steps 0-49 are the practical
+start's, the same in every arm), it passes at step 19 exactly where version 2 passed at step 49 on `lm`
+(Muon at lr*/2 and lr*, Lion at lr*/2, normalised SGD at lr*/2: there also on seeds 22-23, where a fit drove
+from step 49), and at 19-39 nowhere else; on `markov` at 19 on normalised SGD (version 2: 49) and not at
+19-39 on Muon (version 2 passes there at 79, so its runs are version 2's). Version 3's results where it
+does not pass before step 49 are version 2's (relabelled); the others are rerun. **The rule** (fixed now):
+version 3 replaces version 2 as the `--pilot` default iff (a) version 2's rule (a)-(c) holds for it against
+the fits alone, with seeds 26-27 (which no arm has run) in the place of 24-25 for (b), and (e) at lr* on
+Muon its mean over every seed both ran is below version 2's. **Predicted:** Muon gains (+0.5 to +1 σ
+held out: 30 fewer steps at lr/10); normalised SGD at lr*/2 loses against version 2, since it jumps 30 steps
+sooner where a warm-up pays, and may fail (a) there (the fits alone's mean + σ is 1.951 on seeds 20-21; no
+warm-up at all there is 1.972).
+
     python benchmarks/step_limit.py   # trial readings for the missing seeds, then the table
 """
 
