@@ -88,7 +88,7 @@ the better end; benchmarks/second_task.py). Not part of the rule, and a miss: on
 window test passes at step 49 on every seed, as version 1's did (0.05, 0.08, 0.21 behind 25 %; the fits
 alone 0.03, 0.76, 0.07).
 
-**The window test, version 3** (registered 2026-12-07 08:58 UTC, before any run of it). Version 2 reads at
+**The window test, version 3** (registered 2026-12-07 08:53 UTC, before any run of it). Version 2 reads at
 the fits' refits, the first at step 49 (50 probed rows), so Muon still runs 49 steps at lr/10 (+1.2 σ held
 out; no warm-up at all is 0.012 better). The window test needs no fit: version 3 reads also at every 10th
 step from 20 probed rows (steps 19, 29, 39 of a window probing every step; 20 rows is the fewest on which
