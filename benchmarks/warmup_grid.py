@@ -154,7 +154,7 @@ once a rerun of one (Lion, seed 10) gave the same validation loss to the last di
 PILOT_STATE = f"guard {GUARD}, restart {RESTART}, cadence {CADENCE}"
 ARM_DESIGN = {"closed": PILOT_STATE, "own_peak": f"peak 4, {PILOT_STATE}", "closed_step": f"stability 5, {PILOT_STATE}",
               "closed_progress": f"progress 1, {PILOT_STATE}", "closed_exact": f"exact f* 2, {PILOT_STATE}",
-              "closed_window": f"window 3, {PILOT_STATE}"}
+              "closed_window": f"window 2, {PILOT_STATE}"}
 """Versions of what one kind of arm adds to the decision rule; its arms rerun when either changes.
 own_peak: the median best step along the update over the pilot's window (not the fit's η_max).
 closed_step: the closed loop with `--step-test`: once, before the first step, on 3 trial steps at the
@@ -170,9 +170,9 @@ it to the fits too (`schedule.online.fit_or_lower_bound`).
 closed_window: the closed loop with `--window-test`: at each refit in the window where the fit says "not
 yet", no warm-up once a step at the peak is within the best step along the update on a settled step size
 (`decision.window_test`; benchmarks/step_limit.py judges it). Version 1 read the median of the last 3
-probed steps, 2 the lower quartile over the window's probed steps, 3 also reads every 10 steps from 20
-probed rows, before the fits start; a result whose rows show the next version passing at the same step,
-or at none where it passed at none, is the same run and was relabelled."""
+probed steps, 2 the lower quartile over the window's probed steps; a version-1 result whose rows show
+version 2 passing at the same refit, or at none where version 1 passed at none, is the same run and
+was relabelled 2."""
 CLOSED = ("closed", "closed_step", "closed_progress", "own_peak", "closed_exact", "closed_window")
 """The closed-loop arms (a pilot decides in the run)."""
 DEFAULT_LOOP = "closed_window"

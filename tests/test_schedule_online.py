@@ -355,22 +355,19 @@ def test_the_window_test_ends_the_warm_up_where_no_fit_decides_and_a_step_at_the
         curv, closes):
     """Rows whose K shows no trend (every fit says "not yet"), probed at LR 0.01 with slope 1 and curvature
     c: the best LR along the update is 0.01/c, just above the peak 0.1 at c = 0.0999, so the window test
-    closes the pilot at step 19 (20 probed rows, WINDOW_ROWS), before any fit, with the schedule's own f*;
-    at c = 0.1001 it says "not yet" every 10 steps inside the window (19-39 alone, 49 and 59 after the
-    fit's "not yet") and never after it. Without `window_test` the same rows leave the practical warm-up
-    running."""
-    from smoothprobe.schedule.online import WINDOW_ROWS
-
+    closes the pilot at its first refit (step 49), after the fit's "not yet", with the schedule's own f*;
+    at c = 0.1001 it says "not yet" at every refit inside the window (49, 59) and none after it. Without
+    `window_test` the same rows leave the practical warm-up running."""
     rows = planted_steps(80, 0).assign(lr=0.01, secant_slope=1.0, secant_curv=curv, secant_K=5.0)
     sched, pilot, closed_at = _run_pilot(rows, 60, 400, window_test=True)
     windows = [d for d in pilot.history if d["by"] == "window test"]
     if closes:
-        assert closed_at == WINDOW_ROWS - 1 == 19 and [d["by"] for d in pilot.history] == ["window test"]
-        assert pilot.status == "no-warmup (window test)" and pilot.decision == windows[0] and pilot.fit is None
+        assert closed_at == 49 and [d["by"] for d in pilot.history] == ["fit", "window test"]
+        assert pilot.status == "no-warmup (window test)" and pilot.decision == windows[0]
         assert pilot.decision["reason"].startswith("a step at the peak LR 0.1 is within 1× the best step along")
         assert sched.phase == "decay" and sched.f_star == 0.0 and not pilot.fixed_f_star
     else:
-        assert closed_at is None and [d["step"] for d in windows] == [19, 29, 39, 49, 59] and sched.phase == "warmup"
+        assert closed_at is None and [d["step"] for d in windows] == [49, 59] and sched.phase == "warmup"
         assert all(d["branch"] == "not yet" for d in windows) and pilot.history[-1]["by"] == "fit"
         assert pilot.decision["by"] == "fit" and "fit_status" in pilot.decision  # the test's "not yet" is history
     _, alone, closed_at = _run_pilot(rows, 60, 400)

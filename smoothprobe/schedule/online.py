@@ -19,7 +19,6 @@ from smoothprobe.schedule.adaptive import AdaptiveWarmup
 from smoothprobe.schedule.decision import (
     GUARDS,
     RISE_LEFT,
-    SETTLE_ROWS,
     STEP_TEST,
     STEP_TEST_ROWS,
     WINDOW_TEST,
@@ -144,9 +143,6 @@ PILOT_REFIT = 10
 """Steps between the pilot's refits while it probes every step; after the window, probed rows."""
 PILOT_MIN_ROWS = 50
 """Probed rows before the pilot's first fit: five above a τ = 0.9 envelope (the fit's minimum)."""
-WINDOW_ROWS = 2 * SETTLE_ROWS
-"""Probed rows from which the window test reads, every PILOT_REFIT steps, before the first fit: the fewest
-on which the optimizer's step size per unit LR can be read as settled or not (`decision.step_scale_ratio`)."""
 
 
 def fit_or_lower_bound(rows: pd.DataFrame, bootstrap: int, given: FStar | None = None):
@@ -192,10 +188,9 @@ class Pilot:
     known f* fits no such curve: the warm-up then ends at the crossing itself or at the cool-down).
     `status` is "probing", the branch taken ("no-warmup", "fit-driven …") or "not yet: …"; `decision`
     says when, at which gap and on what interval, and `by` whom: "fit", "step test" with `step_test`,
-    "progress test" with `progress_test` or "window test" with `window_test` (inside the window, every
-    PILOT_REFIT steps from WINDOW_ROWS probed rows until the first fit and then where a fit said "not yet":
-    no further warm-up when a step at the peak is within the best step along the update on three
-    quarters of the window's probed steps, `decision.window_test`); the step test,
+    "progress test" with `progress_test` or "window test" with `window_test` (at a refit inside the
+    window where the fit said "not yet": no further warm-up when a step at the peak is within the best
+    step along the update on three quarters of the window's probed steps, `decision.window_test`); the step test,
     which tests once (`test`), before the first step, whether a step at the schedule's lr is within the
     stability limit along the update (`decision.step_test`) on STEP_TEST_ROWS trial steps at the
     practical start's LR that the trainer undoes: if so there is no warm-up (f* then stays the
@@ -242,14 +237,10 @@ class Pilot:
         """Still probing for a decision (not closed by one, nor by the end of the warm-up)."""
         return not self.closed
 
-    def _probed(self) -> int:
-        """Probed rows so far (those with a secant K)."""
-        return sum(1 for r in self.rows if math.isfinite(r.get("secant_K") or math.nan))
-
     def due(self, step: int) -> bool:
         """A refit is due: in the window every PILOT_REFIT steps and at its last step, after it
         every PILOT_REFIT new probed rows; never with fewer than PILOT_MIN_ROWS probed rows."""
-        probed = self._probed()
+        probed = sum(1 for r in self.rows if math.isfinite(r.get("secant_K") or math.nan))
         if probed < PILOT_MIN_ROWS:
             return False
         if step < self.steps:
@@ -269,9 +260,8 @@ class Pilot:
             return True
         if self.own_peak and step < self.steps:
             self._measure_peak(scheduler)
-        if not self.due(step):  # before the first fit, the window test reads alone
-            early = step < self.steps and (step + 1) % PILOT_REFIT == 0 and self._probed() >= WINDOW_ROWS
-            return self._window(step, scheduler) if early else False
+        if not self.due(step):
+            return False
         frame = pd.DataFrame(self.rows)
         self._last_fit_rows = int(frame["secant_K"].notna().sum()) if "secant_K" in frame else 0
         self.refits += 1
@@ -318,10 +308,9 @@ class Pilot:
         return self._skip_by_test(scheduler, test.name, 0)
 
     def _window(self, step: int, scheduler: AdaptiveWarmup) -> bool:
-        """With `window_test`, inside the window: every PILOT_REFIT steps from WINDOW_ROWS probed rows
-        until the first fit, then at each refit where no fit decided (after `allow_unsupported` had its
-        turn), the window test on the probed rows so far (`decision.window_test`); "no-warmup" skips the
-        rest of the warm-up (f* stays the schedule's own) and closes the pilot (True)."""
+        """With `window_test`, at a refit inside the window where no fit decided (after `allow_unsupported`
+        had its turn): the window test on the probed rows so far (`decision.window_test`); "no-warmup"
+        skips the rest of the warm-up (f* stays the schedule's own) and closes the pilot (True)."""
         if not self.window_test or step >= self.steps:
             return False
         verdict = window_test(self.rows, scheduler.lr, step)
