@@ -12,7 +12,7 @@ that end's seed σ (a diverged run is not).
   so it said "no warm-up" for all four, and a 25 % warm-up won on every seed for AdamW and normalised SGD
   (right on 0 of 3 each; normalised SGD's closed loop 0.18 behind). Lion and Muon passed.
 - **The closed loops** (registered 2026-12-06 18:28 UTC, before any of their markov runs): the closed
-  loop with no LR given (`--own-peak`, the `own_peak` arm) and the default closed loop at lr* (`closed`),
+  loop with no LR given (`--own-peak`, the `own_peak` arm) and the default closed loop at lr* (`closed`, then the fits alone),
   each as the lm benchmark runs it. Each transfers on an optimizer if it is within the better end, and
   transfers if it does so on all four. If `own_peak` transfers, the README recommends it as the closed
   loop to run when no LR is known; otherwise its misses are written down where they are. Neither

@@ -193,7 +193,7 @@ read so far ended by a crossing, a decision or the cool-down (docs/design.md §5
 held-out runs checked from steps.jsonl: no f* was placed during their warm-ups)."""
 AT_LR_STAR = ("fitted", "closed_step", "practical", "closed", "closed_progress")
 """The adaptive arms given lr* as their peak (own_peak takes none), in the order each seed's tier runs them; all
-but `fitted` (its fit was recorded at lr*) also run at 10·lr* in the stress tier."""
+but `fitted` (its fit was recorded at lr*) also run at 10·lr* in the stress tier, with DEFAULT_LOOP."""
 HEAD_TO_HEAD = (("grid", 0.0), ("grid", TWIN), *((kind, 0.0) for kind in AT_LR_STAR))
 """The arms at lr* run on a second seed right after the first seed's tier."""
 
@@ -366,7 +366,7 @@ def plan(out: Path, optimizers: list[str], seeds: list[int], stages: set[str]) -
         for opt in found:
             order += [Arm(opt, "grid", stars[opt], w, seeds[0], 10.0) for w in SCAN_WARMUPS]
             order += [Arm(opt, kind, stars[opt], 0.0, seeds[0], 10.0)
-                      for kind in AT_LR_STAR if kind != "fitted"]
+                      for kind in (*AT_LR_STAR, DEFAULT_LOOP) if kind != "fitted"]
     for seed in seeds[1:]:
         for opt in found:
             order += tier(opt, stars[opt], seed)
@@ -421,7 +421,7 @@ def config_of(arm: Arm, base, out: Path):
                                    adaptive={"pilot": PILOT, "f_star": None if arm.kind == "closed_exact" else "auto",
                                              "own_peak": arm.kind == "own_peak",
                                              "step_test": arm.kind == "closed_step",
-                                             "window_test": arm.kind == "closed_window",
+                                             "window_test": {"closed_window": True, "own_peak": None}.get(arm.kind, False),
                                              "progress_test": arm.kind == "closed_progress"})
     if arm.kind == "fitted":
         return dataclasses.replace(cfg, adaptive={"fit": str(fit_path(out, needs(arm)))})

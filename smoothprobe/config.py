@@ -348,7 +348,7 @@ def _progress_help() -> str:
 
     return (f"Adaptive with --pilot: before the first step (after --step-test, unless it said no warm-up), take "
             f"{PROGRESS_STEPS} steps of the practical start (from lr/div) and undo them; if the loss fell by less than "
-            f"{PROGRESS_DROP:.1%} over them, start at --lr with no warm-up, if not, the fits decide its length. The "
+            f"{PROGRESS_DROP:.1%} over them, start at --lr with no warm-up, if not, the fits and the window test decide its length. The "
             f"threshold was set on the lm benchmark and failed a second task, markov, where it skipped the warm-up that "
             f"AdamW and normalised SGD need (docs/design.md).")
 
@@ -358,8 +358,8 @@ class AdaptiveConfig:
     """How `AdaptiveWarmup` is built for a run: from a fit, from a pilot, or the practical rule.
 
     fit: a fit.json path (constants from a recorded run). pilot: a fraction (< 1) or number of the
-    run's steps to record probes with the practical schedule, then fit and let the fit drive the
-    rest (a closed loop in one run). Without either, the paper's practical parametrisation with
+    run's steps to record probes with the practical schedule, then fit and let the fit (or the
+    window test, `window_test`) decide the rest (a closed loop in one run). Without either, the paper's practical parametrisation with
     `div` and `delta_peak`. f_star: a number, "auto" (estimated from the loss curve during training,
     every `f_star_every` steps), or None (the task's exact f*, or the fit's). refit_every: refit the
     constants to the secant probes every N steps. max_warmup: an explicit bound on the warm-up
@@ -383,7 +383,7 @@ class AdaptiveConfig:
     warm-up once a step at the lr is within the best step along the update on three quarters of the
     window's probed steps and the step size has settled (`decision.window_test`). None (the default): on
     with a pilot that is given its peak (not `own_peak`, which measures the peak from the same best
-    steps); True asks for it (refused where it cannot act), False turns it off (the fits alone). On by
+    steps); True asks for it, False turns it off (the fits alone); either is refused without a pilot. On by
     default since it passed a check registered before its runs, on seeds no arm had run
     (benchmarks/step_limit.py, docs/design.md §5).
     """
@@ -391,8 +391,8 @@ class AdaptiveConfig:
     fit: str | None = option(None, "Adaptive: constants from this fit.json (implies --adaptive; --lr rescales the peak).",
                              kind="file")
     pilot: float | None = option(None, "Adaptive closed loop: record probes for this fraction (below 1) or number of "
-                                       "steps under the practical schedule, fit K(Delta), and let the fit drive the "
-                                       "rest.", low=0, low_open=True)
+                                       "steps under the practical schedule, fit K(Delta), and let the fit (or the "
+                                       "window test) decide the rest.", low=0, low_open=True)
     f_star: float | str | None = option(None, "Adaptive: f* as a number (with --fit, in place of the fit's), or 'auto' "
                                               "(re-estimated from the loss curve during training; not with --fit).",
                                         kind="number_or_auto", default_text="the task's exact f*, or the fit's")
@@ -420,8 +420,8 @@ class AdaptiveConfig:
     step_test: bool = option(False, "Adaptive with --pilot: before the first step, take 3 trial steps at lr/div and "
                                     "undo them, and test whether a step at --lr stays within the stability limit "
                                     "along the update direction (twice the best step, from the secant probe's slope "
-                                    "and curvature); if so, start at --lr with no warm-up, if not, the fits decide "
-                                    "its length.")
+                                    "and curvature); if so, start at --lr with no warm-up, if not, the fits and the "
+                                    "window test decide its length.")
     progress_test: bool = option(False, _progress_help)
     window_test: bool | None = option(None, "Adaptive with --pilot: at each refit in the pilot's window where the fit says "
                                       "'not yet' (every 10 steps from 50 probed rows, so from step 49 of a window of "
@@ -545,8 +545,13 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise SmoothprobeError(f"config must be a mapping, got {type(data).__name__}")
         adaptive = data.get("adaptive")
-        if isinstance(adaptive, dict) and "cooldown" not in adaptive:  # written before cooldown existed
-            data = {**data, "adaptive": {**adaptive, "cooldown": None}}
+        if isinstance(adaptive, dict):
+            adaptive = dict(adaptive)
+            if "cooldown" not in adaptive:  # written before cooldown existed
+                adaptive["cooldown"] = None
+            if adaptive.get("window_test") is False and (adaptive.get("pilot") is None or adaptive.get("own_peak")):
+                adaptive["window_test"] = None  # written when off was every run's default; it acted on nothing
+            data = {**data, "adaptive": adaptive}
         return _build(cls, data, "config")
 
     def validate(self) -> None:

@@ -429,7 +429,10 @@ def stored_config(out: str | Path) -> TrainConfig:
 
 
 def _setting(config: TrainConfig, path: str) -> Any:
-    """The value at a dotted `path` of a config (a nested config that is set reads as True)."""
+    """The value at a dotted `path` of a config (a nested config that is set reads as True); the window
+    test as it acts (`AdaptiveConfig.window_tested`), so that asking for the default is no change."""
+    if path == "adaptive.window_test" and config.adaptive is not None:
+        return config.adaptive.window_tested
     value: Any = config
     for part in path.split("."):
         value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)

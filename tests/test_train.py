@@ -306,6 +306,27 @@ def test_a_pilot_runs_the_window_test_by_default_and_not_when_turned_off_or_meas
     trainer.writer.close("interrupted", "the test reads the pilot only")
 
 
+def test_a_window_test_stored_off_where_it_acted_on_nothing_reads_as_the_default_and_a_resume_may_name_it(tmp_path):
+    """run.json written while the window test was off by default stores False on every adaptive run: without a
+    pilot (or with own_peak) that acted on nothing and reads as None; with a pilot it ran the fits alone and
+    stays False. A resume that asks for the test as the stored run ran it is no change."""
+    from smoothprobe.train import resumed_config
+
+    old = dataclasses.asdict(TrainConfig(adaptive={"div": 5.0}))
+    old["adaptive"]["window_test"] = False
+    assert TrainConfig.from_dict(old).adaptive.window_test is None and old["adaptive"]["window_test"] is False
+    piloted = dataclasses.asdict(TrainConfig(steps=600, adaptive={"pilot": 0.1, "window_test": False}))
+    assert TrainConfig.from_dict(piloted).adaptive.window_test is False
+    cfg = TrainConfig(task="quadratic", steps=600, adaptive={"pilot": 0.1})
+    build(cfg, tmp_path / "run").writer.close("interrupted", "the test reads the stored config only")
+    asked = dataclasses.replace(cfg, adaptive={"pilot": 0.1, "window_test": True})
+    given = {"adaptive.pilot": "pilot", "adaptive.window_test": "window_test"}
+    assert resumed_config(tmp_path / "run", asked, given).adaptive.window_tested
+    off = dataclasses.replace(cfg, adaptive={"pilot": 0.1, "window_test": False})
+    with pytest.raises(SmoothprobeError, match="window_test differ"):
+        resumed_config(tmp_path / "run", off, given)
+
+
 @pytest.mark.parametrize("flag", ["--f-star", "--delta-peak"])
 def test_adaptive_gap_beyond_the_first_loss_is_refused_before_the_directory_exists(tmp_path, flag):
     result = invoke("train", *QUICK, "--steps", "5", "--adaptive", flag, "1e9", "--out", str(tmp_path / "run"))

@@ -249,9 +249,11 @@ def window_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None
     asks more, since it decides alone where a fit has not: that a step at the peak passes the minimum
     along the update on at most a quarter of the probed steps so far. A quantile over the whole window,
     not the median of the last few steps, so that one noisy high reading does not end a warm-up
-    (docs/design.md §5). A step that curved downward has no best step to compare with, and a still-falling
-    step size overshoots later (`after_settling`); a step size with too few rows to read (fewer than
-    2·SETTLE_ROWS) counts as settled, as it does for that guard.
+    (docs/design.md §5). Among the quantile's rows, one that curved downward reads as any LR (`_best_lr`:
+    the loss still falls along its update), but the last STEP_TEST_ROWS must curve upward, since a step
+    that curves downward now has no best step to hold the peak to; a still-falling step size overshoots
+    later (`after_settling`); a step size with too few rows to read (fewer than 2·SETTLE_ROWS) counts as
+    settled, as it does for that guard.
 
     >>> rows = [{"step": t, "lr": 0.01, "update_norm": 0.01, "secant_slope": 1.0, "secant_curv": c}
     ...         for t, c in enumerate([0.5] * 15 + [0.25] * 5)]     # best LR 0.02 on 15 rows, 0.04 on 5

@@ -194,7 +194,7 @@ class Pilot:
     which tests once (`test`), before the first step, whether a step at the schedule's lr is within the
     stability limit along the update (`decision.step_test`) on STEP_TEST_ROWS trial steps at the
     practical start's LR that the trainer undoes: if so there is no warm-up (f* then stays the
-    schedule's own); if not, a warm-up is needed and the fits decide its length. The test reads steps
+    schedule's own); if not, a warm-up is needed and the fits (and the window test) decide its length. The test reads steps
     at the start's small LR on purpose: taken at the peak, a step beyond the region where the loss along
     it is quadratic measures its own LR as the best one; and it undoes them because even three slow
     steps cost Lion about 2 σ (docs/design.md §5). Later steps get no test of their own (only a fit's
@@ -203,7 +203,8 @@ class Pilot:
     the trainer takes PROGRESS_STEPS steps of the practical start in a row and undoes them; a loss that
     fell by less than PROGRESS_DROP over them means no warm-up (`decision.progress_test`, set on one
     benchmark and failed on a second: docs/design.md §5). `history` keeps every refit's
-    decision (and the start tests'), so a run says what each fit said, not only the last.
+    decision (and the start tests'), so a run says what each fit said, not only the last. The tests
+    are off unless asked for here; `AdaptiveConfig.window_tested` asks for the window test by default.
     """
 
     def __init__(self, steps: int, *, own_peak: bool = False, allow_unsupported: bool = False,
@@ -297,7 +298,7 @@ class Pilot:
     def test(self, rows: list[dict], scheduler: AdaptiveWarmup, test: StartTest = STEP_TEST) -> bool:
         """A start test (`decision.STEP_TEST` on `Trainer.trial_rows`, `decision.PROGRESS_TEST` on
         `Trainer.trial_start`) on trial steps that were undone, before the first step. "no-warmup"
-        skips the warm-up and closes the pilot (True); otherwise the fits decide its length. The
+        skips the warm-up and closes the pilot (True); otherwise the fits (and the window test) decide its length. The
         decision keeps what the test keeps of the rows it read (`StartTest.kept`)."""
         verdict, trial = test.verdict(rows, scheduler.lr, rows[0]["step"] if rows else None), test.kept(rows)
         self.step_tested = True  # the start's tests ran (a resumed run does not take them again)
