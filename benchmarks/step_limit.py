@@ -131,6 +131,8 @@ FRESH = (24, 25)
 """Seeds no arm had run when the window test's version 2 was registered: its check (b)."""
 PAIRED = (0, 1, 2, 20, 21, 22, 23, 24, 25)
 """Every seed at lr* that the window test's check (c) reads where both runs have finished."""
+LATER = (28, 29)
+"""Seeds run after version 2 became the default (2026-12-07 10:00 UTC): printed beside the check, outside it."""
 LRS = (-1, 0, 1)
 """Exponents relative to lr*: lr*/2, lr*, 2·lr*."""
 LIMITS = (2.0, 1.0)
@@ -215,23 +217,25 @@ def judge() -> tuple[list[str], dict[str, bool | None]]:
 def window_checks(rule_a: bool | None) -> tuple[list[str], bool | None]:
     """Version 2 of the window test against its registered rule (the docstring's (a)-(d); `rule_a`: the
     rule on seeds 20-21, `judge`'s "window"): the table's rows, each run's difference to the fits alone
-    on its seed at lr*, and the verdict (None while a run it reads is missing)."""
+    on its seed at lr* (the LATER seeds' too, outside the check), and the verdict (None while a run it
+    reads is missing)."""
     import second_task
 
     rows, verdict = [], rule_a
     for optimizer in warmup_grid.GUESS:
         k, sigma = warmup_grid.scanned_exponent(optimizer), SIGMA[optimizer]
         diff = {seed: score(optimizer, "closed_window", k, seed) - score(optimizer, "closed", k, seed)
-                for seed in PAIRED}
+                for seed in PAIRED + LATER}
         fresh = [diff[seed] for seed in FRESH]
         ok_b = statistics.fmean(fresh) <= sigma and all(d <= 2 * sigma for d in fresh)
-        ok_c = all(d <= 2 * sigma for d in diff.values() if not math.isnan(d))
+        ok_c = all(diff[seed] <= 2 * sigma for seed in PAIRED if not math.isnan(diff[seed]))
         markov = (second_task.loop_transfer(optimizer, "closed_window") or {}).get("within")
         ok_d = markov if optimizer != "normsgd" else True
         for ok, open_ in ((ok_b, any(math.isnan(d) for d in fresh)), (ok_c, False), (ok_d, ok_d is None)):
             verdict = (None if verdict is not False else False) if open_ else (verdict if ok else False)
         rows.append(f"| {optimizer} | " + " | ".join(f"{diff[seed]:+.4f}" for seed in PAIRED)
-                    + f" | {statistics.fmean(fresh):+.4f} ({sigma:g}) | {markov} |")
+                    + f" | {statistics.fmean(fresh):+.4f} ({sigma:g}) | {markov} | "
+                    + " | ".join(f"{diff[seed]:+.4f}" for seed in LATER) + " |")
     return rows, verdict
 
 
@@ -251,8 +255,9 @@ def main() -> None:
     window, verdict = window_checks(replaces["window"])
     print("\nThe window test (version 2) minus the fits alone at lr*, per seed; NaN: not run yet.\n")
     print("| optimizer | " + " | ".join(f"seed {seed}" for seed in PAIRED)
-          + " | mean of seeds " + ", ".join(map(str, FRESH)) + " (σ) | within on markov |")
-    print("|---|" + "---|" * (len(PAIRED) + 2))
+          + " | mean of seeds " + ", ".join(map(str, FRESH)) + " (σ) | within on markov | "
+          + " | ".join(f"later: seed {seed}" for seed in LATER) + " |")
+    print("|---|" + "---|" * (len(PAIRED) + 2 + len(LATER)))
     print("\n".join(window))
     print(f"window, version 2, by (a)-(d): {said[verdict]}")
 
