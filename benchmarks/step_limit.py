@@ -168,6 +168,13 @@ def passes(reading: dict, limit: float) -> bool:
     return read == STEP_TEST_ROWS and upward and limit * median >= reading["peak"]
 
 
+def fold(verdict: bool | None, ok: bool, still_open: bool) -> bool | None:
+    """A verdict after one more condition: False once any condition failed; else None while one is open."""
+    if still_open:
+        return None if verdict is not False else False
+    return verdict if ok else False
+
+
 def score(optimizer: str, kind: str, k: int, seed: int, warmup: float = 0.0) -> float:
     """An arm's validation loss (NaN while it has not run)."""
     return warmup_grid.score(warmup_grid.result_of(GRID, warmup_grid.Arm(optimizer, kind, k, warmup, seed)))
@@ -205,10 +212,8 @@ def judge() -> tuple[list[str], dict[str, bool | None]]:
             best_w = min(grid, key=grid.get)
             for name in names:
                 worse = mean[name] - mean["fits"]
-                if math.isnan(worse):
-                    replaces[name] = None if replaces[name] is not False else False  # open unless already out
-                elif worse > SIGMA[optimizer] or (d == 0 and optimizer == "muon" and not worse < 0):
-                    replaces[name] = False
+                ok = worse <= SIGMA[optimizer] and not (d == 0 and optimizer == "muon" and not worse < 0)
+                replaces[name] = fold(replaces[name], ok, math.isnan(worse))
             said = {f"limit {limit:g}": f" ({calls[limit]}/{len(SEEDS)} none)" for limit in LIMITS}
             rows.append(f"| {optimizer} | lr*·2^{d:+d} | {mean['fits']:.4f} | "
                         + " | ".join(f"{mean[name]:.4f}{said.get(name, '')}" for name in names)
@@ -233,8 +238,8 @@ def window_checks(rule_a: bool | None) -> tuple[list[str], bool | None]:
         ok_c = all(diff[seed] <= 2 * sigma for seed in PAIRED if not math.isnan(diff[seed]))
         markov = (second_task.loop_transfer(optimizer, "closed_window") or {}).get("within")
         ok_d = markov if optimizer != "normsgd" else True
-        for ok, open_ in ((ok_b, any(math.isnan(d) for d in fresh)), (ok_c, False), (ok_d, ok_d is None)):
-            verdict = (None if verdict is not False else False) if open_ else (verdict if ok else False)
+        for ok, still_open in ((ok_b, any(math.isnan(d) for d in fresh)), (ok_c, False), (ok_d, ok_d is None)):
+            verdict = fold(verdict, ok, still_open)
         rows.append(f"| {optimizer} | " + " | ".join(f"{diff[seed]:+.4f}" for seed in PAIRED)
                     + f" | {statistics.fmean(fresh):+.4f} ({sigma:g}) | {markov} | "
                     + " | ".join(f"{diff[seed]:+.4f}" for seed in LATER) + " |")

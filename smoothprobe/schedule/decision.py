@@ -265,10 +265,11 @@ def window_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None
     def out(branch: str, reason: str) -> Decision:
         return Decision(branch, reason, None, None, None, None, step)
 
-    best = [_best_lr(lr, slope, curv) for lr, slope, curv in _probed(rows)]
+    probed = _probed(rows)  # the last first
+    best = [_best_lr(lr, slope, curv) for lr, slope, curv in probed]
     if len(best) < STEP_TEST_ROWS:
         return out("not yet", f"the window test needs {STEP_TEST_ROWS} probed steps, has {len(best)}")
-    if any(curv <= 0 for _, _, curv in _probed(rows, STEP_TEST_ROWS)):
+    if any(curv <= 0 for _, _, curv in probed[:STEP_TEST_ROWS]):
         return out("not yet", f"a probed step curved downward along its update (last {STEP_TEST_ROWS} steps): no "
                               "best step to hold the peak to")
     ratio, since = step_scale_ratio(rows)
