@@ -429,10 +429,7 @@ def stored_config(out: str | Path) -> TrainConfig:
 
 
 def _setting(config: TrainConfig, path: str) -> Any:
-    """The value at a dotted `path` of a config (a nested config that is set reads as True); the window
-    test as it acts (`AdaptiveConfig.window_tested`), so that asking for the default is no change."""
-    if path == "adaptive.window_test" and config.adaptive is not None:
-        return config.adaptive.window_tested
+    """The value at a dotted `path` of a config (a nested config that is set reads as True)."""
     value: Any = config
     for part in path.split("."):
         value = value.get(part) if isinstance(value, dict) else getattr(value, part, None)
@@ -671,7 +668,7 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
     if pilot_steps is not None:
         trainer.pilot = Pilot(pilot_steps, own_peak=adaptive.own_peak, total_steps=config.steps,
                               allow_unsupported=adaptive.allow_unsupported, step_test=adaptive.step_test,
-                              progress_test=adaptive.progress_test, window_test=adaptive.window_tested,
+                              progress_test=adaptive.progress_test, window_test=bool(adaptive.window_test),
                               f_star=f_star)
         if trainer.recorder is None:
             trainer.recorder = Recorder(model, optimizer, loss_fn=trainer.micro_loss, seed=config.seed,

@@ -53,6 +53,17 @@ def test_sweep_reuses_only_runs_with_the_same_config(tmp_path):
     assert load_run(tmp_path / "warmup-0" / "seed-0").config["lr"] == 0.01
 
 
+def test_a_run_that_asked_for_the_default_window_test_is_the_same_config_as_one_that_left_it_to_the_default(tmp_path):
+    base = TrainConfig(task="quadratic", optimizer="normsgd", lr=0.05, steps=60, eval_every=60)
+    sweep(base, tmp_path, [0.0], seeds=1, adaptive={"pilot": 50, "window_test": True}, progress=False)
+    steps = tmp_path / "adaptive" / "seed-0" / "steps.jsonl"
+    before = steps.stat().st_mtime_ns
+    sweep(base, tmp_path, [0.0], seeds=1, adaptive={"pilot": 50}, progress=False)  # reused, not refused nor rerun
+    assert steps.stat().st_mtime_ns == before
+    with pytest.raises(SmoothprobeError, match="holds a run with another config"):
+        sweep(base, tmp_path, [0.0], seeds=1, adaptive={"pilot": 50, "window_test": False}, progress=False)
+
+
 def test_a_warm_up_given_twice_or_an_arm_that_cannot_run_is_refused_before_any_training(tmp_path):
     base = TrainConfig(task="quadratic", steps=20)
     with pytest.raises(SmoothprobeError, match="warm-ups must differ: warmup-0 given more than once"):

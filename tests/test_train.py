@@ -321,7 +321,7 @@ def test_a_window_test_stored_off_where_it_acted_on_nothing_reads_as_the_default
     build(cfg, tmp_path / "run").writer.close("interrupted", "the test reads the stored config only")
     asked = dataclasses.replace(cfg, adaptive={"pilot": 0.1, "window_test": True})
     given = {"adaptive.pilot": "pilot", "adaptive.window_test": "window_test"}
-    assert resumed_config(tmp_path / "run", asked, given).adaptive.window_tested
+    assert resumed_config(tmp_path / "run", asked, given).adaptive.window_test is True
     off = dataclasses.replace(cfg, adaptive={"pilot": 0.1, "window_test": False})
     with pytest.raises(SmoothprobeError, match="window_test differ"):
         resumed_config(tmp_path / "run", off, given)
