@@ -149,9 +149,9 @@ def test_the_lrs_stage_runs_the_closed_loop_beside_lr_star_and_is_judged_against
     config = wg.config_of(wg.Arm("lion", "closed_window", 0, 0.0, 0), wg.base_config(False, "cpu"), tmp_path)
     assert config.adaptive.window_test and not config.adaptive.step_test and config.adaptive.pilot == wg.PILOT
     tested = {kind: wg.config_of(wg.Arm("lion", kind, 0 if kind != "own_peak" else None, 0.0, 0),
-                                 wg.base_config(False, "cpu"), tmp_path).adaptive.window_tested
+                                 wg.base_config(False, "cpu"), tmp_path).adaptive.window_test
               for kind in ("closed", "closed_step", "own_peak", "closed_window")}
-    assert tested == {"closed": False, "closed_step": False, "own_peak": False, "closed_window": True}
+    assert tested == {"closed": False, "closed_step": False, "own_peak": None, "closed_window": True}
     for seed, noise in ((0, 0.0), (1, 0.01)):
         _finish(wg, tmp_path, wg.Arm("lion", "grid", -1, 0.25, seed), 2.0 + noise)  # lr*/2's best warm-up
         _finish(wg, tmp_path, wg.Arm("lion", "closed", -1, 0.0, seed), 2.03 + noise)
