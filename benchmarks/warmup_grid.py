@@ -775,17 +775,29 @@ def shown(decision: dict) -> dict:
     return {**decision, "trial": progress_trial(trial)}
 
 
-def decided(results: pd.DataFrame, stars: dict[str, float | None]) -> tuple[int, dict[str, int], int]:
-    """Closed-loop runs that decided (any branch but 'not yet'; a warm-up that ends first is recorded as
-    'not yet' by the pilot): how many, how many each decider took ('fit', 'step test', 'progress test',
-    'window test'), and how many closed-loop runs there are, at each optimizer's lr* (`stars`; every LR
-    while its scan is open) or with no LR given."""
-    closed = results[results.kind.isin(CLOSED) & (results.lr_factor == 1.0)]  # the 10·lr* tier on its own
+def decided(results: pd.DataFrame, stars: dict[str, float | None],
+            kinds: tuple[str, ...] = CLOSED) -> tuple[int, dict[str, int], int]:
+    """Closed-loop runs (of `kinds`) that decided (any branch but 'not yet'; a warm-up that ends first is
+    recorded as 'not yet' by the pilot): how many, how many each decider took ('fit', 'step test',
+    'progress test', 'window test'), and how many such runs there are, at each optimizer's lr* (`stars`;
+    every LR while its scan is open) or with no LR given."""
+    closed = results[results.kind.isin(kinds) & (results.lr_factor == 1.0)]  # the 10·lr* tier on its own
     closed = closed[np.array([pd.isna(lr) or stars.get(opt) is None or np.isclose(float(lr), stars[opt])
                               for opt, lr in zip(closed.optimizer, closed.lr)], dtype=bool)]  # the lrs tier on its own
     hits = [d for d in closed.decision if isinstance(d, dict) and d.get("branch") in ("no-warmup", "fit-driven")]
     by = Counter(d.get("by") or "fit" for d in hits)
     return len(hits), dict(by), len(closed)
+
+
+def decision_count(results: pd.DataFrame, stars: dict[str, float | None]) -> str:
+    """The decisions of every closed loop and of the default one, in words (the report's headline)."""
+    hits, by, total = decided(results, stars)
+    mine, mine_by, runs = decided(results, stars, (DEFAULT_LOOP,))
+    def share(n: int, of: int) -> str:
+        return f" ({100 * n / of:.0f} %)" if of else ""
+
+    return (f"in {hits} of {total} closed-loop runs{share(hits, total)} ({deciders(by) or 'none'}); the default loop "
+            f"({DEFAULT_LOOP}) in {mine} of {runs}{share(mine, runs)} ({deciders(mine_by) or 'none'})")
 
 
 def deciders(by: dict[str, int]) -> str:
@@ -823,10 +835,8 @@ def goals(table: pd.DataFrame, refs: dict, results: pd.DataFrame) -> list[str]:
     evaluated seeds' (the decisions counted are theirs). Every verdict reads the paired difference
     to the reference on the seeds both ran; all are open while the optimizer's scan is."""
     lines = []
-    hits, by, total = decided(results, {opt: ref["lr_star"] for opt, ref in refs.items()})
-    lines.append(f"- A decision (no warm-up or fit-driven, not 'not yet') in {hits} of {total} closed-loop runs"
-                 + (f" ({100 * hits / total:.0f} %; goal ≥ 80 %)" if total else "")
-                 + (f"; {deciders(by)}" if by else ""))
+    lines.append("- A decision (no warm-up or fit-driven, not 'not yet'; goal ≥ 80 %) "
+                 + decision_count(results, {opt: ref["lr_star"] for opt, ref in refs.items()}))
     for opt, ref in refs.items():
         part = table[table.optimizer == opt]
         star = ref["lr_star"]
@@ -931,7 +941,6 @@ def write_outputs(table: pd.DataFrame, refs: dict, results: pd.DataFrame, name: 
 
     reports = REPO / "reports"
     evaluated = evaluated_rows(results, seeds)
-    hits, by, total = decided(evaluated, {opt: ref["lr_star"] for opt, ref in refs.items()})
     scan = results[(results.kind == "grid") & (results.seed == 0) & results.warmup.isin(SCAN_WARMUPS)
                    & (results.lr_factor == 1.0)]
     scan_table = scan.pivot_table(index=["optimizer", "lr"], columns="warmup", values="score").reset_index()
@@ -942,8 +951,8 @@ def write_outputs(table: pd.DataFrame, refs: dict, results: pd.DataFrame, name: 
         f" {kind} leaves out seeds {list(tuned_on)} (its rule was read from them)." for kind, tuned_on in TUNED_ON.items())
     headline = (f"{len(evaluated)} runs on the evaluated seeds {seeds}: {counts.get('finished', 0)} finished, "
                 f"{counts.get('diverged', 0)} diverged, {counts.get('refused', 0)} refused (never trained).{tuned} Score = validation loss at the last step, "
-                f"mean over seeds (inf = diverged). A decision was taken in {hits} of {total} closed-loop runs "
-                f"({deciders(by) or 'none'}). Tiers still open are labelled open; misses are misses.")
+                f"mean over seeds (inf = diverged). A decision was taken "
+                f"{decision_count(evaluated, {opt: ref['lr_star'] for opt, ref in refs.items()})}. Tiers still open are labelled open; misses are misses.")
     goal_lines = goals(table, refs, evaluated)
     lines = [f"# {name}", "", headline, "",
              "## Goals", "", *goal_lines, "", "## LR scan (seed 0)", "", *markdown(scan_table), "",
