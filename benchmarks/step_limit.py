@@ -246,6 +246,42 @@ def window_checks(rule_a: bool | None) -> tuple[list[str], bool | None]:
     return rows, verdict
 
 
+def readings(step: int = 49) -> list[str]:
+    """What the window test reads at its first refit (`step`), per optimizer and LR: the lower quartile
+    of the best LR along the update over the probed rows so far, over the peak, on every seed whose fits
+    alone's run (`closed`, whose rows to that step are the practical start's) is kept on this machine;
+    and on how many of them the step per unit LR was still falling there (`decision.still_falling`)."""
+    import numpy as np
+
+    from smoothprobe.schedule.decision import (
+        WINDOW_QUANTILE,
+        best_steps,
+        step_scale_ratio,
+        still_falling,
+    )
+
+    lines = []
+    for optimizer in SIGMA:
+        k = warmup_grid.scanned_exponent(optimizer)
+        for d in LRS:
+            arm = warmup_grid.Arm(optimizer, "closed", k + d, 0.0, 0)
+            found, falling = {}, 0
+            for folder in sorted((GRID / arm.name).parent.glob("seed-*"), key=lambda p: int(p.name[5:])):
+                steps = folder / "steps.jsonl"
+                if not steps.is_file():
+                    continue
+                rows = [json.loads(line) for line in steps.read_text().splitlines()[:step + 1]]
+                best = best_steps(rows)
+                if len(rows) <= step or not best:
+                    continue
+                found[int(folder.name[5:])] = float(np.quantile(best, WINDOW_QUANTILE, method="lower")) / arm.lr
+                falling += still_falling(step_scale_ratio(rows)[0])
+            if found:
+                lines.append(f"| {optimizer} | {arm.lr:g} (lr*·{2.0 ** d:g}) | {min(found.values()):.2f}–"
+                             f"{max(found.values()):.2f} | {', '.join(map(str, found))} | {falling} |")
+    return lines
+
+
 def main() -> None:
     import torch
 
@@ -267,6 +303,10 @@ def main() -> None:
     print("|---|" + "---|" * (len(PAIRED) + 2 + len(LATER)))
     print("\n".join(window))
     print(f"window, version 2, by (a)-(d): {said[verdict]}")
+    print("\nThe window test's reading at step 49 (lower quartile of the best LR along the update over the peak; the "
+          "fits alone's rows kept on this machine; docs/design.md §5).\n")
+    print("| optimizer | LR | quartile / peak | seeds | still settling |\n|---|---|---|---|---|")
+    print("\n".join(readings()))
 
 
 if __name__ == "__main__":

@@ -484,8 +484,18 @@ def best_step_lr(rows: Sequence[Mapping], last: int | None = None) -> tuple[floa
     >>> best_step_lr([{"lr": 0.1, "secant_slope": 1.0, "secant_curv": c} for c in (0.5, 1.0, 2.0)])
     (0.1, 3)
     """
-    best = [_best_lr(lr, slope, curv) for lr, slope, curv in _probed(rows, last)]
+    best = best_steps(rows, last)
     return (float(np.median(best)) if best else math.nan), len(best)
+
+
+def best_steps(rows: Sequence[Mapping], last: int | None = None) -> list[float]:
+    """The best LR along the update (`_best_lr`) of each probed step among `rows` (the last `last` of them;
+    all when None), the last first.
+
+    >>> best_steps([{"lr": 0.1, "secant_slope": 1.0, "secant_curv": c} for c in (0.5, -1.0)])
+    [inf, 0.2]
+    """
+    return [_best_lr(lr, slope, curv) for lr, slope, curv in _probed(rows, last)]
 
 
 def _probed(rows: Sequence[Mapping], last: int | None = None) -> list[tuple[float, float, float]]:
