@@ -247,18 +247,13 @@ def window_checks(rule_a: bool | None) -> tuple[list[str], bool | None]:
 
 
 def readings(step: int = 49) -> list[str]:
-    """What the window test reads at its first refit (`step`), per optimizer and LR: the lower quartile
-    of the best LR along the update over the probed rows so far, over the peak, on every seed whose fits
-    alone's run (`closed`, whose rows to that step are the practical start's) is kept on this machine;
-    and on how many of them the step per unit LR was still falling there (`decision.still_falling`)."""
-    import numpy as np
+    """What the window test reads at its first refit (`step`), per optimizer and LR: its reading
+    (`decision.window_reading`) over the peak, on every seed whose fits alone's run (`closed`, whose rows
+    to that step are the practical start's) is kept on this machine, and on how many of them the step
+    per unit LR was still falling there (`decision.still_falling`)."""
+    from itertools import islice
 
-    from smoothprobe.schedule.decision import (
-        WINDOW_QUANTILE,
-        best_steps,
-        step_scale_ratio,
-        still_falling,
-    )
+    from smoothprobe.schedule.decision import step_scale_ratio, still_falling, window_reading
 
     lines = []
     for optimizer in SIGMA:
@@ -267,14 +262,14 @@ def readings(step: int = 49) -> list[str]:
             arm = warmup_grid.Arm(optimizer, "closed", k + d, 0.0, 0)
             found, falling = {}, 0
             for folder in sorted((GRID / arm.name).parent.glob("seed-*"), key=lambda p: int(p.name[5:])):
-                steps = folder / "steps.jsonl"
-                if not steps.is_file():
+                if not (folder / "steps.jsonl").is_file():
                     continue
-                rows = [json.loads(line) for line in steps.read_text().splitlines()[:step + 1]]
-                best = best_steps(rows)
-                if len(rows) <= step or not best:
+                with open(folder / "steps.jsonl") as lines_of:
+                    rows = [json.loads(line) for line in islice(lines_of, step + 1)]
+                quartile, read = window_reading(rows)
+                if len(rows) <= step or not read:
                     continue
-                found[int(folder.name[5:])] = float(np.quantile(best, WINDOW_QUANTILE, method="lower")) / arm.lr
+                found[int(folder.name[5:])] = quartile / arm.lr
                 falling += still_falling(step_scale_ratio(rows)[0])
             if found:
                 lines.append(f"| {optimizer} | {arm.lr:g} (lr*·{2.0 ** d:g}) | {min(found.values()):.2f}–"

@@ -382,9 +382,9 @@ class AdaptiveConfig:
     window_test: with a pilot, at each refit inside its window where the fit says "not yet", no further
     warm-up once a step at the lr is within the best step along the update on three quarters of the
     window's probed steps and the step size has settled (`decision.window_test`). None (the default): on
-    with a pilot that is given its peak, and stored as True there, so that asking for it is no change;
-    None where it cannot act (no pilot, or `own_peak`, which measures the peak from the same best steps).
-    True asks for it, False turns it off (the fits alone); either is refused without a pilot. On by
+    with a pilot that is given its peak (not `own_peak`, which measures the peak from the same best steps;
+    `window_tested`). True asks for it, and is stored as None where that is the default, so that asking for
+    the default is no change; False turns it off (the fits alone); either is refused without a pilot. On by
     default since it passed a check registered before its runs, on seeds no arm had run
     (benchmarks/step_limit.py, docs/design.md §5).
     """
@@ -440,8 +440,8 @@ class AdaptiveConfig:
             self.cooldown = None
         if self.decay == "model" and self.cooldown == COOLDOWN:  # the default: 'model' has no decay phase
             self.cooldown = None
-        if self.window_test is None and self.pilot is not None and not self.own_peak:  # on by default, stored so
-            self.window_test = True
+        if self.window_test is True and self.pilot is not None and not self.own_peak:  # asks for the default
+            self.window_test = None
         _check_options(self)
         _require([
             (self.fit is None or Path(self.fit).is_file(), f"fit file not found: {self.fit}"),
@@ -479,6 +479,17 @@ class AdaptiveConfig:
              ("div and delta_peak (the practical schedule's shape) come from the fit when one is given: a fit brings "
               "its own constants (drop them or the fit)"), "div", "delta_peak"),
         ])
+
+    @property
+    def window_tested(self) -> bool:
+        """Whether a pilot runs the window test: by default (None) with a pilot given its peak.
+
+        >>> AdaptiveConfig(pilot=0.1).window_tested, AdaptiveConfig(pilot=0.1, own_peak=True).window_tested
+        (True, False)
+        >>> AdaptiveConfig(pilot=0.1, window_test=False).window_tested, AdaptiveConfig().window_tested
+        (False, False)
+        """
+        return self.window_test is None and self.pilot is not None and not self.own_peak
 
     def pilot_steps(self, steps: int) -> int | None:
         """The pilot's length in steps for a run of `steps` (None without a pilot)."""

@@ -668,7 +668,7 @@ def build(config: TrainConfig | None, out: str | Path, *, resume: bool = False, 
     if pilot_steps is not None:
         trainer.pilot = Pilot(pilot_steps, own_peak=adaptive.own_peak, total_steps=config.steps,
                               allow_unsupported=adaptive.allow_unsupported, step_test=adaptive.step_test,
-                              progress_test=adaptive.progress_test, window_test=bool(adaptive.window_test),
+                              progress_test=adaptive.progress_test, window_test=adaptive.window_tested,
                               f_star=f_star)
         if trainer.recorder is None:
             trainer.recorder = Recorder(model, optimizer, loss_fn=trainer.micro_loss, seed=config.seed,

@@ -147,11 +147,11 @@ def test_the_lrs_stage_runs_the_closed_loop_beside_lr_star_and_is_judged_against
     window = set(wg.plan(tmp_path, ["lion"], [0, 1], {"scan", "window"})) - set(wg.scan_state(tmp_path, "lion")[0])
     assert window == {wg.Arm("lion", kind, 0, 0.0, seed) for kind in ("closed", "closed_window") for seed in (0, 1)}
     config = wg.config_of(wg.Arm("lion", "closed_window", 0, 0.0, 0), wg.base_config(False, "cpu"), tmp_path)
-    assert config.adaptive.window_test and not config.adaptive.step_test and config.adaptive.pilot == wg.PILOT
+    assert config.adaptive.window_tested and not config.adaptive.step_test and config.adaptive.pilot == wg.PILOT
     tested = {kind: wg.config_of(wg.Arm("lion", kind, 0 if kind != "own_peak" else None, 0.0, 0),
-                                 wg.base_config(False, "cpu"), tmp_path).adaptive.window_test
+                                 wg.base_config(False, "cpu"), tmp_path).adaptive.window_tested
               for kind in ("closed", "closed_step", "own_peak", "closed_window")}
-    assert tested == {"closed": False, "closed_step": False, "own_peak": None, "closed_window": True}
+    assert tested == {"closed": False, "closed_step": False, "own_peak": False, "closed_window": True}
     for seed, noise in ((0, 0.0), (1, 0.01)):
         _finish(wg, tmp_path, wg.Arm("lion", "grid", -1, 0.25, seed), 2.0 + noise)  # lr*/2's best warm-up
         _finish(wg, tmp_path, wg.Arm("lion", "closed", -1, 0.0, seed), 2.03 + noise)

@@ -146,15 +146,25 @@ def test_the_window_test_is_on_with_a_pilot_by_default_and_its_two_flags_turn_it
     monkeypatch.setattr(importlib.import_module("smoothprobe.train"), "train",
                         lambda config, out, **_: seen.append(config.adaptive) or out)
     runner = CliRunner()
-    for flags, value in (([], True), (["--window-test"], True), (["--no-window-test"], False), (["--own-peak"], None)):
+    for flags, value, tested in (([], None, True), (["--window-test"], None, True), (["--no-window-test"], False, False),
+                                 (["--own-peak"], None, False)):
         given = runner.invoke(main, ["train", "--steps", "1000", "--pilot", "0.1", *flags, "--out", str(tmp_path / "g")])
         assert given.exit_code == 0, given.output
-        assert seen[-1].window_test is value  # None: it cannot act (own_peak)
+        assert seen[-1].window_test is value and seen[-1].window_tested is tested  # asking for the default is None
     for flags, said in ((["--adaptive", "--no-window-test"], "Error: --window-test/--no-window-test (on or off) needs a --pilot"),
                         (["--no-window-test"], "--window-test/--no-window-test: only for an adaptive schedule")):
         refused = runner.invoke(main, ["train", *flags, "--out", str(tmp_path / "r")])
         assert refused.exit_code == 2 and said in refused.output, refused.output
     assert not (tmp_path / "r").exists()
+
+
+def test_a_config_with_the_default_window_test_can_be_replaced_into_one_where_it_cannot_act():
+    on = AdaptiveConfig(pilot=0.1, window_test=True)
+    assert on == AdaptiveConfig(pilot=0.1) and on.window_tested
+    assert not dataclasses.replace(on, own_peak=True).window_tested
+    assert not dataclasses.replace(on, pilot=None).window_tested
+    with pytest.raises(SmoothprobeError, match="own_peak turns the window test off already"):
+        dataclasses.replace(AdaptiveConfig(pilot=0.1, window_test=False), own_peak=True)
 
 
 def test_the_step_test_flag_reaches_the_config_and_is_refused_where_it_would_do_nothing(tmp_path, monkeypatch):

@@ -317,11 +317,13 @@ def test_a_window_test_stored_off_where_it_acted_on_nothing_reads_as_the_default
     assert TrainConfig.from_dict(old).adaptive.window_test is None and old["adaptive"]["window_test"] is False
     piloted = dataclasses.asdict(TrainConfig(steps=600, adaptive={"pilot": 0.1, "window_test": False}))
     assert TrainConfig.from_dict(piloted).adaptive.window_test is False
+    asked_on = {**piloted, "adaptive": {**piloted["adaptive"], "window_test": True}}  # the benchmark's stored form
+    assert TrainConfig.from_dict(asked_on) == TrainConfig(steps=600, adaptive={"pilot": 0.1})
     cfg = TrainConfig(task="quadratic", steps=600, adaptive={"pilot": 0.1})
     build(cfg, tmp_path / "run").writer.close("interrupted", "the test reads the stored config only")
     asked = dataclasses.replace(cfg, adaptive={"pilot": 0.1, "window_test": True})
     given = {"adaptive.pilot": "pilot", "adaptive.window_test": "window_test"}
-    assert resumed_config(tmp_path / "run", asked, given).adaptive.window_test is True
+    assert resumed_config(tmp_path / "run", asked, given).adaptive.window_tested
     off = dataclasses.replace(cfg, adaptive={"pilot": 0.1, "window_test": False})
     with pytest.raises(SmoothprobeError, match="window_test differ"):
         resumed_config(tmp_path / "run", off, given)

@@ -265,23 +265,33 @@ def window_test(rows: Sequence[Mapping], peak_lr: float, step: int | None = None
     def out(branch: str, reason: str) -> Decision:
         return Decision(branch, reason, None, None, None, None, step)
 
-    probed = _probed(rows)  # the last first
-    best = [_best_lr(lr, slope, curv) for lr, slope, curv in probed]
-    if len(best) < STEP_TEST_ROWS:
-        return out("not yet", f"the window test needs {STEP_TEST_ROWS} probed steps, has {len(best)}")
-    if any(curv <= 0 for _, _, curv in probed[:STEP_TEST_ROWS]):
+    quartile, read = window_reading(rows)
+    if read < STEP_TEST_ROWS:
+        return out("not yet", f"the window test needs {STEP_TEST_ROWS} probed steps, has {read}")
+    if any(curv <= 0 for _, _, curv in _probed(rows, STEP_TEST_ROWS)):
         return out("not yet", f"a probed step curved downward along its update (last {STEP_TEST_ROWS} steps): no "
                               "best step to hold the peak to")
     ratio, since = step_scale_ratio(rows)
     if still_falling(ratio):
         return out("not yet", f"the optimizer's step per unit LR is still falling ({ratio:.3g}× that of the "
                               f"{SETTLE_ROWS} steps up to step {since})")
-    quartile = float(np.quantile(best, WINDOW_QUANTILE, method="lower"))
     said = (f"{WINDOW_LIMIT:g}× the best step along the update ({quartile:.4g}, the {WINDOW_QUANTILE:g} quantile "
-            f"over {len(best)} probed steps)")
+            f"over {read} probed steps)")
     if WINDOW_LIMIT * quartile >= peak_lr:
         return out("no-warmup", f"a step at the peak LR {peak_lr:.4g} is within {said}, on a settled step size")
     return out("not yet", f"a step at the peak LR {peak_lr:.4g} would pass {said}")
+
+
+def window_reading(rows: Sequence[Mapping]) -> tuple[float, int]:
+    """What the window test holds the peak LR to: the WINDOW_QUANTILE quantile (the lower one of the
+    probed values) of the best LR along the update over the probed steps among `rows`, and how many it
+    read (NaN when none).
+
+    >>> window_reading([{"lr": 0.1, "secant_slope": 1.0, "secant_curv": c} for c in (0.5, 1.0, 2.0, 4.0)])
+    (0.025, 4)
+    """
+    best = best_steps(rows)
+    return (float(np.quantile(best, WINDOW_QUANTILE, method="lower")) if best else math.nan), len(best)
 
 
 def progress_test(rows: Sequence[Mapping], step: int | None = None) -> Decision:

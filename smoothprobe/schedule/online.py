@@ -204,7 +204,7 @@ class Pilot:
     fell by less than PROGRESS_DROP over them means no warm-up (`decision.progress_test`, set on one
     benchmark and failed on a second: docs/design.md §5). `history` keeps every refit's
     decision (and the start tests'), so a run says what each fit said, not only the last. The tests
-    are off unless asked for here; `AdaptiveConfig.window_test` asks for the window test by default.
+    are off unless asked for here; `AdaptiveConfig.window_tested` says whether a run asks for the window test.
     """
 
     def __init__(self, steps: int, *, own_peak: bool = False, allow_unsupported: bool = False,
