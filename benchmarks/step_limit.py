@@ -246,6 +246,26 @@ def window_checks(rule_a: bool | None) -> tuple[list[str], bool | None]:
     return rows, verdict
 
 
+def beside_lr_star() -> list[str]:
+    """Version 2 beside lr* (lr*/2, 2·lr*) on the FRESH seeds, run after it became the default (outside its
+    check): per optimizer and LR, its difference to the fits alone on each seed, both means, and the grid's
+    no-warm-up and best warm-up at that LR on the held-out seeds 20-23 (other seeds: context, not paired)."""
+    rows = []
+    for optimizer in warmup_grid.GUESS:
+        star = warmup_grid.scanned_exponent(optimizer)
+        for d in (-1, 1):
+            k = star + d
+            window = {seed: score(optimizer, "closed_window", k, seed) for seed in FRESH}
+            fits = {seed: score(optimizer, "closed", k, seed) for seed in FRESH}
+            grid = {w: statistics.fmean(score(optimizer, "grid", k, seed, w) for seed in range(20, 24))
+                    for w in warmup_grid.GRID_WARMUPS}
+            best_w = min(grid, key=grid.get)
+            rows.append(f"| {optimizer} | lr*·2^{d:+d} | " + " | ".join(f"{window[s] - fits[s]:+.4f}" for s in FRESH)
+                        + f" | {statistics.fmean(window.values()):.4f} | {statistics.fmean(fits.values()):.4f} | "
+                        f"{grid[0.0]:.4f} | {grid[best_w]:.4f} (w{best_w:g}) |")
+    return rows
+
+
 def readings(step: int = 49) -> list[str]:
     """What the window test reads at its first refit (`step`), per optimizer and LR: its reading
     (`decision.window_reading`) over the peak, on every seed whose fits alone's run (`closed`, whose rows
@@ -298,6 +318,11 @@ def main() -> None:
     print("|---|" + "---|" * (len(PAIRED) + 2 + len(LATER)))
     print("\n".join(window))
     print(f"window, version 2, by (a)-(d): {said[verdict]}")
+    print(f"\nVersion 2 beside lr* on seeds {', '.join(map(str, FRESH))} (run after it became the default, outside its "
+          "check); the grid at that LR on seeds 20-23 for context.\n")
+    print("| optimizer | LR | " + " | ".join(f"seed {seed}: window − fits alone" for seed in FRESH)
+          + " | window | fits alone | grid, no warm-up | grid, best warm-up |\n|---|---|" + "---|" * (len(FRESH) + 4))
+    print("\n".join(beside_lr_star()))
     print("\nThe window test's reading at step 49 (lower quartile of the best LR along the update over the peak; the "
           "fits alone's rows kept on this machine; docs/design.md §5).\n")
     print("| optimizer | LR | quartile / peak | seeds | still settling |\n|---|---|---|---|---|")
