@@ -135,6 +135,8 @@ PAIRED = (0, 1, 2, 20, 21, 22, 23, 24, 25)
 """Every seed at lr* that the window test's check (c) reads where both runs have finished."""
 LATER = (26, 27, 28, 29)
 """Seeds run after version 2 became the default (2026-12-07 10:00 UTC): printed beside the check, outside it."""
+HELD_OUT = (20, 21, 22, 23)
+"""The held-out seeds every grid point ran (reports/warmup_grid_heldout.md): the grid's context beside lr*."""
 LRS = (-1, 0, 1)
 """Exponents relative to lr*: lr*/2, lr*, 2·lr*."""
 LIMITS = (2.0, 1.0)
@@ -180,6 +182,14 @@ def score(optimizer: str, kind: str, k: int, seed: int, warmup: float = 0.0) -> 
     return warmup_grid.score(warmup_grid.result_of(GRID, warmup_grid.Arm(optimizer, kind, k, warmup, seed)))
 
 
+def grid_cells(optimizer: str, k: int, seeds: tuple[int, ...]) -> str:
+    """The grid at peak LR guess·2^k, as two table cells: its no-warm-up mean over `seeds` and its best
+    warm-up's (NaN while a run is missing)."""
+    grid = {w: statistics.fmean(score(optimizer, "grid", k, seed, w) for seed in seeds) for w in warmup_grid.GRID_WARMUPS}
+    best_w = min(grid, key=grid.get)
+    return f"{grid[0.0]:.4f} | {grid[best_w]:.4f} (w{best_w:g})"
+
+
 def judge() -> tuple[list[str], dict[str, bool | None]]:
     """The table's rows (markdown) and each candidate's verdict (True: replaces the fits alone; None:
     open), taking the trial readings that are missing first."""
@@ -192,7 +202,6 @@ def judge() -> tuple[list[str], dict[str, bool | None]]:
             k = star + d
             per = {name: [] for name in ["fits", *names]}
             calls = dict.fromkeys(LIMITS, 0)
-            grid = {w: [] for w in warmup_grid.GRID_WARMUPS}
             for seed in SEEDS:
                 key = f"{optimizer}-k{k}-seed{seed}"
                 if key not in found:
@@ -205,11 +214,7 @@ def judge() -> tuple[list[str], dict[str, bool | None]]:
                     calls[limit] += ok
                     per[f"limit {limit:g}"].append(none if ok else fits)
                 per["window"].append(score(optimizer, "closed_window", k, seed))
-                for w, scores in grid.items():
-                    scores.append(score(optimizer, "grid", k, seed, w))
             mean = {name: statistics.fmean(v) for name, v in per.items()}
-            grid = {w: statistics.fmean(v) for w, v in grid.items()}
-            best_w = min(grid, key=grid.get)
             for name in names:
                 worse = mean[name] - mean["fits"]
                 ok = worse <= SIGMA[optimizer] and not (d == 0 and optimizer == "muon" and not worse < 0)
@@ -217,7 +222,7 @@ def judge() -> tuple[list[str], dict[str, bool | None]]:
             said = {f"limit {limit:g}": f" ({calls[limit]}/{len(SEEDS)} none)" for limit in LIMITS}
             rows.append(f"| {optimizer} | lr*·2^{d:+d} | {mean['fits']:.4f} | "
                         + " | ".join(f"{mean[name]:.4f}{said.get(name, '')}" for name in names)
-                        + f" | {grid[0.0]:.4f} | {grid[best_w]:.4f} (w{best_w:g}) |")
+                        + f" | {grid_cells(optimizer, k, SEEDS)} |")
     return rows, replaces
 
 
@@ -257,12 +262,9 @@ def beside_lr_star() -> list[str]:
             k = star + d
             window = {seed: score(optimizer, "closed_window", k, seed) for seed in FRESH}
             fits = {seed: score(optimizer, "closed", k, seed) for seed in FRESH}
-            grid = {w: statistics.fmean(score(optimizer, "grid", k, seed, w) for seed in range(20, 24))
-                    for w in warmup_grid.GRID_WARMUPS}
-            best_w = min(grid, key=grid.get)
             rows.append(f"| {optimizer} | lr*·2^{d:+d} | " + " | ".join(f"{window[s] - fits[s]:+.4f}" for s in FRESH)
                         + f" | {statistics.fmean(window.values()):.4f} | {statistics.fmean(fits.values()):.4f} | "
-                        f"{grid[0.0]:.4f} | {grid[best_w]:.4f} (w{best_w:g}) |")
+                        f"{grid_cells(optimizer, k, HELD_OUT)} |")
     return rows
 
 
@@ -276,7 +278,7 @@ def readings(step: int = 49) -> list[str]:
     from smoothprobe.schedule.decision import step_scale_ratio, still_falling, window_reading
 
     lines = []
-    for optimizer in SIGMA:
+    for optimizer in warmup_grid.GUESS:
         k = warmup_grid.scanned_exponent(optimizer)
         for d in LRS:
             arm = warmup_grid.Arm(optimizer, "closed", k + d, 0.0, 0)
