@@ -575,3 +575,32 @@ def test_the_step_limit_checks_committed_verdicts_are_the_ones_its_docstring_sta
     assert "| -0.0070 | -0.0717 | -0.0393 (0.0098) | True |" in muon and "| +0.0088 |" in muon
     down = {"peak": 0.1, "rows": [{"lr": 0.01, "secant_slope": 1.0, "secant_curv": -1.0}] * 3}
     assert limits.passes(down, 2.0) and not limits.passes(down, 1.0)
+
+
+def test_no_relative_update_reading_separates_the_runs_that_need_a_warm_up(monkeypatch):
+    """benchmarks/relative_update.py on the committed readings: no threshold on any reading puts every
+    cell the grid says needs a warm-up above every cell that needs none, with the numbers its docstring
+    quotes; and Lion's first update moves each matrix by lr·√n, within lr·wd·‖W‖ (a sign step)."""
+    relative = load_benchmark(monkeypatch, "relative_update")
+    rows, verdicts = relative.table()
+    assert verdicts == dict.fromkeys(relative.READINGS, False)
+    said = {tuple(r.split(" | ")[:3]): float(r.split(" | ")[3]) for r in rows}
+    assert {k[2] for k in said if k[0] in ("| lion", "| muon")} == {"none"}
+    assert {k[2] for k in said if k[0] in ("| adamw", "| normsgd")} == {"warm-up"}
+    doc = " ".join(relative.__doc__.split())
+    assert f"{said[('| normsgd', 'lr*·2^-1', 'warm-up')]:.3f} for normalised SGD at lr*/2" in doc
+    calm = [v for k, v in said.items() if k[2] == "none"]
+    assert f"against {min(calm):.3f}-{max(calm):.2f} for Lion and Muon" in doc
+    assert relative.separates([("warm-up", 2.0), ("none", 1.0)]) and not relative.separates([("warm-up", 1.0), ("none", 2.0)])
+
+    monkeypatch.setattr(relative, "STEPS", 1)
+    k = relative.warmup_grid.scanned_exponent("lion")
+    (first,) = relative.relative_updates("lion", k, 0)
+    arm = relative.warmup_grid.Arm("lion", "grid", k, 0.0, 0)
+    with relative.warmup_grid.scratch_trainer(arm) as trainer:
+        lr, wd = trainer.config.lr, trainer.optimizer.param_groups[0]["weight_decay"]
+        for name, p in trainer.model.named_parameters():
+            if p.ndim >= 2:
+                norm = float(p.norm())
+                # float32 rounding of the norms: 1e-4 relative
+                assert first[name] == pytest.approx(lr * math.sqrt(p.numel()) / norm, rel=1e-4, abs=lr * wd)
