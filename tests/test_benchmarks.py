@@ -604,3 +604,23 @@ def test_no_relative_update_reading_separates_the_runs_that_need_a_warm_up(monke
                 norm = float(p.norm())
                 # float32 rounding of the norms: 1e-4 relative
                 assert first[name] == pytest.approx(lr * math.sqrt(p.numel()) / norm, rel=1e-4, abs=lr * wd)
+
+
+def test_the_horizon_table_is_the_committed_readings_and_its_docstring_quotes_them(monkeypatch):
+    """benchmarks/horizon.py on the committed readings: the no-warm-up run leads over steps 50-99 in every
+    cell but AdamW at 2·lr*, and falls behind for good from the steps its docstring gives."""
+    horizon = load_benchmark(monkeypatch, "horizon")
+    monkeypatch.setattr(horizon, "reading", lambda *args: None)  # the committed readings only
+    rows = {tuple(r.split(" | ")[:2]): r.split(" | ") for r in horizon.table()}
+    assert len(rows) == 12
+    early = {key: float(cells[3]) for key, cells in rows.items()}
+    assert [key for key, lead in early.items() if lead > 0] == [("| adamw", "lr*·2^+1")]
+    ahead = [-lead for lead in early.values() if lead < 0]
+    doc = " ".join(horizon.__doc__.split())
+    assert f"ahead by {min(ahead):.2f}-{max(ahead):.2f}" in doc
+    behind = {key: cells[-1].strip(" |") for key, cells in rows.items()}
+    assert [behind[("| adamw", f"lr*·2^{d}")] for d in ("-1", "+0")] == ["750", "350"]
+    assert [behind[("| normsgd", f"lr*·2^{d}")] for d in ("-1", "+0", "+1")] == ["450", "300", "100"]
+    assert all(behind[key] == "nan" for key in behind if key[0] in ("| lion", "| muon"))
+    assert horizon.behind_from([-1.0, 1.0, -1.0, 1.0, 1.0]) == 3 * horizon.BLOCK
+    assert math.isnan(horizon.behind_from([1.0, -1.0]))
