@@ -8,13 +8,20 @@ LR scan or the start tests (which read seeds 30-49). At each optimizer's lr*, th
 (`closed_progress`), with every setting as published.
 
 **The check** (fixed now). For each optimizer, the default loop's mean over seeds 50-51 against the better
-end's mean (`second_task.better_end`), with σ the optimizer's held-out seed σ (`step_limit.SIGMA`):
-"within" if at most the better end + σ. **Predicted** from the held-out table (reports/warmup_grid_heldout.md):
-within on AdamW and normalised SGD (the practical warm-up runs to its end, as the 25 % end does), within
-on Lion (the fits alone's runs there, about the no-warm-up end), and a miss on Muon of about 1 σ (the window
-test ends the warm-up at step 49, after 49 steps at lr/10; on seeds 20-21 that was 0.012 behind no warm-up
-at lr*). The default loop's decisions: Muon's window test on both seeds, no decision on AdamW or normalised
-SGD. The other two loops are printed beside it, not judged.
+end's mean (`second_task.better_end`): "within" if at most the better end + σ, with σ the one
+reports/warmup_grid_heldout.md judges by (`step_limit.SIGMA`: AdamW 0.0192, Lion 0.0136, Muon 0.0098,
+normalised SGD 0.0283; the seed σ floored by the twin spread). **Predicted** (`PREDICTED`) from the held-out
+table: within on AdamW and normalised SGD (the practical warm-up runs to its end, as the 25 % end does) and
+on Lion (the fits alone's runs there, about the no-warm-up end). On Muon either outcome fits the held-out
+runs: the window test ends the warm-up at step 49, after 49 steps at lr/10, and the default loop minus no
+warm-up at lr* was +0.0117 on seeds 20-21 (1.2 σ) and +0.0085 on seeds 20-23 (0.9 σ); its verdict is
+reported, not predicted. The published verdicts hold on these seeds iff AdamW, Lion and normalised SGD are
+within. The default loop's decisions, printed per seed: the window test on Muon's two seeds, none on AdamW
+or normalised SGD. The other two loops are printed beside it, not judged.
+
+Amended 2026-12-07 13:18 UTC, after only AdamW's seed-50 runs had finished (no verdict could be read): σ
+named as the report's (its values unchanged), Muon's prediction replaced by "either" (a reviewer noted that
+the two-seed and four-seed held-out gaps fall on either side of 1 σ), and the pass rule written out.
 
     python benchmarks/warmup_grid.py --stages window,progress --seeds 2 --seed-offset 50   # 40 runs, resumable
     python benchmarks/fresh_seeds.py                                                       # the verdicts
@@ -31,38 +38,50 @@ import warmup_grid
 
 SEEDS = (50, 51)
 LOOPS = (warmup_grid.DEFAULT_LOOP, "closed", "closed_progress")
+PREDICTED = {"adamw": True, "lion": True, "muon": None, "normsgd": True}
+"""Within (True), a miss (False), or either (None), registered before the runs."""
 
 
-def verdict(optimizer: str) -> tuple[str, bool | None, dict[str, float]]:
-    """One optimizer's table row (markdown), the default loop's verdict (None while a run is missing) and
-    how many of its runs decided (a branch other than "not yet")."""
+def decisions(optimizer: str, k: int) -> str:
+    """The default loop's decision on each seed: branch, decider and step ("-" while it has not run)."""
+    said = []
+    for seed in SEEDS:
+        result = warmup_grid.result_of(step_limit.GRID, warmup_grid.closed_arm(optimizer, warmup_grid.DEFAULT_LOOP, k, seed))
+        decision = (result or {}).get("decision") or {}
+        said.append(f"{decision.get('branch')} ({decision.get('by')}, step {decision.get('step')})" if result else "-")
+    return "; ".join(said)
+
+
+def verdict(optimizer: str) -> tuple[str, bool | None]:
+    """One optimizer's table row (markdown) and the default loop's verdict (None while a run it reads is missing)."""
     k = warmup_grid.scanned_exponent(optimizer)
     none, warm = ({seed: step_limit.score(optimizer, "grid", k, seed, w) for seed in SEEDS}
                   for w in warmup_grid.PROGRESS_WARMUPS)
-    loops = {kind: {seed: step_limit.score(optimizer, kind, k, seed) for seed in SEEDS} for kind in LOOPS}
-    mean = {kind: statistics.fmean(scores.values()) for kind, scores in loops.items()}
-    results = [warmup_grid.result_of(step_limit.GRID, warmup_grid.Arm(optimizer, warmup_grid.DEFAULT_LOOP, k, 0.0, seed))
-               for seed in SEEDS]
-    decided = sum(bool(r and r.get("decision") and r["decision"].get("branch") != "not yet") for r in results)
-    better = second_task.better_end(none, warm)
-    sigma = step_limit.SIGMA[optimizer]
-    if better is None or any(math.isnan(v) for v in mean.values()):
-        within = None
-    else:
-        best = statistics.fmean((none if better == "w0" else warm).values())
-        within = mean[warmup_grid.DEFAULT_LOOP] <= best + sigma
+    mean = {kind: statistics.fmean(step_limit.score(optimizer, kind, k, seed) for seed in SEEDS) for kind in LOOPS}
+    better, sigma = second_task.better_end(none, warm), step_limit.SIGMA[optimizer]
+    within = None
+    if better is not None and not math.isnan(mean[warmup_grid.DEFAULT_LOOP]):
+        within = mean[warmup_grid.DEFAULT_LOOP] <= statistics.fmean((none if better == "w0" else warm).values()) + sigma
     ends = f"{statistics.fmean(none.values()):.4f} | {statistics.fmean(warm.values()):.4f}"
     row = (f"| {optimizer} | {ends} | " + " | ".join(f"{mean[kind]:.4f}" for kind in LOOPS)
-           + f" | {decided} of {len(SEEDS)} | {sigma} | {within} |")
-    return row, within, decided
+           + f" | {sigma} | {within} | {PREDICTED[optimizer]} | {decisions(optimizer, k)} |")
+    return row, within
 
 
 def main() -> None:
     print(f"At lr*, mean over seeds {', '.join(map(str, SEEDS))} (registered before they ran); NaN: not run yet.\n")
-    print("| optimizer | no warm-up | 25 % | " + " | ".join(LOOPS) + " | default loop decided | σ | within |")
-    print("|---|---|---|" + "---|" * (len(LOOPS) + 3))
+    print("| optimizer | no warm-up | 25 % | " + " | ".join(LOOPS) + " | σ | within | predicted | default loop's decisions |")
+    print("|---|---|---|" + "---|" * (len(LOOPS) + 4))
+    verdicts = {}
     for optimizer in warmup_grid.GUESS:
-        print(verdict(optimizer)[0])
+        row, verdicts[optimizer] = verdict(optimizer)
+        print(row)
+    judged = [optimizer for optimizer, predicted in PREDICTED.items() if predicted]
+    if any(verdicts[optimizer] is None for optimizer in judged):
+        print("the check is open: runs are missing")
+    else:
+        holds = all(verdicts[optimizer] for optimizer in judged)
+        print(f"the published verdicts {'hold' if holds else 'do not hold'} on these seeds ({', '.join(judged)} within)")
 
 
 if __name__ == "__main__":
