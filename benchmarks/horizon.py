@@ -20,7 +20,6 @@ one at lr*/2 and lr*: what the warm-up buys shows up hundreds of steps later.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 
@@ -66,17 +65,13 @@ def behind_from(diffs: list[float]) -> float:
 
 def table() -> list[str]:
     """The table's rows (markdown, means over the seeds read), taking the readings that are missing first."""
-    found = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    readings = warmup_grid.Readings(RESULTS)
     rows = []
     for optimizer in warmup_grid.GUESS:
         star = warmup_grid.scanned_exponent(optimizer)
         for d in step_limit.LRS:
-            for seed in step_limit.HELD_OUT:
-                key = f"{optimizer} {star + d} {seed}"
-                if key not in found and (read := reading(optimizer, star + d, seed)) is not None:
-                    found[key] = read
-                    RESULTS.write_text(json.dumps(found, indent=1) + "\n")
-            runs = [found[key] for seed in step_limit.HELD_OUT if (key := f"{optimizer} {star + d} {seed}") in found]
+            runs = [run for seed in step_limit.HELD_OUT
+                    if (run := readings.get(f"{optimizer}-k{star + d}-seed{seed}", reading, optimizer, star + d, seed))]
             if not runs:
                 continue
             diffs = [statistics.fmean(run["blocks"][i] for run in runs) for i in range(len(runs[0]["blocks"]))]

@@ -13,19 +13,20 @@ The answer it is read against is the warm-up grid's at the same LR on the held-o
 optimizer's σ, "none" where no warm-up is within σ of the best. A reading decides if one threshold puts
 every "warm-up" cell above every "none" cell; the script says for each reading whether one exists.
 
-**Outcome** (2026-12-07, seeds 20-23, lm): no reading separates them. At step 0 the largest matrix's
-relative update is 0.028 for normalised SGD at lr*/2 (needs a 25 % warm-up there) against 0.035-0.14 for
-Lion and Muon (need none at lr*/2, lr* and 2·lr*); the median over matrices, and both averaged over steps
-0-9, order them the same way. Of the four optimizers, normalised SGD takes the smallest steps against its
-weights, and it is the one that needs a warm-up at every LR beside AdamW (whose first step is the largest,
-and which fits the reading). The warm-up that normalised SGD needs is not paid for by large early updates.
+**Outcome** (2026-12-07, seeds 20-23, lm): no reading separates them. At step 0 the matrix that moves most
+moves by 0.028 of its norm for normalised SGD at lr*/2 (needs a 25 % warm-up there), against 0.035-0.14
+for Lion and Muon (need none at lr*/2, lr* and 2·lr*); no threshold separates them on the median over
+matrices either, nor on either reading averaged over steps 0-9. At each LR normalised SGD takes the
+smallest steps against its weights of the four, and beside AdamW (whose first steps are the largest, and
+which fits the reading) it is the one that needs a warm-up at every LR. The warm-up that normalised SGD
+needs is not paid for by large early updates.
 
     python benchmarks/relative_update.py   # 48 readings of 10 steps each, a few CPU-minutes; resumable
 """
 
 from __future__ import annotations
 
-import json
+import math
 import statistics
 
 import step_limit
@@ -55,17 +56,22 @@ def relative_updates(optimizer: str, k: int, seed: int) -> list[dict[str, float]
     return steps
 
 
-def summary(steps: list[dict[str, float]]) -> dict[str, float]:
-    """The four readings of one run's relative updates."""
+def reading(optimizer: str, k: int, seed: int) -> dict[str, float]:
+    """The four readings of the relative updates of one run (`relative_updates`)."""
+    steps = relative_updates(optimizer, k, seed)
     largest = [max(step.values()) for step in steps]
     middle = [statistics.median(step.values()) for step in steps]
     return dict(zip(READINGS, (largest[0], middle[0], statistics.fmean(largest), statistics.fmean(middle))))
 
 
 def answer(optimizer: str, k: int) -> str:
-    """The grid's answer at peak LR guess·2^k over SEEDS: "warm-up", "none" or "either"."""
-    means = {w: statistics.fmean(step_limit.score(optimizer, "grid", k, seed, w) for seed in SEEDS)
-             for w in warmup_grid.GRID_WARMUPS}
+    """The grid's answer at peak LR guess·2^k over the SEEDS on which every warm-up ran: "warm-up", "none",
+    "either", or "open" while no seed has them all."""
+    runs = [{w: step_limit.score(optimizer, "grid", k, seed, w) for w in warmup_grid.GRID_WARMUPS} for seed in SEEDS]
+    runs = [run for run in runs if not any(math.isnan(v) for v in run.values())]
+    if not runs:
+        return "open"
+    means = {w: statistics.fmean(run[w] for run in runs) for w in warmup_grid.GRID_WARMUPS}
     sigma, best = step_limit.SIGMA[optimizer], min(means.values())
     if means[0.0] <= best + sigma:
         return "none"
@@ -82,24 +88,19 @@ def separates(cells: list[tuple[str, float]]) -> bool:
 def table() -> tuple[list[str], dict[str, bool]]:
     """The table's rows (markdown, means over SEEDS) and, per reading, whether a threshold separates the
     grid's "warm-up" cells from its "none" cells; takes the readings that are missing first."""
-    found = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    rows, cells = [], {reading: [] for reading in READINGS}
+    readings = warmup_grid.Readings(RESULTS)
+    rows, cells = [], {name: [] for name in READINGS}
     for optimizer in warmup_grid.GUESS:
         star = warmup_grid.scanned_exponent(optimizer)
         for d in step_limit.LRS:
             said = answer(optimizer, star + d)
-            per_seed = []
-            for seed in SEEDS:
-                key = f"{optimizer} {star + d} {seed}"
-                if key not in found:
-                    found[key] = summary(relative_updates(optimizer, star + d, seed))
-                    RESULTS.write_text(json.dumps(found, indent=1) + "\n")
-                per_seed.append(found[key])
-            means = {reading: statistics.fmean(seed[reading] for seed in per_seed) for reading in READINGS}
-            for reading in READINGS:
-                cells[reading].append((said, means[reading]))
-            rows.append(f"| {optimizer} | lr*·2^{d:+d} | {said} | " + " | ".join(f"{means[r]:.4f}" for r in READINGS) + " |")
-    return rows, {reading: separates(cells[reading]) for reading in READINGS}
+            per_seed = [readings.get(f"{optimizer}-k{star + d}-seed{seed}", reading, optimizer, star + d, seed)
+                        for seed in SEEDS]
+            means = {name: statistics.fmean(run[name] for run in per_seed) for name in READINGS}
+            for name in READINGS:
+                cells[name].append((said, means[name]))
+            rows.append(f"| {optimizer} | lr*·2^{d:+d} | {said} | " + " | ".join(f"{means[name]:.4f}" for name in READINGS) + " |")
+    return rows, {name: separates(cells[name]) for name in READINGS}
 
 
 def main() -> None:
@@ -109,8 +110,8 @@ def main() -> None:
     print("| optimizer | LR | grid says | " + " | ".join(READINGS) + " |")
     print("|---|---|---|" + "---|" * len(READINGS))
     print("\n".join(rows))
-    for reading, apart in verdicts.items():
-        print(f"{reading}: {'a threshold separates' if apart else 'no threshold separates'} the warm-up cells from the none cells")
+    for name, apart in verdicts.items():
+        print(f"{name}: {'a threshold separates' if apart else 'no threshold separates'} the warm-up cells from the none cells")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ the second task's runs in benchmarks/results/warmup_grid_markov, judged by bench
 from __future__ import annotations
 
 import argparse
-import json
 
 import second_task
 import warmup_grid
@@ -86,23 +85,20 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    found = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    readings = warmup_grid.Readings(RESULTS)
     # the lm seeds, then the second task's seeds once its scan has found lr*
     wanted = [(f"{opt}-seed{seed}", opt, seed, "lm") for seed in SEEDS for opt in warmup_grid.GUESS]
     scanned = [opt for opt in warmup_grid.GUESS if warmup_grid.scan_state(second_task.FOLDER, opt)[1] is not None]
     wanted += [(f"markov/{opt}-seed{seed}", opt, seed, "markov") for seed in second_task.SEEDS for opt in scanned]
     for key, optimizer, seed, task in wanted:
-        if key not in found:
-            found[key] = reading(optimizer, seed, task)
-            RESULTS.write_text(json.dumps(found, indent=1) + "\n")
-        r = found[key]
+        r = readings.get(key, reading, optimizer, seed, task)
         print(f"{key:22s} (a) 2·best/peak {2 * r['start_best'] / r['peak']:.2f}  (b) best/peak "
               f"{r['late_best'] / r['peak']:.2f}  (c) scale {r['scale_ratio']:.2f}  drop {r['drop']:.3f}  "
               f"-> settled: {'none' if r['settled'] else 'warm-up'}, progress: "
               f"{'none' if r['progress'] else 'warm-up'}", flush=True)
     for rule, seeds in RULES.items():
         for optimizer in warmup_grid.GUESS:
-            calls = [found[f"{optimizer}-seed{s}"][rule] for s in seeds if f"{optimizer}-seed{s}" in found]
+            calls = [readings.found[key][rule] for s in seeds if (key := f"{optimizer}-seed{s}") in readings.found]
             print(f"{rule} on seeds {seeds.start}-{seeds.stop - 1}, {optimizer}: 'no warm-up' in {sum(calls)} of "
                   f"{len(calls)}")
     print("the progress test on a second task (markov): `python benchmarks/second_task.py` judges it")

@@ -193,7 +193,7 @@ def grid_cells(optimizer: str, k: int, seeds: tuple[int, ...]) -> str:
 def judge() -> tuple[list[str], dict[str, bool | None]]:
     """The table's rows (markdown) and each candidate's verdict (True: replaces the fits alone; None:
     open), taking the trial readings that are missing first."""
-    found = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    readings = warmup_grid.Readings(RESULTS)
     names = [f"limit {limit:g}" for limit in LIMITS] + ["window"]
     rows, replaces = [], dict.fromkeys(names, True)
     for optimizer in warmup_grid.GUESS:
@@ -203,14 +203,11 @@ def judge() -> tuple[list[str], dict[str, bool | None]]:
             per = {name: [] for name in ["fits", *names]}
             calls = dict.fromkeys(LIMITS, 0)
             for seed in SEEDS:
-                key = f"{optimizer}-k{k}-seed{seed}"
-                if key not in found:
-                    found[key] = trial(optimizer, k, seed)
-                    RESULTS.write_text(json.dumps(found, indent=1) + "\n")
+                reading = readings.get(f"{optimizer}-k{k}-seed{seed}", trial, optimizer, k, seed)
                 fits, none = score(optimizer, "closed", k, seed), score(optimizer, "grid", k, seed)
                 per["fits"].append(fits)
                 for limit in LIMITS:
-                    ok = passes(found[key], limit)
+                    ok = passes(reading, limit)
                     calls[limit] += ok
                     per[f"limit {limit:g}"].append(none if ok else fits)
                 per["window"].append(score(optimizer, "closed_window", k, seed))

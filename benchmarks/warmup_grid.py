@@ -261,6 +261,23 @@ def result_files(out: Path) -> list[Path]:
     return sorted(p for p in results_dir(out).glob("*/*/*.json") if not p.name.endswith(".fit.json"))
 
 
+class Readings:
+    """Readings kept by key in a JSON file, each taken once: the scripts that read a few steps of an arm
+    (start tests, trial steps, relative updates) resume where they stopped and print from the file alone."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.found = json.loads(path.read_text()) if path.exists() else {}
+
+    def get(self, key: str, take: Callable[..., dict | None], *args) -> dict | None:
+        """The reading kept under `key`, else `take(*args)`'s, kept at once (a None is not kept: nothing to
+        read yet)."""
+        if key not in self.found and (reading := take(*args)) is not None:
+            self.found[key] = reading
+            self.path.write_text(json.dumps(self.found, indent=1) + "\n")
+        return self.found.get(key)
+
+
 def result_of(out: Path, arm: Arm) -> dict | None:
     """The arm's result (val loss, status, peak LR), or None if it has not finished."""
     marker = result_path(out, arm)

@@ -588,7 +588,7 @@ def test_no_relative_update_reading_separates_the_runs_that_need_a_warm_up(monke
     assert {k[2] for k in said if k[0] in ("| lion", "| muon")} == {"none"}
     assert {k[2] for k in said if k[0] in ("| adamw", "| normsgd")} == {"warm-up"}
     doc = " ".join(relative.__doc__.split())
-    assert f"{said[('| normsgd', 'lr*·2^-1', 'warm-up')]:.3f} for normalised SGD at lr*/2" in doc
+    assert f"by {said[('| normsgd', 'lr*·2^-1', 'warm-up')]:.3f} of its norm for normalised SGD at lr*/2" in doc
     calm = [v for k, v in said.items() if k[2] == "none"]
     assert f"against {min(calm):.3f}-{max(calm):.2f} for Lion and Muon" in doc
     assert relative.separates([("warm-up", 2.0), ("none", 1.0)]) and not relative.separates([("warm-up", 1.0), ("none", 2.0)])
@@ -624,3 +624,20 @@ def test_the_horizon_table_is_the_committed_readings_and_its_docstring_quotes_th
     assert all(behind[key] == "nan" for key in behind if key[0] in ("| lion", "| muon"))
     assert horizon.behind_from([-1.0, 1.0, -1.0, 1.0, 1.0]) == 3 * horizon.BLOCK
     assert math.isnan(horizon.behind_from([1.0, -1.0]))
+
+
+def test_readings_are_taken_once_kept_at_once_and_none_is_not_kept(tmp_path, monkeypatch):
+    """warmup_grid.Readings: a reading is taken on the first ask only and is in the file before the next;
+    a None (nothing to read yet) is asked again."""
+    grid = load_warmup_grid(monkeypatch)
+    calls = []
+
+    def take(value):
+        calls.append(value)
+        return None if value is None else {"v": value}
+
+    readings = grid.Readings(tmp_path / "r.json")
+    assert readings.get("a", take, 1) == {"v": 1} and readings.get("a", take, 2) == {"v": 1}
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": {"v": 1}}
+    assert readings.get("b", take, None) is None and readings.get("b", take, None) is None
+    assert grid.Readings(tmp_path / "r.json").get("a", take, 3) == {"v": 1} and calls == [1, None, None]
