@@ -267,7 +267,7 @@ def beside_lr_star() -> list[str]:
 
 def readings(step: int = 49) -> list[str]:
     """What the window test reads at its first refit (`step`), per optimizer and LR: its reading
-    (`decision.window_reading`) over the peak, on every seed whose fits alone's run (`closed`, whose rows
+    (`decision.window_reading`) over the peak, on every seed of 20-29 whose fits alone's run (`closed`, whose rows
     to that step are the practical start's) is kept on this machine, and on how many of them the step
     per unit LR was still falling there (`decision.still_falling`)."""
     from itertools import islice
@@ -281,7 +281,7 @@ def readings(step: int = 49) -> list[str]:
             arm = warmup_grid.Arm(optimizer, "closed", k + d, 0.0, 0)
             found, falling = {}, 0
             for folder in sorted((GRID / arm.name).parent.glob("seed-*"), key=lambda p: int(p.name[5:])):
-                if not (folder / "steps.jsonl").is_file():
+                if int(folder.name[5:]) not in (*HELD_OUT, *FRESH, *LATER) or not (folder / "steps.jsonl").is_file():
                     continue
                 with open(folder / "steps.jsonl") as lines_of:
                     rows = [json.loads(line) for line in islice(lines_of, step + 1)]
