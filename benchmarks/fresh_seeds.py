@@ -23,6 +23,15 @@ Amended 2026-12-07 13:18 UTC, after only AdamW's seed-50 runs had finished (no v
 named as the report's (its values unchanged), Muon's prediction replaced by "either" (a reviewer noted that
 the two-seed and four-seed held-out gaps fall on either side of 1 σ), and the pass rule written out.
 
+**Outcome** (2026-12-07 14:20 UTC): the check fails, on Lion. Its default loop ran the fits alone's runs
+(no fit decided; the practical warm-up reached 0.57-0.59× the peak) and ended at 1.7033 against 1.6862 with no
+warm-up: +0.017, 1.3 σ (per seed +0.025 and +0.009). AdamW (1.6493 against 1.6595 for 25 %) and normalised
+SGD (1.8251 against 1.8529) are within, ahead of the better end; Muon is within too (1.6276 against 1.6273
+for 25 % and 1.6276 for none), the window test having said "no warm-up" at step 49 on both seeds. The
+decisions came as predicted: the window test's on Muon, none elsewhere (2 of 8 runs). So Lion's held-out
+verdict (+0.1 σ, met) does not carry over: Lion is met on seeds 20-23 and missed on the dev seeds 0-2
+(+1.6 σ) and on these. Not judged: the progress test (opt-in) ran the no-warm-up run on Lion's two seeds.
+
     python benchmarks/warmup_grid.py --stages window,progress --seeds 2 --seed-offset 50   # 40 runs, resumable
     python benchmarks/fresh_seeds.py                                                       # the verdicts
 """

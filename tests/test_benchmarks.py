@@ -641,3 +641,18 @@ def test_readings_are_taken_once_kept_at_once_and_none_is_not_kept(tmp_path, mon
     assert json.loads((tmp_path / "r.json").read_text()) == {"a": {"v": 1}}
     assert readings.get("b", take, None) is None and readings.get("b", take, None) is None
     assert grid.Readings(tmp_path / "r.json").get("a", take, 3) == {"v": 1} and calls == [1, None, None]
+
+
+def test_the_fresh_seeds_check_reads_as_its_docstring_says(monkeypatch):
+    """benchmarks/fresh_seeds.py on the committed results: the registered check fails on Lion alone, with
+    the numbers its outcome quotes."""
+    fresh = load_benchmark(monkeypatch, "fresh_seeds")
+    rows = {}
+    for optimizer in fresh.warmup_grid.GUESS:
+        row, rows[optimizer] = fresh.verdict(optimizer)
+        if optimizer == "lion":
+            cells = row.split(" | ")
+            assert cells[1:4] == ["1.6862", "1.7536", "1.7033"]
+    assert rows == {"adamw": True, "lion": False, "muon": True, "normsgd": True}
+    doc = " ".join(fresh.__doc__.split())
+    assert "the check fails, on Lion" in doc and "1.7033 against 1.6862 with no warm-up" in doc
