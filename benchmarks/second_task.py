@@ -102,14 +102,15 @@ def better_end(none: dict[int, float], warm: dict[int, float]) -> str | None:
     return "w0" if np.mean(list(none.values())) <= np.mean(list(warm.values())) else "w25"
 
 
-def within_better_end(scores: dict[int, float], none: dict[int, float], warm: dict[int, float]) -> bool | None:
-    """Whether the mean of `scores` is at most the better end's mean + that end's seed σ (no allowance
-    where that end diverged on a seed); None until every score is in."""
+def within_better_end(scores: dict[int, float], none: dict[int, float], warm: dict[int, float],
+                      sigma: float | None = None) -> bool | None:
+    """Whether the mean of `scores` is at most the better end's mean + `sigma` (default: that end's seed σ;
+    no allowance where that end diverged on a seed); None until every score is in."""
     better = better_end(none, warm)
     if better is None or any(math.isnan(v) for v in scores.values()):
         return None
     best = list((none if better == "w0" else warm).values())
-    sigma = float(np.std(best, ddof=1))
+    sigma = float(np.std(best, ddof=1)) if sigma is None else sigma
     return bool(np.mean(list(scores.values())) <= np.mean(best) + (sigma if math.isfinite(sigma) else 0.0))
 
 

@@ -193,7 +193,7 @@ def grid_cells(optimizer: str, k: int, seeds: tuple[int, ...]) -> str:
 def judge() -> tuple[list[str], dict[str, bool | None]]:
     """The table's rows (markdown) and each candidate's verdict (True: replaces the fits alone; None:
     open), taking the trial readings that are missing first."""
-    readings = warmup_grid.Readings(RESULTS)
+    trials = warmup_grid.Readings(RESULTS)
     names = [f"limit {limit:g}" for limit in LIMITS] + ["window"]
     rows, replaces = [], dict.fromkeys(names, True)
     for optimizer in warmup_grid.GUESS:
@@ -203,7 +203,7 @@ def judge() -> tuple[list[str], dict[str, bool | None]]:
             per = {name: [] for name in ["fits", *names]}
             calls = dict.fromkeys(LIMITS, 0)
             for seed in SEEDS:
-                reading = readings.get(f"{optimizer}-k{k}-seed{seed}", trial, optimizer, k, seed)
+                reading = trials.get(f"{optimizer}-k{k}-seed{seed}", trial, optimizer, k, seed)
                 fits, none = score(optimizer, "closed", k, seed), score(optimizer, "grid", k, seed)
                 per["fits"].append(fits)
                 for limit in LIMITS:
