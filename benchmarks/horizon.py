@@ -31,7 +31,8 @@ from warmup_grid import REPO
 BLOCK = 50
 SHOWN = (50, 100, 200, 300, 400)
 """The first step of each block the table shows."""
-WARM = 0.25
+WARM = warmup_grid.PROGRESS_WARMUPS[1]
+"""The warm-up set against none: the grid's 25 % end."""
 RESULTS = REPO / "benchmarks" / "results" / "horizon.json"
 
 

@@ -67,11 +67,11 @@ def reading(optimizer: str, k: int, seed: int) -> dict[str, float]:
 def answer(optimizer: str, k: int) -> str:
     """The grid's answer at peak LR guess·2^k over the SEEDS on which every warm-up ran: "warm-up", "none",
     "either", or "open" while no seed has them all."""
-    runs = [{w: step_limit.score(optimizer, "grid", k, seed, w) for w in warmup_grid.GRID_WARMUPS} for seed in SEEDS]
-    runs = [run for run in runs if not any(math.isnan(v) for v in run.values())]
-    if not runs:
+    complete = [seed for seed in SEEDS
+                if not any(math.isnan(step_limit.score(optimizer, "grid", k, seed, w)) for w in warmup_grid.GRID_WARMUPS)]
+    if not complete:
         return "open"
-    means = {w: statistics.fmean(run[w] for run in runs) for w in warmup_grid.GRID_WARMUPS}
+    means = step_limit.grid_means(optimizer, k, complete)
     sigma, best = step_limit.SIGMA[optimizer], min(means.values())
     if means[0.0] <= best + sigma:
         return "none"

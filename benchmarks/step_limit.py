@@ -182,10 +182,15 @@ def score(optimizer: str, kind: str, k: int, seed: int, warmup: float = 0.0) -> 
     return warmup_grid.score(warmup_grid.result_of(GRID, warmup_grid.Arm(optimizer, kind, k, warmup, seed)))
 
 
+def grid_means(optimizer: str, k: int, seeds) -> dict[float, float]:
+    """The grid at peak LR guess·2^k: each warm-up's mean over `seeds` (NaN while a run is missing)."""
+    return {w: statistics.fmean(score(optimizer, "grid", k, seed, w) for seed in seeds) for w in warmup_grid.GRID_WARMUPS}
+
+
 def grid_cells(optimizer: str, k: int, seeds: tuple[int, ...]) -> str:
     """The grid at peak LR guess·2^k, as two table cells: its no-warm-up mean over `seeds` and its best
     warm-up's (NaN while a run is missing)."""
-    grid = {w: statistics.fmean(score(optimizer, "grid", k, seed, w) for seed in seeds) for w in warmup_grid.GRID_WARMUPS}
+    grid = grid_means(optimizer, k, seeds)
     best_w = min(grid, key=grid.get)
     return f"{grid[0.0]:.4f} | {grid[best_w]:.4f} (w{best_w:g})"
 
